@@ -1,0 +1,55 @@
+//! Stepgate's UI: pages, components and the server functions they call.
+
+pub mod api;
+pub mod components;
+pub mod error;
+pub mod pages;
+#[cfg(feature = "ssr")]
+pub mod session;
+
+use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_router::components::{Route, Router, Routes};
+use leptos_router::path;
+
+use pages::{home::HomePage, login::LoginPage, register::RegisterPage};
+
+/// The HTML document around the app, rendered on the server.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8"/>
+                <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                <AutoReload options=options.clone()/>
+                <HydrationScripts options/>
+                <MetaTags/>
+            </head>
+            <body>
+                <App/>
+            </body>
+        </html>
+    }
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    view! {
+        <Stylesheet id="leptos" href="/pkg/stepgate.css"/>
+        <Title text="Stepgate"/>
+        <Router>
+            <header class="masthead">
+                <a href="/" class="brand">"Stepgate"</a>
+            </header>
+            <main>
+                <Routes fallback=|| view! { <p>"Page not found."</p> }>
+                    <Route path=path!("") view=HomePage/>
+                    <Route path=path!("login") view=LoginPage/>
+                    <Route path=path!("register") view=RegisterPage/>
+                </Routes>
+            </main>
+        </Router>
+    }
+}

@@ -1,0 +1,59 @@
+import { defineConfig, devices } from "@playwright/test";
+import * as path from "node:path";
+
+// The real server binary, built by `cargo leptos build --release`, on its own port and a data
+// folder that is fresh for every run (scripts/test.sh empties it).
+const port = Number(process.env.STEPGATE_E2E_PORT ?? 3300);
+const root = path.resolve(__dirname, "..");
+const dataDir = path.join(__dirname, ".data");
+
+export const chromiumArgs = [
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-dev-shm-usage",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--no-first-run",
+];
+
+export default defineConfig({
+  testDir: "./tests",
+  timeout: 30_000,
+  expect: { timeout: 7_000 },
+  forbidOnly: !!process.env.CI,
+  retries: 0,
+  workers: process.env.CI ? 1 : 2,
+  reporter: [["list"], ["json", { outputFile: "playwright-report/results.json" }]],
+  use: {
+    baseURL: `http://127.0.0.1:${port}`,
+    trace: "retain-on-failure",
+  },
+  projects: [
+    {
+      name: "chromium",
+      use: {
+        ...devices["Desktop Chrome"],
+        launchOptions: {
+          executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium",
+          args: chromiumArgs,
+        },
+      },
+    },
+  ],
+  webServer: {
+    command: path.join(root, "target", "release", "server"),
+    cwd: root,
+    url: `http://127.0.0.1:${port}/login`,
+    reuseExistingServer: false,
+    timeout: 60_000,
+    stdout: "pipe",
+    env: {
+      LEPTOS_SITE_ADDR: `127.0.0.1:${port}`,
+      LEPTOS_SITE_ROOT: path.join(root, "target", "site"),
+      STEPGATE_DATA: dataDir,
+      STEPGATE_DEMO: "1",
+      RUST_LOG: "info,sqlx=warn",
+    },
+  },
+});

@@ -1,0 +1,148 @@
+// The `local` provider: Stepgate's own accounts (register, sign in, sign out).
+import { expect, test } from "@playwright/test";
+import { DEMO, INVALID_AUTH, register, signIn, uniqueEmail, waitForHydration } from "./helpers";
+
+test("register, sign out, sign in: home shows the email", async ({ page }) => {
+  const email = uniqueEmail("roundtrip");
+  await register(page, email, "correct-horse-1");
+
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await expect(page).toHaveURL(/\/login$/);
+
+  await signIn(page, email, "correct-horse-1");
+  await expect(page).toHaveURL(/\/$/);
+  await expect(page.getByText(`Signed in as ${email}`)).toBeVisible();
+});
+
+test("the demo account from the README signs in", async ({ page }) => {
+  await signIn(page, DEMO.email, DEMO.password);
+  await expect(page.getByText(`Signed in as ${DEMO.email}`)).toBeVisible();
+});
+
+test("a wrong password shows the alert and keeps the email", async ({ page }) => {
+  const email = uniqueEmail("wrongpw");
+  await register(page, email, "correct-horse-1");
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await expect(page).toHaveURL(/\/login$/);
+  await waitForHydration(page);
+
+  await page.getByLabel("Email").fill(email);
+  await page.getByLabel("Password").fill("wrong-horse-1");
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await expect(page.getByRole("alert")).toHaveText(INVALID_AUTH);
+  await expect(page).toHaveURL(/\/login$/);
+  await expect(page.getByLabel("Email")).toHaveValue(email);
+
+  // Retrying with the right password works from the same form.
+  await page.getByLabel("Password").fill("correct-horse-1");
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await expect(page.getByText(`Signed in as ${email}`)).toBeVisible();
+});
+
+test("an unknown user gets exactly the wrong-password message", async ({ page }) => {
+  await signIn(page, uniqueEmail("nobody"), "whatever-it-is");
+  await expect(page.getByRole("alert")).toHaveText(INVALID_AUTH);
+});
+
+test("the button shows a busy state while the server works", async ({ page }) => {
+  await page.goto("/login");
+  await waitForHydration(page);
+  // Hold the request so the busy state can be seen.
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  await page.route("**/api/sign_in", async (route) => {
+    await held;
+    await route.continue();
+  });
+  await page.getByLabel("Email").fill(DEMO.email);
+  await page.getByLabel("Password").fill(DEMO.password);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  const busy = page.getByRole("button", { name: "Signing in…" });
+  await expect(busy).toBeDisabled();
+  release();
+  await expect(page.getByText(`Signed in as ${DEMO.email}`)).toBeVisible();
+});
+
+test("signed-out visitors are sent to /login", async ({ page }) => {
+  const response = await page.request.get("/", { maxRedirects: 0 });
+  expect(response.status()).toBe(302);
+  expect(response.headers()["location"]).toBe("/login");
+  await page.goto("/");
+  await expect(page).toHaveURL(/\/login$/);
+});
+
+test("registration refuses mismatched passwords and an existing email", async ({ page }) => {
+  const email = uniqueEmail("dupe");
+  await page.goto("/register");
+  await waitForHydration(page);
+  await page.getByLabel("Email").fill(email);
+  await page.getByLabel("Password", { exact: true }).fill("password-one");
+  await page.getByLabel("Confirm password").fill("password-two");
+  await page.getByRole("button", { name: "Create account" }).click();
+  await expect(page.getByRole("alert")).toHaveText("The two passwords are not the same.");
+  await expect(page.getByLabel("Email")).toHaveValue(email);
+
+  // Nothing was written: the same email registers fine afterwards.
+  await register(page, email, "password-one");
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await expect(page).toHaveURL(/\/login$/);
+
+  await page.goto("/register");
+  await waitForHydration(page);
+  await page.getByLabel("Email").fill(email.toUpperCase());
+  await page.getByLabel("Password", { exact: true }).fill("password-two");
+  await page.getByLabel("Confirm password").fill("password-two");
+  await page.getByRole("button", { name: "Create account" }).click();
+  await expect(page.getByRole("alert")).toHaveText("An account with this email already exists. Sign in instead.");
+});
+
+test("the session cookie is HttpOnly, SameSite=Lax, renewed at sign-in and ended at sign-out", async ({
+  page,
+  context,
+}) => {
+  const email = uniqueEmail("cookie");
+  await register(page, email, "cookie-pass-1");
+  const first = (await context.cookies()).find((c) => c.name === "stepgate_session");
+  expect(first).toBeDefined();
+  expect(first!.httpOnly).toBe(true);
+  expect(first!.sameSite).toBe("Lax");
+  expect(first!.value).toMatch(/^[0-9a-f]{64}$/);
+
+  // Signing in again while signed in issues a new id and ends the old one.
+  await signIn(page, email, "cookie-pass-1");
+  await expect(page.getByText(`Signed in as ${email}`)).toBeVisible();
+  const second = (await context.cookies()).find((c) => c.name === "stepgate_session");
+  expect(second!.value).not.toBe(first!.value);
+
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await expect(page).toHaveURL(/\/login$/);
+  expect((await context.cookies()).find((c) => c.name === "stepgate_session")).toBeUndefined();
+
+  // The old cookie, replayed, no longer opens the home page: sign-out deleted it server-side.
+  for (const old of [first!, second!]) {
+    const res = await page.request.get("/", {
+      headers: { cookie: `stepgate_session=${old.value}` },
+      maxRedirects: 0,
+    });
+    expect(res.status()).toBe(302);
+  }
+});
+
+test.describe("without JavaScript", () => {
+  test.use({ javaScriptEnabled: false });
+
+  test("registration, sign-out and sign-in work as plain form posts", async ({ page }) => {
+    const email = uniqueEmail("nojs");
+    await register(page, email, "no-script-pass");
+    await page.getByRole("button", { name: "Sign out" }).click();
+    await expect(page).toHaveURL(/\/login$/);
+    await signIn(page, email, "no-script-pass");
+    await expect(page).toHaveURL(/\/$/);
+    await expect(page.getByText(`Signed in as ${email}`)).toBeVisible();
+  });
+
+  test("a wrong password still shows the alert", async ({ page }) => {
+    await signIn(page, DEMO.email, "not-the-password");
+    await expect(page.getByRole("alert")).toHaveText(INVALID_AUTH);
+  });
+});

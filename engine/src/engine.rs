@@ -1,0 +1,620 @@
+//! [`Engine`]: the one object the app talks to. It owns the database, the stores and the
+//! providers, and runs every flow by the same rules.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::SqlitePool;
+
+use crate::clock::{Clock, SystemClock};
+use crate::email::Email;
+use crate::flow::{Flow, FlowId, DEFAULT_FLOW_TTL, MAX_ATTEMPTS};
+use crate::password::PasswordHasher;
+use crate::providers::{local::LocalProvider, Completion, Input, Outcome, Provider};
+use crate::sessions::{SessionStore, SessionToken};
+use crate::store::{FlowStore, SqliteFlowStore};
+use crate::users::{User, UserId, UserStore};
+use crate::view::FlowView;
+use crate::{db, ErrorCode};
+
+/// The longest value any form field may carry; longer input is refused before any work.
+pub const MAX_FIELD_BYTES: usize = 1024;
+pub const MIN_PASSWORD_CHARS: usize = 8;
+
+pub struct EngineConfig {
+    /// `sqlite://…` URL of the database.
+    pub database_url: String,
+    pub flow_ttl: Duration,
+    /// Password hashes allowed to run at once.
+    pub hash_slots: usize,
+}
+
+impl EngineConfig {
+    pub fn new(database_url: impl Into<String>) -> Self {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        Self {
+            database_url: database_url.into(),
+            flow_ttl: DEFAULT_FLOW_TTL,
+            hash_slots: cores.max(2),
+        }
+    }
+}
+
+/// Where a flow stands after a step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    Next(FlowView),
+    Done(Completion),
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    pool: SqlitePool,
+    flows: Arc<dyn FlowStore>,
+    users: UserStore,
+    sessions: SessionStore,
+    hasher: PasswordHasher,
+    providers: Arc<HashMap<&'static str, Arc<dyn Provider>>>,
+    clock: Arc<dyn Clock>,
+    flow_ttl: Duration,
+}
+
+fn check_field_sizes(input: &Input) -> Result<(), ErrorCode> {
+    if input.values().any(|v| v.len() > MAX_FIELD_BYTES) {
+        return Err(ErrorCode::FieldTooLong);
+    }
+    Ok(())
+}
+
+impl Engine {
+    pub async fn open(config: EngineConfig) -> Result<Engine, sqlx::Error> {
+        Self::open_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    pub async fn open_with_clock(
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Engine, sqlx::Error> {
+        let pool = db::connect(&config.database_url).await?;
+        let users = UserStore::new(pool.clone());
+        let hasher = PasswordHasher::new(config.hash_slots);
+        let local: Arc<dyn Provider> = Arc::new(LocalProvider::new(users.clone(), hasher.clone()));
+        let providers = HashMap::from([(local.name(), local)]);
+        Ok(Engine {
+            flows: Arc::new(SqliteFlowStore::new(pool.clone())),
+            sessions: SessionStore::new(pool.clone()),
+            users,
+            hasher,
+            providers: Arc::new(providers),
+            clock,
+            flow_ttl: config.flow_ttl,
+            pool,
+        })
+    }
+
+    /// Adds (or replaces) a provider; the engine runs its flows like every other's.
+    pub fn with_provider(mut self, provider: Arc<dyn Provider>) -> Engine {
+        let mut providers = (*self.providers).clone();
+        providers.insert(provider.name(), provider);
+        self.providers = Arc::new(providers);
+        self
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Creates a local account. Nothing is written unless every check passes.
+    pub async fn register(
+        &self,
+        email: &str,
+        password: &str,
+        confirm: &str,
+    ) -> Result<User, ErrorCode> {
+        for field in [email, password, confirm] {
+            if field.trim().is_empty() {
+                return Err(ErrorCode::MissingFields);
+            }
+            if field.len() > MAX_FIELD_BYTES {
+                return Err(ErrorCode::FieldTooLong);
+            }
+        }
+        let email = Email::parse(email)?;
+        if password.chars().count() < MIN_PASSWORD_CHARS {
+            return Err(ErrorCode::PasswordTooShort);
+        }
+        if password != confirm {
+            return Err(ErrorCode::PasswordMismatch);
+        }
+        if self.users.find_by_email(&email).await?.is_some() {
+            return Err(ErrorCode::EmailTaken);
+        }
+        let hash = self.hasher.hash(password).await?;
+        let id = self.users.create(&email, &hash, self.clock.now()).await?;
+        Ok(User {
+            id,
+            email: email.to_string(),
+        })
+    }
+
+    /// Creates the account if its email is free; `true` when it was created.
+    pub async fn ensure_user(&self, email: &str, password: &str) -> Result<bool, ErrorCode> {
+        match self.register(email, password, password).await {
+            Ok(_) => Ok(true),
+            Err(ErrorCode::EmailTaken) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn provider(&self, name: &str) -> Result<&Arc<dyn Provider>, ErrorCode> {
+        self.providers.get(name).ok_or(ErrorCode::Unknown)
+    }
+
+    /// Runs the first step of `provider`'s flow for the browser session `owner`.
+    pub async fn start_flow(
+        &self,
+        provider: &str,
+        owner: Option<String>,
+        input: &Input,
+    ) -> Result<Progress, ErrorCode> {
+        check_field_sizes(input)?;
+        let provider = self.provider(provider)?;
+        match provider.start(input).await {
+            Outcome::Done(done) => Ok(Progress::Done(done)),
+            Outcome::Failed(code) => Err(code),
+            Outcome::Next { step, view, state } => {
+                let flow = Flow::new(
+                    provider.kind(),
+                    provider.name(),
+                    step,
+                    owner,
+                    self.clock.now(),
+                    self.flow_ttl,
+                    state,
+                );
+                self.flows.insert(&flow).await?;
+                Ok(Progress::Next(FlowView {
+                    flow_id: flow.id.to_string(),
+                    step: view,
+                }))
+            }
+        }
+    }
+
+    /// Runs the next step of a stored flow. Unknown, expired and foreign flows all answer
+    /// `flow_expired`, so a flow id reveals nothing to anyone but its owner.
+    pub async fn submit_flow(
+        &self,
+        flow_id: &str,
+        owner: Option<&str>,
+        input: &Input,
+    ) -> Result<Progress, ErrorCode> {
+        check_field_sizes(input)?;
+        let id: FlowId = flow_id.parse().map_err(|_| ErrorCode::FlowExpired)?;
+        let flow = self.flows.get(&id).await?.ok_or(ErrorCode::FlowExpired)?;
+        if flow.owner.as_deref() != owner {
+            return Err(ErrorCode::FlowExpired);
+        }
+        if flow.is_expired(self.clock.now()) {
+            self.flows.remove(&id).await?;
+            return Err(ErrorCode::FlowExpired);
+        }
+        let provider = self.provider(&flow.provider)?;
+        match provider.submit(&flow, input).await {
+            Outcome::Next { step, view, state } => {
+                let flow = Flow {
+                    step: step.to_owned(),
+                    state,
+                    ..flow
+                };
+                self.flows.update(&flow).await?;
+                Ok(Progress::Next(FlowView {
+                    flow_id: flow.id.to_string(),
+                    step: view,
+                }))
+            }
+            Outcome::Done(done) => {
+                // Consuming the flow is the commit point: only one submit can complete it.
+                if !self.flows.remove(&id).await? {
+                    return Err(ErrorCode::FlowExpired);
+                }
+                Ok(Progress::Done(done))
+            }
+            Outcome::Failed(code @ (ErrorCode::InvalidCode | ErrorCode::InvalidUrl)) => {
+                let attempts = self
+                    .flows
+                    .record_attempt(&id)
+                    .await?
+                    .ok_or(ErrorCode::FlowExpired)?;
+                if attempts >= MAX_ATTEMPTS {
+                    self.flows.remove(&id).await?;
+                    return Err(ErrorCode::TooManyAttempts);
+                }
+                Err(code)
+            }
+            Outcome::Failed(code) => {
+                // No silent retries: a failed flow is discarded with its provider session.
+                self.flows.remove(&id).await?;
+                Err(code)
+            }
+        }
+    }
+
+    /// Opens a new session for `user_id`: always a fresh token (ASVS 3.2.1).
+    pub async fn open_session(&self, user_id: UserId) -> Result<SessionToken, ErrorCode> {
+        self.sessions.create(user_id, self.clock.now()).await
+    }
+
+    pub async fn session_user(&self, token: &SessionToken) -> Result<Option<User>, ErrorCode> {
+        match self.sessions.user_of(token, self.clock.now()).await? {
+            Some(id) => self.users.get(id).await,
+            None => Ok(None),
+        }
+    }
+
+    pub async fn close_session(&self, token: &SessionToken) -> Result<(), ErrorCode> {
+        self.sessions.delete(token).await
+    }
+
+    /// Drops expired flows and sessions; the server calls this every minute.
+    pub async fn purge_expired(&self) -> Result<(u64, u64), ErrorCode> {
+        let now = self.clock.now();
+        let flows = self.flows.purge_expired(now).await?;
+        let sessions = self.sessions.purge_expired(now).await?;
+        Ok((flows, sessions))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    async fn engine_in(dir: &tempfile::TempDir) -> (Engine, ManualClock) {
+        let clock = ManualClock::at(1_700_000_000);
+        let config = EngineConfig::new(db::sqlite_url_in(dir.path()));
+        (
+            Engine::open_with_clock(config, Arc::new(clock.clone()))
+                .await
+                .unwrap(),
+            clock,
+        )
+    }
+
+    fn input(pairs: &[(&str, &str)]) -> Input {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    async fn user_count(engine: &Engine) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(engine.pool())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn registered_user_signs_in_with_the_right_password_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _) = engine_in(&dir).await;
+        let user = engine
+            .register("Ada@Example.org", "lovelace-1815", "lovelace-1815")
+            .await
+            .unwrap();
+        assert_eq!(user.email, "ada@example.org");
+
+        let ok = engine
+            .start_flow(
+                "local",
+                None,
+                &input(&[("email", "ada@example.org"), ("password", "lovelace-1815")]),
+            )
+            .await;
+        assert_eq!(
+            ok,
+            Ok(Progress::Done(Completion::SignedIn { user_id: user.id }))
+        );
+
+        let wrong = engine
+            .start_flow(
+                "local",
+                None,
+                &input(&[("email", "ada@example.org"), ("password", "lovelace-1816")]),
+            )
+            .await;
+        assert_eq!(wrong, Err(ErrorCode::InvalidAuth));
+    }
+
+    #[tokio::test]
+    async fn unknown_user_gets_the_same_answer_as_a_wrong_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _) = engine_in(&dir).await;
+        let answer = engine
+            .start_flow(
+                "local",
+                None,
+                &input(&[
+                    ("email", "nobody@example.org"),
+                    ("password", "whatever-it-is"),
+                ]),
+            )
+            .await;
+        assert_eq!(answer, Err(ErrorCode::InvalidAuth));
+    }
+
+    #[tokio::test]
+    async fn bad_registrations_write_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _) = engine_in(&dir).await;
+        let long = "x".repeat(MAX_FIELD_BYTES + 1);
+        let cases = [
+            ("", "password-1", "password-1", ErrorCode::MissingFields),
+            ("a@example.org", "", "", ErrorCode::MissingFields),
+            (
+                "not-an-email",
+                "password-1",
+                "password-1",
+                ErrorCode::InvalidEmail,
+            ),
+            (
+                "a@example.org",
+                "short",
+                "short",
+                ErrorCode::PasswordTooShort,
+            ),
+            (
+                "a@example.org",
+                "password-1",
+                "password-2",
+                ErrorCode::PasswordMismatch,
+            ),
+            ("a@example.org", &long, &long, ErrorCode::FieldTooLong),
+        ];
+        for (email, password, confirm, expected) in cases {
+            assert_eq!(
+                engine.register(email, password, confirm).await,
+                Err(expected),
+                "{email} {password}"
+            );
+        }
+        assert_eq!(user_count(&engine).await, 0);
+
+        engine
+            .register("a@example.org", "password-1", "password-1")
+            .await
+            .unwrap();
+        assert_eq!(
+            engine
+                .register("A@example.org", "password-9", "password-9")
+                .await,
+            Err(ErrorCode::EmailTaken)
+        );
+        assert_eq!(user_count(&engine).await, 1);
+    }
+
+    #[tokio::test]
+    async fn oversized_sign_in_fields_are_refused_before_hashing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _) = engine_in(&dir).await;
+        let long = "x".repeat(MAX_FIELD_BYTES + 1);
+        let answer = engine
+            .start_flow(
+                "local",
+                None,
+                &input(&[("email", "a@example.org"), ("password", &long)]),
+            )
+            .await;
+        assert_eq!(answer, Err(ErrorCode::FieldTooLong));
+    }
+
+    #[tokio::test]
+    async fn sessions_are_fresh_tokens_that_end_when_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, clock) = engine_in(&dir).await;
+        let user = engine
+            .register("s@example.org", "password-1", "password-1")
+            .await
+            .unwrap();
+        let first = engine.open_session(user.id).await.unwrap();
+        let second = engine.open_session(user.id).await.unwrap();
+        assert_ne!(first, second);
+        assert_eq!(
+            engine.session_user(&first).await.unwrap(),
+            Some(user.clone())
+        );
+
+        engine.close_session(&first).await.unwrap();
+        assert_eq!(engine.session_user(&first).await.unwrap(), None);
+        assert_eq!(engine.session_user(&second).await.unwrap(), Some(user));
+
+        clock.advance(crate::sessions::SESSION_TTL_SECONDS);
+        assert_eq!(
+            engine.session_user(&second).await.unwrap(),
+            None,
+            "sessions expire"
+        );
+    }
+
+    /// A provider with one code step: "123456" is right, anything else is wrong,
+    /// "boom" fails the flow outright.
+    struct CodeStep;
+
+    #[async_trait::async_trait]
+    impl Provider for CodeStep {
+        fn name(&self) -> &'static str {
+            "code_step"
+        }
+        fn kind(&self) -> crate::flow::FlowKind {
+            crate::flow::FlowKind::Connect
+        }
+        async fn start(&self, _input: &Input) -> Outcome {
+            Outcome::Next {
+                step: "code",
+                view: crate::view::StepView::Code {
+                    channel: crate::view::CodeChannel::Sms,
+                    digits: 6,
+                },
+                state: serde_json::json!({"user_id": 42}),
+            }
+        }
+        async fn submit(&self, flow: &Flow, input: &Input) -> Outcome {
+            match input.get("code").map(String::as_str) {
+                Some("123456") => Outcome::Done(Completion::SignedIn {
+                    user_id: flow.state["user_id"].as_i64().unwrap(),
+                }),
+                Some("boom") => Outcome::Failed(ErrorCode::TokenError),
+                _ => Outcome::Failed(ErrorCode::InvalidCode),
+            }
+        }
+    }
+
+    async fn code_step_engine(dir: &tempfile::TempDir) -> (Engine, ManualClock, String) {
+        let (engine, clock) = engine_in(dir).await;
+        let engine = engine.with_provider(Arc::new(CodeStep));
+        let Ok(Progress::Next(view)) = engine
+            .start_flow("code_step", Some("owner".into()), &Input::new())
+            .await
+        else {
+            panic!("the code step should be shown");
+        };
+        (engine, clock, view.flow_id)
+    }
+
+    fn code(c: &str) -> Input {
+        input(&[("code", c)])
+    }
+
+    #[tokio::test]
+    async fn a_wrong_code_keeps_the_flow_for_another_try() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _, id) = code_step_engine(&dir).await;
+        assert_eq!(
+            engine
+                .submit_flow(&id, Some("owner"), &code("000000"))
+                .await,
+            Err(ErrorCode::InvalidCode)
+        );
+        assert_eq!(
+            engine
+                .submit_flow(&id, Some("owner"), &code("123456"))
+                .await,
+            Ok(Progress::Done(Completion::SignedIn { user_id: 42 }))
+        );
+        // Completing consumes the flow.
+        assert_eq!(
+            engine
+                .submit_flow(&id, Some("owner"), &code("123456"))
+                .await,
+            Err(ErrorCode::FlowExpired)
+        );
+    }
+
+    #[tokio::test]
+    async fn the_fifth_wrong_code_ends_the_flow() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _, id) = code_step_engine(&dir).await;
+        for _ in 1..MAX_ATTEMPTS {
+            assert_eq!(
+                engine
+                    .submit_flow(&id, Some("owner"), &code("000000"))
+                    .await,
+                Err(ErrorCode::InvalidCode)
+            );
+        }
+        assert_eq!(
+            engine
+                .submit_flow(&id, Some("owner"), &code("000000"))
+                .await,
+            Err(ErrorCode::TooManyAttempts)
+        );
+        assert_eq!(
+            engine
+                .submit_flow(&id, Some("owner"), &code("123456"))
+                .await,
+            Err(ErrorCode::FlowExpired)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_expired_flow_answers_flow_expired_even_with_the_right_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, clock, id) = code_step_engine(&dir).await;
+        clock.advance(DEFAULT_FLOW_TTL.as_secs() as i64);
+        assert_eq!(
+            engine
+                .submit_flow(&id, Some("owner"), &code("123456"))
+                .await,
+            Err(ErrorCode::FlowExpired)
+        );
+    }
+
+    #[tokio::test]
+    async fn another_session_cannot_continue_the_flow() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _, id) = code_step_engine(&dir).await;
+        assert_eq!(
+            engine
+                .submit_flow(&id, Some("intruder"), &code("123456"))
+                .await,
+            Err(ErrorCode::FlowExpired)
+        );
+        assert_eq!(
+            engine.submit_flow(&id, None, &code("123456")).await,
+            Err(ErrorCode::FlowExpired)
+        );
+        // The owner still can.
+        assert!(engine
+            .submit_flow(&id, Some("owner"), &code("123456"))
+            .await
+            .is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_failed_step_discards_the_flow() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _, id) = code_step_engine(&dir).await;
+        assert_eq!(
+            engine.submit_flow(&id, Some("owner"), &code("boom")).await,
+            Err(ErrorCode::TokenError)
+        );
+        assert_eq!(
+            engine
+                .submit_flow(&id, Some("owner"), &code("123456"))
+                .await,
+            Err(ErrorCode::FlowExpired)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_flow_survives_reopening_the_engine() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _, id) = code_step_engine(&dir).await;
+        engine.pool().close().await;
+        drop(engine);
+        let (reopened, _) = engine_in(&dir).await;
+        let reopened = reopened.with_provider(Arc::new(CodeStep));
+        assert_eq!(
+            reopened
+                .submit_flow(&id, Some("owner"), &code("123456"))
+                .await,
+            Ok(Progress::Done(Completion::SignedIn { user_id: 42 }))
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_and_malformed_flow_ids_answer_flow_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _) = engine_in(&dir).await;
+        for id in ["nonsense".to_string(), FlowId::random().to_string()] {
+            assert_eq!(
+                engine.submit_flow(&id, None, &Input::new()).await,
+                Err(ErrorCode::FlowExpired)
+            );
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! One enum of stable error codes and one table of the strings users read.
+//!
+//! The codes are part of the wire format (snake_case, as Home Assistant's `strings.json` keys):
+//! never rename one; add new ones instead.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Wrong password or unknown user: one code for both, so accounts cannot be enumerated.
+    #[error("invalid_auth")]
+    InvalidAuth,
+    #[error("invalid_code")]
+    InvalidCode,
+    #[error("missing_fields")]
+    MissingFields,
+    #[error("invalid_email")]
+    InvalidEmail,
+    #[error("field_too_long")]
+    FieldTooLong,
+    #[error("password_too_short")]
+    PasswordTooShort,
+    #[error("password_mismatch")]
+    PasswordMismatch,
+    #[error("email_taken")]
+    EmailTaken,
+    #[error("not_signed_in")]
+    NotSignedIn,
+    #[error("flow_expired")]
+    FlowExpired,
+    #[error("too_many_attempts")]
+    TooManyAttempts,
+    #[error("server_busy")]
+    ServerBusy,
+    #[error("server_unreachable")]
+    ServerUnreachable,
+    #[error("cannot_connect")]
+    CannotConnect,
+    #[error("timeout")]
+    Timeout,
+    #[error("invalid_vin")]
+    InvalidVin,
+    #[error("invalid_url")]
+    InvalidUrl,
+    #[error("already_configured")]
+    AlreadyConfigured,
+    #[error("token_error")]
+    TokenError,
+    #[error("unknown")]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// Every code, for the table test and for documentation.
+    pub const ALL: [ErrorCode; 20] = [
+        ErrorCode::InvalidAuth,
+        ErrorCode::InvalidCode,
+        ErrorCode::MissingFields,
+        ErrorCode::InvalidEmail,
+        ErrorCode::FieldTooLong,
+        ErrorCode::PasswordTooShort,
+        ErrorCode::PasswordMismatch,
+        ErrorCode::EmailTaken,
+        ErrorCode::NotSignedIn,
+        ErrorCode::FlowExpired,
+        ErrorCode::TooManyAttempts,
+        ErrorCode::ServerBusy,
+        ErrorCode::ServerUnreachable,
+        ErrorCode::CannotConnect,
+        ErrorCode::Timeout,
+        ErrorCode::InvalidVin,
+        ErrorCode::InvalidUrl,
+        ErrorCode::AlreadyConfigured,
+        ErrorCode::TokenError,
+        ErrorCode::Unknown,
+    ];
+
+    /// The user-facing sentence for this code: the one table of error strings.
+    pub fn message(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidAuth => "The email or password is not right.",
+            ErrorCode::InvalidCode => "That code is not right. Check it and try again.",
+            ErrorCode::MissingFields => "Please fill in every field.",
+            ErrorCode::InvalidEmail => "That does not look like an email address.",
+            ErrorCode::FieldTooLong => "One of the fields is too long (1 KiB at most).",
+            ErrorCode::PasswordTooShort => "Choose a password of at least 8 characters.",
+            ErrorCode::PasswordMismatch => "The two passwords are not the same.",
+            ErrorCode::EmailTaken => "An account with this email already exists. Sign in instead.",
+            ErrorCode::NotSignedIn => "Please sign in first.",
+            ErrorCode::FlowExpired => {
+                "This sign-in took too long and has expired. Please start again."
+            }
+            ErrorCode::TooManyAttempts => {
+                "Too many attempts. Please wait a moment and start again."
+            }
+            ErrorCode::ServerBusy => "The server is busy. Please try again in a moment.",
+            ErrorCode::ServerUnreachable => {
+                "Stepgate could not be reached. Check your connection and try again."
+            }
+            ErrorCode::CannotConnect => {
+                "The provider could not be reached. Please try again later."
+            }
+            ErrorCode::Timeout => "The provider took too long to answer. Please try again.",
+            ErrorCode::InvalidVin => "That vehicle identification number is not valid.",
+            ErrorCode::InvalidUrl => "That URL is not the one the provider gave you.",
+            ErrorCode::AlreadyConfigured => "This account is already connected.",
+            ErrorCode::TokenError => "The provider did not accept the sign-in. Please try again.",
+            ErrorCode::Unknown => "Something went wrong on our side. Please try again.",
+        }
+    }
+
+    /// The stable snake_case key, as sent on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidAuth => "invalid_auth",
+            ErrorCode::InvalidCode => "invalid_code",
+            ErrorCode::MissingFields => "missing_fields",
+            ErrorCode::InvalidEmail => "invalid_email",
+            ErrorCode::FieldTooLong => "field_too_long",
+            ErrorCode::PasswordTooShort => "password_too_short",
+            ErrorCode::PasswordMismatch => "password_mismatch",
+            ErrorCode::EmailTaken => "email_taken",
+            ErrorCode::NotSignedIn => "not_signed_in",
+            ErrorCode::FlowExpired => "flow_expired",
+            ErrorCode::TooManyAttempts => "too_many_attempts",
+            ErrorCode::ServerBusy => "server_busy",
+            ErrorCode::ServerUnreachable => "server_unreachable",
+            ErrorCode::CannotConnect => "cannot_connect",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::InvalidVin => "invalid_vin",
+            ErrorCode::InvalidUrl => "invalid_url",
+            ErrorCode::AlreadyConfigured => "already_configured",
+            ErrorCode::TokenError => "token_error",
+            ErrorCode::Unknown => "unknown",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn every_code_has_a_distinct_sentence() {
+        let sentences: HashSet<_> = ErrorCode::ALL.iter().map(|c| c.message()).collect();
+        assert_eq!(sentences.len(), ErrorCode::ALL.len());
+        for code in ErrorCode::ALL {
+            let text = code.message();
+            assert!(text.ends_with('.'), "{code}: {text}");
+            assert!(!text.contains('_'), "{code} leaks its key into the text");
+        }
+    }
+
+    #[test]
+    fn wire_key_is_the_snake_case_name() {
+        for code in ErrorCode::ALL {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            assert_eq!(code.to_string(), code.as_str());
+            let back: ErrorCode = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, code);
+        }
+    }
+
+    #[test]
+    fn unknown_user_and_wrong_password_share_one_message() {
+        // There is deliberately no separate `unknown_user` code.
+        assert!(!ErrorCode::ALL.iter().any(|c| c.as_str().contains("user")));
+    }
+}

@@ -1,0 +1,36 @@
+//! Stepgate's flow engine. Every login, into Stepgate or into a third-party account, is a
+//! [`flow::Flow`]: a small server-held state machine that a [`providers::Provider`] drives step
+//! by step. Nothing here knows about Leptos or HTTP handlers.
+//!
+//! Built without the default `server` feature, the crate holds only the wire types the browser
+//! also needs ([`error::ErrorCode`] and [`view`]).
+
+pub mod error;
+pub mod view;
+
+#[cfg(feature = "server")]
+pub mod clock;
+#[cfg(feature = "server")]
+pub mod db;
+#[cfg(feature = "server")]
+pub mod email;
+#[cfg(feature = "server")]
+mod engine;
+#[cfg(feature = "server")]
+pub mod flow;
+#[cfg(feature = "server")]
+pub mod password;
+#[cfg(feature = "server")]
+pub mod providers;
+#[cfg(feature = "server")]
+pub mod secrets;
+#[cfg(feature = "server")]
+pub mod sessions;
+#[cfg(feature = "server")]
+pub mod store;
+#[cfg(feature = "server")]
+pub mod users;
+
+#[cfg(feature = "server")]
+pub use engine::{Engine, EngineConfig, Progress};
+pub use error::ErrorCode;

@@ -1,0 +1,173 @@
+//! Password hashing: argon2id with OWASP's parameters (m = 19 MiB, t = 2, p = 1).
+//!
+//! One hash costs ~35 ms of CPU and 19 MiB of memory, so hashing runs on tokio's blocking pool,
+//! behind a semaphore: a burst of sign-ins queues here instead of starving the async runtime or
+//! exhausting memory, and a request that waits too long gets `server_busy`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString,
+};
+use argon2::{Algorithm, Argon2, Params, Version};
+use tokio::sync::Semaphore;
+
+use crate::ErrorCode;
+
+/// OWASP Password Storage Cheat Sheet, second argon2id option.
+pub const MEMORY_KIB: u32 = 19 * 1024;
+pub const ITERATIONS: u32 = 2;
+pub const LANES: u32 = 1;
+
+/// How long a request waits for a hashing slot before it is told the server is busy.
+const QUEUE_WAIT: Duration = Duration::from_secs(10);
+
+fn argon2() -> Argon2<'static> {
+    let params = Params::new(MEMORY_KIB, ITERATIONS, LANES, None).expect("valid argon2 parameters");
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+fn hash_now(password: &[u8]) -> String {
+    let salt = SaltString::generate(&mut OsRng);
+    argon2()
+        .hash_password(password, &salt)
+        .expect("argon2 hashing cannot fail with valid parameters")
+        .to_string()
+}
+
+fn verify_now(password: &[u8], phc: &str) -> bool {
+    match PasswordHash::new(phc) {
+        // The parameters come from the stored string, so older hashes keep verifying.
+        Ok(parsed) => Argon2::default().verify_password(password, &parsed).is_ok(),
+        Err(_) => false,
+    }
+}
+
+#[derive(Clone)]
+pub struct PasswordHasher {
+    slots: Arc<Semaphore>,
+    /// Verified against when the user is unknown, so both cases take the same time.
+    dummy_hash: Arc<str>,
+}
+
+impl PasswordHasher {
+    /// `max_in_flight` hashes run at once; more wait their turn.
+    pub fn new(max_in_flight: usize) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            dummy_hash: hash_now(b"stepgate dummy password for unknown users").into(),
+        }
+    }
+
+    /// A sensible bound for this machine: one hash per core, at least two.
+    pub fn for_this_machine() -> Self {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        Self::new(cores.max(2))
+    }
+
+    pub async fn hash(&self, password: &str) -> Result<String, ErrorCode> {
+        let password = password.as_bytes().to_vec();
+        self.run(move || hash_now(&password)).await
+    }
+
+    /// Checks `password` against `stored`; with no stored hash (unknown user) it checks a dummy
+    /// hash and answers `false`, taking the same time as a real check.
+    pub async fn verify(&self, password: &str, stored: Option<&str>) -> Result<bool, ErrorCode> {
+        let password = password.as_bytes().to_vec();
+        let known = stored.is_some();
+        let phc: String = stored
+            .map(str::to_owned)
+            .unwrap_or_else(|| self.dummy_hash.to_string());
+        let matches = self.run(move || verify_now(&password, &phc)).await?;
+        Ok(known && matches)
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ErrorCode> {
+        let _slot = tokio::time::timeout(QUEUE_WAIT, self.slots.acquire())
+            .await
+            .map_err(|_| ErrorCode::ServerBusy)?
+            .map_err(|_| ErrorCode::Unknown)?;
+        tokio::task::spawn_blocking(work).await.map_err(|e| {
+            tracing::error!(error = %e, "password hashing task failed");
+            ErrorCode::Unknown
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_hash_verifies_its_own_password_only() {
+        let hasher = PasswordHasher::new(2);
+        let hash = hasher.hash("correct horse battery").await.unwrap();
+        assert!(hasher
+            .verify("correct horse battery", Some(&hash))
+            .await
+            .unwrap());
+        assert!(!hasher
+            .verify("correct horse batterY", Some(&hash))
+            .await
+            .unwrap());
+    }
+
+    #[tokio::test]
+    async fn hashes_are_argon2id_with_owasp_parameters_and_a_fresh_salt() {
+        let hasher = PasswordHasher::new(2);
+        let a = hasher.hash("same password").await.unwrap();
+        let b = hasher.hash("same password").await.unwrap();
+        assert!(a.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{a}");
+        assert_ne!(a, b, "each hash gets its own salt");
+    }
+
+    #[tokio::test]
+    async fn unknown_user_is_checked_against_the_dummy_hash_and_refused() {
+        let hasher = PasswordHasher::new(2);
+        // Even the dummy hash's own password must not sign in an unknown user.
+        let refused = hasher
+            .verify("stepgate dummy password for unknown users", None)
+            .await
+            .unwrap();
+        assert!(!refused);
+    }
+
+    #[tokio::test]
+    async fn a_garbled_stored_hash_never_verifies() {
+        let hasher = PasswordHasher::new(1);
+        assert!(!hasher.verify("x", Some("not a phc string")).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn no_more_than_the_cap_run_at_once() {
+        let hasher = PasswordHasher::new(1);
+        let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let (hasher, in_flight, peak) = (hasher.clone(), in_flight.clone(), peak.clone());
+            tasks.push(tokio::spawn(async move {
+                hasher
+                    .run(move || {
+                        use std::sync::atomic::Ordering::SeqCst;
+                        let now = in_flight.fetch_add(1, SeqCst) + 1;
+                        peak.fetch_max(now, SeqCst);
+                        std::thread::sleep(Duration::from_millis(20));
+                        in_flight.fetch_sub(1, SeqCst);
+                    })
+                    .await
+                    .unwrap()
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(peak.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+}

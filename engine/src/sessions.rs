@@ -1,0 +1,106 @@
+//! Signed-in sessions. The cookie carries 256 random bits; the database keeps only their
+//! SHA-256, so neither a database copy nor a log line can be replayed as a cookie.
+
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use sqlx::SqlitePool;
+
+use crate::users::UserId;
+use crate::ErrorCode;
+
+/// Absolute session lifetime: ASVS 3.3.2 asks for re-authentication after 12 hours.
+pub const SESSION_TTL_SECONDS: i64 = 12 * 60 * 60;
+
+/// The secret value of a session cookie.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionToken(String);
+
+impl SessionToken {
+    pub fn random() -> Self {
+        let mut bytes = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        SessionToken(hex::encode(bytes))
+    }
+
+    /// Accepts only values of the shape we issue, so junk never reaches the database.
+    pub fn from_cookie(value: &str) -> Option<Self> {
+        (value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| SessionToken(value.to_owned()))
+    }
+
+    pub fn as_cookie_value(&self) -> &str {
+        &self.0
+    }
+
+    /// What is stored and what flows are bound to.
+    pub fn digest(&self) -> String {
+        hex::encode(Sha256::digest(self.0.as_bytes()))
+    }
+}
+
+impl std::fmt::Debug for SessionToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionToken(..)")
+    }
+}
+
+fn db_error(e: sqlx::Error) -> ErrorCode {
+    tracing::error!(error = %e, "session store failed");
+    ErrorCode::Unknown
+}
+
+#[derive(Clone)]
+pub struct SessionStore {
+    pool: SqlitePool,
+}
+
+impl SessionStore {
+    pub fn new(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+
+    pub async fn create(&self, user_id: UserId, now: i64) -> Result<SessionToken, ErrorCode> {
+        let token = SessionToken::random();
+        sqlx::query("INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
+            .bind(token.digest())
+            .bind(user_id)
+            .bind(now)
+            .bind(now + SESSION_TTL_SECONDS)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(token)
+    }
+
+    /// The user a live session belongs to.
+    pub async fn user_of(
+        &self,
+        token: &SessionToken,
+        now: i64,
+    ) -> Result<Option<UserId>, ErrorCode> {
+        sqlx::query_scalar("SELECT user_id FROM sessions WHERE token_hash = ? AND expires_at > ?")
+            .bind(token.digest())
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)
+    }
+
+    pub async fn delete(&self, token: &SessionToken) -> Result<(), ErrorCode> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
+            .bind(token.digest())
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    pub async fn purge_expired(&self, now: i64) -> Result<u64, ErrorCode> {
+        let done = sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(done.rows_affected())
+    }
+}

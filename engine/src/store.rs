@@ -1,0 +1,251 @@
+//! Where flows wait between steps. [`SqliteFlowStore`] keeps them in the database so a flow
+//! survives a server restart; other stores (Redis, Postgres) implement the same trait.
+
+use async_trait::async_trait;
+use sqlx::{Row, SqlitePool};
+
+use crate::flow::{Flow, FlowId, FlowKind};
+use crate::ErrorCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("flow state: {0}")]
+    State(#[from] serde_json::Error),
+    #[error("corrupt row: {0}")]
+    Corrupt(&'static str),
+}
+
+impl From<StoreError> for ErrorCode {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "flow store failed");
+        ErrorCode::Unknown
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[async_trait]
+pub trait FlowStore: Send + Sync {
+    async fn insert(&self, flow: &Flow) -> StoreResult<()>;
+    /// The flow with this id, expired or not: the caller decides what expiry means.
+    async fn get(&self, id: &FlowId) -> StoreResult<Option<Flow>>;
+    /// Saves a flow's step and state after a step succeeded.
+    async fn update(&self, flow: &Flow) -> StoreResult<()>;
+    /// Counts one wrong answer atomically and returns the new count (`None`: no such flow).
+    async fn record_attempt(&self, id: &FlowId) -> StoreResult<Option<u32>>;
+    /// Removes a flow; `true` if it was there. Used to consume a flow exactly once.
+    async fn remove(&self, id: &FlowId) -> StoreResult<bool>;
+    /// Drops every flow whose deadline has passed; returns how many.
+    async fn purge_expired(&self, now: i64) -> StoreResult<u64>;
+}
+
+#[derive(Clone)]
+pub struct SqliteFlowStore {
+    pool: SqlitePool,
+}
+
+impl SqliteFlowStore {
+    pub fn new(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+}
+
+fn flow_from_row(row: sqlx::sqlite::SqliteRow) -> StoreResult<Flow> {
+    let id: String = row.try_get("id")?;
+    let kind: String = row.try_get("kind")?;
+    let state: String = row.try_get("state")?;
+    let attempts: i64 = row.try_get("attempts")?;
+    Ok(Flow {
+        id: id.parse().map_err(|_| StoreError::Corrupt("id"))?,
+        kind: FlowKind::parse(&kind).ok_or(StoreError::Corrupt("kind"))?,
+        provider: row.try_get("provider")?,
+        step: row.try_get("step")?,
+        owner: row.try_get("owner")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        attempts: u32::try_from(attempts).map_err(|_| StoreError::Corrupt("attempts"))?,
+        state: serde_json::from_str(&state)?,
+    })
+}
+
+#[async_trait]
+impl FlowStore for SqliteFlowStore {
+    async fn insert(&self, flow: &Flow) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO flows (id, kind, provider, step, owner, created_at, expires_at, attempts, state)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(flow.id.to_string())
+        .bind(flow.kind.as_str())
+        .bind(&flow.provider)
+        .bind(&flow.step)
+        .bind(&flow.owner)
+        .bind(flow.created_at)
+        .bind(flow.expires_at)
+        .bind(i64::from(flow.attempts))
+        .bind(serde_json::to_string(&flow.state)?)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get(&self, id: &FlowId) -> StoreResult<Option<Flow>> {
+        let row = sqlx::query("SELECT * FROM flows WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(flow_from_row).transpose()
+    }
+
+    async fn update(&self, flow: &Flow) -> StoreResult<()> {
+        sqlx::query("UPDATE flows SET step = ?, state = ?, expires_at = ? WHERE id = ?")
+            .bind(&flow.step)
+            .bind(serde_json::to_string(&flow.state)?)
+            .bind(flow.expires_at)
+            .bind(flow.id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn record_attempt(&self, id: &FlowId) -> StoreResult<Option<u32>> {
+        let attempts: Option<i64> = sqlx::query_scalar(
+            "UPDATE flows SET attempts = attempts + 1 WHERE id = ? RETURNING attempts",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        attempts
+            .map(|n| u32::try_from(n).map_err(|_| StoreError::Corrupt("attempts")))
+            .transpose()
+    }
+
+    async fn remove(&self, id: &FlowId) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM flows WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn purge_expired(&self, now: i64) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM flows WHERE expires_at <= ?")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db;
+    use crate::flow::DEFAULT_FLOW_TTL;
+    use serde_json::json;
+
+    async fn store_in(dir: &tempfile::TempDir) -> SqliteFlowStore {
+        let pool = db::connect(&db::sqlite_url_in(dir.path())).await.unwrap();
+        SqliteFlowStore::new(pool)
+    }
+
+    fn code_step_flow(now: i64) -> Flow {
+        Flow::new(
+            FlowKind::Login,
+            "local",
+            "second_factor",
+            Some("owner-hash".into()),
+            now,
+            DEFAULT_FLOW_TTL,
+            json!({"user_id": 7, "cookies": ["a=b"]}),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_stored_flow_is_read_back_after_reopening_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let flow = code_step_flow(1_000);
+        {
+            let store = store_in(&dir).await;
+            store.insert(&flow).await.unwrap();
+            store.pool.close().await;
+        }
+        // A new pool on the same file stands for a restarted server process.
+        let reopened = store_in(&dir).await;
+        assert_eq!(reopened.get(&flow.id).await.unwrap(), Some(flow));
+    }
+
+    #[tokio::test]
+    async fn attempts_are_counted_atomically_per_flow() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(&dir).await;
+        let flow = code_step_flow(1_000);
+        let other = code_step_flow(1_000);
+        store.insert(&flow).await.unwrap();
+        store.insert(&other).await.unwrap();
+        let counts = futures_join(&store, &flow.id, 5).await;
+        let mut sorted = counts.clone();
+        sorted.sort();
+        assert_eq!(
+            sorted,
+            vec![1, 2, 3, 4, 5],
+            "every attempt gets its own number"
+        );
+        assert_eq!(store.get(&flow.id).await.unwrap().unwrap().attempts, 5);
+        assert_eq!(store.get(&other.id).await.unwrap().unwrap().attempts, 0);
+        assert_eq!(store.record_attempt(&FlowId::random()).await.unwrap(), None);
+    }
+
+    async fn futures_join(store: &SqliteFlowStore, id: &FlowId, n: usize) -> Vec<u32> {
+        let mut tasks = Vec::new();
+        for _ in 0..n {
+            let store = store.clone();
+            let id = *id;
+            tasks.push(tokio::spawn(async move {
+                store.record_attempt(&id).await.unwrap().unwrap()
+            }));
+        }
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn expired_flows_are_purged_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(&dir).await;
+        let old = code_step_flow(1_000);
+        let fresh = code_step_flow(1_500);
+        store.insert(&old).await.unwrap();
+        store.insert(&fresh).await.unwrap();
+        assert_eq!(store.purge_expired(1_000 + 600).await.unwrap(), 1);
+        assert_eq!(store.get(&old.id).await.unwrap(), None);
+        assert!(store.get(&fresh.id).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_flow_can_be_consumed_only_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(&dir).await;
+        let flow = code_step_flow(1_000);
+        store.insert(&flow).await.unwrap();
+        assert!(store.remove(&flow.id).await.unwrap());
+        assert!(!store.remove(&flow.id).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn update_saves_the_new_step_and_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(&dir).await;
+        let mut flow = code_step_flow(1_000);
+        store.insert(&flow).await.unwrap();
+        flow.step = "done".into();
+        flow.state = json!({"token": "x"});
+        store.update(&flow).await.unwrap();
+        assert_eq!(store.get(&flow.id).await.unwrap(), Some(flow));
+    }
+}

@@ -1,0 +1,46 @@
+//! Configuration from the environment (see the README's table).
+
+use std::path::PathBuf;
+
+use engine::secrets::SecretKey;
+
+pub const DEMO_EMAIL: &str = "demo@stepgate.test";
+pub const DEMO_PASSWORD: &str = "stepgate-demo";
+
+pub struct Config {
+    /// `STEPGATE_DATA`: the SQLite file and the key file live here.
+    pub data_dir: PathBuf,
+    /// `DATABASE_URL`, else `sqlite://$STEPGATE_DATA/stepgate.db`.
+    pub database_url: String,
+    /// From `STEPGATE_KEY` or `$STEPGATE_DATA/secret.key`: encrypts secrets at rest. Loaded
+    /// (and the file created) at start-up so a bad key stops the server before it serves.
+    #[allow(dead_code)] // read by the at-rest encryption of TOTP secrets, which comes next
+    pub key: SecretKey,
+    /// `STEPGATE_DEMO` (default on; `0` or `false` turns it off): create the demo account.
+    pub demo: bool,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config, Box<dyn std::error::Error>> {
+        let data_dir =
+            PathBuf::from(std::env::var("STEPGATE_DATA").unwrap_or_else(|_| "./data".into()));
+        std::fs::create_dir_all(&data_dir)
+            .map_err(|e| format!("cannot create the data folder {}: {e}", data_dir.display()))?;
+        let database_url = std::env::var("DATABASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| engine::db::sqlite_url_in(&data_dir));
+        let key =
+            SecretKey::load_or_create(std::env::var("STEPGATE_KEY").ok().as_deref(), &data_dir)?;
+        let demo = !matches!(
+            std::env::var("STEPGATE_DEMO").as_deref(),
+            Ok("0") | Ok("false") | Ok("off")
+        );
+        Ok(Config {
+            data_dir,
+            database_url,
+            key,
+            demo,
+        })
+    }
+}

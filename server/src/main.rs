@@ -1,0 +1,111 @@
+//! Stepgate's server: reads its configuration from the environment, opens the engine, and
+//! serves the Leptos app and its server functions.
+
+mod config;
+
+use std::time::Duration;
+
+use app::{shell, App};
+use axum::http::{header, HeaderValue};
+use axum::Router;
+use engine::Engine;
+use leptos::prelude::*;
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use tower_http::set_header::SetResponseHeaderLayer;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .init();
+
+    let config = config::Config::from_env()?;
+    let leptos_options = get_configuration(None)?.leptos_options;
+    let addr = leptos_options.site_addr;
+
+    let engine = Engine::open(engine::EngineConfig::new(&config.database_url)).await?;
+    if config.demo {
+        let created = engine
+            .ensure_user(config::DEMO_EMAIL, config::DEMO_PASSWORD)
+            .await?;
+        let note = if created { "created" } else { "present" };
+        println!(
+            "Demo account ({note}): {} / {}",
+            config::DEMO_EMAIL,
+            config::DEMO_PASSWORD
+        );
+    }
+    tokio::spawn(purge_expired_every_minute(engine.clone()));
+
+    let routes = generate_route_list(App);
+    let app = Router::new()
+        .leptos_routes_with_context(
+            &leptos_options,
+            routes,
+            {
+                let engine = engine.clone();
+                move || provide_context(engine.clone())
+            },
+            {
+                let options = leptos_options.clone();
+                move || shell(options.clone())
+            },
+        )
+        .fallback(leptos_axum::file_and_error_handler(shell))
+        .with_state(leptos_options)
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("same-origin"),
+        ))
+        // Nobody may frame the sign-in pages (clickjacking).
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ));
+
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    println!(
+        "Stepgate listening on http://{addr} (data in {})",
+        config.data_dir.display()
+    );
+    axum::serve(listener, app.into_make_service())
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+async fn purge_expired_every_minute(engine: Engine) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        if let Err(code) = engine.purge_expired().await {
+            tracing::warn!(%code, "purging expired flows and sessions failed");
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
