@@ -11,6 +11,7 @@ use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::path;
+use leptos_router::SsrMode;
 
 use pages::{home::HomePage, login::LoginPage, register::RegisterPage};
 
@@ -45,7 +46,9 @@ pub fn App() -> impl IntoView {
             </header>
             <main>
                 <Routes fallback=|| view! { <p>"Page not found."</p> }>
-                    <Route path=path!("") view=HomePage/>
+                    // Async: the whole page is rendered before the headers go out, so the
+                    // signed-out redirect is always a real 302 (streaming can commit a 200 first).
+                    <Route path=path!("") view=HomePage ssr=SsrMode::Async/>
                     <Route path=path!("login") view=LoginPage/>
                     <Route path=path!("register") view=RegisterPage/>
                 </Routes>

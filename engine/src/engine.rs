@@ -606,6 +606,45 @@ mod tests {
         );
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_closed_session_is_refused_on_every_pooled_connection() {
+        // Regression: a read that stopped before SQLite reported "done" kept its connection's
+        // snapshot open, so some connections still saw a session after sign-out deleted it.
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _) = engine_in(&dir).await;
+        let user = engine
+            .register("pool@example.org", "password-1", "password-1")
+            .await
+            .unwrap();
+        for _ in 0..5 {
+            let token = engine.open_session(user.id).await.unwrap();
+            let lookups = |engine: Engine, token: SessionToken| async move {
+                let tasks: Vec<_> = (0..32)
+                    .map(|_| {
+                        let (engine, token) = (engine.clone(), token.clone());
+                        tokio::spawn(
+                            async move { engine.session_user(&token).await.unwrap().is_some() },
+                        )
+                    })
+                    .collect();
+                let mut found = Vec::new();
+                for t in tasks {
+                    found.push(t.await.unwrap());
+                }
+                found
+            };
+            assert!(lookups(engine.clone(), token.clone())
+                .await
+                .iter()
+                .all(|&f| f));
+            engine.close_session(&token).await.unwrap();
+            assert!(lookups(engine.clone(), token.clone())
+                .await
+                .iter()
+                .all(|&f| !f));
+        }
+    }
+
     #[tokio::test]
     async fn unknown_and_malformed_flow_ids_answer_flow_expired() {
         let dir = tempfile::tempdir().unwrap();
