@@ -1,5 +1,5 @@
 //! Server functions: the browser's whole API. Each is a few lines that hand the work to the
-//! engine; they also work as plain form posts when WebAssembly is not running.
+//! engine; the form-backed ones also work as plain form posts without WebAssembly.
 
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -10,6 +10,58 @@ use crate::error::AppError;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
     pub email: String,
+}
+
+/// The second-factor step of a sign-in, as the code page renders it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeStep {
+    pub flow_id: String,
+    /// The TOTP provider's page for this account's seed.
+    pub deep_link: String,
+    pub digits: u8,
+}
+
+/// The account's second factor, for the security settings page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TwoFactorStatus {
+    pub email: String,
+    pub two_factor_on: bool,
+    /// True when the seed lives at the web TOTP provider (a seed id is stored).
+    pub via_provider: bool,
+}
+
+/// A new authenticator-app secret, shown once while the app is set up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppEnrollmentView {
+    pub otpauth_uri: String,
+    pub secret: String,
+    /// The `otpauth://` URI as an SVG QR code.
+    pub qr_svg: String,
+}
+
+#[cfg(feature = "ssr")]
+mod ssr {
+    use engine::users::UserId;
+    use engine::Engine;
+
+    use crate::error::AppError;
+    use crate::session::{clear_login_cookie, session_token, set_session_cookie};
+
+    /// Every factor passed: a brand-new session replaces whatever the browser held.
+    pub async fn open_session_and_go_home(engine: &Engine, user_id: UserId) -> Result<(), AppError> {
+        if let Some(old) = session_token() {
+            engine.close_session(&old).await?;
+        }
+        let token = engine.open_session(user_id).await?;
+        set_session_cookie(&token);
+        clear_login_cookie();
+        leptos_axum::redirect("/");
+        Ok(())
+    }
+
+    pub fn input(pairs: [(&str, String); 2]) -> engine::providers::Input {
+        pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    }
 }
 
 /// The signed-in account, or `None` for a visitor.
@@ -23,28 +75,69 @@ pub async fn current_account() -> Result<Option<Account>, AppError> {
     Ok(user.map(|u| Account { email: u.email }))
 }
 
-/// Checks email and password; on success opens a new session and goes home.
+/// Checks email and password. Without 2FA this signs in and goes home; with 2FA it swaps the
+/// browser's cookie for a new login cookie bound to the flow and goes to the code page.
 #[server(prefix = "/api", endpoint = "sign_in")]
 pub async fn sign_in(email: String, password: String) -> Result<(), AppError> {
-    use crate::session::{engine, session_token, set_session_cookie};
-    use engine::providers::{Completion, Input};
+    use crate::session::{clear_session_cookie, engine, session_token, set_login_cookie};
+    use engine::providers::Completion;
+    use engine::sessions::SessionToken;
     use engine::Progress;
 
     let engine = engine()?;
-    let input = Input::from([
-        ("email".to_owned(), email),
-        ("password".to_owned(), password),
-    ]);
-    match engine.start_flow("local", None, &input).await? {
+    let login = SessionToken::random();
+    let input = ssr::input([("email", email), ("password", password)]);
+    match engine.start_flow("local", Some(login.digest()), &input).await? {
         Progress::Done(Completion::SignedIn { user_id }) => {
-            // A new session id at every sign-in (ASVS 3.2.1): the old one, if any, is ended.
+            ssr::open_session_and_go_home(&engine, user_id).await
+        }
+        Progress::Next(view) => {
+            // First factor passed: the old session (if any) ends, and a new id carries the flow.
             if let Some(old) = session_token() {
                 engine.close_session(&old).await?;
+                clear_session_cookie();
             }
-            let token = engine.open_session(user_id).await?;
-            set_session_cookie(&token);
-            leptos_axum::redirect("/");
+            set_login_cookie(&login);
+            leptos_axum::redirect(&format!("/login/code?flow={}", view.flow_id));
             Ok(())
+        }
+    }
+}
+
+/// The code step of a sign-in under way in this browser.
+#[server(prefix = "/api", endpoint = "second_factor_step")]
+pub async fn second_factor_step(flow: String) -> Result<CodeStep, AppError> {
+    use crate::session::{engine, login_token};
+    use engine::view::{CodeChannel, StepView};
+
+    let owner = login_token().map(|t| t.digest());
+    let view = engine()?.flow_view(&flow, owner.as_deref()).await?;
+    match view.step {
+        StepView::Code {
+            channel: CodeChannel::Totp { deep_link },
+            digits,
+        } => Ok(CodeStep {
+            flow_id: view.flow_id,
+            deep_link,
+            digits,
+        }),
+        _ => Err(engine::ErrorCode::FlowExpired.into()),
+    }
+}
+
+/// Checks the second-factor code; on success opens a new session and goes home.
+#[server(prefix = "/api", endpoint = "verify_code")]
+pub async fn verify_code(flow_id: String, code: String) -> Result<(), AppError> {
+    use crate::session::{engine, login_token};
+    use engine::providers::Completion;
+    use engine::Progress;
+
+    let engine = engine()?;
+    let owner = login_token().map(|t| t.digest());
+    let input = ssr::input([("code", code), ("flow_id", flow_id.clone())]);
+    match engine.submit_flow(&flow_id, owner.as_deref(), &input).await? {
+        Progress::Done(Completion::SignedIn { user_id }) => {
+            ssr::open_session_and_go_home(&engine, user_id).await
         }
         Progress::Next(_) => Err(engine::ErrorCode::Unknown.into()),
     }
@@ -57,19 +150,11 @@ pub async fn register(
     password: String,
     confirm_password: String,
 ) -> Result<(), AppError> {
-    use crate::session::{engine, session_token, set_session_cookie};
+    use crate::session::engine;
 
     let engine = engine()?;
-    let user = engine
-        .register(&email, &password, &confirm_password)
-        .await?;
-    if let Some(old) = session_token() {
-        engine.close_session(&old).await?;
-    }
-    let token = engine.open_session(user.id).await?;
-    set_session_cookie(&token);
-    leptos_axum::redirect("/");
-    Ok(())
+    let user = engine.register(&email, &password, &confirm_password).await?;
+    ssr::open_session_and_go_home(&engine, user.id).await
 }
 
 /// Ends the session on the server, deletes the cookie and goes to the sign-in page.
@@ -82,5 +167,81 @@ pub async fn sign_out() -> Result<(), AppError> {
     }
     clear_session_cookie();
     leptos_axum::redirect("/login");
+    Ok(())
+}
+
+/// Whether the signed-in account has 2FA on.
+#[server(prefix = "/api", endpoint = "security_status")]
+pub async fn security_status() -> Result<TwoFactorStatus, AppError> {
+    use crate::session::{engine, signed_in_user};
+
+    let user = signed_in_user().await?;
+    let status = engine()?.two_factor().status(user.id).await?;
+    Ok(TwoFactorStatus {
+        email: user.email,
+        two_factor_on: status.is_some(),
+        via_provider: status.is_some_and(|s| s.seed_id.is_some()),
+    })
+}
+
+/// The TOTP provider's `action=add` link with a fresh single-use registration token. Fetched
+/// before the click, so the popup can open synchronously inside the click handler.
+#[server(prefix = "/api", endpoint = "provider_setup_link")]
+pub async fn provider_setup_link() -> Result<String, AppError> {
+    use crate::session::{engine, settings, signed_in_user};
+
+    let user = signed_in_user().await?;
+    let engine = engine()?;
+    let tf = engine.two_factor();
+    let token = tf.begin_provider_enrollment(user.id, engine.now()).await?;
+    let callback = format!("{}/settings/security/totp-callback", settings()?.public_url);
+    Ok(tf.provider.registration_link(&user.email, &callback, &token))
+}
+
+/// Starts authenticator-app setup: a new secret, as a QR code and as text.
+#[server(prefix = "/api", endpoint = "begin_app_enrollment")]
+pub async fn begin_app_enrollment() -> Result<AppEnrollmentView, AppError> {
+    use crate::session::{engine, signed_in_user};
+
+    let user = signed_in_user().await?;
+    let engine = engine()?;
+    let enrollment = engine
+        .two_factor()
+        .begin_app_enrollment(user.id, &user.email, engine.now())
+        .await?;
+    let qr_svg = qrcode::QrCode::new(enrollment.otpauth_uri.as_bytes())
+        .map_err(|_| AppError::from(engine::ErrorCode::Unknown))?
+        .render::<qrcode::render::svg::Color>()
+        .min_dimensions(200, 200)
+        .build();
+    Ok(AppEnrollmentView {
+        otpauth_uri: enrollment.otpauth_uri,
+        secret: enrollment.secret_base32,
+        qr_svg,
+    })
+}
+
+/// Turns 2FA on once the authenticator app shows a valid code.
+#[server(prefix = "/api", endpoint = "confirm_app_enrollment")]
+pub async fn confirm_app_enrollment(code: String) -> Result<(), AppError> {
+    use crate::session::{engine, signed_in_user};
+
+    let user = signed_in_user().await?;
+    let engine = engine()?;
+    engine
+        .two_factor()
+        .confirm_app_enrollment(user.id, &code, engine.now())
+        .await?;
+    Ok(())
+}
+
+/// Turns 2FA off; a current code is required.
+#[server(prefix = "/api", endpoint = "disable_two_factor")]
+pub async fn disable_two_factor(code: String) -> Result<(), AppError> {
+    use crate::session::{engine, signed_in_user};
+
+    let user = signed_in_user().await?;
+    let engine = engine()?;
+    engine.two_factor().disable(user.id, &code, engine.now()).await?;
     Ok(())
 }

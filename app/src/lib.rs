@@ -13,7 +13,10 @@ use leptos_router::components::{Route, Router, Routes};
 use leptos_router::path;
 use leptos_router::SsrMode;
 
-use pages::{home::HomePage, login::LoginPage, register::RegisterPage};
+use pages::{
+    home::HomePage, login::LoginPage, register::RegisterPage, second_factor::SecondFactorPage,
+    security::SecurityPage,
+};
 
 /// The HTML document around the app, rendered on the server.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -51,6 +54,8 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("") view=HomePage ssr=SsrMode::Async/>
                     <Route path=path!("login") view=LoginPage/>
                     <Route path=path!("register") view=RegisterPage/>
+                    <Route path=path!("login/code") view=SecondFactorPage/>
+                    <Route path=path!("settings/security") view=SecurityPage ssr=SsrMode::Async/>
                 </Routes>
             </main>
         </Router>

@@ -1,7 +1,14 @@
-//! The session cookie (server side only): HttpOnly, SameSite=Lax, and Secure with the
-//! `__Host-` prefix when the request came over https.
+//! Cookies and server context for server functions (server side only).
+//!
+//! Two cookies, both HttpOnly, SameSite=Lax, Secure with the `__Host-` prefix over https:
+//! - the session cookie of a signed-in user;
+//! - the login cookie, issued when the password is accepted and a second factor is still due:
+//!   the sign-in flow is bound to it, so a flow id alone is worth nothing.
+//!
+//! Each factor swaps the cookie for a new random one (password → login cookie, code → session).
 
-use engine::sessions::SessionToken;
+use engine::sessions::{token_from_cookie_header, SessionToken};
+use engine::ErrorCode;
 use http::header::{COOKIE, SET_COOKIE};
 use http::request::Parts;
 use http::HeaderValue;
@@ -9,15 +16,26 @@ use leptos::prelude::use_context;
 use leptos_axum::ResponseOptions;
 
 use crate::error::AppError;
-use engine::ErrorCode;
 
-const PLAIN_NAME: &str = "stepgate_session";
-/// Over https the `__Host-` prefix pins the cookie to this host and path `/` (ASVS 3.4.4).
-const SECURE_NAME: &str = "__Host-stepgate_session";
+const LOGIN_COOKIE: &str = "stepgate_login";
+const SECURE_LOGIN_COOKIE: &str = "__Host-stepgate_login";
+
+/// Settings the server crate hands to server functions.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// How browsers reach Stepgate, without a trailing slash.
+    pub public_url: String,
+}
 
 /// The engine, handed to server functions through context by the server crate.
 pub fn engine() -> Result<engine::Engine, AppError> {
     use_context::<engine::Engine>().ok_or(AppError {
+        code: ErrorCode::Unknown,
+    })
+}
+
+pub fn settings() -> Result<ServerSettings, AppError> {
+    use_context::<ServerSettings>().ok_or(AppError {
         code: ErrorCode::Unknown,
     })
 }
@@ -36,28 +54,44 @@ fn is_https(parts: &Parts) -> bool {
             .is_some_and(|v| v.eq_ignore_ascii_case("https"))
 }
 
-/// The session token the browser sent, if it has the shape we issue.
-pub fn session_token() -> Option<SessionToken> {
-    let parts = request()?;
-    parts
-        .headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == PLAIN_NAME || *name == SECURE_NAME)
-        .and_then(|(_, value)| SessionToken::from_cookie(value))
+fn cookie_headers() -> Vec<String> {
+    request()
+        .map(|parts| {
+            parts
+                .headers
+                .get_all(COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
-fn set_cookie(value: &str, max_age: i64) {
+/// The session token the browser sent, if it has the shape we issue.
+pub fn session_token() -> Option<SessionToken> {
+    cookie_headers()
+        .iter()
+        .find_map(|h| token_from_cookie_header(h))
+}
+
+/// The login cookie's value, if any.
+pub fn login_token() -> Option<SessionToken> {
+    cookie_headers().iter().find_map(|h| {
+        h.split(';')
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(name, _)| *name == LOGIN_COOKIE || *name == SECURE_LOGIN_COOKIE)
+            .and_then(|(_, value)| SessionToken::from_cookie(value))
+    })
+}
+
+fn set_cookie(plain: &str, secure: &str, value: &str, max_age: i64) {
     let (Some(parts), Some(response)) = (request(), use_context::<ResponseOptions>()) else {
         return;
     };
     let cookie = if is_https(&parts) {
-        format!("{SECURE_NAME}={value}; Path=/; HttpOnly; SameSite=Lax; Secure; Max-Age={max_age}")
+        format!("{secure}={value}; Path=/; HttpOnly; SameSite=Lax; Secure; Max-Age={max_age}")
     } else {
-        format!("{PLAIN_NAME}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}")
+        format!("{plain}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}")
     };
     if let Ok(header) = HeaderValue::from_str(&cookie) {
         response.append_header(SET_COOKIE, header);
@@ -65,12 +99,33 @@ fn set_cookie(value: &str, max_age: i64) {
 }
 
 pub fn set_session_cookie(token: &SessionToken) {
-    set_cookie(
-        token.as_cookie_value(),
-        engine::sessions::SESSION_TTL_SECONDS,
-    );
+    use engine::sessions::{COOKIE_NAME, SECURE_COOKIE_NAME, SESSION_TTL_SECONDS};
+    set_cookie(COOKIE_NAME, SECURE_COOKIE_NAME, token.as_cookie_value(), SESSION_TTL_SECONDS);
 }
 
 pub fn clear_session_cookie() {
-    set_cookie("", 0);
+    use engine::sessions::{COOKIE_NAME, SECURE_COOKIE_NAME};
+    set_cookie(COOKIE_NAME, SECURE_COOKIE_NAME, "", 0);
+}
+
+pub fn set_login_cookie(token: &SessionToken) {
+    let max_age = engine::flow::DEFAULT_FLOW_TTL.as_secs() as i64;
+    set_cookie(LOGIN_COOKIE, SECURE_LOGIN_COOKIE, token.as_cookie_value(), max_age);
+}
+
+pub fn clear_login_cookie() {
+    set_cookie(LOGIN_COOKIE, SECURE_LOGIN_COOKIE, "", 0);
+}
+
+/// The signed-in user, or `not_signed_in`.
+pub async fn signed_in_user() -> Result<engine::users::User, AppError> {
+    let token = session_token().ok_or(AppError {
+        code: ErrorCode::NotSignedIn,
+    })?;
+    engine()?
+        .session_user(&token)
+        .await?
+        .ok_or(AppError {
+            code: ErrorCode::NotSignedIn,
+        })
 }

@@ -8,12 +8,15 @@ use std::time::Duration;
 use sqlx::SqlitePool;
 
 use crate::clock::{Clock, SystemClock};
+use crate::crypto::SecretBox;
 use crate::email::Email;
 use crate::flow::{Flow, FlowId, DEFAULT_FLOW_TTL, MAX_ATTEMPTS};
 use crate::password::PasswordHasher;
 use crate::providers::{local::LocalProvider, Completion, Input, Outcome, Provider};
+use crate::secrets::SecretKey;
 use crate::sessions::{SessionStore, SessionToken};
 use crate::store::{FlowStore, SqliteFlowStore};
+use crate::two_factor::{TotpProviderConfig, TwoFactor};
 use crate::users::{User, UserId, UserStore};
 use crate::view::FlowView;
 use crate::{db, ErrorCode};
@@ -28,10 +31,17 @@ pub struct EngineConfig {
     pub flow_ttl: Duration,
     /// Password hashes allowed to run at once.
     pub hash_slots: usize,
+    /// Seals secrets at rest (TOTP seeds).
+    pub secret_key: SecretKey,
+    pub totp_provider: TotpProviderConfig,
 }
 
 impl EngineConfig {
-    pub fn new(database_url: impl Into<String>) -> Self {
+    pub fn new(
+        database_url: impl Into<String>,
+        secret_key: SecretKey,
+        totp_provider: TotpProviderConfig,
+    ) -> Self {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
@@ -39,6 +49,8 @@ impl EngineConfig {
             database_url: database_url.into(),
             flow_ttl: DEFAULT_FLOW_TTL,
             hash_slots: cores.max(2),
+            secret_key,
+            totp_provider,
         }
     }
 }
@@ -57,6 +69,7 @@ pub struct Engine {
     users: UserStore,
     sessions: SessionStore,
     hasher: PasswordHasher,
+    two_factor: TwoFactor,
     providers: Arc<HashMap<&'static str, Arc<dyn Provider>>>,
     clock: Arc<dyn Clock>,
     flow_ttl: Duration,
@@ -81,13 +94,24 @@ impl Engine {
         let pool = db::connect(&config.database_url).await?;
         let users = UserStore::new(pool.clone());
         let hasher = PasswordHasher::new(config.hash_slots);
-        let local: Arc<dyn Provider> = Arc::new(LocalProvider::new(users.clone(), hasher.clone()));
+        let two_factor = TwoFactor::new(
+            pool.clone(),
+            SecretBox::new(&config.secret_key),
+            config.totp_provider,
+        );
+        let local: Arc<dyn Provider> = Arc::new(LocalProvider::new(
+            users.clone(),
+            hasher.clone(),
+            two_factor.clone(),
+            clock.clone(),
+        ));
         let providers = HashMap::from([(local.name(), local)]);
         Ok(Engine {
             flows: Arc::new(SqliteFlowStore::new(pool.clone())),
             sessions: SessionStore::new(pool.clone()),
             users,
             hasher,
+            two_factor,
             providers: Arc::new(providers),
             clock,
             flow_ttl: config.flow_ttl,
@@ -105,6 +129,48 @@ impl Engine {
 
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    pub fn two_factor(&self) -> &TwoFactor {
+        &self.two_factor
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    pub async fn user(&self, id: UserId) -> Result<Option<User>, ErrorCode> {
+        self.users.get(id).await
+    }
+
+    /// The step a flow waits at, for its owner (to render it again after a reload).
+    pub async fn flow_view(
+        &self,
+        flow_id: &str,
+        owner: Option<&str>,
+    ) -> Result<FlowView, ErrorCode> {
+        let flow = self.live_flow(flow_id, owner).await?;
+        let step = flow.view.ok_or(ErrorCode::FlowExpired)?;
+        Ok(FlowView {
+            flow_id: flow.id.to_string(),
+            step,
+        })
+    }
+
+    /// The stored flow if it exists, belongs to `owner` and has not expired (an expired one is
+    /// removed). Unknown, expired and foreign flows all answer `flow_expired`, so a flow id
+    /// reveals nothing to anyone but its owner.
+    async fn live_flow(&self, flow_id: &str, owner: Option<&str>) -> Result<Flow, ErrorCode> {
+        let id: FlowId = flow_id.parse().map_err(|_| ErrorCode::FlowExpired)?;
+        let flow = self.flows.get(&id).await?.ok_or(ErrorCode::FlowExpired)?;
+        if flow.owner.as_deref() != owner {
+            return Err(ErrorCode::FlowExpired);
+        }
+        if flow.is_expired(self.clock.now()) {
+            self.flows.remove(&id).await?;
+            return Err(ErrorCode::FlowExpired);
+        }
+        Ok(flow)
     }
 
     /// Creates a local account. Nothing is written unless every check passes.
@@ -175,6 +241,10 @@ impl Engine {
                     self.flow_ttl,
                     state,
                 );
+                let flow = Flow {
+                    view: Some(view.clone()),
+                    ..flow
+                };
                 self.flows.insert(&flow).await?;
                 Ok(Progress::Next(FlowView {
                     flow_id: flow.id.to_string(),
@@ -184,8 +254,7 @@ impl Engine {
         }
     }
 
-    /// Runs the next step of a stored flow. Unknown, expired and foreign flows all answer
-    /// `flow_expired`, so a flow id reveals nothing to anyone but its owner.
+    /// Runs the next step of a stored flow (see [`Engine::live_flow`] for who may).
     pub async fn submit_flow(
         &self,
         flow_id: &str,
@@ -193,21 +262,15 @@ impl Engine {
         input: &Input,
     ) -> Result<Progress, ErrorCode> {
         check_field_sizes(input)?;
-        let id: FlowId = flow_id.parse().map_err(|_| ErrorCode::FlowExpired)?;
-        let flow = self.flows.get(&id).await?.ok_or(ErrorCode::FlowExpired)?;
-        if flow.owner.as_deref() != owner {
-            return Err(ErrorCode::FlowExpired);
-        }
-        if flow.is_expired(self.clock.now()) {
-            self.flows.remove(&id).await?;
-            return Err(ErrorCode::FlowExpired);
-        }
+        let flow = self.live_flow(flow_id, owner).await?;
+        let id = flow.id;
         let provider = self.provider(&flow.provider)?;
         match provider.submit(&flow, input).await {
             Outcome::Next { step, view, state } => {
                 let flow = Flow {
                     step: step.to_owned(),
                     state,
+                    view: Some(view.clone()),
                     ..flow
                 };
                 self.flows.update(&flow).await?;
@@ -223,7 +286,12 @@ impl Engine {
                 }
                 Ok(Progress::Done(done))
             }
-            Outcome::Failed(code @ (ErrorCode::InvalidCode | ErrorCode::InvalidUrl)) => {
+            // The account is cooling down: the flow stays, and this try does not count.
+            Outcome::Failed(ErrorCode::RateLimited) => Err(ErrorCode::RateLimited),
+            // A wrong (or replayed) answer keeps the flow for another try, up to the limit.
+            Outcome::Failed(
+                code @ (ErrorCode::InvalidCode | ErrorCode::InvalidUrl | ErrorCode::CodeUsed),
+            ) => {
                 let attempts = self
                     .flows
                     .record_attempt(&id)
@@ -263,6 +331,7 @@ impl Engine {
     pub async fn purge_expired(&self) -> Result<(u64, u64), ErrorCode> {
         let now = self.clock.now();
         let flows = self.flows.purge_expired(now).await?;
+        self.two_factor.purge_expired(now).await?;
         let sessions = self.sessions.purge_expired(now).await?;
         Ok((flows, sessions))
     }
@@ -273,9 +342,20 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
 
+    pub(crate) fn test_config(dir: &tempfile::TempDir) -> EngineConfig {
+        EngineConfig::new(
+            db::sqlite_url_in(dir.path()),
+            SecretKey([7; 32]),
+            TotpProviderConfig {
+                base_url: "http://totp.test".into(),
+                issuer: "Stepgate".into(),
+            },
+        )
+    }
+
     async fn engine_in(dir: &tempfile::TempDir) -> (Engine, ManualClock) {
         let clock = ManualClock::at(1_700_000_000);
-        let config = EngineConfig::new(db::sqlite_url_in(dir.path()));
+        let config = test_config(dir);
         (
             Engine::open_with_clock(config, Arc::new(clock.clone()))
                 .await
@@ -643,6 +723,132 @@ mod tests {
                 .iter()
                 .all(|&f| !f));
         }
+    }
+
+    /// Registers a user with TOTP on (enrolled through an authenticator app) and returns the
+    /// secret, so tests can compute codes.
+    async fn user_with_totp(engine: &Engine, email: &str) -> (User, Vec<u8>) {
+        let user = engine
+            .register(email, "password-1", "password-1")
+            .await
+            .unwrap();
+        let tf = engine.two_factor();
+        let enrollment = tf
+            .begin_app_enrollment(user.id, email, engine.now())
+            .await
+            .unwrap();
+        let secret = crate::totp::base32_decode(&enrollment.secret_base32).unwrap();
+        let code = crate::totp::code_at(&secret, engine.now(), 6);
+        tf.confirm_app_enrollment(user.id, &code, engine.now())
+            .await
+            .unwrap();
+        (user, secret)
+    }
+
+    #[tokio::test]
+    async fn password_then_totp_signs_in_and_the_step_carries_the_fallback_deep_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, clock) = engine_in(&dir).await;
+        let (user, secret) = user_with_totp(&engine, "two@example.org").await;
+        let credentials = input(&[("email", "two@example.org"), ("password", "password-1")]);
+        let Ok(Progress::Next(view)) = engine
+            .start_flow("local", Some("o".into()), &credentials)
+            .await
+        else {
+            panic!("the password should lead to the code step");
+        };
+        assert_eq!(
+            view.step,
+            crate::view::StepView::Code {
+                channel: crate::view::CodeChannel::Totp {
+                    deep_link: "http://totp.test/dashboard/simple-totp?serviceName=Stepgate&accountIdentifier=two%40example.org".into()
+                },
+                digits: 6
+            }
+        );
+        // A reloaded page gets the same step back.
+        assert_eq!(
+            engine.flow_view(&view.flow_id, Some("o")).await,
+            Ok(view.clone())
+        );
+        clock.advance(30);
+        let code = crate::totp::code_at(&secret, engine.now(), 6);
+        assert_eq!(
+            engine
+                .submit_flow(&view.flow_id, Some("o"), &input(&[("code", &code)]))
+                .await,
+            Ok(Progress::Done(Completion::SignedIn { user_id: user.id }))
+        );
+    }
+
+    #[tokio::test]
+    async fn five_wrong_totp_codes_end_the_sign_in_with_too_many_attempts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, clock) = engine_in(&dir).await;
+        let (_, secret) = user_with_totp(&engine, "five@example.org").await;
+        let credentials = input(&[("email", "five@example.org"), ("password", "password-1")]);
+        let Ok(Progress::Next(view)) = engine
+            .start_flow("local", Some("o".into()), &credentials)
+            .await
+        else {
+            panic!("the password should lead to the code step");
+        };
+        for attempt in 1..=MAX_ATTEMPTS {
+            // Wait out the per-account back-off so every try reaches the code check.
+            clock.advance(crate::two_factor::MAX_BACKOFF_SECONDS.min(60));
+            let expected = if attempt < MAX_ATTEMPTS {
+                ErrorCode::InvalidCode
+            } else {
+                ErrorCode::TooManyAttempts
+            };
+            assert_eq!(
+                engine
+                    .submit_flow(&view.flow_id, Some("o"), &input(&[("code", "000000")]))
+                    .await,
+                Err(expected),
+                "attempt {attempt}"
+            );
+        }
+        let code = crate::totp::code_at(&secret, engine.now(), 6);
+        assert_eq!(
+            engine
+                .submit_flow(&view.flow_id, Some("o"), &input(&[("code", &code)]))
+                .await,
+            Err(ErrorCode::FlowExpired)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_new_flow_does_not_reset_the_account_back_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _) = engine_in(&dir).await;
+        let (_, secret) = user_with_totp(&engine, "back@example.org").await;
+        let credentials = input(&[("email", "back@example.org"), ("password", "password-1")]);
+        for _ in 0..crate::two_factor::FREE_FAILURES {
+            let Ok(Progress::Next(view)) = engine
+                .start_flow("local", Some("o".into()), &credentials)
+                .await
+            else {
+                panic!("code step expected");
+            };
+            let wrong = engine
+                .submit_flow(&view.flow_id, Some("o"), &input(&[("code", "000000")]))
+                .await;
+            assert_eq!(wrong, Err(ErrorCode::InvalidCode));
+        }
+        let Ok(Progress::Next(view)) = engine
+            .start_flow("local", Some("o".into()), &credentials)
+            .await
+        else {
+            panic!("code step expected");
+        };
+        let code = crate::totp::code_at(&secret, engine.now() + 30, 6);
+        assert_eq!(
+            engine
+                .submit_flow(&view.flow_id, Some("o"), &input(&[("code", &code)]))
+                .await,
+            Err(ErrorCode::RateLimited)
+        );
     }
 
     #[tokio::test]

@@ -27,6 +27,20 @@ pub enum ErrorCode {
     EmailTaken,
     #[error("not_signed_in")]
     NotSignedIn,
+    /// A TOTP code at or before the last accepted time step (RFC 6238 §5.2).
+    #[error("code_used")]
+    CodeUsed,
+    /// Too many wrong codes for this account, across flows (RFC 4226 §7.3).
+    #[error("rate_limited")]
+    RateLimited,
+    #[error("invalid_registration")]
+    InvalidRegistration,
+    #[error("registration_expired")]
+    RegistrationExpired,
+    #[error("enrollment_cancelled")]
+    EnrollmentCancelled,
+    #[error("two_factor_off")]
+    TwoFactorOff,
     #[error("flow_expired")]
     FlowExpired,
     #[error("too_many_attempts")]
@@ -53,7 +67,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for the table test and for documentation.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::InvalidAuth,
         ErrorCode::InvalidCode,
         ErrorCode::MissingFields,
@@ -63,6 +77,12 @@ impl ErrorCode {
         ErrorCode::PasswordMismatch,
         ErrorCode::EmailTaken,
         ErrorCode::NotSignedIn,
+        ErrorCode::CodeUsed,
+        ErrorCode::RateLimited,
+        ErrorCode::InvalidRegistration,
+        ErrorCode::RegistrationExpired,
+        ErrorCode::EnrollmentCancelled,
+        ErrorCode::TwoFactorOff,
         ErrorCode::FlowExpired,
         ErrorCode::TooManyAttempts,
         ErrorCode::ServerBusy,
@@ -88,6 +108,14 @@ impl ErrorCode {
             ErrorCode::PasswordMismatch => "The two passwords are not the same.",
             ErrorCode::EmailTaken => "An account with this email already exists. Sign in instead.",
             ErrorCode::NotSignedIn => "Please sign in first.",
+            ErrorCode::CodeUsed => "That code was already used. Wait for the next one and try again.",
+            ErrorCode::RateLimited => "Too many wrong codes for this account. Wait a minute, then try again.",
+            ErrorCode::InvalidRegistration => {
+                "This setup link is not valid any more. Start the setup again from your security settings."
+            }
+            ErrorCode::RegistrationExpired => "The TOTP provider's answer came too late. Please start the setup again.",
+            ErrorCode::EnrollmentCancelled => "Setup was cancelled at the TOTP provider. Two-factor authentication is still off.",
+            ErrorCode::TwoFactorOff => "Two-factor authentication is not turned on for this account.",
             ErrorCode::FlowExpired => {
                 "This sign-in took too long and has expired. Please start again."
             }
@@ -122,6 +150,12 @@ impl ErrorCode {
             ErrorCode::PasswordMismatch => "password_mismatch",
             ErrorCode::EmailTaken => "email_taken",
             ErrorCode::NotSignedIn => "not_signed_in",
+            ErrorCode::CodeUsed => "code_used",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::InvalidRegistration => "invalid_registration",
+            ErrorCode::RegistrationExpired => "registration_expired",
+            ErrorCode::EnrollmentCancelled => "enrollment_cancelled",
+            ErrorCode::TwoFactorOff => "two_factor_off",
             ErrorCode::FlowExpired => "flow_expired",
             ErrorCode::TooManyAttempts => "too_many_attempts",
             ErrorCode::ServerBusy => "server_busy",

@@ -8,6 +8,8 @@ use std::time::Duration;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
+use crate::view::StepView;
+
 /// How long a flow may wait between steps before it is refused with `flow_expired`.
 pub const DEFAULT_FLOW_TTL: Duration = Duration::from_secs(10 * 60);
 
@@ -92,6 +94,8 @@ pub struct Flow {
     pub attempts: u32,
     /// Provider-private state: cookie jar, PKCE verifier, transaction ids, user id.
     pub state: serde_json::Value,
+    /// What the browser is shown at this step (so a reloaded page can render it again).
+    pub view: Option<StepView>,
 }
 
 impl Flow {
@@ -114,6 +118,7 @@ impl Flow {
             expires_at: now + ttl.as_secs() as i64,
             attempts: 0,
             state,
+            view: None,
         }
     }
 

@@ -11,6 +11,8 @@ pub mod view;
 #[cfg(feature = "server")]
 pub mod clock;
 #[cfg(feature = "server")]
+pub mod crypto;
+#[cfg(feature = "server")]
 pub mod db;
 #[cfg(feature = "server")]
 pub mod email;
@@ -28,6 +30,10 @@ pub mod secrets;
 pub mod sessions;
 #[cfg(feature = "server")]
 pub mod store;
+#[cfg(feature = "server")]
+pub mod totp;
+#[cfg(feature = "server")]
+pub mod two_factor;
 #[cfg(feature = "server")]
 pub mod users;
 

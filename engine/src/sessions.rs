@@ -11,6 +11,19 @@ use crate::ErrorCode;
 /// Absolute session lifetime: ASVS 3.3.2 asks for re-authentication after 12 hours.
 pub const SESSION_TTL_SECONDS: i64 = 12 * 60 * 60;
 
+/// Finds our session cookie in a `Cookie` request header (plain or `__Host-` name).
+pub fn token_from_cookie_header(header: &str) -> Option<SessionToken> {
+    header
+        .split(';')
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE_NAME || *name == SECURE_COOKIE_NAME)
+        .and_then(|(_, value)| SessionToken::from_cookie(value))
+}
+
+pub const COOKIE_NAME: &str = "stepgate_session";
+/// Over https the `__Host-` prefix pins the cookie to this host and path `/` (ASVS 3.4.4).
+pub const SECURE_COOKIE_NAME: &str = "__Host-stepgate_session";
+
 /// The secret value of a session cookie.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SessionToken(String);
@@ -78,12 +91,15 @@ impl SessionStore {
         token: &SessionToken,
         now: i64,
     ) -> Result<Option<UserId>, ErrorCode> {
-        sqlx::query_scalar("SELECT user_id FROM sessions WHERE token_hash = ? AND expires_at > ?")
-            .bind(token.digest())
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_error)
+        let found: Vec<UserId> = sqlx::query_scalar(
+            "SELECT user_id FROM sessions WHERE token_hash = ? AND expires_at > ?",
+        )
+        .bind(token.digest())
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(found.into_iter().next())
     }
 
     pub async fn delete(&self, token: &SessionToken) -> Result<(), ErrorCode> {

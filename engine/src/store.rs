@@ -57,6 +57,7 @@ fn flow_from_row(row: sqlx::sqlite::SqliteRow) -> StoreResult<Flow> {
     let kind: String = row.try_get("kind")?;
     let state: String = row.try_get("state")?;
     let attempts: i64 = row.try_get("attempts")?;
+    let view: Option<String> = row.try_get("view")?;
     Ok(Flow {
         id: id.parse().map_err(|_| StoreError::Corrupt("id"))?,
         kind: FlowKind::parse(&kind).ok_or(StoreError::Corrupt("kind"))?,
@@ -67,6 +68,7 @@ fn flow_from_row(row: sqlx::sqlite::SqliteRow) -> StoreResult<Flow> {
         expires_at: row.try_get("expires_at")?,
         attempts: u32::try_from(attempts).map_err(|_| StoreError::Corrupt("attempts"))?,
         state: serde_json::from_str(&state)?,
+        view: view.as_deref().map(serde_json::from_str).transpose()?,
     })
 }
 
@@ -74,8 +76,8 @@ fn flow_from_row(row: sqlx::sqlite::SqliteRow) -> StoreResult<Flow> {
 impl FlowStore for SqliteFlowStore {
     async fn insert(&self, flow: &Flow) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO flows (id, kind, provider, step, owner, created_at, expires_at, attempts, state)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO flows (id, kind, provider, step, owner, created_at, expires_at, attempts, state, view)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(flow.id.to_string())
         .bind(flow.kind.as_str())
@@ -86,23 +88,29 @@ impl FlowStore for SqliteFlowStore {
         .bind(flow.expires_at)
         .bind(i64::from(flow.attempts))
         .bind(serde_json::to_string(&flow.state)?)
+        .bind(flow.view.as_ref().map(serde_json::to_string).transpose()?)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     async fn get(&self, id: &FlowId) -> StoreResult<Option<Flow>> {
+        // fetch_all, not fetch_optional: a statement left un-finished keeps its connection's
+        // read snapshot open, and that connection would go on seeing deleted rows.
         let row = sqlx::query("SELECT * FROM flows WHERE id = ?")
             .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .next();
         row.map(flow_from_row).transpose()
     }
 
     async fn update(&self, flow: &Flow) -> StoreResult<()> {
-        sqlx::query("UPDATE flows SET step = ?, state = ?, expires_at = ? WHERE id = ?")
+        sqlx::query("UPDATE flows SET step = ?, state = ?, view = ?, expires_at = ? WHERE id = ?")
             .bind(&flow.step)
             .bind(serde_json::to_string(&flow.state)?)
+            .bind(flow.view.as_ref().map(serde_json::to_string).transpose()?)
             .bind(flow.expires_at)
             .bind(flow.id.to_string())
             .execute(&self.pool)
@@ -115,8 +123,10 @@ impl FlowStore for SqliteFlowStore {
             "UPDATE flows SET attempts = attempts + 1 WHERE id = ? RETURNING attempts",
         )
         .bind(id.to_string())
-        .fetch_optional(&self.pool)
-        .await?;
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .next();
         attempts
             .map(|n| u32::try_from(n).map_err(|_| StoreError::Corrupt("attempts")))
             .transpose()
@@ -245,6 +255,9 @@ mod tests {
         store.insert(&flow).await.unwrap();
         flow.step = "done".into();
         flow.state = json!({"token": "x"});
+        flow.view = Some(crate::view::StepView::AuthenticatedUrl {
+            open_url: "https://example.org".into(),
+        });
         store.update(&flow).await.unwrap();
         assert_eq!(store.get(&flow.id).await.unwrap(), Some(flow));
     }

@@ -42,16 +42,15 @@ impl UserStore {
         password_hash: &str,
         now: i64,
     ) -> Result<UserId, ErrorCode> {
-        let result = sqlx::query_scalar(
-            "INSERT INTO users (email, password_hash, created_at) VALUES (?, ?, ?) RETURNING id",
-        )
-        .bind(email.as_str())
-        .bind(password_hash)
-        .bind(now)
-        .fetch_one(&self.pool)
-        .await;
+        let result =
+            sqlx::query("INSERT INTO users (email, password_hash, created_at) VALUES (?, ?, ?)")
+                .bind(email.as_str())
+                .bind(password_hash)
+                .bind(now)
+                .execute(&self.pool)
+                .await;
         match result {
-            Ok(id) => Ok(id),
+            Ok(done) => Ok(done.last_insert_rowid()),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(ErrorCode::EmailTaken),
             Err(e) => Err(db_error(e)),
         }
@@ -60,9 +59,11 @@ impl UserStore {
     pub async fn find_by_email(&self, email: &Email) -> Result<Option<UserCredentials>, ErrorCode> {
         let row = sqlx::query("SELECT id, email, password_hash FROM users WHERE email = ?")
             .bind(email.as_str())
-            .fetch_optional(&self.pool)
+            .fetch_all(&self.pool)
             .await
-            .map_err(db_error)?;
+            .map_err(db_error)?
+            .into_iter()
+            .next();
         row.map(|row| {
             Ok(UserCredentials {
                 user: User {
@@ -78,9 +79,11 @@ impl UserStore {
     pub async fn get(&self, id: UserId) -> Result<Option<User>, ErrorCode> {
         let row = sqlx::query("SELECT id, email FROM users WHERE id = ?")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_all(&self.pool)
             .await
-            .map_err(db_error)?;
+            .map_err(db_error)?
+            .into_iter()
+            .next();
         row.map(|row| {
             Ok(User {
                 id: row.try_get("id").map_err(db_error)?,

@@ -6,6 +6,8 @@ use engine::secrets::SecretKey;
 
 pub const DEMO_EMAIL: &str = "demo@stepgate.test";
 pub const DEMO_PASSWORD: &str = "stepgate-demo";
+/// The service name Stepgate's seeds carry at the TOTP provider and in authenticator apps.
+pub const TOTP_ISSUER: &str = "Stepgate";
 
 pub struct Config {
     /// `STEPGATE_DATA`: the SQLite file and the key file live here.
@@ -14,14 +16,18 @@ pub struct Config {
     pub database_url: String,
     /// From `STEPGATE_KEY` or `$STEPGATE_DATA/secret.key`: encrypts secrets at rest. Loaded
     /// (and the file created) at start-up so a bad key stops the server before it serves.
-    #[allow(dead_code)] // read by the at-rest encryption of TOTP secrets, which comes next
     pub key: SecretKey,
+    /// `STEPGATE_TOTP_PROVIDER_URL`: the web TOTP provider (its origin is the only one whose
+    /// messages the sign-in page accepts).
+    pub totp_provider_url: String,
+    /// `STEPGATE_PUBLIC_URL`: how browsers reach Stepgate (for the provider's callback).
+    pub public_url: String,
     /// `STEPGATE_DEMO` (default on; `0` or `false` turns it off): create the demo account.
     pub demo: bool,
 }
 
 impl Config {
-    pub fn from_env() -> Result<Config, Box<dyn std::error::Error>> {
+    pub fn from_env(site_addr: std::net::SocketAddr) -> Result<Config, Box<dyn std::error::Error>> {
         let data_dir =
             PathBuf::from(std::env::var("STEPGATE_DATA").unwrap_or_else(|_| "./data".into()));
         std::fs::create_dir_all(&data_dir)
@@ -36,11 +42,23 @@ impl Config {
             std::env::var("STEPGATE_DEMO").as_deref(),
             Ok("0") | Ok("false") | Ok("off")
         );
+        let totp_provider_url = std::env::var("STEPGATE_TOTP_PROVIDER_URL")
+            .unwrap_or_else(|_| "http://127.0.0.1:3100".into())
+            .trim_end_matches('/')
+            .to_owned();
+        let public_url = std::env::var("STEPGATE_PUBLIC_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| format!("http://{site_addr}"))
+            .trim_end_matches('/')
+            .to_owned();
         Ok(Config {
             data_dir,
             database_url,
             key,
             demo,
+            totp_provider_url,
+            public_url,
         })
     }
 }

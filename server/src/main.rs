@@ -2,12 +2,14 @@
 //! serves the Leptos app and its server functions.
 
 mod config;
+mod totp_callback;
 
 use std::time::Duration;
 
 use app::{shell, App};
 use axum::http::{header, HeaderValue};
 use axum::Router;
+use engine::two_factor::TotpProviderConfig;
 use engine::Engine;
 use leptos::prelude::*;
 use leptos_axum::{generate_route_list, LeptosRoutes};
@@ -22,11 +24,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
 
-    let config = config::Config::from_env()?;
     let leptos_options = get_configuration(None)?.leptos_options;
     let addr = leptos_options.site_addr;
+    let config = config::Config::from_env(addr)?;
 
-    let engine = Engine::open(engine::EngineConfig::new(&config.database_url)).await?;
+    let engine = Engine::open(engine::EngineConfig::new(
+        &config.database_url,
+        config.key.clone(),
+        TotpProviderConfig {
+            base_url: config.totp_provider_url.clone(),
+            issuer: config::TOTP_ISSUER.to_owned(),
+        },
+    ))
+    .await?;
+    let settings = app::session::ServerSettings {
+        public_url: config.public_url.clone(),
+    };
     if config.demo {
         let created = engine
             .ensure_user(config::DEMO_EMAIL, config::DEMO_PASSWORD)
@@ -42,12 +55,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let routes = generate_route_list(App);
     let app = Router::new()
+        .route(
+            totp_callback::PATH,
+            axum::routing::get({
+                let engine = engine.clone();
+                move |headers, query| totp_callback::handle(engine.clone(), headers, query)
+            }),
+        )
         .leptos_routes_with_context(
             &leptos_options,
             routes,
             {
-                let engine = engine.clone();
-                move || provide_context(engine.clone())
+                let (engine, settings) = (engine.clone(), settings.clone());
+                move || {
+                    provide_context(engine.clone());
+                    provide_context(settings.clone());
+                }
             },
             {
                 let options = leptos_options.clone();

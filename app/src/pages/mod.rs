@@ -3,3 +3,5 @@
 pub mod home;
 pub mod login;
 pub mod register;
+pub mod second_factor;
+pub mod security;

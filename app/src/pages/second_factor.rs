@@ -1,0 +1,76 @@
+use engine::ErrorCode;
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::hooks::use_query_map;
+
+use crate::api::{second_factor_step, CodeStep, VerifyCode};
+use crate::components::{CodeInput, ErrorBanner, TotpPopupButton};
+
+/// `/login/code?flow=…`: the second factor of a sign-in. The code can be typed, pasted, or sent
+/// back by the TOTP provider's popup. Works as a plain form post without WebAssembly.
+#[component]
+pub fn SecondFactorPage() -> impl IntoView {
+    let query = use_query_map();
+    let flow = move || query.read().get("flow").unwrap_or_default();
+    let step = Resource::new_blocking(flow, second_factor_step);
+    view! {
+        <Title text="Verification code · Stepgate"/>
+        <section class="card" aria-labelledby="code-title">
+            <h1 id="code-title">"Two-step verification"</h1>
+            <Suspense fallback=|| view! { <p role="status">"Loading…"</p> }>
+                {move || Suspend::new(async move {
+                    match step.await {
+                        Ok(step) => view! { <CodeForm step/> }.into_any(),
+                        Err(e) => view! {
+                            <p role="alert" class="error" data-code=e.code.as_str()>{e.message()}</p>
+                            <p><a href="/login">"Start again"</a></p>
+                        }
+                            .into_any(),
+                    }
+                })}
+            </Suspense>
+        </section>
+    }
+}
+
+#[component]
+fn CodeForm(step: CodeStep) -> impl IntoView {
+    let verify = ServerAction::<VerifyCode>::new();
+    let pending = verify.pending();
+    let code = RwSignal::new(String::new());
+    let error = Signal::derive(move || verify.value().get().and_then(Result::err));
+    // These end the flow: only starting again helps.
+    let ended = move || {
+        error
+            .get()
+            .is_some_and(|e| matches!(e.code, ErrorCode::FlowExpired | ErrorCode::TooManyAttempts))
+    };
+    let flow_id = step.flow_id.clone();
+    let submit = Callback::new(move |value: String| {
+        code.set(value.clone());
+        verify.dispatch(VerifyCode {
+            flow_id: flow_id.clone(),
+            code: value,
+        });
+    });
+    view! {
+        <p>
+            {format!(
+                "Enter the {}-digit code from your TOTP provider, or let the provider send it here.",
+                step.digits,
+            )}
+        </p>
+        <ActionForm action=verify attr:aria-busy=move || pending.get().to_string()>
+            <ErrorBanner error/>
+            <Show when=ended>
+                <p><a href="/login">"Start again"</a></p>
+            </Show>
+            <input type="hidden" name="flow_id" value=step.flow_id.clone()/>
+            <CodeInput code digits=step.digits on_complete=submit/>
+            <button type="submit" disabled=pending>
+                {move || if pending.get() { "Verifying…" } else { "Verify" }}
+            </button>
+        </ActionForm>
+        <TotpPopupButton deep_link=step.deep_link.clone() on_code=submit/>
+    }
+}

@@ -1,0 +1,186 @@
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::components::Redirect;
+
+use crate::api::{
+    provider_setup_link, security_status, AppEnrollmentView, BeginAppEnrollment,
+    ConfirmAppEnrollment, DisableTwoFactor,
+};
+use crate::components::{CodeInput, ErrorBanner};
+use crate::error::AppError;
+use engine::ErrorCode;
+
+/// `/settings/security`: turn TOTP on (through the web TOTP provider's popup, or with an
+/// authenticator app) or off.
+#[component]
+pub fn SecurityPage() -> impl IntoView {
+    let confirm = ServerAction::<ConfirmAppEnrollment>::new();
+    let disable = ServerAction::<DisableTwoFactor>::new();
+    // Bumped when the provider popup reports back (or while it is open), to re-read the status.
+    let refresh = RwSignal::new(0u32);
+    let status = Resource::new_blocking(
+        move || (confirm.version().get(), disable.version().get(), refresh.get()),
+        |_| security_status(),
+    );
+    view! {
+        <Title text="Security · Stepgate"/>
+        <section class="card" aria-labelledby="security-title">
+            <h1 id="security-title">"Two-factor authentication"</h1>
+            <Transition fallback=|| view! { <p role="status">"Loading…"</p> }>
+                {move || Suspend::new(async move {
+                    match status.await {
+                        Ok(s) if s.two_factor_on => view! {
+                            <p role="status" class="ok">"Two-factor authentication is on."</p>
+                            <p class="hint">
+                                {if s.via_provider {
+                                    "Codes come from your TOTP provider."
+                                } else {
+                                    "Codes come from your authenticator app."
+                                }}
+                            </p>
+                            <TurnOff disable/>
+                        }
+                            .into_any(),
+                        Ok(_) => view! {
+                            <p>"Two-factor authentication is off. Turn it on to be asked for a code at every sign-in."</p>
+                            <ProviderSetup refresh/>
+                            <AppSetup confirm/>
+                        }
+                            .into_any(),
+                        Err(AppError { code: ErrorCode::NotSignedIn }) => {
+                            view! { <Redirect path="/login"/> }.into_any()
+                        }
+                        Err(e) => view! { <p role="alert" class="error">{e.message()}</p> }.into_any(),
+                    }
+                })}
+            </Transition>
+            <p class="aside"><a href="/">"Back home"</a></p>
+        </section>
+    }
+}
+
+/// "Set up with TOTP provider": the provider's `action=add` page in a popup; its callback page
+/// tells us (same-origin message) or, if the opener link is cut, polling notices.
+#[component]
+fn ProviderSetup(refresh: RwSignal<u32>) -> impl IntoView {
+    let link = Resource::new(|| (), |_| provider_setup_link());
+    let (blocked, set_blocked) = signal(false);
+    let (waiting, set_waiting) = signal(false);
+    let popup = StoredValue::new_local(None::<web_sys::Window>);
+
+    let listener = window_event_listener(leptos::ev::message, move |event| {
+        let own_origin = window().location().origin().ok();
+        let from_popup = popup.get_value().is_some_and(|p| {
+            event
+                .source()
+                .is_some_and(|s| js_sys::Object::is(&s, p.as_ref()))
+        });
+        if Some(event.origin()) == own_origin && from_popup {
+            set_waiting.set(false);
+            refresh.update(|n| *n += 1);
+        }
+    });
+    on_cleanup(move || listener.remove());
+
+    let open = move |_| {
+        let Some(Ok(url)) = link.get_untracked() else {
+            return;
+        };
+        match window().open_with_url_and_target_and_features(
+            &url,
+            "stepgate_totp_setup",
+            "popup=yes,width=600,height=700",
+        ) {
+            Ok(Some(opened)) => {
+                popup.set_value(Some(opened));
+                set_blocked.set(false);
+                set_waiting.set(true);
+                // Polling backs the message up when the opener link is cut.
+                let _ = set_interval_with_handle(
+                    move || {
+                        if waiting.get_untracked() {
+                            refresh.update(|n| *n += 1);
+                        }
+                    },
+                    std::time::Duration::from_secs(2),
+                );
+            }
+            _ => set_blocked.set(true),
+        }
+    };
+    view! {
+        <div class="setup-option">
+            <h2>"With the TOTP provider"</h2>
+            <p class="hint">"The provider keeps your seed; at sign-in Stepgate opens it for you."</p>
+            <Suspense fallback=|| ()>
+                {move || link.get().map(|l| match l {
+                    Ok(url) => view! {
+                        <button type="button" on:click=open>"Set up with TOTP provider"</button>
+                        <Show when=move || blocked.get()>
+                            <p role="status" class="notice">
+                                "Your browser blocked the popup. "
+                                <a href=url.clone() target="stepgate_totp_setup" rel="opener">"Open the TOTP provider"</a>
+                            </p>
+                        </Show>
+                        <Show when=move || waiting.get()>
+                            <p role="status" class="notice">"Finish the setup in the TOTP provider window…"</p>
+                        </Show>
+                    }
+                        .into_any(),
+                    Err(e) => view! { <p role="alert" class="error">{e.message()}</p> }.into_any(),
+                })}
+            </Suspense>
+        </div>
+    }
+}
+
+/// "Set up with an authenticator app": a QR code and the secret as text; on only after a valid
+/// current code.
+#[component]
+fn AppSetup(confirm: ServerAction<ConfirmAppEnrollment>) -> impl IntoView {
+    let begin = ServerAction::<BeginAppEnrollment>::new();
+    let code = RwSignal::new(String::new());
+    let confirm_error = Signal::derive(move || confirm.value().get().and_then(Result::err));
+    let begin_error = Signal::derive(move || begin.value().get().and_then(Result::err));
+    let shown = move || begin.value().get().and_then(Result::ok);
+    view! {
+        <div class="setup-option">
+            <h2>"With an authenticator app"</h2>
+            <ErrorBanner error=begin_error/>
+            <Show
+                when=move || shown().is_some()
+                fallback=move || view! {
+                    <button type="button" class="secondary" on:click=move |_| { begin.dispatch(BeginAppEnrollment {}); }>
+                        "Set up with an authenticator app"
+                    </button>
+                }
+            >
+                {move || shown().map(|e: AppEnrollmentView| view! {
+                    <p>"Scan this code with your authenticator app, or type the key in by hand."</p>
+                    <div class="qr" role="img" aria-label="QR code for your authenticator app" inner_html=e.qr_svg></div>
+                    <p>"Key: " <code class="totp-secret">{e.secret}</code></p>
+                    <p class="hint"><a href=e.otpauth_uri>"Open in an authenticator app on this device"</a></p>
+                })}
+                <ActionForm action=confirm>
+                    <ErrorBanner error=confirm_error/>
+                    <CodeInput code/>
+                    <button type="submit">"Turn on 2FA"</button>
+                </ActionForm>
+            </Show>
+        </div>
+    }
+}
+
+/// "Turn off 2FA": needs a current code.
+#[component]
+fn TurnOff(disable: ServerAction<DisableTwoFactor>) -> impl IntoView {
+    let code = RwSignal::new(String::new());
+    let error = Signal::derive(move || disable.value().get().and_then(Result::err));
+    view! {
+        <ActionForm action=disable>
+            <ErrorBanner error/>
+            <CodeInput code/>
+            <button type="submit" class="secondary">"Turn off 2FA"</button>
+        </ActionForm>
+    }
+}

@@ -1,0 +1,72 @@
+//! `GET /settings/security/totp-callback`: where the web TOTP provider sends the user back after
+//! creating a seed (`success, seedId, seed, code, regToken, timestamp`). It runs in the popup;
+//! the page it returns tells the opener and closes itself, or asks the user to close it.
+
+use axum::extract::Query;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use engine::sessions::token_from_cookie_header;
+use engine::two_factor::RegistrationCallback;
+use engine::{Engine, ErrorCode};
+
+pub const PATH: &str = "/settings/security/totp-callback";
+
+pub async fn handle(engine: Engine, headers: HeaderMap, Query(callback): Query<RegistrationCallback>) -> Response {
+    let result = complete(&engine, &headers, &callback).await;
+    let (status, body) = match result {
+        Ok(()) => (StatusCode::OK, page(true, "Two-factor authentication is on", "Stepgate will ask for a code from your TOTP provider at every sign-in.")),
+        Err(code) => (StatusCode::BAD_REQUEST, page(false, "Two-factor authentication was not turned on", code.message())),
+    };
+    (
+        status,
+        // The seed is in this URL: keep it out of caches and of any Referer.
+        [(header::CACHE_CONTROL, "no-store"), (header::REFERRER_POLICY, "no-referrer")],
+        Html(body),
+    )
+        .into_response()
+}
+
+async fn complete(engine: &Engine, headers: &HeaderMap, callback: &RegistrationCallback) -> Result<(), ErrorCode> {
+    let token = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(token_from_cookie_header)
+        .ok_or(ErrorCode::NotSignedIn)?;
+    let user = engine.session_user(&token).await?.ok_or(ErrorCode::NotSignedIn)?;
+    engine
+        .two_factor()
+        .complete_provider_enrollment(user.id, callback, engine.now())
+        .await
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn page(enabled: bool, title: &str, detail: &str) -> String {
+    let outcome = if enabled { "enrolled" } else { "failed" };
+    format!(
+        r#"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} · Stepgate</title><link rel="stylesheet" href="/pkg/stepgate.css"></head>
+<body><main><section class="card" aria-labelledby="t">
+<h1 id="t">{title}</h1>
+<p role="{role}">{detail}</p>
+<p id="close-hint">You can close this window and go back to Stepgate.</p>
+<p><a href="/settings/security">Back to security settings</a></p>
+</section></main>
+<script>
+  // Tell the settings page (same origin only) and close; if the opener link was cut
+  // (cross-origin isolation), the settings page notices by polling instead.
+  if (window.opener && !window.opener.closed) {{
+    try {{ window.opener.postMessage({{ type: "stepgate.totp-{outcome}" }}, window.location.origin); }} catch (e) {{}}
+    {close}
+  }}
+</script></body></html>"#,
+        title = escape(title),
+        detail = escape(detail),
+        role = if enabled { "status" } else { "alert" },
+        close = if enabled { "window.close();" } else { "" },
+    )
+}
