@@ -4,6 +4,9 @@ import * as path from "node:path";
 // The real server binary, built by `cargo leptos build --release`, on its own port and a data
 // folder that is fresh for every run (scripts/test.sh empties it).
 const port = Number(process.env.STEPGATE_E2E_PORT ?? 3300);
+const sandboxPort = Number(process.env.STEPGATE_E2E_SANDBOX_PORT ?? 3400);
+export const appOrigin = `http://127.0.0.1:${port}`;
+export const sandboxOrigin = `http://127.0.0.1:${sandboxPort}`;
 const root = path.resolve(__dirname, "..");
 const dataDir = path.join(__dirname, ".data");
 
@@ -41,7 +44,21 @@ export default defineConfig({
       },
     },
   ],
-  webServer: {
+  webServer: [
+    {
+      // The simulated TOTP provider, on its own origin.
+      command: path.join(root, "target", "release", "sandbox"),
+      cwd: root,
+      url: `${sandboxOrigin}/`,
+      reuseExistingServer: false,
+      timeout: 60_000,
+      stdout: "pipe",
+      env: {
+        STEPGATE_SANDBOX_ADDR: `127.0.0.1:${sandboxPort}`,
+        STEPGATE_APP_ORIGIN: appOrigin,
+      },
+    },
+    {
     command: path.join(root, "target", "release", "server"),
     cwd: root,
     url: `http://127.0.0.1:${port}/login`,
@@ -53,7 +70,10 @@ export default defineConfig({
       LEPTOS_SITE_ROOT: path.join(root, "target", "site"),
       STEPGATE_DATA: dataDir,
       STEPGATE_DEMO: "1",
+      STEPGATE_TOTP_PROVIDER_URL: sandboxOrigin,
+      STEPGATE_PUBLIC_URL: appOrigin,
       RUST_LOG: "info,sqlx=warn",
     },
-  },
+    },
+  ],
 });

@@ -16,6 +16,7 @@ cargo test --release --workspace --exclude frontend 2>&1 | tee "$logs/cargo.txt"
 
 echo "==> Building the release site (server + wasm-opt'd front end)"
 cargo leptos build --release
+cargo build --release -p sandbox
 
 echo "==> Playwright end-to-end tests"
 rm -rf end2end/.data end2end/playwright-report

@@ -48,7 +48,10 @@ mod ssr {
     use crate::session::{clear_login_cookie, session_token, set_session_cookie};
 
     /// Every factor passed: a brand-new session replaces whatever the browser held.
-    pub async fn open_session_and_go_home(engine: &Engine, user_id: UserId) -> Result<(), AppError> {
+    pub async fn open_session_and_go_home(
+        engine: &Engine,
+        user_id: UserId,
+    ) -> Result<(), AppError> {
         if let Some(old) = session_token() {
             engine.close_session(&old).await?;
         }
@@ -87,7 +90,10 @@ pub async fn sign_in(email: String, password: String) -> Result<(), AppError> {
     let engine = engine()?;
     let login = SessionToken::random();
     let input = ssr::input([("email", email), ("password", password)]);
-    match engine.start_flow("local", Some(login.digest()), &input).await? {
+    match engine
+        .start_flow("local", Some(login.digest()), &input)
+        .await?
+    {
         Progress::Done(Completion::SignedIn { user_id }) => {
             ssr::open_session_and_go_home(&engine, user_id).await
         }
@@ -135,7 +141,10 @@ pub async fn verify_code(flow_id: String, code: String) -> Result<(), AppError> 
     let engine = engine()?;
     let owner = login_token().map(|t| t.digest());
     let input = ssr::input([("code", code), ("flow_id", flow_id.clone())]);
-    match engine.submit_flow(&flow_id, owner.as_deref(), &input).await? {
+    match engine
+        .submit_flow(&flow_id, owner.as_deref(), &input)
+        .await?
+    {
         Progress::Done(Completion::SignedIn { user_id }) => {
             ssr::open_session_and_go_home(&engine, user_id).await
         }
@@ -153,7 +162,9 @@ pub async fn register(
     use crate::session::engine;
 
     let engine = engine()?;
-    let user = engine.register(&email, &password, &confirm_password).await?;
+    let user = engine
+        .register(&email, &password, &confirm_password)
+        .await?;
     ssr::open_session_and_go_home(&engine, user.id).await
 }
 
@@ -195,7 +206,9 @@ pub async fn provider_setup_link() -> Result<String, AppError> {
     let tf = engine.two_factor();
     let token = tf.begin_provider_enrollment(user.id, engine.now()).await?;
     let callback = format!("{}/settings/security/totp-callback", settings()?.public_url);
-    Ok(tf.provider.registration_link(&user.email, &callback, &token))
+    Ok(tf
+        .provider
+        .registration_link(&user.email, &callback, &token))
 }
 
 /// Starts authenticator-app setup: a new secret, as a QR code and as text.
@@ -242,6 +255,9 @@ pub async fn disable_two_factor(code: String) -> Result<(), AppError> {
 
     let user = signed_in_user().await?;
     let engine = engine()?;
-    engine.two_factor().disable(user.id, &code, engine.now()).await?;
+    engine
+        .two_factor()
+        .disable(user.id, &code, engine.now())
+        .await?;
     Ok(())
 }

@@ -100,7 +100,12 @@ fn set_cookie(plain: &str, secure: &str, value: &str, max_age: i64) {
 
 pub fn set_session_cookie(token: &SessionToken) {
     use engine::sessions::{COOKIE_NAME, SECURE_COOKIE_NAME, SESSION_TTL_SECONDS};
-    set_cookie(COOKIE_NAME, SECURE_COOKIE_NAME, token.as_cookie_value(), SESSION_TTL_SECONDS);
+    set_cookie(
+        COOKIE_NAME,
+        SECURE_COOKIE_NAME,
+        token.as_cookie_value(),
+        SESSION_TTL_SECONDS,
+    );
 }
 
 pub fn clear_session_cookie() {
@@ -110,7 +115,12 @@ pub fn clear_session_cookie() {
 
 pub fn set_login_cookie(token: &SessionToken) {
     let max_age = engine::flow::DEFAULT_FLOW_TTL.as_secs() as i64;
-    set_cookie(LOGIN_COOKIE, SECURE_LOGIN_COOKIE, token.as_cookie_value(), max_age);
+    set_cookie(
+        LOGIN_COOKIE,
+        SECURE_LOGIN_COOKIE,
+        token.as_cookie_value(),
+        max_age,
+    );
 }
 
 pub fn clear_login_cookie() {
@@ -122,10 +132,7 @@ pub async fn signed_in_user() -> Result<engine::users::User, AppError> {
     let token = session_token().ok_or(AppError {
         code: ErrorCode::NotSignedIn,
     })?;
-    engine()?
-        .session_user(&token)
-        .await?
-        .ok_or(AppError {
-            code: ErrorCode::NotSignedIn,
-        })
+    engine()?.session_user(&token).await?.ok_or(AppError {
+        code: ErrorCode::NotSignedIn,
+    })
 }

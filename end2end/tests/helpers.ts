@@ -34,3 +34,58 @@ export async function signIn(page: Page, email: string, password: string): Promi
   await page.getByLabel("Password").fill(password);
   await page.getByRole("button", { name: "Sign in" }).click();
 }
+
+/** RFC 6238 (SHA-1, 30 s), computed by the test itself from a base32 secret. */
+export function totp(base32: string, unixSeconds = Date.now() / 1000, digits = 6): string {
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+  let bits = "";
+  for (const c of base32.replace(/=+$/, "").toUpperCase()) {
+    bits += alphabet.indexOf(c).toString(2).padStart(5, "0");
+  }
+  const bytes = Buffer.from(bits.match(/.{8}/g)!.map((b) => parseInt(b, 2)));
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(unixSeconds / 30)));
+  const hash = require("node:crypto").createHmac("sha1", bytes).update(counter).digest() as Buffer;
+  const offset = hash[19] & 0xf;
+  const n = (hash.readUInt32BE(offset) & 0x7fffffff) % 10 ** digits;
+  return n.toString().padStart(digits, "0");
+}
+
+/**
+ * Waits for the next 30-second TOTP step. A code is accepted once, and the one that confirmed
+ * enrolment counts as used, so a sign-in right after enrolling needs the next step's code.
+ */
+export async function nextTotpStep(): Promise<void> {
+  const ms = 30_000 - (Date.now() % 30_000) + 600;
+  await new Promise((r) => setTimeout(r, ms));
+}
+
+export const SANDBOX = `http://127.0.0.1:${process.env.STEPGATE_E2E_SANDBOX_PORT ?? 3400}`;
+
+/** Registers a new account and turns TOTP on through the authenticator-app route. */
+export async function registerWithAppTotp(page: Page, tag: string): Promise<{ email: string; secret: string }> {
+  const email = uniqueEmail(tag);
+  await register(page, email, "totp-pass-1");
+  await page.goto("/settings/security");
+  await waitForHydration(page);
+  await page.getByRole("button", { name: "Set up with an authenticator app" }).click();
+  const secret = (await page.locator("code.totp-secret").textContent())!.trim();
+  await page.getByLabel("Verification code").fill(totp(secret));
+  await page.getByRole("button", { name: "Turn on 2FA" }).click();
+  await expect(page.getByText("Two-factor authentication is on.")).toBeVisible();
+  return { email, secret };
+}
+
+export async function signOut(page: Page): Promise<void> {
+  await page.goto("/");
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await expect(page).toHaveURL(/\/login$/);
+}
+
+/** Email and password accepted: the code page is shown. */
+export async function passwordStep(page: Page, email: string): Promise<void> {
+  await signIn(page, email, "totp-pass-1");
+  await expect(page).toHaveURL(/\/login\/code\?flow=[0-9a-f]{32}$/);
+  await expect(page.getByLabel("Verification code")).toBeVisible();
+  await waitForHydration(page);
+}

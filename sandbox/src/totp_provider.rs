@@ -86,6 +86,15 @@ impl Provider {
 
 pub fn router(provider: Provider) -> Router {
     Router::new()
+        .route(
+            "/",
+            get(|| async {
+                page(
+                    "Simple TOTP (sandbox)",
+                    "<p>A simulated web TOTP provider for Stepgate.</p>",
+                )
+            }),
+        )
         .route("/dashboard/simple-totp", get(dashboard))
         .route("/dashboard/simple-totp/add", post(add))
         .route("/testing/seeds", post(import_seed))
@@ -93,22 +102,31 @@ pub fn router(provider: Provider) -> Router {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// RFC 6238 with SHA-1 and 30 s steps, written independently of Stepgate's engine on purpose.
 fn totp(secret_base32: &str, unix: u64, digits: u8) -> Option<String> {
-    let key = data_encoding::BASE32_NOPAD.decode(secret_base32.trim_end_matches('=').as_bytes()).ok()?;
+    let key = data_encoding::BASE32_NOPAD
+        .decode(secret_base32.trim_end_matches('=').as_bytes())
+        .ok()?;
     let mut mac = Hmac::<Sha1>::new_from_slice(&key).ok()?;
     mac.update(&(unix / 30).to_be_bytes());
     let h = mac.finalize().into_bytes();
     let o = (h[19] & 0xf) as usize;
-    let n = u32::from_be_bytes([h[o] & 0x7f, h[o + 1], h[o + 2], h[o + 3]]) % 10u32.pow(digits.into());
+    let n =
+        u32::from_be_bytes([h[o] & 0x7f, h[o + 1], h[o + 2], h[o + 3]]) % 10u32.pow(digits.into());
     Some(format!("{n:0width$}", width = digits as usize))
 }
 
 fn esc(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn page(title: &str, body: &str) -> Html<String> {
@@ -122,14 +140,20 @@ button{{font:inherit;padding:.5rem 1rem;margin-right:.5rem}}</style></head>
     ))
 }
 
-async fn dashboard(State(p): State<Provider>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn dashboard(
+    State(p): State<Provider>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     if q.get("action").map(String::as_str) == Some("add") {
         return add_page(&p, &q).into_response();
     }
     let Some(seed) = p.find(&q) else {
         return (
             StatusCode::NOT_FOUND,
-            page("No such seed", "<p role=\"alert\">This provider holds no seed for that link.</p>"),
+            page(
+                "No such seed",
+                "<p role=\"alert\">This provider holds no seed for that link.</p>",
+            ),
         )
             .into_response();
     };
@@ -167,7 +191,14 @@ async fn dashboard(State(p): State<Provider>, Query(q): Query<HashMap<String, St
 fn add_page(p: &Provider, q: &HashMap<String, String>) -> Response {
     let field = |k: &str| esc(q.get(k).map(String::as_str).unwrap_or_default());
     if !callback_allowed(p, q.get("callback").map(String::as_str).unwrap_or_default()) {
-        return (StatusCode::BAD_REQUEST, page("Refused", "<p role=\"alert\">That callback is not allowed.</p>")).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            page(
+                "Refused",
+                "<p role=\"alert\">That callback is not allowed.</p>",
+            ),
+        )
+            .into_response();
     }
     page(
         "Add a seed",
@@ -207,7 +238,13 @@ struct AddForm {
 
 fn encode(text: &str) -> String {
     text.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
@@ -215,15 +252,32 @@ async fn add(State(p): State<Provider>, Form(form): Form<AddForm>) -> Response {
     if !callback_allowed(&p, &form.callback) {
         return (StatusCode::BAD_REQUEST, "callback not allowed").into_response();
     }
-    let separator = if form.callback.contains('?') { '&' } else { '?' };
+    let separator = if form.callback.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
     if form.decision != "add" {
-        let url = format!("{}{separator}success=false&error=user_cancelled&regToken={}", form.callback, encode(&form.reg_token));
+        let url = format!(
+            "{}{separator}success=false&error=user_cancelled&regToken={}",
+            form.callback,
+            encode(&form.reg_token)
+        );
         return Redirect::to(&url).into_response();
     }
-    let digits = if form.digits.as_deref() == Some("8") { 8 } else { 6 };
+    let digits = if form.digits.as_deref() == Some("8") {
+        8
+    } else {
+        6
+    };
     let mut secret = [0u8; 20];
     rand::rngs::OsRng.fill_bytes(&mut secret);
-    let seed = p.add(&form.service, &form.account, data_encoding::BASE32_NOPAD.encode(&secret), digits);
+    let seed = p.add(
+        &form.service,
+        &form.account,
+        data_encoding::BASE32_NOPAD.encode(&secret),
+        digits,
+    );
     let t = now();
     let code = totp(&seed.secret, t, digits).unwrap_or_default();
     let url = format!(
@@ -245,8 +299,16 @@ struct ImportSeed {
 }
 
 /// Test hook: puts a seed the user "already has" into the provider, as if added elsewhere.
-async fn import_seed(State(p): State<Provider>, Json(seed): Json<ImportSeed>) -> Json<serde_json::Value> {
-    let seed = p.add(&seed.service, &seed.account, seed.secret.to_uppercase(), seed.digits.unwrap_or(6));
+async fn import_seed(
+    State(p): State<Provider>,
+    Json(seed): Json<ImportSeed>,
+) -> Json<serde_json::Value> {
+    let seed = p.add(
+        &seed.service,
+        &seed.account,
+        seed.secret.to_uppercase(),
+        seed.digits.unwrap_or(6),
+    );
     Json(serde_json::json!({ "seedId": seed.id }))
 }
 
@@ -265,7 +327,10 @@ mod tests {
     #[test]
     fn callbacks_must_point_at_the_app() {
         let p = Provider::new("http://127.0.0.1:3000".into(), None);
-        assert!(callback_allowed(&p, "http://127.0.0.1:3000/settings/security/totp-callback"));
+        assert!(callback_allowed(
+            &p,
+            "http://127.0.0.1:3000/settings/security/totp-callback"
+        ));
         assert!(!callback_allowed(&p, "http://127.0.0.1:3000.evil.test/x"));
         assert!(!callback_allowed(&p, "https://evil.test/"));
     }

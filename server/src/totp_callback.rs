@@ -11,29 +11,57 @@ use engine::{Engine, ErrorCode};
 
 pub const PATH: &str = "/settings/security/totp-callback";
 
-pub async fn handle(engine: Engine, headers: HeaderMap, Query(callback): Query<RegistrationCallback>) -> Response {
+pub async fn handle(
+    engine: Engine,
+    headers: HeaderMap,
+    Query(callback): Query<RegistrationCallback>,
+) -> Response {
     let result = complete(&engine, &headers, &callback).await;
     let (status, body) = match result {
-        Ok(()) => (StatusCode::OK, page(true, "Two-factor authentication is on", "Stepgate will ask for a code from your TOTP provider at every sign-in.")),
-        Err(code) => (StatusCode::BAD_REQUEST, page(false, "Two-factor authentication was not turned on", code.message())),
+        Ok(()) => (
+            StatusCode::OK,
+            page(
+                true,
+                "Two-factor authentication is on",
+                "Stepgate will ask for a code from your TOTP provider at every sign-in.",
+            ),
+        ),
+        Err(code) => (
+            StatusCode::BAD_REQUEST,
+            page(
+                false,
+                "Two-factor authentication was not turned on",
+                code.message(),
+            ),
+        ),
     };
     (
         status,
         // The seed is in this URL: keep it out of caches and of any Referer.
-        [(header::CACHE_CONTROL, "no-store"), (header::REFERRER_POLICY, "no-referrer")],
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
         Html(body),
     )
         .into_response()
 }
 
-async fn complete(engine: &Engine, headers: &HeaderMap, callback: &RegistrationCallback) -> Result<(), ErrorCode> {
+async fn complete(
+    engine: &Engine,
+    headers: &HeaderMap,
+    callback: &RegistrationCallback,
+) -> Result<(), ErrorCode> {
     let token = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .find_map(token_from_cookie_header)
         .ok_or(ErrorCode::NotSignedIn)?;
-    let user = engine.session_user(&token).await?.ok_or(ErrorCode::NotSignedIn)?;
+    let user = engine
+        .session_user(&token)
+        .await?
+        .ok_or(ErrorCode::NotSignedIn)?;
     engine
         .two_factor()
         .complete_provider_enrollment(user.id, callback, engine.now())
@@ -41,7 +69,10 @@ async fn complete(engine: &Engine, headers: &HeaderMap, callback: &RegistrationC
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn page(enabled: bool, title: &str, detail: &str) -> String {

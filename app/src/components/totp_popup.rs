@@ -7,6 +7,17 @@ use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 
 const WINDOW_NAME: &str = "stepgate_totp";
+
+thread_local! {
+    /// The provider popup this page opened. The browser runs on one thread; during server
+    /// rendering it is never set (a `Window` must not cross threads, so it is not kept in a
+    /// reactive value that the server might drop elsewhere).
+    static OPENED: std::cell::RefCell<Option<web_sys::Window>> = const { std::cell::RefCell::new(None) };
+}
+
+fn opened_popup() -> Option<web_sys::Window> {
+    OPENED.with(|o| o.borrow().clone())
+}
 const WIDTH: i32 = 600;
 const HEIGHT: i32 = 700;
 
@@ -53,11 +64,10 @@ pub fn TotpPopupButton(
 ) -> impl IntoView {
     let (blocked, set_blocked) = signal(false);
     let (closed, set_closed) = signal(false);
-    let popup = StoredValue::new_local(None::<web_sys::Window>);
 
     let link = deep_link.clone();
     let listener = window_event_listener(leptos::ev::message, move |event| {
-        let Some(opened) = popup.get_value() else {
+        let Some(opened) = opened_popup() else {
             return;
         };
         if Some(event.origin()) != origin_of(&link) {
@@ -83,10 +93,10 @@ pub fn TotpPopupButton(
             Ok(Some(opened)) => {
                 set_blocked.set(false);
                 set_closed.set(false);
-                popup.set_value(Some(opened.clone()));
+                OPENED.with(|o| *o.borrow_mut() = Some(opened.clone()));
                 // Only a hint for the user: `closed` can read true early under COOP, so nothing
                 // else depends on it.
-                let handle = StoredValue::new_local(None::<IntervalHandle>);
+                let handle = StoredValue::new(None::<IntervalHandle>);
                 if let Ok(h) = set_interval_with_handle(
                     move || {
                         if opened.closed().unwrap_or(false) {

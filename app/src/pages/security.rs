@@ -19,7 +19,13 @@ pub fn SecurityPage() -> impl IntoView {
     // Bumped when the provider popup reports back (or while it is open), to re-read the status.
     let refresh = RwSignal::new(0u32);
     let status = Resource::new_blocking(
-        move || (confirm.version().get(), disable.version().get(), refresh.get()),
+        move || {
+            (
+                confirm.version().get(),
+                disable.version().get(),
+                refresh.get(),
+            )
+        },
         |_| security_status(),
     );
     view! {
@@ -59,6 +65,11 @@ pub fn SecurityPage() -> impl IntoView {
     }
 }
 
+thread_local! {
+    /// The setup popup this page opened (browser only; see components/totp_popup.rs).
+    static SETUP_POPUP: std::cell::RefCell<Option<web_sys::Window>> = const { std::cell::RefCell::new(None) };
+}
+
 /// "Set up with TOTP provider": the provider's `action=add` page in a popup; its callback page
 /// tells us (same-origin message) or, if the opener link is cut, polling notices.
 #[component]
@@ -66,11 +77,17 @@ fn ProviderSetup(refresh: RwSignal<u32>) -> impl IntoView {
     let link = Resource::new(|| (), |_| provider_setup_link());
     let (blocked, set_blocked) = signal(false);
     let (waiting, set_waiting) = signal(false);
-    let popup = StoredValue::new_local(None::<web_sys::Window>);
+    let polling = StoredValue::new(None::<IntervalHandle>);
+    on_cleanup(move || {
+        if let Some(h) = polling.get_value() {
+            h.clear();
+        }
+    });
 
     let listener = window_event_listener(leptos::ev::message, move |event| {
         let own_origin = window().location().origin().ok();
-        let from_popup = popup.get_value().is_some_and(|p| {
+        let opened = SETUP_POPUP.with(|p| p.borrow().clone());
+        let from_popup = opened.is_some_and(|p| {
             event
                 .source()
                 .is_some_and(|s| js_sys::Object::is(&s, p.as_ref()))
@@ -92,11 +109,14 @@ fn ProviderSetup(refresh: RwSignal<u32>) -> impl IntoView {
             "popup=yes,width=600,height=700",
         ) {
             Ok(Some(opened)) => {
-                popup.set_value(Some(opened));
+                SETUP_POPUP.with(|p| *p.borrow_mut() = Some(opened));
                 set_blocked.set(false);
                 set_waiting.set(true);
+                if polling.get_value().is_some() {
+                    return;
+                }
                 // Polling backs the message up when the opener link is cut.
-                let _ = set_interval_with_handle(
+                let handle = set_interval_with_handle(
                     move || {
                         if waiting.get_untracked() {
                             refresh.update(|n| *n += 1);
@@ -104,6 +124,7 @@ fn ProviderSetup(refresh: RwSignal<u32>) -> impl IntoView {
                     },
                     std::time::Duration::from_secs(2),
                 );
+                polling.set_value(handle.ok());
             }
             _ => set_blocked.set(true),
         }

@@ -1,0 +1,189 @@
+// Stepgate's own second factor: TOTP through the web TOTP provider's popup (the sandbox plays
+// the provider on its own origin), or an authenticator app.
+import { expect, test, type Page } from "@playwright/test";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import {
+  SANDBOX,
+  nextTotpStep,
+  passwordStep,
+  register,
+  registerWithAppTotp,
+  signOut,
+  totp,
+  uniqueEmail,
+  waitForHydration,
+} from "./helpers";
+
+// Some tests wait for the next 30-second TOTP step.
+test.describe.configure({ timeout: 120_000 });
+
+async function enrollThroughProvider(page: Page): Promise<string> {
+  const email = uniqueEmail("provider");
+  await register(page, email, "totp-pass-1");
+  await page.goto("/settings/security");
+  await waitForHydration(page);
+  await expect(page.getByText("Two-factor authentication is off.", { exact: false })).toBeVisible();
+  const popupOpened = page.waitForEvent("popup");
+  await page.getByRole("button", { name: "Set up with TOTP provider" }).click();
+  const popup = await popupOpened;
+  await expect(popup).toHaveURL(new RegExp(`^${SANDBOX}/dashboard/simple-totp\\?action=add&service=Stepgate&account=`));
+  await popup.getByRole("button", { name: "Add to Simple TOTP" }).click();
+  // The callback page tells the opener and closes itself; the settings page updates by itself.
+  await popup.waitForEvent("close");
+  await expect(page.getByText("Two-factor authentication is on.")).toBeVisible();
+  await expect(page.getByText("Codes come from your TOTP provider.")).toBeVisible();
+  return email;
+}
+
+async function openProviderPopup(page: Page): Promise<Page> {
+  const popupOpened = page.waitForEvent("popup");
+  await page.getByRole("button", { name: "Get code from TOTP provider" }).click();
+  return popupOpened;
+}
+
+test("enroll through the provider popup, then sign in with its Send code button", async ({ page }) => {
+  const email = await enrollThroughProvider(page);
+  await signOut(page);
+
+  await passwordStep(page, email);
+  await nextTotpStep();
+  const popup = await openProviderPopup(page);
+  await expect(popup).toHaveURL(new RegExp(`^${SANDBOX}/dashboard/simple-totp\\?seedId=seed_[0-9a-f]+$`));
+  await popup.getByRole("button", { name: "Send code to Stepgate" }).click();
+  await expect(page).toHaveURL(/\/$/);
+  await expect(page.getByText(`Signed in as ${email}`)).toBeVisible();
+});
+
+test("sign in by typing the code read from the popup; the same code is refused a second time", async ({ page }) => {
+  const email = await enrollThroughProvider(page);
+  await signOut(page);
+
+  await passwordStep(page, email);
+  await nextTotpStep();
+  const popup = await openProviderPopup(page);
+  const code = (await popup.getByLabel("Current code").textContent())!.trim();
+  await popup.close();
+  await expect(page.getByText("The TOTP provider window was closed.", { exact: false })).toBeVisible();
+  // Pasting with a space works too.
+  await page.getByLabel("Verification code").fill(`${code.slice(0, 3)} ${code.slice(3)}`);
+  await expect(page.getByLabel("Verification code")).toHaveValue(code);
+  await page.getByRole("button", { name: "Verify" }).click();
+  await expect(page.getByText(`Signed in as ${email}`)).toBeVisible();
+
+  await signOut(page);
+  await passwordStep(page, email);
+  await page.getByLabel("Verification code").fill(code);
+  await page.getByRole("button", { name: "Verify" }).click();
+  await expect(page.getByRole("alert")).toHaveText("That code was already used. Wait for the next one and try again.");
+  await expect(page).toHaveURL(/\/login\/code/);
+});
+
+test("a wrong code shows the alert, keeps the step, and a retry works; 2FA can be turned off", async ({ page }) => {
+  const { email, secret } = await registerWithAppTotp(page, "wrong");
+  await signOut(page);
+
+  await passwordStep(page, email);
+  await page.getByLabel("Verification code").fill("000000");
+  await page.getByRole("button", { name: "Verify" }).click();
+  await expect(page.getByRole("alert")).toHaveText("That code is not right. Check it and try again.");
+  await expect(page).toHaveURL(/\/login\/code/);
+
+  await nextTotpStep();
+  await page.getByLabel("Verification code").fill(totp(secret));
+  await page.getByRole("button", { name: "Verify" }).click();
+  await expect(page.getByText(`Signed in as ${email}`)).toBeVisible();
+
+  await page.getByRole("link", { name: /Security settings/ }).click();
+  await expect(page.getByText("Two-factor authentication is on.")).toBeVisible();
+  await waitForHydration(page);
+  await nextTotpStep();
+  await page.getByLabel("Verification code").fill(totp(secret));
+  await page.getByRole("button", { name: "Turn off 2FA" }).click();
+  await expect(page.getByText("Two-factor authentication is off.", { exact: false })).toBeVisible();
+
+  // Without 2FA the password alone signs in again.
+  await signOut(page);
+  await page.getByLabel("Email").fill(email);
+  await page.getByLabel("Password").fill("totp-pass-1");
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await expect(page.getByText(`Signed in as ${email}`)).toBeVisible();
+});
+
+test("a blocked popup is detected and a plain link is offered", async ({ page }) => {
+  const { email } = await registerWithAppTotp(page, "blocked");
+  await signOut(page);
+  // A popup blocker makes window.open return null; Playwright's Chromium never blocks, so the
+  // blocker is played here.
+  await page.addInitScript(() => {
+    window.open = () => null;
+  });
+  await passwordStep(page, email);
+  await page.getByRole("button", { name: "Get code from TOTP provider" }).click();
+  const link = page.getByRole("link", { name: "Open the TOTP provider" });
+  await expect(link).toBeVisible();
+  await expect(link).toHaveAttribute("href", new RegExp(`^${SANDBOX}/dashboard/simple-totp\\?serviceName=Stepgate&`));
+  await expect(page.getByLabel("Verification code")).toBeEditable();
+});
+
+test("messages from a foreign origin, another window or of the wrong shape are ignored", async ({ page, request }) => {
+  const { email, secret } = await registerWithAppTotp(page, "foreign");
+  await request.post(`${SANDBOX}/testing/seeds`, { data: { service: "Stepgate", account: email, secret } });
+  await signOut(page);
+  await passwordStep(page, email);
+  await nextTotpStep();
+  const popup = await openProviderPopup(page);
+  const good = totp(secret);
+
+  // The app's own origin is not the provider's.
+  await page.evaluate((code) => window.postMessage({ type: "stepgate.totp", code }, "*"), good);
+  // Right window, wrong shapes.
+  await popup.evaluate(() => window.opener.postMessage({ type: "stepgate.totp", code: "12345" }, "*"));
+  await popup.evaluate(() => window.opener.postMessage({ type: "other", code: "123456" }, "*"));
+  await popup.evaluate(
+    (code) => window.opener.postMessage({ type: "stepgate.totp", code, extra: true }, "*"),
+    good,
+  );
+  await page.waitForTimeout(800);
+  await expect(page.getByLabel("Verification code")).toHaveValue("");
+  await expect(page).toHaveURL(/\/login\/code/);
+
+  // The exact shape from the provider's popup is accepted: the listener was live all along.
+  await popup.evaluate((code) => window.opener.postMessage({ type: "stepgate.totp", code }, "*"), good);
+  await expect(page.getByText(`Signed in as ${email}`)).toBeVisible();
+});
+
+test("a user enrolled without a seed id gets the service + account deep link", async ({ page, request }) => {
+  const { email, secret } = await registerWithAppTotp(page, "fallback");
+  // The same seed, held by the provider under Stepgate's service name and the account email.
+  const imported = await request.post(`${SANDBOX}/testing/seeds`, {
+    data: { service: "Stepgate", account: email, secret },
+  });
+  expect(imported.ok()).toBe(true);
+  await signOut(page);
+
+  await passwordStep(page, email);
+  await nextTotpStep();
+  const popup = await openProviderPopup(page);
+  expect(popup.url()).toBe(
+    `${SANDBOX}/dashboard/simple-totp?serviceName=Stepgate&accountIdentifier=${encodeURIComponent(email)}`,
+  );
+  await popup.getByRole("button", { name: "Send code to Stepgate" }).click();
+  await expect(page.getByText(`Signed in as ${email}`)).toBeVisible();
+});
+
+test("authenticator-app enrolment with a computed code; the secret is gone from the page and not in the database in clear", async ({
+  page,
+}) => {
+  const { secret } = await registerWithAppTotp(page, "app");
+  expect(secret).toMatch(/^[A-Z2-7]{32}$/);
+  await page.reload();
+  await expect(page.getByText("Two-factor authentication is on.")).toBeVisible();
+  expect(await page.content()).not.toContain(secret);
+
+  const dataDir = path.join(__dirname, "..", ".data");
+  for (const file of fs.readdirSync(dataDir).filter((f) => f.startsWith("stepgate.db"))) {
+    const bytes = fs.readFileSync(path.join(dataDir, file));
+    expect(bytes.includes(Buffer.from(secret)), `${file} holds the seed in clear`).toBe(false);
+  }
+});
