@@ -1,5 +1,6 @@
 import { defineConfig, devices } from "@playwright/test";
 import * as path from "node:path";
+import { chromiumArgs } from "./chromium";
 
 // The real server binary, built by `cargo leptos build --release`, on its own port and a data
 // folder that is fresh for every run (scripts/test.sh empties it).
@@ -10,15 +11,6 @@ export const sandboxOrigin = `http://127.0.0.1:${sandboxPort}`;
 const root = path.resolve(__dirname, "..");
 const dataDir = path.join(__dirname, ".data");
 
-export const chromiumArgs = [
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-dev-shm-usage",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--no-first-run",
-];
 
 export default defineConfig({
   testDir: "./tests",

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds Stepgate (release, wasm-opt'd) and runs it at http://127.0.0.1:3000 with an embedded
-# SQLite database in ./data and a demo account. Ctrl-C stops it.
+# SQLite database in ./data, a demo account, and the simulated providers (the sandbox) at
+# http://127.0.0.1:3100. Ctrl-C stops both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -12,4 +13,13 @@ cargo build --release -p sandbox
 export LEPTOS_SITE_ADDR="${LEPTOS_SITE_ADDR:-127.0.0.1:3000}"
 export LEPTOS_SITE_ROOT="${LEPTOS_SITE_ROOT:-target/site}"
 export STEPGATE_DATA="${STEPGATE_DATA:-./data}"
-exec target/release/server
+export STEPGATE_SANDBOX_ADDR="${STEPGATE_SANDBOX_ADDR:-127.0.0.1:3100}"
+export STEPGATE_TOTP_PROVIDER_URL="${STEPGATE_TOTP_PROVIDER_URL:-http://$STEPGATE_SANDBOX_ADDR}"
+export STEPGATE_APP_ORIGIN="${STEPGATE_APP_ORIGIN:-http://$LEPTOS_SITE_ADDR}"
+mkdir -p "$STEPGATE_DATA"
+export STEPGATE_SANDBOX_SEEDS="${STEPGATE_SANDBOX_SEEDS:-$STEPGATE_DATA/sandbox-seeds.json}"
+
+target/release/sandbox &
+sandbox_pid=$!
+trap 'kill "$sandbox_pid" 2>/dev/null || true' EXIT INT TERM
+target/release/server

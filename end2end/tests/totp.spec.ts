@@ -28,9 +28,10 @@ async function enrollThroughProvider(page: Page): Promise<string> {
   await page.getByRole("button", { name: "Set up with TOTP provider" }).click();
   const popup = await popupOpened;
   await expect(popup).toHaveURL(new RegExp(`^${SANDBOX}/dashboard/simple-totp\\?action=add&service=Stepgate&account=`));
-  await popup.getByRole("button", { name: "Add to Simple TOTP" }).click();
   // The callback page tells the opener and closes itself; the settings page updates by itself.
-  await popup.waitForEvent("close");
+  const closed = popup.waitForEvent("close");
+  await popup.getByRole("button", { name: "Add to Simple TOTP" }).click();
+  await closed;
   await expect(page.getByText("Two-factor authentication is on.")).toBeVisible();
   await expect(page.getByText("Codes come from your TOTP provider.")).toBeVisible();
   return email;
@@ -110,22 +111,6 @@ test("a wrong code shows the alert, keeps the step, and a retry works; 2FA can b
   await expect(page.getByText(`Signed in as ${email}`)).toBeVisible();
 });
 
-test("a blocked popup is detected and a plain link is offered", async ({ page }) => {
-  const { email } = await registerWithAppTotp(page, "blocked");
-  await signOut(page);
-  // A popup blocker makes window.open return null; Playwright's Chromium never blocks, so the
-  // blocker is played here.
-  await page.addInitScript(() => {
-    window.open = () => null;
-  });
-  await passwordStep(page, email);
-  await page.getByRole("button", { name: "Get code from TOTP provider" }).click();
-  const link = page.getByRole("link", { name: "Open the TOTP provider" });
-  await expect(link).toBeVisible();
-  await expect(link).toHaveAttribute("href", new RegExp(`^${SANDBOX}/dashboard/simple-totp\\?serviceName=Stepgate&`));
-  await expect(page.getByLabel("Verification code")).toBeEditable();
-});
-
 test("messages from a foreign origin, another window or of the wrong shape are ignored", async ({ page, request }) => {
   const { email, secret } = await registerWithAppTotp(page, "foreign");
   await request.post(`${SANDBOX}/testing/seeds`, { data: { service: "Stepgate", account: email, secret } });
@@ -186,4 +171,54 @@ test("authenticator-app enrolment with a computed code; the secret is gone from 
     const bytes = fs.readFileSync(path.join(dataDir, file));
     expect(bytes.includes(Buffer.from(secret)), `${file} holds the seed in clear`).toBe(false);
   }
+});
+
+test("an unknown or expired sign-in flow says so and offers to start again", async ({ page }) => {
+  await page.goto(`/login/code?flow=${"0".repeat(32)}`);
+  await expect(page.getByRole("alert")).toHaveText("This sign-in took too long and has expired. Please start again.");
+  await page.getByRole("link", { name: "Start again" }).click();
+  await expect(page).toHaveURL(/\/login$/);
+});
+
+test("each factor swaps the cookie for a new id", async ({ page, context }) => {
+  const { email, secret } = await registerWithAppTotp(page, "rotate");
+  const cookie = async (name: string) => (await context.cookies()).find((c) => c.name === name);
+  const before = (await cookie("stepgate_session"))!.value;
+
+  // Password accepted while still signed in: the session ends, a login cookie carries the flow.
+  await passwordStep(page, email);
+  expect(await cookie("stepgate_session")).toBeUndefined();
+  const login = await cookie("stepgate_login");
+  expect(login?.httpOnly).toBe(true);
+  expect(login?.value).not.toBe(before);
+
+  await nextTotpStep();
+  await page.getByLabel("Verification code").fill(totp(secret));
+  await page.getByRole("button", { name: "Verify" }).click();
+  await expect(page.getByText(`Signed in as ${email}`)).toBeVisible();
+  const after = (await cookie("stepgate_session"))!.value;
+  expect(after).not.toBe(before);
+  expect(after).not.toBe(login!.value);
+  expect(await cookie("stepgate_login")).toBeUndefined();
+});
+
+test("the code step works without JavaScript", async ({ page, browser }) => {
+  const { email, secret } = await registerWithAppTotp(page, "nojs-code");
+  const plain = await browser.newContext({ javaScriptEnabled: false });
+  const noJs = await plain.newPage();
+  await noJs.goto("/login");
+  await noJs.getByLabel("Email").fill(email);
+  await noJs.getByLabel("Password").fill("totp-pass-1");
+  await noJs.getByRole("button", { name: "Sign in" }).click();
+  await expect(noJs).toHaveURL(/\/login\/code\?flow=/);
+
+  await noJs.getByLabel("Verification code").fill("000000");
+  await noJs.getByRole("button", { name: "Verify" }).click();
+  await expect(noJs.getByRole("alert")).toHaveText("That code is not right. Check it and try again.");
+
+  await nextTotpStep();
+  await noJs.getByLabel("Verification code").fill(totp(secret));
+  await noJs.getByRole("button", { name: "Verify" }).click();
+  await expect(noJs.getByText(`Signed in as ${email}`)).toBeVisible();
+  await plain.close();
 });

@@ -88,6 +88,8 @@ fn page(enabled: bool, title: &str, detail: &str) -> String {
 <p><a href="/settings/security">Back to security settings</a></p>
 </section></main>
 <script>
+  // The seed came in this page's URL: drop it from the address bar and history.
+  history.replaceState(null, "", window.location.pathname);
   // Tell the settings page (same origin only) and close; if the opener link was cut
   // (cross-origin isolation), the settings page notices by polling instead.
   if (window.opener && !window.opener.closed) {{

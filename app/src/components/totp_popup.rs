@@ -1,7 +1,9 @@
 //! The TOTP provider popup: opened from the click handler (before any `await`, so blockers
 //! allow it), centred, 600×700. Codes come back by `postMessage` and are accepted only from the
 //! provider's origin, from the window we opened, and in the exact shape
-//! `{type: "stepgate.totp", code}`. The code field stays usable whatever the popup does.
+//! `{type: "stepgate.totp", code}`. The code field stays usable whatever the popup does; when a
+//! blocker stops the popup, a plain link opens the provider (without an opener: its codes are
+//! typed, since only the window we opened ourselves may send them).
 
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
@@ -123,7 +125,7 @@ pub fn TotpPopupButton(
             <Show when=move || blocked.get()>
                 <p role="status" class="notice">
                     "Your browser blocked the popup. "
-                    <a href=deep_link.clone() target=WINDOW_NAME rel="opener">
+                    <a href=deep_link.clone() target="_blank" rel="noopener">
                         "Open the TOTP provider"
                     </a>
                     " and type the code here."

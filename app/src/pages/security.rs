@@ -72,11 +72,16 @@ thread_local! {
 
 /// "Set up with TOTP provider": the provider's `action=add` page in a popup; its callback page
 /// tells us (same-origin message) or, if the opener link is cut, polling notices.
+///
+/// The popup opens on `about:blank` inside the click handler (so blockers allow it) and is sent
+/// to the provider once the server has issued a registration token: no token is made for
+/// page views that never click.
 #[component]
 fn ProviderSetup(refresh: RwSignal<u32>) -> impl IntoView {
-    let link = Resource::new(|| (), |_| provider_setup_link());
     let (blocked, set_blocked) = signal(false);
     let (waiting, set_waiting) = signal(false);
+    let (fallback_link, set_fallback_link) = signal(None::<String>);
+    let (error, set_error) = signal(None::<AppError>);
     let polling = StoredValue::new(None::<IntervalHandle>);
     on_cleanup(move || {
         if let Some(h) = polling.get_value() {
@@ -99,58 +104,76 @@ fn ProviderSetup(refresh: RwSignal<u32>) -> impl IntoView {
     });
     on_cleanup(move || listener.remove());
 
-    let open = move |_| {
-        let Some(Ok(url)) = link.get_untracked() else {
+    // Polling backs the message up when the opener link is cut (or there never was one).
+    let wait_for_setup = move || {
+        set_waiting.set(true);
+        if polling.get_value().is_some() {
             return;
-        };
-        match window().open_with_url_and_target_and_features(
-            &url,
-            "stepgate_totp_setup",
-            "popup=yes,width=600,height=700",
-        ) {
-            Ok(Some(opened)) => {
-                SETUP_POPUP.with(|p| *p.borrow_mut() = Some(opened));
-                set_blocked.set(false);
-                set_waiting.set(true);
-                if polling.get_value().is_some() {
-                    return;
-                }
-                // Polling backs the message up when the opener link is cut.
-                let handle = set_interval_with_handle(
-                    move || {
-                        if waiting.get_untracked() {
-                            refresh.update(|n| *n += 1);
-                        }
-                    },
-                    std::time::Duration::from_secs(2),
-                );
-                polling.set_value(handle.ok());
-            }
-            _ => set_blocked.set(true),
         }
+        let handle = set_interval_with_handle(
+            move || {
+                if waiting.get_untracked() {
+                    refresh.update(|n| *n += 1);
+                }
+            },
+            std::time::Duration::from_secs(2),
+        );
+        polling.set_value(handle.ok());
+    };
+
+    let open = move |_| {
+        set_error.set(None);
+        let opened = window()
+            .open_with_url_and_target_and_features(
+                "about:blank",
+                "stepgate_totp_setup",
+                "popup=yes,width=600,height=700",
+            )
+            .ok()
+            .flatten();
+        match &opened {
+            Some(popup) => {
+                SETUP_POPUP.with(|p| *p.borrow_mut() = Some(popup.clone()));
+                set_blocked.set(false);
+                wait_for_setup();
+            }
+            None => set_blocked.set(true),
+        }
+        leptos::task::spawn_local(async move {
+            match (provider_setup_link().await, opened) {
+                (Ok(url), Some(popup)) => {
+                    let _ = popup.location().set_href(&url);
+                }
+                (Ok(url), None) => set_fallback_link.set(Some(url)),
+                (Err(e), popup) => {
+                    if let Some(popup) = popup {
+                        let _ = popup.close();
+                    }
+                    set_waiting.set(false);
+                    set_error.set(Some(e));
+                }
+            }
+        });
     };
     view! {
         <div class="setup-option">
             <h2>"With the TOTP provider"</h2>
             <p class="hint">"The provider keeps your seed; at sign-in Stepgate opens it for you."</p>
-            <Suspense fallback=|| ()>
-                {move || link.get().map(|l| match l {
-                    Ok(url) => view! {
-                        <button type="button" on:click=open>"Set up with TOTP provider"</button>
-                        <Show when=move || blocked.get()>
-                            <p role="status" class="notice">
-                                "Your browser blocked the popup. "
-                                <a href=url.clone() target="stepgate_totp_setup" rel="opener">"Open the TOTP provider"</a>
-                            </p>
-                        </Show>
-                        <Show when=move || waiting.get()>
-                            <p role="status" class="notice">"Finish the setup in the TOTP provider window…"</p>
-                        </Show>
-                    }
-                        .into_any(),
-                    Err(e) => view! { <p role="alert" class="error">{e.message()}</p> }.into_any(),
-                })}
-            </Suspense>
+            <ErrorBanner error/>
+            <button type="button" on:click=open>"Set up with TOTP provider"</button>
+            <Show when=move || blocked.get()>
+                <p role="status" class="notice">
+                    "Your browser blocked the popup. "
+                    {move || fallback_link.get().map(|url| view! {
+                        <a href=url target="_blank" rel="noopener" on:click=move |_| wait_for_setup()>
+                            "Open the TOTP provider"
+                        </a>
+                    })}
+                </p>
+            </Show>
+            <Show when=move || waiting.get()>
+                <p role="status" class="notice">"Finish the setup in the TOTP provider window…"</p>
+            </Show>
         </div>
     }
 }
