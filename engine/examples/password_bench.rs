@@ -30,16 +30,28 @@ async fn main() {
     let mut unknown = Vec::new();
     for _ in 0..rounds {
         let t = Instant::now();
-        assert!(!hasher.verify("wrong password", Some(&stored)).await.unwrap());
+        assert!(!hasher
+            .verify("wrong password", Some(&stored))
+            .await
+            .unwrap());
         known_wrong.push(t.elapsed());
         let t = Instant::now();
         assert!(!hasher.verify("wrong password", None).await.unwrap());
         unknown.push(t.elapsed());
     }
     println!("argon2id m=19 MiB t=2 p=1, {rounds} rounds, medians:");
-    println!("  hash                         {:>8.1} ms", median(hash_times).as_secs_f64() * 1e3);
-    println!("  verify, known user, wrong pw {:>8.1} ms", median(known_wrong).as_secs_f64() * 1e3);
-    println!("  verify, unknown user (dummy) {:>8.1} ms", median(unknown).as_secs_f64() * 1e3);
+    println!(
+        "  hash                         {:>8.1} ms",
+        median(hash_times).as_secs_f64() * 1e3
+    );
+    println!(
+        "  verify, known user, wrong pw {:>8.1} ms",
+        median(known_wrong).as_secs_f64() * 1e3
+    );
+    println!(
+        "  verify, unknown user (dummy) {:>8.1} ms",
+        median(unknown).as_secs_f64() * 1e3
+    );
 
     let burst = 64;
     let t = Instant::now();

@@ -688,8 +688,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn a_closed_session_is_refused_on_every_pooled_connection() {
-        // Regression: a read that stopped before SQLite reported "done" kept its connection's
-        // snapshot open, so some connections still saw a session after sign-out deleted it.
+        // Sign-out must hold on every pooled connection, not only on the one that deleted the
+        // row (a connection with a stale read snapshot would still see the session).
         let dir = tempfile::tempdir().unwrap();
         let (engine, _) = engine_in(&dir).await;
         let user = engine

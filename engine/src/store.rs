@@ -95,8 +95,9 @@ impl FlowStore for SqliteFlowStore {
     }
 
     async fn get(&self, id: &FlowId) -> StoreResult<Option<Flow>> {
-        // fetch_all, not fetch_optional: a statement left un-finished keeps its connection's
-        // read snapshot open, and that connection would go on seeing deleted rows.
+        // Reads here run to the end (fetch_all) rather than stop at the first row, so SQLite
+        // completes the statement and ends its implicit read transaction at once; the same
+        // habit is kept in every store.
         let row = sqlx::query("SELECT * FROM flows WHERE id = ?")
             .bind(id.to_string())
             .fetch_all(&self.pool)
