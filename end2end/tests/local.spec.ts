@@ -134,6 +134,19 @@ test("the session cookie is HttpOnly, SameSite=Lax, renewed at sign-in and ended
   await api.dispose();
 });
 
+test("behind an https proxy the cookie is Secure with the __Host- prefix", async ({ playwright, baseURL }) => {
+  const api = await playwright.request.newContext({ baseURL });
+  const res = await api.post("/api/sign_in", {
+    headers: { accept: "text/html", "x-forwarded-proto": "https", referer: `${baseURL}/login` },
+    form: { email: DEMO.email, password: DEMO.password },
+    maxRedirects: 0,
+  });
+  expect(res.status()).toBe(302);
+  const cookie = res.headers()["set-cookie"];
+  expect(cookie).toMatch(/^__Host-stepgate_session=[0-9a-f]{64}; Path=\/; HttpOnly; SameSite=Lax; Secure; /);
+  await api.dispose();
+});
+
 test.describe("without JavaScript", () => {
   test.use({ javaScriptEnabled: false });
 
