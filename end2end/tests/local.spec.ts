@@ -147,6 +147,30 @@ test("behind an https proxy the cookie is Secure with the __Host- prefix", async
   await api.dispose();
 });
 
+test("a sign-in posted from another site is refused before it reaches the server function", async ({
+  playwright,
+  baseURL,
+}) => {
+  const api = await playwright.request.newContext({ baseURL });
+  const post = (origin: string) =>
+    api.post("/api/sign_in", {
+      headers: { accept: "text/html", origin, referer: `${baseURL}/login` },
+      form: { email: DEMO.email, password: DEMO.password },
+      maxRedirects: 0,
+    });
+  const foreign = await post("https://evil.test");
+  expect(foreign.status()).toBe(403);
+  expect(foreign.headers()["set-cookie"]).toBeUndefined();
+  expect((await post(new URL(baseURL!).origin)).status()).toBe(302);
+  await api.dispose();
+});
+
+test("the WebAssembly bundle is sent compressed", async ({ page }) => {
+  const res = await page.request.get("/pkg/stepgate.wasm", { headers: { "accept-encoding": "br, gzip" } });
+  expect(res.ok()).toBe(true);
+  expect(["br", "gzip"]).toContain(res.headers()["content-encoding"]);
+});
+
 test.describe("without JavaScript", () => {
   test.use({ javaScriptEnabled: false });
 

@@ -2,6 +2,7 @@
 //! serves the Leptos app and its server functions.
 
 mod config;
+mod same_origin;
 mod totp_callback;
 
 use std::time::Duration;
@@ -91,7 +92,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .layer(SetResponseHeaderLayer::overriding(
             header::X_FRAME_OPTIONS,
             HeaderValue::from_static("DENY"),
-        ));
+        ))
+        .layer(axum::middleware::from_fn(
+            same_origin::refuse_cross_site_posts,
+        ))
+        // gzip or brotli, as the browser asks: the .wasm shrinks to about a third.
+        .layer(tower_http::compression::CompressionLayer::new());
 
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!(
