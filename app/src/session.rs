@@ -7,7 +7,7 @@
 //!
 //! Each factor swaps the cookie for a new random one (password → login cookie, code → session).
 
-use engine::sessions::{token_from_cookie_header, SessionToken};
+use engine::sessions::{token_cookie, token_from_cookie_header, SessionToken};
 use engine::ErrorCode;
 use http::header::{COOKIE, SET_COOKIE};
 use http::request::Parts;
@@ -76,12 +76,9 @@ pub fn session_token() -> Option<SessionToken> {
 
 /// The login cookie's value, if any.
 pub fn login_token() -> Option<SessionToken> {
-    cookie_headers().iter().find_map(|h| {
-        h.split(';')
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(name, _)| *name == LOGIN_COOKIE || *name == SECURE_LOGIN_COOKIE)
-            .and_then(|(_, value)| SessionToken::from_cookie(value))
-    })
+    cookie_headers()
+        .iter()
+        .find_map(|h| token_cookie(h, LOGIN_COOKIE, SECURE_LOGIN_COOKIE))
 }
 
 fn set_cookie(plain: &str, secure: &str, value: &str, max_age: i64) {

@@ -139,10 +139,6 @@ impl Engine {
         self.clock.now()
     }
 
-    pub async fn user(&self, id: UserId) -> Result<Option<User>, ErrorCode> {
-        self.users.get(id).await
-    }
-
     /// The step a flow waits at, for its owner (to render it again after a reload).
     pub async fn flow_view(
         &self,
@@ -317,10 +313,7 @@ impl Engine {
     }
 
     pub async fn session_user(&self, token: &SessionToken) -> Result<Option<User>, ErrorCode> {
-        match self.sessions.user_of(token, self.clock.now()).await? {
-            Some(id) => self.users.get(id).await,
-            None => Ok(None),
-        }
+        self.sessions.user_of(token, self.clock.now()).await
     }
 
     pub async fn close_session(&self, token: &SessionToken) -> Result<(), ErrorCode> {

@@ -5,19 +5,25 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::SqlitePool;
 
-use crate::users::UserId;
+use crate::users::{User, UserId};
 use crate::ErrorCode;
 
 /// Absolute session lifetime: ASVS 3.3.2 asks for re-authentication after 12 hours.
 pub const SESSION_TTL_SECONDS: i64 = 12 * 60 * 60;
 
-/// Finds our session cookie in a `Cookie` request header (plain or `__Host-` name).
-pub fn token_from_cookie_header(header: &str) -> Option<SessionToken> {
+/// Finds the token cookie named `plain` (or `secure`, its `__Host-` form) in a `Cookie`
+/// request header; values not of the shape we issue are ignored.
+pub fn token_cookie(header: &str, plain: &str, secure: &str) -> Option<SessionToken> {
     header
         .split(';')
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE_NAME || *name == SECURE_COOKIE_NAME)
+        .find(|(name, _)| *name == plain || *name == secure)
         .and_then(|(_, value)| SessionToken::from_cookie(value))
+}
+
+/// Finds our session cookie in a `Cookie` request header (plain or `__Host-` name).
+pub fn token_from_cookie_header(header: &str) -> Option<SessionToken> {
+    token_cookie(header, COOKIE_NAME, SECURE_COOKIE_NAME)
 }
 
 pub const COOKIE_NAME: &str = "stepgate_session";
@@ -86,20 +92,21 @@ impl SessionStore {
     }
 
     /// The user a live session belongs to.
-    pub async fn user_of(
-        &self,
-        token: &SessionToken,
-        now: i64,
-    ) -> Result<Option<UserId>, ErrorCode> {
-        let found: Vec<UserId> = sqlx::query_scalar(
-            "SELECT user_id FROM sessions WHERE token_hash = ? AND expires_at > ?",
+    /// The user a live session belongs to: one query, as it runs on every page view.
+    pub async fn user_of(&self, token: &SessionToken, now: i64) -> Result<Option<User>, ErrorCode> {
+        let found: Vec<(UserId, String)> = sqlx::query_as(
+            "SELECT users.id, users.email FROM sessions JOIN users ON users.id = sessions.user_id
+             WHERE sessions.token_hash = ? AND sessions.expires_at > ?",
         )
         .bind(token.digest())
         .bind(now)
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
-        Ok(found.into_iter().next())
+        Ok(found
+            .into_iter()
+            .next()
+            .map(|(id, email)| User { id, email }))
     }
 
     pub async fn delete(&self, token: &SessionToken) -> Result<(), ErrorCode> {

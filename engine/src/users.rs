@@ -75,21 +75,4 @@ impl UserStore {
         })
         .transpose()
     }
-
-    pub async fn get(&self, id: UserId) -> Result<Option<User>, ErrorCode> {
-        let row = sqlx::query("SELECT id, email FROM users WHERE id = ?")
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_error)?
-            .into_iter()
-            .next();
-        row.map(|row| {
-            Ok(User {
-                id: row.try_get("id").map_err(db_error)?,
-                email: row.try_get("email").map_err(db_error)?,
-            })
-        })
-        .transpose()
-    }
 }
