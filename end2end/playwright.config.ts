@@ -64,6 +64,8 @@ export default defineConfig({
       STEPGATE_DEMO: "1",
       STEPGATE_TOTP_PROVIDER_URL: sandboxOrigin,
       STEPGATE_PUBLIC_URL: appOrigin,
+      // As behind a proxy: tests that exercise throttling each send their own X-Forwarded-For.
+      STEPGATE_TRUST_PROXY: "1",
       RUST_LOG: "info,sqlx=warn",
     },
     },

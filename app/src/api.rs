@@ -82,16 +82,18 @@ pub async fn current_account() -> Result<Option<Account>, AppError> {
 /// browser's cookie for a new login cookie bound to the flow and goes to the code page.
 #[server(prefix = "/api", endpoint = "sign_in")]
 pub async fn sign_in(email: String, password: String) -> Result<(), AppError> {
-    use crate::session::{clear_session_cookie, engine, session_token, set_login_cookie};
+    use crate::session::{
+        clear_session_cookie, client_address, engine, session_token, set_login_cookie,
+    };
     use engine::providers::Completion;
     use engine::sessions::SessionToken;
     use engine::Progress;
 
     let engine = engine()?;
     let login = SessionToken::random();
-    let input = ssr::input([("email", email), ("password", password)]);
+    let address = client_address();
     match engine
-        .start_flow("local", Some(login.digest()), &input)
+        .sign_in(Some(login.digest()), &email, &password, address)
         .await?
     {
         Progress::Done(Completion::SignedIn { user_id }) => {

@@ -1,4 +1,5 @@
 //! The error every server function returns: one [`ErrorCode`], shown through its one sentence.
+//! On the wire it is `{"code": "…"}`, plus `"retry_after"` (seconds) when waiting helps.
 
 use engine::ErrorCode;
 use leptos::prelude::{FromServerFnError, ServerFnErrorErr};
@@ -9,17 +10,40 @@ use serde::{Deserialize, Serialize};
 #[error("{code}")]
 pub struct AppError {
     pub code: ErrorCode,
+    /// Seconds until trying again can succeed (sent as `Retry-After` too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u32>,
 }
 
 impl AppError {
-    pub fn message(&self) -> &'static str {
-        self.code.message()
+    /// The sentence users read.
+    pub fn message(&self) -> String {
+        match self.retry_after {
+            Some(seconds) => self.code.message_with_wait(seconds),
+            None => self.code.message().to_owned(),
+        }
     }
 }
 
 impl From<ErrorCode> for AppError {
     fn from(code: ErrorCode) -> Self {
-        AppError { code }
+        AppError {
+            code,
+            retry_after: None,
+        }
+    }
+}
+
+#[cfg(feature = "ssr")]
+impl From<engine::SignInRefusal> for AppError {
+    fn from(refusal: engine::SignInRefusal) -> Self {
+        match refusal {
+            engine::SignInRefusal::Code(code) => code.into(),
+            engine::SignInRefusal::Throttled { retry_after } => AppError {
+                code: ErrorCode::SignInThrottled,
+                retry_after: Some(retry_after.clamp(1, u32::MAX as i64) as u32),
+            },
+        }
     }
 }
 
@@ -32,8 +56,13 @@ impl FromServerFnError for AppError {
             ServerFnErrorErr::Request(_) | ServerFnErrorErr::Response(_) => {
                 ErrorCode::ServerUnreachable
             }
+            // The request could not be read as the call it claims to be: the sender's fault.
+            ServerFnErrorErr::Args(_)
+            | ServerFnErrorErr::MissingArg(_)
+            | ServerFnErrorErr::Deserialization(_)
+            | ServerFnErrorErr::UnsupportedRequestMethod(_) => ErrorCode::InvalidRequest,
             _ => ErrorCode::Unknown,
         };
-        AppError { code }
+        code.into()
     }
 }

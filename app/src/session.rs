@@ -25,19 +25,17 @@ const SECURE_LOGIN_COOKIE: &str = "__Host-stepgate_login";
 pub struct ServerSettings {
     /// How browsers reach Stepgate, without a trailing slash.
     pub public_url: String,
+    /// Stepgate runs behind a proxy that appends the client's address to `X-Forwarded-For`.
+    pub trust_proxy: bool,
 }
 
 /// The engine, handed to server functions through context by the server crate.
 pub fn engine() -> Result<engine::Engine, AppError> {
-    use_context::<engine::Engine>().ok_or(AppError {
-        code: ErrorCode::Unknown,
-    })
+    use_context::<engine::Engine>().ok_or(AppError::from(ErrorCode::Unknown))
 }
 
 pub fn settings() -> Result<ServerSettings, AppError> {
-    use_context::<ServerSettings>().ok_or(AppError {
-        code: ErrorCode::Unknown,
-    })
+    use_context::<ServerSettings>().ok_or(AppError::from(ErrorCode::Unknown))
 }
 
 fn request() -> Option<Parts> {
@@ -65,6 +63,31 @@ fn cookie_headers() -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Where the request came from, for throttling: the peer's address, or behind a trusted proxy
+/// the last address it appended to `X-Forwarded-For` (earlier entries are the client's word).
+pub fn client_address() -> Option<std::net::IpAddr> {
+    let parts = request()?;
+    let trust_proxy = settings().is_ok_and(|s| s.trust_proxy);
+    if trust_proxy {
+        // Only the last entry was written by our proxy; anything before it came from the client.
+        let forwarded = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|a| a.trim().parse().ok());
+        if forwarded.is_some() {
+            return forwarded;
+        }
+    }
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip())
 }
 
 /// The session token the browser sent, if it has the shape we issue.
@@ -126,10 +149,20 @@ pub fn clear_login_cookie() {
 
 /// The signed-in user, or `not_signed_in`.
 pub async fn signed_in_user() -> Result<engine::users::User, AppError> {
-    let token = session_token().ok_or(AppError {
-        code: ErrorCode::NotSignedIn,
-    })?;
-    engine()?.session_user(&token).await?.ok_or(AppError {
-        code: ErrorCode::NotSignedIn,
-    })
+    let token = session_token().ok_or(AppError::from(ErrorCode::NotSignedIn))?;
+    engine()?
+        .session_user(&token)
+        .await?
+        .ok_or(AppError::from(ErrorCode::NotSignedIn))
+}
+
+/// The per-response nonce of the `Content-Security-Policy` (the server's security-header
+/// middleware makes it and puts it in the request's extensions; the shell stamps it on the
+/// inline hydration scripts).
+#[derive(Debug, Clone)]
+pub struct CspNonce(pub String);
+
+/// The request's CSP nonce, if the server made one.
+pub fn csp_nonce() -> Option<String> {
+    request()?.extensions.get::<CspNonce>().map(|n| n.0.clone())
 }

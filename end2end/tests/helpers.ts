@@ -89,3 +89,30 @@ export async function passwordStep(page: Page, email: string): Promise<void> {
   await expect(page.getByLabel("Verification code")).toBeVisible();
   await waitForHydration(page);
 }
+
+/** Registers a new account and turns TOTP on through the provider popup; returns its email. */
+export async function enrollThroughProvider(page: Page): Promise<string> {
+  const email = uniqueEmail("provider");
+  await register(page, email, "totp-pass-1");
+  await page.goto("/settings/security");
+  await waitForHydration(page);
+  await expect(page.getByText("Two-factor authentication is off.", { exact: false })).toBeVisible();
+  const popupOpened = page.waitForEvent("popup");
+  await page.getByRole("button", { name: "Set up with TOTP provider" }).click();
+  const popup = await popupOpened;
+  await expect(popup).toHaveURL(new RegExp(`^${SANDBOX}/dashboard/simple-totp\\?action=add&service=Stepgate&account=`));
+  // The callback page tells the opener and closes itself; the settings page updates by itself.
+  const closed = popup.waitForEvent("close");
+  await popup.getByRole("button", { name: "Add to Simple TOTP" }).click();
+  await closed;
+  await expect(page.getByText("Two-factor authentication is on.")).toBeVisible();
+  await expect(page.getByText("Codes come from your TOTP provider.")).toBeVisible();
+  return email;
+}
+
+/** Clicks "Get code from TOTP provider" and returns the popup. */
+export async function openProviderPopup(page: Page): Promise<Page> {
+  const popupOpened = page.waitForEvent("popup");
+  await page.getByRole("button", { name: "Get code from TOTP provider" }).click();
+  return popupOpened;
+}

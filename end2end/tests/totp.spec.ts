@@ -5,6 +5,8 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import {
   SANDBOX,
+  enrollThroughProvider,
+  openProviderPopup,
   nextTotpStep,
   passwordStep,
   register,
@@ -17,31 +19,6 @@ import {
 
 // Some tests wait for the next 30-second TOTP step.
 test.describe.configure({ timeout: 120_000 });
-
-async function enrollThroughProvider(page: Page): Promise<string> {
-  const email = uniqueEmail("provider");
-  await register(page, email, "totp-pass-1");
-  await page.goto("/settings/security");
-  await waitForHydration(page);
-  await expect(page.getByText("Two-factor authentication is off.", { exact: false })).toBeVisible();
-  const popupOpened = page.waitForEvent("popup");
-  await page.getByRole("button", { name: "Set up with TOTP provider" }).click();
-  const popup = await popupOpened;
-  await expect(popup).toHaveURL(new RegExp(`^${SANDBOX}/dashboard/simple-totp\\?action=add&service=Stepgate&account=`));
-  // The callback page tells the opener and closes itself; the settings page updates by itself.
-  const closed = popup.waitForEvent("close");
-  await popup.getByRole("button", { name: "Add to Simple TOTP" }).click();
-  await closed;
-  await expect(page.getByText("Two-factor authentication is on.")).toBeVisible();
-  await expect(page.getByText("Codes come from your TOTP provider.")).toBeVisible();
-  return email;
-}
-
-async function openProviderPopup(page: Page): Promise<Page> {
-  const popupOpened = page.waitForEvent("popup");
-  await page.getByRole("button", { name: "Get code from TOTP provider" }).click();
-  return popupOpened;
-}
 
 test("enroll through the provider popup, then sign in with its Send code button", async ({ page }) => {
   const email = await enrollThroughProvider(page);

@@ -2,6 +2,7 @@
 //! providers, and runs every flow by the same rules.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use crate::password::PasswordHasher;
 use crate::providers::{local::LocalProvider, Completion, Input, Outcome, Provider};
 use crate::secrets::SecretKey;
 use crate::sessions::{SessionStore, SessionToken};
+use crate::sign_in_throttle::{SignInAttempt, SignInThrottle};
 use crate::store::{FlowStore, SqliteFlowStore};
 use crate::two_factor::{TotpProviderConfig, TwoFactor};
 use crate::users::{User, UserId, UserStore};
@@ -55,6 +57,23 @@ impl EngineConfig {
     }
 }
 
+/// Why a sign-in was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignInRefusal {
+    Code(ErrorCode),
+    /// Too many failed passwords for this account or from this address: the password was not
+    /// even checked. `retry_after` is in seconds.
+    Throttled {
+        retry_after: i64,
+    },
+}
+
+impl From<ErrorCode> for SignInRefusal {
+    fn from(code: ErrorCode) -> Self {
+        SignInRefusal::Code(code)
+    }
+}
+
 /// Where a flow stands after a step.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Progress {
@@ -70,6 +89,7 @@ pub struct Engine {
     sessions: SessionStore,
     hasher: PasswordHasher,
     two_factor: TwoFactor,
+    throttle: SignInThrottle,
     providers: Arc<HashMap<&'static str, Arc<dyn Provider>>>,
     clock: Arc<dyn Clock>,
     flow_ttl: Duration,
@@ -109,6 +129,7 @@ impl Engine {
         Ok(Engine {
             flows: Arc::new(SqliteFlowStore::new(pool.clone())),
             sessions: SessionStore::new(pool.clone()),
+            throttle: SignInThrottle::new(pool.clone()),
             users,
             hasher,
             two_factor,
@@ -213,6 +234,35 @@ impl Engine {
 
     fn provider(&self, name: &str) -> Result<&Arc<dyn Provider>, ErrorCode> {
         self.providers.get(name).ok_or(ErrorCode::Unknown)
+    }
+
+    /// Signs in to a local account with email and password, throttled per account and per
+    /// client `address` (see [`crate::sign_in_throttle`]): a throttled try is refused before
+    /// any hashing. Otherwise this is the `local` provider's first step.
+    pub async fn sign_in(
+        &self,
+        owner: Option<String>,
+        email: &str,
+        password: &str,
+        address: Option<IpAddr>,
+    ) -> Result<Progress, SignInRefusal> {
+        let input: Input = [("email", email), ("password", password)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        check_field_sizes(&input)?;
+        crate::providers::required(&input, "password")?;
+        let attempt = SignInAttempt::new(&Email::parse(email)?, address);
+        if let Err(throttled) = self.throttle.claim(&attempt, self.clock.now()).await? {
+            tracing::warn!(retry_after = throttled.retry_after, "throttled a sign-in");
+            return Err(SignInRefusal::Throttled {
+                retry_after: throttled.retry_after,
+            });
+        }
+        let progress = self.start_flow("local", owner, &input).await?;
+        // The password was right (whatever factor comes next): the account starts over.
+        self.throttle.succeeded(&attempt, self.clock.now()).await?;
+        Ok(progress)
     }
 
     /// Runs the first step of `provider`'s flow for the browser session `owner`.
@@ -325,6 +375,7 @@ impl Engine {
         let now = self.clock.now();
         let flows = self.flows.purge_expired(now).await?;
         self.two_factor.purge_expired(now).await?;
+        self.throttle.purge_expired(now).await?;
         let sessions = self.sessions.purge_expired(now).await?;
         Ok((flows, sessions))
     }
@@ -854,5 +905,220 @@ mod tests {
                 Err(ErrorCode::FlowExpired)
             );
         }
+    }
+
+    // First-factor throttling (sign_in_throttle.rs), through the engine as the app uses it.
+
+    fn from(address: &str) -> Option<IpAddr> {
+        Some(address.parse().unwrap())
+    }
+
+    async fn try_password(
+        engine: &Engine,
+        email: &str,
+        password: &str,
+        address: &str,
+    ) -> Result<(), SignInRefusal> {
+        engine
+            .sign_in(None, email, password, from(address))
+            .await
+            .map(|_| ())
+    }
+
+    const WRONG: Result<(), SignInRefusal> = Err(SignInRefusal::Code(ErrorCode::InvalidAuth));
+
+    #[tokio::test]
+    async fn failed_passwords_slow_the_account_down_one_second_doubling() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, clock) = engine_in(&dir).await;
+        engine
+            .register("t@example.org", "password-1", "password-1")
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                try_password(&engine, "t@example.org", "nope-nope", "192.0.2.1").await,
+                WRONG
+            );
+        }
+        // The third failure is still checked, and starts the wait.
+        assert_eq!(
+            try_password(&engine, "t@example.org", "nope-nope", "192.0.2.1").await,
+            WRONG
+        );
+        assert_eq!(
+            try_password(&engine, "t@example.org", "password-1", "192.0.2.1").await,
+            Err(SignInRefusal::Throttled { retry_after: 1 }),
+            "even the right password waits: the wait must not tell which one is right"
+        );
+        clock.advance(1);
+        assert_eq!(
+            try_password(&engine, "t@example.org", "nope-nope", "192.0.2.1").await,
+            WRONG
+        );
+        assert_eq!(
+            try_password(&engine, "t@example.org", "nope-nope", "192.0.2.1").await,
+            Err(SignInRefusal::Throttled { retry_after: 2 })
+        );
+        // Another address is slowed just the same: the account is what is protected.
+        assert_eq!(
+            try_password(&engine, "t@example.org", "nope-nope", "198.51.100.7").await,
+            Err(SignInRefusal::Throttled { retry_after: 2 })
+        );
+        clock.advance(2);
+        // The owner, after the wait: signed in, and the account starts over.
+        assert!(
+            try_password(&engine, "t@example.org", "password-1", "192.0.2.1")
+                .await
+                .is_ok()
+        );
+        for _ in 0..3 {
+            assert_eq!(
+                try_password(&engine, "t@example.org", "nope-nope", "192.0.2.1").await,
+                WRONG
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_emails_are_throttled_exactly_like_real_accounts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, clock) = engine_in(&dir).await;
+        engine
+            .register("real@example.org", "password-1", "password-1")
+            .await
+            .unwrap();
+        let mut answers = Vec::new();
+        for email in ["real@example.org", "ghost@example.org"] {
+            let mut seen = Vec::new();
+            for _ in 0..6 {
+                seen.push(try_password(&engine, email, "nope-nope", "192.0.2.2").await);
+                clock.advance(1);
+            }
+            answers.push(seen);
+            clock.advance(3600);
+        }
+        assert_eq!(answers[0], answers[1]);
+        assert!(answers[0]
+            .iter()
+            .any(|a| matches!(a, Err(SignInRefusal::Throttled { .. }))));
+    }
+
+    #[tokio::test]
+    async fn throttled_tries_spend_no_hashing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _) = engine_in(&dir).await;
+        for _ in 0..3 {
+            assert_eq!(
+                try_password(&engine, "h@example.org", "nope-nope", "192.0.2.3").await,
+                WRONG
+            );
+        }
+        let checks = engine.hasher.checks_run();
+        for _ in 0..50 {
+            assert!(matches!(
+                try_password(&engine, "h@example.org", "nope-nope", "192.0.2.3").await,
+                Err(SignInRefusal::Throttled { .. })
+            ));
+        }
+        assert_eq!(engine.hasher.checks_run(), checks);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_burst_sent_at_once_is_throttled_like_one_sent_in_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _) = engine_in(&dir).await;
+        let tasks: Vec<_> = (0..30)
+            .map(|_| {
+                let engine = engine.clone();
+                tokio::spawn(async move {
+                    try_password(&engine, "b@example.org", "nope-nope", "192.0.2.4").await
+                })
+            })
+            .collect();
+        let mut checked = 0;
+        for t in tasks {
+            if t.await.unwrap() == WRONG {
+                checked += 1;
+            }
+        }
+        // Three free tries, and the third one starts the wait: no more than three are checked.
+        assert_eq!(checked, 3);
+    }
+
+    #[tokio::test]
+    async fn an_address_failing_against_many_accounts_is_slowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _) = engine_in(&dir).await;
+        let free = crate::sign_in_throttle::ADDRESS_RULE.free_failures;
+        for n in 0..free {
+            // One try per account: no account is slowed, only the address adds up.
+            assert_eq!(
+                try_password(
+                    &engine,
+                    &format!("victim{n}@example.org"),
+                    "password1",
+                    "203.0.113.9"
+                )
+                .await,
+                WRONG
+            );
+        }
+        assert!(matches!(
+            try_password(
+                &engine,
+                "victim-next@example.org",
+                "password1",
+                "203.0.113.9"
+            )
+            .await,
+            Err(SignInRefusal::Throttled { .. })
+        ));
+        // Someone elsewhere is not affected.
+        assert_eq!(
+            try_password(
+                &engine,
+                "victim-next@example.org",
+                "password1",
+                "192.0.2.200"
+            )
+            .await,
+            WRONG
+        );
+    }
+
+    #[tokio::test]
+    async fn a_restart_keeps_the_counters() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _) = engine_in(&dir).await;
+        for _ in 0..3 {
+            assert_eq!(
+                try_password(&engine, "r@example.org", "nope-nope", "192.0.2.5").await,
+                WRONG
+            );
+        }
+        engine.pool().close().await;
+        drop(engine);
+        let (reopened, _) = engine_in(&dir).await;
+        assert_eq!(
+            try_password(&reopened, "r@example.org", "nope-nope", "192.0.2.5").await,
+            Err(SignInRefusal::Throttled { retry_after: 1 })
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_input_is_refused_before_the_throttle_counts_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _) = engine_in(&dir).await;
+        for _ in 0..10 {
+            assert_eq!(
+                try_password(&engine, "not-an-email", "nope-nope", "192.0.2.6").await,
+                Err(SignInRefusal::Code(ErrorCode::InvalidEmail))
+            );
+        }
+        assert_eq!(
+            try_password(&engine, "fine@example.org", "nope-nope", "192.0.2.6").await,
+            WRONG
+        );
     }
 }

@@ -33,6 +33,18 @@ pub enum ErrorCode {
     /// Too many wrong codes for this account, across flows (RFC 4226 §7.3).
     #[error("rate_limited")]
     RateLimited,
+    /// Too many failed passwords for an account or from an address (first-factor throttling).
+    #[error("sign_in_throttled")]
+    SignInThrottled,
+    /// A request the server could not read (malformed, or not what a form sends).
+    #[error("invalid_request")]
+    InvalidRequest,
+    /// A state-changing request sent from another site (CSRF), refused before any work.
+    #[error("cross_site_request")]
+    CrossSiteRequest,
+    /// A request body over the size limit.
+    #[error("request_too_large")]
+    RequestTooLarge,
     #[error("invalid_registration")]
     InvalidRegistration,
     #[error("registration_expired")]
@@ -67,7 +79,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for the table test and for documentation.
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 30] = [
         ErrorCode::InvalidAuth,
         ErrorCode::InvalidCode,
         ErrorCode::MissingFields,
@@ -79,6 +91,10 @@ impl ErrorCode {
         ErrorCode::NotSignedIn,
         ErrorCode::CodeUsed,
         ErrorCode::RateLimited,
+        ErrorCode::SignInThrottled,
+        ErrorCode::InvalidRequest,
+        ErrorCode::CrossSiteRequest,
+        ErrorCode::RequestTooLarge,
         ErrorCode::InvalidRegistration,
         ErrorCode::RegistrationExpired,
         ErrorCode::EnrollmentCancelled,
@@ -110,6 +126,12 @@ impl ErrorCode {
             ErrorCode::NotSignedIn => "Please sign in first.",
             ErrorCode::CodeUsed => "That code was already used. Wait for the next one and try again.",
             ErrorCode::RateLimited => "Too many wrong codes for this account. Wait a minute, then try again.",
+            ErrorCode::SignInThrottled => {
+                "Too many failed sign-ins. Please wait a moment, then try again."
+            }
+            ErrorCode::InvalidRequest => "The request was not understood. Reload the page and try again.",
+            ErrorCode::CrossSiteRequest => "This request came from another site and was refused.",
+            ErrorCode::RequestTooLarge => "That was more data than a form may send.",
             ErrorCode::InvalidRegistration => {
                 "This setup link is not valid any more. Start the setup again from your security settings."
             }
@@ -138,6 +160,39 @@ impl ErrorCode {
         }
     }
 
+    /// The sentence for this code when the server said how long to wait (`Retry-After`).
+    pub fn message_with_wait(self, seconds: u32) -> String {
+        match self {
+            ErrorCode::SignInThrottled => {
+                let unit = if seconds == 1 { "second" } else { "seconds" };
+                let first = self.message().split(". ").next().unwrap_or_default();
+                format!("{first}. Try again in {seconds} {unit}.")
+            }
+            _ => self.message().to_owned(),
+        }
+    }
+
+    /// The HTTP status an answer with this code carries: 4xx when the request or its sender
+    /// is at fault, 5xx only when we (or a provider) are.
+    pub fn http_status(self) -> u16 {
+        use ErrorCode::*;
+        match self {
+            InvalidAuth | InvalidCode | MissingFields | InvalidEmail | FieldTooLong
+            | PasswordTooShort | PasswordMismatch | CodeUsed | InvalidVin | InvalidUrl
+            | InvalidRequest | EnrollmentCancelled | TwoFactorOff => 400,
+            NotSignedIn => 401,
+            CrossSiteRequest => 403,
+            EmailTaken | AlreadyConfigured => 409,
+            FlowExpired | InvalidRegistration | RegistrationExpired => 410,
+            RequestTooLarge => 413,
+            RateLimited | SignInThrottled | TooManyAttempts => 429,
+            CannotConnect | TokenError | ServerUnreachable => 502,
+            ServerBusy => 503,
+            Timeout => 504,
+            Unknown => 500,
+        }
+    }
+
     /// The stable snake_case key, as sent on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -152,6 +207,10 @@ impl ErrorCode {
             ErrorCode::NotSignedIn => "not_signed_in",
             ErrorCode::CodeUsed => "code_used",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::SignInThrottled => "sign_in_throttled",
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::CrossSiteRequest => "cross_site_request",
+            ErrorCode::RequestTooLarge => "request_too_large",
             ErrorCode::InvalidRegistration => "invalid_registration",
             ErrorCode::RegistrationExpired => "registration_expired",
             ErrorCode::EnrollmentCancelled => "enrollment_cancelled",
@@ -196,6 +255,33 @@ mod tests {
             let back: ErrorCode = serde_json::from_str(&json).unwrap();
             assert_eq!(back, code);
         }
+    }
+
+    #[test]
+    fn only_our_own_faults_are_500() {
+        for code in ErrorCode::ALL {
+            let status = code.http_status();
+            assert!((400..600).contains(&status), "{code}");
+            assert_eq!(status == 500, code == ErrorCode::Unknown, "{code}");
+        }
+        assert_eq!(ErrorCode::SignInThrottled.http_status(), 429);
+        assert_eq!(ErrorCode::FlowExpired.http_status(), 410);
+    }
+
+    #[test]
+    fn a_throttled_sentence_says_when_to_try_again() {
+        assert_eq!(
+            ErrorCode::SignInThrottled.message_with_wait(8),
+            "Too many failed sign-ins. Try again in 8 seconds."
+        );
+        assert_eq!(
+            ErrorCode::SignInThrottled.message_with_wait(1),
+            "Too many failed sign-ins. Try again in 1 second."
+        );
+        assert_eq!(
+            ErrorCode::InvalidAuth.message_with_wait(8),
+            ErrorCode::InvalidAuth.message()
+        );
     }
 
     #[test]

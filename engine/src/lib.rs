@@ -29,6 +29,8 @@ pub mod secrets;
 #[cfg(feature = "server")]
 pub mod sessions;
 #[cfg(feature = "server")]
+pub mod sign_in_throttle;
+#[cfg(feature = "server")]
 pub mod store;
 #[cfg(feature = "server")]
 pub mod totp;
@@ -38,5 +40,5 @@ pub mod two_factor;
 pub mod users;
 
 #[cfg(feature = "server")]
-pub use engine::{Engine, EngineConfig, Progress};
+pub use engine::{Engine, EngineConfig, Progress, SignInRefusal};
 pub use error::ErrorCode;

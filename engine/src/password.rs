@@ -49,6 +49,8 @@ pub struct PasswordHasher {
     slots: Arc<Semaphore>,
     /// Verified against when the user is unknown, so both cases take the same time.
     dummy_hash: Arc<str>,
+    /// Password checks run so far (tests use it to prove throttled tries cost no hashing).
+    checks: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl PasswordHasher {
@@ -57,6 +59,7 @@ impl PasswordHasher {
         Self {
             slots: Arc::new(Semaphore::new(max_in_flight.max(1))),
             dummy_hash: hash_now(b"stepgate dummy password for unknown users").into(),
+            checks: Arc::default(),
         }
     }
 
@@ -81,8 +84,15 @@ impl PasswordHasher {
         let phc: String = stored
             .map(str::to_owned)
             .unwrap_or_else(|| self.dummy_hash.to_string());
+        self.checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let matches = self.run(move || verify_now(&password, &phc)).await?;
         Ok(known && matches)
+    }
+
+    /// How many password checks this hasher has run.
+    pub fn checks_run(&self) -> u64 {
+        self.checks.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     async fn run<T: Send + 'static>(

@@ -24,6 +24,17 @@ pub struct Config {
     pub public_url: String,
     /// `STEPGATE_DEMO` (default on; `0` or `false` turns it off): create the demo account.
     pub demo: bool,
+    /// `STEPGATE_TRUST_PROXY` (default off): a proxy in front appends the client's address to
+    /// `X-Forwarded-For`; throttling counts that address instead of the proxy's.
+    pub trust_proxy: bool,
+}
+
+fn flag(name: &str, default: bool) -> bool {
+    match std::env::var(name).as_deref() {
+        Ok("0") | Ok("false") | Ok("off") | Ok("no") => false,
+        Ok("1") | Ok("true") | Ok("on") | Ok("yes") => true,
+        _ => default,
+    }
 }
 
 impl Config {
@@ -38,10 +49,8 @@ impl Config {
             .unwrap_or_else(|| engine::db::sqlite_url_in(&data_dir));
         let key =
             SecretKey::load_or_create(std::env::var("STEPGATE_KEY").ok().as_deref(), &data_dir)?;
-        let demo = !matches!(
-            std::env::var("STEPGATE_DEMO").as_deref(),
-            Ok("0") | Ok("false") | Ok("off")
-        );
+        let demo = flag("STEPGATE_DEMO", true);
+        let trust_proxy = flag("STEPGATE_TRUST_PROXY", false);
         let totp_provider_url = std::env::var("STEPGATE_TOTP_PROVIDER_URL")
             .unwrap_or_else(|_| "http://127.0.0.1:3100".into())
             .trim_end_matches('/')
@@ -57,6 +66,7 @@ impl Config {
             database_url,
             key,
             demo,
+            trust_proxy,
             totp_provider_url,
             public_url,
         })

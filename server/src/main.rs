@@ -1,20 +1,21 @@
 //! Stepgate's server: reads its configuration from the environment, opens the engine, and
 //! serves the Leptos app and its server functions.
 
+mod api_errors;
 mod config;
 mod same_origin;
+mod security_headers;
 mod totp_callback;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use app::{shell, App};
-use axum::http::{header, HeaderValue};
 use axum::Router;
 use engine::two_factor::TotpProviderConfig;
 use engine::Engine;
 use leptos::prelude::*;
 use leptos_axum::{generate_route_list, LeptosRoutes};
-use tower_http::set_header::SetResponseHeaderLayer;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -25,7 +26,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
 
-    let leptos_options = get_configuration(None)?.leptos_options;
+    let mut leptos_options = get_configuration(None)?.leptos_options;
+    // `cargo leptos build` writes hash.txt next to the binary when file names are fingerprinted.
+    let hashed_assets = std::env::current_exe()?
+        .with_file_name(leptos_options.hash_file.as_ref())
+        .exists();
+    leptos_options.hash_files = hashed_assets;
     let addr = leptos_options.site_addr;
     let config = config::Config::from_env(addr)?;
 
@@ -40,6 +46,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .await?;
     let settings = app::session::ServerSettings {
         public_url: config.public_url.clone(),
+        trust_proxy: config.trust_proxy,
     };
     if config.demo {
         let created = engine
@@ -80,21 +87,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .fallback(leptos_axum::file_and_error_handler(shell))
         .with_state(leptos_options)
-        .layer(SetResponseHeaderLayer::overriding(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("same-origin"),
-        ))
-        // Nobody may frame the sign-in pages (clickjacking).
-        .layer(SetResponseHeaderLayer::overriding(
-            header::X_FRAME_OPTIONS,
-            HeaderValue::from_static("DENY"),
-        ))
+        .layer(axum::middleware::from_fn(api_errors::honest_statuses))
         .layer(axum::middleware::from_fn(
             same_origin::refuse_cross_site_posts,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            security_headers::HeaderPolicy { hashed_assets },
+            security_headers::add,
         ))
         // gzip or brotli, as the browser asks: the .wasm shrinks to about a third.
         .layer(tower_http::compression::CompressionLayer::new());
@@ -104,9 +103,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "Stepgate listening on http://{addr} (data in {})",
         config.data_dir.display()
     );
-    axum::serve(listener, app.into_make_service())
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    // The peer address feeds first-factor throttling (per client address).
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     Ok(())
 }
 

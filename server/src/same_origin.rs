@@ -4,9 +4,9 @@
 //! headers (non-browser clients) pass; they carry no ambient cookies of a victim.
 
 use axum::extract::Request;
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, Method};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
@@ -42,7 +42,7 @@ pub fn is_cross_site(method: &Method, headers: &axum::http::HeaderMap) -> bool {
 pub async fn refuse_cross_site_posts(request: Request, next: Next) -> Response {
     if is_cross_site(request.method(), request.headers()) {
         tracing::warn!(method = %request.method(), uri = %request.uri().path(), "refused a cross-site request");
-        return (StatusCode::FORBIDDEN, "Cross-site request refused.").into_response();
+        return crate::api_errors::error_response(engine::ErrorCode::CrossSiteRequest);
     }
     next.run(request).await
 }

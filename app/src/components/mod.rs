@@ -3,9 +3,11 @@
 mod code_input;
 mod error_banner;
 mod field;
+mod needs_wasm;
 mod totp_popup;
 
 pub use code_input::CodeInput;
 pub use error_banner::ErrorBanner;
 pub use field::Field;
+pub use needs_wasm::{use_hydrated, NotReadyNotice};
 pub use totp_popup::{code_from_message, TotpPopupButton};

@@ -117,11 +117,19 @@ pub fn TotpPopupButton(
         }
     };
 
+    let hydrated = super::use_hydrated();
     view! {
         <div class="totp-popup">
-            <button type="button" class="secondary" on:click=open>
+            <button
+                type="button"
+                class="secondary"
+                on:click=open
+                disabled=move || !hydrated.get()
+                aria-describedby="totp-popup-not-ready"
+            >
                 "Get code from TOTP provider"
             </button>
+            <super::NotReadyNotice id="totp-popup-not-ready" hydrated/>
             <Show when=move || blocked.get()>
                 <p role="status" class="notice">
                     "Your browser blocked the popup. "

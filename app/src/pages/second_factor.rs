@@ -21,15 +21,29 @@ pub fn SecondFactorPage() -> impl IntoView {
                 {move || Suspend::new(async move {
                     match step.await {
                         Ok(step) => view! { <CodeForm step/> }.into_any(),
-                        Err(e) => view! {
+                        Err(e) => {
+                            set_status(e);
+                            view! {
                             <p role="alert" class="error" data-code=e.code.as_str()>{e.message()}</p>
                             <p><a href="/login">"Start again"</a></p>
                         }
-                            .into_any(),
+                            .into_any()
+                        }
                     }
                 })}
             </Suspense>
         </section>
+    }
+}
+
+/// A sign-in that cannot go on is answered with its status (410 for an expired flow, as
+/// Kratos does), not 200.
+fn set_status(_error: crate::error::AppError) {
+    #[cfg(feature = "ssr")]
+    if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
+        if let Ok(status) = http::StatusCode::from_u16(_error.code.http_status()) {
+            response.set_status(status);
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use crate::api::{
     provider_setup_link, security_status, AppEnrollmentView, BeginAppEnrollment,
     ConfirmAppEnrollment, DisableTwoFactor,
 };
-use crate::components::{CodeInput, ErrorBanner};
+use crate::components::{use_hydrated, CodeInput, ErrorBanner, NotReadyNotice};
 use crate::error::AppError;
 use engine::ErrorCode;
 
@@ -53,7 +53,7 @@ pub fn SecurityPage() -> impl IntoView {
                             <AppSetup confirm/>
                         }
                             .into_any(),
-                        Err(AppError { code: ErrorCode::NotSignedIn }) => {
+                        Err(AppError { code: ErrorCode::NotSignedIn, .. }) => {
                             view! { <Redirect path="/login"/> }.into_any()
                         }
                         Err(e) => view! { <p role="alert" class="error">{e.message()}</p> }.into_any(),
@@ -155,12 +155,21 @@ fn ProviderSetup(refresh: RwSignal<u32>) -> impl IntoView {
             }
         });
     };
+    let hydrated = use_hydrated();
     view! {
         <div class="setup-option">
             <h2>"With the TOTP provider"</h2>
             <p class="hint">"The provider keeps your seed; at sign-in Stepgate opens it for you."</p>
             <ErrorBanner error/>
-            <button type="button" on:click=open>"Set up with TOTP provider"</button>
+            <button
+                type="button"
+                on:click=open
+                disabled=move || !hydrated.get()
+                aria-describedby="provider-setup-not-ready"
+            >
+                "Set up with TOTP provider"
+            </button>
+            <NotReadyNotice id="provider-setup-not-ready" hydrated/>
             <Show when=move || blocked.get()>
                 <p role="status" class="notice">
                     "Your browser blocked the popup. "
@@ -187,6 +196,7 @@ fn AppSetup(confirm: ServerAction<ConfirmAppEnrollment>) -> impl IntoView {
     let confirm_error = Signal::derive(move || confirm.value().get().and_then(Result::err));
     let begin_error = Signal::derive(move || begin.value().get().and_then(Result::err));
     let shown = move || begin.value().get().and_then(Result::ok);
+    let hydrated = use_hydrated();
     view! {
         <div class="setup-option">
             <h2>"With an authenticator app"</h2>
@@ -194,9 +204,16 @@ fn AppSetup(confirm: ServerAction<ConfirmAppEnrollment>) -> impl IntoView {
             <Show
                 when=move || shown().is_some()
                 fallback=move || view! {
-                    <button type="button" class="secondary" on:click=move |_| { begin.dispatch(BeginAppEnrollment {}); }>
+                    <button
+                        type="button"
+                        class="secondary"
+                        on:click=move |_| { begin.dispatch(BeginAppEnrollment {}); }
+                        disabled=move || !hydrated.get()
+                        aria-describedby="app-setup-not-ready"
+                    >
                         "Set up with an authenticator app"
                     </button>
+                    <NotReadyNotice id="app-setup-not-ready" hydrated/>
                 }
             >
                 {move || shown().map(|e: AppEnrollmentView| view! {

@@ -1,0 +1,434 @@
+//! First-factor throttling: failed passwords slow down the account they were tried against and
+//! the address they came from (credential stuffing), across flows and restarts.
+//!
+//! - ASVS V2.2.1: no more than 100 failed attempts per hour per account are even checked.
+//! - After a few failures each further try waits longer (1 s, doubling, capped), so the owner
+//!   is delayed, never locked out, and a successful sign-in resets the account's counter.
+//! - Unknown emails are counted exactly like known ones (the key is the normalised email), so
+//!   the wait reveals nothing about which accounts exist.
+//! - A try is *claimed* (counted as a failure) before its password is hashed and cleared when it
+//!   succeeds: a burst sent all at once is throttled as surely as one sent in sequence, and no
+//!   hashing is spent on a throttled try.
+
+use std::net::IpAddr;
+
+use sha2::{Digest, Sha256};
+use sqlx::{Row, SqlitePool};
+
+use crate::email::Email;
+use crate::ErrorCode;
+
+/// How one kind of key is throttled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottleRule {
+    /// Failures allowed before any wait.
+    pub free_failures: i64,
+    /// The wait after the first failure past the free ones; it doubles with each further one...
+    pub first_wait: i64,
+    /// ...up to this many seconds.
+    pub max_wait: i64,
+    /// Failures checked per window at most; further tries wait for the window to end.
+    pub max_failures_per_window: i64,
+    /// The window's length in seconds; counters start over after it.
+    pub window: i64,
+}
+
+impl ThrottleRule {
+    /// The wait imposed once `failures` tries have failed in a row.
+    pub fn wait_after(&self, failures: i64) -> i64 {
+        if failures < self.free_failures {
+            return 0;
+        }
+        let doublings = (failures - self.free_failures).min(30) as u32;
+        self.first_wait
+            .saturating_mul(1 << doublings)
+            .min(self.max_wait)
+    }
+}
+
+/// One account: three free tries, then 1 s doubling to a minute; 100 per hour (ASVS V2.2.1).
+pub const ACCOUNT_RULE: ThrottleRule = ThrottleRule {
+    free_failures: 3,
+    first_wait: 1,
+    max_wait: 60,
+    max_failures_per_window: 100,
+    window: 3600,
+};
+
+/// One client address, whatever accounts it tries: a household or an office shares one, so it
+/// gets more room, but an address that sprays passwords across accounts is slowed all the same.
+pub const ADDRESS_RULE: ThrottleRule = ThrottleRule {
+    free_failures: 20,
+    first_wait: 1,
+    max_wait: 60,
+    max_failures_per_window: 300,
+    window: 3600,
+};
+
+/// A try refused before its password was checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Throttled {
+    /// Seconds until the next try will be checked (at least 1).
+    pub retry_after: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    Account,
+    Address,
+}
+
+impl Scope {
+    fn as_str(self) -> &'static str {
+        match self {
+            Scope::Account => "account",
+            Scope::Address => "address",
+        }
+    }
+}
+
+fn sha256_hex(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// The key an address is counted under: IPv4 as is; IPv6 by its /64, which one client
+/// typically owns whole (so hopping within it does not escape the count).
+fn address_key(address: IpAddr) -> String {
+    let text = match address {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    };
+    sha256_hex(&text)
+}
+
+fn db_error(e: sqlx::Error) -> ErrorCode {
+    tracing::error!(error = %e, "sign-in throttle query failed");
+    ErrorCode::Unknown
+}
+
+/// The counters one try is checked against.
+#[derive(Debug, Clone)]
+pub struct SignInAttempt {
+    account: String,
+    address: Option<String>,
+}
+
+impl SignInAttempt {
+    pub fn new(email: &Email, address: Option<IpAddr>) -> Self {
+        Self {
+            account: sha256_hex(email.as_str()),
+            address: address.map(address_key),
+        }
+    }
+
+    fn keys(&self) -> impl Iterator<Item = (Scope, &str)> {
+        std::iter::once((Scope::Account, self.account.as_str()))
+            .chain(self.address.as_deref().map(|a| (Scope::Address, a)))
+    }
+}
+
+#[derive(Clone)]
+pub struct SignInThrottle {
+    pool: SqlitePool,
+    account_rule: ThrottleRule,
+    address_rule: ThrottleRule,
+}
+
+/// A key's counters as stored.
+#[derive(Debug, Clone, Copy)]
+struct Counters {
+    failures: i64,
+    window_start: i64,
+    next_try_at: i64,
+}
+
+impl SignInThrottle {
+    pub fn new(pool: SqlitePool) -> Self {
+        Self::with_rules(pool, ACCOUNT_RULE, ADDRESS_RULE)
+    }
+
+    pub fn with_rules(
+        pool: SqlitePool,
+        account_rule: ThrottleRule,
+        address_rule: ThrottleRule,
+    ) -> Self {
+        Self {
+            pool,
+            account_rule,
+            address_rule,
+        }
+    }
+
+    fn rule(&self, scope: Scope) -> ThrottleRule {
+        match scope {
+            Scope::Account => self.account_rule,
+            Scope::Address => self.address_rule,
+        }
+    }
+
+    async fn counters(&self, scope: Scope, key: &str) -> Result<Option<Counters>, ErrorCode> {
+        let row = sqlx::query(
+            "SELECT failures, window_start, next_try_at FROM sign_in_throttle WHERE scope = ? AND key = ?",
+        )
+        .bind(scope.as_str())
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        row.map(|row| {
+            Ok(Counters {
+                failures: row.try_get("failures").map_err(db_error)?,
+                window_start: row.try_get("window_start").map_err(db_error)?,
+                next_try_at: row.try_get("next_try_at").map_err(db_error)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// The wait `counters` impose at `now` under `rule`, if any; counters of a finished
+    /// window impose none.
+    fn wait(rule: ThrottleRule, counters: Counters, now: i64) -> Option<i64> {
+        if now - counters.window_start >= rule.window {
+            return None;
+        }
+        if counters.failures >= rule.max_failures_per_window {
+            return Some(counters.window_start + rule.window - now);
+        }
+        (now < counters.next_try_at).then(|| counters.next_try_at - now)
+    }
+
+    /// Reads only: the longest wait any of the attempt's keys imposes.
+    async fn current_wait(
+        &self,
+        attempt: &SignInAttempt,
+        now: i64,
+    ) -> Result<Option<i64>, ErrorCode> {
+        let mut longest = None;
+        for (scope, key) in attempt.keys() {
+            if let Some(counters) = self.counters(scope, key).await? {
+                if let Some(wait) = Self::wait(self.rule(scope), counters, now) {
+                    longest = longest.max(Some(wait));
+                }
+            }
+        }
+        Ok(longest)
+    }
+
+    /// Counts one try against `key` unless it must wait. Compare-and-set on the counters read,
+    /// so concurrent tries (even from other server instances) are each counted once.
+    async fn claim_key(
+        &self,
+        scope: Scope,
+        key: &str,
+        now: i64,
+    ) -> Result<Result<(), Throttled>, ErrorCode> {
+        let rule = self.rule(scope);
+        loop {
+            let stored = self.counters(scope, key).await?;
+            let fresh = Counters {
+                failures: 0,
+                window_start: now,
+                next_try_at: now,
+            };
+            let current = match stored {
+                Some(c) if now - c.window_start < rule.window => c,
+                _ => fresh,
+            };
+            if let Some(wait) = Self::wait(rule, current, now) {
+                return Ok(Err(Throttled {
+                    retry_after: wait.max(1),
+                }));
+            }
+            let failures = current.failures + 1;
+            let next_try_at = now + rule.wait_after(failures);
+            let written = match stored {
+                None => sqlx::query(
+                    "INSERT INTO sign_in_throttle (scope, key, failures, window_start, next_try_at)
+                     VALUES (?, ?, ?, ?, ?) ON CONFLICT (scope, key) DO NOTHING",
+                )
+                .bind(scope.as_str())
+                .bind(key)
+                .bind(failures)
+                .bind(current.window_start)
+                .bind(next_try_at)
+                .execute(&self.pool)
+                .await
+                .map_err(db_error)?,
+                Some(old) => sqlx::query(
+                    "UPDATE sign_in_throttle SET failures = ?, window_start = ?, next_try_at = ?
+                     WHERE scope = ? AND key = ? AND failures = ? AND window_start = ? AND next_try_at = ?",
+                )
+                .bind(failures)
+                .bind(current.window_start)
+                .bind(next_try_at)
+                .bind(scope.as_str())
+                .bind(key)
+                .bind(old.failures)
+                .bind(old.window_start)
+                .bind(old.next_try_at)
+                .execute(&self.pool)
+                .await
+                .map_err(db_error)?,
+            };
+            if written.rows_affected() == 1 {
+                return Ok(Ok(()));
+            }
+            // Another try changed the counters between our read and write: read them again.
+        }
+    }
+
+    /// Claims one password check for `attempt`: `Err(Throttled)` when the account or the
+    /// address must wait. The claim counts as a failure until [`SignInThrottle::succeeded`].
+    pub async fn claim(
+        &self,
+        attempt: &SignInAttempt,
+        now: i64,
+    ) -> Result<Result<(), Throttled>, ErrorCode> {
+        // A throttled try writes nothing, so hammering a waiting account does not extend it.
+        if let Some(wait) = self.current_wait(attempt, now).await? {
+            return Ok(Err(Throttled {
+                retry_after: wait.max(1),
+            }));
+        }
+        for (scope, key) in attempt.keys() {
+            if let Err(throttled) = self.claim_key(scope, key, now).await? {
+                return Ok(Err(throttled));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// The password was right: the account starts over; the address gets this try back and
+    /// the wait it started, but keeps its other failures (an attacker's own account must not
+    /// wash its address clean: the next failure brings the long wait back).
+    pub async fn succeeded(&self, attempt: &SignInAttempt, now: i64) -> Result<(), ErrorCode> {
+        sqlx::query("DELETE FROM sign_in_throttle WHERE scope = ? AND key = ?")
+            .bind(Scope::Account.as_str())
+            .bind(&attempt.account)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        if let Some(address) = &attempt.address {
+            sqlx::query(
+                "UPDATE sign_in_throttle SET failures = MAX(failures - 1, 0), next_try_at = MIN(next_try_at, ?)
+                 WHERE scope = ? AND key = ?",
+            )
+            .bind(now)
+            .bind(Scope::Address.as_str())
+            .bind(address)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        }
+        Ok(())
+    }
+
+    /// Drops counters whose window has long ended.
+    pub async fn purge_expired(&self, now: i64) -> Result<u64, ErrorCode> {
+        let oldest = self.account_rule.window.max(self.address_rule.window);
+        let done = sqlx::query("DELETE FROM sign_in_throttle WHERE window_start + ? <= ?")
+            .bind(oldest)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_doubles_from_one_second_after_the_free_tries_and_is_capped() {
+        let waits: Vec<i64> = (1..=10).map(|n| ACCOUNT_RULE.wait_after(n)).collect();
+        assert_eq!(waits, [0, 0, 1, 2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(ACCOUNT_RULE.wait_after(10_000), 60);
+    }
+
+    #[test]
+    fn ipv6_addresses_count_by_their_slash_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(address_key(a), address_key(b));
+        assert_ne!(address_key(a), address_key(c));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(address_key(mapped), address_key(v4));
+    }
+
+    async fn throttle(dir: &tempfile::TempDir, account_rule: ThrottleRule) -> SignInThrottle {
+        let pool = crate::db::connect(&crate::db::sqlite_url_in(dir.path()))
+            .await
+            .unwrap();
+        SignInThrottle::with_rules(pool, account_rule, ADDRESS_RULE)
+    }
+
+    #[tokio::test]
+    async fn no_more_than_the_hourly_cap_is_checked_per_account() {
+        // Without waits between tries, only the hourly cap stands (ASVS V2.2.1: 100 per hour).
+        let dir = tempfile::tempdir().unwrap();
+        let rule = ThrottleRule {
+            max_wait: 0,
+            ..ACCOUNT_RULE
+        };
+        let throttle = throttle(&dir, rule).await;
+        let attempt = SignInAttempt::new(&Email::parse("cap@example.org").unwrap(), None);
+        let start = 1_700_000_000;
+        let mut checked = 0;
+        for second in 0..3599 {
+            if throttle
+                .claim(&attempt, start + second)
+                .await
+                .unwrap()
+                .is_ok()
+            {
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 100);
+        assert_eq!(
+            throttle.claim(&attempt, start + 3000).await.unwrap(),
+            Err(Throttled { retry_after: 600 })
+        );
+        // A new hour, a new allowance.
+        assert_eq!(
+            throttle.claim(&attempt, start + 3600).await.unwrap(),
+            Ok(())
+        );
+    }
+
+    #[tokio::test]
+    async fn success_gives_the_address_its_try_back_but_does_not_wash_it_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        let throttle = throttle(&dir, ACCOUNT_RULE).await;
+        let now = 1_700_000_000;
+        let address: IpAddr = "192.0.2.10".parse().unwrap();
+        for n in 0..ADDRESS_RULE.free_failures - 1 {
+            let attempt = SignInAttempt::new(
+                &Email::parse(&format!("a{n}@example.org")).unwrap(),
+                Some(address),
+            );
+            assert_eq!(throttle.claim(&attempt, now).await.unwrap(), Ok(()));
+        }
+        let own = SignInAttempt::new(&Email::parse("own@example.org").unwrap(), Some(address));
+        for _ in 0..5 {
+            assert_eq!(throttle.claim(&own, now).await.unwrap(), Ok(()));
+            throttle.succeeded(&own, now).await.unwrap();
+        }
+        let counters = throttle
+            .counters(Scope::Address, &own.address.clone().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(counters.failures, ADDRESS_RULE.free_failures - 1);
+    }
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Lighthouse, mobile preset, on Stepgate's pages (release build, Debian's Chromium): starts the
+# server and the sandbox on spare ports with a throw-away data folder, prints the scores, and
+# leaves the full reports in target/lighthouse/. Usage: scripts/lighthouse.sh [login code ...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --with-browser >/dev/null
+export PATH="$HOME/.cargo/bin:$PWD/.tools/node_modules/.bin:$PATH"
+cargo leptos build --release >/dev/null 2>&1 || cargo leptos build --release
+cargo build --release -p sandbox -q
+
+data=$(mktemp -d)
+app_port=${LIGHTHOUSE_APP_PORT:-3500}
+sandbox_port=${LIGHTHOUSE_SANDBOX_PORT:-3600}
+STEPGATE_SANDBOX_ADDR=127.0.0.1:$sandbox_port STEPGATE_APP_ORIGIN=http://127.0.0.1:$app_port \
+  target/release/sandbox >/dev/null 2>&1 &
+sandbox_pid=$!
+LEPTOS_SITE_ADDR=127.0.0.1:$app_port LEPTOS_SITE_ROOT=target/site STEPGATE_DATA=$data STEPGATE_DEMO=0 \
+  STEPGATE_TOTP_PROVIDER_URL=http://127.0.0.1:$sandbox_port RUST_LOG=warn \
+  target/release/server >/dev/null 2>&1 &
+server_pid=$!
+trap 'kill $server_pid $sandbox_pid 2>/dev/null || true; rm -rf "$data"' EXIT
+for _ in $(seq 100); do
+  curl -sf -o /dev/null "http://127.0.0.1:$app_port/login" && break
+  sleep 0.2
+done
+node end2end/lighthouse.mjs "http://127.0.0.1:$app_port" "$@"
