@@ -14,6 +14,9 @@ use engine::ErrorCode;
 
 /// The largest request body accepted: every form fits in a few KiB (fields are 1 KiB at most).
 pub const MAX_BODY_BYTES: usize = 8 * 1024;
+/// A body declared over the limit but under this is read and dropped before the 413, so the
+/// client (which is still sending it) can read the answer; larger ones are cut off at once.
+const DRAIN_BYTES: u64 = 1024 * 1024;
 
 /// An error answer in the API's shape, with its status.
 pub fn error_response(code: ErrorCode) -> Response {
@@ -46,7 +49,10 @@ pub async fn honest_statuses(request: Request, next: Next) -> Response {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+    if let Some(length) = declared.filter(|&n| n > MAX_BODY_BYTES as u64) {
+        if length <= DRAIN_BYTES {
+            let _ = axum::body::to_bytes(request.into_body(), DRAIN_BYTES as usize).await;
+        }
         return error_response(ErrorCode::RequestTooLarge);
     }
     // A body without a length is cut off at the limit; reading it then fails (invalid_request).

@@ -67,7 +67,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             totp_callback::PATH,
             axum::routing::get({
                 let engine = engine.clone();
-                move |headers, query| totp_callback::handle(engine.clone(), headers, query)
+                let stylesheet = stylesheet_href(&leptos_options);
+                move |headers, query| {
+                    let (engine, stylesheet) = (engine.clone(), stylesheet.clone());
+                    async move { totp_callback::handle(engine, &stylesheet, headers, query).await }
+                }
             }),
         )
         .leptos_routes_with_context(
@@ -111,6 +115,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .with_graceful_shutdown(shutdown_signal())
     .await?;
     Ok(())
+}
+
+/// The stylesheet's URL, with its fingerprint when the build wrote one (pages outside the
+/// Leptos app link it too).
+fn stylesheet_href(options: &LeptosOptions) -> String {
+    let name = &options.output_name;
+    let fingerprint = std::env::current_exe()
+        .ok()
+        .map(|exe| exe.with_file_name(options.hash_file.as_ref()))
+        .filter(|_| options.hash_files)
+        .and_then(|file| std::fs::read_to_string(file).ok())
+        .and_then(|hashes| {
+            hashes
+                .lines()
+                .find_map(|l| l.strip_prefix("css:").map(|h| h.trim().to_owned()))
+        });
+    match fingerprint {
+        Some(hash) => format!("/{}/{name}.{hash}.css", options.site_pkg_dir),
+        None => format!("/{}/{name}.css", options.site_pkg_dir),
+    }
 }
 
 async fn purge_expired_every_minute(engine: Engine) {

@@ -13,6 +13,7 @@ pub const PATH: &str = "/settings/security/totp-callback";
 
 pub async fn handle(
     engine: Engine,
+    stylesheet: &str,
     headers: HeaderMap,
     Query(callback): Query<RegistrationCallback>,
 ) -> Response {
@@ -21,6 +22,7 @@ pub async fn handle(
         Ok(()) => (
             StatusCode::OK,
             page(
+                stylesheet,
                 true,
                 "Two-factor authentication is on",
                 "Stepgate will ask for a code from your TOTP provider at every sign-in.",
@@ -29,6 +31,7 @@ pub async fn handle(
         Err(code) => (
             StatusCode::BAD_REQUEST,
             page(
+                stylesheet,
                 false,
                 "Two-factor authentication was not turned on",
                 code.message(),
@@ -75,31 +78,22 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-fn page(enabled: bool, title: &str, detail: &str) -> String {
+fn page(stylesheet: &str, enabled: bool, title: &str, detail: &str) -> String {
     let outcome = if enabled { "enrolled" } else { "failed" };
     format!(
         r#"<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title} · Stepgate</title><link rel="stylesheet" href="/pkg/stepgate.css"></head>
-<body><main><section class="card" aria-labelledby="t">
+<title>{title} · Stepgate</title><link rel="stylesheet" href="{stylesheet}"></head>
+<body data-outcome="{outcome}"><main><section class="card" aria-labelledby="t">
 <h1 id="t">{title}</h1>
 <p role="{role}">{detail}</p>
 <p id="close-hint">You can close this window and go back to Stepgate.</p>
 <p><a href="/settings/security">Back to security settings</a></p>
 </section></main>
-<script>
-  // The seed came in this page's URL: drop it from the address bar and history.
-  history.replaceState(null, "", window.location.pathname);
-  // Tell the settings page (same origin only) and close; if the opener link was cut
-  // (cross-origin isolation), the settings page notices by polling instead.
-  if (window.opener && !window.opener.closed) {{
-    try {{ window.opener.postMessage({{ type: "stepgate.totp-{outcome}" }}, window.location.origin); }} catch (e) {{}}
-    {close}
-  }}
-</script></body></html>"#,
+<script src="/totp-callback.js"></script></body></html>"#,
+        stylesheet = escape(stylesheet),
         title = escape(title),
         detail = escape(detail),
         role = if enabled { "status" } else { "alert" },
-        close = if enabled { "window.close();" } else { "" },
     )
 }
