@@ -4,7 +4,7 @@
 // Pages: login, register, code (a sign-in waiting at its second factor).
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { createHmac } from "node:crypto";
+import { pageTarget } from "./pages.mjs";
 import lighthouse from "lighthouse";
 import * as chromeLauncher from "chrome-launcher";
 
@@ -12,56 +12,6 @@ const origin = process.argv[2] ?? "http://127.0.0.1:3500";
 const pages = process.argv.slice(3).length ? process.argv.slice(3) : ["login", "code"];
 const outDir = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..", "target", "lighthouse");
 fs.mkdirSync(outDir, { recursive: true });
-
-function totp(base32, unixSeconds = Date.now() / 1000) {
-  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-  let bits = "";
-  for (const c of base32.replace(/=+$/, "").toUpperCase()) bits += alphabet.indexOf(c).toString(2).padStart(5, "0");
-  const key = Buffer.from(bits.match(/.{8}/g).map((b) => parseInt(b, 2)));
-  const counter = Buffer.alloc(8);
-  counter.writeBigUInt64BE(BigInt(Math.floor(unixSeconds / 30)));
-  const hash = createHmac("sha1", key).update(counter).digest();
-  const offset = hash[19] & 0xf;
-  return ((hash.readUInt32BE(offset) & 0x7fffffff) % 1e6).toString().padStart(6, "0");
-}
-
-/** Calls a server function as the browser does; returns the answer and the cookies it set. */
-async function call(name, form, cookie = "") {
-  const response = await fetch(`${origin}/api/${name}`, {
-    method: "POST",
-    headers: { accept: "application/json", "content-type": "application/x-www-form-urlencoded", cookie },
-    body: new URLSearchParams(form),
-    redirect: "manual",
-  });
-  const cookies = response.headers.getSetCookie().map((c) => c.split(";")[0]).filter((c) => !c.endsWith("="));
-  if (response.status >= 400) throw new Error(`${name}: ${response.status} ${await response.text()}`);
-  return { response, cookie: cookies.join("; ") || cookie };
-}
-
-/** A sign-in waiting at its code step: the URL and the login cookie that owns it. */
-async function codeStep() {
-  const email = `lighthouse-${Date.now()}@example.org`;
-  const { cookie: session } = await call("register", { email, password: "lighthouse-1", confirm_password: "lighthouse-1" });
-  const { response } = await call("begin_app_enrollment", {}, session);
-  const { secret } = await response.json();
-  await call("confirm_app_enrollment", { code: totp(secret) }, session);
-  const signedIn = await call("sign_in", { email, password: "lighthouse-1" });
-  const location = signedIn.response.headers.get("serverfnredirect") ?? signedIn.response.headers.get("location");
-  return { url: new URL(location, origin).href, cookie: signedIn.cookie };
-}
-
-async function target(page) {
-  switch (page) {
-    case "login":
-      return { url: `${origin}/login` };
-    case "register":
-      return { url: `${origin}/register` };
-    case "code":
-      return codeStep();
-    default:
-      throw new Error(`unknown page ${page}`);
-  }
-}
 
 const chrome = await chromeLauncher.launch({
   chromePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium",
@@ -74,7 +24,7 @@ let failed = false;
 try {
   console.log("page      performance  accessibility  best-practices  FCP      LCP      TBT     TTI");
   for (const page of pages) {
-    const { url, cookie } = await target(page);
+    const { url, cookie } = await pageTarget(origin, page);
     const result = await lighthouse(url, {
       port: chrome.port,
       output: "json",

@@ -62,6 +62,67 @@ mod ssr {
         Ok(())
     }
 
+    pub async fn sign_in(email: &str, password: &str) -> Result<(), AppError> {
+        use crate::session::{
+            clear_session_cookie, client_address, engine, session_token, set_login_cookie,
+        };
+        use engine::providers::Completion;
+        use engine::sessions::SessionToken;
+        use engine::Progress;
+
+        let engine = engine()?;
+        let login = SessionToken::random();
+        match engine
+            .sign_in(Some(login.digest()), email, password, client_address())
+            .await?
+        {
+            Progress::Done(Completion::SignedIn { user_id }) => {
+                open_session_and_go_home(&engine, user_id).await
+            }
+            Progress::Next(view) => {
+                // First factor passed: the old session (if any) ends, and a new id carries the flow.
+                if let Some(old) = session_token() {
+                    engine.close_session(&old).await?;
+                    clear_session_cookie();
+                }
+                set_login_cookie(&login);
+                leptos_axum::redirect(&format!("/login/code?flow={}", view.flow_id));
+                Ok(())
+            }
+        }
+    }
+
+    /// A plain form post (no WebAssembly) that was refused goes back to its page with the
+    /// sentence and the email it carried, so nothing typed but the password is lost.
+    pub fn back_to_form<F: leptos::server_fn::ServerFn>(page: &str, email: &str, error: AppError) {
+        use leptos::server_fn::error::ServerFnUrlError;
+        let accepts_html =
+            leptos::prelude::use_context::<http::request::Parts>().is_some_and(|parts| {
+                parts
+                    .headers
+                    .get(http::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.contains("text/html"))
+            });
+        if !accepts_html {
+            return;
+        }
+        // Any absolute base will do: only the path and query are used.
+        let Ok(mut url) =
+            ServerFnUrlError::new(F::PATH, error).to_url(&format!("http://stepgate{page}"))
+        else {
+            return;
+        };
+        if email.len() <= 254 {
+            url.query_pairs_mut().append_pair("email", email.trim());
+        }
+        leptos_axum::redirect(&format!(
+            "{}?{}",
+            url.path(),
+            url.query().unwrap_or_default()
+        ));
+    }
+
     pub fn input(pairs: [(&str, String); 2]) -> engine::providers::Input {
         pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
     }
@@ -82,34 +143,11 @@ pub async fn current_account() -> Result<Option<Account>, AppError> {
 /// browser's cookie for a new login cookie bound to the flow and goes to the code page.
 #[server(prefix = "/api", endpoint = "sign_in")]
 pub async fn sign_in(email: String, password: String) -> Result<(), AppError> {
-    use crate::session::{
-        clear_session_cookie, client_address, engine, session_token, set_login_cookie,
-    };
-    use engine::providers::Completion;
-    use engine::sessions::SessionToken;
-    use engine::Progress;
-
-    let engine = engine()?;
-    let login = SessionToken::random();
-    let address = client_address();
-    match engine
-        .sign_in(Some(login.digest()), &email, &password, address)
-        .await?
-    {
-        Progress::Done(Completion::SignedIn { user_id }) => {
-            ssr::open_session_and_go_home(&engine, user_id).await
-        }
-        Progress::Next(view) => {
-            // First factor passed: the old session (if any) ends, and a new id carries the flow.
-            if let Some(old) = session_token() {
-                engine.close_session(&old).await?;
-                clear_session_cookie();
-            }
-            set_login_cookie(&login);
-            leptos_axum::redirect(&format!("/login/code?flow={}", view.flow_id));
-            Ok(())
-        }
+    let result = ssr::sign_in(&email, &password).await;
+    if let Err(error) = result {
+        ssr::back_to_form::<SignIn>("/login", &email, error);
     }
+    result
 }
 
 /// The code step of a sign-in under way in this browser.
@@ -163,11 +201,18 @@ pub async fn register(
 ) -> Result<(), AppError> {
     use crate::session::engine;
 
-    let engine = engine()?;
-    let user = engine
-        .register(&email, &password, &confirm_password)
-        .await?;
-    ssr::open_session_and_go_home(&engine, user.id).await
+    let result = async {
+        let engine = engine()?;
+        let user = engine
+            .register(&email, &password, &confirm_password)
+            .await?;
+        ssr::open_session_and_go_home(&engine, user.id).await
+    }
+    .await;
+    if let Err(error) = result {
+        ssr::back_to_form::<Register>("/register", &email, error);
+    }
+    result
 }
 
 /// Ends the session on the server, deletes the cookie and goes to the sign-in page.

@@ -18,6 +18,23 @@ use pages::{
     security::SecurityPage,
 };
 
+/// The pages that contain islands (interactive parts): only they load the WebAssembly. Every
+/// other page is a plain server-rendered form and is usable at first paint.
+pub const PAGES_WITH_ISLANDS: [&str; 2] = ["/login/code", "/settings/security"];
+
+/// Whether the page being rendered needs the islands script.
+fn page_has_islands() -> bool {
+    #[cfg(feature = "ssr")]
+    {
+        use_context::<http::request::Parts>()
+            .is_some_and(|parts| PAGES_WITH_ISLANDS.contains(&parts.uri.path()))
+    }
+    #[cfg(not(feature = "ssr"))]
+    {
+        true
+    }
+}
+
 /// The HTML document around the app, rendered on the server.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
     // The inline hydration scripts carry the nonce the Content-Security-Policy header names.
@@ -35,7 +52,8 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <link rel="icon" href="/favicon.ico" sizes="32x32"/>
                 <HashedStylesheet id="leptos" options=options.clone()/>
                 <AutoReload options=options.clone()/>
-                <HydrationScripts options/>
+                {page_has_islands().then(|| view! { <HydrationScripts options islands=true/> })}
+                <script src="/forms.js" defer></script>
                 <MetaTags/>
             </head>
             <body>

@@ -11,11 +11,15 @@ export const DEMO = { email: "demo@stepgate.test", password: "stepgate-demo" };
 export const INVALID_AUTH = "The email or password is not right.";
 
 /**
- * Waits until the WebAssembly app has hydrated, so clicks are handled by it (and not by a
- * plain form post) when a test means to test the enhanced path.
+ * Waits until the page's islands (its interactive parts) have hydrated, so clicks are handled by
+ * them (and not by a plain form post) when a test means to test the enhanced path. Pages without
+ * islands load no WebAssembly: they are ready once loaded.
  */
 export async function waitForHydration(page: Page): Promise<void> {
-  await page.waitForFunction(() => (window as any).__stepgateHydrated === true);
+  await page.waitForLoadState("domcontentloaded");
+  await page.waitForFunction(
+    () => document.querySelector("leptos-island") === null || (window as any).__stepgateHydrated === true,
+  );
 }
 
 export async function register(page: Page, email: string, password: string): Promise<void> {

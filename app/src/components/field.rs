@@ -10,6 +10,9 @@ pub fn Field(
     #[prop(default = "text")] kind: &'static str,
     #[prop(default = "off")] autocomplete: &'static str,
     #[prop(optional)] minlength: Option<u32>,
+    /// What the field holds when the page is shown (the server echoes a refused form's email).
+    #[prop(optional)]
+    value: Option<String>,
 ) -> impl IntoView {
     let id = format!("field-{name}");
     view! {
@@ -23,6 +26,7 @@ pub fn Field(
                 required=true
                 maxlength="1024"
                 minlength=minlength.map(|n| n.to_string())
+                value=value
             />
         </div>
     }

@@ -47,7 +47,9 @@ fn set_status(_error: crate::error::AppError) {
     }
 }
 
-#[component]
+/// The interactive part of the page (an island): the code field that submits a pasted code, and
+/// the provider popup whose `postMessage` fills it in. Without WebAssembly it is a plain form.
+#[island]
 fn CodeForm(step: CodeStep) -> impl IntoView {
     let verify = ServerAction::<VerifyCode>::new();
     let pending = verify.pending();

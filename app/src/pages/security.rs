@@ -14,25 +14,14 @@ use engine::ErrorCode;
 /// authenticator app) or off.
 #[component]
 pub fn SecurityPage() -> impl IntoView {
-    let confirm = ServerAction::<ConfirmAppEnrollment>::new();
+    // Rendered on the server; the setups below reload the page once they have turned 2FA on.
     let disable = ServerAction::<DisableTwoFactor>::new();
-    // Bumped when the provider popup reports back (or while it is open), to re-read the status.
-    let refresh = RwSignal::new(0u32);
-    let status = Resource::new_blocking(
-        move || {
-            (
-                confirm.version().get(),
-                disable.version().get(),
-                refresh.get(),
-            )
-        },
-        |_| security_status(),
-    );
+    let status = Resource::new_blocking(|| (), |_| security_status());
     view! {
         <Title text="Security · Stepgate"/>
         <section class="card" aria-labelledby="security-title">
             <h1 id="security-title">"Two-factor authentication"</h1>
-            <Transition fallback=|| view! { <p role="status">"Loading…"</p> }>
+            <Suspense fallback=|| view! { <p role="status">"Loading…"</p> }>
                 {move || Suspend::new(async move {
                     match status.await {
                         Ok(s) if s.two_factor_on => view! {
@@ -49,8 +38,8 @@ pub fn SecurityPage() -> impl IntoView {
                             .into_any(),
                         Ok(_) => view! {
                             <p>"Two-factor authentication is off. Turn it on to be asked for a code at every sign-in."</p>
-                            <ProviderSetup refresh/>
-                            <AppSetup confirm/>
+                            <ProviderSetup/>
+                            <AppSetup/>
                         }
                             .into_any(),
                         Err(AppError { code: ErrorCode::NotSignedIn, .. }) => {
@@ -59,7 +48,7 @@ pub fn SecurityPage() -> impl IntoView {
                         Err(e) => view! { <p role="alert" class="error">{e.message()}</p> }.into_any(),
                     }
                 })}
-            </Transition>
+            </Suspense>
             <p class="aside"><a href="/">"Back home"</a></p>
         </section>
     }
@@ -75,9 +64,9 @@ thread_local! {
 ///
 /// The popup opens on `about:blank` inside the click handler (so blockers allow it) and is sent
 /// to the provider once the server has issued a registration token: no token is made for
-/// page views that never click.
-#[component]
-fn ProviderSetup(refresh: RwSignal<u32>) -> impl IntoView {
+/// page views that never click. When the provider is done, the page reloads to show 2FA on.
+#[island]
+fn ProviderSetup() -> impl IntoView {
     let (blocked, set_blocked) = signal(false);
     let (waiting, set_waiting) = signal(false);
     let (fallback_link, set_fallback_link) = signal(None::<String>);
@@ -99,7 +88,7 @@ fn ProviderSetup(refresh: RwSignal<u32>) -> impl IntoView {
         });
         if Some(event.origin()) == own_origin && from_popup {
             set_waiting.set(false);
-            refresh.update(|n| *n += 1);
+            reload_page();
         }
     });
     on_cleanup(move || listener.remove());
@@ -113,7 +102,11 @@ fn ProviderSetup(refresh: RwSignal<u32>) -> impl IntoView {
         let handle = set_interval_with_handle(
             move || {
                 if waiting.get_untracked() {
-                    refresh.update(|n| *n += 1);
+                    leptos::task::spawn_local(async {
+                        if security_status().await.is_ok_and(|s| s.two_factor_on) {
+                            reload_page();
+                        }
+                    });
                 }
             },
             std::time::Duration::from_secs(2),
@@ -187,11 +180,22 @@ fn ProviderSetup(refresh: RwSignal<u32>) -> impl IntoView {
     }
 }
 
+/// Shows the page again from the server, now with 2FA on.
+fn reload_page() {
+    let _ = window().location().reload();
+}
+
 /// "Set up with an authenticator app": a QR code and the secret as text; on only after a valid
-/// current code.
-#[component]
-fn AppSetup(confirm: ServerAction<ConfirmAppEnrollment>) -> impl IntoView {
+/// current code, and then the page reloads to show it.
+#[island]
+fn AppSetup() -> impl IntoView {
     let begin = ServerAction::<BeginAppEnrollment>::new();
+    let confirm = ServerAction::<ConfirmAppEnrollment>::new();
+    Effect::new(move |_| {
+        if matches!(confirm.value().get(), Some(Ok(()))) {
+            reload_page();
+        }
+    });
     let code = RwSignal::new(String::new());
     let confirm_error = Signal::derive(move || confirm.value().get().and_then(Result::err));
     let begin_error = Signal::derive(move || begin.value().get().and_then(Result::err));
@@ -232,7 +236,7 @@ fn AppSetup(confirm: ServerAction<ConfirmAppEnrollment>) -> impl IntoView {
     }
 }
 
-/// "Turn off 2FA": needs a current code.
+/// "Turn off 2FA": needs a current code. A plain form: the page comes back with the result.
 #[component]
 fn TurnOff(disable: ServerAction<DisableTwoFactor>) -> impl IntoView {
     let code = RwSignal::new(String::new());
