@@ -35,7 +35,8 @@ async function codeStep(origin) {
   const { secret } = await response.json();
   await call(origin, "confirm_app_enrollment", { code: totp(secret) }, session);
   const signedIn = await call(origin, "sign_in", { email, password: "lighthouse-1" });
-  const location = signedIn.response.headers.get("serverfnredirect") ?? signedIn.response.headers.get("location");
+  const location = signedIn.response.headers.get("location");
+  if (!location?.startsWith("/login/code")) throw new Error(`sign-in went to ${location}, not the code page`);
   return { url: new URL(location, origin).href, cookie: signedIn.cookie };
 }
 
