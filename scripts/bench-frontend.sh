@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PWD/.tools/node_modules/.bin:$PATH"
 if [ "${1:-}" = "--no-build" ]; then shift; else
   bash scripts/setup.sh --with-browser >/dev/null
-  cargo leptos build --release >/dev/null 2>&1 || cargo leptos build --release
+  cargo leptos build --release --precompress >/dev/null 2>&1 || cargo leptos build --release --precompress
   cargo build --release -p sandbox -q
 fi
 data=$(mktemp -d)

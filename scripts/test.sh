@@ -15,7 +15,7 @@ echo "==> Rust tests (release profile, sharing the server build's artifacts)"
 cargo test --release --workspace --exclude frontend 2>&1 | tee "$logs/cargo.txt" || status=1
 
 echo "==> Building the release site (server + wasm-opt'd front end)"
-cargo leptos build --release
+cargo leptos build --release --precompress
 cargo build --release -p sandbox
 
 echo "==> Playwright end-to-end tests"

@@ -6,7 +6,6 @@ pub fn hydrate() {
     // Linking the app crate registers its islands.
     #[allow(unused_imports)]
     use app::*;
-    console_error_panic_hook::set_once();
     leptos::mount::hydrate_islands();
     // A flag the end-to-end tests wait for before exercising the enhanced (non-form-post) path.
     let _ = js_sys::Reflect::set(

@@ -102,6 +102,10 @@ pub async fn add(State(policy): State<HeaderPolicy>, mut request: Request, next:
         set(header::STRICT_TRANSPORT_SECURITY, "max-age=63072000");
     }
     set(header::CACHE_CONTROL, cache_control(&path, policy));
+    if path.starts_with("/pkg/") {
+        // Pre-compressed files (brotli or gzip) are chosen by Accept-Encoding: caches must know.
+        set(header::VARY, "accept-encoding");
+    }
     response
 }
 
