@@ -37,6 +37,8 @@ pub mod totp;
 #[cfg(feature = "server")]
 pub mod two_factor;
 #[cfg(feature = "server")]
+pub mod upstream;
+#[cfg(feature = "server")]
 pub mod users;
 
 #[cfg(feature = "server")]
