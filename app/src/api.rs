@@ -66,8 +66,8 @@ mod ssr {
         use crate::session::{
             clear_session_cookie, client_address, engine, session_token, set_login_cookie,
         };
-        use engine::providers::Completion;
         use engine::sessions::SessionToken;
+        use engine::Completion;
         use engine::Progress;
 
         let engine = engine()?;
@@ -79,6 +79,7 @@ mod ssr {
             Progress::Done(Completion::SignedIn { user_id }) => {
                 open_session_and_go_home(&engine, user_id).await
             }
+            Progress::Done(Completion::Connected(_)) => Err(engine::ErrorCode::Unknown.into()),
             Progress::Next(view) => {
                 // First factor passed: the old session (if any) ends, and a new id carries the flow.
                 if let Some(old) = session_token() {
@@ -175,7 +176,7 @@ pub async fn second_factor_step(flow: String) -> Result<CodeStep, AppError> {
 #[server(prefix = "/api", endpoint = "verify_code")]
 pub async fn verify_code(flow_id: String, code: String) -> Result<(), AppError> {
     use crate::session::{engine, login_token};
-    use engine::providers::Completion;
+    use engine::Completion;
     use engine::Progress;
 
     let engine = engine()?;
@@ -188,7 +189,10 @@ pub async fn verify_code(flow_id: String, code: String) -> Result<(), AppError> 
         Progress::Done(Completion::SignedIn { user_id }) => {
             ssr::open_session_and_go_home(&engine, user_id).await
         }
-        Progress::Next(_) => Err(engine::ErrorCode::Unknown.into()),
+        // A sign-in flow ends signed in; anything else is not what this page started.
+        Progress::Done(Completion::Connected(_)) | Progress::Next(_) => {
+            Err(engine::ErrorCode::Unknown.into())
+        }
     }
 }
 

@@ -47,6 +47,13 @@ impl From<engine::SignInRefusal> for AppError {
     }
 }
 
+#[cfg(feature = "ssr")]
+impl From<engine::providers::StepError> for AppError {
+    fn from(error: engine::providers::StepError) -> Self {
+        error.code.into()
+    }
+}
+
 impl FromServerFnError for AppError {
     type Encoder = JsonEncoding;
 

@@ -8,17 +8,19 @@ use std::time::Duration;
 
 use sqlx::SqlitePool;
 
+use crate::accounts::{AccountStore, ConnectedAccount};
 use crate::clock::{Clock, SystemClock};
 use crate::crypto::SecretBox;
 use crate::email::Email;
-use crate::flow::{Flow, FlowId, DEFAULT_FLOW_TTL, MAX_ATTEMPTS};
+use crate::flow::DEFAULT_FLOW_TTL;
 use crate::password::PasswordHasher;
-use crate::providers::{local::LocalProvider, Completion, Input, Outcome, Provider};
+use crate::providers::{local::LocalProvider, AnyProvider, Input, Provider, Purpose, StepError};
 use crate::secrets::SecretKey;
 use crate::sessions::{SessionStore, SessionToken};
 use crate::sign_in_throttle::{SignInAttempt, SignInThrottle};
 use crate::store::{FlowStore, SqliteFlowStore};
 use crate::two_factor::{TotpProviderConfig, TwoFactor};
+use crate::upstream::{UpstreamMap, Upstreams, DEFAULT_STEP_TIMEOUT};
 use crate::users::{User, UserId, UserStore};
 use crate::view::FlowView;
 use crate::{db, ErrorCode};
@@ -36,6 +38,10 @@ pub struct EngineConfig {
     /// Seals secrets at rest (TOTP seeds).
     pub secret_key: SecretKey,
     pub totp_provider: TotpProviderConfig,
+    /// Where third-party origins are reached (`STEPGATE_UPSTREAMS`); empty: the real hosts.
+    pub upstreams: UpstreamMap,
+    /// How long one upstream request may take.
+    pub step_timeout: Duration,
 }
 
 impl EngineConfig {
@@ -53,6 +59,8 @@ impl EngineConfig {
             hash_slots: cores.max(2),
             secret_key,
             totp_provider,
+            upstreams: UpstreamMap::default(),
+            step_timeout: DEFAULT_STEP_TIMEOUT,
         }
     }
 }
@@ -74,6 +82,21 @@ impl From<ErrorCode> for SignInRefusal {
     }
 }
 
+impl From<StepError> for SignInRefusal {
+    fn from(error: StepError) -> Self {
+        SignInRefusal::Code(error.code)
+    }
+}
+
+/// What a finished flow produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Completion {
+    /// A local account proved who it is: the app opens a session for it.
+    SignedIn { user_id: UserId },
+    /// A third-party account was connected (and stored).
+    Connected(ConnectedAccount),
+}
+
 /// Where a flow stands after a step.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Progress {
@@ -83,19 +106,23 @@ pub enum Progress {
 
 #[derive(Clone)]
 pub struct Engine {
-    pool: SqlitePool,
-    flows: Arc<dyn FlowStore>,
+    pub(crate) pool: SqlitePool,
+    pub(crate) flows: Arc<dyn FlowStore>,
     users: UserStore,
     sessions: SessionStore,
-    hasher: PasswordHasher,
+    pub(crate) accounts: AccountStore,
+    pub(crate) hasher: PasswordHasher,
     two_factor: TwoFactor,
     throttle: SignInThrottle,
-    providers: Arc<HashMap<&'static str, Arc<dyn Provider>>>,
-    clock: Arc<dyn Clock>,
-    flow_ttl: Duration,
+    pub(crate) providers: Arc<HashMap<&'static str, Arc<dyn AnyProvider>>>,
+    pub(crate) upstreams: Upstreams,
+    /// Seals flow state (bound to the flow id).
+    pub(crate) secrets: SecretBox,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) flow_ttl: Duration,
 }
 
-fn check_field_sizes(input: &Input) -> Result<(), ErrorCode> {
+pub(crate) fn check_field_sizes(input: &Input) -> Result<(), ErrorCode> {
     if input.values().any(|v| v.len() > MAX_FIELD_BYTES) {
         return Err(ErrorCode::FieldTooLong);
     }
@@ -114,22 +141,21 @@ impl Engine {
         let pool = db::connect(&config.database_url).await?;
         let users = UserStore::new(pool.clone());
         let hasher = PasswordHasher::new(config.hash_slots);
-        let two_factor = TwoFactor::new(
-            pool.clone(),
-            SecretBox::new(&config.secret_key),
-            config.totp_provider,
-        );
-        let local: Arc<dyn Provider> = Arc::new(LocalProvider::new(
+        let secrets = SecretBox::new(&config.secret_key);
+        let two_factor = TwoFactor::new(pool.clone(), secrets.clone(), config.totp_provider);
+        let local: Arc<dyn AnyProvider> = Arc::new(LocalProvider::new(
             users.clone(),
             hasher.clone(),
             two_factor.clone(),
-            clock.clone(),
         ));
         let providers = HashMap::from([(local.name(), local)]);
         Ok(Engine {
             flows: Arc::new(SqliteFlowStore::new(pool.clone())),
             sessions: SessionStore::new(pool.clone()),
             throttle: SignInThrottle::new(pool.clone()),
+            accounts: AccountStore::new(pool.clone(), secrets.clone()),
+            upstreams: Upstreams::new(config.upstreams, config.step_timeout),
+            secrets,
             users,
             hasher,
             two_factor,
@@ -141,11 +167,17 @@ impl Engine {
     }
 
     /// Adds (or replaces) a provider; the engine runs its flows like every other's.
-    pub fn with_provider(mut self, provider: Arc<dyn Provider>) -> Engine {
+    pub fn with_provider(mut self, provider: impl Provider) -> Engine {
+        let provider: Arc<dyn AnyProvider> = Arc::new(provider);
         let mut providers = (*self.providers).clone();
         providers.insert(provider.name(), provider);
         self.providers = Arc::new(providers);
         self
+    }
+
+    /// The connected accounts.
+    pub fn accounts(&self) -> &AccountStore {
+        &self.accounts
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -158,36 +190,6 @@ impl Engine {
 
     pub fn now(&self) -> i64 {
         self.clock.now()
-    }
-
-    /// The step a flow waits at, for its owner (to render it again after a reload).
-    pub async fn flow_view(
-        &self,
-        flow_id: &str,
-        owner: Option<&str>,
-    ) -> Result<FlowView, ErrorCode> {
-        let flow = self.live_flow(flow_id, owner).await?;
-        let step = flow.view.ok_or(ErrorCode::FlowExpired)?;
-        Ok(FlowView {
-            flow_id: flow.id.to_string(),
-            step,
-        })
-    }
-
-    /// The stored flow if it exists, belongs to `owner` and has not expired (an expired one is
-    /// removed). Unknown, expired and foreign flows all answer `flow_expired`, so a flow id
-    /// reveals nothing to anyone but its owner.
-    async fn live_flow(&self, flow_id: &str, owner: Option<&str>) -> Result<Flow, ErrorCode> {
-        let id: FlowId = flow_id.parse().map_err(|_| ErrorCode::FlowExpired)?;
-        let flow = self.flows.get(&id).await?.ok_or(ErrorCode::FlowExpired)?;
-        if flow.owner.as_deref() != owner {
-            return Err(ErrorCode::FlowExpired);
-        }
-        if flow.is_expired(self.clock.now()) {
-            self.flows.remove(&id).await?;
-            return Err(ErrorCode::FlowExpired);
-        }
-        Ok(flow)
     }
 
     /// Creates a local account. Nothing is written unless every check passes.
@@ -232,10 +234,6 @@ impl Engine {
         }
     }
 
-    fn provider(&self, name: &str) -> Result<&Arc<dyn Provider>, ErrorCode> {
-        self.providers.get(name).ok_or(ErrorCode::Unknown)
-    }
-
     /// Signs in to a local account with email and password, throttled per account and per
     /// client `address` (see [`crate::sign_in_throttle`]): a throttled try is refused before
     /// any hashing. Otherwise this is the `local` provider's first step.
@@ -259,102 +257,12 @@ impl Engine {
                 retry_after: throttled.retry_after,
             });
         }
-        let progress = self.start_flow("local", owner, &input).await?;
+        let progress = self
+            .start_flow("local", Purpose::SignIn, owner, &input)
+            .await?;
         // The password was right (whatever factor comes next): the account starts over.
         self.throttle.succeeded(&attempt, self.clock.now()).await?;
         Ok(progress)
-    }
-
-    /// Runs the first step of `provider`'s flow for the browser session `owner`.
-    pub async fn start_flow(
-        &self,
-        provider: &str,
-        owner: Option<String>,
-        input: &Input,
-    ) -> Result<Progress, ErrorCode> {
-        check_field_sizes(input)?;
-        let provider = self.provider(provider)?;
-        match provider.start(input).await {
-            Outcome::Done(done) => Ok(Progress::Done(done)),
-            Outcome::Failed(code) => Err(code),
-            Outcome::Next { step, view, state } => {
-                let flow = Flow::new(
-                    provider.kind(),
-                    provider.name(),
-                    step,
-                    owner,
-                    self.clock.now(),
-                    self.flow_ttl,
-                    state,
-                );
-                let flow = Flow {
-                    view: Some(view.clone()),
-                    ..flow
-                };
-                self.flows.insert(&flow).await?;
-                Ok(Progress::Next(FlowView {
-                    flow_id: flow.id.to_string(),
-                    step: view,
-                }))
-            }
-        }
-    }
-
-    /// Runs the next step of a stored flow (see [`Engine::live_flow`] for who may).
-    pub async fn submit_flow(
-        &self,
-        flow_id: &str,
-        owner: Option<&str>,
-        input: &Input,
-    ) -> Result<Progress, ErrorCode> {
-        check_field_sizes(input)?;
-        let flow = self.live_flow(flow_id, owner).await?;
-        let id = flow.id;
-        let provider = self.provider(&flow.provider)?;
-        match provider.submit(&flow, input).await {
-            Outcome::Next { step, view, state } => {
-                let flow = Flow {
-                    step: step.to_owned(),
-                    state,
-                    view: Some(view.clone()),
-                    ..flow
-                };
-                self.flows.update(&flow).await?;
-                Ok(Progress::Next(FlowView {
-                    flow_id: flow.id.to_string(),
-                    step: view,
-                }))
-            }
-            Outcome::Done(done) => {
-                // Consuming the flow is the commit point: only one submit can complete it.
-                if !self.flows.remove(&id).await? {
-                    return Err(ErrorCode::FlowExpired);
-                }
-                Ok(Progress::Done(done))
-            }
-            // The account is cooling down: the flow stays, and this try does not count.
-            Outcome::Failed(ErrorCode::RateLimited) => Err(ErrorCode::RateLimited),
-            // A wrong (or replayed) answer keeps the flow for another try, up to the limit.
-            Outcome::Failed(
-                code @ (ErrorCode::InvalidCode | ErrorCode::InvalidUrl | ErrorCode::CodeUsed),
-            ) => {
-                let attempts = self
-                    .flows
-                    .record_attempt(&id)
-                    .await?
-                    .ok_or(ErrorCode::FlowExpired)?;
-                if attempts >= MAX_ATTEMPTS {
-                    self.flows.remove(&id).await?;
-                    return Err(ErrorCode::TooManyAttempts);
-                }
-                Err(code)
-            }
-            Outcome::Failed(code) => {
-                // No silent retries: a failed flow is discarded with its provider session.
-                self.flows.remove(&id).await?;
-                Err(code)
-            }
-        }
     }
 
     /// Opens a new session for `user_id`: always a fresh token (ASVS 3.2.1).
@@ -385,6 +293,7 @@ impl Engine {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
+    use crate::flow::{FlowId, MAX_ATTEMPTS};
 
     pub(crate) fn test_config(dir: &tempfile::TempDir) -> EngineConfig {
         EngineConfig::new(
@@ -406,6 +315,32 @@ mod tests {
                 .unwrap(),
             clock,
         )
+    }
+
+    /// `start_flow` for a sign-in, with only the error code of a refusal.
+    async fn start(
+        engine: &Engine,
+        provider: &str,
+        owner: Option<String>,
+        input: &Input,
+    ) -> Result<Progress, ErrorCode> {
+        engine
+            .start_flow(provider, Purpose::SignIn, owner, input)
+            .await
+            .map_err(|e| e.code)
+    }
+
+    /// `submit_flow`, with only the error code of a refusal.
+    async fn submit(
+        engine: &Engine,
+        flow_id: &str,
+        owner: Option<&str>,
+        input: &Input,
+    ) -> Result<Progress, ErrorCode> {
+        engine
+            .submit_flow(flow_id, owner, input)
+            .await
+            .map_err(|e| e.code)
     }
 
     fn input(pairs: &[(&str, &str)]) -> Input {
@@ -432,25 +367,25 @@ mod tests {
             .unwrap();
         assert_eq!(user.email, "ada@example.org");
 
-        let ok = engine
-            .start_flow(
-                "local",
-                None,
-                &input(&[("email", "ada@example.org"), ("password", "lovelace-1815")]),
-            )
-            .await;
+        let ok = start(
+            &engine,
+            "local",
+            None,
+            &input(&[("email", "ada@example.org"), ("password", "lovelace-1815")]),
+        )
+        .await;
         assert_eq!(
             ok,
             Ok(Progress::Done(Completion::SignedIn { user_id: user.id }))
         );
 
-        let wrong = engine
-            .start_flow(
-                "local",
-                None,
-                &input(&[("email", "ada@example.org"), ("password", "lovelace-1816")]),
-            )
-            .await;
+        let wrong = start(
+            &engine,
+            "local",
+            None,
+            &input(&[("email", "ada@example.org"), ("password", "lovelace-1816")]),
+        )
+        .await;
         assert_eq!(wrong, Err(ErrorCode::InvalidAuth));
     }
 
@@ -458,16 +393,16 @@ mod tests {
     async fn unknown_user_gets_the_same_answer_as_a_wrong_password() {
         let dir = tempfile::tempdir().unwrap();
         let (engine, _) = engine_in(&dir).await;
-        let answer = engine
-            .start_flow(
-                "local",
-                None,
-                &input(&[
-                    ("email", "nobody@example.org"),
-                    ("password", "whatever-it-is"),
-                ]),
-            )
-            .await;
+        let answer = start(
+            &engine,
+            "local",
+            None,
+            &input(&[
+                ("email", "nobody@example.org"),
+                ("password", "whatever-it-is"),
+            ]),
+        )
+        .await;
         assert_eq!(answer, Err(ErrorCode::InvalidAuth));
     }
 
@@ -526,13 +461,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (engine, _) = engine_in(&dir).await;
         let long = "x".repeat(MAX_FIELD_BYTES + 1);
-        let answer = engine
-            .start_flow(
-                "local",
-                None,
-                &input(&[("email", "a@example.org"), ("password", &long)]),
-            )
-            .await;
+        let answer = start(
+            &engine,
+            "local",
+            None,
+            &input(&[("email", "a@example.org"), ("password", &long)]),
+        )
+        .await;
         assert_eq!(answer, Err(ErrorCode::FieldTooLong));
     }
 
@@ -568,41 +503,56 @@ mod tests {
     /// "boom" fails the flow outright.
     struct CodeStep;
 
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct CodeState {
+        user_id: i64,
+    }
+
     #[async_trait::async_trait]
     impl Provider for CodeStep {
+        type State = CodeState;
         fn name(&self) -> &'static str {
             "code_step"
         }
-        fn kind(&self) -> crate::flow::FlowKind {
-            crate::flow::FlowKind::Connect
+        fn first_view(&self) -> crate::view::StepView {
+            crate::view::StepView::form(Vec::new(), "Start")
         }
-        async fn start(&self, _input: &Input) -> Outcome {
-            Outcome::Next {
+        async fn start(
+            &self,
+            _cx: &mut crate::providers::StepContext<'_>,
+            _input: &Input,
+        ) -> crate::providers::Step<CodeState> {
+            crate::providers::Step::Show {
                 step: "code",
                 view: crate::view::StepView::Code {
                     channel: crate::view::CodeChannel::Sms,
                     digits: 6,
                 },
-                state: serde_json::json!({"user_id": 42}),
+                state: CodeState { user_id: 42 },
             }
         }
-        async fn submit(&self, flow: &Flow, input: &Input) -> Outcome {
+        async fn submit(
+            &self,
+            _cx: &mut crate::providers::StepContext<'_>,
+            state: CodeState,
+            input: &Input,
+        ) -> crate::providers::Step<CodeState> {
+            use crate::providers::Step;
             match input.get("code").map(String::as_str) {
-                Some("123456") => Outcome::Done(Completion::SignedIn {
-                    user_id: flow.state["user_id"].as_i64().unwrap(),
-                }),
-                Some("boom") => Outcome::Failed(ErrorCode::TokenError),
-                _ => Outcome::Failed(ErrorCode::InvalidCode),
+                Some("123456") => Step::SignedIn {
+                    user_id: state.user_id,
+                },
+                Some("boom") => Step::abort(ErrorCode::TokenError),
+                _ => Step::retry(ErrorCode::InvalidCode),
             }
         }
     }
 
     async fn code_step_engine(dir: &tempfile::TempDir) -> (Engine, ManualClock, String) {
         let (engine, clock) = engine_in(dir).await;
-        let engine = engine.with_provider(Arc::new(CodeStep));
-        let Ok(Progress::Next(view)) = engine
-            .start_flow("code_step", Some("owner".into()), &Input::new())
-            .await
+        let engine = engine.with_provider(CodeStep);
+        let Ok(Progress::Next(view)) =
+            start(&engine, "code_step", Some("owner".into()), &Input::new()).await
         else {
             panic!("the code step should be shown");
         };
@@ -618,22 +568,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (engine, _, id) = code_step_engine(&dir).await;
         assert_eq!(
-            engine
-                .submit_flow(&id, Some("owner"), &code("000000"))
-                .await,
+            submit(&engine, &id, Some("owner"), &code("000000")).await,
             Err(ErrorCode::InvalidCode)
         );
         assert_eq!(
-            engine
-                .submit_flow(&id, Some("owner"), &code("123456"))
-                .await,
+            submit(&engine, &id, Some("owner"), &code("123456")).await,
             Ok(Progress::Done(Completion::SignedIn { user_id: 42 }))
         );
         // Completing consumes the flow.
         assert_eq!(
-            engine
-                .submit_flow(&id, Some("owner"), &code("123456"))
-                .await,
+            submit(&engine, &id, Some("owner"), &code("123456")).await,
             Err(ErrorCode::FlowExpired)
         );
     }
@@ -644,22 +588,16 @@ mod tests {
         let (engine, _, id) = code_step_engine(&dir).await;
         for _ in 1..MAX_ATTEMPTS {
             assert_eq!(
-                engine
-                    .submit_flow(&id, Some("owner"), &code("000000"))
-                    .await,
+                submit(&engine, &id, Some("owner"), &code("000000")).await,
                 Err(ErrorCode::InvalidCode)
             );
         }
         assert_eq!(
-            engine
-                .submit_flow(&id, Some("owner"), &code("000000"))
-                .await,
+            submit(&engine, &id, Some("owner"), &code("000000")).await,
             Err(ErrorCode::TooManyAttempts)
         );
         assert_eq!(
-            engine
-                .submit_flow(&id, Some("owner"), &code("123456"))
-                .await,
+            submit(&engine, &id, Some("owner"), &code("123456")).await,
             Err(ErrorCode::FlowExpired)
         );
     }
@@ -670,9 +608,7 @@ mod tests {
         let (engine, clock, id) = code_step_engine(&dir).await;
         clock.advance(DEFAULT_FLOW_TTL.as_secs() as i64);
         assert_eq!(
-            engine
-                .submit_flow(&id, Some("owner"), &code("123456"))
-                .await,
+            submit(&engine, &id, Some("owner"), &code("123456")).await,
             Err(ErrorCode::FlowExpired)
         );
     }
@@ -682,18 +618,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (engine, _, id) = code_step_engine(&dir).await;
         assert_eq!(
-            engine
-                .submit_flow(&id, Some("intruder"), &code("123456"))
-                .await,
+            submit(&engine, &id, Some("intruder"), &code("123456")).await,
             Err(ErrorCode::FlowExpired)
         );
         assert_eq!(
-            engine.submit_flow(&id, None, &code("123456")).await,
+            submit(&engine, &id, None, &code("123456")).await,
             Err(ErrorCode::FlowExpired)
         );
         // The owner still can.
-        assert!(engine
-            .submit_flow(&id, Some("owner"), &code("123456"))
+        assert!(submit(&engine, &id, Some("owner"), &code("123456"))
             .await
             .is_ok());
     }
@@ -703,13 +636,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (engine, _, id) = code_step_engine(&dir).await;
         assert_eq!(
-            engine.submit_flow(&id, Some("owner"), &code("boom")).await,
+            submit(&engine, &id, Some("owner"), &code("boom")).await,
             Err(ErrorCode::TokenError)
         );
         assert_eq!(
-            engine
-                .submit_flow(&id, Some("owner"), &code("123456"))
-                .await,
+            submit(&engine, &id, Some("owner"), &code("123456")).await,
             Err(ErrorCode::FlowExpired)
         );
     }
@@ -721,11 +652,9 @@ mod tests {
         engine.pool().close().await;
         drop(engine);
         let (reopened, _) = engine_in(&dir).await;
-        let reopened = reopened.with_provider(Arc::new(CodeStep));
+        let reopened = reopened.with_provider(CodeStep);
         assert_eq!(
-            reopened
-                .submit_flow(&id, Some("owner"), &code("123456"))
-                .await,
+            submit(&reopened, &id, Some("owner"), &code("123456")).await,
             Ok(Progress::Done(Completion::SignedIn { user_id: 42 }))
         );
     }
@@ -795,9 +724,8 @@ mod tests {
         let (engine, clock) = engine_in(&dir).await;
         let (user, secret) = user_with_totp(&engine, "two@example.org").await;
         let credentials = input(&[("email", "two@example.org"), ("password", "password-1")]);
-        let Ok(Progress::Next(view)) = engine
-            .start_flow("local", Some("o".into()), &credentials)
-            .await
+        let Ok(Progress::Next(view)) =
+            start(&engine, "local", Some("o".into()), &credentials).await
         else {
             panic!("the password should lead to the code step");
         };
@@ -818,9 +746,13 @@ mod tests {
         clock.advance(30);
         let code = crate::totp::code_at(&secret, engine.now(), 6);
         assert_eq!(
-            engine
-                .submit_flow(&view.flow_id, Some("o"), &input(&[("code", &code)]))
-                .await,
+            submit(
+                &engine,
+                &view.flow_id,
+                Some("o"),
+                &input(&[("code", &code)])
+            )
+            .await,
             Ok(Progress::Done(Completion::SignedIn { user_id: user.id }))
         );
     }
@@ -831,9 +763,8 @@ mod tests {
         let (engine, clock) = engine_in(&dir).await;
         let (_, secret) = user_with_totp(&engine, "five@example.org").await;
         let credentials = input(&[("email", "five@example.org"), ("password", "password-1")]);
-        let Ok(Progress::Next(view)) = engine
-            .start_flow("local", Some("o".into()), &credentials)
-            .await
+        let Ok(Progress::Next(view)) =
+            start(&engine, "local", Some("o".into()), &credentials).await
         else {
             panic!("the password should lead to the code step");
         };
@@ -846,18 +777,26 @@ mod tests {
                 ErrorCode::TooManyAttempts
             };
             assert_eq!(
-                engine
-                    .submit_flow(&view.flow_id, Some("o"), &input(&[("code", "000000")]))
-                    .await,
+                submit(
+                    &engine,
+                    &view.flow_id,
+                    Some("o"),
+                    &input(&[("code", "000000")])
+                )
+                .await,
                 Err(expected),
                 "attempt {attempt}"
             );
         }
         let code = crate::totp::code_at(&secret, engine.now(), 6);
         assert_eq!(
-            engine
-                .submit_flow(&view.flow_id, Some("o"), &input(&[("code", &code)]))
-                .await,
+            submit(
+                &engine,
+                &view.flow_id,
+                Some("o"),
+                &input(&[("code", &code)])
+            )
+            .await,
             Err(ErrorCode::FlowExpired)
         );
     }
@@ -869,28 +808,34 @@ mod tests {
         let (_, secret) = user_with_totp(&engine, "back@example.org").await;
         let credentials = input(&[("email", "back@example.org"), ("password", "password-1")]);
         for _ in 0..crate::two_factor::FREE_FAILURES {
-            let Ok(Progress::Next(view)) = engine
-                .start_flow("local", Some("o".into()), &credentials)
-                .await
+            let Ok(Progress::Next(view)) =
+                start(&engine, "local", Some("o".into()), &credentials).await
             else {
                 panic!("code step expected");
             };
-            let wrong = engine
-                .submit_flow(&view.flow_id, Some("o"), &input(&[("code", "000000")]))
-                .await;
+            let wrong = submit(
+                &engine,
+                &view.flow_id,
+                Some("o"),
+                &input(&[("code", "000000")]),
+            )
+            .await;
             assert_eq!(wrong, Err(ErrorCode::InvalidCode));
         }
-        let Ok(Progress::Next(view)) = engine
-            .start_flow("local", Some("o".into()), &credentials)
-            .await
+        let Ok(Progress::Next(view)) =
+            start(&engine, "local", Some("o".into()), &credentials).await
         else {
             panic!("code step expected");
         };
         let code = crate::totp::code_at(&secret, engine.now() + 30, 6);
         assert_eq!(
-            engine
-                .submit_flow(&view.flow_id, Some("o"), &input(&[("code", &code)]))
-                .await,
+            submit(
+                &engine,
+                &view.flow_id,
+                Some("o"),
+                &input(&[("code", &code)])
+            )
+            .await,
             Err(ErrorCode::RateLimited)
         );
     }
@@ -901,7 +846,7 @@ mod tests {
         let (engine, _) = engine_in(&dir).await;
         for id in ["nonsense".to_string(), FlowId::random().to_string()] {
             assert_eq!(
-                engine.submit_flow(&id, None, &Input::new()).await,
+                submit(&engine, &id, None, &Input::new()).await,
                 Err(ErrorCode::FlowExpired)
             );
         }

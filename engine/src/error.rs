@@ -69,6 +69,9 @@ pub enum ErrorCode {
     InvalidVin,
     #[error("invalid_url")]
     InvalidUrl,
+    /// The thing asked for does not exist (or is not the asker's).
+    #[error("not_found")]
+    NotFound,
     #[error("already_configured")]
     AlreadyConfigured,
     #[error("token_error")]
@@ -79,7 +82,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for the table test and for documentation.
-    pub const ALL: [ErrorCode; 30] = [
+    pub const ALL: [ErrorCode; 31] = [
         ErrorCode::InvalidAuth,
         ErrorCode::InvalidCode,
         ErrorCode::MissingFields,
@@ -107,6 +110,7 @@ impl ErrorCode {
         ErrorCode::Timeout,
         ErrorCode::InvalidVin,
         ErrorCode::InvalidUrl,
+        ErrorCode::NotFound,
         ErrorCode::AlreadyConfigured,
         ErrorCode::TokenError,
         ErrorCode::Unknown,
@@ -154,6 +158,7 @@ impl ErrorCode {
             ErrorCode::Timeout => "The provider took too long to answer. Please try again.",
             ErrorCode::InvalidVin => "That vehicle identification number is not valid.",
             ErrorCode::InvalidUrl => "That URL is not the one the provider gave you.",
+            ErrorCode::NotFound => "That is not here (any more). Reload the page to see what is.",
             ErrorCode::AlreadyConfigured => "This account is already connected.",
             ErrorCode::TokenError => "The provider did not accept the sign-in. Please try again.",
             ErrorCode::Unknown => "Something went wrong on our side. Please try again.",
@@ -181,6 +186,7 @@ impl ErrorCode {
             | PasswordTooShort | PasswordMismatch | CodeUsed | InvalidVin | InvalidUrl
             | InvalidRequest | EnrollmentCancelled | TwoFactorOff => 400,
             NotSignedIn => 401,
+            NotFound => 404,
             CrossSiteRequest => 403,
             EmailTaken | AlreadyConfigured => 409,
             FlowExpired | InvalidRegistration | RegistrationExpired => 410,
@@ -223,6 +229,7 @@ impl ErrorCode {
             ErrorCode::Timeout => "timeout",
             ErrorCode::InvalidVin => "invalid_vin",
             ErrorCode::InvalidUrl => "invalid_url",
+            ErrorCode::NotFound => "not_found",
             ErrorCode::AlreadyConfigured => "already_configured",
             ErrorCode::TokenError => "token_error",
             ErrorCode::Unknown => "unknown",

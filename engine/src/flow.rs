@@ -92,8 +92,10 @@ pub struct Flow {
     pub expires_at: i64,
     /// Wrong answers so far (see [`MAX_ATTEMPTS`]).
     pub attempts: u32,
-    /// Provider-private state: cookie jar, PKCE verifier, transaction ids, user id.
-    pub state: serde_json::Value,
+    /// Why the flow runs, the provider's state and the upstream cookie jar, sealed with
+    /// AES-256-GCM and bound to this flow's id (engine/src/flow_runner.rs): session cookies
+    /// and PKCE verifiers are never in the database in clear.
+    pub state: Vec<u8>,
     /// What the browser is shown at this step (so a reloaded page can render it again).
     pub view: Option<StepView>,
 }
@@ -106,7 +108,6 @@ impl Flow {
         owner: Option<String>,
         now: i64,
         ttl: Duration,
-        state: serde_json::Value,
     ) -> Flow {
         Flow {
             id: FlowId::random(),
@@ -117,7 +118,7 @@ impl Flow {
             created_at: now,
             expires_at: now + ttl.as_secs() as i64,
             attempts: 0,
-            state,
+            state: Vec::new(),
             view: None,
         }
     }
@@ -161,7 +162,6 @@ mod tests {
             None,
             1000,
             DEFAULT_FLOW_TTL,
-            serde_json::Value::Null,
         );
         assert!(!flow.is_expired(1000 + 599));
         assert!(flow.is_expired(1000 + 600));

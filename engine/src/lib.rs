@@ -9,6 +9,8 @@ pub mod error;
 pub mod view;
 
 #[cfg(feature = "server")]
+pub mod accounts;
+#[cfg(feature = "server")]
 pub mod clock;
 #[cfg(feature = "server")]
 pub mod crypto;
@@ -20,6 +22,8 @@ pub mod email;
 mod engine;
 #[cfg(feature = "server")]
 pub mod flow;
+#[cfg(feature = "server")]
+mod flow_runner;
 #[cfg(feature = "server")]
 pub mod password;
 #[cfg(feature = "server")]
@@ -42,5 +46,5 @@ pub mod upstream;
 pub mod users;
 
 #[cfg(feature = "server")]
-pub use engine::{Engine, EngineConfig, Progress, SignInRefusal};
+pub use engine::{Completion, Engine, EngineConfig, Progress, SignInRefusal};
 pub use error::ErrorCode;

@@ -67,7 +67,7 @@ fn flow_from_row(row: sqlx::sqlite::SqliteRow) -> StoreResult<Flow> {
         created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,
         attempts: u32::try_from(attempts).map_err(|_| StoreError::Corrupt("attempts"))?,
-        state: serde_json::from_str(&state)?,
+        state: hex::decode(&state).map_err(|_| StoreError::Corrupt("state"))?,
         view: view.as_deref().map(serde_json::from_str).transpose()?,
     })
 }
@@ -87,7 +87,7 @@ impl FlowStore for SqliteFlowStore {
         .bind(flow.created_at)
         .bind(flow.expires_at)
         .bind(i64::from(flow.attempts))
-        .bind(serde_json::to_string(&flow.state)?)
+        .bind(hex::encode(&flow.state))
         .bind(flow.view.as_ref().map(serde_json::to_string).transpose()?)
         .execute(&self.pool)
         .await?;
@@ -110,7 +110,7 @@ impl FlowStore for SqliteFlowStore {
     async fn update(&self, flow: &Flow) -> StoreResult<()> {
         sqlx::query("UPDATE flows SET step = ?, state = ?, view = ?, expires_at = ? WHERE id = ?")
             .bind(&flow.step)
-            .bind(serde_json::to_string(&flow.state)?)
+            .bind(hex::encode(&flow.state))
             .bind(flow.view.as_ref().map(serde_json::to_string).transpose()?)
             .bind(flow.expires_at)
             .bind(flow.id.to_string())
@@ -155,7 +155,6 @@ mod tests {
     use super::*;
     use crate::db;
     use crate::flow::DEFAULT_FLOW_TTL;
-    use serde_json::json;
 
     async fn store_in(dir: &tempfile::TempDir) -> SqliteFlowStore {
         let pool = db::connect(&db::sqlite_url_in(dir.path())).await.unwrap();
@@ -163,15 +162,16 @@ mod tests {
     }
 
     fn code_step_flow(now: i64) -> Flow {
-        Flow::new(
+        let mut flow = Flow::new(
             FlowKind::Login,
             "local",
             "second_factor",
             Some("owner-hash".into()),
             now,
             DEFAULT_FLOW_TTL,
-            json!({"user_id": 7, "cookies": ["a=b"]}),
-        )
+        );
+        flow.state = b"sealed bytes".to_vec();
+        flow
     }
 
     #[tokio::test]
@@ -255,7 +255,7 @@ mod tests {
         let mut flow = code_step_flow(1_000);
         store.insert(&flow).await.unwrap();
         flow.step = "done".into();
-        flow.state = json!({"token": "x"});
+        flow.state = b"other sealed bytes".to_vec();
         flow.view = Some(crate::view::StepView::AuthenticatedUrl {
             open_url: "https://example.org".into(),
         });

@@ -1,4 +1,5 @@
-//! What the browser sees of a flow: the current step, never the flow's secrets.
+//! What the browser sees of a flow: the current step, never the flow's secrets. A provider
+//! declares its forms here, so one connect page renders every provider's steps.
 
 use serde::{Deserialize, Serialize};
 
@@ -7,10 +8,72 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "channel", rename_all = "snake_case")]
 pub enum CodeChannel {
     Sms,
-    /// A web TOTP provider opened in a popup at `deep_link`.
+    /// A web TOTP site opened in a popup at `deep_link`.
     Totp {
         deep_link: String,
     },
+}
+
+/// What kind of value a form field takes (the input's type and keyboard).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldKind {
+    Text,
+    Email,
+    Password,
+    /// A one-time code: numeric keyboard, autofill from SMS.
+    Code,
+    Url,
+}
+
+/// One field of a provider's form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldSpec {
+    /// The form field name the provider reads.
+    pub name: String,
+    /// The visible label and accessible name ("Login", "Verification code").
+    pub label: String,
+    pub kind: FieldKind,
+    /// The `autocomplete` hint (`username`, `current-password`, `one-time-code`, `off`).
+    pub autocomplete: String,
+    /// A line under the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+impl FieldSpec {
+    pub fn new(name: &str, label: &str, kind: FieldKind) -> Self {
+        let autocomplete = match kind {
+            FieldKind::Email => "username",
+            FieldKind::Password => "current-password",
+            FieldKind::Code => "one-time-code",
+            FieldKind::Text | FieldKind::Url => "off",
+        };
+        FieldSpec {
+            name: name.to_owned(),
+            label: label.to_owned(),
+            kind,
+            autocomplete: autocomplete.to_owned(),
+            hint: None,
+        }
+    }
+
+    pub fn autocomplete(mut self, hint: &str) -> Self {
+        self.autocomplete = hint.to_owned();
+        self
+    }
+
+    pub fn hint(mut self, text: &str) -> Self {
+        self.hint = Some(text.to_owned());
+        self
+    }
+}
+
+/// A link the step offers (opened in a new tab), e.g. "Open Xiaomi verification page".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkSpec {
+    pub label: String,
+    pub url: String,
 }
 
 /// The step a flow waits at, as rendered by the client.
@@ -21,6 +84,28 @@ pub enum StepView {
     Code { channel: CodeChannel, digits: u8 },
     /// The user finishes the login elsewhere and pastes back the final URL.
     AuthenticatedUrl { open_url: String },
+    /// A form of the provider's fields, with a submit button. `intro` says what the step is
+    /// (e.g. that a code was sent); `links` are shown with it.
+    Form {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        intro: Option<String>,
+        fields: Vec<FieldSpec>,
+        submit: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        links: Vec<LinkSpec>,
+    },
+}
+
+impl StepView {
+    /// A form with these fields and this button, nothing else.
+    pub fn form(fields: Vec<FieldSpec>, submit: &str) -> Self {
+        StepView::Form {
+            intro: None,
+            fields,
+            submit: submit.to_owned(),
+            links: Vec::new(),
+        }
+    }
 }
 
 /// A flow that is still under way: its id and its current step.

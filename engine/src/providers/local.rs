@@ -2,43 +2,40 @@
 //! account has TOTP turned on, step two (`totp`) asks for a code, whose deep link points at the
 //! user's seed on the web TOTP provider.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
-use super::{required, Completion, Input, Outcome, Provider};
-use crate::clock::Clock;
+use super::{required, Input, Provider, Step, StepContext, StepError};
 use crate::email::Email;
-use crate::flow::{Flow, FlowKind};
 use crate::password::PasswordHasher;
 use crate::two_factor::TwoFactor;
-use crate::users::{UserCredentials, UserStore};
-use crate::view::{CodeChannel, StepView};
+use crate::users::{UserCredentials, UserId, UserStore};
+use crate::view::{CodeChannel, FieldKind, FieldSpec, StepView};
 use crate::ErrorCode;
 
 /// The step name of the second factor.
 pub const TOTP_STEP: &str = "totp";
 
+/// What a sign-in keeps while it waits for the code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum LocalState {
+    /// The password was right; the account's TOTP code is due.
+    Totp { user_id: UserId },
+}
+
 pub struct LocalProvider {
     users: UserStore,
     hasher: PasswordHasher,
     two_factor: TwoFactor,
-    clock: Arc<dyn Clock>,
 }
 
 impl LocalProvider {
-    pub fn new(
-        users: UserStore,
-        hasher: PasswordHasher,
-        two_factor: TwoFactor,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
+    pub fn new(users: UserStore, hasher: PasswordHasher, two_factor: TwoFactor) -> Self {
         Self {
             users,
             hasher,
             two_factor,
-            clock,
         }
     }
 
@@ -58,63 +55,82 @@ impl LocalProvider {
         }
     }
 
-    async fn after_password(&self, credentials: UserCredentials) -> Result<Outcome, ErrorCode> {
+    async fn after_password(
+        &self,
+        credentials: UserCredentials,
+    ) -> Result<Step<LocalState>, ErrorCode> {
         let user = credentials.user;
         let Some(totp) = self.two_factor.status(user.id).await? else {
-            return Ok(Outcome::Done(Completion::SignedIn { user_id: user.id }));
+            return Ok(Step::SignedIn { user_id: user.id });
         };
         let deep_link = self
             .two_factor
             .provider
             .deep_link(totp.seed_id.as_deref(), &user.email);
-        Ok(Outcome::Next {
+        Ok(Step::Show {
             step: TOTP_STEP,
             view: StepView::Code {
                 channel: CodeChannel::Totp { deep_link },
                 digits: totp.digits,
             },
-            state: json!({ "user_id": user.id }),
+            state: LocalState::Totp { user_id: user.id },
         })
     }
 }
 
 #[async_trait]
 impl Provider for LocalProvider {
+    type State = LocalState;
+
     fn name(&self) -> &'static str {
         "local"
     }
 
-    fn kind(&self) -> FlowKind {
-        FlowKind::Login
+    fn first_view(&self) -> StepView {
+        StepView::form(
+            vec![
+                FieldSpec::new("email", "Email", FieldKind::Email),
+                FieldSpec::new("password", "Password", FieldKind::Password),
+            ],
+            "Sign in",
+        )
     }
 
-    async fn start(&self, input: &Input) -> Outcome {
+    async fn start(&self, _cx: &mut StepContext<'_>, input: &Input) -> Step<LocalState> {
         let result = match self.check_password(input).await {
             Ok(credentials) => self.after_password(credentials).await,
             Err(code) => Err(code),
         };
-        result.unwrap_or_else(Outcome::Failed)
+        result.unwrap_or_else(Step::from)
     }
 
-    async fn submit(&self, flow: &Flow, input: &Input) -> Outcome {
-        if flow.step != TOTP_STEP {
-            return Outcome::Failed(ErrorCode::FlowExpired);
-        }
-        let Some(user_id) = flow.state["user_id"].as_i64() else {
-            return Outcome::Failed(ErrorCode::Unknown);
-        };
-        let code = match required(input, "code") {
-            Ok(code) => code,
+    async fn submit(
+        &self,
+        cx: &mut StepContext<'_>,
+        state: LocalState,
+        input: &Input,
+    ) -> Step<LocalState> {
+        let LocalState::Totp { user_id } = state;
+        let Ok(code) = required(input, "code") else {
             // An empty submit is a wrong answer, not the end of the flow.
-            Err(_) => return Outcome::Failed(ErrorCode::InvalidCode),
+            return Step::Retry(StepError::new(ErrorCode::InvalidCode).on("code"));
         };
-        match self
-            .two_factor
-            .verify(user_id, code, self.clock.now())
-            .await
-        {
-            Ok(()) => Outcome::Done(Completion::SignedIn { user_id }),
-            Err(code) => Outcome::Failed(code),
+        match self.two_factor.verify(user_id, code, cx.now).await {
+            Ok(()) => Step::SignedIn { user_id },
+            // The account is cooling down: the flow stays, and this try does not count.
+            Err(ErrorCode::RateLimited) => Step::Wait(ErrorCode::RateLimited.into()),
+            // A wrong (or replayed) code keeps the flow for another try, up to the limit.
+            Err(
+                code @ (ErrorCode::InvalidCode | ErrorCode::CodeUsed | ErrorCode::MissingFields),
+            ) => {
+                let code = if code == ErrorCode::MissingFields {
+                    ErrorCode::InvalidCode
+                } else {
+                    code
+                };
+                Step::Retry(StepError::new(code).on("code"))
+            }
+            Err(other) => Step::abort(other),
         }
     }
 }

@@ -1,12 +1,17 @@
-//! A provider says how one kind of login talks: which steps it has and what each step sends.
-//! The engine ([`crate::Engine`]) runs every provider the same way: it stores the flow between
-//! steps, counts wrong answers, enforces expiry and discards failed flows.
+//! A provider says how one kind of login talks: which steps it has and what each step sends. It
+//! reads like the list of its steps (Home Assistant's `async_step_*`): each step gets a
+//! [`StepContext`] and the provider's own typed state, and answers with a [`Step`] from a small
+//! vocabulary. The engine ([`crate::Engine`]) does the rest for every provider alike: it stores
+//! and seals flows, counts attempts, enforces expiry, seals tokens and refuses an account that
+//! is already connected.
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
-use crate::flow::{Flow, FlowKind};
+use crate::upstream::HttpSession;
 use crate::users::UserId;
 use crate::view::StepView;
 use crate::ErrorCode;
@@ -16,37 +21,210 @@ pub mod local;
 /// The fields a user submitted at a step, by name.
 pub type Input = BTreeMap<String, String>;
 
-/// What a flow has produced when it ends well.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Completion {
-    /// A local account proved who it is: the app opens a session for it.
-    SignedIn { user_id: UserId },
+/// Why a flow runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "purpose", rename_all = "snake_case")]
+pub enum Purpose {
+    /// Signing in to Stepgate itself.
+    SignIn,
+    /// Connecting a third-party account to user `user_id`.
+    Connect { user_id: UserId },
+    /// Signing in again to account `account_id` of user `user_id` (its tokens were refused).
+    Reauth { user_id: UserId, account_id: i64 },
 }
 
-/// The result of one step (Home Assistant's form / create_entry / abort).
+/// What a step may use: why the flow runs, the time, and the flow's own HTTP session (its
+/// cookie jar is saved with the flow). No globals: everything a step needs is here or in the
+/// provider itself.
+pub struct StepContext<'a> {
+    pub purpose: Purpose,
+    /// Unix seconds.
+    pub now: i64,
+    pub http: &'a mut HttpSession,
+}
+
+/// An error a step ends with: its code, the field it is about (if one), and the provider's own
+/// words (shown under our sentence; never a secret).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StepError {
+    pub code: ErrorCode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl StepError {
+    pub fn new(code: ErrorCode) -> Self {
+        StepError {
+            code,
+            field: None,
+            detail: None,
+        }
+    }
+
+    /// The error is about one field (the page puts it next to that field).
+    pub fn on(mut self, field: &str) -> Self {
+        self.field = Some(field.to_owned());
+        self
+    }
+
+    /// The provider's own message, e.g. Librus' `errors[0].message`.
+    pub fn detail(mut self, text: impl Into<String>) -> Self {
+        self.detail = Some(text.into());
+        self
+    }
+}
+
+impl From<ErrorCode> for StepError {
+    fn from(code: ErrorCode) -> Self {
+        StepError::new(code)
+    }
+}
+
+/// A third-party account a flow connected: who it is and what to keep (sealed at rest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAccount {
+    /// The provider's stable id for the account (the login, the user id): unique per user.
+    pub account_id: String,
+    /// What the user recognises it by.
+    pub display_name: String,
+    /// Tokens, cookies and other secrets, as the provider's JSON.
+    pub secrets: serde_json::Value,
+}
+
+/// What a step answers (Home Assistant's form / create_entry / abort, plus "try again").
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    /// The flow waits at `step`; `state` is what the provider needs to go on.
-    Next {
+pub enum Step<S> {
+    /// The flow waits for the user at step `step`, shown as `view`, with `state` kept for it.
+    Show {
         step: &'static str,
         view: StepView,
-        state: serde_json::Value,
+        state: S,
     },
-    Done(Completion),
-    /// `invalid_code` and `invalid_url` keep the flow open for another try (up to the attempt
-    /// limit); any other code ends it.
-    Failed(ErrorCode),
+    /// A wrong answer: the same step again with this error. Counts an attempt; the flow ends
+    /// with `too_many_attempts` at the limit. The state is kept as it was.
+    Retry(StepError),
+    /// Not now: the same step again with this error (e.g. the account is cooling down). No
+    /// attempt is counted.
+    Wait(StepError),
+    /// The flow ends with this error; its state and upstream session are discarded.
+    Abort(StepError),
+    /// A local account proved who it is: the app opens a session for it.
+    SignedIn { user_id: UserId },
+    /// A third-party account is connected.
+    Connected(NewAccount),
+}
+
+impl<S> Step<S> {
+    /// Shorthand for an abort with a bare code.
+    pub fn abort(code: ErrorCode) -> Self {
+        Step::Abort(StepError::new(code))
+    }
+
+    /// Shorthand for a retry with a bare code.
+    pub fn retry(code: ErrorCode) -> Self {
+        Step::Retry(StepError::new(code))
+    }
+
+    fn map_state<T>(self, f: impl FnOnce(S) -> T) -> Step<T> {
+        match self {
+            Step::Show { step, view, state } => Step::Show {
+                step,
+                view,
+                state: f(state),
+            },
+            Step::Retry(e) => Step::Retry(e),
+            Step::Wait(e) => Step::Wait(e),
+            Step::Abort(e) => Step::Abort(e),
+            Step::SignedIn { user_id } => Step::SignedIn { user_id },
+            Step::Connected(a) => Step::Connected(a),
+        }
+    }
+}
+
+/// An error code ends the flow: a step written as `Result<Step<S>, ErrorCode>` (so `?` works
+/// inside it) finishes with `.unwrap_or_else(Step::from)`.
+impl<S> From<ErrorCode> for Step<S> {
+    fn from(code: ErrorCode) -> Self {
+        Step::abort(code)
+    }
+}
+
+/// One kind of login. `State` is what the flow keeps between the user's steps: an enum with a
+/// variant per waiting step, serialised and sealed by the engine (never hand-rolled JSON).
+#[async_trait]
+pub trait Provider: Send + Sync + 'static {
+    type State: Serialize + DeserializeOwned + Send + Sync;
+
+    /// The name flows are stored under, and that URLs and tests use.
+    fn name(&self) -> &'static str;
+
+    /// The first form, as the connect page shows it before anything is sent.
+    fn first_view(&self) -> StepView;
+
+    /// The first step: the answer to [`Provider::first_view`]'s form.
+    async fn start(&self, cx: &mut StepContext<'_>, input: &Input) -> Step<Self::State>;
+
+    /// A later step, with the state the previous step left.
+    async fn submit(
+        &self,
+        cx: &mut StepContext<'_>,
+        state: Self::State,
+        input: &Input,
+    ) -> Step<Self::State>;
+}
+
+/// [`Provider`] with its state as JSON, so the engine can hold any provider in one map.
+#[async_trait]
+pub trait AnyProvider: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn first_view(&self) -> StepView;
+    async fn start(&self, cx: &mut StepContext<'_>, input: &Input) -> Step<serde_json::Value>;
+    async fn submit(
+        &self,
+        cx: &mut StepContext<'_>,
+        state: serde_json::Value,
+        input: &Input,
+    ) -> Step<serde_json::Value>;
+}
+
+fn to_json<S: Serialize>(state: S) -> serde_json::Value {
+    serde_json::to_value(state).expect("provider state serialises")
 }
 
 #[async_trait]
-pub trait Provider: Send + Sync {
-    /// The name flows are stored under, and that URLs and tests use.
-    fn name(&self) -> &'static str;
-    fn kind(&self) -> FlowKind;
-    /// The first step: nothing is stored yet.
-    async fn start(&self, input: &Input) -> Outcome;
-    /// A later step of a stored flow.
-    async fn submit(&self, flow: &Flow, input: &Input) -> Outcome;
+impl<P: Provider> AnyProvider for P {
+    fn name(&self) -> &'static str {
+        Provider::name(self)
+    }
+
+    fn first_view(&self) -> StepView {
+        Provider::first_view(self)
+    }
+
+    async fn start(&self, cx: &mut StepContext<'_>, input: &Input) -> Step<serde_json::Value> {
+        Provider::start(self, cx, input).await.map_state(to_json)
+    }
+
+    async fn submit(
+        &self,
+        cx: &mut StepContext<'_>,
+        state: serde_json::Value,
+        input: &Input,
+    ) -> Step<serde_json::Value> {
+        let Ok(state) = serde_json::from_value::<P::State>(state) else {
+            // A flow stored by another version of this provider: it cannot go on.
+            tracing::warn!(
+                provider = Provider::name(self),
+                "a flow's state no longer fits its provider"
+            );
+            return Step::abort(ErrorCode::FlowExpired);
+        };
+        Provider::submit(self, cx, state, input)
+            .await
+            .map_state(to_json)
+    }
 }
 
 /// A required, non-blank field.

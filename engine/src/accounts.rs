@@ -1,0 +1,235 @@
+//! Connected third-party accounts: one row per account a user connected, its secrets (tokens,
+//! cookies) sealed with AES-256-GCM and bound to the user, the provider and the account, so a
+//! sealed value copied onto another row does not open there.
+
+use serde::{Deserialize, Serialize};
+use sqlx::{Row, SqlitePool};
+
+use crate::crypto::SecretBox;
+use crate::providers::NewAccount;
+use crate::users::UserId;
+use crate::ErrorCode;
+
+/// What the accounts page shows of a connected account (no secrets).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectedAccount {
+    pub id: i64,
+    pub provider: String,
+    pub account_key: String,
+    pub display_name: String,
+    pub status: String,
+    pub connected_at: i64,
+}
+
+fn db_error(e: sqlx::Error) -> ErrorCode {
+    tracing::error!(error = %e, "accounts query failed");
+    ErrorCode::Unknown
+}
+
+fn associated_data(user_id: UserId, provider: &str, account_key: &str) -> Vec<u8> {
+    format!("connected_account:{user_id}:{provider}:{account_key}").into_bytes()
+}
+
+#[derive(Clone)]
+pub struct AccountStore {
+    pool: SqlitePool,
+    secrets: SecretBox,
+}
+
+impl AccountStore {
+    pub fn new(pool: SqlitePool, secrets: SecretBox) -> Self {
+        Self { pool, secrets }
+    }
+
+    /// Stores a newly connected account; `already_configured` when this user has connected the
+    /// same provider account before.
+    pub async fn add(
+        &self,
+        user_id: UserId,
+        provider: &str,
+        account: &NewAccount,
+        now: i64,
+    ) -> Result<ConnectedAccount, ErrorCode> {
+        let sealed = self.secrets.seal(
+            account.secrets.to_string().as_bytes(),
+            &associated_data(user_id, provider, &account.account_id),
+        );
+        let inserted = sqlx::query(
+            "INSERT INTO connected_accounts (user_id, provider, account_key, display_name, secrets_sealed, connected_at)
+             VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (user_id, provider, account_key) DO NOTHING
+             RETURNING id",
+        )
+        .bind(user_id)
+        .bind(provider)
+        .bind(&account.account_id)
+        .bind(&account.display_name)
+        .bind(sealed)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let id: i64 = inserted
+            .ok_or(ErrorCode::AlreadyConfigured)?
+            .try_get("id")
+            .map_err(db_error)?;
+        Ok(ConnectedAccount {
+            id,
+            provider: provider.to_owned(),
+            account_key: account.account_id.clone(),
+            display_name: account.display_name.clone(),
+            status: "active".into(),
+            connected_at: now,
+        })
+    }
+
+    /// The user's connected accounts, oldest first.
+    pub async fn list(&self, user_id: UserId) -> Result<Vec<ConnectedAccount>, ErrorCode> {
+        let rows = sqlx::query(
+            "SELECT id, provider, account_key, display_name, status, connected_at
+             FROM connected_accounts WHERE user_id = ? ORDER BY connected_at, id",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(ConnectedAccount {
+                    id: row.try_get("id").map_err(db_error)?,
+                    provider: row.try_get("provider").map_err(db_error)?,
+                    account_key: row.try_get("account_key").map_err(db_error)?,
+                    display_name: row.try_get("display_name").map_err(db_error)?,
+                    status: row.try_get("status").map_err(db_error)?,
+                    connected_at: row.try_get("connected_at").map_err(db_error)?,
+                })
+            })
+            .collect()
+    }
+
+    /// An account's secrets, opened (for the app API and token upkeep).
+    pub async fn secrets(
+        &self,
+        user_id: UserId,
+        account_id: i64,
+    ) -> Result<serde_json::Value, ErrorCode> {
+        let row = sqlx::query(
+            "SELECT provider, account_key, secrets_sealed FROM connected_accounts WHERE id = ? AND user_id = ?",
+        )
+        .bind(account_id)
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?
+        .ok_or(ErrorCode::NotFound)?;
+        let provider: String = row.try_get("provider").map_err(db_error)?;
+        let key: String = row.try_get("account_key").map_err(db_error)?;
+        let sealed: Vec<u8> = row.try_get("secrets_sealed").map_err(db_error)?;
+        let plain = self
+            .secrets
+            .open(&sealed, &associated_data(user_id, &provider, &key))
+            .map_err(|_| {
+                tracing::error!(account_id, "an account's secrets did not decrypt");
+                ErrorCode::Unknown
+            })?;
+        serde_json::from_slice(&plain).map_err(|_| ErrorCode::Unknown)
+    }
+
+    /// Deletes the account and its secrets; `not_found` if it is not this user's.
+    pub async fn remove(&self, user_id: UserId, account_id: i64) -> Result<(), ErrorCode> {
+        let done = sqlx::query("DELETE FROM connected_accounts WHERE id = ? AND user_id = ?")
+            .bind(account_id)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        if done.rows_affected() == 0 {
+            return Err(ErrorCode::NotFound);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secrets::SecretKey;
+
+    async fn store(dir: &tempfile::TempDir) -> (AccountStore, UserId, UserId) {
+        let pool = crate::db::connect(&crate::db::sqlite_url_in(dir.path()))
+            .await
+            .unwrap();
+        let users = crate::users::UserStore::new(pool.clone());
+        let a = users
+            .create(
+                &crate::email::Email::parse("a@example.org").unwrap(),
+                "h",
+                1,
+            )
+            .await
+            .unwrap();
+        let b = users
+            .create(
+                &crate::email::Email::parse("b@example.org").unwrap(),
+                "h",
+                1,
+            )
+            .await
+            .unwrap();
+        (
+            AccountStore::new(pool, SecretBox::new(&SecretKey([9; 32]))),
+            a,
+            b,
+        )
+    }
+
+    fn account(key: &str) -> NewAccount {
+        NewAccount {
+            account_id: key.into(),
+            display_name: key.into(),
+            secrets: serde_json::json!({"oauth_token": "secret-token-value"}),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_same_account_connects_once_per_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, a, b) = store(&dir).await;
+        store.add(a, "librus", &account("kid"), 10).await.unwrap();
+        assert_eq!(
+            store.add(a, "librus", &account("kid"), 11).await,
+            Err(ErrorCode::AlreadyConfigured)
+        );
+        // Another user, or another provider, may connect an account of the same name.
+        store.add(b, "librus", &account("kid"), 12).await.unwrap();
+        store.add(a, "xiaomi", &account("kid"), 13).await.unwrap();
+        let listed: Vec<_> = store
+            .list(a)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|x| x.provider)
+            .collect();
+        assert_eq!(listed, ["librus", "xiaomi"]);
+    }
+
+    #[tokio::test]
+    async fn secrets_are_sealed_and_only_their_owner_reads_or_removes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, a, b) = store(&dir).await;
+        let added = store.add(a, "librus", &account("kid"), 10).await.unwrap();
+        assert_eq!(
+            store.secrets(a, added.id).await.unwrap()["oauth_token"],
+            "secret-token-value"
+        );
+        assert_eq!(store.secrets(b, added.id).await, Err(ErrorCode::NotFound));
+        assert_eq!(store.remove(b, added.id).await, Err(ErrorCode::NotFound));
+        let raw: Vec<u8> = sqlx::query_scalar("SELECT secrets_sealed FROM connected_accounts")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert!(!String::from_utf8_lossy(&raw).contains("secret-token-value"));
+        store.remove(a, added.id).await.unwrap();
+        assert!(store.list(a).await.unwrap().is_empty());
+    }
+}

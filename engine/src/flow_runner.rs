@@ -1,0 +1,511 @@
+//! The flow runner: every provider's flows by the same rules. It creates and stores flows,
+//! seals their state (the provider's typed state, why the flow runs, and the upstream cookie
+//! jar) bound to the flow id, counts wrong answers, enforces expiry and ownership, consumes a
+//! finished flow exactly once, and stores connected accounts (refusing one already connected).
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{check_field_sizes, Completion, Engine, Progress};
+use crate::flow::{Flow, FlowId, FlowKind, MAX_ATTEMPTS};
+use crate::providers::{AnyProvider, Input, NewAccount, Purpose, Step, StepContext, StepError};
+use crate::upstream::HttpSession;
+use crate::view::{FlowView, StepView};
+use crate::ErrorCode;
+
+/// What is sealed into a flow between steps.
+#[derive(Serialize, Deserialize)]
+struct SealedFlow {
+    purpose: Purpose,
+    state: serde_json::Value,
+    /// The upstream cookie jar ([`HttpSession::save`]).
+    http: String,
+}
+
+fn flow_aad(id: &FlowId) -> Vec<u8> {
+    format!("flow:{id}").into_bytes()
+}
+
+fn kind_of(purpose: Purpose) -> FlowKind {
+    match purpose {
+        Purpose::SignIn => FlowKind::Login,
+        Purpose::Connect { .. } | Purpose::Reauth { .. } => FlowKind::Connect,
+    }
+}
+
+impl Engine {
+    fn provider(&self, name: &str) -> Result<&std::sync::Arc<dyn AnyProvider>, ErrorCode> {
+        self.providers.get(name).ok_or(ErrorCode::NotFound)
+    }
+
+    /// The first form of `provider` (what its connect page shows before anything is sent).
+    pub fn first_view(&self, provider: &str) -> Result<StepView, ErrorCode> {
+        Ok(self.provider(provider)?.first_view())
+    }
+
+    fn seal_state(&self, flow: &mut Flow, sealed: &SealedFlow) -> Result<(), ErrorCode> {
+        let plain = serde_json::to_vec(sealed).map_err(|_| ErrorCode::Unknown)?;
+        flow.state = self.secrets.seal(&plain, &flow_aad(&flow.id));
+        Ok(())
+    }
+
+    fn unseal(&self, flow: &Flow) -> Result<SealedFlow, ErrorCode> {
+        let plain = self
+            .secrets
+            .open(&flow.state, &flow_aad(&flow.id))
+            .map_err(|_| {
+                tracing::error!(flow = %flow.id, "a flow's state did not decrypt");
+                ErrorCode::FlowExpired
+            })?;
+        serde_json::from_slice(&plain).map_err(|_| ErrorCode::FlowExpired)
+    }
+
+    /// The stored flow if it exists, belongs to `owner` and has not expired (an expired one is
+    /// removed). Unknown, expired and foreign flows all answer `flow_expired`, so a flow id
+    /// reveals nothing to anyone but its owner.
+    async fn live_flow(&self, flow_id: &str, owner: Option<&str>) -> Result<Flow, ErrorCode> {
+        let id: FlowId = flow_id.parse().map_err(|_| ErrorCode::FlowExpired)?;
+        let flow = self.flows.get(&id).await?.ok_or(ErrorCode::FlowExpired)?;
+        if flow.owner.as_deref() != owner {
+            return Err(ErrorCode::FlowExpired);
+        }
+        if flow.is_expired(self.clock.now()) {
+            self.flows.remove(&id).await?;
+            return Err(ErrorCode::FlowExpired);
+        }
+        Ok(flow)
+    }
+
+    /// The step a flow waits at, for its owner (to render it again after a reload), and the
+    /// provider it belongs to.
+    pub async fn flow_view(
+        &self,
+        flow_id: &str,
+        owner: Option<&str>,
+    ) -> Result<FlowView, ErrorCode> {
+        let flow = self.live_flow(flow_id, owner).await?;
+        let step = flow.view.ok_or(ErrorCode::FlowExpired)?;
+        Ok(FlowView {
+            flow_id: flow.id.to_string(),
+            step,
+        })
+    }
+
+    /// The provider a live flow of `owner` belongs to.
+    pub async fn flow_provider(
+        &self,
+        flow_id: &str,
+        owner: Option<&str>,
+    ) -> Result<String, ErrorCode> {
+        Ok(self.live_flow(flow_id, owner).await?.provider)
+    }
+
+    /// Runs the first step of `provider`'s flow, for `purpose`, in the browser session `owner`.
+    pub async fn start_flow(
+        &self,
+        provider_name: &str,
+        purpose: Purpose,
+        owner: Option<String>,
+        input: &Input,
+    ) -> Result<Progress, StepError> {
+        check_field_sizes(input)?;
+        let provider = self.provider(provider_name)?.clone();
+        let mut http = self.upstreams.session();
+        let mut cx = StepContext {
+            purpose,
+            now: self.clock.now(),
+            http: &mut http,
+        };
+        match provider.start(&mut cx, input).await {
+            Step::Show { step, view, state } => {
+                let mut flow = Flow::new(
+                    kind_of(purpose),
+                    provider.name(),
+                    step,
+                    owner,
+                    self.clock.now(),
+                    self.flow_ttl,
+                );
+                self.seal_state(
+                    &mut flow,
+                    &SealedFlow {
+                        purpose,
+                        state,
+                        http: http.save()?,
+                    },
+                )?;
+                flow.view = Some(view.clone());
+                self.flows.insert(&flow).await.map_err(ErrorCode::from)?;
+                Ok(Progress::Next(FlowView {
+                    flow_id: flow.id.to_string(),
+                    step: view,
+                }))
+            }
+            // Nothing is stored yet: a first step's error is simply the answer.
+            Step::Retry(e) | Step::Wait(e) | Step::Abort(e) => Err(e),
+            Step::SignedIn { user_id } => self.signed_in(purpose, user_id),
+            Step::Connected(account) => self.connected(purpose, provider.name(), account).await,
+        }
+    }
+
+    /// Runs the next step of a stored flow (see [`Engine::live_flow`] for who may).
+    pub async fn submit_flow(
+        &self,
+        flow_id: &str,
+        owner: Option<&str>,
+        input: &Input,
+    ) -> Result<Progress, StepError> {
+        check_field_sizes(input)?;
+        let flow = self.live_flow(flow_id, owner).await?;
+        let id = flow.id;
+        let provider = self.provider(&flow.provider)?.clone();
+        let sealed = self.unseal(&flow)?;
+        let mut http: HttpSession = self.upstreams.restore(&sealed.http)?;
+        let mut cx = StepContext {
+            purpose: sealed.purpose,
+            now: self.clock.now(),
+            http: &mut http,
+        };
+        let purpose = sealed.purpose;
+        match provider.submit(&mut cx, sealed.state.clone(), input).await {
+            Step::Show { step, view, state } => {
+                let mut next = Flow {
+                    step: step.to_owned(),
+                    view: Some(view.clone()),
+                    ..flow
+                };
+                self.seal_state(
+                    &mut next,
+                    &SealedFlow {
+                        purpose,
+                        state,
+                        http: http.save()?,
+                    },
+                )?;
+                self.flows.update(&next).await.map_err(ErrorCode::from)?;
+                Ok(Progress::Next(FlowView {
+                    flow_id: next.id.to_string(),
+                    step: view,
+                }))
+            }
+            Step::Wait(error) => Err(error),
+            Step::Retry(error) => {
+                // The answer was wrong; cookies the upstream set on the way are kept.
+                let mut kept = flow;
+                self.seal_state(
+                    &mut kept,
+                    &SealedFlow {
+                        purpose,
+                        state: sealed.state,
+                        http: http.save()?,
+                    },
+                )?;
+                self.flows.update(&kept).await.map_err(ErrorCode::from)?;
+                let attempts = self
+                    .flows
+                    .record_attempt(&id)
+                    .await
+                    .map_err(ErrorCode::from)?
+                    .ok_or(ErrorCode::FlowExpired)?;
+                if attempts >= MAX_ATTEMPTS {
+                    self.flows.remove(&id).await.map_err(ErrorCode::from)?;
+                    return Err(ErrorCode::TooManyAttempts.into());
+                }
+                Err(error)
+            }
+            Step::Abort(error) => {
+                // No silent retries: a failed flow is discarded with its upstream session.
+                self.flows.remove(&id).await.map_err(ErrorCode::from)?;
+                Err(error)
+            }
+            Step::SignedIn { user_id } => {
+                self.consume(&id).await?;
+                self.signed_in(purpose, user_id)
+            }
+            Step::Connected(account) => {
+                self.consume(&id).await?;
+                self.connected(purpose, provider.name(), account).await
+            }
+        }
+    }
+
+    /// Removing the flow is the commit point: only one submit can complete it.
+    async fn consume(&self, id: &FlowId) -> Result<(), ErrorCode> {
+        if !self.flows.remove(id).await? {
+            return Err(ErrorCode::FlowExpired);
+        }
+        Ok(())
+    }
+
+    fn signed_in(&self, purpose: Purpose, user_id: i64) -> Result<Progress, StepError> {
+        if purpose != Purpose::SignIn {
+            tracing::error!("a provider signed in a local user from a connect flow");
+            return Err(ErrorCode::Unknown.into());
+        }
+        Ok(Progress::Done(Completion::SignedIn { user_id }))
+    }
+
+    async fn connected(
+        &self,
+        purpose: Purpose,
+        provider: &str,
+        account: NewAccount,
+    ) -> Result<Progress, StepError> {
+        let Purpose::Connect { user_id } = purpose else {
+            // Reauth arrives with the token-upkeep work; sign-in flows never connect.
+            tracing::error!(
+                provider,
+                "a provider connected an account outside a connect flow"
+            );
+            return Err(ErrorCode::Unknown.into());
+        };
+        let stored = self
+            .accounts
+            .add(user_id, provider, &account, self.clock.now())
+            .await?;
+        Ok(Progress::Done(Completion::Connected(stored)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use axum::routing::get;
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::providers::Provider;
+    use crate::secrets::SecretKey;
+    use crate::two_factor::TotpProviderConfig;
+    use crate::upstream::{UpstreamMap, UpstreamRequest};
+    use crate::view::{FieldKind, FieldSpec};
+
+    /// Plays a third party on a free port: `/set` sets a session cookie, `/check` answers
+    /// whether it came back.
+    async fn upstream() -> String {
+        let router = axum::Router::new()
+            .route(
+                "/set",
+                get(|| async {
+                    (
+                        [("set-cookie", "session=kept-secret-cookie; Path=/")],
+                        "set",
+                    )
+                }),
+            )
+            .route(
+                "/check",
+                get(|headers: axum::http::HeaderMap| async move {
+                    let cookie = headers
+                        .get("cookie")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    if cookie.contains("session=kept-secret-cookie") {
+                        "ok"
+                    } else {
+                        "no"
+                    }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        format!("https://upstream.example.test=http://{addr}")
+    }
+
+    /// Two steps against the upstream: start sets the cookie and keeps a secret in its state;
+    /// the second step needs both, then connects account `input["account"]`.
+    struct TwoStep;
+
+    #[derive(Serialize, Deserialize)]
+    enum TwoStepState {
+        Code { verifier: String },
+    }
+
+    #[async_trait]
+    impl Provider for TwoStep {
+        type State = TwoStepState;
+        fn name(&self) -> &'static str {
+            "two_step"
+        }
+        fn first_view(&self) -> StepView {
+            StepView::form(
+                vec![FieldSpec::new("account", "Account", FieldKind::Text)],
+                "Connect",
+            )
+        }
+        async fn start(&self, cx: &mut StepContext<'_>, input: &Input) -> Step<TwoStepState> {
+            let url = url::Url::parse("https://upstream.example.test/set").unwrap();
+            if cx.http.send(UpstreamRequest::get(url)).await.is_err() {
+                return Step::abort(ErrorCode::CannotConnect);
+            }
+            if input.get("account").map(String::as_str) == Some("now") {
+                return Step::Connected(NewAccount {
+                    account_id: "now".into(),
+                    display_name: "Now".into(),
+                    secrets: serde_json::json!({}),
+                });
+            }
+            Step::Show {
+                step: "code",
+                view: StepView::form(
+                    vec![FieldSpec::new("code", "Code", FieldKind::Code)],
+                    "Verify",
+                ),
+                state: TwoStepState::Code {
+                    verifier: "pkce-verifier-in-the-state".into(),
+                },
+            }
+        }
+        async fn submit(
+            &self,
+            cx: &mut StepContext<'_>,
+            state: TwoStepState,
+            input: &Input,
+        ) -> Step<TwoStepState> {
+            let TwoStepState::Code { verifier } = state;
+            let url = url::Url::parse("https://upstream.example.test/check").unwrap();
+            let Ok(answer) = cx.http.send(UpstreamRequest::get(url)).await else {
+                return Step::abort(ErrorCode::CannotConnect);
+            };
+            match input.get("code").map(String::as_str) {
+                Some("wait") => Step::Wait(ErrorCode::RateLimited.into()),
+                Some("right")
+                    if answer.text() == "ok" && verifier == "pkce-verifier-in-the-state" =>
+                {
+                    Step::Connected(NewAccount {
+                        account_id: "acct-1".into(),
+                        display_name: "Account one".into(),
+                        secrets: serde_json::json!({"token": "secret-token"}),
+                    })
+                }
+                _ => Step::Retry(StepError::new(ErrorCode::InvalidCode).on("code")),
+            }
+        }
+    }
+
+    async fn engine(dir: &tempfile::TempDir) -> (Engine, i64) {
+        let mut config = crate::EngineConfig::new(
+            crate::db::sqlite_url_in(dir.path()),
+            SecretKey([3; 32]),
+            TotpProviderConfig {
+                base_url: "http://totp.test".into(),
+                issuer: "Stepgate".into(),
+            },
+        );
+        config.upstreams = UpstreamMap::parse(&upstream().await).unwrap();
+        let engine = Engine::open_with_clock(config, Arc::new(ManualClock::at(1_700_000_000)))
+            .await
+            .unwrap()
+            .with_provider(TwoStep);
+        let user = engine
+            .register("owner@example.org", "password-1", "password-1")
+            .await
+            .unwrap();
+        (engine, user.id)
+    }
+
+    fn input(pairs: &[(&str, &str)]) -> Input {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    async fn started(engine: &Engine, user_id: i64) -> String {
+        match engine
+            .start_flow(
+                "two_step",
+                Purpose::Connect { user_id },
+                Some("o".into()),
+                &input(&[("account", "acct")]),
+            )
+            .await
+        {
+            Ok(Progress::Next(view)) => view.flow_id,
+            other => panic!("the code step should be shown, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn upstream_cookies_and_typed_state_carry_across_steps_sealed_at_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, user_id) = engine(&dir).await;
+        let flow_id = started(&engine, user_id).await;
+        let states: Vec<String> = sqlx::query_scalar("SELECT state FROM flows")
+            .fetch_all(&engine.pool)
+            .await
+            .unwrap();
+        let stored = states.concat();
+        for secret in ["kept-secret-cookie", "pkce-verifier-in-the-state"] {
+            assert!(!stored.contains(secret));
+            assert!(!stored.contains(&hex::encode(secret)));
+        }
+        let done = engine
+            .submit_flow(&flow_id, Some("o"), &input(&[("code", "right")]))
+            .await;
+        let Ok(Progress::Done(Completion::Connected(account))) = done else {
+            panic!("connected expected, got {done:?}");
+        };
+        assert_eq!(account.account_key, "acct-1");
+        assert_eq!(
+            engine.accounts.secrets(user_id, account.id).await.unwrap()["token"],
+            "secret-token"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_same_account_is_refused_the_second_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, user_id) = engine(&dir).await;
+        for expected in [None, Some(ErrorCode::AlreadyConfigured)] {
+            let flow_id = started(&engine, user_id).await;
+            let answer = engine
+                .submit_flow(&flow_id, Some("o"), &input(&[("code", "right")]))
+                .await;
+            assert_eq!(answer.err().map(|e| e.code), expected);
+        }
+        assert_eq!(engine.accounts.list(user_id).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn retries_count_and_keep_the_field_waits_do_not_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, user_id) = engine(&dir).await;
+        let flow_id = started(&engine, user_id).await;
+        for _ in 0..10 {
+            let wait = engine
+                .submit_flow(&flow_id, Some("o"), &input(&[("code", "wait")]))
+                .await;
+            assert_eq!(wait.unwrap_err().code, ErrorCode::RateLimited);
+        }
+        for _ in 1..MAX_ATTEMPTS {
+            let wrong = engine
+                .submit_flow(&flow_id, Some("o"), &input(&[("code", "wrong")]))
+                .await
+                .unwrap_err();
+            assert_eq!(wrong, StepError::new(ErrorCode::InvalidCode).on("code"));
+        }
+        let last = engine
+            .submit_flow(&flow_id, Some("o"), &input(&[("code", "wrong")]))
+            .await;
+        assert_eq!(last.unwrap_err().code, ErrorCode::TooManyAttempts);
+    }
+
+    #[tokio::test]
+    async fn a_provider_cannot_connect_an_account_from_a_sign_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _) = engine(&dir).await;
+        let answer = engine
+            .start_flow(
+                "two_step",
+                Purpose::SignIn,
+                None,
+                &input(&[("account", "now")]),
+            )
+            .await;
+        assert_eq!(answer.unwrap_err().code, ErrorCode::Unknown);
+    }
+}
