@@ -148,7 +148,12 @@ impl Engine {
             hasher.clone(),
             two_factor.clone(),
         ));
-        let providers = HashMap::from([(local.name(), local)]);
+        let mut providers = HashMap::from([(local.name(), local)]);
+        providers.extend(
+            crate::providers::connectable()
+                .into_iter()
+                .map(|p| (p.name(), p)),
+        );
         Ok(Engine {
             flows: Arc::new(SqliteFlowStore::new(pool.clone())),
             sessions: SessionStore::new(pool.clone()),
@@ -513,6 +518,9 @@ mod tests {
         type State = CodeState;
         fn name(&self) -> &'static str {
             "code_step"
+        }
+        fn title(&self) -> &'static str {
+            "Code step"
         }
         fn first_view(&self) -> crate::view::StepView {
             crate::view::StepView::form(Vec::new(), "Start")

@@ -65,6 +65,12 @@ pub enum ErrorCode {
     CannotConnect,
     #[error("timeout")]
     Timeout,
+    /// The provider is down for maintenance (HTTP 503).
+    #[error("service_unavailable")]
+    ServiceUnavailable,
+    /// The provider wants a captcha solved before it accepts a password.
+    #[error("captcha_required")]
+    CaptchaRequired,
     #[error("invalid_vin")]
     InvalidVin,
     #[error("invalid_url")]
@@ -82,7 +88,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for the table test and for documentation.
-    pub const ALL: [ErrorCode; 31] = [
+    pub const ALL: [ErrorCode; 33] = [
         ErrorCode::InvalidAuth,
         ErrorCode::InvalidCode,
         ErrorCode::MissingFields,
@@ -108,6 +114,8 @@ impl ErrorCode {
         ErrorCode::ServerUnreachable,
         ErrorCode::CannotConnect,
         ErrorCode::Timeout,
+        ErrorCode::ServiceUnavailable,
+        ErrorCode::CaptchaRequired,
         ErrorCode::InvalidVin,
         ErrorCode::InvalidUrl,
         ErrorCode::NotFound,
@@ -156,6 +164,12 @@ impl ErrorCode {
                 "The provider could not be reached. Please try again later."
             }
             ErrorCode::Timeout => "The provider took too long to answer. Please try again.",
+            ErrorCode::ServiceUnavailable => {
+                "The provider is down for maintenance. Please try again later."
+            }
+            ErrorCode::CaptchaRequired => {
+                "The provider wants to check that you are a person. Sign in once on its own website, then try again here."
+            }
             ErrorCode::InvalidVin => "That vehicle identification number is not valid.",
             ErrorCode::InvalidUrl => "That URL is not the one the provider gave you.",
             ErrorCode::NotFound => "That is not here (any more). Reload the page to see what is.",
@@ -186,6 +200,7 @@ impl ErrorCode {
             | PasswordTooShort | PasswordMismatch | CodeUsed | InvalidVin | InvalidUrl
             | InvalidRequest | EnrollmentCancelled | TwoFactorOff => 400,
             NotSignedIn => 401,
+            CaptchaRequired => 403,
             NotFound => 404,
             CrossSiteRequest => 403,
             EmailTaken | AlreadyConfigured => 409,
@@ -193,7 +208,7 @@ impl ErrorCode {
             RequestTooLarge => 413,
             RateLimited | SignInThrottled | TooManyAttempts => 429,
             CannotConnect | TokenError | ServerUnreachable => 502,
-            ServerBusy => 503,
+            ServerBusy | ServiceUnavailable => 503,
             Timeout => 504,
             Unknown => 500,
         }
@@ -227,6 +242,8 @@ impl ErrorCode {
             ErrorCode::ServerUnreachable => "server_unreachable",
             ErrorCode::CannotConnect => "cannot_connect",
             ErrorCode::Timeout => "timeout",
+            ErrorCode::ServiceUnavailable => "service_unavailable",
+            ErrorCode::CaptchaRequired => "captcha_required",
             ErrorCode::InvalidVin => "invalid_vin",
             ErrorCode::InvalidUrl => "invalid_url",
             ErrorCode::NotFound => "not_found",

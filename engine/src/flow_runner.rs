@@ -37,6 +37,15 @@ impl Engine {
         self.providers.get(name).ok_or(ErrorCode::NotFound)
     }
 
+    /// The providers a user can connect: (name, title), in the picker's order.
+    pub fn connectable(&self) -> Vec<(&'static str, &'static str)> {
+        crate::providers::connectable()
+            .iter()
+            .filter(|p| self.providers.contains_key(p.name()))
+            .map(|p| (p.name(), p.title()))
+            .collect()
+    }
+
     /// The first form of `provider` (what its connect page shows before anything is sent).
     pub fn first_view(&self, provider: &str) -> Result<StepView, ErrorCode> {
         Ok(self.provider(provider)?.first_view())
@@ -329,6 +338,9 @@ mod tests {
         type State = TwoStepState;
         fn name(&self) -> &'static str {
             "two_step"
+        }
+        fn title(&self) -> &'static str {
+            "Two step"
         }
         fn first_view(&self) -> StepView {
             StepView::form(

@@ -1,7 +1,11 @@
-//! Simulated third-party services for the demo and the end-to-end tests, each on its own
-//! origin. Today: the web TOTP provider (`totp_provider.rs`).
+//! Simulated third-party services for the demo and the end-to-end tests, each host on its own
+//! origin: the web TOTP provider, Librus (api + synergia) and Xiaomi (account + sts).
 
-mod totp_provider;
+use sandbox::{librus, totp_provider, xiaomi};
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.into())
+}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -10,10 +14,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let addr = std::env::var("STEPGATE_SANDBOX_ADDR").unwrap_or_else(|_| "127.0.0.1:3100".into());
+    let addr = env_or("STEPGATE_SANDBOX_ADDR", "127.0.0.1:3100");
     // The one origin the TOTP provider posts codes to and redirects callbacks to.
-    let app_origin =
-        std::env::var("STEPGATE_APP_ORIGIN").unwrap_or_else(|_| "http://127.0.0.1:3000".into());
+    let app_origin = env_or("STEPGATE_APP_ORIGIN", "http://127.0.0.1:3000");
     // Seeds are kept in a JSON file next to Stepgate's data, so the demo survives restarts.
     let seeds_file = std::env::var("STEPGATE_SANDBOX_SEEDS")
         .ok()
@@ -21,12 +24,61 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let router =
         totp_provider::router(totp_provider::Provider::new(app_origin.clone(), seeds_file));
     let listener = tokio::net::TcpListener::bind(&addr).await?;
+
+    let librus = librus::LibrusSandbox::spawn_at(
+        &env_or("STEPGATE_SANDBOX_LIBRUS_API_ADDR", "127.0.0.1:3101"),
+        &env_or("STEPGATE_SANDBOX_LIBRUS_SYNERGIA_ADDR", "127.0.0.1:3102"),
+    )
+    .await?;
+    let xiaomi = xiaomi::XiaomiSandbox::spawn_at(
+        &env_or("STEPGATE_SANDBOX_XIAOMI_ACCOUNT_ADDR", "127.0.0.1:3103"),
+        &env_or("STEPGATE_SANDBOX_XIAOMI_STS_ADDR", "127.0.0.1:3104"),
+    )
+    .await?;
+
     println!(
         "Stepgate sandbox (simulated TOTP provider) on http://{addr}, talking to {app_origin}"
+    );
+    println!(
+        "Librus double: api.librus.pl on http://{}, synergia.librus.pl on http://{}",
+        librus.api_addr, librus.synergia_addr
+    );
+    println!(
+        "  demo accounts: {} / {} (goTo 2FA), {} / {} (goTo Grant), login `{}` = captcha",
+        librus::DEMO_LOGIN,
+        librus::DEMO_PASSWORD,
+        librus::DEMO_GRANT_LOGIN,
+        librus::DEMO_GRANT_PASSWORD,
+        librus::CAPTCHA_LOGIN
+    );
+    println!(
+        "Xiaomi double: account.xiaomi.com on http://{}, sts.api.io.mi.com on http://{}",
+        xiaomi.account_addr, xiaomi.sts_addr
+    );
+    println!(
+        "  demo accounts (password {}): {} (no 2FA), {} (2FA by SMS), {} (2FA by email), {} (captcha)",
+        xiaomi::DEMO_PASSWORD,
+        xiaomi::DEMO_USER,
+        xiaomi::DEMO_2FA_USER,
+        xiaomi::DEMO_EMAIL_2FA_USER,
+        xiaomi::CAPTCHA_USER
+    );
+    println!(
+        "  codes sent by SMS/email: http://{}/inbox",
+        xiaomi.account_addr
+    );
+    println!(
+        "Faults: POST /testing/faults {{\"step\":\"…\",\"fault\":\"stall|503|garbage|shape|reset|none\"}} on any host"
+    );
+    println!(
+        "For Stepgate: STEPGATE_UPSTREAMS=\"{} {}\"",
+        librus.upstreams(),
+        xiaomi.upstreams()
     );
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown())
         .await?;
+    drop((librus, xiaomi));
     Ok(())
 }
 

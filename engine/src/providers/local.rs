@@ -86,6 +86,10 @@ impl Provider for LocalProvider {
         "local"
     }
 
+    fn title(&self) -> &'static str {
+        "Stepgate"
+    }
+
     fn first_view(&self) -> StepView {
         StepView::form(
             vec![

@@ -16,6 +16,7 @@ use crate::users::UserId;
 use crate::view::StepView;
 use crate::ErrorCode;
 
+pub mod librus;
 pub mod local;
 
 /// The fields a user submitted at a step, by name.
@@ -160,6 +161,9 @@ pub trait Provider: Send + Sync + 'static {
     /// The name flows are stored under, and that URLs and tests use.
     fn name(&self) -> &'static str;
 
+    /// The name people know the service by ("Librus").
+    fn title(&self) -> &'static str;
+
     /// The first form, as the connect page shows it before anything is sent.
     fn first_view(&self) -> StepView;
 
@@ -179,6 +183,7 @@ pub trait Provider: Send + Sync + 'static {
 #[async_trait]
 pub trait AnyProvider: Send + Sync {
     fn name(&self) -> &'static str;
+    fn title(&self) -> &'static str;
     fn first_view(&self) -> StepView;
     async fn start(&self, cx: &mut StepContext<'_>, input: &Input) -> Step<serde_json::Value>;
     async fn submit(
@@ -197,6 +202,10 @@ fn to_json<S: Serialize>(state: S) -> serde_json::Value {
 impl<P: Provider> AnyProvider for P {
     fn name(&self) -> &'static str {
         Provider::name(self)
+    }
+
+    fn title(&self) -> &'static str {
+        Provider::title(self)
     }
 
     fn first_view(&self) -> StepView {
@@ -225,6 +234,12 @@ impl<P: Provider> AnyProvider for P {
             .await
             .map_state(to_json)
     }
+}
+
+/// The third-party providers a signed-in user can connect, in the order the picker shows them.
+/// Adding a provider is one line here (plus its module, sandbox and spec).
+pub fn connectable() -> Vec<std::sync::Arc<dyn AnyProvider>> {
+    vec![std::sync::Arc::new(librus::LibrusProvider)]
 }
 
 /// A required, non-blank field.

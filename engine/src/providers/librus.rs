@@ -1,0 +1,457 @@
+//! `librus`: Librus Synergia (a Polish school e-register), signed in the way its current
+//! clients do (shared/protocols.md §3 and its corrections):
+//!
+//! 1. maintenance check: `GET https://api.librus.pl` (503 → `service_unavailable`);
+//! 2. entry at Synergia's `loguj/portalRodzina`, which redirects to the one OAuth authorization
+//!    (never a second init: that would start a new OAuth session upstream);
+//! 3. the authorization page (api.librus.pl session cookies);
+//! 4. the login POST (`action=login`, `login`, `pass`), answered with JSON `goTo` or `errors`;
+//! 5. `goTo` followed by hand, through the `2FA` interstitial and `PerformLogin`, to Synergia
+//!    with `code` (Synergia sets `DZIENNIKSID`, `SDZIENNIKSID`, `oauth_token`);
+//! 6. token info (`UserIdentifier`), then 7. activation (`UserInfo/{id}`).
+//!
+//! Success needs every step; the Synergia cookies are what is kept. One form, no second factor:
+//! the whole sequence runs in the first step and ends within [`WHOLE_LOGIN`].
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use url::Url;
+
+use super::{required, Input, NewAccount, Provider, Step, StepContext, StepError};
+use crate::upstream::{Followed, HttpSession, UpstreamRequest, UpstreamResponse};
+use crate::view::{FieldKind, FieldSpec, StepView};
+use crate::ErrorCode;
+
+const API: &str = "https://api.librus.pl";
+const SYNERGIA: &str = "https://synergia.librus.pl";
+/// The whole login must finish within this (the source's 30-second promise).
+pub const WHOLE_LOGIN: Duration = Duration::from_secs(30);
+/// The cookies that make a Synergia session.
+pub const SESSION_COOKIES: [&str; 3] = ["DZIENNIKSID", "SDZIENNIKSID", "oauth_token"];
+
+fn url(text: &str) -> Url {
+    Url::parse(text).expect("a valid Librus URL")
+}
+
+/// Librus' login answer.
+#[derive(Deserialize)]
+struct LoginAnswer {
+    status: String,
+    #[serde(rename = "goTo")]
+    go_to: Option<String>,
+    #[serde(default)]
+    errors: Vec<LoginError>,
+    message: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct LoginError {
+    message: Option<String>,
+}
+
+/// The maintenance answer: `{"Message":[{"description":…}]}` (or an empty list).
+#[derive(Deserialize)]
+struct Maintenance {
+    #[serde(rename = "Message", default)]
+    message: Vec<MaintenanceMessage>,
+}
+
+#[derive(Deserialize)]
+struct MaintenanceMessage {
+    description: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TokenInfo {
+    #[serde(rename = "UserIdentifier")]
+    user_identifier: serde_json::Value,
+}
+
+pub struct LibrusProvider;
+
+fn expect_status(response: &UpstreamResponse, wanted: u16, what: &str) -> Result<(), StepError> {
+    if response.status == wanted {
+        return Ok(());
+    }
+    if response.status == 503 {
+        return Err(ErrorCode::ServiceUnavailable.into());
+    }
+    tracing::warn!(
+        status = response.status,
+        step = what,
+        "Librus answered out of shape"
+    );
+    Err(ErrorCode::Unknown.into())
+}
+
+async fn maintenance_check(http: &mut HttpSession) -> Result<(), StepError> {
+    let answer = http.send(UpstreamRequest::get(url(API))).await?;
+    if answer.status != 503 {
+        return Ok(());
+    }
+    let mut error = StepError::new(ErrorCode::ServiceUnavailable);
+    if let Ok(maintenance) = serde_json::from_slice::<Maintenance>(&answer.body) {
+        if let Some(text) = maintenance.message.into_iter().find_map(|m| m.description) {
+            error = error.detail(text);
+        }
+    }
+    Err(error)
+}
+
+async fn log_in(
+    http: &mut HttpSession,
+    login: &str,
+    password: &str,
+) -> Result<NewAccount, StepError> {
+    maintenance_check(http).await?;
+
+    // Synergia makes the OAuth `state` and sends us to the one authorization.
+    let entry = http
+        .send(
+            UpstreamRequest::get(url(&format!("{SYNERGIA}/loguj/portalRodzina")))
+                .header(reqwest::header::REFERER, "https://portal.librus.pl/"),
+        )
+        .await?;
+    let authorization = match entry.location() {
+        Some(next) if entry.is_redirect() && next.origin() == url(API).origin() => next,
+        _ => {
+            expect_status(&entry, 302, "portalRodzina")?;
+            return Err(ErrorCode::Unknown.into());
+        }
+    };
+    let page = http.send(UpstreamRequest::get(authorization)).await?;
+    expect_status(&page, 200, "authorization")?;
+
+    let answer = http
+        .send(
+            UpstreamRequest::post(url(&format!("{API}/OAuth/Authorization?client_id=46")))
+                .header(
+                    reqwest::header::HeaderName::from_static("x-requested-with"),
+                    "XMLHttpRequest",
+                )
+                .form(&[("action", "login"), ("login", login), ("pass", password)]),
+        )
+        .await?;
+    expect_status(&answer, 200, "login")?;
+    let answer: LoginAnswer = answer.json()?;
+    if answer.status != "ok" {
+        let message = answer
+            .errors
+            .into_iter()
+            .find_map(|e| e.message)
+            .or(answer.message)
+            .unwrap_or_default();
+        let code = if message.to_lowercase().contains("captcha") {
+            ErrorCode::CaptchaRequired
+        } else {
+            ErrorCode::InvalidAuth
+        };
+        let error = StepError::new(code);
+        return Err(if message.is_empty() {
+            error
+        } else {
+            error.detail(message)
+        });
+    }
+    let go_to = answer.go_to.ok_or_else(|| {
+        tracing::warn!("Librus accepted the login without a goTo");
+        StepError::new(ErrorCode::Unknown)
+    })?;
+    let next = url(API).join(&go_to).map_err(|_| ErrorCode::Unknown)?;
+    if next.origin() != url(API).origin() {
+        tracing::warn!("Librus' goTo left api.librus.pl");
+        return Err(ErrorCode::Unknown.into());
+    }
+
+    // The interstitial, PerformLogin, then Synergia with the code: it sets the session cookies.
+    match http
+        .follow(UpstreamRequest::get(next), 10, |_| false)
+        .await?
+    {
+        Followed::Answer(end) if end.status < 400 => {}
+        Followed::Answer(end) => {
+            expect_status(&end, 200, "code exchange")?;
+        }
+        Followed::Stopped(_) => return Err(ErrorCode::Unknown.into()),
+    }
+    let synergia = url(SYNERGIA);
+    if http.cookie(&synergia, "oauth_token").is_none() {
+        tracing::warn!("Synergia set no oauth_token");
+        return Err(ErrorCode::TokenError.into());
+    }
+
+    let info = http
+        .send(UpstreamRequest::get(url(&format!(
+            "{SYNERGIA}/gateway/api/2.0/Auth/TokenInfo"
+        ))))
+        .await?;
+    if matches!(info.status, 401 | 403) {
+        return Err(ErrorCode::TokenError.into());
+    }
+    expect_status(&info, 200, "token info")?;
+    let info: TokenInfo = info.json()?;
+    let identifier = match info.user_identifier {
+        serde_json::Value::String(s) => s,
+        serde_json::Value::Number(n) => n.to_string(),
+        _ => return Err(ErrorCode::Unknown.into()),
+    };
+    let activate = http
+        .send(UpstreamRequest::get(url(&format!(
+            "{SYNERGIA}/gateway/api/2.0/Auth/UserInfo/{identifier}"
+        ))))
+        .await?;
+    expect_status(&activate, 200, "activation")?;
+
+    let mut secrets = serde_json::Map::new();
+    for name in SESSION_COOKIES {
+        let value = http.cookie(&synergia, name).ok_or(ErrorCode::TokenError)?;
+        secrets.insert(name.to_owned(), value.into());
+    }
+    secrets.insert("user_identifier".into(), identifier.into());
+    Ok(NewAccount {
+        account_id: login.to_owned(),
+        display_name: login.to_owned(),
+        secrets: serde_json::Value::Object(secrets),
+    })
+}
+
+#[async_trait]
+impl Provider for LibrusProvider {
+    /// Librus has one form: nothing waits between the user's steps.
+    type State = ();
+
+    fn name(&self) -> &'static str {
+        "librus"
+    }
+
+    fn title(&self) -> &'static str {
+        "Librus"
+    }
+
+    fn first_view(&self) -> StepView {
+        StepView::form(
+            vec![
+                FieldSpec::new("login", "Login", FieldKind::Text).autocomplete("username"),
+                FieldSpec::new("password", "Password", FieldKind::Password),
+            ],
+            "Connect",
+        )
+    }
+
+    async fn start(&self, cx: &mut StepContext<'_>, input: &Input) -> Step<()> {
+        let (login, password) = match (required(input, "login"), required(input, "password")) {
+            (Ok(login), Ok(password)) => (login.trim(), password),
+            _ => return Step::abort(ErrorCode::MissingFields),
+        };
+        match tokio::time::timeout(WHOLE_LOGIN, log_in(&mut *cx.http, login, password)).await {
+            Ok(Ok(account)) => Step::Connected(account),
+            Ok(Err(error)) => Step::Abort(error),
+            Err(_) => Step::abort(ErrorCode::Timeout),
+        }
+    }
+
+    async fn submit(&self, _cx: &mut StepContext<'_>, _state: (), _input: &Input) -> Step<()> {
+        // No step waits for the user; a stored Librus flow cannot exist.
+        Step::abort(ErrorCode::FlowExpired)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use sandbox::faults::Fault;
+    use sandbox::librus::{self as double, LibrusSandbox};
+
+    use crate::engine::{Completion, Engine, EngineConfig, Progress};
+    use crate::providers::{Input, Purpose, StepError};
+    use crate::upstream::UpstreamMap;
+    use crate::ErrorCode;
+
+    struct Setup {
+        engine: Engine,
+        user_id: i64,
+        sandbox: LibrusSandbox,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn setup() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let sandbox = LibrusSandbox::spawn().await;
+        let mut config = EngineConfig::new(
+            crate::db::sqlite_url_in(dir.path()),
+            crate::secrets::SecretKey([5; 32]),
+            crate::two_factor::TotpProviderConfig {
+                base_url: "http://totp.test".into(),
+                issuer: "Stepgate".into(),
+            },
+        );
+        config.upstreams = UpstreamMap::parse(&sandbox.upstreams()).unwrap();
+        // Short, so a stalled step is seen quickly.
+        config.step_timeout = Duration::from_secs(1);
+        let engine = Engine::open_with_clock(config, Arc::new(crate::clock::SystemClock))
+            .await
+            .unwrap();
+        let user_id = engine
+            .register("parent@example.org", "password-1", "password-1")
+            .await
+            .unwrap()
+            .id;
+        Setup {
+            engine,
+            user_id,
+            sandbox,
+            _dir: dir,
+        }
+    }
+
+    fn credentials(login: &str, password: &str) -> Input {
+        [("login", login), ("password", password)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+
+    impl Setup {
+        async fn connect(&self, login: &str, password: &str) -> Result<Progress, StepError> {
+            self.engine
+                .start_flow(
+                    "librus",
+                    Purpose::Connect {
+                        user_id: self.user_id,
+                    },
+                    Some("owner".into()),
+                    &credentials(login, password),
+                )
+                .await
+        }
+    }
+
+    #[tokio::test]
+    async fn the_demo_parent_connects_and_the_synergia_cookies_are_kept() {
+        let s = setup().await;
+        let answer = s.connect(double::DEMO_LOGIN, double::DEMO_PASSWORD).await;
+        let Ok(Progress::Done(Completion::Connected(account))) = answer else {
+            panic!("connected expected, got {answer:?}");
+        };
+        assert_eq!(account.display_name, double::DEMO_LOGIN);
+        let secrets = s
+            .engine
+            .accounts()
+            .secrets(s.user_id, account.id)
+            .await
+            .unwrap();
+        for cookie in super::SESSION_COOKIES {
+            assert!(
+                secrets[cookie].as_str().is_some_and(|v| !v.is_empty()),
+                "{cookie}"
+            );
+        }
+        // The same account again is refused.
+        let again = s.connect(double::DEMO_LOGIN, double::DEMO_PASSWORD).await;
+        assert_eq!(again.unwrap_err().code, ErrorCode::AlreadyConfigured);
+    }
+
+    #[tokio::test]
+    async fn a_wrong_password_shows_librus_own_message() {
+        let s = setup().await;
+        let error = s
+            .connect(double::DEMO_LOGIN, "not-the-password")
+            .await
+            .unwrap_err();
+        assert_eq!(error.code, ErrorCode::InvalidAuth);
+        assert_eq!(
+            error.detail.as_deref(),
+            Some(double::BAD_CREDENTIALS_MESSAGE)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_captcha_demand_is_its_own_error() {
+        let s = setup().await;
+        let error = s
+            .connect(double::CAPTCHA_LOGIN, double::DEMO_PASSWORD)
+            .await
+            .unwrap_err();
+        assert_eq!(error.code, ErrorCode::CaptchaRequired);
+    }
+
+    #[tokio::test]
+    async fn maintenance_is_checked_first_and_says_why() {
+        let s = setup().await;
+        s.sandbox.set_maintenance(true);
+        let error = s
+            .connect(double::DEMO_LOGIN, double::DEMO_PASSWORD)
+            .await
+            .unwrap_err();
+        assert_eq!(error.code, ErrorCode::ServiceUnavailable);
+        assert_eq!(error.detail.as_deref(), Some(double::MAINTENANCE_MESSAGE));
+    }
+
+    #[tokio::test]
+    async fn missing_fields_are_refused_before_any_request() {
+        let s = setup().await;
+        // Every step would fail if it were reached.
+        for step in double::STEPS {
+            s.sandbox.set_fault(step, Fault::Reset);
+        }
+        let error = s.connect(double::DEMO_LOGIN, "  ").await.unwrap_err();
+        assert_eq!(error.code, ErrorCode::MissingFields);
+    }
+
+    #[tokio::test]
+    async fn every_fault_at_every_step_ends_the_login_with_its_error() {
+        let s = setup().await;
+        let faults = [
+            (Fault::Stall, ErrorCode::Timeout),
+            (Fault::Unavailable503, ErrorCode::ServiceUnavailable),
+            (Fault::Reset, ErrorCode::CannotConnect),
+        ];
+        for step in [
+            "root",
+            "entry",
+            "authorize",
+            "login",
+            "2fa",
+            "perform_login",
+            "callback",
+            "token_info",
+            "user_info",
+        ] {
+            for (fault, expected) in faults {
+                s.sandbox.clear_faults();
+                s.sandbox.set_fault(step, fault);
+                let answer = s.connect(double::DEMO_LOGIN, double::DEMO_PASSWORD).await;
+                // The maintenance check reads a 503 at the root as maintenance too.
+                assert_eq!(
+                    answer.as_ref().err().map(|e| e.code),
+                    Some(expected),
+                    "{fault:?} at {step}: {answer:?}"
+                );
+            }
+            s.sandbox.clear_faults();
+            s.sandbox.set_fault(step, Fault::Garbage);
+            let error = s.connect(double::DEMO_LOGIN, double::DEMO_PASSWORD).await;
+            // Where only the status counts (the maintenance check, the activation), a 200 with
+            // junk is no failure: the login goes on.
+            if matches!(step, "root" | "user_info") {
+                assert!(error.is_ok(), "garbage at {step}: {error:?}");
+                let accounts = s.engine.accounts().list(s.user_id).await.unwrap();
+                s.engine
+                    .accounts()
+                    .remove(s.user_id, accounts[0].id)
+                    .await
+                    .unwrap();
+            } else {
+                let code = error.map(|_| ()).unwrap_err().code;
+                assert!(
+                    matches!(code, ErrorCode::Unknown | ErrorCode::TokenError),
+                    "garbage at {step}: {code}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! Fault injection shared by the simulated hosts.
+//!
+//! Every step of a simulated login has a name (see `librus::STEPS`, `xiaomi::STEPS`). A fault
+//! switched on for a step applies to every request of that step (or to the next `count` ones)
+//! until it is switched off. Over HTTP, on each host of a simulator:
+//!
+//! ```text
+//! POST /testing/faults  {"step": "login", "fault": "stall|503|garbage|shape|reset|none", "count": 1}
+//! GET  /testing/faults  -> {"steps": [...], "faults": {"login": {"fault": "503", "count": null}}}
+//! ```
+//!
+//! `"step": "all"` applies the fault to every step (`"fault": "none"` clears them all).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+/// How long a stalled step keeps the client waiting before it answers 504.
+pub const STALL: Duration = Duration::from_secs(60);
+
+/// What a faulty step does instead of its job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Behave normally.
+    None,
+    /// Answer nothing for [`STALL`] (then 504).
+    Stall,
+    /// Answer 503 (Librus: its maintenance JSON; Xiaomi: an HTML error page).
+    Unavailable503,
+    /// Answer 200 with a body that is not JSON (nor the expected redirect).
+    Garbage,
+    /// Answer 200 with JSON of the wrong shape (`{"unexpected":true}`).
+    WrongShape,
+    /// Close the connection without answering.
+    Reset,
+}
+
+impl Fault {
+    /// Parses the HTTP switch's names: `none`, `stall`, `503`, `garbage`, `shape`, `reset`.
+    pub fn parse(name: &str) -> Option<Fault> {
+        Some(match name {
+            "none" => Fault::None,
+            "stall" => Fault::Stall,
+            "503" => Fault::Unavailable503,
+            "garbage" => Fault::Garbage,
+            "shape" => Fault::WrongShape,
+            "reset" => Fault::Reset,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::None => "none",
+            Fault::Stall => "stall",
+            Fault::Unavailable503 => "503",
+            Fault::Garbage => "garbage",
+            Fault::WrongShape => "shape",
+            Fault::Reset => "reset",
+        }
+    }
+}
+
+/// How a host dresses its faults.
+pub(crate) struct Style {
+    /// Body and content type of a 503.
+    pub unavailable: (&'static str, &'static str),
+    /// Prefix of every JSON body (Xiaomi's account service: `&&&START&&&`).
+    pub json_prefix: &'static str,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    fault: Fault,
+    /// Requests left before the fault clears itself; `None` = until switched off.
+    count: Option<u32>,
+}
+
+/// The fault table of one simulator (shared by its hosts).
+#[derive(Clone)]
+pub struct Faults {
+    steps: &'static [&'static str],
+    table: Arc<Mutex<BTreeMap<String, Entry>>>,
+}
+
+impl Faults {
+    pub(crate) fn new(steps: &'static [&'static str]) -> Self {
+        Self {
+            steps,
+            table: Arc::default(),
+        }
+    }
+
+    /// The step names this simulator knows.
+    pub fn steps(&self) -> &'static [&'static str] {
+        self.steps
+    }
+
+    /// Switches `fault` on for `step` (or for every step with `"all"`) until switched off, or
+    /// for the next `count` requests of that step. Errors on an unknown step.
+    pub fn set(&self, step: &str, fault: Fault, count: Option<u32>) -> Result<(), String> {
+        let mut table = self.table.lock().expect("fault table");
+        let steps: Vec<&str> = if step == "all" {
+            self.steps.to_vec()
+        } else if self.steps.contains(&step) {
+            vec![step]
+        } else {
+            return Err(format!(
+                "unknown step `{step}`; known: all, {}",
+                self.steps.join(", ")
+            ));
+        };
+        for s in steps {
+            if fault == Fault::None || count == Some(0) {
+                table.remove(s);
+            } else {
+                table.insert(s.to_owned(), Entry { fault, count });
+            }
+        }
+        Ok(())
+    }
+
+    /// Switches every fault off.
+    pub fn clear(&self) {
+        self.table.lock().expect("fault table").clear();
+    }
+
+    /// The fault a request of `step` meets now (consuming one of its `count`).
+    fn take(&self, step: &str) -> Fault {
+        let mut table = self.table.lock().expect("fault table");
+        let Some(entry) = table.get_mut(step) else {
+            return Fault::None;
+        };
+        let fault = entry.fault;
+        if let Some(n) = entry.count.as_mut() {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                table.remove(step);
+            }
+        }
+        fault
+    }
+
+    /// `Some(response)` when a fault is on for `step`: the handler answers that instead.
+    pub(crate) async fn check(&self, step: &str, style: &Style) -> Option<Response> {
+        match self.take(step) {
+            Fault::None => None,
+            Fault::Stall => {
+                tokio::time::sleep(STALL).await;
+                Some((StatusCode::GATEWAY_TIMEOUT, "stalled").into_response())
+            }
+            Fault::Unavailable503 => Some(
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::CONTENT_TYPE, style.unavailable.1)],
+                    style.unavailable.0,
+                )
+                    .into_response(),
+            ),
+            Fault::Garbage => Some(
+                (
+                    [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                    format!(
+                        "{}<html><body><p>Proxy error: upstream returned \u{fffd}\u{fffd}</p>",
+                        style.json_prefix
+                    ),
+                )
+                    .into_response(),
+            ),
+            Fault::WrongShape => Some(
+                (
+                    [(header::CONTENT_TYPE, "application/json;charset=UTF-8")],
+                    format!("{}{{\"unexpected\":true}}", style.json_prefix),
+                )
+                    .into_response(),
+            ),
+            Fault::Reset => Some(reset()),
+        }
+    }
+
+    fn snapshot(&self) -> serde_json::Value {
+        let table = self.table.lock().expect("fault table");
+        let faults: serde_json::Map<String, serde_json::Value> = table
+            .iter()
+            .map(|(k, e)| {
+                (
+                    k.clone(),
+                    json!({"fault": e.fault.name(), "count": e.count}),
+                )
+            })
+            .collect();
+        json!({ "steps": self.steps, "faults": faults })
+    }
+}
+
+/// A response whose body fails before its first byte: hyper then drops the connection without
+/// writing the head, so the client sees the connection closed with no answer.
+fn reset() -> Response {
+    let stream = futures_util::stream::once(async {
+        Err::<Bytes, std::io::Error>(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "sandbox fault: reset",
+        ))
+    });
+    Response::new(Body::from_stream(stream))
+}
+
+#[derive(Deserialize)]
+struct SetFault {
+    step: String,
+    fault: String,
+    #[serde(default)]
+    count: Option<u32>,
+}
+
+async fn set_http(State(faults): State<Faults>, Json(req): Json<SetFault>) -> Response {
+    let Some(fault) = Fault::parse(&req.fault) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "fault must be one of stall, 503, garbage, shape, reset, none"})),
+        )
+            .into_response();
+    };
+    match faults.set(&req.step, fault, req.count) {
+        Ok(()) => Json(faults.snapshot()).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, Json(json!({ "error": e }))).into_response(),
+    }
+}
+
+/// `GET`/`POST /testing/faults`, merged into every host's router.
+pub(crate) fn routes(faults: Faults) -> Router {
+    Router::new()
+        .route(
+            "/testing/faults",
+            get(|State(f): State<Faults>| async move { Json(f.snapshot()) }).post(set_http),
+        )
+        .with_state(faults)
+}

@@ -1,0 +1,1080 @@
+//! A strict double of the Xiaomi account login (`shared/protocols.md` §4 and its corrections):
+//! `account.xiaomi.com` (password login, identity service for 2FA, a browser verification page
+//! and an inbox of the codes it "sent") and `sts.api.io.mi.com` (the one-time STS URL that sets
+//! `serviceToken`).
+//!
+//! Every JSON answer of account.xiaomi.com starts with `&&&START&&&`. URLs in `Location`, JSON
+//! and cookies name the real origins; only the browser pages (authStart and the inbox) use
+//! relative links so that a browser stays on the double.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use md5::{Digest, Md5};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::faults::{Fault, Faults, Style};
+use crate::util::{self, Clock};
+
+pub const ACCOUNT_ORIGIN: &str = "https://account.xiaomi.com";
+pub const STS_ORIGIN: &str = "https://sts.api.io.mi.com";
+/// The `callback` of the login form.
+pub const STS_CALLBACK: &str = "https://sts.api.io.mi.com/sts";
+/// The literal prefix of every account.xiaomi.com JSON answer.
+pub const JSON_PREFIX: &str = "&&&START&&&";
+
+pub const DEMO_PASSWORD: &str = "xiaomi-demo";
+/// No 2FA: the login answers `ssecurity` and the STS `location` at once.
+pub const DEMO_USER: &str = "demo@xiaomi.test";
+/// 2FA by SMS (identity flag 4).
+pub const DEMO_2FA_USER: &str = "demo-2fa@xiaomi.test";
+/// 2FA by email (identity flag 8); `serviceLoginAuth2/end` first shows the "Tips" page once.
+pub const DEMO_EMAIL_2FA_USER: &str = "demo-email@xiaomi.test";
+/// Always answers 87001 (captcha) with a `captchaUrl`.
+pub const CAPTCHA_USER: &str = "captcha@xiaomi.test";
+
+/// How long a sent verification code is accepted.
+pub const CODE_LIFETIME: Duration = Duration::from_secs(5 * 60);
+/// How long a 2FA context (`notificationUrl`) lives.
+pub const CONTEXT_LIFETIME: Duration = Duration::from_secs(30 * 60);
+/// How long an STS URL is accepted (once).
+pub const STS_LIFETIME: Duration = Duration::from_secs(10 * 60);
+/// Wrong codes allowed before the sent code is void.
+pub const MAX_CODE_FAILURES: u32 = 5;
+
+pub const ERR_WRONG_PASSWORD: i64 = 70016;
+pub const ERR_CAPTCHA: i64 = 87001;
+pub const ERR_WRONG_CODE: i64 = 70014;
+/// The double's code for malformed requests (missing `_sign`, unknown context or session, …).
+pub const ERR_BAD_REQUEST: i64 = 10017;
+
+/// Fault step names. account.xiaomi.com: `service_login`, `login` (serviceLoginAuth2),
+/// `auth_start` (the browser page), `identity_list`, `send_ticket` (also the page's "Send
+/// code"), `verify` (verifyPhone/verifyEmail and the page's "Verify"), `result_check`,
+/// `login_end` (serviceLoginAuth2/end). sts.api.io.mi.com: `sts`.
+pub const STEPS: &[&str] = &[
+    "service_login",
+    "login",
+    "auth_start",
+    "identity_list",
+    "send_ticket",
+    "verify",
+    "result_check",
+    "login_end",
+    "sts",
+];
+
+const ACCOUNT_STYLE: Style = Style {
+    unavailable: (
+        "<html><head><title>503 Service Temporarily Unavailable</title></head><body><h1>503 Service Temporarily Unavailable</h1></body></html>",
+        "text/html",
+    ),
+    json_prefix: JSON_PREFIX,
+};
+const STS_STYLE: Style = Style {
+    unavailable: ACCOUNT_STYLE.unavailable,
+    json_prefix: "",
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Channel {
+    Phone,
+    Email,
+}
+
+impl Channel {
+    fn flag(self) -> u32 {
+        match self {
+            Channel::Phone => 4,
+            Channel::Email => 8,
+        }
+    }
+}
+
+struct Account {
+    user: &'static str,
+    password: &'static str,
+    user_id: &'static str,
+    c_user_id: &'static str,
+    two_fa: Option<(Channel, &'static str)>,
+    captcha: bool,
+    tips: bool,
+}
+
+const ACCOUNTS: &[Account] = &[
+    Account {
+        user: DEMO_USER,
+        password: DEMO_PASSWORD,
+        user_id: "6100000001",
+        c_user_id: "cU_demo_plain_9Kq2",
+        two_fa: None,
+        captcha: false,
+        tips: false,
+    },
+    Account {
+        user: DEMO_2FA_USER,
+        password: DEMO_PASSWORD,
+        user_id: "6100000002",
+        c_user_id: "cU_demo_phone_3Zx8",
+        two_fa: Some((Channel::Phone, "+48 *** *** 789")),
+        captcha: false,
+        tips: false,
+    },
+    Account {
+        user: DEMO_EMAIL_2FA_USER,
+        password: DEMO_PASSWORD,
+        user_id: "6100000003",
+        c_user_id: "cU_demo_email_7Lm1",
+        two_fa: Some((Channel::Email, "de***@xiaomi.test")),
+        captcha: false,
+        tips: true,
+    },
+    Account {
+        user: CAPTCHA_USER,
+        password: DEMO_PASSWORD,
+        user_id: "6100000004",
+        c_user_id: "cU_demo_captcha_5Tt4",
+        two_fa: None,
+        captcha: true,
+        tips: false,
+    },
+];
+
+/// One code "sent" by SMS or email.
+#[derive(Debug, Clone, Serialize)]
+pub struct InboxMessage {
+    /// `sms` or `email`.
+    pub channel: &'static str,
+    /// The masked phone number or address.
+    pub to: &'static str,
+    pub account: &'static str,
+    pub code: String,
+    pub text: String,
+    pub sent_at_ms: i64,
+}
+
+struct SentCode {
+    code: String,
+    sent_ms: i64,
+    used: bool,
+}
+
+struct Ctx {
+    account: usize,
+    created_ms: i64,
+    code: Option<SentCode>,
+    failures: u32,
+    verified: bool,
+    tips_shown: bool,
+    finished: bool,
+}
+
+struct StsTicket {
+    account: usize,
+    d: String,
+    nonce: String,
+    ssign: String,
+    used: bool,
+    issued_ms: i64,
+}
+
+struct Issued {
+    url: String,
+    ssecurity: String,
+    psecurity: String,
+}
+
+#[derive(Default)]
+struct Inner {
+    signs: HashSet<String>,
+    contexts: HashMap<String, Ctx>,
+    identity_sessions: HashMap<String, String>,
+    /// By `auth` parameter.
+    tickets: HashMap<String, StsTicket>,
+    pass_tokens: HashMap<String, usize>,
+    service_tokens: HashMap<String, usize>,
+    inbox: Vec<InboxMessage>,
+}
+
+/// The state both Xiaomi hosts share.
+#[derive(Clone)]
+pub struct Xiaomi {
+    inner: Arc<Mutex<Inner>>,
+    faults: Faults,
+    clock: Clock,
+}
+
+impl Default for Xiaomi {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Xiaomi {
+    pub fn new() -> Self {
+        Self {
+            inner: Arc::default(),
+            faults: Faults::new(STEPS),
+            clock: Clock::default(),
+        }
+    }
+
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// Moves the double's clock forward (codes, contexts and STS URLs expire).
+    pub fn advance_clock(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+
+    /// Every code sent so far, newest first.
+    pub fn inbox(&self) -> Vec<InboxMessage> {
+        self.lock().inbox.iter().rev().cloned().collect()
+    }
+
+    /// The newest code sent for `user`.
+    pub fn latest_code(&self, user: &str) -> Option<String> {
+        self.lock()
+            .inbox
+            .iter()
+            .rev()
+            .find(|m| m.account == user)
+            .map(|m| m.code.clone())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("xiaomi state")
+    }
+}
+
+/// The router of account.xiaomi.com.
+pub fn account_router(xiaomi: Xiaomi) -> Router {
+    let faults = xiaomi.faults.clone();
+    Router::new()
+        .route("/pass/serviceLogin", get(service_login))
+        .route("/pass/serviceLoginAuth2", post(service_login_auth2))
+        .route("/pass/serviceLoginAuth2/end", get(login_end))
+        .route("/pass/getCode", get(captcha_image))
+        .route("/identity/authStart", get(old_auth_start))
+        .route("/fe/service/identity/authStart", get(auth_start_page))
+        .route("/fe/service/identity/send", post(page_send))
+        .route(
+            "/fe/service/identity/verify",
+            get(page_verify_form).post(page_verify),
+        )
+        .route("/identity/list", get(identity_list))
+        .route("/identity/auth/sendPhoneTicket", post(send_phone_ticket))
+        .route("/identity/auth/sendEmailTicket", post(send_email_ticket))
+        .route(
+            "/identity/auth/verifyPhone",
+            get(verify_info).post(verify_phone),
+        )
+        .route(
+            "/identity/auth/verifyEmail",
+            get(verify_info).post(verify_email),
+        )
+        .route("/identity/result/check", get(result_check))
+        .route("/inbox", get(inbox_page))
+        .route("/inbox.json", get(inbox_json))
+        .with_state(xiaomi)
+        .merge(crate::faults::routes(faults))
+}
+
+/// The router of sts.api.io.mi.com.
+pub fn sts_router(xiaomi: Xiaomi) -> Router {
+    let faults = xiaomi.faults.clone();
+    Router::new()
+        .route("/sts", get(sts))
+        .with_state(xiaomi)
+        .merge(crate::faults::routes(faults))
+}
+
+macro_rules! fault {
+    ($x:expr, $step:expr) => {
+        if let Some(r) = $x.faults.check($step, &ACCOUNT_STYLE).await {
+            return r;
+        }
+    };
+}
+
+/// An account.xiaomi.com JSON answer: `&&&START&&&` + JSON.
+fn xjson(v: Value) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json;charset=UTF-8")],
+        format!("{JSON_PREFIX}{v}"),
+    )
+        .into_response()
+}
+
+fn xerror(code: i64, tips: &str) -> Response {
+    xjson(json!({"code": code, "result": "error", "desc": tips, "description": tips, "tips": tips}))
+}
+
+fn md5_upper(text: &str) -> String {
+    hex::encode_upper(Md5::digest(text.as_bytes()))
+}
+
+fn uuid() -> String {
+    let h = util::hex_token(16);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+fn html(status: StatusCode, title: &str, body: &str) -> Response {
+    (status, Html(util::html_page(title, body))).into_response()
+}
+
+fn with_cookies(mut r: Response, set: &[String]) -> Response {
+    util::add_cookies(&mut r, set);
+    r
+}
+
+impl Inner {
+    /// A fresh one-time STS URL for `account`.
+    fn issue_sts(&mut self, account: usize, now: i64) -> Issued {
+        let (d, auth, nonce, ssign) = (
+            format!("wb_{}", uuid()),
+            util::b64_token(96),
+            util::b64_token(12),
+            util::b64_token(20),
+        );
+        let url = format!(
+            "{STS_CALLBACK}?d={d}&ticket=0&pwd=1&p_ts={now}&fid=0&p_lm=1&auth={}&m=9&_group=DEFAULT&tsl=0&p_ca=0&p_ur=SG&p_idc=Singapore&nonce={}&_ssign={}",
+            util::encode(&auth),
+            util::encode(&nonce),
+            util::encode(&ssign)
+        );
+        self.tickets.insert(
+            auth,
+            StsTicket {
+                account,
+                d,
+                nonce,
+                ssign,
+                used: false,
+                issued_ms: now,
+            },
+        );
+        Issued {
+            url,
+            ssecurity: util::b64_token(16),
+            psecurity: util::b64_token(16),
+        }
+    }
+
+    /// The account session cookies a finished login sets on account.xiaomi.com.
+    fn pass_cookies(&mut self, account: usize) -> (String, Vec<String>) {
+        let token = format!("V1:{}", util::b64_token(48));
+        self.pass_tokens.insert(token.clone(), account);
+        let a = &ACCOUNTS[account];
+        (
+            token.clone(),
+            vec![
+                util::set_cookie("passToken", &token),
+                util::set_cookie("userId", a.user_id),
+                util::set_cookie("cUserId", a.c_user_id),
+            ],
+        )
+    }
+
+    /// Full login answer (password accepted, no 2FA, or a still-valid passToken).
+    fn login_ok(&mut self, account: usize, now: i64, sign: &str) -> Response {
+        let issued = self.issue_sts(account, now);
+        let (pass_token, set) = self.pass_cookies(account);
+        let a = &ACCOUNTS[account];
+        with_cookies(
+            xjson(json!({
+                "qs": "%3Fsid%3Dxiaomiio%26_json%3Dtrue",
+                "ssecurity": issued.ssecurity,
+                "psecurity": issued.psecurity,
+                "code": 0,
+                "passToken": pass_token,
+                "description": "成功",
+                "securityStatus": 0,
+                // The JSON nonce is a number; the STS URL carries its own base64 `nonce`.
+                "nonce": rand::random::<u64>() >> 12,
+                "userId": a.user_id.parse::<i64>().unwrap_or_default(),
+                "cUserId": a.c_user_id,
+                "result": "ok",
+                "psecurityStatus": 0,
+                "location": issued.url,
+                "pwd": 1,
+                "child": 0,
+                "desc": "成功",
+                "_sign": sign,
+                "sid": "xiaomiio",
+                "callback": STS_CALLBACK,
+                "captchaUrl": Value::Null,
+            })),
+            &set,
+        )
+    }
+
+    /// The context of an `identity_session` cookie, if live.
+    fn identity_ctx(&self, headers: &HeaderMap, now: i64) -> Option<String> {
+        let session = util::cookies(headers).remove("identity_session")?;
+        let ctx = self.identity_sessions.get(&session)?;
+        self.live_ctx(ctx, now).then(|| ctx.clone())
+    }
+
+    fn live_ctx(&self, ctx: &str, now: i64) -> bool {
+        self.contexts.get(ctx).is_some_and(|c| {
+            !c.finished && now - c.created_ms < CONTEXT_LIFETIME.as_millis() as i64
+        })
+    }
+
+    /// "Sends" a new code for the context (the only one accepted from now on).
+    fn send_code(&mut self, ctx: &str, now: i64) -> Option<()> {
+        let c = self.contexts.get_mut(ctx)?;
+        let (channel, to) = ACCOUNTS[c.account].two_fa?;
+        let code = format!("{:06}", rand::random::<u32>() % 1_000_000);
+        c.code = Some(SentCode {
+            code: code.clone(),
+            sent_ms: now,
+            used: false,
+        });
+        c.failures = 0;
+        self.inbox.push(InboxMessage {
+            channel: match channel {
+                Channel::Phone => "sms",
+                Channel::Email => "email",
+            },
+            to,
+            account: ACCOUNTS[c.account].user,
+            text: format!("[Xiaomi] Your verification code is {code}. It expires in 5 minutes. Don't share it with anyone."),
+            code,
+            sent_at_ms: now,
+        });
+        Some(())
+    }
+
+    /// Checks a code against the context; `Err(tips)` on failure.
+    fn check_code(&mut self, ctx: &str, ticket: &str, now: i64) -> Result<(), &'static str> {
+        let c = self.contexts.get_mut(ctx).ok_or("The link has expired.")?;
+        let Some(sent) = c.code.as_mut() else {
+            return Err("Get a verification code first.");
+        };
+        if sent.used {
+            return Err("This verification code was already used.");
+        }
+        if c.failures >= MAX_CODE_FAILURES {
+            return Err("Too many attempts. Request a new code.");
+        }
+        if now - sent.sent_ms > CODE_LIFETIME.as_millis() as i64 {
+            return Err("The verification code has expired. Request a new code.");
+        }
+        if sent.code != ticket.trim() {
+            c.failures += 1;
+            return Err("Incorrect verification code.");
+        }
+        sent.used = true;
+        c.verified = true;
+        Ok(())
+    }
+}
+
+/// `GET /pass/serviceLogin?sid=xiaomiio&_json=true`.
+async fn service_login(State(x): State<Xiaomi>, uri: Uri, headers: HeaderMap) -> Response {
+    fault!(x, "service_login");
+    let q = util::query(&uri);
+    if q.get("sid").map(String::as_str) != Some("xiaomiio") {
+        return xerror(ERR_BAD_REQUEST, "sid=xiaomiio is required");
+    }
+    if q.get("_json").map(String::as_str) != Some("true") {
+        return html(
+            StatusCode::OK,
+            "Xiaomi Account",
+            "<p>Sign in with a Xiaomi Account (this double answers JSON with _json=true).</p>",
+        );
+    }
+    let now = x.clock.now_ms();
+    let mut inner = x.lock();
+    let sign = format!("2&V1_passport&{}", util::b64_token(20));
+    inner.signs.insert(sign.clone());
+    // A still-valid account session logs in at once.
+    let cookies = util::cookies(&headers);
+    if let Some(&account) = cookies
+        .get("passToken")
+        .and_then(|t| inner.pass_tokens.get(t))
+    {
+        if cookies.get("userId").map(String::as_str) == Some(ACCOUNTS[account].user_id) {
+            return inner.login_ok(account, now, &sign);
+        }
+    }
+    xjson(json!({
+        "serviceParam": "{\"checkSafePhone\":false,\"checkSafeAddress\":false,\"lsrp_score\":0.0}",
+        "qs": "%3Fsid%3Dxiaomiio%26_json%3Dtrue",
+        "code": ERR_WRONG_PASSWORD,
+        "description": "登录验证失败",
+        "securityStatus": 0,
+        "_sign": sign,
+        "sid": "xiaomiio",
+        "result": "error",
+        "captchaUrl": Value::Null,
+        "callback": STS_CALLBACK,
+        "location": format!("{ACCOUNT_ORIGIN}/fe/service/login?_json=true&sid=xiaomiio&qs=%253Fsid%253Dxiaomiio%2526_json%253Dtrue&callback={}&_sign={}", util::encode(STS_CALLBACK), util::encode(&sign)),
+        "pwd": 0,
+        "child": 0,
+        "desc": "登录验证失败",
+    }))
+}
+
+/// `POST /pass/serviceLoginAuth2`.
+async fn service_login_auth2(State(x): State<Xiaomi>, headers: HeaderMap, body: Bytes) -> Response {
+    fault!(x, "login");
+    let Some(form) = util::form(&headers, &body) else {
+        return xerror(ERR_BAD_REQUEST, "expected a form body");
+    };
+    let field = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
+    let now = x.clock.now_ms();
+    let mut inner = x.lock();
+    if field("sid") != "xiaomiio"
+        || field("_json") != "true"
+        || field("callback") != STS_CALLBACK
+        || !matches!(
+            field("qs"),
+            "%3Fsid%3Dxiaomiio%26_json%3Dtrue" | "?sid=xiaomiio&_json=true"
+        )
+        || field("user").is_empty()
+    {
+        return xerror(
+            ERR_BAD_REQUEST,
+            "sid=xiaomiio, _json=true, callback, qs and user are required",
+        );
+    }
+    if !inner.signs.contains(field("_sign")) {
+        return xerror(
+            ERR_BAD_REQUEST,
+            "_sign is missing or was not issued by serviceLogin",
+        );
+    }
+    let Some(account) = ACCOUNTS.iter().position(|a| a.user == field("user")) else {
+        return xerror(ERR_WRONG_PASSWORD, "登录验证失败");
+    };
+    let a = &ACCOUNTS[account];
+    if a.captcha {
+        return xjson(json!({
+            "code": ERR_CAPTCHA,
+            "result": "error",
+            "desc": "验证码输入错误",
+            "description": "验证码输入错误",
+            "captchaUrl": format!("/pass/getCode?icodeType=login&_dc={now}"),
+        }));
+    }
+    // Strict: the upper-case hex MD5, exactly.
+    if field("hash") != md5_upper(a.password) {
+        return xerror(ERR_WRONG_PASSWORD, "登录验证失败");
+    }
+    let sign = field("_sign").to_owned();
+    if a.two_fa.is_none() {
+        return inner.login_ok(account, now, &sign);
+    }
+    let ctx = util::hex_token(24);
+    inner.contexts.insert(
+        ctx.clone(),
+        Ctx {
+            account,
+            created_ms: now,
+            code: None,
+            failures: 0,
+            verified: false,
+            tips_shown: false,
+            finished: false,
+        },
+    );
+    xjson(json!({
+        "qs": "%3Fsid%3Dxiaomiio%26_json%3Dtrue",
+        "code": 0,
+        "description": "成功",
+        "securityStatus": 16,
+        "_sign": sign,
+        "sid": "xiaomiio",
+        "result": "ok",
+        "captchaUrl": Value::Null,
+        "callback": STS_CALLBACK,
+        "location": "",
+        "pwd": 1,
+        "child": 0,
+        "desc": "成功",
+        "notificationUrl": format!("{ACCOUNT_ORIGIN}/fe/service/identity/authStart?sid=xiaomiio&context={ctx}&_locale=en_US"),
+    }))
+}
+
+async fn captcha_image() -> Response {
+    with_cookies(
+        (
+            [(header::CONTENT_TYPE, "image/svg+xml")],
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="120" height="40"><text x="10" y="28" font-size="24">x7Kq2</text></svg>"#,
+        )
+            .into_response(),
+        &[util::set_cookie("ick", &util::b64_token(24))],
+    )
+}
+
+/// The older path redirects to the current page (relative, so a browser stays on the double).
+async fn old_auth_start(uri: Uri) -> Response {
+    let q = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    util::found(&format!("/fe/service/identity/authStart{q}"), &[])
+}
+
+fn masked(inner: &Inner, ctx: &str) -> (&'static str, Channel, &'static str) {
+    let a = &ACCOUNTS[inner.contexts[ctx].account];
+    let (channel, to) = a.two_fa.unwrap_or((Channel::Phone, ""));
+    (a.user, channel, to)
+}
+
+fn channel_words(c: Channel) -> &'static str {
+    match c {
+        Channel::Phone => "by SMS to",
+        Channel::Email => "by email to",
+    }
+}
+
+fn expired_page() -> Response {
+    html(
+        StatusCode::BAD_REQUEST,
+        "Link expired",
+        "<p role=\"alert\">This verification link is invalid or has expired. Sign in again.</p>",
+    )
+}
+
+/// `GET /fe/service/identity/authStart?sid=xiaomiio&context=…`: the page a human opens.
+async fn auth_start_page(State(x): State<Xiaomi>, uri: Uri) -> Response {
+    fault!(x, "auth_start");
+    let q = util::query(&uri);
+    let ctx = q.get("context").cloned().unwrap_or_default();
+    let now = x.clock.now_ms();
+    let mut inner = x.lock();
+    if !inner.live_ctx(&ctx, now) {
+        return expired_page();
+    }
+    let session = util::hex_token(16);
+    inner.identity_sessions.insert(session.clone(), ctx.clone());
+    let (user, channel, to) = masked(&inner, &ctx);
+    let body = format!(
+        r#"<p>Account: <strong>{user}</strong></p>
+<p>To keep your account safe, verify that it's you. We'll send a verification code {words} <strong>{to}</strong>.</p>
+<form method="post" action="/fe/service/identity/send"><input type="hidden" name="context" value="{ctx}"><button type="submit">Send code</button></form>
+<p>This is a simulator: codes it sends appear in its <a href="/inbox" target="_blank">inbox</a>.</p>"#,
+        user = util::esc(user),
+        words = channel_words(channel),
+        to = util::esc(to),
+        ctx = util::esc(&ctx),
+    );
+    with_cookies(
+        html(StatusCode::OK, "Verify your identity", &body),
+        &[util::set_cookie("identity_session", &session)],
+    )
+}
+
+fn verify_form(inner: &Inner, ctx: &str, error: Option<&str>) -> String {
+    let (_, channel, to) = masked(inner, ctx);
+    let alert = error
+        .map(|e| format!("<p role=\"alert\">{}</p>", util::esc(e)))
+        .unwrap_or_default();
+    format!(
+        r#"<p role="status">A verification code was sent {words} <strong>{to}</strong>. Read it in the simulator's <a href="/inbox" target="_blank">inbox</a>.</p>
+{alert}
+<form method="post" action="/fe/service/identity/verify"><input type="hidden" name="context" value="{ctx}">
+<label for="ticket">Verification code</label> <input id="ticket" name="ticket" inputmode="numeric" autocomplete="one-time-code" required>
+<button type="submit">Verify</button></form>
+<form method="post" action="/fe/service/identity/send"><input type="hidden" name="context" value="{ctx}"><button type="submit">Send a new code</button></form>"#,
+        words = channel_words(channel),
+        to = util::esc(to),
+        ctx = util::esc(ctx),
+    )
+}
+
+/// The page's "Send code": sends, then shows the code form.
+async fn page_send(State(x): State<Xiaomi>, headers: HeaderMap, body: Bytes) -> Response {
+    fault!(x, "send_ticket");
+    let ctx = util::form(&headers, &body)
+        .and_then(|mut f| f.remove("context"))
+        .unwrap_or_default();
+    let now = x.clock.now_ms();
+    let mut inner = x.lock();
+    if !inner.live_ctx(&ctx, now) || inner.send_code(&ctx, now).is_none() {
+        return expired_page();
+    }
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "/fe/service/identity/verify?context={}",
+        util::encode(&ctx)
+    )) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+async fn page_verify_form(State(x): State<Xiaomi>, uri: Uri) -> Response {
+    let ctx = util::query(&uri).remove("context").unwrap_or_default();
+    let inner = x.lock();
+    if !inner.live_ctx(&ctx, x.clock.now_ms()) {
+        return expired_page();
+    }
+    html(
+        StatusCode::OK,
+        "Enter the verification code",
+        &verify_form(&inner, &ctx, None),
+    )
+}
+
+/// The page's "Verify": on success it finishes the login and shows the STS URL to copy.
+async fn page_verify(State(x): State<Xiaomi>, headers: HeaderMap, body: Bytes) -> Response {
+    fault!(x, "verify");
+    let form = util::form(&headers, &body).unwrap_or_default();
+    let ctx = form.get("context").cloned().unwrap_or_default();
+    let ticket = form.get("ticket").cloned().unwrap_or_default();
+    let now = x.clock.now_ms();
+    let mut inner = x.lock();
+    if !inner.live_ctx(&ctx, now) {
+        return expired_page();
+    }
+    if let Err(tips) = inner.check_code(&ctx, &ticket, now) {
+        return html(
+            StatusCode::OK,
+            "Enter the verification code",
+            &verify_form(&inner, &ctx, Some(tips)),
+        );
+    }
+    let account = inner.contexts[&ctx].account;
+    if let Some(c) = inner.contexts.get_mut(&ctx) {
+        c.finished = true;
+    }
+    let issued = inner.issue_sts(account, now);
+    let body = format!(
+        r#"<p role="status">Verification complete.</p>
+<p>Copy this URL and paste it into Stepgate. It works once.</p>
+<label for="url">Authenticated URL</label>
+<input id="url" name="url" readonly value="{url}">
+<button type="button" id="copy">Copy</button>
+<script>document.getElementById("copy").addEventListener("click",()=>{{const i=document.getElementById("url");i.select();if(navigator.clipboard)navigator.clipboard.writeText(i.value);}});</script>"#,
+        url = util::esc(&issued.url)
+    );
+    html(StatusCode::OK, "Verification complete", &body)
+}
+
+/// `GET /identity/list?sid=xiaomiio&context=…`: sets `identity_session`, tells the method.
+async fn identity_list(State(x): State<Xiaomi>, uri: Uri) -> Response {
+    fault!(x, "identity_list");
+    let q = util::query(&uri);
+    let ctx = q.get("context").cloned().unwrap_or_default();
+    let now = x.clock.now_ms();
+    let mut inner = x.lock();
+    if q.get("sid").map(String::as_str) != Some("xiaomiio") || !inner.live_ctx(&ctx, now) {
+        return xerror(ERR_BAD_REQUEST, "The link has expired.");
+    }
+    let session = util::hex_token(16);
+    inner.identity_sessions.insert(session.clone(), ctx.clone());
+    let (_, channel, to) = masked(&inner, &ctx);
+    let mut v =
+        json!({"code": 0, "result": "ok", "flag": channel.flag(), "options": [channel.flag()]});
+    v[match channel {
+        Channel::Phone => "maskedPhone",
+        Channel::Email => "maskedEmail",
+    }] = Value::from(to);
+    with_cookies(xjson(v), &[util::set_cookie("identity_session", &session)])
+}
+
+async fn send_ticket(x: Xiaomi, headers: HeaderMap, want: Channel) -> Response {
+    fault!(x, "send_ticket");
+    let now = x.clock.now_ms();
+    let mut inner = x.lock();
+    let Some(ctx) = inner.identity_ctx(&headers, now) else {
+        return xerror(
+            ERR_BAD_REQUEST,
+            "No identity session: call identity/list first.",
+        );
+    };
+    if masked(&inner, &ctx).1 != want {
+        return xerror(
+            ERR_BAD_REQUEST,
+            "This verification method is not available for the account.",
+        );
+    }
+    inner.send_code(&ctx, now);
+    xjson(json!({"code": 0, "result": "ok"}))
+}
+
+async fn send_phone_ticket(State(x): State<Xiaomi>, headers: HeaderMap) -> Response {
+    send_ticket(x, headers, Channel::Phone).await
+}
+
+async fn send_email_ticket(State(x): State<Xiaomi>, headers: HeaderMap) -> Response {
+    send_ticket(x, headers, Channel::Email).await
+}
+
+/// `GET /identity/auth/verifyPhone?_flag=4&_json=true` (and Email): what will be verified.
+async fn verify_info(State(x): State<Xiaomi>, headers: HeaderMap) -> Response {
+    fault!(x, "verify");
+    let inner = x.lock();
+    let Some(ctx) = inner.identity_ctx(&headers, x.clock.now_ms()) else {
+        return xerror(
+            ERR_BAD_REQUEST,
+            "No identity session: call identity/list first.",
+        );
+    };
+    let (_, channel, to) = masked(&inner, &ctx);
+    xjson(json!({"code": 0, "result": "ok", "flag": channel.flag(), "masked": to}))
+}
+
+async fn verify(x: Xiaomi, headers: HeaderMap, body: Bytes, want: Channel) -> Response {
+    fault!(x, "verify");
+    let form = util::form(&headers, &body).unwrap_or_default();
+    let field = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
+    let now = x.clock.now_ms();
+    let mut inner = x.lock();
+    let Some(ctx) = inner.identity_ctx(&headers, now) else {
+        return xerror(
+            ERR_BAD_REQUEST,
+            "No identity session: call identity/list first.",
+        );
+    };
+    if masked(&inner, &ctx).1 != want
+        || field("_flag") != want.flag().to_string()
+        || !matches!(field("trust"), "true" | "false")
+        || field("_json") != "true"
+    {
+        return xerror(
+            ERR_BAD_REQUEST,
+            "_flag (matching the method), ticket, trust=true|false and _json=true are required",
+        );
+    }
+    if let Err(tips) = inner.check_code(&ctx, field("ticket"), now) {
+        return xerror(ERR_WRONG_CODE, tips);
+    }
+    xjson(json!({
+        "code": 0,
+        "result": "ok",
+        "location": format!("{ACCOUNT_ORIGIN}/identity/result/check?sid=xiaomiio&context={ctx}&_locale=en_US"),
+    }))
+}
+
+async fn verify_phone(State(x): State<Xiaomi>, headers: HeaderMap, body: Bytes) -> Response {
+    verify(x, headers, body, Channel::Phone).await
+}
+
+async fn verify_email(State(x): State<Xiaomi>, headers: HeaderMap, body: Bytes) -> Response {
+    verify(x, headers, body, Channel::Email).await
+}
+
+/// `GET /identity/result/check?sid=xiaomiio&context=…` → 302 `serviceLoginAuth2/end`.
+async fn result_check(State(x): State<Xiaomi>, uri: Uri) -> Response {
+    fault!(x, "result_check");
+    let ctx = util::query(&uri).remove("context").unwrap_or_default();
+    let inner = x.lock();
+    if !inner.live_ctx(&ctx, x.clock.now_ms()) {
+        return expired_page();
+    }
+    if !inner.contexts[&ctx].verified {
+        return util::found(
+            &format!("{ACCOUNT_ORIGIN}/fe/service/identity/authStart?sid=xiaomiio&context={ctx}&_locale=en_US"),
+            &[],
+        );
+    }
+    util::found(
+        &format!(
+            "{ACCOUNT_ORIGIN}/pass/serviceLoginAuth2/end?_group=DEFAULT&sid=xiaomiio&context={ctx}"
+        ),
+        &[],
+    )
+}
+
+/// `GET /pass/serviceLoginAuth2/end?…`: 302 to the STS URL with `extension-pragma`
+/// (for the email demo account a "Tips" page comes first, once).
+async fn login_end(State(x): State<Xiaomi>, uri: Uri) -> Response {
+    fault!(x, "login_end");
+    let ctx = util::query(&uri).remove("context").unwrap_or_default();
+    let now = x.clock.now_ms();
+    let mut inner = x.lock();
+    if !inner.live_ctx(&ctx, now) || !inner.contexts[&ctx].verified {
+        return expired_page();
+    }
+    let c = inner.contexts.get_mut(&ctx).expect("context");
+    let account = c.account;
+    if ACCOUNTS[account].tips && !c.tips_shown {
+        c.tips_shown = true;
+        return html(
+            StatusCode::OK,
+            "Xiaomi Account - Tips",
+            "<p>Your account was verified on a new device. Continue to sign in.</p>",
+        );
+    }
+    c.finished = true;
+    let issued = inner.issue_sts(account, now);
+    let (_, set) = inner.pass_cookies(account);
+    let mut r = util::found(&issued.url, &set);
+    let pragma = json!({"ssecurity": issued.ssecurity, "psecurity": issued.psecurity}).to_string();
+    if let Ok(v) = HeaderValue::from_str(&pragma) {
+        r.headers_mut().insert("extension-pragma", v);
+    }
+    r
+}
+
+/// `GET /sts?d=&ticket=&auth=&nonce=&_ssign=…` on sts.api.io.mi.com: once, `serviceToken`.
+async fn sts(State(x): State<Xiaomi>, uri: Uri) -> Response {
+    if let Some(r) = x.faults.check("sts", &STS_STYLE).await {
+        return r;
+    }
+    let q = util::query(&uri);
+    if ["d", "ticket", "auth", "nonce", "_ssign"]
+        .iter()
+        .any(|k| q.get(*k).is_none_or(|v| v.is_empty()))
+    {
+        return (StatusCode::BAD_REQUEST, "Bad Request").into_response();
+    }
+    let now = x.clock.now_ms();
+    let mut inner = x.lock();
+    let denied = || (StatusCode::FORBIDDEN, "Access denied").into_response();
+    let Some(t) = inner.tickets.get_mut(&q["auth"]) else {
+        return denied();
+    };
+    if t.used
+        || t.d != q["d"]
+        || t.nonce != q["nonce"]
+        || t.ssign != q["_ssign"]
+        || now - t.issued_ms > STS_LIFETIME.as_millis() as i64
+    {
+        return denied();
+    }
+    t.used = true;
+    let account = t.account;
+    let token = util::b64_token(96);
+    inner.service_tokens.insert(token.clone(), account);
+    let a = &ACCOUNTS[account];
+    with_cookies(
+        ([(header::CONTENT_TYPE, "text/plain")], "ok").into_response(),
+        &[
+            util::set_cookie("serviceToken", &token),
+            util::set_cookie("userId", a.user_id),
+            util::set_cookie("cUserId", a.c_user_id),
+        ],
+    )
+}
+
+async fn inbox_json(State(x): State<Xiaomi>) -> Json<Vec<InboxMessage>> {
+    Json(x.inbox())
+}
+
+async fn inbox_page(State(x): State<Xiaomi>) -> Response {
+    let rows: String = x
+        .inbox()
+        .iter()
+        .map(|m| {
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"code\">{}</td><td>{}</td></tr>",
+                m.channel,
+                util::esc(m.to),
+                util::esc(m.account),
+                m.code,
+                util::esc(&m.text)
+            )
+        })
+        .collect();
+    let body = if rows.is_empty() {
+        "<p>No messages yet.</p>".to_owned()
+    } else {
+        format!(
+            "<table aria-label=\"Messages\"><thead><tr><th>Channel</th><th>To</th><th>Account</th><th>Code</th><th>Message</th></tr></thead><tbody>{rows}</tbody></table>"
+        )
+    };
+    html(
+        StatusCode::OK,
+        "Inbox (SMS and email sent by the Xiaomi simulator)",
+        &format!("{body}<p><a href=\"/inbox\">Refresh</a></p>"),
+    )
+}
+
+/// Both Xiaomi hosts, served on their own ports (for tests and the binary).
+pub struct XiaomiSandbox {
+    pub xiaomi: Xiaomi,
+    pub account_addr: std::net::SocketAddr,
+    pub sts_addr: std::net::SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl XiaomiSandbox {
+    /// Both hosts on 127.0.0.1 with ports chosen by the system.
+    pub async fn spawn() -> XiaomiSandbox {
+        Self::spawn_at("127.0.0.1:0", "127.0.0.1:0")
+            .await
+            .expect("bind the Xiaomi sandbox")
+    }
+
+    pub async fn spawn_at(account: &str, sts_addr: &str) -> std::io::Result<XiaomiSandbox> {
+        let xiaomi = Xiaomi::new();
+        let (account_addr, a) = util::serve(account, account_router(xiaomi.clone())).await?;
+        let (sts_addr, s) = util::serve(sts_addr, sts_router(xiaomi.clone())).await?;
+        Ok(XiaomiSandbox {
+            xiaomi,
+            account_addr,
+            sts_addr,
+            tasks: vec![a, s],
+        })
+    }
+
+    /// `https://account.xiaomi.com=http://… https://sts.api.io.mi.com=http://…`.
+    pub fn upstreams(&self) -> String {
+        format!(
+            "{ACCOUNT_ORIGIN}=http://{} {STS_ORIGIN}=http://{}",
+            self.account_addr, self.sts_addr
+        )
+    }
+
+    /// Switches a fault on for a step (see [`STEPS`]; `"all"` for every step).
+    pub fn set_fault(&self, step: &str, fault: Fault) {
+        self.xiaomi
+            .faults
+            .set(step, fault, None)
+            .expect("known Xiaomi step");
+    }
+
+    /// Switches a fault on for the next `count` requests of a step.
+    pub fn set_fault_times(&self, step: &str, fault: Fault, count: u32) {
+        self.xiaomi
+            .faults
+            .set(step, fault, Some(count))
+            .expect("known Xiaomi step");
+    }
+
+    pub fn clear_faults(&self) {
+        self.xiaomi.faults.clear();
+    }
+
+    pub fn advance_clock(&self, by: Duration) {
+        self.xiaomi.advance_clock(by);
+    }
+
+    /// Every code sent so far, newest first.
+    pub fn inbox(&self) -> Vec<InboxMessage> {
+        self.xiaomi.inbox()
+    }
+
+    /// The newest code sent for `user`.
+    pub fn latest_code(&self, user: &str) -> Option<String> {
+        self.xiaomi.latest_code(user)
+    }
+}
+
+impl Drop for XiaomiSandbox {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}

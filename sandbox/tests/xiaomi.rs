@@ -1,0 +1,455 @@
+//! The Xiaomi double driven as micloud / homebridge-miot / the NuttShell extractor drive the
+//! real service.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{assert_real, Client, Resp};
+use md5::{Digest, Md5};
+use sandbox::faults::Fault;
+use sandbox::xiaomi::*;
+
+const ACC: &str = "https://account.xiaomi.com";
+const STS: &str = "https://sts.api.io.mi.com";
+
+fn hash(password: &str) -> String {
+    hex::encode_upper(Md5::digest(password.as_bytes()))
+}
+
+fn client(sb: &XiaomiSandbox) -> Client {
+    let mut c = Client::new(&sb.upstreams());
+    c.set_cookie(ACC, "sdkVersion", "accountsdk-18.8.15");
+    c.set_cookie(ACC, "deviceId", "abcdef");
+    c
+}
+
+/// Steps 1 and 2; returns the step-2 reply.
+async fn password_login(c: &mut Client, user: &str, password_hash: &str) -> Resp {
+    let r = c
+        .get(&format!("{ACC}/pass/serviceLogin?sid=xiaomiio&_json=true"))
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(r.text.starts_with("&&&START&&&"));
+    let j = r.json();
+    let sign = j["_sign"].as_str().unwrap().to_owned();
+    assert_eq!(j["callback"], STS_CALLBACK);
+    c.post_form(
+        &format!("{ACC}/pass/serviceLoginAuth2"),
+        &[
+            ("hash", password_hash),
+            ("_json", "true"),
+            ("sid", "xiaomiio"),
+            ("callback", STS_CALLBACK),
+            ("qs", "%3Fsid%3Dxiaomiio%26_json%3Dtrue"),
+            ("_sign", &sign),
+            ("user", user),
+        ],
+    )
+    .await
+}
+
+/// Step 3: the STS URL gives `serviceToken`.
+async fn sts(c: &mut Client, url: &str) -> Resp {
+    assert!(
+        url.starts_with("https://sts.api.io.mi.com/sts?d=wb_"),
+        "{url}"
+    );
+    let r = c.get(url).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.text, "ok");
+    assert!(c.cookie(STS, "serviceToken").is_some());
+    assert!(c.cookie(STS, "userId").is_some());
+    r
+}
+
+#[tokio::test]
+async fn happy_path_without_2fa_and_sts_url_is_one_time() {
+    let sb = XiaomiSandbox::spawn().await;
+    let mut c = client(&sb);
+    let r = password_login(&mut c, DEMO_USER, &hash(DEMO_PASSWORD)).await;
+    assert!(r.text.starts_with("&&&START&&&"));
+    let j = r.json();
+    assert_eq!(j["code"], 0);
+    assert_eq!(j["result"], "ok");
+    assert!(j["ssecurity"].as_str().unwrap().len() > 4);
+    assert!(j["passToken"].is_string() && j["userId"].is_number() && j["cUserId"].is_string());
+    assert!(j["nonce"].is_number());
+    let location = j["location"].as_str().unwrap().to_owned();
+    for p in [
+        "ticket=0",
+        "pwd=1",
+        "p_ts=",
+        "fid=0",
+        "p_lm=1",
+        "auth=",
+        "m=9",
+        "_group=DEFAULT",
+        "tsl=0",
+        "p_ca=0",
+        "p_ur=SG",
+        "p_idc=Singapore",
+        "nonce=",
+        "_ssign=",
+    ] {
+        assert!(location.contains(p), "{p} missing in {location}");
+    }
+    assert_real(&location);
+    sts(&mut c, &location).await;
+
+    // The same STS URL a second time is refused.
+    let mut other = client(&sb);
+    assert_eq!(other.get(&location).await.status, 403);
+    // A forged one too, and one missing parameters.
+    let forged = location
+        .replace("ticket=0", "ticket=0&x=1")
+        .replace("_ssign=", "_ssign=AA");
+    assert_eq!(other.get(&forged).await.status, 403);
+    assert_eq!(other.get(&format!("{STS}/sts?d=wb_x")).await.status, 400);
+
+    // The account session (passToken) logs in again at serviceLogin.
+    let again = c
+        .get(&format!("{ACC}/pass/serviceLogin?sid=xiaomiio&_json=true"))
+        .await
+        .json();
+    assert_eq!(again["code"], 0);
+    assert!(again["ssecurity"].is_string());
+}
+
+#[tokio::test]
+async fn wrong_password_lowercase_hash_bad_sign_and_captcha() {
+    let sb = XiaomiSandbox::spawn().await;
+    let mut c = client(&sb);
+    let j = password_login(&mut c, DEMO_USER, &hash("wrong"))
+        .await
+        .json();
+    assert_eq!(j["code"], ERR_WRONG_PASSWORD);
+    assert!(j.get("ssecurity").is_none());
+    let lower = hash(DEMO_PASSWORD).to_lowercase();
+    let j = password_login(&mut c, DEMO_USER, &lower).await.json();
+    assert_eq!(j["code"], ERR_WRONG_PASSWORD);
+    let j = password_login(&mut c, CAPTCHA_USER, &hash(DEMO_PASSWORD))
+        .await
+        .json();
+    assert_eq!(j["code"], ERR_CAPTCHA);
+    assert!(j["captchaUrl"]
+        .as_str()
+        .unwrap()
+        .starts_with("/pass/getCode"));
+    // A _sign that serviceLogin never issued.
+    let r = c
+        .post_form(
+            &format!("{ACC}/pass/serviceLoginAuth2"),
+            &[
+                ("hash", &hash(DEMO_PASSWORD)),
+                ("_json", "true"),
+                ("sid", "xiaomiio"),
+                ("callback", STS_CALLBACK),
+                ("qs", "%3Fsid%3Dxiaomiio%26_json%3Dtrue"),
+                ("_sign", "made-up"),
+                ("user", DEMO_USER),
+            ],
+        )
+        .await;
+    assert_eq!(r.json()["code"], ERR_BAD_REQUEST);
+}
+
+/// Login of a 2FA account; returns the context and the notificationUrl.
+async fn needs_2fa(c: &mut Client, user: &str) -> (String, String) {
+    let j = password_login(c, user, &hash(DEMO_PASSWORD)).await.json();
+    assert_eq!(j["code"], 0);
+    assert_eq!(j["result"], "ok");
+    assert!(j.get("ssecurity").is_none());
+    let url = j["notificationUrl"].as_str().unwrap().to_owned();
+    assert!(
+        url.starts_with(
+            "https://account.xiaomi.com/fe/service/identity/authStart?sid=xiaomiio&context="
+        ),
+        "{url}"
+    );
+    let ctx = url
+        .split("context=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_owned();
+    (ctx, url)
+}
+
+/// identity/list → flag.
+async fn identity_list(c: &mut Client, ctx: &str) -> i64 {
+    let r = c
+        .get(&format!(
+            "{ACC}/identity/list?sid=xiaomiio&context={ctx}&_locale=en_US"
+        ))
+        .await;
+    assert!(c.cookie(ACC, "identity_session").is_some());
+    r.json()["flag"].as_i64().unwrap()
+}
+
+async fn verify(c: &mut Client, api: &str, flag: &str, ticket: &str, trust: &str) -> Resp {
+    c.post_form(
+        &format!("{ACC}{api}?_dc=1700000000000"),
+        &[
+            ("_flag", flag),
+            ("ticket", ticket),
+            ("trust", trust),
+            ("_json", "true"),
+        ],
+    )
+    .await
+}
+
+/// From the verify answer's `location` to `serviceToken`, by hand (NuttShell).
+async fn finish(c: &mut Client, location: &str) {
+    assert!(location.starts_with("https://account.xiaomi.com/identity/result/check?"));
+    let check = c.get(location).await;
+    assert_eq!(check.status, 302);
+    let end_url = check.location();
+    assert!(end_url.starts_with("https://account.xiaomi.com/pass/serviceLoginAuth2/end?"));
+    let mut end = c.get(&end_url).await;
+    if end.status == 200 {
+        assert!(end.text.contains("Xiaomi Account - Tips"));
+        end = c.get(&end_url).await;
+    }
+    assert_eq!(end.status, 302);
+    let pragma: serde_json::Value = serde_json::from_str(
+        end.headers
+            .get("extension-pragma")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(pragma["ssecurity"].as_str().unwrap().len() > 4);
+    assert!(pragma["psecurity"].is_string());
+    let sts_url = end.location();
+    sts(c, &sts_url).await;
+    // The end URL works once.
+    assert_eq!(c.get(&end_url).await.status, 400);
+    assert_eq!(c.get(&sts_url).await.status, 403);
+}
+
+#[tokio::test]
+async fn two_fa_by_phone_send_and_verify() {
+    let sb = XiaomiSandbox::spawn().await;
+    let mut c = client(&sb);
+    let (ctx, _) = needs_2fa(&mut c, DEMO_2FA_USER).await;
+    assert_eq!(identity_list(&mut c, &ctx).await, 4);
+    let sent = c
+        .post_form(
+            &format!("{ACC}/identity/auth/sendPhoneTicket?_dc=1&sid=xiaomiio&context={ctx}&mask=0&_locale=en_US"),
+            &[("retry", "0"), ("icode", ""), ("_json", "true")],
+        )
+        .await;
+    assert_eq!(sent.json()["code"], 0);
+    let code = sb.latest_code(DEMO_2FA_USER).unwrap();
+    assert_eq!(code.len(), 6);
+    assert_eq!(sb.inbox()[0].channel, "sms");
+    // The wrong method and a wrong code.
+    let r = verify(&mut c, "/identity/auth/verifyEmail", "8", &code, "true").await;
+    assert_ne!(r.json()["code"], 0);
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let r = verify(&mut c, "/identity/auth/verifyPhone", "4", wrong, "true").await;
+    let j = r.json();
+    assert_eq!(j["code"], ERR_WRONG_CODE);
+    assert!(j["tips"].is_string());
+    // The right one (homebridge sends trust=true).
+    let r = verify(&mut c, "/identity/auth/verifyPhone", "4", &code, "true").await;
+    let j = r.json();
+    assert_eq!(j["code"], 0, "{j}");
+    // One-time.
+    let again = verify(&mut c, "/identity/auth/verifyPhone", "4", &code, "true").await;
+    assert_eq!(again.json()["code"], ERR_WRONG_CODE);
+    finish(&mut c, j["location"].as_str().unwrap()).await;
+}
+
+#[tokio::test]
+async fn two_fa_by_email_with_tips_page_and_trust_false() {
+    let sb = XiaomiSandbox::spawn().await;
+    let mut c = client(&sb);
+    let (ctx, url) = needs_2fa(&mut c, DEMO_EMAIL_2FA_USER).await;
+    assert_eq!(c.get(&url).await.status, 200);
+    assert_eq!(identity_list(&mut c, &ctx).await, 8);
+    // Phone is not this account's method.
+    let r = c
+        .post_form(
+            &format!("{ACC}/identity/auth/sendPhoneTicket"),
+            &[("_json", "true")],
+        )
+        .await;
+    assert_ne!(r.json()["code"], 0);
+    let r = c
+        .post_form(
+            &format!("{ACC}/identity/auth/sendEmailTicket?_dc=1&sid=xiaomiio&context={ctx}"),
+            &[("retry", "0"), ("icode", ""), ("_json", "true")],
+        )
+        .await;
+    assert_eq!(r.json()["code"], 0);
+    let code = sb.latest_code(DEMO_EMAIL_2FA_USER).unwrap();
+    assert_eq!(sb.inbox()[0].channel, "email");
+    let j = verify(&mut c, "/identity/auth/verifyEmail", "8", &code, "false")
+        .await
+        .json();
+    assert_eq!(j["code"], 0);
+    finish(&mut c, j["location"].as_str().unwrap()).await;
+}
+
+#[tokio::test]
+async fn identity_calls_need_identity_session_and_codes_expire() {
+    let sb = XiaomiSandbox::spawn().await;
+    let mut c = client(&sb);
+    let (ctx, _) = needs_2fa(&mut c, DEMO_2FA_USER).await;
+    let r = c
+        .post_form(
+            &format!("{ACC}/identity/auth/sendPhoneTicket"),
+            &[("_json", "true")],
+        )
+        .await;
+    assert_eq!(r.json()["code"], ERR_BAD_REQUEST);
+    identity_list(&mut c, &ctx).await;
+    c.post_form(
+        &format!("{ACC}/identity/auth/sendPhoneTicket"),
+        &[("_json", "true")],
+    )
+    .await;
+    let code = sb.latest_code(DEMO_2FA_USER).unwrap();
+    sb.advance_clock(CODE_LIFETIME + Duration::from_secs(1));
+    let j = verify(&mut c, "/identity/auth/verifyPhone", "4", &code, "true")
+        .await
+        .json();
+    assert_eq!(j["code"], ERR_WRONG_CODE);
+    assert!(j["tips"].as_str().unwrap().contains("expired"));
+    // Not verified: result/check sends back to authStart.
+    let check = c
+        .get(&format!(
+            "{ACC}/identity/result/check?sid=xiaomiio&context={ctx}"
+        ))
+        .await;
+    assert_eq!(check.status, 302);
+    assert!(check.location().contains("/fe/service/identity/authStart"));
+}
+
+/// Pulls `name="context" value="…"` or the Authenticated URL out of a page.
+fn input_value(html: &str, id_or_name: &str) -> String {
+    let at = html.find(id_or_name).expect("field");
+    let rest = &html[at..];
+    let v = rest.find("value=\"").unwrap() + 7;
+    let end = rest[v..].find('"').unwrap();
+    rest[v..v + end].replace("&amp;", "&")
+}
+
+#[tokio::test]
+async fn browser_page_flow_shows_the_authenticated_url() {
+    let sb = XiaomiSandbox::spawn().await;
+    let mut c = client(&sb);
+    let (ctx, url) = needs_2fa(&mut c, DEMO_2FA_USER).await;
+    let page = c.get(&url).await;
+    assert_eq!(page.status, 200);
+    assert!(page.text.contains("Send code"));
+    assert!(page.text.contains("action=\"/fe/service/identity/send\""));
+    let sent = c
+        .post_form(
+            &format!("{ACC}/fe/service/identity/send"),
+            &[("context", &ctx)],
+        )
+        .await;
+    assert_eq!(sent.status, 303);
+    assert!(sent.location().starts_with("/fe/service/identity/verify?"));
+    let form = c.get(&format!("{ACC}{}", sent.location())).await;
+    assert!(form.text.contains("Verification code") && form.text.contains(">Verify<"));
+    let inbox = c.get(&format!("{ACC}/inbox.json")).await.json();
+    let code = inbox[0]["code"].as_str().unwrap().to_owned();
+    assert!(c.get(&format!("{ACC}/inbox")).await.text.contains(&code));
+    let bad = c
+        .post_form(
+            &format!("{ACC}/fe/service/identity/verify"),
+            &[("context", &ctx), ("ticket", "12345x")],
+        )
+        .await;
+    assert!(bad.text.contains("role=\"alert\""));
+    let done = c
+        .post_form(
+            &format!("{ACC}/fe/service/identity/verify"),
+            &[("context", &ctx), ("ticket", &code)],
+        )
+        .await;
+    assert!(done.text.contains("Authenticated URL"), "{}", done.text);
+    let sts_url = input_value(&done.text, "id=\"url\"");
+    assert_real(&sts_url);
+    let mut engine = client(&sb);
+    sts(&mut engine, &sts_url).await;
+    assert_eq!(engine.get(&sts_url).await.status, 403);
+}
+
+#[tokio::test]
+async fn code_sent_by_the_page_can_be_verified_by_the_server() {
+    // homebridge-miot: the browser page sends, the plugin verifies.
+    let sb = XiaomiSandbox::spawn().await;
+    let mut c = client(&sb);
+    let (ctx, url) = needs_2fa(&mut c, DEMO_2FA_USER).await;
+    let mut browser = client(&sb);
+    browser.get(&url).await;
+    browser
+        .post_form(
+            &format!("{ACC}/fe/service/identity/send"),
+            &[("context", &ctx)],
+        )
+        .await;
+    let code = sb.latest_code(DEMO_2FA_USER).unwrap();
+    let flag = identity_list(&mut c, &ctx).await;
+    assert_eq!(flag, 4);
+    let j = verify(&mut c, "/identity/auth/verifyPhone", "4", &code, "true")
+        .await
+        .json();
+    assert_eq!(j["code"], 0);
+    finish(&mut c, j["location"].as_str().unwrap()).await;
+}
+
+#[tokio::test]
+async fn every_fault_kind_and_the_http_switch() {
+    let sb = XiaomiSandbox::spawn().await;
+    let mut c = Client::with_timeout(&sb.upstreams(), Duration::from_millis(500));
+    let url = format!("{ACC}/pass/serviceLogin?sid=xiaomiio&_json=true");
+    sb.set_fault("service_login", Fault::Unavailable503);
+    assert_eq!(c.get(&url).await.status, 503);
+    sb.set_fault("service_login", Fault::Garbage);
+    let r = c.get(&url).await;
+    assert_eq!(r.status, 200);
+    let body = r.text.strip_prefix("&&&START&&&").unwrap_or(&r.text);
+    assert!(serde_json::from_str::<serde_json::Value>(body).is_err());
+    sb.set_fault("service_login", Fault::WrongShape);
+    let j = c.get(&url).await.json();
+    assert!(j.get("_sign").is_none());
+    sb.set_fault("service_login", Fault::Stall);
+    assert!(c.try_get(&url).await.unwrap_err().is_timeout());
+    sb.set_fault("service_login", Fault::Reset);
+    // The connection closes before any answer: even `send()` fails.
+    let raw = reqwest::Client::new().get(c.connect_url(&url)).send().await;
+    let e = raw.unwrap_err();
+    assert!(!e.is_timeout() && e.is_request(), "{e:?}");
+    sb.clear_faults();
+    assert_eq!(c.get(&url).await.status, 200);
+
+    // Over HTTP, on the STS host, for the STS step.
+    let r = c
+        .post_json(
+            &format!("{STS}/testing/faults"),
+            serde_json::json!({"step": "sts", "fault": "reset", "count": 1}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(c.try_get(&format!("{STS}/sts?d=x")).await.is_err());
+    assert_eq!(c.get(&format!("{STS}/sts?d=x")).await.status, 400);
+    let r = c
+        .post_json(
+            &format!("{ACC}/testing/faults"),
+            serde_json::json!({"step": "login", "fault": "bogus"}),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    let list = c.get(&format!("{ACC}/testing/faults")).await.json();
+    assert_eq!(list["steps"].as_array().unwrap().len(), STEPS.len());
+}
