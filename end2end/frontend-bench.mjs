@@ -11,7 +11,7 @@ import { chromium } from "@playwright/test";
 import { pageTarget } from "./pages.mjs";
 
 const origin = process.argv[2] ?? "http://127.0.0.1:3500";
-const pages = process.argv.slice(3).length ? process.argv.slice(3) : ["login", "register", "code"];
+const pages = process.argv.slice(3).length ? process.argv.slice(3) : ["login", "register", "code", "accounts"];
 const site = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..", "target", "site");
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
 

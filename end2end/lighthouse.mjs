@@ -1,7 +1,8 @@
 // Lighthouse (mobile preset: emulated mid-range phone, simulated slow 4G and 4x CPU slowdown) on
 // Stepgate's pages, in Debian's Chromium. Prints one line per page and writes each full report
 // to target/lighthouse/. Usage: node end2end/lighthouse.mjs <app origin> [page ...]
-// Pages: login, register, code (a sign-in waiting at its second factor).
+// Pages: login, register, code (a sign-in waiting at its second factor), accounts (signed in,
+// one connected account).
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { pageTarget } from "./pages.mjs";
@@ -9,7 +10,7 @@ import lighthouse from "lighthouse";
 import * as chromeLauncher from "chrome-launcher";
 
 const origin = process.argv[2] ?? "http://127.0.0.1:3500";
-const pages = process.argv.slice(3).length ? process.argv.slice(3) : ["login", "code"];
+const pages = process.argv.slice(3).length ? process.argv.slice(3) : ["login", "code", "accounts"];
 const outDir = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..", "target", "lighthouse");
 fs.mkdirSync(outDir, { recursive: true });
 

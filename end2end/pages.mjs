@@ -40,6 +40,19 @@ async function codeStep(origin) {
   return { url: new URL(location, origin).href, cookie: signedIn.cookie };
 }
 
+/** A signed-in user with a connected Librus account (the sandbox's demo parent). */
+async function accountsPage(origin) {
+  const email = `lighthouse-accounts-${Date.now()}@example.org`;
+  const { cookie } = await call(origin, "register", { email, password: "lighthouse-1", confirm_password: "lighthouse-1" });
+  await call(origin, "submit_connect_step", {
+    provider: "librus",
+    flow_id: "",
+    "fields[login]": "demo.parent",
+    "fields[password]": "librus-demo",
+  }, cookie);
+  return { url: `${origin}/accounts`, cookie };
+}
+
 /** The URL (and cookie) that shows `page`: login, register, or code (a sign-in at its second factor). */
 export async function pageTarget(origin, page) {
   switch (page) {
@@ -49,6 +62,8 @@ export async function pageTarget(origin, page) {
       return { url: `${origin}/register` };
     case "code":
       return codeStep(origin);
+    case "accounts":
+      return accountsPage(origin);
     default:
       throw new Error(`unknown page ${page}`);
   }

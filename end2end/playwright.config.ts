@@ -8,6 +8,19 @@ const port = Number(process.env.STEPGATE_E2E_PORT ?? 3300);
 const sandboxPort = Number(process.env.STEPGATE_E2E_SANDBOX_PORT ?? 3400);
 export const appOrigin = `http://127.0.0.1:${port}`;
 export const sandboxOrigin = `http://127.0.0.1:${sandboxPort}`;
+// The simulated third-party hosts, each on its own port next to the TOTP provider's.
+export const doubles = {
+  librusApi: `127.0.0.1:${sandboxPort + 1}`,
+  librusSynergia: `127.0.0.1:${sandboxPort + 2}`,
+  xiaomiAccount: `127.0.0.1:${sandboxPort + 3}`,
+  xiaomiSts: `127.0.0.1:${sandboxPort + 4}`,
+};
+const upstreams = [
+  `https://api.librus.pl=http://${doubles.librusApi}`,
+  `https://synergia.librus.pl=http://${doubles.librusSynergia}`,
+  `https://account.xiaomi.com=http://${doubles.xiaomiAccount}`,
+  `https://sts.api.io.mi.com=http://${doubles.xiaomiSts}`,
+].join(" ");
 const root = path.resolve(__dirname, "..");
 const dataDir = path.join(__dirname, ".data");
 
@@ -48,6 +61,10 @@ export default defineConfig({
       env: {
         STEPGATE_SANDBOX_ADDR: `127.0.0.1:${sandboxPort}`,
         STEPGATE_APP_ORIGIN: appOrigin,
+        STEPGATE_SANDBOX_LIBRUS_API_ADDR: doubles.librusApi,
+        STEPGATE_SANDBOX_LIBRUS_SYNERGIA_ADDR: doubles.librusSynergia,
+        STEPGATE_SANDBOX_XIAOMI_ACCOUNT_ADDR: doubles.xiaomiAccount,
+        STEPGATE_SANDBOX_XIAOMI_STS_ADDR: doubles.xiaomiSts,
       },
     },
     {
@@ -66,6 +83,9 @@ export default defineConfig({
       STEPGATE_PUBLIC_URL: appOrigin,
       // As behind a proxy: tests that exercise throttling each send their own X-Forwarded-For.
       STEPGATE_TRUST_PROXY: "1",
+      STEPGATE_UPSTREAMS: upstreams,
+      // Short, so stalled-upstream tests end quickly.
+      STEPGATE_STEP_TIMEOUT: "3",
       RUST_LOG: "info,sqlx=warn",
     },
     },

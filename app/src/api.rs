@@ -145,8 +145,8 @@ pub async fn current_account() -> Result<Option<Account>, AppError> {
 #[server(prefix = "/api", endpoint = "sign_in")]
 pub async fn sign_in(email: String, password: String) -> Result<(), AppError> {
     let result = ssr::sign_in(&email, &password).await;
-    if let Err(error) = result {
-        ssr::back_to_form::<SignIn>("/login", &email, error);
+    if let Err(error) = &result {
+        ssr::back_to_form::<SignIn>("/login", &email, error.clone());
     }
     result
 }
@@ -213,8 +213,8 @@ pub async fn register(
         ssr::open_session_and_go_home(&engine, user.id).await
     }
     .await;
-    if let Err(error) = result {
-        ssr::back_to_form::<Register>("/register", &email, error);
+    if let Err(error) = &result {
+        ssr::back_to_form::<Register>("/register", &email, error.clone());
     }
     result
 }

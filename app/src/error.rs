@@ -6,13 +6,19 @@ use leptos::prelude::{FromServerFnError, ServerFnErrorErr};
 use leptos::server_fn::codec::JsonEncoding;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{code}")]
 pub struct AppError {
     pub code: ErrorCode,
     /// Seconds until trying again can succeed (sent as `Retry-After` too).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u32>,
+    /// The form field the error is about, if one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// A third party's own words (e.g. Librus' message), shown under our sentence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 impl AppError {
@@ -30,6 +36,8 @@ impl From<ErrorCode> for AppError {
         AppError {
             code,
             retry_after: None,
+            field: None,
+            detail: None,
         }
     }
 }
@@ -40,8 +48,8 @@ impl From<engine::SignInRefusal> for AppError {
         match refusal {
             engine::SignInRefusal::Code(code) => code.into(),
             engine::SignInRefusal::Throttled { retry_after } => AppError {
-                code: ErrorCode::SignInThrottled,
                 retry_after: Some(retry_after.clamp(1, u32::MAX as i64) as u32),
+                ..ErrorCode::SignInThrottled.into()
             },
         }
     }
@@ -50,7 +58,11 @@ impl From<engine::SignInRefusal> for AppError {
 #[cfg(feature = "ssr")]
 impl From<engine::providers::StepError> for AppError {
     fn from(error: engine::providers::StepError) -> Self {
-        error.code.into()
+        AppError {
+            field: error.field,
+            detail: error.detail,
+            ..error.code.into()
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Stepgate's UI: pages, components and the server functions they call.
 
+pub mod accounts;
 pub mod api;
 pub mod components;
 pub mod error;
@@ -14,7 +15,12 @@ use leptos_router::path;
 use leptos_router::SsrMode;
 
 use pages::{
-    home::HomePage, login::LoginPage, register::RegisterPage, second_factor::SecondFactorPage,
+    accounts::{AccountsPage, RemoveAccountPage},
+    connect::{ConnectPage, ConnectPickerPage},
+    home::HomePage,
+    login::LoginPage,
+    register::RegisterPage,
+    second_factor::SecondFactorPage,
     security::SecurityPage,
 };
 
@@ -81,6 +87,10 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("register") view=RegisterPage/>
                     <Route path=path!("login/code") view=SecondFactorPage ssr=SsrMode::Async/>
                     <Route path=path!("settings/security") view=SecurityPage ssr=SsrMode::Async/>
+                    <Route path=path!("accounts") view=AccountsPage ssr=SsrMode::Async/>
+                    <Route path=path!("accounts/remove") view=RemoveAccountPage ssr=SsrMode::Async/>
+                    <Route path=path!("accounts/connect") view=ConnectPickerPage ssr=SsrMode::Async/>
+                    <Route path=path!("accounts/connect/:provider") view=ConnectPage ssr=SsrMode::Async/>
                 </Routes>
             </main>
         </Router>

@@ -27,6 +27,10 @@ pub struct Config {
     /// `STEPGATE_TRUST_PROXY` (default off): a proxy in front appends the client's address to
     /// `X-Forwarded-For`; throttling counts that address instead of the proxy's.
     pub trust_proxy: bool,
+    /// `STEPGATE_UPSTREAMS`: `REAL_ORIGIN=BASE_URL` pairs pointing third parties at doubles.
+    pub upstreams: engine::upstream::UpstreamMap,
+    /// `STEPGATE_STEP_TIMEOUT` (seconds, default 10): how long one upstream request may take.
+    pub step_timeout: std::time::Duration,
 }
 
 fn flag(name: &str, default: bool) -> bool {
@@ -51,6 +55,16 @@ impl Config {
             SecretKey::load_or_create(std::env::var("STEPGATE_KEY").ok().as_deref(), &data_dir)?;
         let demo = flag("STEPGATE_DEMO", true);
         let trust_proxy = flag("STEPGATE_TRUST_PROXY", false);
+        let upstreams = engine::upstream::UpstreamMap::parse(
+            &std::env::var("STEPGATE_UPSTREAMS").unwrap_or_default(),
+        )
+        .map_err(|e| format!("STEPGATE_UPSTREAMS: {e}"))?;
+        let step_timeout = match std::env::var("STEPGATE_STEP_TIMEOUT") {
+            Ok(text) => std::time::Duration::from_secs(text.parse().map_err(|_| {
+                format!("STEPGATE_STEP_TIMEOUT: `{text}` is not a number of seconds")
+            })?),
+            Err(_) => engine::upstream::DEFAULT_STEP_TIMEOUT,
+        };
         let totp_provider_url = std::env::var("STEPGATE_TOTP_PROVIDER_URL")
             .unwrap_or_else(|_| "http://127.0.0.1:3100".into())
             .trim_end_matches('/')
@@ -67,6 +81,8 @@ impl Config {
             key,
             demo,
             trust_proxy,
+            upstreams,
+            step_timeout,
             totp_provider_url,
             public_url,
         })

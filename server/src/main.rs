@@ -35,15 +35,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = leptos_options.site_addr;
     let config = config::Config::from_env(addr)?;
 
-    let engine = Engine::open(engine::EngineConfig::new(
+    let mut engine_config = engine::EngineConfig::new(
         &config.database_url,
         config.key.clone(),
         TotpProviderConfig {
             base_url: config.totp_provider_url.clone(),
             issuer: config::TOTP_ISSUER.to_owned(),
         },
-    ))
-    .await?;
+    );
+    engine_config.upstreams = config.upstreams.clone();
+    engine_config.step_timeout = config.step_timeout;
+    let engine = Engine::open(engine_config).await?;
     let settings = app::session::ServerSettings {
         public_url: config.public_url.clone(),
         trust_proxy: config.trust_proxy,

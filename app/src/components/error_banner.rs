@@ -8,9 +8,10 @@ pub fn ErrorBanner(#[prop(into)] error: Signal<Option<AppError>>) -> impl IntoVi
     move || {
         error.get().map(|e| {
             view! {
-                <p role="alert" class="error" data-code=e.code.as_str()>
-                    {e.message()}
-                </p>
+                <div role="alert" class="error" data-code=e.code.as_str()>
+                    <p>{e.message()}</p>
+                    {e.detail.clone().map(|detail| view! { <p class="detail">{detail}</p> })}
+                </div>
             }
         })
     }

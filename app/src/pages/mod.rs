@@ -1,5 +1,7 @@
 //! One file per page.
 
+pub mod accounts;
+pub mod connect;
 pub mod home;
 pub mod login;
 pub mod register;

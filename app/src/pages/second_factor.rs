@@ -22,7 +22,7 @@ pub fn SecondFactorPage() -> impl IntoView {
                     match step.await {
                         Ok(step) => view! { <CodeForm step/> }.into_any(),
                         Err(e) => {
-                            set_status(e);
+                            set_status(e.clone());
                             view! {
                             <p role="alert" class="error" data-code=e.code.as_str()>{e.message()}</p>
                             <p><a href="/login">"Start again"</a></p>

@@ -18,6 +18,7 @@ use crate::ErrorCode;
 
 pub mod librus;
 pub mod local;
+pub mod xiaomi;
 
 /// The fields a user submitted at a step, by name.
 pub type Input = BTreeMap<String, String>;

@@ -1,0 +1,255 @@
+//! Server functions of the connected accounts: the list, the provider picker, one connect
+//! step of any provider, and removal. The pages that call them are plain server-rendered forms
+//! (`pages/accounts.rs`, `pages/connect.rs`): no WebAssembly.
+
+use std::collections::HashMap;
+
+use engine::view::StepView;
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::AppError;
+
+/// One row of the accounts page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountRow {
+    pub id: i64,
+    /// "Librus".
+    pub provider: String,
+    pub name: String,
+    pub status: String,
+    /// Unix seconds.
+    pub connected_at: i64,
+}
+
+/// A provider the picker offers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderChoice {
+    pub name: String,
+    pub title: String,
+}
+
+/// What the connect page renders: the provider, and the step its flow waits at (the first form
+/// when no flow has started).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectStepView {
+    pub provider: String,
+    pub title: String,
+    pub flow_id: Option<String>,
+    pub view: StepView,
+}
+
+#[cfg(feature = "ssr")]
+mod ssr {
+    use engine::users::User;
+
+    use crate::error::AppError;
+    use crate::session::{engine, session_token, signed_in_user};
+
+    /// The signed-in user and the owner key that binds connect flows to this browser session.
+    pub async fn user_and_owner() -> Result<(User, String), AppError> {
+        let user = signed_in_user().await?;
+        let owner = session_token()
+            .map(|t| t.digest())
+            .ok_or(AppError::from(engine::ErrorCode::NotSignedIn))?;
+        Ok((user, owner))
+    }
+
+    pub fn title_of(name: &str) -> Option<&'static str> {
+        engine()
+            .ok()?
+            .connectable()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, title)| title)
+    }
+}
+
+/// The signed-in user's connected accounts.
+#[server(prefix = "/api", endpoint = "connected_accounts")]
+pub async fn connected_accounts() -> Result<Vec<AccountRow>, AppError> {
+    use crate::session::{engine, signed_in_user};
+
+    let user = signed_in_user().await?;
+    let accounts = engine()?.accounts().list(user.id).await?;
+    Ok(accounts
+        .into_iter()
+        .map(|a| AccountRow {
+            id: a.id,
+            provider: ssr::title_of(&a.provider)
+                .unwrap_or(a.provider.as_str())
+                .to_owned(),
+            name: a.display_name,
+            status: a.status,
+            connected_at: a.connected_at,
+        })
+        .collect())
+}
+
+/// The providers a user can connect now.
+#[server(prefix = "/api", endpoint = "connectable_providers")]
+pub async fn connectable_providers() -> Result<Vec<ProviderChoice>, AppError> {
+    use crate::session::{engine, signed_in_user};
+
+    signed_in_user().await?;
+    Ok(engine()?
+        .connectable()
+        .into_iter()
+        .map(|(name, title)| ProviderChoice {
+            name: name.into(),
+            title: title.into(),
+        })
+        .collect())
+}
+
+/// The step to show on `/accounts/connect/{provider}` (`flow` continues a started flow).
+#[server(prefix = "/api", endpoint = "connect_step")]
+pub async fn connect_step(
+    provider: String,
+    flow: Option<String>,
+) -> Result<ConnectStepView, AppError> {
+    use crate::session::engine;
+
+    let (_, owner) = ssr::user_and_owner().await?;
+    let engine = engine()?;
+    let title = ssr::title_of(&provider).ok_or(AppError::from(engine::ErrorCode::NotFound))?;
+    let (flow_id, view) = match flow.filter(|f| !f.is_empty()) {
+        Some(flow) => {
+            if engine.flow_provider(&flow, Some(&owner)).await? != provider {
+                return Err(engine::ErrorCode::FlowExpired.into());
+            }
+            let view = engine.flow_view(&flow, Some(&owner)).await?;
+            (Some(view.flow_id), view.step)
+        }
+        None => (None, engine.first_view(&provider)?),
+    };
+    Ok(ConnectStepView {
+        provider,
+        title: title.into(),
+        flow_id,
+        view,
+    })
+}
+
+/// Sends one connect step: the first form (no `flow_id`) or a later one. Goes on to the next
+/// step's page, or back to the accounts list once connected. A refused step comes back to its
+/// page with the sentence (and the provider's words), its typed fields kept except secrets.
+#[server(prefix = "/api", endpoint = "submit_connect_step")]
+pub async fn submit_connect_step(
+    provider: String,
+    flow_id: Option<String>,
+    fields: Option<HashMap<String, String>>,
+) -> Result<(), AppError> {
+    use crate::session::engine;
+    use engine::providers::Purpose;
+    use engine::{Completion, Progress};
+
+    let fields = fields.unwrap_or_default();
+    let flow_id = flow_id.filter(|f| !f.is_empty());
+    let result: Result<(), AppError> = async {
+        let (user, owner) = ssr::user_and_owner().await?;
+        let engine = engine()?;
+        let input = fields.clone().into_iter().collect();
+        let progress = match &flow_id {
+            None => {
+                engine
+                    .start_flow(
+                        &provider,
+                        Purpose::Connect { user_id: user.id },
+                        Some(owner),
+                        &input,
+                    )
+                    .await?
+            }
+            Some(id) => {
+                if engine.flow_provider(id, Some(&owner)).await? != provider {
+                    return Err(engine::ErrorCode::FlowExpired.into());
+                }
+                engine.submit_flow(id, Some(&owner), &input).await?
+            }
+        };
+        match progress {
+            Progress::Next(view) => {
+                leptos_axum::redirect(&format!(
+                    "/accounts/connect/{provider}?flow={}",
+                    view.flow_id
+                ));
+            }
+            Progress::Done(Completion::Connected(account)) => {
+                leptos_axum::redirect(&format!("/accounts?connected={}", account.id));
+            }
+            Progress::Done(Completion::SignedIn { .. }) => {
+                return Err(engine::ErrorCode::Unknown.into());
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(error) = &result {
+        back_to_step(&provider, flow_id.as_deref(), &fields, error.clone());
+    }
+    result
+}
+
+/// A refused step of a plain form post goes back to its page: the flow (if it still runs),
+/// the error, and the fields that are not secrets.
+#[cfg(feature = "ssr")]
+fn back_to_step(
+    provider: &str,
+    flow_id: Option<&str>,
+    fields: &HashMap<String, String>,
+    error: AppError,
+) {
+    use engine::ErrorCode;
+    use leptos::server_fn::error::ServerFnUrlError;
+    use leptos::server_fn::ServerFn;
+
+    let accepts_html = use_context::<http::request::Parts>().is_some_and(|parts| {
+        parts
+            .headers
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/html"))
+    });
+    if !accepts_html {
+        return;
+    }
+    // An ended flow starts over from the first form.
+    let ended = matches!(
+        error.code,
+        ErrorCode::FlowExpired | ErrorCode::TooManyAttempts
+    );
+    let base = format!("http://stepgate/accounts/connect/{provider}");
+    let Ok(mut url) = ServerFnUrlError::new(SubmitConnectStep::PATH, error).to_url(&base) else {
+        return;
+    };
+    {
+        let mut query = url.query_pairs_mut();
+        if let (Some(flow), false) = (flow_id, ended) {
+            query.append_pair("flow", flow);
+        }
+        for (name, value) in fields {
+            // Never echo a secret: passwords and codes are typed again.
+            let secret = ["password", "pass", "code"].contains(&name.as_str());
+            if !secret && value.len() <= 512 {
+                query.append_pair(&format!("value.{name}"), value);
+            }
+        }
+    }
+    leptos_axum::redirect(&format!(
+        "{}?{}",
+        url.path(),
+        url.query().unwrap_or_default()
+    ));
+}
+
+/// Deletes a connected account and its tokens, then shows the list again.
+#[server(prefix = "/api", endpoint = "remove_account")]
+pub async fn remove_account(account_id: i64) -> Result<(), AppError> {
+    use crate::session::{engine, signed_in_user};
+
+    let user = signed_in_user().await?;
+    engine()?.accounts().remove(user.id, account_id).await?;
+    leptos_axum::redirect("/accounts?removed=1");
+    Ok(())
+}

@@ -1,0 +1,174 @@
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::components::Redirect;
+use leptos_router::hooks::use_query_map;
+
+use crate::accounts::{connected_accounts, AccountRow, RemoveAccount};
+use crate::components::ErrorBanner;
+use crate::error::AppError;
+use engine::ErrorCode;
+
+/// A date people read: `2026-11-25 14:03 UTC` (the server renders it; no client clock).
+pub fn utc_minute(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let seconds = unix.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        seconds / 3600,
+        seconds % 3600 / 60
+    )
+}
+
+/// `/accounts`: the connected accounts, each with "Remove"; "Connect an account" leads to the
+/// picker. Server-rendered, no WebAssembly.
+#[component]
+pub fn AccountsPage() -> impl IntoView {
+    let accounts = Resource::new_blocking(|| (), |_| connected_accounts());
+    let query = use_query_map();
+    let notice = move || {
+        let q = query.read_untracked();
+        if q.get("connected").is_some() {
+            Some("Account connected.")
+        } else if q.get("removed").is_some() {
+            Some("Account removed.")
+        } else {
+            None
+        }
+    };
+    view! {
+        <Title text="Connected accounts · Stepgate"/>
+        <section class="card wide" aria-labelledby="accounts-title">
+            <h1 id="accounts-title">"Connected accounts"</h1>
+            {notice().map(|text| view! { <p role="status" class="ok">{text}</p> })}
+            <Suspense fallback=|| view! { <p role="status">"Loading…"</p> }>
+                {move || Suspend::new(async move {
+                    match accounts.await {
+                        Ok(rows) => view! { <AccountTable rows/> }.into_any(),
+                        Err(AppError { code: ErrorCode::NotSignedIn, .. }) => {
+                            view! { <Redirect path="/login"/> }.into_any()
+                        }
+                        Err(e) => view! { <p role="alert" class="error">{e.message()}</p> }.into_any(),
+                    }
+                })}
+            </Suspense>
+            <p><a class="button" href="/accounts/connect">"Connect an account"</a></p>
+            <p class="aside"><a href="/">"Back home"</a></p>
+        </section>
+    }
+}
+
+#[component]
+fn AccountTable(rows: Vec<AccountRow>) -> impl IntoView {
+    if rows.is_empty() {
+        return view! { <p>"No accounts connected yet."</p> }.into_any();
+    }
+    view! {
+        <table class="accounts">
+            <caption class="visually-hidden">"Your connected accounts"</caption>
+            <thead>
+                <tr>
+                    <th scope="col">"Provider"</th>
+                    <th scope="col">"Account"</th>
+                    <th scope="col">"Status"</th>
+                    <th scope="col">"Connected"</th>
+                    <th scope="col"><span class="visually-hidden">"Actions"</span></th>
+                </tr>
+            </thead>
+            <tbody>
+                {rows
+                    .into_iter()
+                    .map(|row| {
+                        let label = format!("Remove {} account {}", row.provider, row.name);
+                        view! {
+                            <tr>
+                                <td>{row.provider.clone()}</td>
+                                <td class="account-name">{row.name.clone()}</td>
+                                <td>{row.status.clone()}</td>
+                                <td>{utc_minute(row.connected_at)}</td>
+                                <td>
+                                    <a class="button secondary" href=format!("/accounts/remove?account={}", row.id) aria-label=label>
+                                        "Remove"
+                                    </a>
+                                </td>
+                            </tr>
+                        }
+                    })
+                    .collect_view()}
+            </tbody>
+        </table>
+    }
+    .into_any()
+}
+
+/// `/accounts/remove?account=…`: "Remove" asks first (a page, so it works without JavaScript).
+#[component]
+pub fn RemoveAccountPage() -> impl IntoView {
+    let query = use_query_map();
+    let id: Option<i64> = query
+        .read_untracked()
+        .get("account")
+        .and_then(|v| v.parse().ok());
+    let accounts = Resource::new_blocking(|| (), |_| connected_accounts());
+    let remove = ServerAction::<RemoveAccount>::new();
+    let error = Signal::derive(move || remove.value().get().and_then(Result::err));
+    view! {
+        <Title text="Remove account · Stepgate"/>
+        <section class="card" aria-labelledby="remove-title">
+            <h1 id="remove-title">"Remove account"</h1>
+            <Suspense fallback=|| view! { <p role="status">"Loading…"</p> }>
+                {move || Suspend::new(async move {
+                    let row = accounts
+                        .await
+                        .ok()
+                        .and_then(|rows| rows.into_iter().find(|r| Some(r.id) == id));
+                    match row {
+                        Some(row) => view! {
+                            <p>
+                                {format!(
+                                    "Remove the {} account {}? Stepgate deletes its tokens; apps using it lose access.",
+                                    row.provider,
+                                    row.name,
+                                )}
+                            </p>
+                            <ActionForm action=remove>
+                                <ErrorBanner error/>
+                                <input type="hidden" name="account_id" value=row.id.to_string()/>
+                                <button type="submit" class="danger" data-busy="Removing…">"Remove"</button>
+                                " "
+                                <a href="/accounts">"Cancel"</a>
+                            </ActionForm>
+                        }
+                            .into_any(),
+                        None => view! {
+                            <p role="alert" class="error">{ErrorCode::NotFound.message()}</p>
+                            <p><a href="/accounts">"Back to connected accounts"</a></p>
+                        }
+                            .into_any(),
+                    }
+                })}
+            </Suspense>
+        </section>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc_minute;
+
+    #[test]
+    fn dates_are_shown_in_utc_to_the_minute() {
+        assert_eq!(utc_minute(0), "1970-01-01 00:00 UTC");
+        assert_eq!(utc_minute(1_795_628_259), "2026-11-25 17:37 UTC");
+        assert_eq!(utc_minute(951_782_400), "2000-02-29 00:00 UTC");
+    }
+}

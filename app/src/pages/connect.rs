@@ -1,0 +1,193 @@
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::components::Redirect;
+use leptos_router::hooks::{use_params_map, use_query_map};
+
+use crate::accounts::{connect_step, connectable_providers, ConnectStepView, SubmitConnectStep};
+use crate::components::ErrorBanner;
+use crate::error::AppError;
+use engine::view::{FieldKind, FieldSpec, StepView};
+use engine::ErrorCode;
+
+/// Every service Stepgate knows, in the picker's order; those without a provider yet say so.
+const ALL_SERVICES: [&str; 4] = ["Librus", "Xiaomi", "Lynk & Co", "FlameConnect"];
+
+/// `/accounts/connect`: one link per provider.
+#[component]
+pub fn ConnectPickerPage() -> impl IntoView {
+    let providers = Resource::new_blocking(|| (), |_| connectable_providers());
+    view! {
+        <Title text="Connect an account · Stepgate"/>
+        <section class="card" aria-labelledby="picker-title">
+            <h1 id="picker-title">"Connect an account"</h1>
+            <Suspense fallback=|| view! { <p role="status">"Loading…"</p> }>
+                {move || Suspend::new(async move {
+                    match providers.await {
+                        Ok(providers) => view! {
+                            <ul class="providers">
+                                {ALL_SERVICES
+                                    .iter()
+                                    .map(|title| {
+                                        match providers.iter().find(|p| p.title == *title) {
+                                            Some(p) => view! {
+                                                <li><a class="button" href=format!("/accounts/connect/{}", p.name)>{p.title.clone()}</a></li>
+                                            }
+                                                .into_any(),
+                                            None => view! {
+                                                <li>
+                                                    <button type="button" disabled=true aria-describedby=format!("soon-{}", title.len())>
+                                                        {*title}
+                                                    </button>
+                                                    " "
+                                                    <span class="hint" id=format!("soon-{}", title.len())>"coming soon"</span>
+                                                </li>
+                                            }
+                                                .into_any(),
+                                        }
+                                    })
+                                    .collect_view()}
+                            </ul>
+                        }
+                            .into_any(),
+                        Err(AppError { code: ErrorCode::NotSignedIn, .. }) => {
+                            view! { <Redirect path="/login"/> }.into_any()
+                        }
+                        Err(e) => view! { <p role="alert" class="error">{e.message()}</p> }.into_any(),
+                    }
+                })}
+            </Suspense>
+            <p class="aside"><a href="/accounts">"Back to connected accounts"</a></p>
+        </section>
+    }
+}
+
+/// `/accounts/connect/{provider}[?flow=…]`: the step a provider's flow waits at, rendered from
+/// the fields the provider declares. A plain form: `public/forms.js` shows the busy state, and
+/// a refused step comes back with its error next to the field it is about.
+#[component]
+pub fn ConnectPage() -> impl IntoView {
+    let params = use_params_map();
+    let query = use_query_map();
+    let provider = params.read_untracked().get("provider").unwrap_or_default();
+    let flow = query.read_untracked().get("flow");
+    let step = Resource::new_blocking(
+        move || (provider.clone(), flow.clone()),
+        |(provider, flow)| connect_step(provider, flow),
+    );
+    view! {
+        <Suspense fallback=|| view! { <p role="status">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match step.await {
+                    Ok(step) => view! { <StepForm step/> }.into_any(),
+                    Err(AppError { code: ErrorCode::NotSignedIn, .. }) => {
+                        view! { <Redirect path="/login"/> }.into_any()
+                    }
+                    Err(e) => view! {
+                        <Title text="Connect an account · Stepgate"/>
+                        <section class="card">
+                            <h1>"Connect an account"</h1>
+                            <div role="alert" class="error"><p>{e.message()}</p></div>
+                            <p><a href="/accounts/connect">"Start again"</a></p>
+                        </section>
+                    }
+                        .into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+fn StepForm(step: ConnectStepView) -> impl IntoView {
+    let submit = ServerAction::<SubmitConnectStep>::new();
+    let error = Signal::derive(move || submit.value().get().and_then(Result::err));
+    let query = use_query_map();
+    let echoed = move |name: &str| query.read_untracked().get(&format!("value.{name}"));
+    let StepView::Form {
+        intro,
+        fields,
+        submit: label,
+        links,
+    } = step.view.clone()
+    else {
+        return view! { <p role="alert" class="error">{ErrorCode::Unknown.message()}</p> }
+            .into_any();
+    };
+    let field_error = move |name: &str| {
+        error
+            .get_untracked()
+            .filter(|e| e.field.as_deref() == Some(name))
+            .is_some()
+    };
+    let busy = if label == "Connect" {
+        "Connecting…".to_owned()
+    } else {
+        format!("{label}…")
+    };
+    view! {
+        <Title text=format!("Connect {} · Stepgate", step.title)/>
+        <section class="card" aria-labelledby="connect-title">
+            <h1 id="connect-title">{format!("Connect {}", step.title)}</h1>
+            {intro.map(|text| view! { <p>{text}</p> })}
+            {(!links.is_empty()).then(|| view! {
+                <ul class="links">
+                    {links
+                        .into_iter()
+                        .map(|link| view! {
+                            <li><a href=link.url target="_blank" rel="noopener noreferrer">{link.label}</a></li>
+                        })
+                        .collect_view()}
+                </ul>
+            })}
+            <ActionForm action=submit>
+                <ErrorBanner error/>
+                <input type="hidden" name="provider" value=step.provider.clone()/>
+                <input type="hidden" name="flow_id" value=step.flow_id.clone().unwrap_or_default()/>
+                {fields
+                    .into_iter()
+                    .map(|field| {
+                        let invalid = field_error(&field.name);
+                        let value = echoed(&field.name);
+                        view! { <StepField field invalid value/> }
+                    })
+                    .collect_view()}
+                <button type="submit" data-busy=busy>{label}</button>
+            </ActionForm>
+            <p class="aside"><a href="/accounts">"Cancel"</a></p>
+        </section>
+    }
+    .into_any()
+}
+
+/// One field a provider declared.
+#[component]
+fn StepField(field: FieldSpec, invalid: bool, value: Option<String>) -> impl IntoView {
+    let id = format!("field-{}", field.name);
+    let hint_id = format!("{id}-hint");
+    let (kind, inputmode) = match field.kind {
+        FieldKind::Text => ("text", None),
+        FieldKind::Email => ("email", None),
+        FieldKind::Password => ("password", None),
+        FieldKind::Code => ("text", Some("numeric")),
+        FieldKind::Url => ("url", None),
+    };
+    let described = field.hint.is_some().then(|| hint_id.clone());
+    view! {
+        <div class="field">
+            <label for=id.clone()>{field.label.clone()}</label>
+            <input
+                id=id
+                name=format!("fields[{}]", field.name)
+                type=kind
+                inputmode=inputmode
+                autocomplete=field.autocomplete.clone()
+                required=true
+                maxlength="1024"
+                aria-invalid=invalid.then_some("true")
+                aria-describedby=described
+                value=value.unwrap_or_default()
+            />
+            {field.hint.map(|hint| view! { <p id=hint_id class="hint">{hint}</p> })}
+        </div>
+    }
+}
