@@ -4,7 +4,10 @@
   document.addEventListener("submit", function (event) {
     var form = event.target;
     if (event.defaultPrevented || !(form instanceof HTMLFormElement)) return;
-    var button = form.querySelector("button[type=submit][data-busy]");
+    // The button that sent the form (a step may have several); else the form's first.
+    var button = event.submitter && event.submitter.dataset.busy !== undefined
+      ? event.submitter
+      : form.querySelector("button[type=submit][data-busy]");
     if (!button) return;
     form.setAttribute("aria-busy", "true");
     button.dataset.idle = button.textContent;

@@ -230,7 +230,7 @@ fn back_to_step(
         }
         for (name, value) in fields {
             // Never echo a secret: passwords and codes are typed again.
-            let secret = ["password", "pass", "code"].contains(&name.as_str());
+            let secret = ["password", "pass", "code", "authenticated_url"].contains(&name.as_str());
             if !secret && value.len() <= 512 {
                 query.append_pair(&format!("value.{name}"), value);
             }

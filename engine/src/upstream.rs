@@ -234,7 +234,7 @@ impl UpstreamResponse {
     /// The body as JSON; an answer out of shape is `unknown` (the reason goes to the log).
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ErrorCode> {
         serde_json::from_slice(&self.body).map_err(|e| {
-            tracing::warn!(url = %self.url, status = self.status, error = %e, "an upstream answer was out of shape");
+            tracing::warn!(url = %loggable(&self.url), status = self.status, error = %e, "an upstream answer was out of shape");
             ErrorCode::Unknown
         })
     }
@@ -352,7 +352,7 @@ impl HttpSession {
             }
             response = self.send(UpstreamRequest::get(next)).await?;
         }
-        tracing::warn!(url = %response.url, "too many upstream redirects");
+        tracing::warn!(url = %loggable(&response.url), "too many upstream redirects");
         Err(ErrorCode::Unknown)
     }
 }
@@ -366,13 +366,20 @@ pub enum Followed {
     Stopped(Url),
 }
 
+/// Origin and path only: some upstream URLs carry one-time secrets in their query (Xiaomi's
+/// STS `auth`, `_ssign`), which must never reach the log.
+fn loggable(url: &Url) -> String {
+    format!("{}{}", url.origin().ascii_serialization(), url.path())
+}
+
 fn transport_error(url: &Url, error: &reqwest::Error) -> ErrorCode {
-    // The URL is the real one; request URLs never carry secrets (forms travel in bodies).
+    let url = loggable(url);
     if error.is_timeout() {
         tracing::warn!(%url, "an upstream took too long");
         ErrorCode::Timeout
     } else {
-        tracing::warn!(%url, error = %error, "an upstream could not be reached");
+        // reqwest's error text names the URL it tried (the double's, with the query): not logged.
+        tracing::warn!(%url, connect = error.is_connect(), "an upstream could not be reached");
         ErrorCode::CannotConnect
     }
 }

@@ -76,6 +76,15 @@ pub struct LinkSpec {
     pub url: String,
 }
 
+/// A second way to submit a step ("Send code"): a button that sends `name=value` and needs no
+/// other field filled in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionSpec {
+    pub label: String,
+    pub name: String,
+    pub value: String,
+}
+
 /// The step a flow waits at, as rendered by the client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -93,6 +102,9 @@ pub enum StepView {
         submit: String,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         links: Vec<LinkSpec>,
+        /// Other buttons, shown before the form's fields.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        actions: Vec<ActionSpec>,
     },
 }
 
@@ -104,6 +116,7 @@ impl StepView {
             fields,
             submit: submit.to_owned(),
             links: Vec::new(),
+            actions: Vec::new(),
         }
     }
 }

@@ -108,6 +108,7 @@ fn StepForm(step: ConnectStepView) -> impl IntoView {
         fields,
         submit: label,
         links,
+        actions,
     } = step.view.clone()
     else {
         return view! { <p role="alert" class="error">{ErrorCode::Unknown.message()}</p> }
@@ -143,6 +144,29 @@ fn StepForm(step: ConnectStepView) -> impl IntoView {
                 <ErrorBanner error/>
                 <input type="hidden" name="provider" value=step.provider.clone()/>
                 <input type="hidden" name="flow_id" value=step.flow_id.clone().unwrap_or_default()/>
+                {(!actions.is_empty()).then(|| view! {
+                    <div class="actions">
+                        {actions
+                            .into_iter()
+                            .map(|action| {
+                                let busy = format!("{}…", action.label);
+                                view! {
+                                    // Its own submit: the fields below need not be filled in.
+                                    <button
+                                        type="submit"
+                                        class="secondary"
+                                        name=format!("fields[{}]", action.name)
+                                        value=action.value
+                                        formnovalidate=true
+                                        data-busy=busy
+                                    >
+                                        {action.label}
+                                    </button>
+                                }
+                            })
+                            .collect_view()}
+                    </div>
+                })}
                 {fields
                     .into_iter()
                     .map(|field| {
@@ -169,7 +193,9 @@ fn StepField(field: FieldSpec, invalid: bool, value: Option<String>) -> impl Int
         FieldKind::Email => ("email", None),
         FieldKind::Password => ("password", None),
         FieldKind::Code => ("text", Some("numeric")),
-        FieldKind::Url => ("url", None),
+        // Not `type=url`: the browser's check would hide the provider's specific message (a
+        // cut-off paste, another host) behind a generic one.
+        FieldKind::Url => ("text", Some("url")),
     };
     let described = field.hint.is_some().then(|| hint_id.clone());
     view! {

@@ -240,7 +240,10 @@ impl<P: Provider> AnyProvider for P {
 /// The third-party providers a signed-in user can connect, in the order the picker shows them.
 /// Adding a provider is one line here (plus its module, sandbox and spec).
 pub fn connectable() -> Vec<std::sync::Arc<dyn AnyProvider>> {
-    vec![std::sync::Arc::new(librus::LibrusProvider)]
+    vec![
+        std::sync::Arc::new(librus::LibrusProvider),
+        std::sync::Arc::new(xiaomi::XiaomiProvider),
+    ]
 }
 
 /// A required, non-blank field.
