@@ -40,6 +40,7 @@ export default defineConfig({
   projects: [
     {
       name: "chromium",
+      testIgnore: /after-all\//,
       use: {
         ...devices["Desktop Chrome"],
         launchOptions: {
@@ -47,6 +48,12 @@ export default defineConfig({
           args: chromiumArgs,
         },
       },
+    },
+    {
+      // Checks that need the whole suite to have run first (no secret left in clear).
+      name: "after-all",
+      testMatch: /after-all\/.*\.spec\.ts/,
+      dependencies: ["chromium"],
     },
   ],
   webServer: [
@@ -68,7 +75,8 @@ export default defineConfig({
       },
     },
     {
-    command: path.join(root, "target", "release", "server"),
+    // The server's log is kept in the data folder too, for the after-all secrets check.
+    command: `mkdir -p '${dataDir}' && '${path.join(root, "target", "release", "server")}' 2>&1 | tee '${path.join(dataDir, "server.log")}'`,
     cwd: root,
     url: `http://127.0.0.1:${port}/login`,
     reuseExistingServer: false,

@@ -246,7 +246,7 @@ pub async fn security_status() -> Result<TwoFactorStatus, AppError> {
     })
 }
 
-/// The TOTP provider's `action=add` link with a fresh single-use registration token. Fetched
+/// The TOTP site's `action=add` link with a fresh single-use registration token. Fetched
 /// before the click, so the popup can open synchronously inside the click handler.
 #[server(prefix = "/api", endpoint = "provider_setup_link")]
 pub async fn provider_setup_link() -> Result<String, AppError> {
@@ -255,11 +255,9 @@ pub async fn provider_setup_link() -> Result<String, AppError> {
     let user = signed_in_user().await?;
     let engine = engine()?;
     let tf = engine.two_factor();
-    let token = tf.begin_provider_enrollment(user.id, engine.now()).await?;
+    let token = tf.begin_site_enrollment(user.id, engine.now()).await?;
     let callback = format!("{}/settings/security/totp-callback", settings()?.public_url);
-    Ok(tf
-        .provider
-        .registration_link(&user.email, &callback, &token))
+    Ok(tf.site.registration_link(&user.email, &callback, &token))
 }
 
 /// Starts authenticator-app setup: a new secret, as a QR code and as text.

@@ -277,19 +277,17 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use async_trait::async_trait;
     use axum::routing::get;
     use serde::{Deserialize, Serialize};
 
     use super::*;
     use crate::clock::ManualClock;
+    use crate::flow::DEFAULT_FLOW_TTL;
     use crate::providers::Provider;
-    use crate::secrets::SecretKey;
-    use crate::two_factor::TotpProviderConfig;
+    use crate::test_support::{engine_in, engine_with, input, start, submit, test_config};
     use crate::upstream::{UpstreamMap, UpstreamRequest};
-    use crate::view::{FieldKind, FieldSpec};
+    use crate::view::{CodeChannel, FieldKind, FieldSpec};
 
     /// Plays a third party on a free port: `/set` sets a session cookie, `/check` answers
     /// whether it came back.
@@ -399,31 +397,15 @@ mod tests {
     }
 
     async fn engine(dir: &tempfile::TempDir) -> (Engine, i64) {
-        let mut config = crate::EngineConfig::new(
-            crate::db::sqlite_url_in(dir.path()),
-            SecretKey([3; 32]),
-            TotpProviderConfig {
-                base_url: "http://totp.test".into(),
-                issuer: "Stepgate".into(),
-            },
-        );
+        let mut config = test_config(dir.path());
         config.upstreams = UpstreamMap::parse(&upstream().await).unwrap();
-        let engine = Engine::open_with_clock(config, Arc::new(ManualClock::at(1_700_000_000)))
-            .await
-            .unwrap()
-            .with_provider(TwoStep);
+        let (engine, _) = engine_with(config).await;
+        let engine = engine.with_provider(TwoStep);
         let user = engine
             .register("owner@example.org", "password-1", "password-1")
             .await
             .unwrap();
         (engine, user.id)
-    }
-
-    fn input(pairs: &[(&str, &str)]) -> Input {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
     }
 
     async fn started(engine: &Engine, user_id: i64) -> String {
@@ -519,5 +501,175 @@ mod tests {
             )
             .await;
         assert_eq!(answer.unwrap_err().code, ErrorCode::Unknown);
+    }
+
+    /// A provider with one code step: "123456" is right, anything else is wrong,
+    /// "boom" fails the flow outright.
+    struct CodeStep;
+
+    #[derive(Serialize, Deserialize)]
+    struct CodeState {
+        user_id: i64,
+    }
+
+    #[async_trait]
+    impl Provider for CodeStep {
+        type State = CodeState;
+        fn name(&self) -> &'static str {
+            "code_step"
+        }
+        fn title(&self) -> &'static str {
+            "Code step"
+        }
+        fn first_view(&self) -> StepView {
+            StepView::form(Vec::new(), "Start")
+        }
+        async fn start(&self, _cx: &mut StepContext<'_>, _input: &Input) -> Step<CodeState> {
+            Step::Show {
+                step: "code",
+                view: StepView::Code {
+                    channel: CodeChannel::Sms,
+                    digits: 6,
+                },
+                state: CodeState { user_id: 42 },
+            }
+        }
+        async fn submit(
+            &self,
+            _cx: &mut StepContext<'_>,
+            state: CodeState,
+            input: &Input,
+        ) -> Step<CodeState> {
+            match input.get("code").map(String::as_str) {
+                Some("123456") => Step::SignedIn {
+                    user_id: state.user_id,
+                },
+                Some("boom") => Step::abort(ErrorCode::TokenError),
+                _ => Step::retry(ErrorCode::InvalidCode),
+            }
+        }
+    }
+
+    async fn code_step_engine(dir: &tempfile::TempDir) -> (Engine, ManualClock, String) {
+        let (engine, clock) = engine_in(dir).await;
+        let engine = engine.with_provider(CodeStep);
+        let Ok(Progress::Next(view)) =
+            start(&engine, "code_step", Some("owner".into()), &Input::new()).await
+        else {
+            panic!("the code step should be shown");
+        };
+        (engine, clock, view.flow_id)
+    }
+
+    fn code(c: &str) -> Input {
+        input(&[("code", c)])
+    }
+
+    #[tokio::test]
+    async fn a_wrong_code_keeps_the_flow_for_another_try() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _, id) = code_step_engine(&dir).await;
+        assert_eq!(
+            submit(&engine, &id, Some("owner"), &code("000000")).await,
+            Err(ErrorCode::InvalidCode)
+        );
+        assert_eq!(
+            submit(&engine, &id, Some("owner"), &code("123456")).await,
+            Ok(Progress::Done(Completion::SignedIn { user_id: 42 }))
+        );
+        // Completing consumes the flow.
+        assert_eq!(
+            submit(&engine, &id, Some("owner"), &code("123456")).await,
+            Err(ErrorCode::FlowExpired)
+        );
+    }
+
+    #[tokio::test]
+    async fn the_fifth_wrong_code_ends_the_flow() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _, id) = code_step_engine(&dir).await;
+        for _ in 1..MAX_ATTEMPTS {
+            assert_eq!(
+                submit(&engine, &id, Some("owner"), &code("000000")).await,
+                Err(ErrorCode::InvalidCode)
+            );
+        }
+        assert_eq!(
+            submit(&engine, &id, Some("owner"), &code("000000")).await,
+            Err(ErrorCode::TooManyAttempts)
+        );
+        assert_eq!(
+            submit(&engine, &id, Some("owner"), &code("123456")).await,
+            Err(ErrorCode::FlowExpired)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_expired_flow_answers_flow_expired_even_with_the_right_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, clock, id) = code_step_engine(&dir).await;
+        clock.advance(DEFAULT_FLOW_TTL.as_secs() as i64);
+        assert_eq!(
+            submit(&engine, &id, Some("owner"), &code("123456")).await,
+            Err(ErrorCode::FlowExpired)
+        );
+    }
+
+    #[tokio::test]
+    async fn another_session_cannot_continue_the_flow() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _, id) = code_step_engine(&dir).await;
+        assert_eq!(
+            submit(&engine, &id, Some("intruder"), &code("123456")).await,
+            Err(ErrorCode::FlowExpired)
+        );
+        assert_eq!(
+            submit(&engine, &id, None, &code("123456")).await,
+            Err(ErrorCode::FlowExpired)
+        );
+        // The owner still can.
+        assert!(submit(&engine, &id, Some("owner"), &code("123456"))
+            .await
+            .is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_failed_step_discards_the_flow() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _, id) = code_step_engine(&dir).await;
+        assert_eq!(
+            submit(&engine, &id, Some("owner"), &code("boom")).await,
+            Err(ErrorCode::TokenError)
+        );
+        assert_eq!(
+            submit(&engine, &id, Some("owner"), &code("123456")).await,
+            Err(ErrorCode::FlowExpired)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_flow_survives_reopening_the_engine() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _, id) = code_step_engine(&dir).await;
+        engine.pool().close().await;
+        drop(engine);
+        let (reopened, _) = engine_in(&dir).await;
+        let reopened = reopened.with_provider(CodeStep);
+        assert_eq!(
+            submit(&reopened, &id, Some("owner"), &code("123456")).await,
+            Ok(Progress::Done(Completion::SignedIn { user_id: 42 }))
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_and_malformed_flow_ids_answer_flow_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _) = engine_in(&dir).await;
+        for id in ["nonsense".to_string(), FlowId::random().to_string()] {
+            assert_eq!(
+                submit(&engine, &id, None, &Input::new()).await,
+                Err(ErrorCode::FlowExpired)
+            );
+        }
     }
 }

@@ -25,6 +25,8 @@ pub mod flow;
 #[cfg(feature = "server")]
 mod flow_runner;
 #[cfg(feature = "server")]
+mod local_accounts;
+#[cfg(feature = "server")]
 pub mod password;
 #[cfg(feature = "server")]
 pub mod providers;
@@ -36,8 +38,16 @@ pub mod sessions;
 pub mod sign_in_throttle;
 #[cfg(feature = "server")]
 pub mod store;
+#[cfg(all(test, feature = "server"))]
+pub(crate) mod test_support;
 #[cfg(feature = "server")]
 pub mod totp;
+#[cfg(feature = "server")]
+pub mod totp_enrolment;
+#[cfg(feature = "server")]
+pub mod totp_site;
+#[cfg(feature = "server")]
+pub mod totp_verification;
 #[cfg(feature = "server")]
 pub mod two_factor;
 #[cfg(feature = "server")]
@@ -46,5 +56,7 @@ pub mod upstream;
 pub mod users;
 
 #[cfg(feature = "server")]
-pub use engine::{Completion, Engine, EngineConfig, Progress, SignInRefusal};
+pub use engine::{Completion, Engine, EngineConfig, Progress};
 pub use error::ErrorCode;
+#[cfg(feature = "server")]
+pub use local_accounts::SignInRefusal;

@@ -236,12 +236,17 @@ async fn set_http(State(faults): State<Faults>, Json(req): Json<SetFault>) -> Re
     }
 }
 
-/// `GET`/`POST /testing/faults`, merged into every host's router.
+/// `GET`/`POST /testing/faults`, and `GET /testing/issued` (every secret handed out, so tests
+/// can look for them where they must not be), merged into every host's router.
 pub(crate) fn routes(faults: Faults) -> Router {
     Router::new()
         .route(
             "/testing/faults",
             get(|State(f): State<Faults>| async move { Json(f.snapshot()) }).post(set_http),
+        )
+        .route(
+            "/testing/issued",
+            get(|| async { Json(crate::util::issued_secrets()) }),
         )
         .with_state(faults)
 }

@@ -62,7 +62,40 @@ pub fn cookies(headers: &HeaderMap) -> HashMap<String, String> {
 
 /// A host-only cookie (no `Domain`), as every double sets them.
 pub fn set_cookie(name: &str, value: &str) -> String {
+    if SECRET_COOKIES.contains(&name) {
+        record_secret(value);
+    }
     format!("{name}={value}; Path=/; HttpOnly")
+}
+
+/// Cookies whose values are a client's secrets: the end-to-end tests check that none of them
+/// reaches Stepgate's database or log in clear.
+const SECRET_COOKIES: [&str; 6] = [
+    "DZIENNIKSID",
+    "SDZIENNIKSID",
+    "oauth_token",
+    "passToken",
+    "serviceToken",
+    "identity_session",
+];
+
+/// Every secret this process has handed out (cookie values, `ssecurity`, …), for
+/// `GET /testing/issued`. Bounded: the oldest are dropped past [`MAX_ISSUED`].
+static ISSUED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+const MAX_ISSUED: usize = 100_000;
+
+/// Remembers a secret value handed to a client.
+pub fn record_secret(value: &str) {
+    let mut issued = ISSUED.lock().unwrap_or_else(|e| e.into_inner());
+    if issued.len() >= MAX_ISSUED {
+        issued.remove(0);
+    }
+    issued.push(value.to_owned());
+}
+
+/// The secrets handed out so far.
+pub fn issued_secrets() -> Vec<String> {
+    ISSUED.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 /// Deletes a host-only cookie.

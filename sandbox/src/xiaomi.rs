@@ -370,11 +370,14 @@ impl Inner {
                 issued_ms: now,
             },
         );
-        Issued {
+        let issued = Issued {
             url,
             ssecurity: util::b64_token(16),
             psecurity: util::b64_token(16),
-        }
+        };
+        util::record_secret(&issued.ssecurity);
+        util::record_secret(&issued.psecurity);
+        issued
     }
 
     /// The account session cookies a finished login sets on account.xiaomi.com.

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use app::{shell, App};
 use axum::Router;
-use engine::two_factor::TotpProviderConfig;
+use engine::totp_site::TotpSite;
 use engine::Engine;
 use leptos::prelude::*;
 use leptos_axum::{generate_route_list, LeptosRoutes};
@@ -38,7 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut engine_config = engine::EngineConfig::new(
         &config.database_url,
         config.key.clone(),
-        TotpProviderConfig {
+        TotpSite {
             base_url: config.totp_provider_url.clone(),
             issuer: config::TOTP_ISSUER.to_owned(),
         },

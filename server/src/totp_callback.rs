@@ -1,4 +1,4 @@
-//! `GET /settings/security/totp-callback`: where the web TOTP provider sends the user back after
+//! `GET /settings/security/totp-callback`: where the TOTP site (the web TOTP service) sends the user back after
 //! creating a seed (`success, seedId, seed, code, regToken, timestamp`). It runs in the popup;
 //! the page it returns tells the opener and closes itself, or asks the user to close it.
 
@@ -6,7 +6,7 @@ use axum::extract::Query;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use engine::sessions::token_from_cookie_header;
-use engine::two_factor::RegistrationCallback;
+use engine::totp_enrolment::RegistrationCallback;
 use engine::{Engine, ErrorCode};
 
 pub const PATH: &str = "/settings/security/totp-callback";
@@ -67,7 +67,7 @@ async fn complete(
         .ok_or(ErrorCode::NotSignedIn)?;
     engine
         .two_factor()
-        .complete_provider_enrollment(user.id, callback, engine.now())
+        .complete_site_enrollment(user.id, callback, engine.now())
         .await
 }
 

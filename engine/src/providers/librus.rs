@@ -266,7 +266,7 @@ mod tests {
     use sandbox::faults::Fault;
     use sandbox::librus::{self as double, LibrusSandbox};
 
-    use crate::engine::{Completion, Engine, EngineConfig, Progress};
+    use crate::engine::{Completion, Engine, Progress};
     use crate::providers::{Input, Purpose, StepError};
     use crate::upstream::UpstreamMap;
     use crate::ErrorCode;
@@ -281,14 +281,7 @@ mod tests {
     async fn setup() -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let sandbox = LibrusSandbox::spawn().await;
-        let mut config = EngineConfig::new(
-            crate::db::sqlite_url_in(dir.path()),
-            crate::secrets::SecretKey([5; 32]),
-            crate::two_factor::TotpProviderConfig {
-                base_url: "http://totp.test".into(),
-                issuer: "Stepgate".into(),
-            },
-        );
+        let mut config = crate::test_support::test_config(dir.path());
         config.upstreams = UpstreamMap::parse(&sandbox.upstreams()).unwrap();
         // Short, so a stalled step is seen quickly.
         config.step_timeout = Duration::from_secs(1);

@@ -1,6 +1,6 @@
 //! `local`: Stepgate's own accounts. Step one checks email and password (argon2id); when the
 //! account has TOTP turned on, step two (`totp`) asks for a code, whose deep link points at the
-//! user's seed on the web TOTP provider.
+//! user's seed on the TOTP site (the web TOTP service, [`crate::totp_site`]).
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -65,7 +65,7 @@ impl LocalProvider {
         };
         let deep_link = self
             .two_factor
-            .provider
+            .site
             .deep_link(totp.seed_id.as_deref(), &user.email);
         Ok(Step::Show {
             step: TOTP_STEP,
@@ -136,5 +136,136 @@ impl Provider for LocalProvider {
             }
             Err(other) => Step::abort(other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::flow::MAX_ATTEMPTS;
+    use crate::test_support::{engine_in, input, start, submit, user_with_totp};
+    use crate::totp_verification::{FREE_FAILURES, MAX_BACKOFF_SECONDS};
+    use crate::view::{CodeChannel, StepView};
+    use crate::{Completion, ErrorCode, Progress};
+
+    #[tokio::test]
+    async fn password_then_totp_signs_in_and_the_step_carries_the_fallback_deep_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, clock) = engine_in(&dir).await;
+        let (user, secret) = user_with_totp(&engine, "two@example.org").await;
+        let credentials = input(&[("email", "two@example.org"), ("password", "password-1")]);
+        let Ok(Progress::Next(view)) =
+            start(&engine, "local", Some("o".into()), &credentials).await
+        else {
+            panic!("the password should lead to the code step");
+        };
+        assert_eq!(
+            view.step,
+            StepView::Code {
+                channel: CodeChannel::Totp {
+                    deep_link: "http://totp.test/dashboard/simple-totp?serviceName=Stepgate&accountIdentifier=two%40example.org".into()
+                },
+                digits: 6
+            }
+        );
+        // A reloaded page gets the same step back.
+        assert_eq!(
+            engine.flow_view(&view.flow_id, Some("o")).await,
+            Ok(view.clone())
+        );
+        clock.advance(30);
+        let code = crate::totp::code_at(&secret, engine.now(), 6);
+        assert_eq!(
+            submit(
+                &engine,
+                &view.flow_id,
+                Some("o"),
+                &input(&[("code", &code)])
+            )
+            .await,
+            Ok(Progress::Done(Completion::SignedIn { user_id: user.id }))
+        );
+    }
+
+    #[tokio::test]
+    async fn five_wrong_totp_codes_end_the_sign_in_with_too_many_attempts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, clock) = engine_in(&dir).await;
+        let (_, secret) = user_with_totp(&engine, "five@example.org").await;
+        let credentials = input(&[("email", "five@example.org"), ("password", "password-1")]);
+        let Ok(Progress::Next(view)) =
+            start(&engine, "local", Some("o".into()), &credentials).await
+        else {
+            panic!("the password should lead to the code step");
+        };
+        for attempt in 1..=MAX_ATTEMPTS {
+            // Wait out the per-account back-off so every try reaches the code check.
+            clock.advance(MAX_BACKOFF_SECONDS.min(60));
+            let expected = if attempt < MAX_ATTEMPTS {
+                ErrorCode::InvalidCode
+            } else {
+                ErrorCode::TooManyAttempts
+            };
+            assert_eq!(
+                submit(
+                    &engine,
+                    &view.flow_id,
+                    Some("o"),
+                    &input(&[("code", "000000")])
+                )
+                .await,
+                Err(expected),
+                "attempt {attempt}"
+            );
+        }
+        let code = crate::totp::code_at(&secret, engine.now(), 6);
+        assert_eq!(
+            submit(
+                &engine,
+                &view.flow_id,
+                Some("o"),
+                &input(&[("code", &code)])
+            )
+            .await,
+            Err(ErrorCode::FlowExpired)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_new_flow_does_not_reset_the_account_back_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _) = engine_in(&dir).await;
+        let (_, secret) = user_with_totp(&engine, "back@example.org").await;
+        let credentials = input(&[("email", "back@example.org"), ("password", "password-1")]);
+        for _ in 0..FREE_FAILURES {
+            let Ok(Progress::Next(view)) =
+                start(&engine, "local", Some("o".into()), &credentials).await
+            else {
+                panic!("code step expected");
+            };
+            let wrong = submit(
+                &engine,
+                &view.flow_id,
+                Some("o"),
+                &input(&[("code", "000000")]),
+            )
+            .await;
+            assert_eq!(wrong, Err(ErrorCode::InvalidCode));
+        }
+        let Ok(Progress::Next(view)) =
+            start(&engine, "local", Some("o".into()), &credentials).await
+        else {
+            panic!("code step expected");
+        };
+        let code = crate::totp::code_at(&secret, engine.now() + 30, 6);
+        assert_eq!(
+            submit(
+                &engine,
+                &view.flow_id,
+                Some("o"),
+                &input(&[("code", &code)])
+            )
+            .await,
+            Err(ErrorCode::RateLimited)
+        );
     }
 }

@@ -876,14 +876,7 @@ mod tests {
     }
 
     fn config(dir: &std::path::Path, sandbox: &XiaomiSandbox) -> EngineConfig {
-        let mut config = EngineConfig::new(
-            crate::db::sqlite_url_in(dir),
-            crate::secrets::SecretKey([7; 32]),
-            crate::two_factor::TotpProviderConfig {
-                base_url: "http://totp.test".into(),
-                issuer: "Stepgate".into(),
-            },
-        );
+        let mut config = crate::test_support::test_config(dir);
         config.upstreams = UpstreamMap::parse(&sandbox.upstreams()).unwrap();
         // Short, so a stalled step is seen quickly.
         config.step_timeout = Duration::from_secs(1);
