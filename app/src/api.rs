@@ -27,7 +27,7 @@ pub struct TwoFactorStatus {
     pub email: String,
     pub two_factor_on: bool,
     /// True when the seed lives at the web TOTP provider (a seed id is stored).
-    pub via_provider: bool,
+    pub via_totp_site: bool,
 }
 
 /// A new authenticator-app secret, shown once while the app is set up.
@@ -242,14 +242,14 @@ pub async fn security_status() -> Result<TwoFactorStatus, AppError> {
     Ok(TwoFactorStatus {
         email: user.email,
         two_factor_on: status.is_some(),
-        via_provider: status.is_some_and(|s| s.seed_id.is_some()),
+        via_totp_site: status.is_some_and(|s| s.seed_id.is_some()),
     })
 }
 
 /// The TOTP site's `action=add` link with a fresh single-use registration token. Fetched
 /// before the click, so the popup can open synchronously inside the click handler.
-#[server(prefix = "/api", endpoint = "provider_setup_link")]
-pub async fn provider_setup_link() -> Result<String, AppError> {
+#[server(prefix = "/api", endpoint = "totp_site_setup_link")]
+pub async fn totp_site_setup_link() -> Result<String, AppError> {
     use crate::session::{engine, settings, signed_in_user};
 
     let user = signed_in_user().await?;

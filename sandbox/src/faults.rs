@@ -90,6 +90,8 @@ struct Entry {
 pub struct Faults {
     steps: &'static [&'static str],
     table: Arc<Mutex<BTreeMap<String, Entry>>>,
+    /// Added before every answer (milliseconds), as a real service far away would take.
+    latency_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Faults {
@@ -97,7 +99,17 @@ impl Faults {
         Self {
             steps,
             table: Arc::default(),
+            latency_ms: Arc::default(),
         }
+    }
+
+    /// Every answer of this double waits `latency` first (benchmarks against a realistic
+    /// round trip; zero by default).
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        self.latency_ms.store(
+            latency.as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// The step names this simulator knows.
@@ -152,6 +164,10 @@ impl Faults {
 
     /// `Some(response)` when a fault is on for `step`: the handler answers that instead.
     pub(crate) async fn check(&self, step: &str, style: &Style) -> Option<Response> {
+        let latency = self.latency_ms.load(std::sync::atomic::Ordering::Relaxed);
+        if latency > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
+        }
         match self.take(step) {
             Fault::None => None,
             Fault::Stall => {

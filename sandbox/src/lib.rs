@@ -8,6 +8,6 @@
 
 pub mod faults;
 pub mod librus;
-pub mod totp_provider;
+pub mod totp_site;
 mod util;
 pub mod xiaomi;

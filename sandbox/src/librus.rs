@@ -665,6 +665,11 @@ impl LibrusSandbox {
         self.librus.faults.clear();
     }
 
+    /// Every answer waits this long first (see [`crate::faults::Faults::set_latency`]).
+    pub fn set_latency(&self, latency: Duration) {
+        self.librus.faults.set_latency(latency);
+    }
+
     /// Maintenance: `GET https://api.librus.pl/` answers 503 with the maintenance JSON.
     pub fn set_maintenance(&self, on: bool) {
         self.set_fault(

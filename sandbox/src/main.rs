@@ -1,7 +1,7 @@
 //! Simulated third-party services for the demo and the end-to-end tests, each host on its own
 //! origin: the web TOTP provider, Librus (api + synergia) and Xiaomi (account + sts).
 
-use sandbox::{librus, totp_provider, xiaomi};
+use sandbox::{librus, totp_site, xiaomi};
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.into())
@@ -21,8 +21,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let seeds_file = std::env::var("STEPGATE_SANDBOX_SEEDS")
         .ok()
         .map(std::path::PathBuf::from);
-    let router =
-        totp_provider::router(totp_provider::Provider::new(app_origin.clone(), seeds_file));
+    let router = totp_site::router(totp_site::Provider::new(app_origin.clone(), seeds_file));
     let listener = tokio::net::TcpListener::bind(&addr).await?;
 
     let librus = librus::LibrusSandbox::spawn_at(

@@ -1059,6 +1059,11 @@ impl XiaomiSandbox {
         self.xiaomi.faults.clear();
     }
 
+    /// Every answer waits this long first (see [`crate::faults::Faults::set_latency`]).
+    pub fn set_latency(&self, latency: Duration) {
+        self.xiaomi.faults.set_latency(latency);
+    }
+
     pub fn advance_clock(&self, by: Duration) {
         self.xiaomi.advance_clock(by);
     }

@@ -3,7 +3,7 @@ use leptos_meta::Title;
 use leptos_router::components::Redirect;
 
 use crate::api::{
-    provider_setup_link, security_status, AppEnrollmentView, BeginAppEnrollment,
+    security_status, totp_site_setup_link, AppEnrollmentView, BeginAppEnrollment,
     ConfirmAppEnrollment, DisableTwoFactor,
 };
 use crate::components::{use_hydrated, CodeInput, ErrorBanner, NotReadyNotice};
@@ -27,7 +27,7 @@ pub fn SecurityPage() -> impl IntoView {
                         Ok(s) if s.two_factor_on => view! {
                             <p role="status" class="ok">"Two-factor authentication is on."</p>
                             <p class="hint">
-                                {if s.via_provider {
+                                {if s.via_totp_site {
                                     "Codes come from your TOTP provider."
                                 } else {
                                     "Codes come from your authenticator app."
@@ -38,7 +38,7 @@ pub fn SecurityPage() -> impl IntoView {
                             .into_any(),
                         Ok(_) => view! {
                             <p>"Two-factor authentication is off. Turn it on to be asked for a code at every sign-in."</p>
-                            <ProviderSetup/>
+                            <TotpSiteSetup/>
                             <AppSetup/>
                         }
                             .into_any(),
@@ -66,7 +66,7 @@ thread_local! {
 /// to the provider once the server has issued a registration token: no token is made for
 /// page views that never click. When the provider is done, the page reloads to show 2FA on.
 #[island]
-fn ProviderSetup() -> impl IntoView {
+fn TotpSiteSetup() -> impl IntoView {
     let (blocked, set_blocked) = signal(false);
     let (waiting, set_waiting) = signal(false);
     let (fallback_link, set_fallback_link) = signal(None::<String>);
@@ -133,7 +133,7 @@ fn ProviderSetup() -> impl IntoView {
             None => set_blocked.set(true),
         }
         leptos::task::spawn_local(async move {
-            match (provider_setup_link().await, opened) {
+            match (totp_site_setup_link().await, opened) {
                 (Ok(url), Some(popup)) => {
                     let _ = popup.location().set_href(&url);
                 }
