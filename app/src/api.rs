@@ -238,7 +238,7 @@ pub async fn security_status() -> Result<TwoFactorStatus, AppError> {
     use crate::session::{engine, signed_in_user};
 
     let user = signed_in_user().await?;
-    let status = engine()?.two_factor().status(user.id).await?;
+    let status = engine()?.totp_status(&user).await?;
     Ok(TwoFactorStatus {
         email: user.email,
         two_factor_on: status.is_some(),
@@ -253,11 +253,8 @@ pub async fn totp_site_setup_link() -> Result<String, AppError> {
     use crate::session::{engine, settings, signed_in_user};
 
     let user = signed_in_user().await?;
-    let engine = engine()?;
-    let tf = engine.two_factor();
-    let token = tf.begin_site_enrollment(user.id, engine.now()).await?;
     let callback = format!("{}/settings/security/totp-callback", settings()?.public_url);
-    Ok(tf.site.registration_link(&user.email, &callback, &token))
+    Ok(engine()?.totp_site_setup_link(&user, &callback).await?)
 }
 
 /// Starts authenticator-app setup: a new secret, as a QR code and as text.
@@ -266,11 +263,7 @@ pub async fn begin_app_enrollment() -> Result<AppEnrollmentView, AppError> {
     use crate::session::{engine, signed_in_user};
 
     let user = signed_in_user().await?;
-    let engine = engine()?;
-    let enrollment = engine
-        .two_factor()
-        .begin_app_enrollment(user.id, &user.email, engine.now())
-        .await?;
+    let enrollment = engine()?.begin_app_enrollment(&user).await?;
     let qr_svg = qrcode::QrCode::new(enrollment.otpauth_uri.as_bytes())
         .map_err(|_| AppError::from(engine::ErrorCode::Unknown))?
         .render::<qrcode::render::svg::Color>()
@@ -289,11 +282,7 @@ pub async fn confirm_app_enrollment(code: String) -> Result<(), AppError> {
     use crate::session::{engine, signed_in_user};
 
     let user = signed_in_user().await?;
-    let engine = engine()?;
-    engine
-        .two_factor()
-        .confirm_app_enrollment(user.id, &code, engine.now())
-        .await?;
+    engine()?.confirm_app_enrollment(&user, &code).await?;
     Ok(())
 }
 
@@ -303,10 +292,6 @@ pub async fn disable_two_factor(code: String) -> Result<(), AppError> {
     use crate::session::{engine, signed_in_user};
 
     let user = signed_in_user().await?;
-    let engine = engine()?;
-    engine
-        .two_factor()
-        .disable(user.id, &code, engine.now())
-        .await?;
+    engine()?.disable_totp(&user, &code).await?;
     Ok(())
 }

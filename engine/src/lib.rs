@@ -45,6 +45,8 @@ pub mod totp;
 #[cfg(feature = "server")]
 pub mod totp_enrolment;
 #[cfg(feature = "server")]
+mod totp_settings;
+#[cfg(feature = "server")]
 pub mod totp_site;
 #[cfg(feature = "server")]
 pub mod totp_verification;

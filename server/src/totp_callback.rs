@@ -65,10 +65,7 @@ async fn complete(
         .session_user(&token)
         .await?
         .ok_or(ErrorCode::NotSignedIn)?;
-    engine
-        .two_factor()
-        .complete_site_enrollment(user.id, callback, engine.now())
-        .await
+    engine.complete_totp_site_setup(&user, callback).await
 }
 
 fn escape(text: &str) -> String {

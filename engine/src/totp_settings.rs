@@ -1,0 +1,56 @@
+//! The security settings of a signed-in user, as the app calls them: the engine supplies the
+//! time and the TOTP site, so the app passes neither (no `engine.now()` in the app).
+
+use crate::totp_enrolment::{AppEnrollment, RegistrationCallback};
+use crate::two_factor::TotpStatus;
+use crate::users::User;
+use crate::{Engine, ErrorCode};
+
+impl Engine {
+    /// Whether `user` has TOTP on, and how.
+    pub async fn totp_status(&self, user: &User) -> Result<Option<TotpStatus>, ErrorCode> {
+        self.two_factor().status(user.id).await
+    }
+
+    /// The TOTP site's `action=add` link for `user`, with a fresh single-use registration
+    /// token; the site sends the user back to `callback_url`.
+    pub async fn totp_site_setup_link(
+        &self,
+        user: &User,
+        callback_url: &str,
+    ) -> Result<String, ErrorCode> {
+        let tf = self.two_factor();
+        let token = tf.begin_site_enrollment(user.id, self.now()).await?;
+        Ok(tf.site.registration_link(&user.email, callback_url, &token))
+    }
+
+    /// The TOTP site's callback for the signed-in `user`.
+    pub async fn complete_totp_site_setup(
+        &self,
+        user: &User,
+        callback: &RegistrationCallback,
+    ) -> Result<(), ErrorCode> {
+        self.two_factor()
+            .complete_site_enrollment(user.id, callback, self.now())
+            .await
+    }
+
+    /// A new authenticator-app secret for `user`, pending until a valid code confirms it.
+    pub async fn begin_app_enrollment(&self, user: &User) -> Result<AppEnrollment, ErrorCode> {
+        self.two_factor()
+            .begin_app_enrollment(user.id, &user.email, self.now())
+            .await
+    }
+
+    /// Turns TOTP on once the authenticator app shows a valid code.
+    pub async fn confirm_app_enrollment(&self, user: &User, code: &str) -> Result<(), ErrorCode> {
+        self.two_factor()
+            .confirm_app_enrollment(user.id, code, self.now())
+            .await
+    }
+
+    /// Turns TOTP off; a current code is required.
+    pub async fn disable_totp(&self, user: &User, code: &str) -> Result<(), ErrorCode> {
+        self.two_factor().disable(user.id, code, self.now()).await
+    }
+}
