@@ -204,14 +204,7 @@ fn back_to_step(
     use leptos::server_fn::error::ServerFnUrlError;
     use leptos::server_fn::ServerFn;
 
-    let accepts_html = use_context::<http::request::Parts>().is_some_and(|parts| {
-        parts
-            .headers
-            .get(http::header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.contains("text/html"))
-    });
-    if !accepts_html {
+    if !crate::session::is_plain_form_post() {
         return;
     }
     // An ended flow starts over from the first form.

@@ -97,15 +97,7 @@ mod ssr {
     /// sentence and the email it carried, so nothing typed but the password is lost.
     pub fn back_to_form<F: leptos::server_fn::ServerFn>(page: &str, email: &str, error: AppError) {
         use leptos::server_fn::error::ServerFnUrlError;
-        let accepts_html =
-            leptos::prelude::use_context::<http::request::Parts>().is_some_and(|parts| {
-                parts
-                    .headers
-                    .get(http::header::ACCEPT)
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|v| v.contains("text/html"))
-            });
-        if !accepts_html {
+        if !crate::session::is_plain_form_post() {
             return;
         }
         // Any absolute base will do: only the path and query are used.

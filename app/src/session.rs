@@ -90,6 +90,18 @@ pub fn client_address() -> Option<std::net::IpAddr> {
         .map(|info| info.0.ip())
 }
 
+/// A plain HTML form post (no WebAssembly): the browser is redirected back to the page, and an
+/// error travels in that URL.
+pub fn is_plain_form_post() -> bool {
+    request().is_some_and(|parts| {
+        parts
+            .headers
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/html"))
+    })
+}
+
 /// The session token the browser sent, if it has the shape we issue.
 pub fn session_token() -> Option<SessionToken> {
     cookie_headers()
