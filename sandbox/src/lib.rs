@@ -7,6 +7,7 @@
 //! answers `POST /testing/faults` (see [`faults`]).
 
 pub mod faults;
+pub mod hosts;
 pub mod librus;
 pub mod totp_site;
 mod util;

@@ -26,6 +26,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::faults::{Fault, Faults, Style};
+use crate::hosts::Hosts;
 use crate::util::{self, Clock};
 
 pub const API_ORIGIN: &str = "https://api.librus.pl";
@@ -607,12 +608,20 @@ async fn landing(State(l): State<Librus>, headers: HeaderMap) -> Response {
     .into_response()
 }
 
-/// Both Librus hosts, served on their own ports (for tests and the binary).
+/// Both Librus hosts, served on their own ports (for tests and the binary). Faults, latency
+/// and `upstreams()` come from [`Hosts`].
 pub struct LibrusSandbox {
     pub librus: Librus,
     pub api_addr: std::net::SocketAddr,
     pub synergia_addr: std::net::SocketAddr,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    hosts: Hosts,
+}
+
+impl std::ops::Deref for LibrusSandbox {
+    type Target = Hosts;
+    fn deref(&self) -> &Hosts {
+        &self.hosts
+    }
 }
 
 impl LibrusSandbox {
@@ -626,48 +635,20 @@ impl LibrusSandbox {
     /// Both hosts on the given addresses.
     pub async fn spawn_at(api: &str, synergia: &str) -> std::io::Result<LibrusSandbox> {
         let librus = Librus::new();
-        let (api_addr, a) = util::serve(api, api_router(librus.clone())).await?;
-        let (synergia_addr, s) = util::serve(synergia, synergia_router(librus.clone())).await?;
-        Ok(LibrusSandbox {
-            librus,
-            api_addr,
-            synergia_addr,
-            tasks: vec![a, s],
-        })
-    }
-
-    /// `https://api.librus.pl=http://… https://synergia.librus.pl=http://…` for
-    /// `STEPGATE_UPSTREAMS`.
-    pub fn upstreams(&self) -> String {
-        format!(
-            "{API_ORIGIN}=http://{} {SYNERGIA_ORIGIN}=http://{}",
-            self.api_addr, self.synergia_addr
+        let hosts = Hosts::serve(
+            librus.faults.clone(),
+            vec![
+                (API_ORIGIN, api, api_router(librus.clone())),
+                (SYNERGIA_ORIGIN, synergia, synergia_router(librus.clone())),
+            ],
         )
-    }
-
-    /// Switches a fault on for a step (see [`STEPS`]; `"all"` for every step).
-    pub fn set_fault(&self, step: &str, fault: Fault) {
-        self.librus
-            .faults
-            .set(step, fault, None)
-            .expect("known Librus step");
-    }
-
-    /// Switches a fault on for the next `count` requests of a step.
-    pub fn set_fault_times(&self, step: &str, fault: Fault, count: u32) {
-        self.librus
-            .faults
-            .set(step, fault, Some(count))
-            .expect("known Librus step");
-    }
-
-    pub fn clear_faults(&self) {
-        self.librus.faults.clear();
-    }
-
-    /// Every answer waits this long first (see [`crate::faults::Faults::set_latency`]).
-    pub fn set_latency(&self, latency: Duration) {
-        self.librus.faults.set_latency(latency);
+        .await?;
+        Ok(LibrusSandbox {
+            api_addr: hosts.addr_of(API_ORIGIN),
+            synergia_addr: hosts.addr_of(SYNERGIA_ORIGIN),
+            librus,
+            hosts,
+        })
     }
 
     /// Maintenance: `GET https://api.librus.pl/` answers 503 with the maintenance JSON.
@@ -684,13 +665,5 @@ impl LibrusSandbox {
 
     pub fn advance_clock(&self, by: Duration) {
         self.librus.advance_clock(by);
-    }
-}
-
-impl Drop for LibrusSandbox {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
     }
 }

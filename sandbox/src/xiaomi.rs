@@ -21,7 +21,8 @@ use md5::{Digest, Md5};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::faults::{Fault, Faults, Style};
+use crate::faults::{Faults, Style};
+use crate::hosts::Hosts;
 use crate::util::{self, Clock};
 
 pub const ACCOUNT_ORIGIN: &str = "https://account.xiaomi.com";
@@ -1003,12 +1004,20 @@ async fn inbox_page(State(x): State<Xiaomi>) -> Response {
     )
 }
 
-/// Both Xiaomi hosts, served on their own ports (for tests and the binary).
+/// Both Xiaomi hosts, served on their own ports (for tests and the binary). Faults, latency
+/// and `upstreams()` come from [`Hosts`].
 pub struct XiaomiSandbox {
     pub xiaomi: Xiaomi,
     pub account_addr: std::net::SocketAddr,
     pub sts_addr: std::net::SocketAddr,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    hosts: Hosts,
+}
+
+impl std::ops::Deref for XiaomiSandbox {
+    type Target = Hosts;
+    fn deref(&self) -> &Hosts {
+        &self.hosts
+    }
 }
 
 impl XiaomiSandbox {
@@ -1019,49 +1028,22 @@ impl XiaomiSandbox {
             .expect("bind the Xiaomi sandbox")
     }
 
-    pub async fn spawn_at(account: &str, sts_addr: &str) -> std::io::Result<XiaomiSandbox> {
+    pub async fn spawn_at(account: &str, sts: &str) -> std::io::Result<XiaomiSandbox> {
         let xiaomi = Xiaomi::new();
-        let (account_addr, a) = util::serve(account, account_router(xiaomi.clone())).await?;
-        let (sts_addr, s) = util::serve(sts_addr, sts_router(xiaomi.clone())).await?;
-        Ok(XiaomiSandbox {
-            xiaomi,
-            account_addr,
-            sts_addr,
-            tasks: vec![a, s],
-        })
-    }
-
-    /// `https://account.xiaomi.com=http://… https://sts.api.io.mi.com=http://…`.
-    pub fn upstreams(&self) -> String {
-        format!(
-            "{ACCOUNT_ORIGIN}=http://{} {STS_ORIGIN}=http://{}",
-            self.account_addr, self.sts_addr
+        let hosts = Hosts::serve(
+            xiaomi.faults.clone(),
+            vec![
+                (ACCOUNT_ORIGIN, account, account_router(xiaomi.clone())),
+                (STS_ORIGIN, sts, sts_router(xiaomi.clone())),
+            ],
         )
-    }
-
-    /// Switches a fault on for a step (see [`STEPS`]; `"all"` for every step).
-    pub fn set_fault(&self, step: &str, fault: Fault) {
-        self.xiaomi
-            .faults
-            .set(step, fault, None)
-            .expect("known Xiaomi step");
-    }
-
-    /// Switches a fault on for the next `count` requests of a step.
-    pub fn set_fault_times(&self, step: &str, fault: Fault, count: u32) {
-        self.xiaomi
-            .faults
-            .set(step, fault, Some(count))
-            .expect("known Xiaomi step");
-    }
-
-    pub fn clear_faults(&self) {
-        self.xiaomi.faults.clear();
-    }
-
-    /// Every answer waits this long first (see [`crate::faults::Faults::set_latency`]).
-    pub fn set_latency(&self, latency: Duration) {
-        self.xiaomi.faults.set_latency(latency);
+        .await?;
+        Ok(XiaomiSandbox {
+            account_addr: hosts.addr_of(ACCOUNT_ORIGIN),
+            sts_addr: hosts.addr_of(STS_ORIGIN),
+            xiaomi,
+            hosts,
+        })
     }
 
     pub fn advance_clock(&self, by: Duration) {
@@ -1076,13 +1058,5 @@ impl XiaomiSandbox {
     /// The newest code sent for `user`.
     pub fn latest_code(&self, user: &str) -> Option<String> {
         self.xiaomi.latest_code(user)
-    }
-}
-
-impl Drop for XiaomiSandbox {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
     }
 }
