@@ -86,7 +86,8 @@ test("the provider picker names every service", async ({ page }) => {
 
 test("the connect button shows that the server is working", async ({ page }) => {
   await openLibrus(page);
-  await page.evaluate(() => document.addEventListener("submit", (e) => e.preventDefault()));
+  // On window: it runs after forms.js's listener on document, whatever loaded first.
+  await page.evaluate(() => window.addEventListener("submit", (e) => e.preventDefault()));
   await page.getByLabel("Login").fill(DEMO.login);
   await page.getByLabel("Password").fill(DEMO.password);
   await page.getByRole("button", { name: "Connect" }).click();

@@ -50,7 +50,8 @@ test("the button shows a busy state while the server works", async ({ page }) =>
   await page.goto("/login");
   // Hold the form where the server would be working: a listener added after public/forms.js
   // stops the navigation, so the page can be read in that state.
-  await page.evaluate(() => document.addEventListener("submit", (e) => e.preventDefault()));
+  // On window: it runs after forms.js's listener on document, whatever loaded first.
+  await page.evaluate(() => window.addEventListener("submit", (e) => e.preventDefault()));
   await page.getByLabel("Email").fill(DEMO.email);
   await page.getByLabel("Password").fill(DEMO.password);
   await page.getByRole("button", { name: "Sign in" }).click();
