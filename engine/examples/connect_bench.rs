@@ -715,11 +715,10 @@ async fn pending_flows(bench: &Bench) {
     println!("bytes stored per pending flow (Xiaomi, SMS 2FA user):");
     for r in [&waiting, &at_code] {
         println!(
-            "  waiting at {:<10} sealed state {:>5} B as stored (hex; {} B sealed, {} B plaintext), view {:>4} B, row {:>5} B",
+            "  waiting at {:<10} sealed state {:>5} B ({} B plaintext), view {:>4} B, row {:>5} B",
             r.step,
             r.state,
-            r.state / 2,
-            r.state / 2 - 28,
+            r.state - 28,
             r.view,
             r.row,
         );

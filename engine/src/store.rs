@@ -55,7 +55,7 @@ impl SqliteFlowStore {
 fn flow_from_row(row: sqlx::sqlite::SqliteRow) -> StoreResult<Flow> {
     let id: String = row.try_get("id")?;
     let kind: String = row.try_get("kind")?;
-    let state: String = row.try_get("state")?;
+    let state: Vec<u8> = row.try_get("state")?;
     let attempts: i64 = row.try_get("attempts")?;
     let view: Option<String> = row.try_get("view")?;
     Ok(Flow {
@@ -67,7 +67,7 @@ fn flow_from_row(row: sqlx::sqlite::SqliteRow) -> StoreResult<Flow> {
         created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,
         attempts: u32::try_from(attempts).map_err(|_| StoreError::Corrupt("attempts"))?,
-        state: hex::decode(&state).map_err(|_| StoreError::Corrupt("state"))?,
+        state,
         view: view.as_deref().map(serde_json::from_str).transpose()?,
     })
 }
@@ -87,7 +87,7 @@ impl FlowStore for SqliteFlowStore {
         .bind(flow.created_at)
         .bind(flow.expires_at)
         .bind(i64::from(flow.attempts))
-        .bind(hex::encode(&flow.state))
+        .bind(&flow.state)
         .bind(flow.view.as_ref().map(serde_json::to_string).transpose()?)
         .execute(&self.pool)
         .await?;
@@ -110,7 +110,7 @@ impl FlowStore for SqliteFlowStore {
     async fn update(&self, flow: &Flow) -> StoreResult<()> {
         sqlx::query("UPDATE flows SET step = ?, state = ?, view = ?, expires_at = ? WHERE id = ?")
             .bind(&flow.step)
-            .bind(hex::encode(&flow.state))
+            .bind(&flow.state)
             .bind(flow.view.as_ref().map(serde_json::to_string).transpose()?)
             .bind(flow.expires_at)
             .bind(flow.id.to_string())
