@@ -105,9 +105,17 @@ test("an address that fails against many accounts is slowed; other addresses are
     const answer = await call(page, "sign_in", { email: uniqueEmail(`spray${i}`), password: "Summer2026!" }, from(address));
     expect(answer.status()).toBe(400);
   }
+  // The 20th failure starts a 1 s wait, doubling after each further one. The server counts in
+  // whole seconds, so a try right at a second's edge may still be checked: by the third extra
+  // try at the latest the address must be refused.
   const next = uniqueEmail("spray-next");
-  expect((await call(page, "sign_in", { email: next, password: "Summer2026!" }, from(address))).status()).toBe(429);
-  expect((await call(page, "sign_in", { email: next, password: "Summer2026!" }, from(randomAddress()))).status()).toBe(400);
+  const extra: number[] = [];
+  for (let i = 0; i < 3 && !extra.includes(429); i++) {
+    extra.push((await call(page, "sign_in", { email: next, password: "Summer2026!" }, from(address))).status());
+  }
+  expect(extra).toContain(429);
+  expect(extra.filter((s) => s === 400).length).toBeLessThanOrEqual(1);
+  expect((await call(page, "sign_in", { email: uniqueEmail("elsewhere"), password: "Summer2026!" }, from(randomAddress()))).status()).toBe(400);
 });
 
 test.describe("HTTP statuses", () => {
