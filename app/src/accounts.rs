@@ -44,7 +44,7 @@ mod ssr {
     use engine::users::User;
 
     use crate::error::AppError;
-    use crate::session::{engine, session_token, signed_in_user};
+    use crate::session::{session_token, signed_in_user};
 
     /// The signed-in user and the owner key that binds connect flows to this browser session.
     pub async fn user_and_owner() -> Result<(User, String), AppError> {
@@ -54,15 +54,6 @@ mod ssr {
             .ok_or(AppError::from(engine::ErrorCode::NotSignedIn))?;
         Ok((user, owner))
     }
-
-    pub fn title_of(name: &str) -> Option<&'static str> {
-        engine()
-            .ok()?
-            .connectable()
-            .into_iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, title)| title)
-    }
 }
 
 /// The signed-in user's connected accounts.
@@ -71,12 +62,14 @@ pub async fn connected_accounts() -> Result<Vec<AccountRow>, AppError> {
     use crate::session::{engine, signed_in_user};
 
     let user = signed_in_user().await?;
-    let accounts = engine()?.accounts().list(user.id).await?;
+    let engine = engine()?;
+    let accounts = engine.accounts().list(user.id).await?;
     Ok(accounts
         .into_iter()
         .map(|a| AccountRow {
             id: a.id,
-            provider: ssr::title_of(&a.provider)
+            provider: engine
+                .title_of(&a.provider)
                 .unwrap_or(a.provider.as_str())
                 .to_owned(),
             name: a.display_name,
@@ -94,10 +87,10 @@ pub async fn connectable_providers() -> Result<Vec<ProviderChoice>, AppError> {
     signed_in_user().await?;
     Ok(engine()?
         .connectable()
-        .into_iter()
+        .iter()
         .map(|(name, title)| ProviderChoice {
-            name: name.into(),
-            title: title.into(),
+            name: (*name).into(),
+            title: (*title).into(),
         })
         .collect())
 }
@@ -112,13 +105,12 @@ pub async fn connect_step(
 
     let (_, owner) = ssr::user_and_owner().await?;
     let engine = engine()?;
-    let title = ssr::title_of(&provider).ok_or(AppError::from(engine::ErrorCode::NotFound))?;
+    let title = engine
+        .title_of(&provider)
+        .ok_or(AppError::from(engine::ErrorCode::NotFound))?;
     let (flow_id, view) = match flow.filter(|f| !f.is_empty()) {
         Some(flow) => {
-            if engine.flow_provider(&flow, Some(&owner)).await? != provider {
-                return Err(engine::ErrorCode::FlowExpired.into());
-            }
-            let view = engine.flow_view(&flow, Some(&owner)).await?;
+            let view = engine.flow_view(&provider, &flow, Some(&owner)).await?;
             (Some(view.flow_id), view.step)
         }
         None => (None, engine.first_view(&provider)?),
@@ -162,10 +154,9 @@ pub async fn submit_connect_step(
                     .await?
             }
             Some(id) => {
-                if engine.flow_provider(id, Some(&owner)).await? != provider {
-                    return Err(engine::ErrorCode::FlowExpired.into());
-                }
-                engine.submit_flow(id, Some(&owner), &input).await?
+                engine
+                    .submit_provider_flow(&provider, id, Some(&owner), &input)
+                    .await?
             }
         };
         match progress {

@@ -150,7 +150,9 @@ pub async fn second_factor_step(flow: String) -> Result<CodeStep, AppError> {
     use engine::view::{CodeChannel, StepView};
 
     let owner = login_token().map(|t| t.digest());
-    let view = engine()?.flow_view(&flow, owner.as_deref()).await?;
+    let view = engine()?
+        .flow_view("local", &flow, owner.as_deref())
+        .await?;
     match view.step {
         StepView::Code {
             channel: CodeChannel::Totp { deep_link },
@@ -175,7 +177,7 @@ pub async fn verify_code(flow_id: String, code: String) -> Result<(), AppError> 
     let owner = login_token().map(|t| t.digest());
     let input = ssr::input([("code", code), ("flow_id", flow_id.clone())]);
     match engine
-        .submit_flow(&flow_id, owner.as_deref(), &input)
+        .submit_provider_flow("local", &flow_id, owner.as_deref(), &input)
         .await?
     {
         Progress::Done(Completion::SignedIn { user_id }) => {

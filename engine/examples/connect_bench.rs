@@ -682,20 +682,7 @@ async fn pending_flows(bench: &Bench) {
     let before = pages_in_use(&bench.engine).await;
     let mut flows = Vec::new();
     for &user_id in bench.users.iter() {
-        let fields = input(&[
-            ("username", xiaomi_double::DEMO_2FA_USER),
-            ("password", xiaomi_double::DEMO_PASSWORD),
-        ]);
-        match bench
-            .engine
-            .start_flow(
-                "xiaomi",
-                Purpose::Connect { user_id },
-                Some(OWNER.to_owned()),
-                &fields,
-            )
-            .await
-        {
+        match start_two_factor(&bench.engine, user_id).await {
             Ok(Progress::Next(flow)) => flows.push(flow.flow_id),
             other => panic!("the two_factor step expected, got {other:?}"),
         }
@@ -735,20 +722,8 @@ async fn pending_flows(bench: &Bench) {
 async fn sms_steps(bench: &Bench) {
     let (mut start, mut send, mut verify) = (Vec::new(), Vec::new(), Vec::new());
     for &user_id in bench.users.iter() {
-        let fields = input(&[
-            ("username", xiaomi_double::DEMO_2FA_USER),
-            ("password", xiaomi_double::DEMO_PASSWORD),
-        ]);
         let t = Instant::now();
-        let started = bench
-            .engine
-            .start_flow(
-                "xiaomi",
-                Purpose::Connect { user_id },
-                Some(OWNER.to_owned()),
-                &fields,
-            )
-            .await;
+        let started = start_two_factor(&bench.engine, user_id).await;
         start.push(t.elapsed());
         let Ok(Progress::Next(flow)) = started else {
             panic!("the two_factor step expected, got {started:?}");
@@ -788,6 +763,25 @@ async fn sms_steps(bench: &Bench) {
         ms(send),
         ms(verify)
     );
+}
+
+/// A Xiaomi connect for the SMS-2FA demo user, up to its first waiting step.
+async fn start_two_factor(
+    engine: &Engine,
+    user_id: i64,
+) -> Result<Progress, engine::providers::StepError> {
+    let fields = input(&[
+        ("username", xiaomi_double::DEMO_2FA_USER),
+        ("password", xiaomi_double::DEMO_PASSWORD),
+    ]);
+    engine
+        .start_flow(
+            "xiaomi",
+            Purpose::Connect { user_id },
+            Some(OWNER.to_owned()),
+            &fields,
+        )
+        .await
 }
 
 #[tokio::main]

@@ -92,6 +92,8 @@ pub struct Engine {
     two_factor: TwoFactor,
     pub(crate) throttle: SignInThrottle,
     pub(crate) providers: Arc<HashMap<&'static str, Arc<dyn AnyProvider>>>,
+    /// The registered third-party providers as (name, title), in the picker's order.
+    pub(crate) connectable: Arc<Vec<(&'static str, &'static str)>>,
     pub(crate) upstreams: Upstreams,
     /// Seals flow state (bound to the flow id).
     pub(crate) secrets: SecretBox,
@@ -125,12 +127,10 @@ impl Engine {
             hasher.clone(),
             two_factor.clone(),
         ));
+        let connectable = crate::providers::connectable();
+        let picker = connectable.iter().map(|p| (p.name(), p.title())).collect();
         let mut providers = HashMap::from([(local.name(), local)]);
-        providers.extend(
-            crate::providers::connectable()
-                .into_iter()
-                .map(|p| (p.name(), p)),
-        );
+        providers.extend(connectable.into_iter().map(|p| (p.name(), p)));
         Ok(Engine {
             flows: Arc::new(SqliteFlowStore::new(pool.clone())),
             sessions: SessionStore::new(pool.clone()),
@@ -142,6 +142,7 @@ impl Engine {
             hasher,
             two_factor,
             providers: Arc::new(providers),
+            connectable: Arc::new(picker),
             clock,
             flow_ttl: config.flow_ttl,
             pool,

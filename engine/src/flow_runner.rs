@@ -38,12 +38,16 @@ impl Engine {
     }
 
     /// The providers a user can connect: (name, title), in the picker's order.
-    pub fn connectable(&self) -> Vec<(&'static str, &'static str)> {
-        crate::providers::connectable()
+    pub fn connectable(&self) -> &[(&'static str, &'static str)] {
+        &self.connectable
+    }
+
+    /// The title of connectable provider `name` ("Librus").
+    pub fn title_of(&self, name: &str) -> Option<&'static str> {
+        self.connectable
             .iter()
-            .filter(|p| self.providers.contains_key(p.name()))
-            .map(|p| (p.name(), p.title()))
-            .collect()
+            .find(|(n, _)| *n == name)
+            .map(|(_, title)| *title)
     }
 
     /// The first form of `provider` (what its connect page shows before anything is sent).
@@ -71,10 +75,17 @@ impl Engine {
     /// The stored flow if it exists, belongs to `owner` and has not expired (an expired one is
     /// removed). Unknown, expired and foreign flows all answer `flow_expired`, so a flow id
     /// reveals nothing to anyone but its owner.
-    async fn live_flow(&self, flow_id: &str, owner: Option<&str>) -> Result<Flow, ErrorCode> {
+    /// With `provider`, a flow of another provider is refused the same way (a page of one
+    /// provider cannot continue another's flow).
+    async fn live_flow(
+        &self,
+        flow_id: &str,
+        owner: Option<&str>,
+        provider: Option<&str>,
+    ) -> Result<Flow, ErrorCode> {
         let id: FlowId = flow_id.parse().map_err(|_| ErrorCode::FlowExpired)?;
         let flow = self.flows.get(&id).await?.ok_or(ErrorCode::FlowExpired)?;
-        if flow.owner.as_deref() != owner {
+        if flow.owner.as_deref() != owner || provider.is_some_and(|p| p != flow.provider) {
             return Err(ErrorCode::FlowExpired);
         }
         if flow.is_expired(self.clock.now()) {
@@ -84,28 +95,20 @@ impl Engine {
         Ok(flow)
     }
 
-    /// The step a flow waits at, for its owner (to render it again after a reload), and the
-    /// provider it belongs to.
+    /// The step a flow of `provider` waits at, for its owner (to render it again after a
+    /// reload).
     pub async fn flow_view(
         &self,
+        provider: &str,
         flow_id: &str,
         owner: Option<&str>,
     ) -> Result<FlowView, ErrorCode> {
-        let flow = self.live_flow(flow_id, owner).await?;
+        let flow = self.live_flow(flow_id, owner, Some(provider)).await?;
         let step = flow.view.ok_or(ErrorCode::FlowExpired)?;
         Ok(FlowView {
             flow_id: flow.id.to_string(),
             step,
         })
-    }
-
-    /// The provider a live flow of `owner` belongs to.
-    pub async fn flow_provider(
-        &self,
-        flow_id: &str,
-        owner: Option<&str>,
-    ) -> Result<String, ErrorCode> {
-        Ok(self.live_flow(flow_id, owner).await?.provider)
     }
 
     /// Runs the first step of `provider`'s flow, for `purpose`, in the browser session `owner`.
@@ -163,8 +166,30 @@ impl Engine {
         owner: Option<&str>,
         input: &Input,
     ) -> Result<Progress, StepError> {
+        self.submit_flow_of(None, flow_id, owner, input).await
+    }
+
+    /// [`Engine::submit_flow`] for a page of `provider`: another provider's flow is refused.
+    pub async fn submit_provider_flow(
+        &self,
+        provider: &str,
+        flow_id: &str,
+        owner: Option<&str>,
+        input: &Input,
+    ) -> Result<Progress, StepError> {
+        self.submit_flow_of(Some(provider), flow_id, owner, input)
+            .await
+    }
+
+    async fn submit_flow_of(
+        &self,
+        provider: Option<&str>,
+        flow_id: &str,
+        owner: Option<&str>,
+        input: &Input,
+    ) -> Result<Progress, StepError> {
         check_field_sizes(input)?;
-        let flow = self.live_flow(flow_id, owner).await?;
+        let flow = self.live_flow(flow_id, owner, provider).await?;
         let id = flow.id;
         let provider = self.provider(&flow.provider)?.clone();
         let sealed = self.unseal(&flow)?;

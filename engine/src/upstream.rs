@@ -300,10 +300,10 @@ impl HttpSession {
         for (name, value) in &request.headers {
             builder = builder.header(name, value);
         }
-        if let Some((content_type, body)) = &request.body {
+        if let Some((content_type, body)) = request.body {
             builder = builder
-                .header(reqwest::header::CONTENT_TYPE, *content_type)
-                .body(body.clone());
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(body);
         }
         let response = builder
             .send()

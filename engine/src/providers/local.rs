@@ -169,7 +169,7 @@ mod tests {
         );
         // A reloaded page gets the same step back.
         assert_eq!(
-            engine.flow_view(&view.flow_id, Some("o")).await,
+            engine.flow_view("local", &view.flow_id, Some("o")).await,
             Ok(view.clone())
         );
         clock.advance(30);

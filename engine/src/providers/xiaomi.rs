@@ -948,6 +948,12 @@ mod tests {
                 .await
         }
 
+        /// Closes the engine and opens a new one on the same database: a server restart.
+        async fn reopen(&mut self) {
+            self.engine.pool.close().await;
+            self.engine = open(self.dir.path(), &self.sandbox).await;
+        }
+
         async fn secrets(&self, progress: Result<Progress, StepError>) -> serde_json::Value {
             let Ok(Progress::Done(Completion::Connected(account))) = progress else {
                 panic!("connected expected, got {progress:?}");
@@ -1261,7 +1267,7 @@ mod tests {
         // The step is still open: the view is the same.
         let view = s
             .engine
-            .flow_view(&flow.flow_id, Some(OWNER))
+            .flow_view("xiaomi", &flow.flow_id, Some(OWNER))
             .await
             .unwrap();
         assert_eq!(view.step, flow.step);
@@ -1307,7 +1313,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_pasted_url_on_the_mapped_base_connects_after_the_engine_reopened() {
-        let s = setup().await;
+        let mut s = setup().await;
         let flow = s.two_factor(double::DEMO_EMAIL_2FA_USER).await;
         let sts_url = browser_sts_url(&s, &link_of(&flow), double::DEMO_EMAIL_2FA_USER).await;
         let mapped = sts_url.replace(
@@ -1326,73 +1332,28 @@ mod tests {
             .unwrap_err();
         assert_eq!(error.code, ErrorCode::InvalidUrl);
 
-        let Setup {
-            engine,
-            user_id,
-            sandbox,
-            dir,
-        } = s;
-        engine.pool.close().await;
-        drop(engine);
-        let engine = open(dir.path(), &sandbox).await;
-        let done = engine
-            .submit_flow(
-                &flow.flow_id,
-                Some(OWNER),
-                &input(&[("authenticated_url", &mapped)]),
-            )
-            .await;
-        let Ok(Progress::Done(Completion::Connected(account))) = done else {
+        s.reopen().await;
+        let done = s.submit(&flow, &[("authenticated_url", &mapped)]).await;
+        let Ok(Progress::Done(Completion::Connected(account))) = &done else {
             panic!("connected expected, got {done:?}");
         };
         assert_eq!(account.display_name, double::DEMO_EMAIL_2FA_USER);
-        let secrets = engine
-            .accounts()
-            .secrets(user_id, account.id)
-            .await
-            .unwrap();
-        assert_secrets(&secrets, false);
+        assert_secrets(&s.secrets(done).await, false);
     }
 
     #[tokio::test]
     async fn the_code_way_survives_the_engine_reopened_between_steps() {
-        let s = setup().await;
+        let mut s = setup().await;
         let flow = s.two_factor(double::DEMO_2FA_USER).await;
-        let Setup {
-            engine,
-            user_id,
-            sandbox,
-            dir,
-        } = s;
-        engine.pool.close().await;
-        drop(engine);
-        let engine = open(dir.path(), &sandbox).await;
-        let Ok(Progress::Next(code_step)) = engine
-            .submit_flow(
-                &flow.flow_id,
-                Some(OWNER),
-                &input(&[("action", "send_code")]),
-            )
-            .await
+        s.reopen().await;
+        let Ok(Progress::Next(code_step)) = s.submit(&flow, &[("action", "send_code")]).await
         else {
             panic!("the code step expected");
         };
-        engine.pool.close().await;
-        drop(engine);
-        let engine = open(dir.path(), &sandbox).await;
-        let code = sandbox.latest_code(double::DEMO_2FA_USER).unwrap();
-        let done = engine
-            .submit_flow(&code_step.flow_id, Some(OWNER), &input(&[("code", &code)]))
-            .await;
-        let Ok(Progress::Done(Completion::Connected(account))) = done else {
-            panic!("connected expected, got {done:?}");
-        };
-        let secrets = engine
-            .accounts()
-            .secrets(user_id, account.id)
-            .await
-            .unwrap();
-        assert_secrets(&secrets, true);
+        s.reopen().await;
+        let code = s.sandbox.latest_code(double::DEMO_2FA_USER).unwrap();
+        let done = s.submit(&code_step, &[("code", &code)]).await;
+        assert_secrets(&s.secrets(done).await, true);
     }
 
     #[tokio::test]
