@@ -82,13 +82,19 @@ pub enum ErrorCode {
     AlreadyConfigured,
     #[error("token_error")]
     TokenError,
+    /// A second-factor code that was right once but is too old now (a new one must be sent).
+    #[error("code_expired")]
+    CodeExpired,
+    /// A reauth signed in to another upstream account than the one it was started for.
+    #[error("wrong_account")]
+    WrongAccount,
     #[error("unknown")]
     Unknown,
 }
 
 impl ErrorCode {
     /// Every code, for the table test and for documentation.
-    pub const ALL: [ErrorCode; 33] = [
+    pub const ALL: [ErrorCode; 35] = [
         ErrorCode::InvalidAuth,
         ErrorCode::InvalidCode,
         ErrorCode::MissingFields,
@@ -121,6 +127,8 @@ impl ErrorCode {
         ErrorCode::NotFound,
         ErrorCode::AlreadyConfigured,
         ErrorCode::TokenError,
+        ErrorCode::CodeExpired,
+        ErrorCode::WrongAccount,
         ErrorCode::Unknown,
     ];
 
@@ -175,6 +183,10 @@ impl ErrorCode {
             ErrorCode::NotFound => "That is not here (any more). Reload the page to see what is.",
             ErrorCode::AlreadyConfigured => "This account is already connected.",
             ErrorCode::TokenError => "The provider did not accept the sign-in. Please try again.",
+            ErrorCode::CodeExpired => "That code has expired. Please start again to get a new one.",
+            ErrorCode::WrongAccount => {
+                "You signed in to a different account than the one you are signing in again. Use the same account, or connect the other one as a new account."
+            }
             ErrorCode::Unknown => "Something went wrong on our side. Please try again.",
         }
     }
@@ -198,12 +210,12 @@ impl ErrorCode {
         match self {
             InvalidAuth | InvalidCode | MissingFields | InvalidEmail | FieldTooLong
             | PasswordTooShort | PasswordMismatch | CodeUsed | InvalidVin | InvalidUrl
-            | InvalidRequest | EnrollmentCancelled | TwoFactorOff => 400,
+            | InvalidRequest | EnrollmentCancelled | TwoFactorOff | CodeExpired => 400,
             NotSignedIn => 401,
             CaptchaRequired => 403,
             NotFound => 404,
             CrossSiteRequest => 403,
-            EmailTaken | AlreadyConfigured => 409,
+            EmailTaken | AlreadyConfigured | WrongAccount => 409,
             FlowExpired | InvalidRegistration | RegistrationExpired => 410,
             RequestTooLarge => 413,
             RateLimited | SignInThrottled | TooManyAttempts => 429,
@@ -249,6 +261,8 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::AlreadyConfigured => "already_configured",
             ErrorCode::TokenError => "token_error",
+            ErrorCode::CodeExpired => "code_expired",
+            ErrorCode::WrongAccount => "wrong_account",
             ErrorCode::Unknown => "unknown",
         }
     }

@@ -365,6 +365,14 @@ mod tests {
         fn title(&self) -> &'static str {
             "Two step"
         }
+        async fn check(
+            &self,
+            _http: &mut HttpSession,
+            _now: i64,
+            _secrets: &serde_json::Value,
+        ) -> crate::providers::Health {
+            crate::providers::Health::Accepted(None)
+        }
         fn first_view(&self) -> StepView {
             StepView::form(
                 vec![FieldSpec::new("account", "Account", FieldKind::Text)],
@@ -545,6 +553,14 @@ mod tests {
         }
         fn title(&self) -> &'static str {
             "Code step"
+        }
+        async fn check(
+            &self,
+            _http: &mut HttpSession,
+            _now: i64,
+            _secrets: &serde_json::Value,
+        ) -> crate::providers::Health {
+            crate::providers::Health::Accepted(None)
         }
         fn first_view(&self) -> StepView {
             StepView::form(Vec::new(), "Start")

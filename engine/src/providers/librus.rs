@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use url::Url;
 
-use super::{required, Input, NewAccount, Provider, Step, StepContext, StepError};
+use super::{required, Health, Input, NewAccount, Provider, Step, StepContext, StepError};
 use crate::upstream::{Followed, HttpSession, UpstreamRequest, UpstreamResponse};
 use crate::view::{FieldKind, FieldSpec, StepView};
 use crate::ErrorCode;
@@ -256,6 +256,77 @@ impl Provider for LibrusProvider {
         // No step waits for the user; a stored Librus flow cannot exist.
         Step::abort(ErrorCode::FlowExpired)
     }
+
+    /// An authenticated call (`gateway/api/2.0/Me`) with the kept Synergia cookies; when only
+    /// the short-lived `oauth_token` has run out, Synergia's `refreshToken` renews it.
+    async fn check(
+        &self,
+        http: &mut HttpSession,
+        _now: i64,
+        secrets: &serde_json::Value,
+    ) -> Health {
+        match tokio::time::timeout(WHOLE_LOGIN, check_session(http, secrets)).await {
+            Ok(health) => health,
+            Err(_) => Health::Unreachable(ErrorCode::Timeout),
+        }
+    }
+}
+
+/// What an answer of Synergia's gateway says about the session, if anything.
+fn session_answer(response: &UpstreamResponse) -> Option<bool> {
+    match response.status {
+        200 => Some(true),
+        401 | 403 => Some(false),
+        _ => None,
+    }
+}
+
+fn unreachable_from(response: &UpstreamResponse) -> Health {
+    Health::Unreachable(if response.status == 503 {
+        ErrorCode::ServiceUnavailable
+    } else {
+        ErrorCode::Unknown
+    })
+}
+
+async fn check_session(http: &mut HttpSession, secrets: &serde_json::Value) -> Health {
+    let synergia = url(SYNERGIA);
+    for name in SESSION_COOKIES {
+        let Some(value) = secrets.get(name).and_then(serde_json::Value::as_str) else {
+            tracing::warn!(
+                cookie = name,
+                "a Librus account is kept without its session cookie"
+            );
+            return Health::Rejected;
+        };
+        http.set_cookie(&synergia, name, value);
+    }
+    let me = url(&format!("{SYNERGIA}/gateway/api/2.0/Me"));
+    let answer = match http.send(UpstreamRequest::get(me)).await {
+        Ok(answer) => answer,
+        Err(code) => return Health::Unreachable(code),
+    };
+    match session_answer(&answer) {
+        Some(true) => return Health::Accepted(None),
+        Some(false) => {}
+        None => return unreachable_from(&answer),
+    }
+    let refresh = url(&format!("{SYNERGIA}/refreshToken"));
+    let answer = match http.send(UpstreamRequest::get(refresh)).await {
+        Ok(answer) => answer,
+        Err(code) => return Health::Unreachable(code),
+    };
+    match session_answer(&answer) {
+        Some(true) => {}
+        Some(false) => return Health::Rejected,
+        None => return unreachable_from(&answer),
+    }
+    let Some(token) = http.cookie(&synergia, "oauth_token") else {
+        return Health::Unreachable(ErrorCode::Unknown);
+    };
+    let mut renewed = secrets.clone();
+    renewed["oauth_token"] = token.into();
+    Health::Accepted(Some(renewed))
 }
 
 #[cfg(test)]

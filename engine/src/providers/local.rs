@@ -90,6 +90,16 @@ impl Provider for LocalProvider {
         "Stepgate"
     }
 
+    /// Stepgate's own accounts are never "connected": there is nothing upstream to ask.
+    async fn check(
+        &self,
+        _http: &mut crate::upstream::HttpSession,
+        _now: i64,
+        _secrets: &serde_json::Value,
+    ) -> super::Health {
+        super::Health::Accepted(None)
+    }
+
     fn first_view(&self) -> StepView {
         StepView::form(
             vec![

@@ -153,6 +153,19 @@ impl<S> From<ErrorCode> for Step<S> {
     }
 }
 
+/// What a health check learnt about a connected account's kept secrets.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Health {
+    /// The upstream accepted them. `Some(secrets)` when the check had to renew them (a refresh
+    /// grant rotates the refresh token): the engine stores these in place of the old ones.
+    Accepted(Option<serde_json::Value>),
+    /// The upstream refused them: the account needs the user to sign in again.
+    Rejected,
+    /// The upstream could not be asked (down, slow, out of shape): nothing is known, so the
+    /// account is not marked ("degraded", never "needs sign-in").
+    Unreachable(ErrorCode),
+}
+
 /// One kind of login. `State` is what the flow keeps between the user's steps: an enum with a
 /// variant per waiting step, serialised and sealed by the engine (never hand-rolled JSON).
 #[async_trait]
@@ -178,6 +191,22 @@ pub trait Provider: Send + Sync + 'static {
         state: Self::State,
         input: &Input,
     ) -> Step<Self::State>;
+
+    /// A cheap check of an account's kept secrets: an authenticated call, or a refresh where
+    /// that is the only way. `http` is a fresh session (empty cookie jar).
+    async fn check(&self, http: &mut HttpSession, now: i64, secrets: &serde_json::Value) -> Health;
+
+    /// What the first form is filled in with when the user signs in to account
+    /// `display_name` again (reauth): by default the first field holds the account name.
+    fn reauth_prefill(&self, display_name: &str, _secrets: &serde_json::Value) -> Input {
+        let mut prefill = Input::new();
+        if let StepView::Form { fields, .. } = self.first_view() {
+            if let Some(first) = fields.first() {
+                prefill.insert(first.name.clone(), display_name.to_owned());
+            }
+        }
+        prefill
+    }
 }
 
 /// [`Provider`] with its state as JSON, so the engine can hold any provider in one map.
@@ -193,6 +222,8 @@ pub trait AnyProvider: Send + Sync {
         state: serde_json::Value,
         input: &Input,
     ) -> Step<serde_json::Value>;
+    async fn check(&self, http: &mut HttpSession, now: i64, secrets: &serde_json::Value) -> Health;
+    fn reauth_prefill(&self, display_name: &str, secrets: &serde_json::Value) -> Input;
 }
 
 fn to_json<S: Serialize>(state: S) -> serde_json::Value {
@@ -234,6 +265,14 @@ impl<P: Provider> AnyProvider for P {
         Provider::submit(self, cx, state, input)
             .await
             .map_state(to_json)
+    }
+
+    async fn check(&self, http: &mut HttpSession, now: i64, secrets: &serde_json::Value) -> Health {
+        Provider::check(self, http, now, secrets).await
+    }
+
+    fn reauth_prefill(&self, display_name: &str, secrets: &serde_json::Value) -> Input {
+        Provider::reauth_prefill(self, display_name, secrets)
     }
 }
 

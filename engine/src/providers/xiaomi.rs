@@ -43,7 +43,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use url::Url;
 
-use super::{required, Input, NewAccount, Provider, Step, StepContext, StepError};
+use super::{required, Health, Input, NewAccount, Provider, Step, StepContext, StepError};
 use crate::upstream::{Followed, HttpSession, UpstreamRequest, UpstreamResponse};
 use crate::view::{ActionSpec, FieldKind, FieldSpec, LinkSpec, StepView};
 use crate::ErrorCode;
@@ -849,6 +849,41 @@ impl Provider for XiaomiProvider {
                     Err(error) => Step::Abort(error),
                 }
             }
+        }
+    }
+
+    /// `serviceLogin` with the kept `passToken`: a live account session logs in at once
+    /// (`code: 0`), a dead one is asked for the password again. An account connected by a
+    /// pasted URL has no `passToken` (the browser kept that session) and cannot be asked
+    /// without Xiaomi's signed device API, so it counts as accepted.
+    async fn check(&self, http: &mut HttpSession, _now: i64, secrets: &Value) -> Health {
+        let (Some(pass_token), Some(user_id)) = (
+            secrets.get("passToken").and_then(Value::as_str),
+            secrets.get("userId").and_then(Value::as_str),
+        ) else {
+            return Health::Accepted(None);
+        };
+        let account_url = url(ACCOUNT);
+        http.set_cookie(&account_url, "sdkVersion", SDK_VERSION);
+        http.set_cookie(&account_url, "deviceId", &device_id());
+        http.set_cookie(&account_url, "passToken", pass_token);
+        http.set_cookie(&account_url, "userId", user_id);
+        let login = url(&format!(
+            "{ACCOUNT}/pass/serviceLogin?sid=xiaomiio&_json=true"
+        ));
+        let answer =
+            match bounded(async { Ok(http.send(UpstreamRequest::get(login)).await?) }).await {
+                Ok(answer) => answer,
+                Err(error) => return Health::Unreachable(error.code),
+            };
+        let answer = match xiaomi_json(&answer, "serviceLogin check") {
+            Ok(answer) => answer,
+            Err(error) => return Health::Unreachable(error.code),
+        };
+        match code_of(&answer) {
+            Some(0) if text_of(&answer, "ssecurity").is_some() => Health::Accepted(None),
+            Some(70016 | 20003 | 70002) | Some(0) => Health::Rejected,
+            _ => Health::Unreachable(ErrorCode::Unknown),
         }
     }
 }
