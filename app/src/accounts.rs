@@ -16,10 +16,51 @@ pub struct AccountRow {
     pub id: i64,
     /// "Librus".
     pub provider: String,
+    /// "librus": where "Sign in again" leads.
+    pub provider_name: String,
     pub name: String,
+    /// `active`, `needs_sign_in`, `degraded` or `checking` (a health check is under way).
     pub status: String,
+    /// The status in words ("Needs sign-in").
+    pub status_label: String,
+    /// Why the last check could not reach the provider, in words.
+    pub problem: Option<String>,
     /// Unix seconds.
     pub connected_at: i64,
+}
+
+/// The words for an account status key.
+pub fn status_label(status: &str) -> &'static str {
+    match status {
+        "checking" => "Checking…",
+        "needs_sign_in" => "Needs sign-in",
+        "degraded" => "Provider unreachable",
+        _ => "Active",
+    }
+}
+
+#[cfg(feature = "ssr")]
+fn row_of(engine: &engine::Engine, a: engine::accounts::ConnectedAccount, now: i64) -> AccountRow {
+    let status = if a.checking(now) {
+        "checking"
+    } else {
+        a.status.as_str()
+    };
+    AccountRow {
+        id: a.id,
+        provider: engine
+            .title_of(&a.provider)
+            .unwrap_or(a.provider.as_str())
+            .to_owned(),
+        provider_name: a.provider.clone(),
+        name: a.display_name,
+        status: status.to_owned(),
+        status_label: status_label(status).to_owned(),
+        problem: (status == "degraded")
+            .then(|| a.last_error.map(|code| code.message().to_owned()))
+            .flatten(),
+        connected_at: a.connected_at,
+    }
 }
 
 /// A provider the picker offers.
@@ -37,6 +78,10 @@ pub struct ConnectStepView {
     pub title: String,
     pub flow_id: Option<String>,
     pub view: StepView,
+    /// Signing in to this connected account again (reauth), with its name.
+    pub reauth: Option<(i64, String)>,
+    /// Values the first form starts with (a reauth fills in the account name).
+    pub values: Vec<(String, String)>,
 }
 
 #[cfg(feature = "ssr")]
@@ -56,26 +101,39 @@ mod ssr {
     }
 }
 
-/// The signed-in user's connected accounts.
+/// The signed-in user's connected accounts. Opening the page also checks, in the background,
+/// every account not checked in the last minute: those rows say "Checking…" until the answer
+/// is in (`public/accounts.js` asks [`account_statuses`]); the page never waits on a provider.
 #[server(prefix = "/api", endpoint = "connected_accounts")]
 pub async fn connected_accounts() -> Result<Vec<AccountRow>, AppError> {
     use crate::session::{engine, signed_in_user};
 
     let user = signed_in_user().await?;
     let engine = engine()?;
+    if let Err(code) = engine.check_accounts_in_background(user.id).await {
+        tracing::warn!(%code, "could not start the accounts' health checks");
+    }
+    let now = engine.now();
     let accounts = engine.accounts().list(user.id).await?;
     Ok(accounts
         .into_iter()
-        .map(|a| AccountRow {
-            id: a.id,
-            provider: engine
-                .title_of(&a.provider)
-                .unwrap_or(a.provider.as_str())
-                .to_owned(),
-            name: a.display_name,
-            status: a.status,
-            connected_at: a.connected_at,
-        })
+        .map(|a| row_of(&engine, a, now))
+        .collect())
+}
+
+/// The accounts' rows as they stand now, without starting checks (what the page polls while
+/// a check is under way).
+#[server(prefix = "/api", endpoint = "account_statuses", input = leptos::server_fn::codec::GetUrl)]
+pub async fn account_statuses() -> Result<Vec<AccountRow>, AppError> {
+    use crate::session::{engine, signed_in_user};
+
+    let user = signed_in_user().await?;
+    let engine = engine()?;
+    let now = engine.now();
+    let accounts = engine.accounts().list(user.id).await?;
+    Ok(accounts
+        .into_iter()
+        .map(|a| row_of(&engine, a, now))
         .collect())
 }
 
@@ -95,19 +153,34 @@ pub async fn connectable_providers() -> Result<Vec<ProviderChoice>, AppError> {
         .collect())
 }
 
-/// The step to show on `/accounts/connect/{provider}` (`flow` continues a started flow).
+/// The step to show on `/accounts/connect/{provider}` (`flow` continues a started flow;
+/// `reauth` signs in to that connected account again).
 #[server(prefix = "/api", endpoint = "connect_step")]
 pub async fn connect_step(
     provider: String,
     flow: Option<String>,
+    reauth: Option<i64>,
 ) -> Result<ConnectStepView, AppError> {
     use crate::session::engine;
 
-    let (_, owner) = ssr::user_and_owner().await?;
+    let (user, owner) = ssr::user_and_owner().await?;
     let engine = engine()?;
     let title = engine
         .title_of(&provider)
         .ok_or(AppError::from(engine::ErrorCode::NotFound))?;
+    let (reauth, values) = match reauth {
+        Some(id) => {
+            let (account, prefill) = engine.reauth_prefill(user.id, id).await?;
+            if account.provider != provider {
+                return Err(engine::ErrorCode::NotFound.into());
+            }
+            (
+                Some((id, account.display_name)),
+                prefill.into_iter().collect(),
+            )
+        }
+        None => (None, Vec::new()),
+    };
     let (flow_id, view) = match flow.filter(|f| !f.is_empty()) {
         Some(flow) => {
             let view = engine.flow_view(&provider, &flow, Some(&owner)).await?;
@@ -120,6 +193,8 @@ pub async fn connect_step(
         title: title.into(),
         flow_id,
         view,
+        reauth,
+        values,
     })
 }
 
@@ -130,6 +205,7 @@ pub async fn connect_step(
 pub async fn submit_connect_step(
     provider: String,
     flow_id: Option<String>,
+    reauth: Option<i64>,
     fields: Option<HashMap<String, String>>,
 ) -> Result<(), AppError> {
     use crate::session::engine;
@@ -142,15 +218,17 @@ pub async fn submit_connect_step(
         let (user, owner) = ssr::user_and_owner().await?;
         let engine = engine()?;
         let input = fields.clone().into_iter().collect();
+        let purpose = match reauth {
+            Some(account_id) => Purpose::Reauth {
+                user_id: user.id,
+                account_id,
+            },
+            None => Purpose::Connect { user_id: user.id },
+        };
         let progress = match &flow_id {
             None => {
                 engine
-                    .start_flow(
-                        &provider,
-                        Purpose::Connect { user_id: user.id },
-                        Some(owner),
-                        &input,
-                    )
+                    .start_flow(&provider, purpose, Some(owner), &input)
                     .await?
             }
             Some(id) => {
@@ -161,13 +239,17 @@ pub async fn submit_connect_step(
         };
         match progress {
             Progress::Next(view) => {
+                let reauth = reauth.map(|id| format!("&reauth={id}")).unwrap_or_default();
                 leptos_axum::redirect(&format!(
-                    "/accounts/connect/{provider}?flow={}",
+                    "/accounts/connect/{provider}?flow={}{reauth}",
                     view.flow_id
                 ));
             }
             Progress::Done(Completion::Connected(account)) => {
                 leptos_axum::redirect(&format!("/accounts?connected={}", account.id));
+            }
+            Progress::Done(Completion::Reauthenticated(account)) => {
+                leptos_axum::redirect(&format!("/accounts?reauthed={}", account.id));
             }
             Progress::Done(Completion::SignedIn { .. }) => {
                 return Err(engine::ErrorCode::Unknown.into());
@@ -177,7 +259,7 @@ pub async fn submit_connect_step(
     }
     .await;
     if let Err(error) = &result {
-        back_to_step(&provider, flow_id.as_deref(), &fields, error.clone());
+        back_to_step(&provider, flow_id.as_deref(), reauth, &fields, error.clone());
     }
     result
 }
@@ -188,6 +270,7 @@ pub async fn submit_connect_step(
 fn back_to_step(
     provider: &str,
     flow_id: Option<&str>,
+    reauth: Option<i64>,
     fields: &HashMap<String, String>,
     error: AppError,
 ) {
@@ -212,9 +295,19 @@ fn back_to_step(
         if let (Some(flow), false) = (flow_id, ended) {
             query.append_pair("flow", flow);
         }
+        if let Some(account) = reauth {
+            query.append_pair("reauth", &account.to_string());
+        }
         for (name, value) in fields {
             // Never echo a secret: passwords and codes are typed again.
-            let secret = ["password", "pass", "code", "authenticated_url"].contains(&name.as_str());
+            let secret = [
+                "password",
+                "pass",
+                "code",
+                "authenticated_url",
+                "redirect_url",
+            ]
+            .contains(&name.as_str());
             if !secret && value.len() <= 512 {
                 query.append_pair(&format!("value.{name}"), value);
             }

@@ -79,7 +79,9 @@ mod ssr {
             Progress::Done(Completion::SignedIn { user_id }) => {
                 open_session_and_go_home(&engine, user_id).await
             }
-            Progress::Done(Completion::Connected(_)) => Err(engine::ErrorCode::Unknown.into()),
+            Progress::Done(Completion::Connected(_) | Completion::Reauthenticated(_)) => {
+                Err(engine::ErrorCode::Unknown.into())
+            }
             Progress::Next(view) => {
                 // First factor passed: the old session (if any) ends, and a new id carries the flow.
                 if let Some(old) = session_token() {
@@ -184,7 +186,7 @@ pub async fn verify_code(flow_id: String, code: String) -> Result<(), AppError> 
             ssr::open_session_and_go_home(&engine, user_id).await
         }
         // A sign-in flow ends signed in; anything else is not what this page started.
-        Progress::Done(Completion::Connected(_)) | Progress::Next(_) => {
+        Progress::Done(Completion::Connected(_) | Completion::Reauthenticated(_)) | Progress::Next(_) => {
             Err(engine::ErrorCode::Unknown.into())
         }
     }

@@ -10,6 +10,40 @@ use crate::providers::NewAccount;
 use crate::users::UserId;
 use crate::ErrorCode;
 
+/// Where an account stands with its upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountStatus {
+    /// The kept secrets work (or nothing has said otherwise).
+    Active,
+    /// The upstream refused the kept secrets: the user must sign in again (reauth).
+    NeedsSignIn,
+    /// The upstream could not be asked at the last check; the secrets may still be good.
+    Degraded,
+}
+
+impl AccountStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountStatus::Active => "active",
+            AccountStatus::NeedsSignIn => "needs_sign_in",
+            AccountStatus::Degraded => "degraded",
+        }
+    }
+
+    fn parse(text: &str) -> AccountStatus {
+        match text {
+            "needs_sign_in" => AccountStatus::NeedsSignIn,
+            "degraded" => AccountStatus::Degraded,
+            _ => AccountStatus::Active,
+        }
+    }
+}
+
+/// A check that started this long ago and never finished (its server went away) no longer
+/// counts as under way.
+pub const CHECK_STALE_AFTER: i64 = 120;
+
 /// What the accounts page shows of a connected account (no secrets).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnectedAccount {
@@ -17,8 +51,54 @@ pub struct ConnectedAccount {
     pub provider: String,
     pub account_key: String,
     pub display_name: String,
-    pub status: String,
+    pub status: AccountStatus,
     pub connected_at: i64,
+    /// When the last health check started (unix seconds).
+    pub checked_at: Option<i64>,
+    /// When the last health check finished.
+    pub check_finished_at: Option<i64>,
+    /// The error code of the last check that could not reach the upstream.
+    pub last_error: Option<ErrorCode>,
+}
+
+impl ConnectedAccount {
+    /// A health check of this account is under way (started, not finished, not stale).
+    pub fn checking(&self, now: i64) -> bool {
+        match self.checked_at {
+            Some(started) => {
+                self.check_finished_at.is_none_or(|done| done < started)
+                    && now - started < CHECK_STALE_AFTER
+            }
+            None => false,
+        }
+    }
+}
+
+const ACCOUNT_COLUMNS: &str = "id, provider, account_key, display_name, status, connected_at, checked_at, check_finished_at, last_error";
+
+fn account_of(row: &sqlx::sqlite::SqliteRow) -> Result<ConnectedAccount, ErrorCode> {
+    let status: String = row.try_get("status").map_err(db_error)?;
+    let last_error: Option<String> = row.try_get("last_error").map_err(db_error)?;
+    Ok(ConnectedAccount {
+        id: row.try_get("id").map_err(db_error)?,
+        provider: row.try_get("provider").map_err(db_error)?,
+        account_key: row.try_get("account_key").map_err(db_error)?,
+        display_name: row.try_get("display_name").map_err(db_error)?,
+        status: AccountStatus::parse(&status),
+        connected_at: row.try_get("connected_at").map_err(db_error)?,
+        checked_at: row.try_get("checked_at").map_err(db_error)?,
+        check_finished_at: row.try_get("check_finished_at").map_err(db_error)?,
+        last_error: last_error.and_then(|code| serde_json::from_value(code.into()).ok()),
+    })
+}
+
+/// How a finished health check leaves an account.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckOutcome {
+    /// Accepted; with renewed secrets to store in place of the old ones.
+    Accepted(Option<serde_json::Value>),
+    Rejected,
+    Unreachable(ErrorCode),
 }
 
 fn db_error(e: sqlx::Error) -> ErrorCode {
@@ -78,33 +158,163 @@ impl AccountStore {
             provider: provider.to_owned(),
             account_key: account.account_id.clone(),
             display_name: account.display_name.clone(),
-            status: "active".into(),
+            status: AccountStatus::Active,
             connected_at: now,
+            checked_at: None,
+            check_finished_at: None,
+            last_error: None,
         })
+    }
+
+    /// Account `account_id` of `user_id`; `not_found` if it is not this user's.
+    pub async fn get(
+        &self,
+        user_id: UserId,
+        account_id: i64,
+    ) -> Result<ConnectedAccount, ErrorCode> {
+        let row = sqlx::query(&format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM connected_accounts WHERE id = ? AND user_id = ?"
+        ))
+        .bind(account_id)
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?
+        .ok_or(ErrorCode::NotFound)?;
+        account_of(&row)
+    }
+
+    /// Signs account `account_id` in again: its secrets (and name) are replaced in place, so
+    /// its id and connected-at stay, and the needs-sign-in mark is cleared. The flow must have
+    /// signed in to the same upstream account: another one is `wrong_account`, and nothing
+    /// changes.
+    pub async fn reauth(
+        &self,
+        user_id: UserId,
+        account_id: i64,
+        provider: &str,
+        account: &NewAccount,
+        now: i64,
+    ) -> Result<ConnectedAccount, ErrorCode> {
+        let stored = self.get(user_id, account_id).await?;
+        if stored.provider != provider {
+            return Err(ErrorCode::NotFound);
+        }
+        if stored.account_key != account.account_id {
+            return Err(ErrorCode::WrongAccount);
+        }
+        let sealed = self.secrets.seal(
+            account.secrets.to_string().as_bytes(),
+            &associated_data(user_id, provider, &stored.account_key),
+        );
+        let done = sqlx::query(
+            "UPDATE connected_accounts
+             SET secrets_sealed = ?, display_name = ?, status = 'active', last_error = NULL,
+                 check_finished_at = ?
+             WHERE id = ? AND user_id = ? AND provider = ? AND account_key = ?",
+        )
+        .bind(sealed)
+        .bind(&account.display_name)
+        .bind(now)
+        .bind(account_id)
+        .bind(user_id)
+        .bind(provider)
+        .bind(&stored.account_key)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        if done.rows_affected() == 0 {
+            // Removed while the reauth ran.
+            return Err(ErrorCode::NotFound);
+        }
+        self.get(user_id, account_id).await
+    }
+
+    /// Claims the user's accounts whose last check started at least `min_age` seconds ago
+    /// (or never): their `checked_at` becomes `now`, so another page view or another
+    /// instance does not check them again meanwhile. Returns the claimed accounts.
+    pub async fn claim_checks(
+        &self,
+        user_id: UserId,
+        now: i64,
+        min_age: i64,
+    ) -> Result<Vec<ConnectedAccount>, ErrorCode> {
+        let rows = sqlx::query(&format!(
+            "UPDATE connected_accounts SET checked_at = ?
+             WHERE user_id = ? AND (checked_at IS NULL OR checked_at <= ?)
+             RETURNING {ACCOUNT_COLUMNS}"
+        ))
+        .bind(now)
+        .bind(user_id)
+        .bind(now - min_age)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.iter().map(account_of).collect()
+    }
+
+    /// Records what a check found. A rejection marks the account; an unreachable upstream
+    /// makes it "degraded" but never clears a needs-sign-in mark (only a reauth does);
+    /// renewed secrets replace the old ones.
+    pub async fn finish_check(
+        &self,
+        account: &ConnectedAccount,
+        user_id: UserId,
+        outcome: &CheckOutcome,
+        now: i64,
+    ) -> Result<(), ErrorCode> {
+        let query = match outcome {
+            CheckOutcome::Accepted(renewed) => {
+                let sealed = renewed.as_ref().map(|secrets| {
+                    self.secrets.seal(
+                        secrets.to_string().as_bytes(),
+                        &associated_data(user_id, &account.provider, &account.account_key),
+                    )
+                });
+                sqlx::query(
+                    "UPDATE connected_accounts
+                     SET status = CASE WHEN status = 'needs_sign_in' THEN status ELSE 'active' END,
+                         last_error = NULL, check_finished_at = ?,
+                         secrets_sealed = COALESCE(?, secrets_sealed)
+                     WHERE id = ? AND user_id = ?",
+                )
+                .bind(now)
+                .bind(sealed)
+            }
+            CheckOutcome::Rejected => sqlx::query(
+                "UPDATE connected_accounts
+                 SET status = 'needs_sign_in', last_error = NULL, check_finished_at = ?
+                 WHERE id = ? AND user_id = ?",
+            )
+            .bind(now),
+            CheckOutcome::Unreachable(code) => sqlx::query(
+                "UPDATE connected_accounts
+                 SET status = CASE WHEN status = 'needs_sign_in' THEN status ELSE 'degraded' END,
+                     last_error = ?, check_finished_at = ?
+                 WHERE id = ? AND user_id = ?",
+            )
+            .bind(code.as_str())
+            .bind(now),
+        };
+        query
+            .bind(account.id)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
     }
 
     /// The user's connected accounts, oldest first.
     pub async fn list(&self, user_id: UserId) -> Result<Vec<ConnectedAccount>, ErrorCode> {
-        let rows = sqlx::query(
-            "SELECT id, provider, account_key, display_name, status, connected_at
-             FROM connected_accounts WHERE user_id = ? ORDER BY connected_at, id",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM connected_accounts WHERE user_id = ? ORDER BY connected_at, id"
+        ))
         .bind(user_id)
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(ConnectedAccount {
-                    id: row.try_get("id").map_err(db_error)?,
-                    provider: row.try_get("provider").map_err(db_error)?,
-                    account_key: row.try_get("account_key").map_err(db_error)?,
-                    display_name: row.try_get("display_name").map_err(db_error)?,
-                    status: row.try_get("status").map_err(db_error)?,
-                    connected_at: row.try_get("connected_at").map_err(db_error)?,
-                })
-            })
-            .collect()
+        rows.iter().map(account_of).collect()
     }
 
     /// An account's secrets, opened (for the app API and token upkeep).

@@ -72,6 +72,8 @@ pub enum Completion {
     SignedIn { user_id: UserId },
     /// A third-party account was connected (and stored).
     Connected(ConnectedAccount),
+    /// A connected account was signed in again: its secrets were replaced in place.
+    Reauthenticated(ConnectedAccount),
 }
 
 /// Where a flow stands after a step.

@@ -284,19 +284,32 @@ impl Engine {
         provider: &str,
         account: NewAccount,
     ) -> Result<Progress, StepError> {
-        let Purpose::Connect { user_id } = purpose else {
-            // Reauth arrives with the token-upkeep work; sign-in flows never connect.
-            tracing::error!(
-                provider,
-                "a provider connected an account outside a connect flow"
-            );
-            return Err(ErrorCode::Unknown.into());
-        };
-        let stored = self
-            .accounts
-            .add(user_id, provider, &account, self.clock.now())
-            .await?;
-        Ok(Progress::Done(Completion::Connected(stored)))
+        let now = self.clock.now();
+        match purpose {
+            Purpose::Connect { user_id } => {
+                let stored = self.accounts.add(user_id, provider, &account, now).await?;
+                Ok(Progress::Done(Completion::Connected(stored)))
+            }
+            // The same steps signed in again: that account's secrets are replaced in place
+            // (or `wrong_account`, when the user signed in to another upstream account).
+            Purpose::Reauth {
+                user_id,
+                account_id,
+            } => {
+                let stored = self
+                    .accounts
+                    .reauth(user_id, account_id, provider, &account, now)
+                    .await?;
+                Ok(Progress::Done(Completion::Reauthenticated(stored)))
+            }
+            Purpose::SignIn => {
+                tracing::error!(
+                    provider,
+                    "a provider connected an account outside a connect flow"
+                );
+                Err(ErrorCode::Unknown.into())
+            }
+        }
     }
 }
 

@@ -9,6 +9,8 @@ pub mod error;
 pub mod view;
 
 #[cfg(feature = "server")]
+mod account_health;
+#[cfg(feature = "server")]
 pub mod accounts;
 #[cfg(feature = "server")]
 pub mod clock;

@@ -39,6 +39,8 @@ pub fn AccountsPage() -> impl IntoView {
         let q = query.read_untracked();
         if q.get("connected").is_some() {
             Some("Account connected.")
+        } else if q.get("reauthed").is_some() {
+            Some("Signed in again. The account works as before.")
         } else if q.get("removed").is_some() {
             Some("Account removed.")
         } else {
@@ -64,6 +66,8 @@ pub fn AccountsPage() -> impl IntoView {
             <p><a class="button" href="/accounts/connect">"Connect an account"</a></p>
             <p class="aside"><a href="/">"Back home"</a></p>
         </section>
+        // Updates rows whose health check is under way (a few lines, no WebAssembly).
+        <script src="/accounts.js" defer></script>
     }
 }
 
@@ -88,15 +92,30 @@ fn AccountTable(rows: Vec<AccountRow>) -> impl IntoView {
                 {rows
                     .into_iter()
                     .map(|row| {
-                        let label = format!("Remove {} account {}", row.provider, row.name);
+                        let remove = format!("Remove {} account {}", row.provider, row.name);
+                        let again = format!("Sign in again to {} account {}", row.provider, row.name);
+                        let reauth_hidden = row.status != "needs_sign_in";
                         view! {
-                            <tr>
+                            <tr data-account=row.id.to_string()>
                                 <td>{row.provider.clone()}</td>
                                 <td class="account-name">{row.name.clone()}</td>
-                                <td>{row.status.clone()}</td>
+                                <td class="account-status" data-status=row.status.clone() aria-live="polite">
+                                    <span class="status-label">{row.status_label.clone()}</span>
+                                    <span class="hint status-problem">{row.problem.clone().unwrap_or_default()}</span>
+                                </td>
                                 <td>{utc_minute(row.connected_at)}</td>
-                                <td>
-                                    <a class="button secondary" href=format!("/accounts/remove?account={}", row.id) aria-label=label>
+                                <td class="row-actions">
+                                    // A GET form: a real button that works without JavaScript.
+                                    <form
+                                        method="get"
+                                        action=format!("/accounts/connect/{}", row.provider_name)
+                                        class="inline reauth"
+                                        hidden=reauth_hidden
+                                    >
+                                        <input type="hidden" name="reauth" value=row.id.to_string()/>
+                                        <button type="submit" aria-label=again>"Sign in again"</button>
+                                    </form>
+                                    <a class="button secondary" href=format!("/accounts/remove?account={}", row.id) aria-label=remove>
                                         "Remove"
                                     </a>
                                 </td>

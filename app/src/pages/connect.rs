@@ -70,9 +70,13 @@ pub fn ConnectPage() -> impl IntoView {
     let query = use_query_map();
     let provider = params.read_untracked().get("provider").unwrap_or_default();
     let flow = query.read_untracked().get("flow");
+    let reauth: Option<i64> = query
+        .read_untracked()
+        .get("reauth")
+        .and_then(|v| v.parse().ok());
     let step = Resource::new_blocking(
-        move || (provider.clone(), flow.clone()),
-        |(provider, flow)| connect_step(provider, flow),
+        move || (provider.clone(), flow.clone(), reauth),
+        |(provider, flow, reauth)| connect_step(provider, flow, reauth),
     );
     view! {
         <Suspense fallback=|| view! { <p role="status">"Loading…"</p> }>
@@ -102,7 +106,14 @@ fn StepForm(step: ConnectStepView) -> impl IntoView {
     let submit = ServerAction::<SubmitConnectStep>::new();
     let error = Signal::derive(move || submit.value().get().and_then(Result::err));
     let query = use_query_map();
-    let echoed = move |name: &str| query.read_untracked().get(&format!("value.{name}"));
+    let values = step.values.clone();
+    // What the user typed before a refusal, else what the step starts with (a reauth's name).
+    let echoed = move |name: &str| {
+        query
+            .read_untracked()
+            .get(&format!("value.{name}"))
+            .or_else(|| values.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()))
+    };
     let StepView::Form {
         intro,
         fields,
@@ -125,10 +136,18 @@ fn StepForm(step: ConnectStepView) -> impl IntoView {
     } else {
         format!("{label}…")
     };
+    let heading = match &step.reauth {
+        Some(_) => format!("Sign in to {} again", step.title),
+        None => format!("Connect {}", step.title),
+    };
+    let reauth_note = step.reauth.as_ref().map(|(_, name)| {
+        format!("{} stopped accepting Stepgate's sign-in for {name}. Sign in to the same account again; its apps keep working.", step.title)
+    });
     view! {
-        <Title text=format!("Connect {} · Stepgate", step.title)/>
+        <Title text=format!("{heading} · Stepgate")/>
         <section class="card" aria-labelledby="connect-title">
-            <h1 id="connect-title">{format!("Connect {}", step.title)}</h1>
+            <h1 id="connect-title">{heading}</h1>
+            {reauth_note.map(|text| view! { <p>{text}</p> })}
             {intro.map(|text| view! { <p>{text}</p> })}
             {(!links.is_empty()).then(|| view! {
                 <ul class="links">
@@ -144,6 +163,7 @@ fn StepForm(step: ConnectStepView) -> impl IntoView {
                 <ErrorBanner error/>
                 <input type="hidden" name="provider" value=step.provider.clone()/>
                 <input type="hidden" name="flow_id" value=step.flow_id.clone().unwrap_or_default()/>
+                {step.reauth.as_ref().map(|(id, _)| view! { <input type="hidden" name="reauth" value=id.to_string()/> })}
                 {(!actions.is_empty()).then(|| view! {
                     <div class="actions">
                         {actions
