@@ -14,12 +14,18 @@ export const doubles = {
   librusSynergia: `127.0.0.1:${sandboxPort + 2}`,
   xiaomiAccount: `127.0.0.1:${sandboxPort + 3}`,
   xiaomiSts: `127.0.0.1:${sandboxPort + 4}`,
+  lynkcoB2c: `127.0.0.1:${sandboxPort + 5}`,
+  lynkcoIam: `127.0.0.1:${sandboxPort + 6}`,
+  flameconnect: `127.0.0.1:${sandboxPort + 7}`,
 };
-const upstreams = [
+export const upstreams = [
   `https://api.librus.pl=http://${doubles.librusApi}`,
   `https://synergia.librus.pl=http://${doubles.librusSynergia}`,
   `https://account.xiaomi.com=http://${doubles.xiaomiAccount}`,
   `https://sts.api.io.mi.com=http://${doubles.xiaomiSts}`,
+  `https://login.lynkco.com=http://${doubles.lynkcoB2c}`,
+  `https://iam-service-prod.westeurope.cloudapp.azure.com=http://${doubles.lynkcoIam}`,
+  `https://gdhvb2cflameconnect.b2clogin.com=http://${doubles.flameconnect}`,
 ].join(" ");
 const root = path.resolve(__dirname, "..");
 const dataDir = path.join(__dirname, ".data");
@@ -72,6 +78,9 @@ export default defineConfig({
         STEPGATE_SANDBOX_LIBRUS_SYNERGIA_ADDR: doubles.librusSynergia,
         STEPGATE_SANDBOX_XIAOMI_ACCOUNT_ADDR: doubles.xiaomiAccount,
         STEPGATE_SANDBOX_XIAOMI_STS_ADDR: doubles.xiaomiSts,
+        STEPGATE_SANDBOX_LYNKCO_B2C_ADDR: doubles.lynkcoB2c,
+        STEPGATE_SANDBOX_LYNKCO_IAM_ADDR: doubles.lynkcoIam,
+        STEPGATE_SANDBOX_FLAMECONNECT_ADDR: doubles.flameconnect,
       },
     },
     {
@@ -94,6 +103,8 @@ export default defineConfig({
       STEPGATE_UPSTREAMS: upstreams,
       // Short, so stalled-upstream tests end quickly.
       STEPGATE_STEP_TIMEOUT: "3",
+      // Every visit of /accounts checks the accounts again, so a revoked token shows at once.
+      STEPGATE_ACCOUNT_CHECK_INTERVAL: "0",
       RUST_LOG: "info,sqlx=warn",
     },
     },

@@ -9,8 +9,11 @@ use crate::providers::{Health, Input};
 use crate::users::UserId;
 use crate::{Engine, ErrorCode};
 
-/// An account is checked again at most this often (seconds) from page views.
-pub const CHECK_INTERVAL: i64 = 60;
+/// An account is checked again at most this often (seconds) from page views, unless
+/// configured otherwise ([`crate::EngineConfig::account_check_interval`]).
+pub const DEFAULT_CHECK_INTERVAL: i64 = 60;
+#[cfg(test)]
+const CHECK_INTERVAL: i64 = DEFAULT_CHECK_INTERVAL;
 
 impl Engine {
     /// Claims the user's accounts due for a check and checks them on background tasks.
@@ -21,7 +24,7 @@ impl Engine {
     ) -> Result<Vec<i64>, ErrorCode> {
         let claimed = self
             .accounts
-            .claim_checks(user_id, self.clock.now(), CHECK_INTERVAL)
+            .claim_checks(user_id, self.clock.now(), self.check_interval)
             .await?;
         let ids = claimed.iter().map(|a| a.id).collect();
         for account in claimed {
@@ -40,7 +43,7 @@ impl Engine {
     ) -> Result<Vec<(i64, CheckOutcome)>, ErrorCode> {
         let claimed = self
             .accounts
-            .claim_checks(user_id, self.clock.now(), CHECK_INTERVAL)
+            .claim_checks(user_id, self.clock.now(), self.check_interval)
             .await?;
         let mut outcomes = Vec::new();
         for account in claimed {

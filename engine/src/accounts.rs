@@ -230,8 +230,8 @@ impl AccountStore {
         self.get(user_id, account_id).await
     }
 
-    /// Claims the user's accounts whose last check started at least `min_age` seconds ago
-    /// (or never): their `checked_at` becomes `now`, so another page view or another
+    /// Claims the user's accounts whose last check finished and started at least `min_age`
+    /// seconds ago (or never ran, or went stale): their `checked_at` becomes `now`, so another page view or another
     /// instance does not check them again meanwhile. Returns the claimed accounts.
     pub async fn claim_checks(
         &self,
@@ -241,12 +241,19 @@ impl AccountStore {
     ) -> Result<Vec<ConnectedAccount>, ErrorCode> {
         let rows = sqlx::query(&format!(
             "UPDATE connected_accounts SET checked_at = ?
-             WHERE user_id = ? AND (checked_at IS NULL OR checked_at <= ?)
+             WHERE user_id = ? AND (
+                 checked_at IS NULL
+                 OR (check_finished_at >= checked_at AND checked_at <= ?)
+                 OR checked_at <= ?
+             )
              RETURNING {ACCOUNT_COLUMNS}"
         ))
         .bind(now)
         .bind(user_id)
         .bind(now - min_age)
+        // A check under way is never claimed twice (a refresh grant rotates the refresh
+        // token: a second one at once would find it spent), unless it went stale.
+        .bind(now - CHECK_STALE_AFTER)
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;

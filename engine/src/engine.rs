@@ -42,6 +42,8 @@ pub struct EngineConfig {
     pub upstreams: UpstreamMap,
     /// How long one upstream request may take.
     pub step_timeout: Duration,
+    /// Seconds between two health checks of one account started by page views.
+    pub account_check_interval: i64,
 }
 
 impl EngineConfig {
@@ -61,6 +63,7 @@ impl EngineConfig {
             totp_site,
             upstreams: UpstreamMap::default(),
             step_timeout: DEFAULT_STEP_TIMEOUT,
+            account_check_interval: crate::account_health::DEFAULT_CHECK_INTERVAL,
         }
     }
 }
@@ -101,6 +104,8 @@ pub struct Engine {
     pub(crate) secrets: SecretBox,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) flow_ttl: Duration,
+    /// See [`EngineConfig::account_check_interval`].
+    pub(crate) check_interval: i64,
 }
 
 pub(crate) fn check_field_sizes(input: &Input) -> Result<(), ErrorCode> {
@@ -147,6 +152,7 @@ impl Engine {
             connectable: Arc::new(picker),
             clock,
             flow_ttl: config.flow_ttl,
+            check_interval: config.account_check_interval,
             pool,
         })
     }

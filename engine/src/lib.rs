@@ -60,6 +60,8 @@ pub mod upstream;
 pub mod users;
 
 #[cfg(feature = "server")]
+pub use account_health::DEFAULT_CHECK_INTERVAL;
+#[cfg(feature = "server")]
 pub use engine::{Completion, Engine, EngineConfig, Progress};
 pub use error::ErrorCode;
 #[cfg(feature = "server")]

@@ -31,6 +31,9 @@ pub struct Config {
     pub upstreams: engine::upstream::UpstreamMap,
     /// `STEPGATE_STEP_TIMEOUT` (seconds, default 10): how long one upstream request may take.
     pub step_timeout: std::time::Duration,
+    /// `STEPGATE_ACCOUNT_CHECK_INTERVAL` (seconds, default 60): how often opening the accounts
+    /// page checks an account with its provider.
+    pub account_check_interval: i64,
 }
 
 fn flag(name: &str, default: bool) -> bool {
@@ -65,6 +68,12 @@ impl Config {
             })?),
             Err(_) => engine::upstream::DEFAULT_STEP_TIMEOUT,
         };
+        let account_check_interval = match std::env::var("STEPGATE_ACCOUNT_CHECK_INTERVAL") {
+            Ok(text) => text.parse().map_err(|_| {
+                format!("STEPGATE_ACCOUNT_CHECK_INTERVAL: `{text}` is not a number of seconds")
+            })?,
+            Err(_) => engine::DEFAULT_CHECK_INTERVAL,
+        };
         let totp_provider_url = std::env::var("STEPGATE_TOTP_PROVIDER_URL")
             .unwrap_or_else(|_| "http://127.0.0.1:3100".into())
             .trim_end_matches('/')
@@ -83,6 +92,7 @@ impl Config {
             trust_proxy,
             upstreams,
             step_timeout,
+            account_check_interval,
             totp_provider_url,
             public_url,
         })

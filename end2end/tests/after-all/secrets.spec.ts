@@ -7,11 +7,11 @@ import * as path from "node:path";
 import { doubles } from "../../playwright.config";
 
 const dataDir = path.join(__dirname, "..", "..", ".data");
-const PASSWORDS = ["librus-demo", "xiaomi-demo"];
+const PASSWORDS = ["librus-demo", "xiaomi-demo", "lynkco-demo", "flame-demo"];
 
 test("no third-party secret is in the database or the log in clear", async ({ request }) => {
   const issued: string[] = await (await request.get(`http://${doubles.librusApi}/testing/issued`)).json();
-  // The suite connected Librus and Xiaomi accounts, so there is plenty to look for.
+  // The suite connected Librus, Xiaomi, Lynk & Co and FlameConnect accounts: plenty to look for.
   expect(issued.length).toBeGreaterThan(10);
   const xiaomiHash = crypto.createHash("md5").update("xiaomi-demo").digest("hex").toUpperCase();
   const secrets = [...new Set([...issued, ...PASSWORDS, xiaomiHash])].filter((s) => s.length >= 8);
