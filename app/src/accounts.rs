@@ -259,7 +259,13 @@ pub async fn submit_connect_step(
     }
     .await;
     if let Err(error) = &result {
-        back_to_step(&provider, flow_id.as_deref(), reauth, &fields, error.clone());
+        back_to_step(
+            &provider,
+            flow_id.as_deref(),
+            reauth,
+            &fields,
+            error.clone(),
+        );
     }
     result
 }

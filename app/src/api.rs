@@ -186,9 +186,8 @@ pub async fn verify_code(flow_id: String, code: String) -> Result<(), AppError> 
             ssr::open_session_and_go_home(&engine, user_id).await
         }
         // A sign-in flow ends signed in; anything else is not what this page started.
-        Progress::Done(Completion::Connected(_) | Completion::Reauthenticated(_)) | Progress::Next(_) => {
-            Err(engine::ErrorCode::Unknown.into())
-        }
+        Progress::Done(Completion::Connected(_) | Completion::Reauthenticated(_))
+        | Progress::Next(_) => Err(engine::ErrorCode::Unknown.into()),
     }
 }
 

@@ -112,7 +112,12 @@ fn StepForm(step: ConnectStepView) -> impl IntoView {
         query
             .read_untracked()
             .get(&format!("value.{name}"))
-            .or_else(|| values.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()))
+            .or_else(|| {
+                values
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.clone())
+            })
     };
     let StepView::Form {
         intro,

@@ -1,0 +1,168 @@
+// Lynk & Co (Azure AD B2C custom policy with an SMS code, then the CCC token) against the
+// sandbox's login.lynkco.com and iam-service doubles: the code read from the sandbox inbox, a
+// wrong code then the right one, a server restart between the password and the code, a bad VIN
+// refused before any request, and the pasted-redirect fallback.
+// Serial: the "no request sent" test switches faults on the shared Lynk & Co double.
+import { expect, test, type Page } from "@playwright/test";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { doubles } from "../playwright.config";
+import { register, uniqueEmail } from "./helpers";
+import { startOwnServer, stopOwnServer } from "./own-server";
+
+test.describe.configure({ mode: "serial" });
+
+const DEMO = { email: "demo@lynkco.test", password: "lynkco-demo", vin: "LYVXFEDC0KL123456" };
+const INBOX = `http://${doubles.lynkcoB2c}/inbox.json`;
+
+async function openLynkco(page: Page): Promise<void> {
+  await page.goto("/accounts/connect");
+  await page.getByRole("link", { name: "Lynk & Co" }).click();
+  await expect(page.getByRole("heading", { name: "Connect Lynk & Co" })).toBeVisible();
+}
+
+async function fillFirstForm(page: Page, vin = DEMO.vin): Promise<void> {
+  await page.getByLabel("Email").fill(DEMO.email);
+  await page.getByLabel("Password").fill(DEMO.password);
+  await page.getByLabel("VIN").fill(vin);
+}
+
+/** The newest SMS code the double "sent" for `account`, once one newer than `after` is there. */
+async function smsCode(page: Page, after: number, account = DEMO.email): Promise<string> {
+  let code = "";
+  await expect
+    .poll(async () => {
+      const inbox = await (await page.request.get(INBOX)).json();
+      const message = inbox.find((m: { account: string; sent_at_ms: number }) => m.account === account && m.sent_at_ms >= after);
+      code = message?.code ?? "";
+      return code;
+    })
+    .not.toBe("");
+  return code;
+}
+
+/** Password accepted: the code step, with the line saying where the code went. */
+async function toCodeStep(page: Page): Promise<number> {
+  const sent = Date.now() - 1000;
+  await page.getByRole("button", { name: "Connect", exact: true }).click();
+  await expect(page.getByLabel("Verification code")).toBeVisible();
+  await expect(page.getByText(/sent .*code.* phone/i)).toBeVisible();
+  return sent;
+}
+
+async function expectConnected(page: Page): Promise<void> {
+  await expect(page).toHaveURL(/\/accounts\?connected=\d+$/);
+  await expect(page.getByRole("row", { name: /Lynk & Co/ })).toContainText(DEMO.email);
+}
+
+test.beforeEach(async ({ page }) => {
+  await register(page, uniqueEmail("lynkco"), "lynkco-pass-1");
+});
+
+test("connect Lynk & Co with the SMS code from the sandbox inbox", async ({ page }) => {
+  await openLynkco(page);
+  await fillFirstForm(page);
+  const sent = await toCodeStep(page);
+  await page.getByLabel("Verification code").fill(await smsCode(page, sent));
+  await page.getByRole("button", { name: "Verify" }).click();
+  await expectConnected(page);
+});
+
+test("a wrong code keeps the code step; the right one then connects", async ({ page }) => {
+  await openLynkco(page);
+  await fillFirstForm(page);
+  const sent = await toCodeStep(page);
+  const code = await smsCode(page, sent);
+  await page.getByLabel("Verification code").fill(code === "000000" ? "111111" : "000000");
+  await page.getByRole("button", { name: "Verify" }).click();
+  await expect(page.getByRole("alert")).toContainText("That code is not right.");
+  await expect(page.getByLabel("Verification code")).toHaveAttribute("aria-invalid", "true");
+  await page.getByLabel("Verification code").fill(code);
+  await page.getByRole("button", { name: "Verify" }).click();
+  await expectConnected(page);
+});
+
+test("a bad VIN is refused before any request leaves the server", async ({ page }) => {
+  await openLynkco(page);
+  // Every request to the Lynk & Co double would now fail: the refusal must come first.
+  const faults = `http://${doubles.lynkcoB2c}/testing/faults`;
+  expect((await page.request.post(faults, { data: { step: "all", fault: "reset" } })).ok()).toBe(true);
+  try {
+    for (const vin of ["LYVXFEDC0KL12345", "LYVXFEDC0KL12345O", "not a vin"]) {
+      await fillFirstForm(page, vin);
+      await page.getByRole("button", { name: "Connect", exact: true }).click();
+      await expect(page.getByRole("alert")).toContainText("That vehicle identification number is not valid.");
+      await expect(page.getByLabel("VIN")).toHaveAttribute("aria-invalid", "true");
+      // What was typed is kept (the password is typed again).
+      await expect(page.getByLabel("Email")).toHaveValue(DEMO.email);
+    }
+  } finally {
+    await page.request.post(faults, { data: { step: "all", fault: "none" } });
+  }
+  // Trimmed and upper-cased, the same VIN is fine.
+  await fillFirstForm(page, `  ${DEMO.vin.toLowerCase()} `);
+  const sent = await toCodeStep(page);
+  await page.getByLabel("Verification code").fill(await smsCode(page, sent));
+  await page.getByRole("button", { name: "Verify" }).click();
+  await expectConnected(page);
+});
+
+test("the pasted-redirect fallback: sign in on Lynk & Co's page and paste the Redirect URL", async ({ page }) => {
+  await openLynkco(page);
+  await page.getByLabel("Email").fill(DEMO.email);
+  await page.getByLabel("VIN").fill(DEMO.vin);
+  await page.getByRole("button", { name: "Sign in on Lynk & Co's page instead" }).click();
+  const link = page.getByRole("link", { name: "Sign in on Lynk & Co's page instead" });
+  await expect(link).toBeVisible();
+  await expect(page.getByLabel("Redirect URL")).toBeVisible();
+
+  const opened = page.waitForEvent("popup");
+  await link.click();
+  const lynk = await opened;
+  const sent = Date.now() - 1000;
+  await lynk.getByLabel("Email").fill(DEMO.email);
+  await lynk.getByLabel("Password").fill(DEMO.password);
+  await lynk.getByRole("button", { name: "Sign in" }).click();
+  await lynk.getByLabel("Verification code").fill(await smsCode(page, sent));
+  await lynk.getByRole("button", { name: "Verify" }).click();
+  const redirect = await lynk.getByLabel("Redirect URL").inputValue();
+  expect(redirect).toMatch(/^msauth:\/\/prod\.lynkco\.app\.crisp\.prod\/.*[?&]code=/);
+  await lynk.close();
+
+  // A cut-off paste is named as such and keeps the step.
+  await page.getByLabel("Redirect URL").fill(redirect.slice(0, 40) + "…");
+  await page.getByRole("button", { name: "Connect", exact: true }).click();
+  await expect(page.getByRole("alert")).toContainText("That URL is not the one the provider gave you.");
+  await expect(page.getByRole("alert")).toContainText(/cut off/i);
+
+  await page.getByLabel("Redirect URL").fill(redirect);
+  await page.getByRole("button", { name: "Connect", exact: true }).click();
+  await expectConnected(page);
+});
+
+test("a server restart between the password and the code step does not lose the login", async ({ browser }) => {
+  test.setTimeout(90_000);
+  const port = Number(process.env.STEPGATE_E2E_LYNKCO_RESTART_PORT ?? 3311);
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "stepgate-lynkco-restart-"));
+  let server = await startOwnServer(port, dataDir);
+  const context = await browser.newContext({ baseURL: `http://127.0.0.1:${port}` });
+  try {
+    const page = await context.newPage();
+    await register(page, uniqueEmail("lynkco-restart"), "lynkco-pass-1");
+    await openLynkco(page);
+    await fillFirstForm(page);
+    const sent = await toCodeStep(page);
+
+    await stopOwnServer(server);
+    server = await startOwnServer(port, dataDir);
+
+    await page.getByLabel("Verification code").fill(await smsCode(page, sent));
+    await page.getByRole("button", { name: "Verify" }).click();
+    await expectConnected(page);
+  } finally {
+    await context.close();
+    await stopOwnServer(server);
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  }
+});
