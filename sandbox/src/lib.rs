@@ -1,14 +1,19 @@
 //! Simulated third-party services ("doubles") for the demo and the tests, each host on its own
-//! origin: the web TOTP provider, Librus Synergia (api.librus.pl + synergia.librus.pl) and the
-//! Xiaomi account service (account.xiaomi.com + sts.api.io.mi.com).
+//! origin: the web TOTP provider, Librus Synergia (api.librus.pl + synergia.librus.pl), the
+//! Xiaomi account service (account.xiaomi.com + sts.api.io.mi.com), and two Azure AD B2C logins:
+//! Lynk & Co (login.lynkco.com with SMS codes + its IAM service) and FlameConnect
+//! (gdhvb2cflameconnect.b2clogin.com, as MSAL drives it).
 //!
-//! The Librus and Xiaomi doubles only ever name the REAL origins in `Location` headers, JSON and
-//! cookies; Stepgate maps those origins onto the doubles (`STEPGATE_UPSTREAMS`). Every host also
-//! answers `POST /testing/faults` (see [`faults`]).
+//! The Librus, Xiaomi, Lynk & Co and FlameConnect doubles only ever name the REAL origins in
+//! `Location` headers, JSON and cookies; Stepgate maps those origins onto the doubles
+//! (`STEPGATE_UPSTREAMS`). Every host also answers `POST /testing/faults` (see [`faults`]).
 
+pub mod b2c;
 pub mod faults;
+pub mod flameconnect;
 pub mod hosts;
 pub mod librus;
+pub mod lynkco;
 pub mod totp_site;
 mod util;
 pub mod xiaomi;

@@ -21,7 +21,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -180,9 +180,45 @@ impl Librus {
         self.clock.advance(by);
     }
 
+    /// Every Synergia session (`DZIENNIKSID`) and `oauth_token` of `login` stops working
+    /// (`Me` and `refreshToken` answer "Brak dostępu"); answers how many sessions ended.
+    pub fn revoke(&self, login: &str) -> usize {
+        let Some(user) = ACCOUNTS.iter().position(|a| a.login == login) else {
+            return 0;
+        };
+        let mut inner = self.lock();
+        let ended: HashSet<String> = inner
+            .syn_sessions
+            .iter()
+            .filter(|(_, s)| s.user == user)
+            .map(|(sid, _)| sid.clone())
+            .collect();
+        inner.syn_sessions.retain(|sid, _| !ended.contains(sid));
+        inner.tokens.retain(|_, t| !ended.contains(&t.session));
+        ended.len()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().expect("librus state")
     }
+}
+
+#[derive(serde::Deserialize)]
+struct Revoke {
+    account: String,
+}
+
+/// `POST /testing/revoke {"account": "<login>"}` (both hosts).
+async fn revoke_http(State(l): State<Librus>, Json(req): Json<Revoke>) -> Response {
+    if !ACCOUNTS.iter().any(|a| a.login == req.account) {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "unknown account"})),
+        )
+            .into_response();
+    }
+    let revoked = l.revoke(&req.account);
+    Json(json!({"account": req.account, "revoked": revoked})).into_response()
 }
 
 /// The router of api.librus.pl.
@@ -194,6 +230,7 @@ pub fn api_router(librus: Librus) -> Router {
         .route("/OAuth/Authorization/2FA", get(two_fa).post(two_fa_skip))
         .route("/OAuth/Authorization/PerformLogin", get(perform_login))
         .route("/OAuth/Authorization/Grant", get(grant))
+        .route("/testing/revoke", post(revoke_http))
         .with_state(librus)
         .merge(crate::faults::routes(faults))
 }
@@ -208,6 +245,7 @@ pub fn synergia_router(librus: Librus) -> Router {
         .route("/gateway/api/2.0/Me", get(me))
         .route("/refreshToken", get(refresh))
         .route("/uczen/index", get(landing))
+        .route("/testing/revoke", post(revoke_http))
         .with_state(librus)
         .merge(crate::faults::routes(faults))
 }
@@ -665,5 +703,10 @@ impl LibrusSandbox {
 
     pub fn advance_clock(&self, by: Duration) {
         self.librus.advance_clock(by);
+    }
+
+    /// Every Synergia session and `oauth_token` of `login` stops working.
+    pub fn revoke(&self, login: &str) {
+        self.librus.revoke(login);
     }
 }

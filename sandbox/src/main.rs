@@ -1,7 +1,8 @@
 //! Simulated third-party services for the demo and the end-to-end tests, each host on its own
-//! origin: the web TOTP provider, Librus (api + synergia) and Xiaomi (account + sts).
+//! origin: the web TOTP provider, Librus (api + synergia), Xiaomi (account + sts), Lynk & Co
+//! (B2C + IAM) and FlameConnect (B2C).
 
-use sandbox::{librus, totp_site, xiaomi};
+use sandbox::{flameconnect, librus, lynkco, totp_site, xiaomi};
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.into())
@@ -33,6 +34,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         &env_or("STEPGATE_SANDBOX_XIAOMI_ACCOUNT_ADDR", "127.0.0.1:3103"),
         &env_or("STEPGATE_SANDBOX_XIAOMI_STS_ADDR", "127.0.0.1:3104"),
     )
+    .await?;
+    let lynkco = lynkco::LynkcoSandbox::spawn_at(
+        &env_or("STEPGATE_SANDBOX_LYNKCO_B2C_ADDR", "127.0.0.1:3105"),
+        &env_or("STEPGATE_SANDBOX_LYNKCO_IAM_ADDR", "127.0.0.1:3106"),
+    )
+    .await?;
+    let flameconnect = flameconnect::FlameConnectSandbox::spawn_at(&env_or(
+        "STEPGATE_SANDBOX_FLAMECONNECT_ADDR",
+        "127.0.0.1:3107",
+    ))
     .await?;
 
     println!(
@@ -67,17 +78,40 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         xiaomi.account_addr
     );
     println!(
+        "Lynk & Co double: login.lynkco.com on http://{}, iam-service on http://{}",
+        lynkco.b2c_addr, lynkco.iam_addr
+    );
+    println!(
+        "  demo accounts (password {}): {}, {} (SMS code after the password)",
+        lynkco::DEMO_PASSWORD,
+        lynkco::DEMO_EMAIL,
+        lynkco::OTHER_EMAIL
+    );
+    println!("  codes sent by SMS: http://{}/inbox", lynkco.b2c_addr);
+    println!(
+        "FlameConnect double: gdhvb2cflameconnect.b2clogin.com on http://{}",
+        flameconnect.addr
+    );
+    println!(
+        "  demo accounts (password {}): {}, {}",
+        flameconnect::DEMO_PASSWORD,
+        flameconnect::DEMO_EMAIL,
+        flameconnect::OTHER_EMAIL
+    );
+    println!(
         "Faults: POST /testing/faults {{\"step\":\"…\",\"fault\":\"stall|503|garbage|shape|reset|none\"}} on any host"
     );
     println!(
-        "For Stepgate: STEPGATE_UPSTREAMS=\"{} {}\"",
+        "For Stepgate: STEPGATE_UPSTREAMS=\"{} {} {} {}\"",
         librus.upstreams(),
-        xiaomi.upstreams()
+        xiaomi.upstreams(),
+        lynkco.upstreams(),
+        flameconnect.upstreams()
     );
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown())
         .await?;
-    drop((librus, xiaomi));
+    drop((librus, xiaomi, lynkco, flameconnect));
     Ok(())
 }
 

@@ -252,9 +252,40 @@ impl Xiaomi {
             .map(|m| m.code.clone())
     }
 
+    /// Every `passToken` and `serviceToken` of `user` stops working (`serviceLogin` with the
+    /// passToken no longer logs in); answers how many there were.
+    pub fn revoke(&self, user: &str) -> usize {
+        let Some(account) = ACCOUNTS.iter().position(|a| a.user == user) else {
+            return 0;
+        };
+        let mut inner = self.lock();
+        let before = inner.pass_tokens.len() + inner.service_tokens.len();
+        inner.pass_tokens.retain(|_, a| *a != account);
+        inner.service_tokens.retain(|_, a| *a != account);
+        before - inner.pass_tokens.len() - inner.service_tokens.len()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().expect("xiaomi state")
     }
+}
+
+#[derive(serde::Deserialize)]
+struct Revoke {
+    account: String,
+}
+
+/// `POST /testing/revoke {"account": "<user>"}` (both hosts).
+async fn revoke_http(State(x): State<Xiaomi>, Json(req): Json<Revoke>) -> Response {
+    if !ACCOUNTS.iter().any(|a| a.user == req.account) {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "unknown account"})),
+        )
+            .into_response();
+    }
+    let revoked = x.revoke(&req.account);
+    Json(json!({"account": req.account, "revoked": revoked})).into_response()
 }
 
 /// The router of account.xiaomi.com.
@@ -286,6 +317,7 @@ pub fn account_router(xiaomi: Xiaomi) -> Router {
         .route("/identity/result/check", get(result_check))
         .route("/inbox", get(inbox_page))
         .route("/inbox.json", get(inbox_json))
+        .route("/testing/revoke", post(revoke_http))
         .with_state(xiaomi)
         .merge(crate::faults::routes(faults))
 }
@@ -295,6 +327,7 @@ pub fn sts_router(xiaomi: Xiaomi) -> Router {
     let faults = xiaomi.faults.clone();
     Router::new()
         .route("/sts", get(sts))
+        .route("/testing/revoke", post(revoke_http))
         .with_state(xiaomi)
         .merge(crate::faults::routes(faults))
 }
@@ -1058,5 +1091,10 @@ impl XiaomiSandbox {
     /// The newest code sent for `user`.
     pub fn latest_code(&self, user: &str) -> Option<String> {
         self.xiaomi.latest_code(user)
+    }
+
+    /// Every `passToken` and `serviceToken` of `user` stops working.
+    pub fn revoke(&self, user: &str) {
+        self.xiaomi.revoke(user);
     }
 }

@@ -1,0 +1,849 @@
+//! The Lynk & Co double driven as Hass-Lynk-Co (ee48faaa) drives the real service: authorize →
+//! SelfAsserted (password) → CombinedSigninAndSignup/confirmed (the SMS goes out) →
+//! SelfAsserted (code) → SelfAsserted/confirmed (302 with the code) → token (PKCE) →
+//! validate-session (CCC token), then refresh on the tenant-ID path.
+
+mod common;
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use common::{assert_real, Client, Resp};
+use reqwest::header::{CONTENT_TYPE, COOKIE};
+use reqwest::Method;
+use sandbox::faults::Fault;
+use sandbox::lynkco::*;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+const B2C: &str = "https://login.lynkco.com";
+const IAM: &str = "https://iam-service-prod.westeurope.cloudapp.azure.com";
+const BASE: &str = "https://login.lynkco.com/lynkcoprod.onmicrosoft.com/b2c_1a_signin_mfa/";
+const REFRESH_URL: &str = "https://login.lynkco.com/dc6c7c0c-5ba7-414a-a7d1-d62ca1f73d13/b2c_1a_signin_mfa/oauth2/v2.0/token";
+
+fn enc(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// A PKCE pair: 64 hex characters and their S256 challenge.
+fn pkce() -> (String, String) {
+    let verifier = hex::encode(rand::random::<[u8; 32]>());
+    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    (verifier, challenge)
+}
+
+fn authorize_url(challenge: &str) -> String {
+    format!(
+        "{BASE}oauth2/v2.0/authorize?response_type=code&scope={}&code_challenge={challenge}&code_challenge_method=S256&redirect_uri={}&client_id={CLIENT_ID}",
+        enc(&format!("{SCOPE_BASE}.read {SCOPE_BASE}.write profile offline_access")),
+        enc(REDIRECT_URI)
+    )
+}
+
+fn jwt_payload(token: &str) -> Value {
+    let body = token.split('.').nth(1).expect("a JWT");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(body).expect("base64url")).expect("JSON")
+}
+
+/// A request with exactly the given cookie header and extra headers (no redirects followed).
+async fn send(
+    c: &Client,
+    method: Method,
+    url: &str,
+    cookie: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, String)>,
+) -> Resp {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut req = http.request(method, c.connect_url(url));
+    if !cookie.is_empty() {
+        req = req.header(COOKIE, cookie);
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some((ct, b)) = body {
+        req = req.header(CONTENT_TYPE, ct).body(b);
+    }
+    let r = req.send().await.expect("send");
+    let (status, headers) = (r.status().as_u16(), r.headers().clone());
+    Resp {
+        status,
+        headers,
+        text: r.text().await.unwrap(),
+        url: url.to_owned(),
+    }
+}
+
+fn form(fields: &[(&str, &str)]) -> Option<(&'static str, String)> {
+    Some((
+        "application/x-www-form-urlencoded",
+        form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish(),
+    ))
+}
+
+/// One login in progress: its cookie jar, PKCE verifier and the B2C transaction.
+struct Login {
+    c: Client,
+    verifier: String,
+    csrf: String,
+    trans: String,
+    page_view_id: String,
+    page: String,
+}
+
+impl Login {
+    async fn start(sb: &LynkcoSandbox) -> Login {
+        let mut c = Client::new(&sb.upstreams());
+        let (verifier, challenge) = pkce();
+        let r = c.get(&authorize_url(&challenge)).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let page_view_id = r.headers["x-ms-gateway-requestid"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let csrf = c.cookie(B2C, "x-ms-cpim-csrf").expect("csrf cookie");
+        let trans = c.cookie(B2C, "x-ms-cpim-trans").expect("trans cookie");
+        Login {
+            c,
+            verifier,
+            csrf,
+            trans,
+            page_view_id,
+            page: r.text,
+        }
+    }
+
+    fn tx(&self) -> String {
+        enc(&format!("StateProperties={}", self.trans))
+    }
+
+    fn cookies(&self) -> String {
+        format!(
+            "x-ms-cpim-csrf={}; x-ms-cpim-trans={}",
+            self.csrf, self.trans
+        )
+    }
+
+    async fn self_asserted_raw(
+        &self,
+        cookie: &str,
+        csrf: &str,
+        tx: &str,
+        fields: &[(&str, &str)],
+    ) -> Resp {
+        send(
+            &self.c,
+            Method::POST,
+            &format!("{BASE}SelfAsserted?p=B2C_1A_signin_mfa&tx={tx}"),
+            cookie,
+            &[("x-csrf-token", csrf)],
+            form(fields),
+        )
+        .await
+    }
+
+    async fn self_asserted(&self, fields: &[(&str, &str)]) -> Resp {
+        self.self_asserted_raw(&self.cookies(), &self.csrf, &self.tx(), fields)
+            .await
+    }
+
+    async fn password(&self, email: &str, password: &str) -> Resp {
+        self.self_asserted(&[
+            ("request_type", "RESPONSE"),
+            ("signInName", email),
+            ("password", password),
+        ])
+        .await
+    }
+
+    /// CombinedSigninAndSignup/confirmed: the phone page, and the SMS.
+    async fn confirmed(&mut self) -> Resp {
+        let diags = json!({"pageViewId": self.page_view_id, "pageId": "CombinedSigninAndSignup", "trace": []});
+        let url = format!(
+            "{BASE}api/CombinedSigninAndSignup/confirmed?rememberMe=false&csrf_token={}&tx={}&p=B2C_1A_signin_mfa&diags={}",
+            enc(&self.csrf),
+            self.tx(),
+            enc(&diags.to_string())
+        );
+        self.c.get(&url).await
+    }
+
+    async fn code(&self, code: &str) -> Resp {
+        self.self_asserted(&[("verificationCode", code), ("request_type", "RESPONSE")])
+            .await
+    }
+
+    /// api/SelfAsserted/confirmed: the 302 to the app.
+    async fn redirect(&mut self) -> Resp {
+        let url = format!(
+            "{BASE}api/SelfAsserted/confirmed?csrf_token={}&tx={}&p=B2C_1A_signin_mfa&diags={}",
+            enc(&self.csrf),
+            self.tx(),
+            enc(r#"{"pageViewId":"x","pageId":"SelfAsserted","trace":[]}"#)
+        );
+        self.c.get(&url).await
+    }
+
+    /// Password, SMS code and the redirect: the authorization code.
+    async fn to_code(sb: &LynkcoSandbox, email: &str) -> (Login, String) {
+        let mut l = Login::start(sb).await;
+        assert_eq!(
+            l.password(email, DEMO_PASSWORD).await.json()["status"],
+            "200"
+        );
+        assert_eq!(l.confirmed().await.status, 200);
+        let code = sb.latest_code(email).expect("an SMS");
+        assert_eq!(l.code(&code).await.json()["status"], "200");
+        let r = l.redirect().await;
+        assert_eq!(r.status, 302, "{}", r.text);
+        let code = code_of(&r.location());
+        (l, code)
+    }
+
+    async fn token(&mut self, code: &str, verifier: &str) -> Resp {
+        let scope = format!("{SCOPE_BASE}.read {SCOPE_BASE}.write openid profile offline_access");
+        self.c
+            .post_form(
+                &format!("{BASE}oauth2/v2.0/token"),
+                &[
+                    ("client_info", "1"),
+                    ("scope", &scope),
+                    ("code", code),
+                    ("grant_type", "authorization_code"),
+                    ("code_verifier", verifier),
+                    ("redirect_uri", REDIRECT_URI),
+                    ("client_id", CLIENT_ID),
+                ],
+            )
+            .await
+    }
+}
+
+fn code_of(location: &str) -> String {
+    let prefix = format!("{REDIRECT_URI}?");
+    let query = location
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("not the app redirect: {location}"));
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("no code in {location}"))
+}
+
+async fn refresh(c: &mut Client, refresh_token: &str) -> Resp {
+    c.post_form(
+        REFRESH_URL,
+        &[
+            ("refresh_token", refresh_token),
+            ("grant_type", "refresh_token"),
+        ],
+    )
+    .await
+}
+
+async fn validate_session(c: &Client, access_token: &str) -> Resp {
+    send(
+        c,
+        Method::POST,
+        &format!("{IAM}/validate-session"),
+        "",
+        &[("X-Auth-Token", access_token), ("api-version", "1")],
+        Some((
+            "application/json",
+            json!({"deviceUuid": "0f8fad5b-d9cb-469f-a165-70867728950e", "isLogin": true})
+                .to_string(),
+        )),
+    )
+    .await
+}
+
+/// A signed-in account's tokens.
+async fn signed_in(sb: &LynkcoSandbox) -> (Login, Value) {
+    let (mut l, code) = Login::to_code(sb, DEMO_EMAIL).await;
+    let verifier = l.verifier.clone();
+    let r = l.token(&code, &verifier).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let j = r.json();
+    (l, j)
+}
+
+#[tokio::test]
+async fn a_full_login_yields_tokens_and_a_ccc_token() {
+    let sb = LynkcoSandbox::spawn().await;
+    let mut l = Login::start(&sb).await;
+    assert!(l.page.contains("var SETTINGS = {"));
+    assert!(l.page.contains(r#""api":"CombinedSigninAndSignup""#));
+    assert!(l.page.contains(&format!(r#""csrf":"{}""#, l.csrf)));
+    for v in [&l.csrf, &l.trans] {
+        assert!(
+            v.contains('+') && v.contains('/') && v.ends_with('='),
+            "{v}"
+        );
+    }
+
+    let r = l.password(DEMO_EMAIL, DEMO_PASSWORD).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers[CONTENT_TYPE], "text/json; charset=utf-8");
+    assert_eq!(r.json(), json!({"status": "200"}));
+    assert!(sb.inbox().is_empty(), "the SMS goes out at confirmed");
+
+    let r = l.confirmed().await;
+    assert_eq!(r.status, 200);
+    let next_view = r.headers["x-ms-gateway-requestid"].to_str().unwrap();
+    assert_ne!(next_view, l.page_view_id);
+    assert!(r.text.contains("+46 *** *** 12"));
+    let sms = &sb.inbox()[0];
+    assert_eq!(
+        (sms.channel, sms.to, sms.account),
+        ("sms", "+46 *** *** 12", DEMO_EMAIL)
+    );
+    assert!(sms.text.contains(&sms.code));
+    let listed = l.c.get(&format!("{B2C}/inbox.json")).await.json();
+    assert_eq!(listed[0]["code"], sms.code.as_str());
+    assert!(l
+        .c
+        .get(&format!("{B2C}/inbox"))
+        .await
+        .text
+        .contains(&sms.code));
+
+    assert_eq!(l.code(&sms.code).await.json(), json!({"status": "200"}));
+    let r = l.redirect().await;
+    assert_eq!(r.status, 302);
+    let location = r.location();
+    assert!(
+        location.starts_with(&format!("{REDIRECT_URI}?code=")),
+        "{location}"
+    );
+    let code = code_of(&location);
+
+    let verifier = l.verifier.clone();
+    let r = l.token(&code, &verifier).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let j = r.json();
+    for k in [
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "scope",
+        "client_info",
+    ] {
+        assert!(j[k].is_string(), "{k} in {j}");
+    }
+    assert_eq!(j["token_type"], "Bearer");
+    assert_eq!(j["expires_in"], ACCESS_TOKEN_LIFETIME.as_secs());
+    assert!(j["refresh_token_expires_in"].is_number());
+    let id = jwt_payload(j["id_token"].as_str().unwrap());
+    assert_eq!(id["aud"], CLIENT_ID);
+    assert_eq!(id["emails"], json!([DEMO_EMAIL]));
+    let access = jwt_payload(j["access_token"].as_str().unwrap());
+    assert!(access["exp"].as_i64().unwrap() > access["iat"].as_i64().unwrap());
+
+    let r = validate_session(&l.c, j["access_token"].as_str().unwrap()).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let ccc = r.json()["cccToken"].as_str().unwrap().to_owned();
+    let claims = jwt_payload(&ccc);
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        CCC_TOKEN_LIFETIME.as_secs() as i64
+    );
+
+    // Everything handed out is listed for the leak checks.
+    let issued = l.c.get(&format!("{B2C}/testing/issued")).await.json();
+    for secret in [
+        code.as_str(),
+        j["access_token"].as_str().unwrap(),
+        j["refresh_token"].as_str().unwrap(),
+        j["id_token"].as_str().unwrap(),
+        ccc.as_str(),
+    ] {
+        assert!(issued.as_array().unwrap().iter().any(|v| v == secret));
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_http_200_with_status_400_and_confirmed_redirects_with_an_error() {
+    let sb = LynkcoSandbox::spawn().await;
+    let mut l = Login::start(&sb).await;
+    let r = l.password(DEMO_EMAIL, "wrong").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json(),
+        json!({"status": "400", "errorCode": "AADB2C90053", "message": "The username or password provided in the request are invalid."})
+    );
+    let unknown = l.password("nobody@lynkco.test", DEMO_PASSWORD).await;
+    assert_eq!(unknown.json()["errorCode"], "AADB2C90053");
+    let r = l.confirmed().await;
+    assert_eq!(r.status, 302);
+    let location = r.location();
+    assert!(
+        location.starts_with(&format!(
+            "{REDIRECT_URI}?error=access_denied&error_description=AADB2C90053"
+        )),
+        "{location}"
+    );
+    assert!(sb.inbox().is_empty());
+}
+
+#[tokio::test]
+async fn a_quoted_csrf_cookie_is_refused() {
+    let sb = LynkcoSandbox::spawn().await;
+    let l = Login::start(&sb).await;
+    let quoted = format!("x-ms-cpim-csrf=\"{}\"; x-ms-cpim-trans={}", l.csrf, l.trans);
+    let fields = [
+        ("request_type", "RESPONSE"),
+        ("signInName", DEMO_EMAIL),
+        ("password", DEMO_PASSWORD),
+    ];
+    let r = l
+        .self_asserted_raw(&quoted, &l.csrf, &l.tx(), &fields)
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["errorCode"], "AADB2C90240");
+    let quoted_trans = format!("x-ms-cpim-csrf={}; x-ms-cpim-trans=\"{}\"", l.csrf, l.trans);
+    let r = l
+        .self_asserted_raw(&quoted_trans, &l.csrf, &l.tx(), &fields)
+        .await;
+    assert_eq!(r.status, 400);
+    // Unquoted, the same request passes.
+    assert_eq!(l.password(DEMO_EMAIL, DEMO_PASSWORD).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_csrf_header_other_than_the_cookie_or_a_wrong_tx_is_refused() {
+    let sb = LynkcoSandbox::spawn().await;
+    let other = Login::start(&sb).await;
+    let l = Login::start(&sb).await;
+    let fields = [
+        ("request_type", "RESPONSE"),
+        ("signInName", DEMO_EMAIL),
+        ("password", DEMO_PASSWORD),
+    ];
+    let r = l
+        .self_asserted_raw(&l.cookies(), &other.csrf, &l.tx(), &fields)
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["errorCode"], "AADB2C90240");
+    let r = l
+        .self_asserted_raw(&l.cookies(), &l.csrf, &other.tx(), &fields)
+        .await;
+    assert_eq!(r.status, 400);
+    let r = l.self_asserted_raw("", &l.csrf, &l.tx(), &fields).await;
+    assert_eq!(r.status, 400);
+    // The page's transId names the same transaction.
+    let trans_id = l.page.split(r#""transId":""#).nth(1).unwrap();
+    let trans_id = &trans_id[..trans_id.find('"').unwrap()];
+    let r = l
+        .self_asserted_raw(&l.cookies(), &l.csrf, &enc(trans_id), &fields)
+        .await;
+    assert_eq!(r.json(), json!({"status": "200"}));
+}
+
+#[tokio::test]
+async fn a_wrong_code_then_the_right_code_signs_in() {
+    let sb = LynkcoSandbox::spawn().await;
+    let mut l = Login::start(&sb).await;
+    l.password(OTHER_EMAIL, DEMO_PASSWORD).await;
+    l.confirmed().await;
+    let code = sb.latest_code(OTHER_EMAIL).unwrap();
+    assert_eq!(sb.inbox()[0].to, "+46 *** *** 34");
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let r = l.code(wrong).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json(),
+        json!({"status": "400", "errorCode": "UserMessageIfVerificationFailedRetryAllowed", "message": "That code is incorrect. Please try again."})
+    );
+    assert_eq!(l.code(&code).await.json(), json!({"status": "200"}));
+    let r = l.redirect().await;
+    let token = l.token(&code_of(&r.location()), &l.verifier.clone()).await;
+    let id = jwt_payload(token.json()["id_token"].as_str().unwrap());
+    assert_eq!(id["emails"], json!([OTHER_EMAIL]));
+}
+
+#[tokio::test]
+async fn an_expired_code_is_refused_and_a_reload_sends_a_new_one() {
+    let sb = LynkcoSandbox::spawn().await;
+    let mut l = Login::start(&sb).await;
+    l.password(DEMO_EMAIL, DEMO_PASSWORD).await;
+    l.confirmed().await;
+    let old = sb.latest_code(DEMO_EMAIL).unwrap();
+    sb.advance_clock(CODE_LIFETIME + Duration::from_secs(1));
+    assert_eq!(
+        l.code(&old).await.json(),
+        json!({"status": "400", "errorCode": "UserMessageIfVerificationCodeExpired", "message": "That code has expired. Please request a new one."})
+    );
+    l.confirmed().await;
+    assert_eq!(sb.inbox().len(), 2);
+    let new = sb.latest_code(DEMO_EMAIL).unwrap();
+    assert_eq!(l.code(&new).await.json()["status"], "200");
+}
+
+#[tokio::test]
+async fn five_wrong_codes_void_the_transaction() {
+    let sb = LynkcoSandbox::spawn().await;
+    let mut l = Login::start(&sb).await;
+    l.password(DEMO_EMAIL, DEMO_PASSWORD).await;
+    l.confirmed().await;
+    let code = sb.latest_code(DEMO_EMAIL).unwrap();
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    for _ in 1..MAX_CODE_FAILURES {
+        assert_eq!(
+            l.code(wrong).await.json()["errorCode"],
+            "UserMessageIfVerificationFailedRetryAllowed"
+        );
+    }
+    let max = json!({"status": "400", "errorCode": "UserMessageIfMaxRetryAttempted", "message": "You have made too many incorrect attempts. Please try again later."});
+    assert_eq!(l.code(wrong).await.json(), max);
+    assert_eq!(l.code(&code).await.json(), max);
+    let r = l.redirect().await;
+    assert!(r.location().contains("error=access_denied"));
+}
+
+#[tokio::test]
+async fn a_pkce_mismatch_is_refused() {
+    let sb = LynkcoSandbox::spawn().await;
+    let (mut l, code) = Login::to_code(&sb, DEMO_EMAIL).await;
+    let (other_verifier, _) = pkce();
+    let r = l.token(&code, &other_verifier).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"], "invalid_grant");
+    // The code is spent by the failed attempt.
+    let verifier = l.verifier.clone();
+    assert_eq!(l.token(&code, &verifier).await.status, 400);
+}
+
+#[tokio::test]
+async fn a_code_is_redeemed_only_once() {
+    let sb = LynkcoSandbox::spawn().await;
+    let (mut l, code) = Login::to_code(&sb, DEMO_EMAIL).await;
+    let verifier = l.verifier.clone();
+    assert_eq!(l.token(&code, &verifier).await.status, 200);
+    let again = l.token(&code, &verifier).await;
+    assert_eq!(again.status, 400);
+    assert_eq!(again.json()["error"], "invalid_grant");
+    // And the transaction cannot hand out a second one.
+    let r = l.redirect().await;
+    assert!(r.location().contains("error="), "{}", r.location());
+}
+
+#[tokio::test]
+async fn an_old_code_has_expired() {
+    let sb = LynkcoSandbox::spawn().await;
+    let (mut l, code) = Login::to_code(&sb, DEMO_EMAIL).await;
+    sb.advance_clock(AUTH_CODE_LIFETIME + Duration::from_secs(1));
+    let verifier = l.verifier.clone();
+    let r = l.token(&code, &verifier).await;
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error_description"]
+        .as_str()
+        .unwrap()
+        .starts_with("AADB2C90080"));
+}
+
+#[tokio::test]
+async fn the_token_endpoint_checks_client_id_and_redirect_uri() {
+    let sb = LynkcoSandbox::spawn().await;
+    let (mut l, code) = Login::to_code(&sb, DEMO_EMAIL).await;
+    let verifier = l.verifier.clone();
+    for (k, v) in [
+        ("client_id", "813902c0-0579-43f3-a767-6601c2f5fdbe"),
+        ("redirect_uri", "msauth.com.lynkco.prod.lynkco-app://auth"),
+    ] {
+        let mut fields = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("code_verifier", verifier.as_str()),
+        ];
+        fields.push((k, v));
+        fields.push(if k == "client_id" {
+            ("redirect_uri", REDIRECT_URI)
+        } else {
+            ("client_id", CLIENT_ID)
+        });
+        let r =
+            l.c.post_form(&format!("{BASE}oauth2/v2.0/token"), &fields)
+                .await;
+        assert_eq!(r.status, 400, "{k}");
+    }
+    // Neither refusal spent the code.
+    assert_eq!(l.token(&code, &verifier).await.status, 200);
+}
+
+#[tokio::test]
+async fn authorize_is_strict_about_client_redirect_and_pkce() {
+    let sb = LynkcoSandbox::spawn().await;
+    let mut c = Client::new(&sb.upstreams());
+    let (_, challenge) = pkce();
+    let good = authorize_url(&challenge);
+    for bad in [
+        good.replace(CLIENT_ID, "813902c0-0579-43f3-a767-6601c2f5fdbe"),
+        // The redirect_uri not encoded once more decodes to a different value.
+        good.replace(&enc(REDIRECT_URI), REDIRECT_URI),
+        good.replace("code_challenge_method=S256", "code_challenge_method=plain"),
+        good.replace(&format!("code_challenge={challenge}&"), ""),
+    ] {
+        let r = c.get(&bad).await;
+        assert_eq!(r.status, 400, "{bad}");
+        assert!(r.text.contains("AADB2C9"));
+    }
+    assert_eq!(c.get(&good).await.status, 200);
+    // The policy is matched in any case; another tenant is not.
+    assert_eq!(
+        c.get(&good.replace("b2c_1a_signin_mfa", "B2C_1A_SIGNIN_MFA"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        c.get(&good.replace("lynkcoprod", "other")).await.status,
+        404
+    );
+}
+
+#[tokio::test]
+async fn refresh_rotates_and_the_old_refresh_token_is_refused() {
+    let sb = LynkcoSandbox::spawn().await;
+    let (mut l, tokens) = signed_in(&sb).await;
+    let first = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let r = refresh(&mut l.c, &first).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let j = r.json();
+    let second = j["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(first, second);
+    assert_ne!(j["access_token"], tokens["access_token"]);
+    assert_eq!(
+        validate_session(&l.c, j["access_token"].as_str().unwrap())
+            .await
+            .status,
+        200
+    );
+    let old = refresh(&mut l.c, &first).await;
+    assert_eq!(old.status, 400);
+    assert_eq!(old.json()["error"], "invalid_grant");
+    // The tenant-name path works as well.
+    let r =
+        l.c.post_form(
+            &format!("{BASE}oauth2/v2.0/token"),
+            &[("grant_type", "refresh_token"), ("refresh_token", &second)],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(sb.refreshes(), 3);
+}
+
+#[tokio::test]
+async fn revoke_makes_refresh_fail_with_invalid_grant_and_validate_session_401() {
+    let sb = LynkcoSandbox::spawn().await;
+    let (mut l, tokens) = signed_in(&sb).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(validate_session(&l.c, access).await.status, 200);
+    let r =
+        l.c.post_json(
+            &format!("{B2C}/testing/revoke"),
+            json!({"account": DEMO_EMAIL}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let r = validate_session(&l.c, access).await;
+    assert_eq!(r.status, 401);
+    assert!(r.json().is_object());
+    let r = refresh(&mut l.c, tokens["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"], "invalid_grant");
+
+    // The Rust hook does the same.
+    let (mut l, tokens) = signed_in(&sb).await;
+    sb.revoke(DEMO_EMAIL);
+    let r = refresh(&mut l.c, tokens["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(r.json()["error"], "invalid_grant");
+}
+
+#[tokio::test]
+async fn an_access_token_expires_with_its_lifetime() {
+    let sb = LynkcoSandbox::spawn().await;
+    sb.set_access_token_lifetime(Duration::from_secs(60));
+    let (l, tokens) = signed_in(&sb).await;
+    assert_eq!(tokens["expires_in"], 60);
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(validate_session(&l.c, access).await.status, 200);
+    sb.advance_clock(Duration::from_secs(61));
+    assert_eq!(validate_session(&l.c, access).await.status, 401);
+    assert_eq!(validate_session(&l.c, "not-a-token").await.status, 401);
+}
+
+#[tokio::test]
+async fn validate_session_needs_its_headers_and_body() {
+    let sb = LynkcoSandbox::spawn().await;
+    let (l, tokens) = signed_in(&sb).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let url = format!("{IAM}/validate-session");
+    let body =
+        json!({"deviceUuid": "0f8fad5b-d9cb-469f-a165-70867728950e", "isLogin": true}).to_string();
+    let no_version = send(
+        &l.c,
+        Method::POST,
+        &url,
+        "",
+        &[("X-Auth-Token", access)],
+        Some(("application/json", body)),
+    )
+    .await;
+    assert_eq!(no_version.status, 400);
+    let no_uuid = send(
+        &l.c,
+        Method::POST,
+        &url,
+        "",
+        &[("X-Auth-Token", access), ("api-version", "1")],
+        Some((
+            "application/json",
+            r#"{"deviceUuid":"x","isLogin":true}"#.into(),
+        )),
+    )
+    .await;
+    assert_eq!(no_uuid.status, 400);
+}
+
+#[tokio::test]
+async fn the_browser_form_yields_a_redirect_url_whose_code_works() {
+    let sb = LynkcoSandbox::spawn().await;
+    let mut l = Login::start(&sb).await;
+    for label in [
+        r#"<label for="email">Email</label>"#,
+        r#"<label for="password">Password</label>"#,
+        r#"<button type="submit">Sign in</button>"#,
+    ] {
+        assert!(l.page.contains(label), "{label}");
+    }
+    let action = format!("{B2C}/lynkcoprod.onmicrosoft.com/b2c_1a_signin_mfa/browser/signin");
+    assert!(l
+        .page
+        .contains(r#"action="/lynkcoprod.onmicrosoft.com/b2c_1a_signin_mfa/browser/signin""#));
+    let trans_id = l.page.split(r#"name="tx" value=""#).nth(1).unwrap();
+    let trans_id = trans_id[..trans_id.find('"').unwrap()].to_owned();
+    let hidden = |extra: Vec<(&'static str, String)>| {
+        let mut f = vec![("csrf_token", l.csrf.clone()), ("tx", trans_id.clone())];
+        f.extend(extra);
+        f
+    };
+    let fields = hidden(vec![
+        ("email", DEMO_EMAIL.into()),
+        ("password", "wrong".into()),
+    ]);
+    let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = l.c.post_form(&action, &pairs).await;
+    assert_eq!(r.status, 200);
+    assert!(r.text.contains("role=\"alert\""));
+    let fields = hidden(vec![
+        ("email", DEMO_EMAIL.into()),
+        ("password", DEMO_PASSWORD.into()),
+    ]);
+    let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = l.c.post_form(&action, &pairs).await;
+    assert!(r
+        .text
+        .contains(r#"<label for="verificationCode">Verification code</label>"#));
+    assert!(r.text.contains(r#"<button type="submit">Verify</button>"#));
+    assert!(r.text.contains("href=\"/inbox\""));
+    let code = sb.latest_code(DEMO_EMAIL).unwrap();
+    let verify = action.replace("browser/signin", "browser/verify");
+    let fields = hidden(vec![("verificationCode", code)]);
+    let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = l.c.post_form(&verify, &pairs).await;
+    assert_eq!(r.status, 200);
+    assert!(r
+        .text
+        .contains(r#"<label for="redirect-url">Redirect URL</label>"#));
+    assert!(r.text.contains("paste it into Stepgate"));
+    let value = r.text.split(r#"readonly value=""#).nth(1).unwrap();
+    let url = value[..value.find('"').unwrap()].replace("&amp;", "&");
+    assert_real(&url);
+    let code = code_of(&url);
+    let verifier = l.verifier.clone();
+    let r = l.token(&code, &verifier).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
+#[tokio::test]
+async fn every_fault_kind_meets_some_step() {
+    let sb = LynkcoSandbox::spawn().await;
+    let mut c = Client::with_timeout(&sb.upstreams(), Duration::from_millis(500));
+    let (_, challenge) = pkce();
+    let authorize = authorize_url(&challenge);
+
+    sb.set_fault("authorize", Fault::Unavailable503);
+    assert_eq!(c.get(&authorize).await.status, 503);
+    sb.set_fault("authorize", Fault::Stall);
+    assert!(c.try_get(&authorize).await.unwrap_err().is_timeout());
+    sb.clear_faults();
+
+    let mut l = Login::start(&sb).await;
+    sb.set_fault_times("self_asserted", Fault::Garbage, 1);
+    let r = l.password(DEMO_EMAIL, DEMO_PASSWORD).await;
+    assert_eq!(r.status, 200);
+    assert!(serde_json::from_str::<Value>(&r.text).is_err());
+    assert_eq!(
+        l.password(DEMO_EMAIL, DEMO_PASSWORD).await.json()["status"],
+        "200"
+    );
+
+    sb.set_fault_times("confirmed", Fault::Reset, 1);
+    let url = format!(
+        "{BASE}api/CombinedSigninAndSignup/confirmed?rememberMe=false&csrf_token={}&tx={}&p=B2C_1A_signin_mfa",
+        enc(&l.csrf),
+        l.tx()
+    );
+    let raw = reqwest::Client::new()
+        .get(l.c.connect_url(&url))
+        .send()
+        .await;
+    assert!(raw.unwrap_err().is_request());
+    assert_eq!(l.confirmed().await.status, 200);
+
+    sb.set_fault_times("verify", Fault::WrongShape, 1);
+    let code = sb.latest_code(DEMO_EMAIL).unwrap();
+    assert_eq!(l.code(&code).await.json(), json!({"unexpected": true}));
+    assert_eq!(l.code(&code).await.json()["status"], "200");
+
+    sb.set_fault_times("redirect", Fault::Unavailable503, 1);
+    assert_eq!(l.redirect().await.status, 503);
+    let code = code_of(&l.redirect().await.location());
+
+    sb.set_fault_times("token", Fault::WrongShape, 1);
+    let verifier = l.verifier.clone();
+    assert_eq!(
+        l.token(&code, &verifier).await.json(),
+        json!({"unexpected": true})
+    );
+    let tokens = l.token(&code, &verifier).await.json();
+
+    sb.set_fault_times("refresh", Fault::Unavailable503, 1);
+    let rt = tokens["refresh_token"].as_str().unwrap();
+    assert_eq!(refresh(&mut l.c, rt).await.status, 503);
+    assert_eq!(sb.refreshes(), 1);
+
+    // Over HTTP, on the IAM host.
+    let r =
+        l.c.post_json(
+            &format!("{IAM}/testing/faults"),
+            json!({"step": "validate_session", "fault": "503", "count": 1}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let access = tokens["access_token"].as_str().unwrap();
+    let r = validate_session(&l.c, access).await;
+    assert_eq!(r.status, 503);
+    assert!(r.json().is_object());
+    assert_eq!(validate_session(&l.c, access).await.status, 200);
+    let list = l.c.get(&format!("{B2C}/testing/faults")).await.json();
+    assert_eq!(list["steps"].as_array().unwrap().len(), STEPS.len());
+}
