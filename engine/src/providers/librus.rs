@@ -307,7 +307,13 @@ async fn check_session(http: &mut HttpSession, secrets: &serde_json::Value) -> H
         Err(code) => return Health::Unreachable(code),
     };
     match session_answer(&answer) {
-        Some(true) => return Health::Accepted(None),
+        // A 200 only counts when it is the gateway's answer (a proxy page is not).
+        Some(true) => {
+            return match serde_json::from_slice::<serde_json::Value>(&answer.body) {
+                Ok(body) if body.get("Me").is_some() => Health::Accepted(None),
+                _ => Health::Unreachable(ErrorCode::Unknown),
+            }
+        }
         Some(false) => {}
         None => return unreachable_from(&answer),
     }
@@ -337,6 +343,7 @@ mod tests {
     use sandbox::faults::Fault;
     use sandbox::librus::{self as double, LibrusSandbox};
 
+    use crate::accounts::{AccountStatus, CheckOutcome};
     use crate::engine::{Completion, Engine, Progress};
     use crate::providers::{Input, Purpose, StepError};
     use crate::upstream::UpstreamMap;
@@ -356,6 +363,8 @@ mod tests {
         config.upstreams = UpstreamMap::parse(&sandbox.upstreams()).unwrap();
         // Short, so a stalled step is seen quickly.
         config.step_timeout = Duration::from_secs(1);
+        // Every health check asked for runs (the tests check one account several times).
+        config.account_check_interval = 0;
         let engine = Engine::open_with_clock(config, Arc::new(crate::clock::SystemClock))
             .await
             .unwrap();
@@ -517,5 +526,154 @@ mod tests {
                 );
             }
         }
+    }
+
+    impl Setup {
+        async fn run(
+            &self,
+            purpose: Purpose,
+            login: &str,
+            password: &str,
+        ) -> Result<Progress, StepError> {
+            self.engine
+                .start_flow(
+                    "librus",
+                    purpose,
+                    Some("owner".into()),
+                    &credentials(login, password),
+                )
+                .await
+        }
+
+        async fn check(&self) -> Vec<(i64, CheckOutcome)> {
+            self.engine.check_accounts_now(self.user_id).await.unwrap()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_health_check_renews_a_stale_token_and_a_revoked_session_needs_sign_in_again() {
+        let s = setup().await;
+        let connect = Purpose::Connect { user_id: s.user_id };
+        let Ok(Progress::Done(Completion::Connected(account))) = s
+            .run(connect, double::DEMO_LOGIN, double::DEMO_PASSWORD)
+            .await
+        else {
+            panic!("connected expected");
+        };
+        assert_eq!(
+            s.check().await,
+            vec![(account.id, CheckOutcome::Accepted(None))]
+        );
+
+        // Only the short-lived oauth_token ran out: refreshToken renews it, and it is kept.
+        s.sandbox
+            .advance_clock(double::TOKEN_LIFETIME + Duration::from_secs(1));
+        let before = s
+            .engine
+            .accounts()
+            .secrets(s.user_id, account.id)
+            .await
+            .unwrap();
+        let renewed = s.check().await;
+        assert!(
+            matches!(&renewed[..], [(_, CheckOutcome::Accepted(Some(_)))]),
+            "{renewed:?}"
+        );
+        let after = s
+            .engine
+            .accounts()
+            .secrets(s.user_id, account.id)
+            .await
+            .unwrap();
+        assert_ne!(before["oauth_token"], after["oauth_token"]);
+        assert_eq!(before["DZIENNIKSID"], after["DZIENNIKSID"]);
+        assert_eq!(
+            s.check().await,
+            vec![(account.id, CheckOutcome::Accepted(None))]
+        );
+
+        // Librus ends the session: the account needs signing in again.
+        s.sandbox.revoke(double::DEMO_LOGIN);
+        assert_eq!(s.check().await, vec![(account.id, CheckOutcome::Rejected)]);
+        let marked = s
+            .engine
+            .accounts()
+            .get(s.user_id, account.id)
+            .await
+            .unwrap();
+        assert_eq!(marked.status, AccountStatus::NeedsSignIn);
+
+        let reauth = Purpose::Reauth {
+            user_id: s.user_id,
+            account_id: account.id,
+        };
+        let other = s
+            .run(
+                reauth,
+                double::DEMO_GRANT_LOGIN,
+                double::DEMO_GRANT_PASSWORD,
+            )
+            .await;
+        assert_eq!(other.unwrap_err().code, ErrorCode::WrongAccount);
+        let again = s
+            .run(reauth, double::DEMO_LOGIN, double::DEMO_PASSWORD)
+            .await;
+        let Ok(Progress::Done(Completion::Reauthenticated(again))) = again else {
+            panic!("reauthenticated expected: {again:?}");
+        };
+        assert_eq!(
+            (again.id, again.connected_at),
+            (account.id, account.connected_at)
+        );
+        assert_eq!(again.status, AccountStatus::Active);
+        assert_eq!(
+            s.check().await,
+            vec![(account.id, CheckOutcome::Accepted(None))]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_librus_degrades_the_account_without_marking_it() {
+        let s = setup().await;
+        let connect = Purpose::Connect { user_id: s.user_id };
+        let Ok(Progress::Done(Completion::Connected(account))) = s
+            .run(connect, double::DEMO_LOGIN, double::DEMO_PASSWORD)
+            .await
+        else {
+            panic!("connected expected");
+        };
+        for (fault, code) in [
+            (Fault::Unavailable503, ErrorCode::ServiceUnavailable),
+            (Fault::Reset, ErrorCode::CannotConnect),
+            (Fault::Garbage, ErrorCode::Unknown),
+        ] {
+            s.sandbox.set_fault("me", fault);
+            assert_eq!(
+                s.check().await,
+                vec![(account.id, CheckOutcome::Unreachable(code))]
+            );
+            let stored = s
+                .engine
+                .accounts()
+                .get(s.user_id, account.id)
+                .await
+                .unwrap();
+            assert_eq!(
+                (stored.status, stored.last_error),
+                (AccountStatus::Degraded, Some(code))
+            );
+        }
+        s.sandbox.clear_faults();
+        assert_eq!(
+            s.check().await,
+            vec![(account.id, CheckOutcome::Accepted(None))]
+        );
+        let stored = s
+            .engine
+            .accounts()
+            .get(s.user_id, account.id)
+            .await
+            .unwrap();
+        assert_eq!(stored.status, AccountStatus::Active);
     }
 }

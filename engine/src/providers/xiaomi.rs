@@ -897,6 +897,7 @@ mod tests {
     use sandbox::xiaomi::{self as double, XiaomiSandbox};
 
     use super::{XiaomiProvider, XiaomiState};
+    use crate::accounts::{AccountStatus, CheckOutcome};
     use crate::engine::{Completion, Engine, EngineConfig, Progress};
     use crate::providers::{Input, Purpose, StepError};
     use crate::upstream::UpstreamMap;
@@ -915,6 +916,8 @@ mod tests {
         config.upstreams = UpstreamMap::parse(&sandbox.upstreams()).unwrap();
         // Short, so a stalled step is seen quickly.
         config.step_timeout = Duration::from_secs(1);
+        // Every health check asked for runs (the tests check one account several times).
+        config.account_check_interval = 0;
         config
     }
 
@@ -1471,5 +1474,71 @@ mod tests {
         );
         let id = super::device_id();
         assert!(id.len() == 6 && id.chars().all(|c| c.is_ascii_lowercase()));
+    }
+
+    #[tokio::test]
+    async fn the_health_check_logs_in_with_the_pass_token_until_xiaomi_revokes_it() {
+        let s = setup().await;
+        let answer = s.connect(double::DEMO_USER, double::DEMO_PASSWORD).await;
+        let Ok(Progress::Done(Completion::Connected(account))) = answer else {
+            panic!("connected expected, got {answer:?}");
+        };
+        let check = || async { s.engine.check_accounts_now(s.user_id).await.unwrap() };
+        assert_eq!(
+            check().await,
+            vec![(account.id, CheckOutcome::Accepted(None))]
+        );
+        s.sandbox.set_fault("service_login", Fault::Reset);
+        assert_eq!(
+            check().await,
+            vec![(
+                account.id,
+                CheckOutcome::Unreachable(ErrorCode::CannotConnect)
+            )]
+        );
+        s.sandbox.clear_faults();
+        s.sandbox.revoke(double::DEMO_USER);
+        assert_eq!(check().await, vec![(account.id, CheckOutcome::Rejected)]);
+        let stored = s
+            .engine
+            .accounts()
+            .get(s.user_id, account.id)
+            .await
+            .unwrap();
+        assert_eq!(stored.status, AccountStatus::NeedsSignIn);
+
+        let reauth = Purpose::Reauth {
+            user_id: s.user_id,
+            account_id: account.id,
+        };
+        let credentials =
+            |user: &str| input(&[("username", user), ("password", double::DEMO_PASSWORD)]);
+        let captcha = s
+            .engine
+            .start_flow(
+                "xiaomi",
+                reauth,
+                Some(OWNER.into()),
+                &credentials(double::CAPTCHA_USER),
+            )
+            .await;
+        assert_eq!(captcha.unwrap_err().code, ErrorCode::CaptchaRequired);
+        let again = s
+            .engine
+            .start_flow(
+                "xiaomi",
+                reauth,
+                Some(OWNER.into()),
+                &credentials(double::DEMO_USER),
+            )
+            .await;
+        let Ok(Progress::Done(Completion::Reauthenticated(again))) = again else {
+            panic!("reauthenticated expected: {again:?}");
+        };
+        assert_eq!(again.id, account.id);
+        assert_eq!(
+            check().await,
+            vec![(account.id, CheckOutcome::Accepted(None))]
+        );
     }
 }
