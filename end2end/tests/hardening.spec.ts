@@ -287,7 +287,14 @@ test("every page runs under the CSP without a violation, and the popup sign-in s
   await page.goto("/settings/security");
   await waitForHydration(page);
   await expect(page.getByText("Two-factor authentication is on.")).toBeVisible();
-  for (const path of ["/accounts", "/accounts/connect", "/accounts/connect/librus", "/accounts/connect/xiaomi"]) {
+  for (const path of [
+    "/accounts",
+    "/accounts/connect",
+    "/accounts/connect/librus",
+    "/accounts/connect/xiaomi",
+    "/accounts/connect/lynkco",
+    "/accounts/connect/flameconnect",
+  ]) {
     await page.goto(path);
     await expect(page.getByRole("heading", { level: 1 })).toBeVisible();
   }
