@@ -16,8 +16,11 @@ use crate::users::UserId;
 use crate::view::StepView;
 use crate::ErrorCode;
 
+pub mod b2c;
+pub mod flameconnect;
 pub mod librus;
 pub mod local;
+pub mod lynkco;
 pub mod xiaomi;
 
 /// The fields a user submitted at a step, by name.
@@ -282,6 +285,8 @@ pub fn connectable() -> Vec<std::sync::Arc<dyn AnyProvider>> {
     vec![
         std::sync::Arc::new(librus::LibrusProvider),
         std::sync::Arc::new(xiaomi::XiaomiProvider),
+        std::sync::Arc::new(lynkco::LynkcoProvider),
+        std::sync::Arc::new(flameconnect::FlameConnectProvider),
     ]
 }
 
