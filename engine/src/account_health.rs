@@ -387,4 +387,44 @@ mod tests {
         }
         panic!("the background check never finished");
     }
+
+    #[tokio::test]
+    async fn a_check_claimed_in_the_second_the_last_one_ended_shows_as_under_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::test_support::test_config(dir.path());
+        config.account_check_interval = 0;
+        let (engine, _clock) = crate::test_support::engine_with(config).await;
+        let s = Setup {
+            engine: engine.with_provider(Tokens),
+            clock: _clock,
+            user: 0,
+            _dir: dir,
+        };
+        let user = s
+            .engine
+            .register("o@example.org", "password-1", "password-1")
+            .await
+            .unwrap()
+            .id;
+        let s = Setup { user, ..s };
+        let a = s.connect("kid", "fine").await;
+        s.engine.check_accounts_now(s.user).await.unwrap();
+        // The manual clock has not moved: the next claim falls in the same second.
+        let claimed = s
+            .engine
+            .accounts()
+            .claim_checks(s.user, s.engine.now(), 0)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert!(s.stored(a.id).await.0.checking(s.engine.now()));
+        // And a check under way is not claimed a second time.
+        let again = s
+            .engine
+            .accounts()
+            .claim_checks(s.user, s.engine.now(), 0)
+            .await
+            .unwrap();
+        assert!(again.is_empty());
+    }
 }

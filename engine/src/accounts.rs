@@ -55,7 +55,7 @@ pub struct ConnectedAccount {
     pub connected_at: i64,
     /// When the last health check started (unix seconds).
     pub checked_at: Option<i64>,
-    /// When the last health check finished.
+    /// When the last health check finished (none while one is under way).
     pub check_finished_at: Option<i64>,
     /// The error code of the last check that could not reach the upstream.
     pub last_error: Option<ErrorCode>,
@@ -64,12 +64,10 @@ pub struct ConnectedAccount {
 impl ConnectedAccount {
     /// A health check of this account is under way (started, not finished, not stale).
     pub fn checking(&self, now: i64) -> bool {
-        match self.checked_at {
-            Some(started) => {
-                self.check_finished_at.is_none_or(|done| done < started)
-                    && now - started < CHECK_STALE_AFTER
-            }
-            None => false,
+        // A claim clears `check_finished_at` (seconds are too coarse to compare the two).
+        match (self.checked_at, self.check_finished_at) {
+            (Some(started), None) => now - started < CHECK_STALE_AFTER,
+            _ => false,
         }
     }
 }
@@ -240,10 +238,10 @@ impl AccountStore {
         min_age: i64,
     ) -> Result<Vec<ConnectedAccount>, ErrorCode> {
         let rows = sqlx::query(&format!(
-            "UPDATE connected_accounts SET checked_at = ?
+            "UPDATE connected_accounts SET checked_at = ?, check_finished_at = NULL
              WHERE user_id = ? AND (
                  checked_at IS NULL
-                 OR (check_finished_at >= checked_at AND checked_at <= ?)
+                 OR (check_finished_at IS NOT NULL AND checked_at <= ?)
                  OR checked_at <= ?
              )
              RETURNING {ACCOUNT_COLUMNS}"
