@@ -1,15 +1,18 @@
 //! Connected-account flows on this machine: `cargo run --release -p engine --example connect_bench`.
 //!
-//! Starts the Librus and Xiaomi doubles in-process and an engine on a temporary SQLite file (on
-//! disk; WAL and `synchronous=FULL`, as the server runs it), then prints:
-//! 1. complete connects per second, one at a time and 8 at a time, for Librus and for Xiaomi
-//!    without 2FA, and one at a time for Xiaomi with the SMS code (send code, then verify);
+//! Starts the Librus, Xiaomi, Lynk & Co and FlameConnect doubles in-process and an engine on a
+//! temporary SQLite file (on disk; WAL and `synchronous=FULL`, as the server runs it), then prints:
+//! 1. complete connects per second, one at a time and 8 at a time, for Librus, Xiaomi without
+//!    2FA and FlameConnect, and one at a time for the flows with an SMS code (Xiaomi: send code,
+//!    then verify; Lynk & Co: the code B2C sent after the password), whose code is read from the
+//!    double's inbox by account, so two of them at once could swap codes;
 //! 2. the engine's time per flow over a bare `reqwest` script that makes the same requests in
 //!    the same order against the same doubles (one shared client, a cookie map per origin,
 //!    redirects walked by hand; no engine, no database): medians of several rounds after a
 //!    warm-up, the two sides alternating which goes first;
 //! 3. the bytes a pending flow keeps in the `flows` table (a Xiaomi flow waiting at its 2FA
-//!    step, then at its code step), and what one SQLite write commit costs here.
+//!    step, then at its code step; a Lynk & Co flow waiting at its code step), and what one
+//!    SQLite write commit costs here.
 //!
 //! `cargo run --release -p engine --example connect_bench -- /dev/shm` puts the database on tmpfs
 //! (a commit then waits for no disk), to see what the disk costs.
@@ -22,15 +25,23 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use engine::providers::{Input, Purpose};
+use engine::providers::b2c::{
+    jwt_claims, jwt_email, jwt_exp, keep_equals, page_settings, sha256_hex, token_urlsafe16,
+    uuid_v4, Pkce,
+};
+use engine::providers::{Input, Purpose, StepError};
 use engine::secrets::SecretKey;
 use engine::upstream::UpstreamMap;
 use engine::{Completion, Engine, EngineConfig, Progress};
 use md5::{Digest, Md5};
-use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::header::{HeaderMap, COOKIE, LOCATION, SET_COOKIE};
 use reqwest::Method;
+use sandbox::flameconnect::{self as flame_double, FlameConnectSandbox};
 use sandbox::librus::{self as librus_double, LibrusSandbox};
-use sandbox::xiaomi::{self as xiaomi_double, Xiaomi, XiaomiSandbox};
+use sandbox::lynkco::{self as lynkco_double, LynkcoSandbox};
+use sandbox::xiaomi::{self as xiaomi_double, XiaomiSandbox};
+use serde_json::{json, Value};
+use url::Url;
 
 /// Flows per timed round (and Stepgate users: one per flow).
 const FLOWS: usize = 200;
@@ -48,12 +59,27 @@ const STS: &str = "https://sts.api.io.mi.com";
 const STS_CALLBACK: &str = "https://sts.api.io.mi.com/sts";
 const JSON_PREFIX: &str = "&&&START&&&";
 const XHR: (&str, &str) = ("x-requested-with", "XMLHttpRequest");
+/// The header naming a B2C page view (the next `pageViewId`).
+const REQUEST_ID: &str = "x-ms-gateway-requestid";
+/// Lynk & Co's policy base: every B2C call of its login is under it.
+const LYNKCO: &str = "https://login.lynkco.com/lynkcoprod.onmicrosoft.com/b2c_1a_signin_mfa/";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Librus,
     Xiaomi,
     XiaomiSms,
+    Lynkco,
+    FlameConnect,
+}
+
+/// What a flow is given after its first form.
+#[derive(Debug, Clone, Copy)]
+enum Submit {
+    /// Xiaomi's 2FA step: the "Send code" button.
+    SendCode,
+    /// The code from the double's inbox.
+    Code,
 }
 
 impl Kind {
@@ -62,14 +88,84 @@ impl Kind {
             Kind::Librus => "Librus",
             Kind::Xiaomi => "Xiaomi, no 2FA",
             Kind::XiaomiSms => "Xiaomi, SMS code",
+            Kind::Lynkco => "Lynk & Co, SMS code",
+            Kind::FlameConnect => "FlameConnect",
         }
     }
 
     /// SQLite writes the engine makes in one flow (reads aside).
     fn writes(self) -> &'static str {
         match self {
-            Kind::Librus | Kind::Xiaomi => "1 (the account)",
+            Kind::Librus | Kind::Xiaomi | Kind::FlameConnect => "1 (the account)",
             Kind::XiaomiSms => "4 (flow insert, update, delete; the account) + 2 reads",
+            Kind::Lynkco => "3 (flow insert, delete; the account) + 1 read",
+        }
+    }
+
+    /// The provider and its first form, filled in for the demo account.
+    fn first_form(self) -> (&'static str, Input) {
+        match self {
+            Kind::Librus => (
+                "librus",
+                input(&[
+                    ("login", librus_double::DEMO_LOGIN),
+                    ("password", librus_double::DEMO_PASSWORD),
+                ]),
+            ),
+            Kind::Xiaomi => (
+                "xiaomi",
+                input(&[
+                    ("username", xiaomi_double::DEMO_USER),
+                    ("password", xiaomi_double::DEMO_PASSWORD),
+                ]),
+            ),
+            Kind::XiaomiSms => (
+                "xiaomi",
+                input(&[
+                    ("username", xiaomi_double::DEMO_2FA_USER),
+                    ("password", xiaomi_double::DEMO_PASSWORD),
+                ]),
+            ),
+            Kind::Lynkco => (
+                "lynkco",
+                input(&[
+                    ("email", lynkco_double::DEMO_EMAIL),
+                    ("password", lynkco_double::DEMO_PASSWORD),
+                    ("vin", lynkco_double::DEMO_VIN),
+                ]),
+            ),
+            Kind::FlameConnect => (
+                "flameconnect",
+                input(&[
+                    ("email", flame_double::DEMO_EMAIL),
+                    ("password", flame_double::DEMO_PASSWORD),
+                ]),
+            ),
+        }
+    }
+
+    /// The steps after the first form, in order.
+    fn submits(self) -> &'static [Submit] {
+        match self {
+            Kind::Librus | Kind::Xiaomi | Kind::FlameConnect => &[],
+            Kind::XiaomiSms => &[Submit::SendCode, Submit::Code],
+            Kind::Lynkco => &[Submit::Code],
+        }
+    }
+
+    /// What each engine call of the flow does (the start, then each submit).
+    fn calls(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Kind::XiaomiSms => &[
+                ("start", "2 requests; flow insert"),
+                ("send code", "2 requests; flow read, update"),
+                ("verify", "4 requests; flow read, delete, account insert"),
+            ],
+            Kind::Lynkco => &[
+                ("start", "3 requests; flow insert"),
+                ("verify", "4 requests; flow read, delete, account insert"),
+            ],
+            _ => &[],
         }
     }
 }
@@ -78,6 +174,62 @@ impl Kind {
 enum Side {
     Engine,
     Bare,
+}
+
+/// The doubles, in-process: their origins, inboxes, clocks and latency.
+struct Doubles {
+    librus: LibrusSandbox,
+    xiaomi: XiaomiSandbox,
+    lynkco: LynkcoSandbox,
+    flameconnect: FlameConnectSandbox,
+}
+
+impl Doubles {
+    async fn spawn() -> Doubles {
+        Doubles {
+            librus: LibrusSandbox::spawn().await,
+            xiaomi: XiaomiSandbox::spawn().await,
+            lynkco: LynkcoSandbox::spawn().await,
+            flameconnect: FlameConnectSandbox::spawn().await,
+        }
+    }
+
+    /// `REAL=BASE` pairs of every double, for the engine and the bare script alike.
+    fn upstreams(&self) -> String {
+        [
+            self.librus.upstreams(),
+            self.xiaomi.upstreams(),
+            self.lynkco.upstreams(),
+            self.flameconnect.upstreams(),
+        ]
+        .join(" ")
+    }
+
+    fn set_latency(&self, latency: Duration) {
+        self.librus.set_latency(latency);
+        self.xiaomi.set_latency(latency);
+        self.lynkco.set_latency(latency);
+        self.flameconnect.set_latency(latency);
+    }
+
+    /// The newest SMS code sent to the demo account of `kind`.
+    fn code(&self, kind: Kind) -> String {
+        match kind {
+            Kind::XiaomiSms => self.xiaomi.latest_code(xiaomi_double::DEMO_2FA_USER),
+            Kind::Lynkco => self.lynkco.latest_code(lynkco_double::DEMO_EMAIL),
+            _ => None,
+        }
+        .expect("a code was sent")
+    }
+
+    /// The B2C doubles keep each sign-in transaction for 30 minutes and find one by scanning
+    /// them all: letting the finished ones expire between rounds (their clocks moved on, outside
+    /// the timing) keeps a round's lookups as cheap as the first round's.
+    fn expire_transactions(&self) {
+        let past = sandbox::b2c::TRANSACTION_LIFETIME + Duration::from_secs(1);
+        self.lynkco.advance_clock(past);
+        self.flameconnect.advance_clock(past);
+    }
 }
 
 /// The engine's configuration, built in one place.
@@ -102,52 +254,51 @@ fn input(pairs: &[(&str, &str)]) -> Input {
         .collect()
 }
 
-/// One complete connect through the engine, for Stepgate user `user_id`.
-async fn engine_connect(engine: &Engine, codes: &Xiaomi, kind: Kind, user_id: i64) {
+/// A connect of `kind` for Stepgate user `user_id`, up to the engine's first answer.
+async fn start_flow(engine: &Engine, kind: Kind, user_id: i64) -> Result<Progress, StepError> {
+    let (provider, fields) = kind.first_form();
     let purpose = Purpose::Connect { user_id };
-    let owner = Some(OWNER.to_owned());
-    let done = match kind {
-        Kind::Librus => {
-            let fields = input(&[
-                ("login", librus_double::DEMO_LOGIN),
-                ("password", librus_double::DEMO_PASSWORD),
-            ]);
-            engine.start_flow("librus", purpose, owner, &fields).await
-        }
-        Kind::Xiaomi => {
-            let fields = input(&[
-                ("username", xiaomi_double::DEMO_USER),
-                ("password", xiaomi_double::DEMO_PASSWORD),
-            ]);
-            engine.start_flow("xiaomi", purpose, owner, &fields).await
-        }
-        Kind::XiaomiSms => {
-            let fields = input(&[
-                ("username", xiaomi_double::DEMO_2FA_USER),
-                ("password", xiaomi_double::DEMO_PASSWORD),
-            ]);
-            let flow = match engine.start_flow("xiaomi", purpose, owner, &fields).await {
-                Ok(Progress::Next(flow)) => flow,
-                other => panic!("the two_factor step expected, got {other:?}"),
-            };
-            let send = input(&[("action", "send_code")]);
-            let code_step = match engine.submit_flow(&flow.flow_id, Some(OWNER), &send).await {
-                Ok(Progress::Next(step)) => step,
-                other => panic!("the code step expected, got {other:?}"),
-            };
-            let code = codes
-                .latest_code(xiaomi_double::DEMO_2FA_USER)
-                .expect("a code was sent");
-            let fields = input(&[("code", code.as_str())]);
-            engine
-                .submit_flow(&code_step.flow_id, Some(OWNER), &fields)
-                .await
-        }
-    };
+    engine
+        .start_flow(provider, purpose, Some(OWNER.to_owned()), &fields)
+        .await
+}
+
+/// The input a waiting flow of `kind` is given at `submit`.
+fn submit_input(doubles: &Doubles, kind: Kind, submit: Submit) -> Input {
+    match submit {
+        Submit::SendCode => input(&[("action", "send_code")]),
+        Submit::Code => input(&[("code", doubles.code(kind).as_str())]),
+    }
+}
+
+/// One complete connect through the engine, for Stepgate user `user_id`; answers how long each
+/// engine call took (the start, then each submit; reading the inbox is outside them).
+async fn engine_connect(
+    engine: &Engine,
+    doubles: &Doubles,
+    kind: Kind,
+    user_id: i64,
+) -> Vec<Duration> {
+    let mut calls = Vec::with_capacity(1 + kind.submits().len());
+    let t = Instant::now();
+    let mut progress = start_flow(engine, kind, user_id).await;
+    calls.push(t.elapsed());
+    for &next in kind.submits() {
+        let Ok(Progress::Next(flow)) = progress else {
+            panic!("{kind:?}: a further step expected, got {progress:?}");
+        };
+        let fields = submit_input(doubles, kind, next);
+        let t = Instant::now();
+        progress = engine
+            .submit_flow(&flow.flow_id, Some(OWNER), &fields)
+            .await;
+        calls.push(t.elapsed());
+    }
     assert!(
-        matches!(done, Ok(Progress::Done(Completion::Connected(_)))),
-        "{kind:?}: {done:?}"
+        matches!(progress, Ok(Progress::Done(Completion::Connected(_)))),
+        "{kind:?}: {progress:?}"
     );
+    calls
 }
 
 /// The bare baseline: one shared client that follows no redirect, and the doubles' map.
@@ -192,18 +343,32 @@ fn origin(url: &str) -> &str {
 /// What the bare script keeps of an answer.
 struct Answer {
     status: u16,
-    location: Option<String>,
-    pragma: Option<String>,
+    headers: HeaderMap,
     body: Vec<u8>,
 }
 
 impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn location(&self) -> Option<String> {
+        self.header(LOCATION.as_str()).map(str::to_owned)
+    }
+
     /// The body as JSON (Xiaomi's `&&&START&&&` stripped).
-    fn json(&self) -> serde_json::Value {
+    fn json(&self) -> Value {
         let text = std::str::from_utf8(&self.body).expect("UTF-8");
         let text = text.strip_prefix(JSON_PREFIX).unwrap_or(text);
         serde_json::from_str(text).expect("a JSON answer")
     }
+}
+
+/// A request body of the bare script.
+enum Body<'a> {
+    Empty,
+    Form(&'a [(&'a str, &'a str)]),
+    Json(Value),
 }
 
 /// One flow of the bare script: its own cookies, per real origin.
@@ -238,7 +403,7 @@ impl Script<'_> {
         method: Method,
         real: &str,
         headers: &[(&'static str, &str)],
-        form: Option<&[(&str, &str)]>,
+        body: Body<'_>,
     ) -> Answer {
         self.requests += 1;
         let bare = self.bare;
@@ -259,23 +424,17 @@ impl Script<'_> {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        if let Some(form) = form {
-            request = request.form(form);
-        }
-        let response = request.send().await.expect("the double answers");
+        request = match body {
+            Body::Empty => request,
+            Body::Form(form) => request.form(form),
+            Body::Json(value) => request.json(&value),
+        };
+        let mut response = request.send().await.expect("the double answers");
         let status = response.status().as_u16();
-        let location = response
-            .headers()
-            .get(LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let pragma = response
-            .headers()
-            .get("extension-pragma")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let headers = std::mem::take(response.headers_mut());
         let jar = self.jar.entry(origin.to_owned()).or_default();
-        for value in response.headers().get_all(SET_COOKIE) {
+        // Later cookies replace earlier ones of the same name (B2C renews its own).
+        for value in headers.get_all(SET_COOKIE) {
             let Ok(text) = value.to_str() else { continue };
             let Some((name, value)) = text.split(';').next().and_then(|p| p.split_once('=')) else {
                 continue;
@@ -289,14 +448,13 @@ impl Script<'_> {
         let body = response.bytes().await.expect("a body").to_vec();
         Answer {
             status,
-            location,
-            pragma,
+            headers,
             body,
         }
     }
 
     async fn get(&mut self, real: &str) -> Answer {
-        self.send(Method::GET, real, &[], None).await
+        self.send(Method::GET, real, &[], Body::Empty).await
     }
 
     /// Walks redirects by hand until an answer that is not one.
@@ -305,7 +463,7 @@ impl Script<'_> {
             if !(300..400).contains(&answer.status) {
                 return answer;
             }
-            let next = answer.location.take().expect("a Location");
+            let next = answer.location().expect("a Location");
             answer = self.get(&next).await;
         }
         panic!("too many redirects");
@@ -323,18 +481,18 @@ async fn bare_librus(bare: &Bare) -> usize {
             Method::GET,
             &format!("{SYNERGIA}/loguj/portalRodzina"),
             &referer,
-            None,
+            Body::Empty,
         )
         .await;
     assert_eq!(entry.status, 302);
-    let authorization = entry.location.expect("to the authorization");
+    let authorization = entry.location().expect("to the authorization");
     assert_eq!(s.get(&authorization).await.status, 200);
     let login = s
         .send(
             Method::POST,
             &format!("{LIBRUS_API}/OAuth/Authorization?client_id=46"),
             &[XHR],
-            Some(&[
+            Body::Form(&[
                 ("action", "login"),
                 ("login", librus_double::DEMO_LOGIN),
                 ("pass", librus_double::DEMO_PASSWORD),
@@ -364,7 +522,7 @@ async fn bare_librus(bare: &Bare) -> usize {
 }
 
 /// `serviceLogin` then `serviceLoginAuth2`; returns the login's JSON answer.
-async fn bare_xiaomi_password(s: &mut Script<'_>, user: &str) -> serde_json::Value {
+async fn bare_xiaomi_password(s: &mut Script<'_>, user: &str) -> Value {
     s.set_cookie(ACCOUNT, "sdkVersion", "accountsdk-18.8.15");
     s.set_cookie(ACCOUNT, "deviceId", "bnchmk");
     let first = s
@@ -379,7 +537,7 @@ async fn bare_xiaomi_password(s: &mut Script<'_>, user: &str) -> serde_json::Val
         Method::POST,
         &format!("{ACCOUNT}/pass/serviceLoginAuth2"),
         &[],
-        Some(&[
+        Body::Form(&[
             ("hash", hash.as_str()),
             ("_json", "true"),
             ("sid", "xiaomiio"),
@@ -399,9 +557,8 @@ async fn bare_open_sts(s: &mut Script<'_>, sts_url: &str) {
     let answer = s.follow(first).await;
     assert_eq!(answer.status, 200);
     let pragma = answer
-        .pragma
-        .as_deref()
-        .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok());
+        .header("extension-pragma")
+        .and_then(|p| serde_json::from_str::<Value>(p).ok());
     std::hint::black_box(pragma);
     for name in ["serviceToken", "userId", "cUserId"] {
         assert!(s.cookie(STS, name).is_some(), "{name}");
@@ -418,45 +575,34 @@ async fn bare_xiaomi(bare: &Bare) -> usize {
     s.requests
 }
 
-async fn bare_xiaomi_sms(bare: &Bare, codes: &Xiaomi) -> usize {
+async fn bare_xiaomi_sms(bare: &Bare, doubles: &Doubles) -> usize {
     let mut s = Script::new(bare);
     let answer = bare_xiaomi_password(&mut s, xiaomi_double::DEMO_2FA_USER).await;
     let notification = answer["notificationUrl"].as_str().expect("2FA wanted");
-    let notification = url::Url::parse(notification).expect("a URL");
-    let context = notification
-        .query_pairs()
-        .find(|(k, _)| k == "context")
-        .expect("a context")
-        .1
-        .into_owned();
+    let notification = Url::parse(notification).expect("a URL");
+    let context = query_value(&notification, "context");
     let mut list_url = notification.clone();
     list_url.set_path("/identity/list");
     let list = s.get(list_url.as_str()).await.json();
     assert_eq!(list["flag"], 4);
-    let dc = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs()
-        * 1000;
+    let dc = unix_seconds() * 1000;
     let sent = s
         .send(
             Method::POST,
             &format!("{ACCOUNT}/identity/auth/sendPhoneTicket?_dc={dc}&sid=xiaomiio&context={context}&mask=0&_locale=en_US"),
             &[XHR],
-            Some(&[("retry", "0"), ("icode", ""), ("_json", "true")]),
+            Body::Form(&[("retry", "0"), ("icode", ""), ("_json", "true")]),
         )
         .await
         .json();
     assert_eq!(sent["code"], 0);
-    let code = codes
-        .latest_code(xiaomi_double::DEMO_2FA_USER)
-        .expect("a code was sent");
+    let code = doubles.code(Kind::XiaomiSms);
     let verified = s
         .send(
             Method::POST,
             &format!("{ACCOUNT}/identity/auth/verifyPhone?_dc={dc}&sid=xiaomiio&context={context}&mask=0"),
             &[XHR],
-            Some(&[
+            Body::Form(&[
                 ("_flag", "4"),
                 ("ticket", code.as_str()),
                 ("trust", "true"),
@@ -471,26 +617,290 @@ async fn bare_xiaomi_sms(bare: &Bare, codes: &Xiaomi) -> usize {
     let mut pragma = None;
     while origin(&next) != STS {
         let answer = s.get(&next).await;
-        pragma = answer.pragma.or(pragma);
-        next = answer.location.expect("a redirect toward STS");
+        pragma = answer
+            .header("extension-pragma")
+            .map(str::to_owned)
+            .or(pragma);
+        next = answer.location().expect("a redirect toward STS");
     }
     assert!(pragma.is_some());
     bare_open_sts(&mut s, &next).await;
     s.requests
 }
 
-async fn bare_flow(bare: &Bare, codes: &Xiaomi, kind: Kind) -> usize {
+/// A Lynk & Co `SelfAsserted` POST (the password, then the code); B2C's verdict is the body's.
+async fn bare_lynkco_self_asserted(
+    s: &mut Script<'_>,
+    csrf: &str,
+    trans: &str,
+    form: &[(&str, &str)],
+) {
+    let tx = format!("StateProperties={trans}");
+    let query = [("p", lynkco_double::POLICY), ("tx", tx.as_str())];
+    let to = Url::parse_with_params(&format!("{LYNKCO}SelfAsserted"), query).expect("a URL");
+    let headers = [("x-csrf-token", csrf)];
+    let answer = s
+        .send(Method::POST, to.as_str(), &headers, Body::Form(form))
+        .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.json()["status"], "200");
+}
+
+/// Lynk & Co's `api/<page>/confirmed` URL with the app's query (`diags` names the page left).
+fn lynkco_confirmed(page: &str, csrf: &str, trans: &str, page_view_id: &str) -> Url {
+    let diags = json!({"pageViewId": page_view_id, "pageId": page, "trace": []}).to_string();
+    let tx = format!("StateProperties={trans}");
+    let remember = (page == "CombinedSigninAndSignup").then_some(("rememberMe", "false"));
+    let query = remember.into_iter().chain([
+        ("csrf_token", csrf),
+        ("tx", tx.as_str()),
+        ("p", lynkco_double::POLICY),
+        ("diags", diags.as_str()),
+    ]);
+    Url::parse_with_params(&format!("{LYNKCO}api/{page}/confirmed"), query).expect("a URL")
+}
+
+/// B2C's `x-ms-cpim-csrf` and `x-ms-cpim-trans` cookies, as the script holds them now.
+fn lynkco_cookies(s: &Script<'_>) -> (String, String) {
+    let cookie = |name: &str| {
+        let value = s.cookie(lynkco_double::B2C_ORIGIN, name).expect(name);
+        value.to_owned()
+    };
+    (cookie("x-ms-cpim-csrf"), cookie("x-ms-cpim-trans"))
+}
+
+/// Lynk & Co as the provider signs in: authorize (PKCE), the password, the phone page (the SMS
+/// goes out), the code, the app redirect (never fetched), the token grant, and IAM's
+/// validate-session for the CCC token.
+async fn bare_lynkco(bare: &Bare, doubles: &Doubles) -> usize {
+    use lynkco_double::{CLIENT_ID, REDIRECT_URI, SCOPE_BASE};
+    let mut s = Script::new(bare);
+    let pkce = Pkce::generate();
+    let scope = format!("{SCOPE_BASE}.read {SCOPE_BASE}.write profile offline_access");
+    let query = [
+        ("response_type", "code"),
+        ("scope", scope.as_str()),
+        ("code_challenge", pkce.challenge.as_str()),
+        ("code_challenge_method", "S256"),
+        ("redirect_uri", REDIRECT_URI),
+        ("client_id", CLIENT_ID),
+    ];
+    let authorize =
+        Url::parse_with_params(&format!("{LYNKCO}oauth2/v2.0/authorize"), query).expect("a URL");
+    let accept = (
+        "accept",
+        "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+    );
+    let page = s
+        .send(Method::GET, authorize.as_str(), &[accept], Body::Empty)
+        .await;
+    assert_eq!(page.status, 200);
+    let first_view = page.header(REQUEST_ID).expect("a page view").to_owned();
+    let (csrf, trans) = lynkco_cookies(&s);
+    let password = [
+        ("request_type", "RESPONSE"),
+        ("signInName", lynkco_double::DEMO_EMAIL),
+        ("password", lynkco_double::DEMO_PASSWORD),
+    ];
+    bare_lynkco_self_asserted(&mut s, &csrf, &trans, &password).await;
+    let confirmed = lynkco_confirmed("CombinedSigninAndSignup", &csrf, &trans, &first_view);
+    let phone_page = s
+        .send(
+            Method::GET,
+            confirmed.as_str(),
+            &[("accept", "text/html")],
+            Body::Empty,
+        )
+        .await;
+    assert_eq!(phone_page.status, 200);
+    let page_view = phone_page
+        .header(REQUEST_ID)
+        .expect("a page view")
+        .to_owned();
+
+    // Here the engine stores its flow and waits for the user.
+    let code = doubles.code(Kind::Lynkco);
+    let (csrf, trans) = lynkco_cookies(&s);
+    let verification = [
+        ("verificationCode", code.as_str()),
+        ("request_type", "RESPONSE"),
+    ];
+    bare_lynkco_self_asserted(&mut s, &csrf, &trans, &verification).await;
+    let to = lynkco_confirmed("SelfAsserted", &csrf, &trans, &page_view);
+    let referer = [("referer", confirmed.as_str())];
+    let redirect = s
+        .send(Method::GET, to.as_str(), &referer, Body::Empty)
+        .await;
+    let location = redirect.location().expect("the app redirect");
+    assert!(location.starts_with(REDIRECT_URI), "{location}");
+    let auth_code = query_value(&Url::parse(&location).expect("a URL"), "code");
+    let scope = format!("{SCOPE_BASE}.read {SCOPE_BASE}.write openid profile offline_access");
+    let grant = [
+        ("client_info", "1"),
+        ("scope", scope.as_str()),
+        ("code", auth_code.as_str()),
+        ("grant_type", "authorization_code"),
+        ("code_verifier", pkce.verifier.as_str()),
+        ("redirect_uri", REDIRECT_URI),
+        ("client_id", CLIENT_ID),
+    ];
+    let tokens = s
+        .send(
+            Method::POST,
+            &format!("{LYNKCO}oauth2/v2.0/token"),
+            &[],
+            Body::Form(&grant),
+        )
+        .await;
+    assert_eq!(tokens.status, 200);
+    let tokens = tokens.json();
+    let access_token = tokens["access_token"].as_str().expect("an access token");
+    let ccc = s
+        .send(
+            Method::POST,
+            &format!("{}/validate-session", lynkco_double::IAM_ORIGIN),
+            &[("x-auth-token", access_token), ("api-version", "1")],
+            Body::Json(json!({"deviceUuid": uuid_v4(), "isLogin": true})),
+        )
+        .await;
+    assert_eq!(ccc.status, 200);
+    let ccc = ccc.json();
+    let ccc_expires_at = jwt_exp(ccc["cccToken"].as_str().expect("cccToken")).expect("its exp");
+    let email = tokens["id_token"].as_str().and_then(jwt_email);
+    assert!(tokens["refresh_token"].is_string() && tokens["expires_in"].is_number());
+    std::hint::black_box((ccc_expires_at, email));
+    s.requests
+}
+
+/// FlameConnect as the provider (MSAL's auth-code flow) signs in: discovery, the authorize page
+/// (PKCE, `state`, a hashed nonce) and its SETTINGS, the password, `confirmed` and its
+/// same-origin hop up to the app redirect (never fetched), the code for tokens, the id_token's
+/// nonce, audience and expiry checked.
+async fn bare_flameconnect(bare: &Bare) -> usize {
+    use flame_double::{CLIENT_ID, ORIGIN, POLICY, REDIRECT_URI, TENANT};
+    let mut s = Script::new(bare);
+    let base = format!("{ORIGIN}/{TENANT}/{POLICY}");
+    let discovery = s
+        .get(&format!("{base}/v2.0/.well-known/openid-configuration"))
+        .await
+        .json();
+    let endpoint = |name: &str| {
+        let found = Url::parse(discovery[name].as_str().expect(name)).expect("a URL");
+        assert_eq!(origin(found.as_str()), ORIGIN);
+        found
+    };
+    let mut authorize = endpoint("authorization_endpoint");
+    let token_endpoint = endpoint("token_endpoint");
+    let pkce = Pkce::generate();
+    let state = token_urlsafe16();
+    let nonce = sha256_hex(&token_urlsafe16());
+    let scope = format!("{} openid profile offline_access", flame_double::SCOPE);
+    authorize
+        .query_pairs_mut()
+        .append_pair("client_id", CLIENT_ID)
+        .append_pair("response_type", "code")
+        .append_pair("redirect_uri", REDIRECT_URI)
+        .append_pair("scope", &scope)
+        .append_pair("state", &state)
+        .append_pair("code_challenge", &pkce.challenge)
+        .append_pair("code_challenge_method", "S256")
+        .append_pair("nonce", &nonce)
+        .append_pair("client_info", "1");
+    let first = s.get(authorize.as_str()).await;
+    let page = s.follow(first).await;
+    assert_eq!(page.status, 200);
+    let settings = page_settings(&String::from_utf8_lossy(&page.body)).expect("csrf, transId");
+    // flameconnect sends `tx` and `csrf_token` with their `=` unencoded.
+    let tx = keep_equals(&settings.trans_id);
+    let signed_in = s
+        .send(
+            Method::POST,
+            &format!("{base}/SelfAsserted?tx={tx}&p={POLICY}"),
+            &[
+                ("x-csrf-token", settings.csrf.as_str()),
+                XHR,
+                ("referer", authorize.as_str()),
+                ("origin", ORIGIN),
+                ("accept", "application/json, text/javascript, */*; q=0.01"),
+            ],
+            Body::Form(&[
+                ("request_type", "RESPONSE"),
+                ("email", flame_double::DEMO_EMAIL),
+                ("password", flame_double::DEMO_PASSWORD),
+            ]),
+        )
+        .await;
+    assert_eq!(signed_in.status, 200);
+    assert_eq!(signed_in.json()["status"], "200");
+    let csrf = keep_equals(&settings.csrf);
+    let mut next = format!(
+        "{base}/api/CombinedSigninAndSignup/confirmed?rememberMe=false&csrf_token={csrf}&tx={tx}&p={POLICY}"
+    );
+    while !next.starts_with(REDIRECT_URI) {
+        next = s.get(&next).await.location().expect("a redirect");
+    }
+    let redirect = Url::parse(&next).expect("a URL");
+    assert_eq!(query_value(&redirect, "state"), state);
+    let code = query_value(&redirect, "code");
+    let grant = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT_URI),
+        ("scope", scope.as_str()),
+        ("client_id", CLIENT_ID),
+        ("code_verifier", pkce.verifier.as_str()),
+        ("client_info", "1"),
+    ];
+    let answer = s
+        .send(
+            Method::POST,
+            token_endpoint.as_str(),
+            &[],
+            Body::Form(&grant),
+        )
+        .await;
+    assert_eq!(answer.status, 200);
+    let tokens = answer.json();
+    let id_token = tokens["id_token"].as_str().expect("an id_token");
+    let claims = jwt_claims(id_token).expect("its claims");
+    assert_eq!(claims["nonce"], nonce.as_str());
+    assert_eq!(claims["aud"], CLIENT_ID);
+    assert!(claims["exp"].as_u64().expect("exp") > unix_seconds());
+    assert!(tokens["refresh_token"].is_string() && tokens["expires_in"].is_number());
+    std::hint::black_box(jwt_email(id_token));
+    s.requests
+}
+
+fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+}
+
+/// The value of `name` in a URL's query.
+fn query_value(url: &Url, name: &str) -> String {
+    let (_, value) = url
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .unwrap_or_else(|| panic!("no {name} in the URL"));
+    value.into_owned()
+}
+
+async fn bare_flow(bare: &Bare, doubles: &Doubles, kind: Kind) -> usize {
     match kind {
         Kind::Librus => bare_librus(bare).await,
         Kind::Xiaomi => bare_xiaomi(bare).await,
-        Kind::XiaomiSms => bare_xiaomi_sms(bare, codes).await,
+        Kind::XiaomiSms => bare_xiaomi_sms(bare, doubles).await,
+        Kind::Lynkco => bare_lynkco(bare, doubles).await,
+        Kind::FlameConnect => bare_flameconnect(bare).await,
     }
 }
 
 struct Bench {
     engine: Engine,
     bare: Bare,
-    codes: Xiaomi,
+    doubles: Arc<Doubles>,
     /// One Stepgate user per flow of a round.
     users: Arc<Vec<i64>>,
     /// How long each account removal (one DELETE, one commit) took.
@@ -504,7 +914,8 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 
 impl Bench {
     /// Runs `flows` complete flows of `kind`, `workers` at a time; returns the wall time. The
-    /// engine's accounts are removed afterwards, outside the timing.
+    /// engine's accounts are removed afterwards and the B2C doubles' transactions expired, outside
+    /// the timing.
     async fn run(&self, side: Side, kind: Kind, flows: usize, workers: usize) -> Duration {
         assert!(flows <= self.users.len());
         let next = Arc::new(AtomicUsize::new(0));
@@ -513,7 +924,7 @@ impl Bench {
             .map(|_| {
                 let engine = self.engine.clone();
                 let bare = self.bare.clone();
-                let codes = self.codes.clone();
+                let doubles = self.doubles.clone();
                 let users = self.users.clone();
                 let next = next.clone();
                 tokio::spawn(async move {
@@ -523,9 +934,11 @@ impl Bench {
                             break;
                         }
                         match side {
-                            Side::Engine => engine_connect(&engine, &codes, kind, users[i]).await,
+                            Side::Engine => {
+                                engine_connect(&engine, &doubles, kind, users[i]).await;
+                            }
                             Side::Bare => {
-                                bare_flow(&bare, &codes, kind).await;
+                                bare_flow(&bare, &doubles, kind).await;
                             }
                         }
                     }
@@ -539,6 +952,7 @@ impl Bench {
         if side == Side::Engine {
             self.remove_accounts().await;
         }
+        self.doubles.expire_transactions();
         elapsed
     }
 
@@ -589,7 +1003,7 @@ impl Bench {
             kind,
             workers,
             flows,
-            requests: bare_flow(&self.bare, &self.codes, kind).await,
+            requests: bare_flow(&self.bare, &self.doubles, kind).await,
             engine: median(engine),
             bare: median(bare),
             ratios,
@@ -615,7 +1029,7 @@ impl Row {
         let per_flow = |d: Duration| d.as_secs_f64() * 1e3 / self.flows as f64;
         let per_second = |d: Duration| self.flows as f64 / d.as_secs_f64();
         println!(
-            "  {:<17} {:>3} {:>4} {:>10.0} {:>9.3} {:>10.0} {:>9.3} {:>9.3} {:>6.3} ({:.3}–{:.3})",
+            "  {:<19} {:>3} {:>4} {:>10.0} {:>9.3} {:>10.0} {:>9.3} {:>9.3} {:>6.3} ({:.3}–{:.3})",
             self.kind.label(),
             self.workers,
             self.requests,
@@ -673,8 +1087,9 @@ async fn pages_in_use(engine: &Engine) -> i64 {
     count - free
 }
 
-/// Starts one Xiaomi 2FA flow per user (all left pending) and measures what they store.
-async fn pending_flows(bench: &Bench) {
+/// Starts one flow of `kind` per user, all left waiting at their first step, and measures what
+/// they store; then walks the first flow on through the steps it waits at before its code.
+async fn pending_flows(bench: &Bench, kind: Kind) {
     let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
         .fetch_one(bench.engine.pool())
         .await
@@ -682,25 +1097,32 @@ async fn pending_flows(bench: &Bench) {
     let before = pages_in_use(&bench.engine).await;
     let mut flows = Vec::new();
     for &user_id in bench.users.iter() {
-        match start_two_factor(&bench.engine, user_id).await {
+        match start_flow(&bench.engine, kind, user_id).await {
             Ok(Progress::Next(flow)) => flows.push(flow.flow_id),
-            other => panic!("the two_factor step expected, got {other:?}"),
+            other => panic!("{kind:?}: a waiting step expected, got {other:?}"),
         }
     }
     let growth = (pages_in_use(&bench.engine).await - before) * page_size;
-    let waiting = row_bytes(&bench.engine, &flows[0]).await;
-    let send = input(&[("action", "send_code")]);
-    let code_step = match bench
-        .engine
-        .submit_flow(&flows[0], Some(OWNER), &send)
-        .await
-    {
-        Ok(Progress::Next(step)) => step,
-        other => panic!("the code step expected, got {other:?}"),
-    };
-    let at_code = row_bytes(&bench.engine, &code_step.flow_id).await;
-    println!("bytes stored per pending flow (Xiaomi, SMS 2FA user):");
-    for r in [&waiting, &at_code] {
+    let mut rows = vec![row_bytes(&bench.engine, &flows[0]).await];
+    let first_step = rows[0].step.clone();
+    let mut flow_id = flows[0].clone();
+    for &next in kind.submits() {
+        if let Submit::Code = next {
+            break;
+        }
+        let fields = submit_input(&bench.doubles, kind, next);
+        flow_id = match bench
+            .engine
+            .submit_flow(&flow_id, Some(OWNER), &fields)
+            .await
+        {
+            Ok(Progress::Next(step)) => step.flow_id,
+            other => panic!("{kind:?}: a further step expected, got {other:?}"),
+        };
+        rows.push(row_bytes(&bench.engine, &flow_id).await);
+    }
+    println!("bytes stored per pending flow ({}):", kind.label());
+    for r in &rows {
         println!(
             "  waiting at {:<10} sealed state {:>5} B ({} B plaintext), view {:>4} B, row {:>5} B",
             r.step,
@@ -711,77 +1133,40 @@ async fn pending_flows(bench: &Bench) {
         );
     }
     println!(
-        "  {} flows waiting at two_factor grew the database by {} B: {} B per flow (pages, indexes included)",
+        "  {} flows waiting at {first_step} grew the database by {} B: {} B per flow (pages, indexes included)",
         flows.len(),
         growth,
         growth / flows.len() as i64
     );
 }
 
-/// The SMS flow through the engine, step by step (each call timed on its own).
-async fn sms_steps(bench: &Bench) {
-    let (mut start, mut send, mut verify) = (Vec::new(), Vec::new(), Vec::new());
+/// A flow with waiting steps, through the engine one user after another, each engine call timed
+/// on its own.
+async fn engine_steps(bench: &Bench, kind: Kind) {
+    let mut calls: Vec<Vec<Duration>> = vec![Vec::new(); kind.calls().len()];
     for &user_id in bench.users.iter() {
-        let t = Instant::now();
-        let started = start_two_factor(&bench.engine, user_id).await;
-        start.push(t.elapsed());
-        let Ok(Progress::Next(flow)) = started else {
-            panic!("the two_factor step expected, got {started:?}");
-        };
-        let fields = input(&[("action", "send_code")]);
-        let t = Instant::now();
-        let sent = bench
-            .engine
-            .submit_flow(&flow.flow_id, Some(OWNER), &fields)
-            .await;
-        send.push(t.elapsed());
-        let Ok(Progress::Next(step)) = sent else {
-            panic!("the code step expected, got {sent:?}");
-        };
-        let code = bench
-            .codes
-            .latest_code(xiaomi_double::DEMO_2FA_USER)
-            .expect("a code was sent");
-        let fields = input(&[("code", code.as_str())]);
-        let t = Instant::now();
-        let done = bench
-            .engine
-            .submit_flow(&step.flow_id, Some(OWNER), &fields)
-            .await;
-        verify.push(t.elapsed());
-        assert!(matches!(done, Ok(Progress::Done(Completion::Connected(_)))));
+        let times = engine_connect(&bench.engine, &bench.doubles, kind, user_id).await;
+        for (call, time) in calls.iter_mut().zip(times) {
+            call.push(time);
+        }
     }
     bench.remove_accounts().await;
-    let ms = |d: Vec<Duration>| median(d).as_secs_f64() * 1e3;
+    bench.doubles.expire_transactions();
     println!(
-        "Xiaomi SMS flow in the engine, step by step (median of {}):",
+        "{} in the engine, step by step (median of {}):",
+        kind.label(),
         bench.users.len()
     );
-    println!(
-        "  start {:.3} ms (2 requests; flow insert) | send code {:.3} ms (2 requests; flow read, update) | verify {:.3} ms (4 requests; flow read, delete, account insert)",
-        ms(start),
-        ms(send),
-        ms(verify)
-    );
-}
-
-/// A Xiaomi connect for the SMS-2FA demo user, up to its first waiting step.
-async fn start_two_factor(
-    engine: &Engine,
-    user_id: i64,
-) -> Result<Progress, engine::providers::StepError> {
-    let fields = input(&[
-        ("username", xiaomi_double::DEMO_2FA_USER),
-        ("password", xiaomi_double::DEMO_PASSWORD),
-    ]);
-    engine
-        .start_flow(
-            "xiaomi",
-            Purpose::Connect { user_id },
-            Some(OWNER.to_owned()),
-            &fields,
-        )
-        .await
+    let steps: Vec<String> = kind
+        .calls()
+        .iter()
+        .zip(calls)
+        .map(|((name, what), times)| {
+            let ms = median(times).as_secs_f64() * 1e3;
+            format!("{name} {ms:.3} ms ({what})")
+        })
+        .collect();
+    println!("  {}", steps.join(" | "));
 }
 
 #[tokio::main]
@@ -794,9 +1179,8 @@ async fn main() {
     }
     .expect("a temporary folder");
     println!("database: {}", dir.path().display());
-    let librus = LibrusSandbox::spawn().await;
-    let xiaomi = XiaomiSandbox::spawn().await;
-    let upstreams = format!("{} {}", librus.upstreams(), xiaomi.upstreams());
+    let doubles = Arc::new(Doubles::spawn().await);
+    let upstreams = doubles.upstreams();
     let engine = Engine::open(engine_config(dir.path(), &upstreams))
         .await
         .expect("the engine opens");
@@ -820,13 +1204,15 @@ async fn main() {
     let bench = Bench {
         engine,
         bare: Bare::new(&upstreams),
-        codes: xiaomi.xiaomi.clone(),
+        doubles: doubles.clone(),
         users: Arc::new(users),
         commits: Mutex::new(Vec::new()),
     };
 
     // First, while no row was ever deleted (no free pages to reuse).
-    pending_flows(&bench).await;
+    for kind in [Kind::XiaomiSms, Kind::Lynkco] {
+        pending_flows(&bench, kind).await;
+    }
     println!();
 
     let mut rows = Vec::new();
@@ -836,6 +1222,9 @@ async fn main() {
         (Kind::Xiaomi, 1),
         (Kind::Xiaomi, AT_ONCE),
         (Kind::XiaomiSms, 1),
+        (Kind::Lynkco, 1),
+        (Kind::FlameConnect, 1),
+        (Kind::FlameConnect, AT_ONCE),
     ] {
         rows.push(bench.measure(kind, workers).await);
     }
@@ -844,7 +1233,7 @@ async fn main() {
          (bare: the same requests with plain reqwest, no engine, no database):"
     );
     println!(
-        "  {:<17} {:>3} {:>4} {:>10} {:>9} {:>10} {:>9} {:>9} {:>6} (rounds)",
+        "  {:<19} {:>3} {:>4} {:>10} {:>9} {:>10} {:>9} {:>9} {:>6} (rounds)",
         "flow", "at", "reqs", "engine/s", "ms/flow", "bare/s", "ms/flow", "extra ms", "ratio"
     );
     for row in &rows {
@@ -854,21 +1243,28 @@ async fn main() {
 
     // The same flows when every upstream answer takes 20 ms, a near real service's round trip:
     // what a user would see of the engine's cost.
-    librus.set_latency(LATENCY);
-    xiaomi.set_latency(LATENCY);
+    doubles.set_latency(LATENCY);
     println!(
         "the same with {} ms per upstream answer (10 flows a round, median of 3 rounds):",
         LATENCY.as_millis()
     );
-    for kind in [Kind::Librus, Kind::Xiaomi, Kind::XiaomiSms] {
+    let all = [
+        Kind::Librus,
+        Kind::Xiaomi,
+        Kind::XiaomiSms,
+        Kind::Lynkco,
+        Kind::FlameConnect,
+    ];
+    for kind in all {
         bench.measure_with(kind, 1, 10, 2, 3).await.print();
     }
-    librus.set_latency(Duration::ZERO);
-    xiaomi.set_latency(Duration::ZERO);
-    sms_steps(&bench).await;
+    doubles.set_latency(Duration::ZERO);
+    for kind in [Kind::XiaomiSms, Kind::Lynkco] {
+        engine_steps(&bench, kind).await;
+    }
     println!("engine writes per flow:");
-    for kind in [Kind::Librus, Kind::Xiaomi, Kind::XiaomiSms] {
-        println!("  {:<17} {}", kind.label(), kind.writes());
+    for kind in all {
+        println!("  {:<19} {}", kind.label(), kind.writes());
     }
     let commits = std::mem::take(&mut *bench.commits.lock().expect("commits"));
     let n = commits.len();
@@ -876,5 +1272,4 @@ async fn main() {
         "one SQLite write commit here (an account DELETE, WAL, synchronous=FULL): median {:.3} ms of {n}",
         median(commits).as_secs_f64() * 1e3
     );
-    drop(librus);
 }
