@@ -110,3 +110,22 @@ test("a reauth into another account is refused and changes nothing", async ({ pa
   await expect(page.getByRole("row", { name: /FlameConnect/ })).toHaveCount(1);
   await expect(row(page, DEMO.email).locator("td.account-status")).toContainText("Needs sign-in");
 });
+
+test("an unreachable provider marks the account degraded, not needing sign-in", async ({ page }) => {
+  await connectFlameConnect(page, DEMO.email, DEMO.password);
+  await expect(page).toHaveURL(/\/accounts\?connected=\d+$/);
+  const status = row(page, DEMO.email).locator("td.account-status");
+  await expect(status).toContainText("Active");
+  const faults = `http://${doubles.flameconnect}/testing/faults`;
+  expect((await page.request.post(faults, { data: { step: "refresh", fault: "503" } })).ok()).toBe(true);
+  try {
+    await page.goto("/accounts");
+    await expect(status).toContainText("Provider unreachable");
+    await expect(status).toContainText("The provider is down for maintenance.");
+    await expect(row(page, DEMO.email).getByRole("button", { name: "Sign in again" })).toBeHidden();
+  } finally {
+    await page.request.post(faults, { data: { step: "all", fault: "none" } });
+  }
+  await page.goto("/accounts");
+  await expect(status).toContainText("Active");
+});

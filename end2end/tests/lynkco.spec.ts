@@ -83,6 +83,17 @@ test("a wrong code keeps the code step; the right one then connects", async ({ p
   await expectConnected(page);
 });
 
+test("a wrong Lynk & Co password is refused; email and VIN are kept", async ({ page }) => {
+  await openLynkco(page);
+  await fillFirstForm(page);
+  await page.getByLabel("Password").fill("not-the-password");
+  await page.getByRole("button", { name: "Connect", exact: true }).click();
+  await expect(page.getByRole("alert")).toContainText("The email or password is not right.");
+  await expect(page.getByLabel("Email")).toHaveValue(DEMO.email);
+  await expect(page.getByLabel("VIN")).toHaveValue(DEMO.vin);
+  await expect(page.getByLabel("Password")).toHaveValue("");
+});
+
 test("a bad VIN is refused before any request leaves the server", async ({ page }) => {
   await openLynkco(page);
   // Every request to the Lynk & Co double would now fail: the refusal must come first.

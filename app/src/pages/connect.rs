@@ -9,9 +9,6 @@ use crate::error::AppError;
 use engine::view::{FieldKind, FieldSpec, StepView};
 use engine::ErrorCode;
 
-/// Every service Stepgate knows, in the picker's order; those without a provider yet say so.
-const ALL_SERVICES: [&str; 4] = ["Librus", "Xiaomi", "Lynk & Co", "FlameConnect"];
-
 /// `/accounts/connect`: one link per provider.
 #[component]
 pub fn ConnectPickerPage() -> impl IntoView {
@@ -25,25 +22,10 @@ pub fn ConnectPickerPage() -> impl IntoView {
                     match providers.await {
                         Ok(providers) => view! {
                             <ul class="providers">
-                                {ALL_SERVICES
-                                    .iter()
-                                    .map(|title| {
-                                        match providers.iter().find(|p| p.title == *title) {
-                                            Some(p) => view! {
-                                                <li><a class="button" href=format!("/accounts/connect/{}", p.name)>{p.title.clone()}</a></li>
-                                            }
-                                                .into_any(),
-                                            None => view! {
-                                                <li>
-                                                    <button type="button" disabled=true aria-describedby=format!("soon-{}", title.len())>
-                                                        {*title}
-                                                    </button>
-                                                    " "
-                                                    <span class="hint" id=format!("soon-{}", title.len())>"coming soon"</span>
-                                                </li>
-                                            }
-                                                .into_any(),
-                                        }
+                                {providers
+                                    .into_iter()
+                                    .map(|p| view! {
+                                        <li><a class="button" href=format!("/accounts/connect/{}", p.name)>{p.title}</a></li>
                                     })
                                     .collect_view()}
                             </ul>
