@@ -81,21 +81,27 @@ const SECRET_COOKIES: [&str; 6] = [
 
 /// Every secret this process has handed out (cookie values, `ssecurity`, …), for
 /// `GET /testing/issued`. Bounded: the oldest are dropped past [`MAX_ISSUED`].
-static ISSUED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+static ISSUED: std::sync::Mutex<std::collections::VecDeque<String>> =
+    std::sync::Mutex::new(std::collections::VecDeque::new());
 const MAX_ISSUED: usize = 100_000;
 
 /// Remembers a secret value handed to a client.
 pub fn record_secret(value: &str) {
     let mut issued = ISSUED.lock().unwrap_or_else(|e| e.into_inner());
     if issued.len() >= MAX_ISSUED {
-        issued.remove(0);
+        issued.pop_front();
     }
-    issued.push(value.to_owned());
+    issued.push_back(value.to_owned());
 }
 
 /// The secrets handed out so far.
 pub fn issued_secrets() -> Vec<String> {
-    ISSUED.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    ISSUED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .cloned()
+        .collect()
 }
 
 /// Deletes a host-only cookie.

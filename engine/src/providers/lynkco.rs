@@ -123,8 +123,10 @@ pub enum LynkcoState {
         trans: String,
         /// The phone page's `x-ms-gateway-requestid`.
         page_view_id: String,
-        /// The `CombinedSigninAndSignup/confirmed` URL, the next request's `referer`.
-        referer: String,
+        /// The sign-in page's `x-ms-gateway-requestid`: with `csrf` and `trans` it rebuilds
+        /// the `CombinedSigninAndSignup/confirmed` URL, the next request's `referer` (kept as
+        /// parts, not as the URL: the URL would hold both cookies a third time).
+        first_view_id: String,
     },
     /// Waits at [`STEP_MANUAL`] for the app redirect of a browser sign-in with this verifier.
     Manual {
@@ -329,7 +331,7 @@ async fn sign_in(
         csrf,
         trans,
         page_view_id,
-        referer: confirmed.to_string(),
+        first_view_id,
     })
 }
 
@@ -354,11 +356,18 @@ async fn verify(
         csrf,
         trans,
         page_view_id,
-        referer,
+        first_view_id,
     } = state
     else {
         return Err(ErrorCode::FlowExpired.into());
     };
+    let referer = confirmed_url(
+        "api/CombinedSigninAndSignup/confirmed",
+        csrf,
+        trans,
+        first_view_id,
+        "CombinedSigninAndSignup",
+    );
     let csrf = cookie_of(http, "x-ms-cpim-csrf").unwrap_or_else(|| csrf.clone());
     let trans = cookie_of(http, "x-ms-cpim-trans").unwrap_or_else(|| trans.clone());
     let refused = self_asserted(
@@ -1382,7 +1391,7 @@ mod tests {
             csrf: "c".into(),
             trans: "t".into(),
             page_view_id: "p".into(),
-            referer: "r".into(),
+            first_view_id: "f".into(),
         };
         let json = serde_json::to_value(&state).unwrap();
         assert_eq!(json["step"], "code");
