@@ -152,6 +152,36 @@ test("the pasted-redirect fallback: sign in on Lynk & Co's page and paste the Re
   await expectConnected(page);
 });
 
+test("sign in again to a rejected Lynk & Co account: email and VIN filled in, a new SMS code", async ({ page }) => {
+  await openLynkco(page);
+  await fillFirstForm(page);
+  let sent = await toCodeStep(page);
+  await page.getByLabel("Verification code").fill(await smsCode(page, sent));
+  await page.getByRole("button", { name: "Verify" }).click();
+  await expectConnected(page);
+  const id = new URL(page.url()).searchParams.get("connected")!;
+  const row = page.locator(`tr[data-account="${id}"]`);
+  await expect(row.locator("td.account-status")).toContainText("Active");
+
+  // Lynk & Co stops accepting the account's refresh token.
+  const revoked = await page.request.post(`http://${doubles.lynkcoB2c}/testing/revoke`, { data: { account: DEMO.email } });
+  expect(revoked.ok()).toBe(true);
+  await page.goto("/accounts");
+  await expect(row.locator("td.account-status")).toContainText("Needs sign-in");
+  await row.getByRole("button", { name: "Sign in again" }).click();
+
+  await expect(page.getByRole("heading", { name: "Sign in to Lynk & Co again" })).toBeVisible();
+  await expect(page.getByLabel("Email")).toHaveValue(DEMO.email);
+  await expect(page.getByLabel("VIN")).toHaveValue(DEMO.vin);
+  await page.getByLabel("Password").fill(DEMO.password);
+  sent = await toCodeStep(page);
+  await page.getByLabel("Verification code").fill(await smsCode(page, sent));
+  await page.getByRole("button", { name: "Verify" }).click();
+  await expect(page).toHaveURL(new RegExp(`/accounts\\?reauthed=${id}$`));
+  await expect(row.locator("td.account-status")).toContainText("Active");
+  await expect(page.getByRole("row", { name: /Lynk & Co/ })).toHaveCount(1);
+});
+
 test("a server restart between the password and the code step does not lose the login", async ({ browser }) => {
   test.setTimeout(90_000);
   const port = Number(process.env.STEPGATE_E2E_LYNKCO_RESTART_PORT ?? 3311);
