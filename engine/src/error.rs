@@ -88,13 +88,22 @@ pub enum ErrorCode {
     /// A reauth signed in to another upstream account than the one it was started for.
     #[error("wrong_account")]
     WrongAccount,
+    /// The provider refused the account's tokens: the user must sign in again (reauth).
+    #[error("needs_sign_in")]
+    NeedsSignIn,
+    /// An API request without a valid (unrevoked) API key.
+    #[error("invalid_api_key")]
+    InvalidApiKey,
+    /// An API key asked for an account it was not given.
+    #[error("account_not_in_scope")]
+    AccountNotInScope,
     #[error("unknown")]
     Unknown,
 }
 
 impl ErrorCode {
     /// Every code, for the table test and for documentation.
-    pub const ALL: [ErrorCode; 35] = [
+    pub const ALL: [ErrorCode; 38] = [
         ErrorCode::InvalidAuth,
         ErrorCode::InvalidCode,
         ErrorCode::MissingFields,
@@ -129,6 +138,9 @@ impl ErrorCode {
         ErrorCode::TokenError,
         ErrorCode::CodeExpired,
         ErrorCode::WrongAccount,
+        ErrorCode::NeedsSignIn,
+        ErrorCode::InvalidApiKey,
+        ErrorCode::AccountNotInScope,
         ErrorCode::Unknown,
     ];
 
@@ -184,6 +196,11 @@ impl ErrorCode {
             ErrorCode::AlreadyConfigured => "This account is already connected.",
             ErrorCode::TokenError => "The provider did not accept the sign-in. Please try again.",
             ErrorCode::CodeExpired => "That code has expired. Please start again to get a new one.",
+            ErrorCode::NeedsSignIn => {
+                "The provider no longer accepts this account's sign-in. Sign in to it again on Stepgate's accounts page."
+            }
+            ErrorCode::InvalidApiKey => "This API key is not valid (or was revoked).",
+            ErrorCode::AccountNotInScope => "This API key may not read that account.",
             ErrorCode::WrongAccount => {
                 "You signed in to a different account than the one you are signing in again. Use the same account, or connect the other one as a new account."
             }
@@ -211,11 +228,11 @@ impl ErrorCode {
             InvalidAuth | InvalidCode | MissingFields | InvalidEmail | FieldTooLong
             | PasswordTooShort | PasswordMismatch | CodeUsed | InvalidVin | InvalidUrl
             | InvalidRequest | EnrollmentCancelled | TwoFactorOff | CodeExpired => 400,
-            NotSignedIn => 401,
-            CaptchaRequired => 403,
+            NotSignedIn | InvalidApiKey => 401,
+            CaptchaRequired | AccountNotInScope => 403,
             NotFound => 404,
             CrossSiteRequest => 403,
-            EmailTaken | AlreadyConfigured | WrongAccount => 409,
+            EmailTaken | AlreadyConfigured | WrongAccount | NeedsSignIn => 409,
             FlowExpired | InvalidRegistration | RegistrationExpired => 410,
             RequestTooLarge => 413,
             RateLimited | SignInThrottled | TooManyAttempts => 429,
@@ -263,6 +280,9 @@ impl ErrorCode {
             ErrorCode::TokenError => "token_error",
             ErrorCode::CodeExpired => "code_expired",
             ErrorCode::WrongAccount => "wrong_account",
+            ErrorCode::NeedsSignIn => "needs_sign_in",
+            ErrorCode::InvalidApiKey => "invalid_api_key",
+            ErrorCode::AccountNotInScope => "account_not_in_scope",
             ErrorCode::Unknown => "unknown",
         }
     }
