@@ -9,6 +9,7 @@ use std::time::Duration;
 use sqlx::SqlitePool;
 
 use crate::accounts::{AccountStore, ConnectedAccount};
+use crate::api_keys::ApiKeyStore;
 use crate::clock::{Clock, SystemClock};
 use crate::crypto::SecretBox;
 use crate::flow::DEFAULT_FLOW_TTL;
@@ -93,6 +94,7 @@ pub struct Engine {
     pub(crate) users: UserStore,
     sessions: SessionStore,
     pub(crate) accounts: AccountStore,
+    api_keys: ApiKeyStore,
     pub(crate) hasher: PasswordHasher,
     two_factor: TwoFactor,
     pub(crate) throttle: SignInThrottle,
@@ -143,6 +145,7 @@ impl Engine {
             sessions: SessionStore::new(pool.clone()),
             throttle: SignInThrottle::new(pool.clone()),
             accounts: AccountStore::new(pool.clone(), secrets.clone()),
+            api_keys: ApiKeyStore::new(pool.clone(), clock.clone()),
             upstreams: Upstreams::new(config.upstreams, config.step_timeout),
             secrets,
             users,
@@ -169,6 +172,11 @@ impl Engine {
     /// The connected accounts.
     pub fn accounts(&self) -> &AccountStore {
         &self.accounts
+    }
+
+    /// The API keys of the users' own apps.
+    pub fn api_keys(&self) -> &ApiKeyStore {
+        &self.api_keys
     }
 
     pub fn pool(&self) -> &SqlitePool {
