@@ -119,7 +119,7 @@ mod tests {
     use super::*;
     use crate::accounts::AccountStatus;
     use crate::providers::{NewAccount, Provider, Purpose, Step, StepContext};
-    use crate::test_support::{engine_in, input};
+    use crate::test_support::{engine_with, input, register_owner, test_config};
     use crate::upstream::HttpSession;
     use crate::view::{FieldKind, FieldSpec, StepView};
     use crate::Completion;
@@ -176,13 +176,16 @@ mod tests {
 
     async fn setup() -> Setup {
         let dir = tempfile::tempdir().unwrap();
-        let (engine, clock) = engine_in(&dir).await;
+        let config = test_config(dir.path());
+        setup_with(dir, config).await
+    }
+
+    /// An engine opened with `config` (its database in `dir`) that serves [`Tokens`], and its
+    /// owner.
+    async fn setup_with(dir: tempfile::TempDir, config: crate::EngineConfig) -> Setup {
+        let (engine, clock) = engine_with(config).await;
         let engine = engine.with_provider(Tokens);
-        let user = engine
-            .register("owner@example.org", "password-1", "password-1")
-            .await
-            .unwrap()
-            .id;
+        let user = register_owner(&engine).await;
         Setup {
             engine,
             clock,
@@ -391,22 +394,9 @@ mod tests {
     #[tokio::test]
     async fn a_check_claimed_in_the_second_the_last_one_ended_shows_as_under_way() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = crate::test_support::test_config(dir.path());
+        let mut config = test_config(dir.path());
         config.account_check_interval = 0;
-        let (engine, _clock) = crate::test_support::engine_with(config).await;
-        let s = Setup {
-            engine: engine.with_provider(Tokens),
-            clock: _clock,
-            user: 0,
-            _dir: dir,
-        };
-        let user = s
-            .engine
-            .register("o@example.org", "password-1", "password-1")
-            .await
-            .unwrap()
-            .id;
-        let s = Setup { user, ..s };
+        let s = setup_with(dir, config).await;
         let a = s.connect("kid", "fine").await;
         s.engine.check_accounts_now(s.user).await.unwrap();
         // The manual clock has not moved: the next claim falls in the same second.

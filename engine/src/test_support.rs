@@ -1,22 +1,31 @@
 //! What the engine's test modules share: an engine on a manual clock in a temporary folder,
 //! form input, flow steps that answer with only the error code of a refusal, an account with
-//! TOTP on, and a [`TwoFactor`] store with a user (and a seed from the TOTP site).
+//! TOTP on, a [`TwoFactor`] store with a user (and a seed from the TOTP site), and a provider's
+//! engine against its double (with the B2C pages a user's browser reads).
 
+use std::ops::Deref;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::clock::ManualClock;
+use sandbox::faults::Fault;
+use sandbox::hosts::Hosts;
+
+use crate::accounts::{CheckOutcome, ConnectedAccount};
+use crate::clock::{ManualClock, SystemClock};
 use crate::crypto::SecretBox;
 use crate::db;
 use crate::email::Email;
-use crate::providers::{Input, Purpose};
+use crate::providers::{Input, Purpose, StepError};
 use crate::secrets::SecretKey;
 use crate::totp;
 use crate::totp_enrolment::RegistrationCallback;
 use crate::totp_site::TotpSite;
 use crate::two_factor::TwoFactor;
+use crate::upstream::{HttpSession, UpstreamMap, Upstreams};
 use crate::users::{User, UserId, UserStore};
-use crate::{Engine, EngineConfig, ErrorCode, Progress};
+use crate::view::{FieldKind, FlowView, StepView};
+use crate::{Completion, Engine, EngineConfig, ErrorCode, Progress};
 
 /// The TOTP site test engines link to.
 pub(crate) fn totp_site() -> TotpSite {
@@ -79,6 +88,15 @@ pub(crate) fn input(pairs: &[(&str, &str)]) -> Input {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+}
+
+/// Registers the user who owns the accounts in a test: `owner@example.org`.
+pub(crate) async fn register_owner(engine: &Engine) -> UserId {
+    engine
+        .register("owner@example.org", "password-1", "password-1")
+        .await
+        .unwrap()
+        .id
 }
 
 /// Registers a user with TOTP on (enrolled through an authenticator app) and returns the
@@ -147,4 +165,227 @@ pub(crate) async fn enrolled(dir: &tempfile::TempDir) -> (TwoFactor, UserId) {
         .await
         .unwrap();
     (tf, user)
+}
+
+// A provider against its double.
+
+/// The browser session that starts the flows in a provider's tests.
+pub(crate) const OWNER: &str = "owner";
+
+/// An engine configuration in `dir` whose upstreams are `upstreams` (`REAL=BASE` pairs, as a
+/// double hands them out).
+pub(crate) fn provider_config(dir: &Path, upstreams: &str) -> EngineConfig {
+    let mut config = test_config(dir);
+    config.upstreams = UpstreamMap::parse(upstreams).unwrap();
+    // Short, so a stalled step is seen quickly.
+    config.step_timeout = Duration::from_secs(1);
+    // Every health check asked for runs (the tests check one account several times).
+    config.account_check_interval = 0;
+    config
+}
+
+/// A provider's tests: an engine on the system clock (the doubles keep real time) that sends
+/// every upstream request to `sandbox`, and the owner who connects accounts. The engine serves
+/// every connectable provider, as the server does; `provider` names the one under test.
+pub(crate) struct ProviderSetup<D> {
+    pub(crate) engine: Engine,
+    pub(crate) user_id: UserId,
+    pub(crate) sandbox: D,
+    provider: &'static str,
+    dir: tempfile::TempDir,
+}
+
+impl<D: Deref<Target = Hosts>> ProviderSetup<D> {
+    pub(crate) async fn new(provider: &'static str, sandbox: D) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Self::open(dir.path(), &sandbox).await;
+        let user_id = register_owner(&engine).await;
+        ProviderSetup {
+            engine,
+            user_id,
+            sandbox,
+            provider,
+            dir,
+        }
+    }
+
+    async fn open(dir: &Path, sandbox: &D) -> Engine {
+        let config = provider_config(dir, &sandbox.upstreams());
+        Engine::open_with_clock(config, Arc::new(SystemClock))
+            .await
+            .unwrap()
+    }
+
+    /// Closes the engine and opens a new one on the same database: a server restart.
+    pub(crate) async fn reopen(&mut self) {
+        self.engine.pool.close().await;
+        self.engine = Self::open(self.dir.path(), &self.sandbox).await;
+    }
+
+    /// Starts a flow connecting an account of the owner's with the form `pairs`.
+    pub(crate) async fn start(&self, pairs: &[(&str, &str)]) -> Result<Progress, StepError> {
+        let connect = Purpose::Connect {
+            user_id: self.user_id,
+        };
+        self.start_for(connect, pairs).await
+    }
+
+    /// Starts a flow for `purpose` (a connect or a reauth) with the form `pairs`.
+    pub(crate) async fn start_for(
+        &self,
+        purpose: Purpose,
+        pairs: &[(&str, &str)],
+    ) -> Result<Progress, StepError> {
+        self.engine
+            .start_flow(self.provider, purpose, Some(OWNER.into()), &input(pairs))
+            .await
+    }
+
+    /// Submits the form `pairs` to the step `flow` waits at.
+    pub(crate) async fn submit(
+        &self,
+        flow: &FlowView,
+        pairs: &[(&str, &str)],
+    ) -> Result<Progress, StepError> {
+        self.engine
+            .submit_flow(&flow.flow_id, Some(OWNER), &input(pairs))
+            .await
+    }
+
+    /// The owner's account `id`, as stored.
+    pub(crate) async fn stored(&self, id: i64) -> ConnectedAccount {
+        self.engine.accounts().get(self.user_id, id).await.unwrap()
+    }
+
+    /// The secrets kept for the owner's account `id`.
+    pub(crate) async fn stored_secrets(&self, id: i64) -> serde_json::Value {
+        self.engine
+            .accounts()
+            .secrets(self.user_id, id)
+            .await
+            .unwrap()
+    }
+
+    /// Runs the health check of every account of the owner's now.
+    pub(crate) async fn check(&self) -> Vec<(i64, CheckOutcome)> {
+        self.engine.check_accounts_now(self.user_id).await.unwrap()
+    }
+
+    /// A fresh upstream session, as the engine gives one to a step or a health check.
+    pub(crate) fn session(&self) -> HttpSession {
+        let map = UpstreamMap::parse(&self.sandbox.upstreams()).unwrap();
+        Upstreams::new(map, Duration::from_secs(1)).session()
+    }
+}
+
+/// The account a flow connected; anything else fails the test.
+pub(crate) fn connected(progress: Result<Progress, StepError>) -> ConnectedAccount {
+    match progress {
+        Ok(Progress::Done(Completion::Connected(account))) => account,
+        other => panic!("connected expected, got {other:?}"),
+    }
+}
+
+// B2C sign-in (Lynk & Co, FlameConnect).
+
+/// Each fault at a B2C step with what it does to the flow: a failed request ends it with its
+/// error; an answer out of shape (`None`) offers the user the manual way instead.
+pub(crate) const B2C_FAULTS: [(Fault, Option<ErrorCode>); 5] = [
+    (Fault::Stall, Some(ErrorCode::Timeout)),
+    (Fault::Unavailable503, Some(ErrorCode::ServiceUnavailable)),
+    (Fault::Reset, Some(ErrorCode::CannotConnect)),
+    (Fault::Garbage, None),
+    (Fault::WrongShape, None),
+];
+
+/// Checks a flow's answer to a fault (`at` says which, for the message): `Some(code)` ends the
+/// flow with that error; `None` moves it to a next step, which is returned.
+pub(crate) fn answer_to_fault(
+    answer: Result<Progress, StepError>,
+    expected: Option<ErrorCode>,
+    at: &str,
+) -> Option<FlowView> {
+    match (expected, answer) {
+        (Some(code), Err(error)) => {
+            assert_eq!(error.code, code, "{at}");
+            None
+        }
+        (None, Ok(Progress::Next(view))) => Some(view),
+        (expected, answer) => panic!("{at}: {expected:?} expected, got {answer:?}"),
+    }
+}
+
+/// The manual step's link to the provider's own sign-in page, labelled `label` (asserting the
+/// view is that step: one Redirect URL field and Connect).
+pub(crate) fn manual_link(view: &FlowView, label: &str) -> String {
+    let StepView::Form {
+        fields,
+        submit,
+        links,
+        ..
+    } = &view.step
+    else {
+        panic!("a form expected: {view:?}");
+    };
+    assert_eq!(
+        (
+            fields[0].name.as_str(),
+            fields[0].label.as_str(),
+            fields[0].kind
+        ),
+        ("redirect_url", "Redirect URL", FieldKind::Url)
+    );
+    assert_eq!(submit, "Connect");
+    assert_eq!(links[0].label, label);
+    links[0].url.clone()
+}
+
+/// The value of `<input … name="{name}" … value="…">` in a page.
+pub(crate) fn html_input_value(page: &str, name: &str) -> String {
+    let at = page
+        .find(&format!("name=\"{name}\""))
+        .unwrap_or_else(|| panic!("no {name} in {page}"));
+    let rest = &page[at..];
+    let start = rest.find("value=\"").unwrap() + 7;
+    let end = rest[start..].find('"').unwrap();
+    rest[start..start + end]
+        .replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// A user's browser on a double's sign-in pages: it keeps cookies and follows no redirects.
+pub(crate) struct Browser(reqwest::Client);
+
+impl Browser {
+    pub(crate) fn new() -> Browser {
+        Browser(
+            reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+        )
+    }
+
+    /// Opens `link`; the page must load.
+    pub(crate) async fn open(&self, link: &str) -> String {
+        let page = self.0.get(link).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        page.text().await.unwrap()
+    }
+
+    /// Sends a page's form to `url`; the page that answers.
+    pub(crate) async fn send_form(&self, url: &str, fields: &[(&str, &str)]) -> String {
+        self.0
+            .post(url)
+            .form(fields)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
 }

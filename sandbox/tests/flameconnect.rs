@@ -9,8 +9,12 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use common::{assert_real, Client, Resp};
-use reqwest::header::{CONTENT_TYPE, COOKIE, SET_COOKIE};
+use common::{
+    assert_real, assert_sign_in_form, enc, jwt_payload, s256, shown_redirect_url, urlencoded,
+    Client, Resp,
+};
+use reqwest::header::{CONTENT_TYPE, SET_COOKIE};
+use reqwest::Method;
 use sandbox::faults::Fault;
 use sandbox::flameconnect::*;
 use serde_json::{json, Value};
@@ -19,19 +23,17 @@ use sha2::{Digest, Sha256};
 const DISCOVERY: &str = "https://gdhvb2cflameconnect.b2clogin.com/gdhvb2cflameconnect.onmicrosoft.com/B2C_1A_FirePhoneSignUpOrSignInWithPhoneOrEmail/v2.0/.well-known/openid-configuration";
 const FLOW_BASE: &str = "https://gdhvb2cflameconnect.b2clogin.com/gdhvb2cflameconnect.onmicrosoft.com/B2C_1A_FirePhoneSignUpOrSignInWithPhoneOrEmail";
 
-fn enc(s: &str) -> String {
-    form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
 fn pkce() -> (String, String) {
     let verifier = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
-    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    let challenge = s256(&verifier);
     (verifier, challenge)
 }
 
-fn jwt_payload(token: &str) -> Value {
-    let body = token.split('.').nth(1).expect("a JWT");
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(body).expect("base64url")).expect("JSON")
+/// `CombinedSigninAndSignup/confirmed` for a transaction, its values as given.
+fn confirmed_url(csrf: &str, tx: &str) -> String {
+    format!(
+        "{FLOW_BASE}/api/CombinedSigninAndSignup/confirmed?rememberMe=false&csrf_token={csrf}&tx={tx}&p={POLICY}"
+    )
 }
 
 /// The value of `"key":"…"` in the page's SETTINGS, as flameconnect's regexes read it.
@@ -125,29 +127,24 @@ impl Flow {
         fields: &[(&str, &str)],
     ) -> Resp {
         let url = format!("{FLOW_BASE}/SelfAsserted?tx={}&p={POLICY}", self.trans_id);
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
-        let body = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(fields)
-            .finish();
-        let r = http
-            .post(self.c.connect_url(&url))
-            .header(COOKIE, cookie)
-            .header("X-CSRF-TOKEN", csrf)
-            .header("X-Requested-With", "XMLHttpRequest")
-            .header(
-                CONTENT_TYPE,
-                "application/x-www-form-urlencoded; charset=UTF-8",
+        let r = self
+            .c
+            .send_raw(
+                Method::POST,
+                &url,
+                cookie,
+                &[
+                    ("X-CSRF-TOKEN", csrf),
+                    ("X-Requested-With", "XMLHttpRequest"),
+                ],
+                Some((
+                    "application/x-www-form-urlencoded; charset=UTF-8",
+                    urlencoded(fields),
+                )),
             )
-            .body(body)
-            .send()
-            .await
-            .expect("POST");
-        let (status, headers) = (r.status().as_u16(), r.headers().clone());
+            .await;
         // Merge the renewed cookies, as flameconnect does.
-        for v in headers.get_all(SET_COOKIE) {
+        for v in r.headers.get_all(SET_COOKIE) {
             let pair = v.to_str().unwrap().split(';').next().unwrap();
             let (name, value) = pair.split_once('=').unwrap();
             self.c.set_cookie(ORIGIN, name, value);
@@ -155,12 +152,7 @@ impl Flow {
                 self.cookie_names.push(name.to_owned());
             }
         }
-        Resp {
-            status,
-            headers,
-            text: r.text().await.unwrap(),
-            url,
-        }
+        r
     }
 
     async fn sign_in(&mut self, email: &str, password: &str) -> Resp {
@@ -179,10 +171,7 @@ impl Flow {
 
     /// `confirmed` with the values not encoded, as flameconnect sends them.
     async fn confirmed(&mut self) -> Resp {
-        let url = format!(
-            "{FLOW_BASE}/api/CombinedSigninAndSignup/confirmed?rememberMe=false&csrf_token={}&tx={}&p={POLICY}",
-            self.csrf, self.trans_id
-        );
+        let url = confirmed_url(&self.csrf, &self.trans_id);
         self.c.get(&url).await
     }
 
@@ -254,10 +243,8 @@ impl Flow {
     async fn signed_in(sb: &FlameConnectSandbox) -> (Flow, Value) {
         let (mut f, code) = Flow::to_code(sb, DEMO_EMAIL).await;
         let verifier = f.verifier.clone();
-        let r = f.token(&code, &verifier).await;
-        assert_eq!(r.status, 200, "{}", r.text);
-        let j = r.json();
-        (f, j)
+        let tokens = f.token(&code, &verifier).await.ok_json();
+        (f, tokens)
     }
 }
 
@@ -329,9 +316,7 @@ async fn a_full_msal_login_yields_an_id_token_with_the_nonce() {
     assert_eq!(f.c.get(&first.location()).await.status, 400);
 
     let verifier = f.verifier.clone();
-    let r = f.token(&code, &verifier).await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    let j = r.json();
+    let j = f.token(&code, &verifier).await.ok_json();
     assert_eq!(j["token_type"], "Bearer");
     assert_eq!(j["expires_in"], ACCESS_TOKEN_LIFETIME.as_secs());
     for k in ["access_token", "refresh_token", "scope", "client_info"] {
@@ -350,15 +335,16 @@ async fn a_full_msal_login_yields_an_id_token_with_the_nonce() {
     assert!(id["iss"].as_str().unwrap().starts_with(ORIGIN));
     assert!(id["sub"].is_string() && id["iat"].is_number());
 
-    let issued = f.c.get(&format!("{ORIGIN}/testing/issued")).await.json();
-    for secret in [
-        code.as_str(),
-        j["access_token"].as_str().unwrap(),
-        j["refresh_token"].as_str().unwrap(),
-        j["id_token"].as_str().unwrap(),
-    ] {
-        assert!(issued.as_array().unwrap().iter().any(|v| v == secret));
-    }
+    f.c.assert_issued(
+        ORIGIN,
+        &[
+            code.as_str(),
+            j["access_token"].as_str().unwrap(),
+            j["refresh_token"].as_str().unwrap(),
+            j["id_token"].as_str().unwrap(),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -424,17 +410,10 @@ async fn a_csrf_header_other_than_the_cookie_is_refused() {
     assert_eq!(r.json()["errorCode"], "AADB2C90240");
     // Nor may confirmed name another transaction.
     f.sign_in(DEMO_EMAIL, DEMO_PASSWORD).await;
-    let url = format!(
-        "{FLOW_BASE}/api/CombinedSigninAndSignup/confirmed?rememberMe=false&csrf_token={}&tx={}&p={POLICY}",
-        f.csrf, other.trans_id
-    );
+    let url = confirmed_url(&f.csrf, &other.trans_id);
     assert_eq!(f.c.get(&url).await.status, 400);
     // Encoded values are read as well.
-    let url = format!(
-        "{FLOW_BASE}/api/CombinedSigninAndSignup/confirmed?rememberMe=false&csrf_token={}&tx={}&p={POLICY}",
-        enc(&f.csrf),
-        enc(&f.trans_id)
-    );
+    let url = confirmed_url(&enc(&f.csrf), &enc(&f.trans_id));
     assert_eq!(f.c.get(&url).await.status, 302);
 }
 
@@ -482,8 +461,7 @@ async fn a_pkce_mismatch_is_refused() {
     let (mut f, code) = Flow::to_code(&sb, DEMO_EMAIL).await;
     let (other, _) = pkce();
     let r = f.token(&code, &other).await;
-    assert_eq!(r.status, 400);
-    assert_eq!(r.json()["error"], "invalid_grant");
+    r.assert_invalid_grant();
 }
 
 #[tokio::test]
@@ -493,8 +471,7 @@ async fn a_code_is_redeemed_only_once() {
     let verifier = f.verifier.clone();
     assert_eq!(f.token(&code, &verifier).await.status, 200);
     let r = f.token(&code, &verifier).await;
-    assert_eq!(r.status, 400);
-    assert_eq!(r.json()["error"], "invalid_grant");
+    r.assert_invalid_grant();
 }
 
 #[tokio::test]
@@ -510,8 +487,7 @@ async fn refresh_rotates_and_the_old_refresh_token_is_refused() {
     assert!(id.get("nonce").is_none());
     assert_eq!(id["aud"], CLIENT_ID);
     let old = f.refresh(&first).await;
-    assert_eq!(old.status, 400);
-    assert_eq!(old.json()["error"], "invalid_grant");
+    old.assert_invalid_grant();
     assert_eq!(sb.refreshes(), 2);
 }
 
@@ -527,8 +503,7 @@ async fn revoke_makes_refresh_fail_with_invalid_grant() {
         .await;
     assert_eq!(r.status, 200);
     let r = f.refresh(tokens["refresh_token"].as_str().unwrap()).await;
-    assert_eq!(r.status, 400);
-    assert_eq!(r.json()["error"], "invalid_grant");
+    r.assert_invalid_grant();
     let unknown =
         f.c.post_json(
             &format!("{ORIGIN}/testing/revoke"),
@@ -542,13 +517,7 @@ async fn revoke_makes_refresh_fail_with_invalid_grant() {
 async fn the_browser_form_yields_a_redirect_url_whose_code_works() {
     let sb = FlameConnectSandbox::spawn().await;
     let mut f = Flow::start(&sb).await;
-    for label in [
-        r#"<label for="email">Email</label>"#,
-        r#"<label for="password">Password</label>"#,
-        r#"<button type="submit">Sign in</button>"#,
-    ] {
-        assert!(f.page.contains(label), "{label}");
-    }
+    assert_sign_in_form(&f.page);
     let action = format!(
         "{ORIGIN}/gdhvb2cflameconnect.onmicrosoft.com/b2c_1a_firephonesignuporsigninwithphoneoremail/browser/signin"
     );
@@ -565,13 +534,7 @@ async fn the_browser_form_yields_a_redirect_url_whose_code_works() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert!(r
-        .text
-        .contains(r#"<label for="redirect-url">Redirect URL</label>"#));
-    assert!(r.text.contains("paste it into Stepgate"));
-    let value = r.text.split(r#"readonly value=""#).nth(1).unwrap();
-    let url = value[..value.find('"').unwrap()].replace("&amp;", "&");
-    assert_real(&url);
+    let url = shown_redirect_url(&r.text);
     assert_eq!(param(&url, "state").unwrap(), f.state);
     let code = param(&url, "code").unwrap();
     let verifier = f.verifier.clone();

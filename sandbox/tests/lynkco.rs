@@ -7,29 +7,24 @@ mod common;
 
 use std::time::Duration;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use common::{assert_real, Client, Resp};
-use reqwest::header::{CONTENT_TYPE, COOKIE};
+use common::{
+    assert_sign_in_form, enc, jwt_payload, s256, shown_redirect_url, urlencoded, Client, Resp,
+};
+use reqwest::header::CONTENT_TYPE;
 use reqwest::Method;
 use sandbox::faults::Fault;
 use sandbox::lynkco::*;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 const B2C: &str = "https://login.lynkco.com";
 const IAM: &str = "https://iam-service-prod.westeurope.cloudapp.azure.com";
 const BASE: &str = "https://login.lynkco.com/lynkcoprod.onmicrosoft.com/b2c_1a_signin_mfa/";
 const REFRESH_URL: &str = "https://login.lynkco.com/dc6c7c0c-5ba7-414a-a7d1-d62ca1f73d13/b2c_1a_signin_mfa/oauth2/v2.0/token";
 
-fn enc(s: &str) -> String {
-    form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
 /// A PKCE pair: 64 hex characters and their S256 challenge.
 fn pkce() -> (String, String) {
     let verifier = hex::encode(rand::random::<[u8; 32]>());
-    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    let challenge = s256(&verifier);
     (verifier, challenge)
 }
 
@@ -41,52 +36,8 @@ fn authorize_url(challenge: &str) -> String {
     )
 }
 
-fn jwt_payload(token: &str) -> Value {
-    let body = token.split('.').nth(1).expect("a JWT");
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(body).expect("base64url")).expect("JSON")
-}
-
-/// A request with exactly the given cookie header and extra headers (no redirects followed).
-async fn send(
-    c: &Client,
-    method: Method,
-    url: &str,
-    cookie: &str,
-    headers: &[(&str, &str)],
-    body: Option<(&str, String)>,
-) -> Resp {
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    let mut req = http.request(method, c.connect_url(url));
-    if !cookie.is_empty() {
-        req = req.header(COOKIE, cookie);
-    }
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    if let Some((ct, b)) = body {
-        req = req.header(CONTENT_TYPE, ct).body(b);
-    }
-    let r = req.send().await.expect("send");
-    let (status, headers) = (r.status().as_u16(), r.headers().clone());
-    Resp {
-        status,
-        headers,
-        text: r.text().await.unwrap(),
-        url: url.to_owned(),
-    }
-}
-
 fn form(fields: &[(&str, &str)]) -> Option<(&'static str, String)> {
-    Some((
-        "application/x-www-form-urlencoded",
-        form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(fields)
-            .finish(),
-    ))
+    Some(("application/x-www-form-urlencoded", urlencoded(fields)))
 }
 
 /// One login in progress: its cookie jar, PKCE verifier and the B2C transaction.
@@ -139,15 +90,15 @@ impl Login {
         tx: &str,
         fields: &[(&str, &str)],
     ) -> Resp {
-        send(
-            &self.c,
-            Method::POST,
-            &format!("{BASE}SelfAsserted?p=B2C_1A_signin_mfa&tx={tx}"),
-            cookie,
-            &[("x-csrf-token", csrf)],
-            form(fields),
-        )
-        .await
+        self.c
+            .send_raw(
+                Method::POST,
+                &format!("{BASE}SelfAsserted?p=B2C_1A_signin_mfa&tx={tx}"),
+                cookie,
+                &[("x-csrf-token", csrf)],
+                form(fields),
+            )
+            .await
     }
 
     async fn self_asserted(&self, fields: &[(&str, &str)]) -> Resp {
@@ -192,14 +143,20 @@ impl Login {
         self.c.get(&url).await
     }
 
-    /// Password, SMS code and the redirect: the authorization code.
-    async fn to_code(sb: &LynkcoSandbox, email: &str) -> (Login, String) {
+    /// Signed in with the password; the SMS code has gone out.
+    async fn to_sms(sb: &LynkcoSandbox, email: &str) -> Login {
         let mut l = Login::start(sb).await;
         assert_eq!(
             l.password(email, DEMO_PASSWORD).await.json()["status"],
             "200"
         );
         assert_eq!(l.confirmed().await.status, 200);
+        l
+    }
+
+    /// Password, SMS code and the redirect: the authorization code.
+    async fn to_code(sb: &LynkcoSandbox, email: &str) -> (Login, String) {
+        let mut l = Login::to_sms(sb, email).await;
         let code = sb.latest_code(email).expect("an SMS");
         assert_eq!(l.code(&code).await.json()["status"], "200");
         let r = l.redirect().await;
@@ -250,8 +207,7 @@ async fn refresh(c: &mut Client, refresh_token: &str) -> Resp {
 }
 
 async fn validate_session(c: &Client, access_token: &str) -> Resp {
-    send(
-        c,
+    c.send_raw(
         Method::POST,
         &format!("{IAM}/validate-session"),
         "",
@@ -269,10 +225,8 @@ async fn validate_session(c: &Client, access_token: &str) -> Resp {
 async fn signed_in(sb: &LynkcoSandbox) -> (Login, Value) {
     let (mut l, code) = Login::to_code(sb, DEMO_EMAIL).await;
     let verifier = l.verifier.clone();
-    let r = l.token(&code, &verifier).await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    let j = r.json();
-    (l, j)
+    let tokens = l.token(&code, &verifier).await.ok_json();
+    (l, tokens)
 }
 
 #[tokio::test]
@@ -326,9 +280,7 @@ async fn a_full_login_yields_tokens_and_a_ccc_token() {
     let code = code_of(&location);
 
     let verifier = l.verifier.clone();
-    let r = l.token(&code, &verifier).await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    let j = r.json();
+    let j = l.token(&code, &verifier).await.ok_json();
     for k in [
         "access_token",
         "refresh_token",
@@ -357,16 +309,17 @@ async fn a_full_login_yields_tokens_and_a_ccc_token() {
     );
 
     // Everything handed out is listed for the leak checks.
-    let issued = l.c.get(&format!("{B2C}/testing/issued")).await.json();
-    for secret in [
-        code.as_str(),
-        j["access_token"].as_str().unwrap(),
-        j["refresh_token"].as_str().unwrap(),
-        j["id_token"].as_str().unwrap(),
-        ccc.as_str(),
-    ] {
-        assert!(issued.as_array().unwrap().iter().any(|v| v == secret));
-    }
+    l.c.assert_issued(
+        B2C,
+        &[
+            code.as_str(),
+            j["access_token"].as_str().unwrap(),
+            j["refresh_token"].as_str().unwrap(),
+            j["id_token"].as_str().unwrap(),
+            ccc.as_str(),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -450,9 +403,7 @@ async fn a_csrf_header_other_than_the_cookie_or_a_wrong_tx_is_refused() {
 #[tokio::test]
 async fn a_wrong_code_then_the_right_code_signs_in() {
     let sb = LynkcoSandbox::spawn().await;
-    let mut l = Login::start(&sb).await;
-    l.password(OTHER_EMAIL, DEMO_PASSWORD).await;
-    l.confirmed().await;
+    let mut l = Login::to_sms(&sb, OTHER_EMAIL).await;
     let code = sb.latest_code(OTHER_EMAIL).unwrap();
     assert_eq!(sb.inbox()[0].to, "+46 *** *** 34");
     let wrong = if code == "000000" { "111111" } else { "000000" };
@@ -472,9 +423,7 @@ async fn a_wrong_code_then_the_right_code_signs_in() {
 #[tokio::test]
 async fn an_expired_code_is_refused_and_a_reload_sends_a_new_one() {
     let sb = LynkcoSandbox::spawn().await;
-    let mut l = Login::start(&sb).await;
-    l.password(DEMO_EMAIL, DEMO_PASSWORD).await;
-    l.confirmed().await;
+    let mut l = Login::to_sms(&sb, DEMO_EMAIL).await;
     let old = sb.latest_code(DEMO_EMAIL).unwrap();
     sb.advance_clock(CODE_LIFETIME + Duration::from_secs(1));
     assert_eq!(
@@ -490,9 +439,7 @@ async fn an_expired_code_is_refused_and_a_reload_sends_a_new_one() {
 #[tokio::test]
 async fn five_wrong_codes_void_the_transaction() {
     let sb = LynkcoSandbox::spawn().await;
-    let mut l = Login::start(&sb).await;
-    l.password(DEMO_EMAIL, DEMO_PASSWORD).await;
-    l.confirmed().await;
+    let mut l = Login::to_sms(&sb, DEMO_EMAIL).await;
     let code = sb.latest_code(DEMO_EMAIL).unwrap();
     let wrong = if code == "000000" { "111111" } else { "000000" };
     for _ in 1..MAX_CODE_FAILURES {
@@ -514,8 +461,7 @@ async fn a_pkce_mismatch_is_refused() {
     let (mut l, code) = Login::to_code(&sb, DEMO_EMAIL).await;
     let (other_verifier, _) = pkce();
     let r = l.token(&code, &other_verifier).await;
-    assert_eq!(r.status, 400);
-    assert_eq!(r.json()["error"], "invalid_grant");
+    r.assert_invalid_grant();
     // The code is spent by the failed attempt.
     let verifier = l.verifier.clone();
     assert_eq!(l.token(&code, &verifier).await.status, 400);
@@ -528,8 +474,7 @@ async fn a_code_is_redeemed_only_once() {
     let verifier = l.verifier.clone();
     assert_eq!(l.token(&code, &verifier).await.status, 200);
     let again = l.token(&code, &verifier).await;
-    assert_eq!(again.status, 400);
-    assert_eq!(again.json()["error"], "invalid_grant");
+    again.assert_invalid_grant();
     // And the transaction cannot hand out a second one.
     let r = l.redirect().await;
     assert!(r.location().contains("error="), "{}", r.location());
@@ -627,8 +572,7 @@ async fn refresh_rotates_and_the_old_refresh_token_is_refused() {
         200
     );
     let old = refresh(&mut l.c, &first).await;
-    assert_eq!(old.status, 400);
-    assert_eq!(old.json()["error"], "invalid_grant");
+    old.assert_invalid_grant();
     // The tenant-name path works as well.
     let r =
         l.c.post_form(
@@ -657,8 +601,7 @@ async fn revoke_makes_refresh_fail_with_invalid_grant_and_validate_session_401()
     assert_eq!(r.status, 401);
     assert!(r.json().is_object());
     let r = refresh(&mut l.c, tokens["refresh_token"].as_str().unwrap()).await;
-    assert_eq!(r.status, 400);
-    assert_eq!(r.json()["error"], "invalid_grant");
+    r.assert_invalid_grant();
 
     // The Rust hook does the same.
     let (mut l, tokens) = signed_in(&sb).await;
@@ -688,28 +631,28 @@ async fn validate_session_needs_its_headers_and_body() {
     let url = format!("{IAM}/validate-session");
     let body =
         json!({"deviceUuid": "0f8fad5b-d9cb-469f-a165-70867728950e", "isLogin": true}).to_string();
-    let no_version = send(
-        &l.c,
-        Method::POST,
-        &url,
-        "",
-        &[("X-Auth-Token", access)],
-        Some(("application/json", body)),
-    )
-    .await;
+    let no_version =
+        l.c.send_raw(
+            Method::POST,
+            &url,
+            "",
+            &[("X-Auth-Token", access)],
+            Some(("application/json", body)),
+        )
+        .await;
     assert_eq!(no_version.status, 400);
-    let no_uuid = send(
-        &l.c,
-        Method::POST,
-        &url,
-        "",
-        &[("X-Auth-Token", access), ("api-version", "1")],
-        Some((
-            "application/json",
-            r#"{"deviceUuid":"x","isLogin":true}"#.into(),
-        )),
-    )
-    .await;
+    let no_uuid =
+        l.c.send_raw(
+            Method::POST,
+            &url,
+            "",
+            &[("X-Auth-Token", access), ("api-version", "1")],
+            Some((
+                "application/json",
+                r#"{"deviceUuid":"x","isLogin":true}"#.into(),
+            )),
+        )
+        .await;
     assert_eq!(no_uuid.status, 400);
 }
 
@@ -717,13 +660,7 @@ async fn validate_session_needs_its_headers_and_body() {
 async fn the_browser_form_yields_a_redirect_url_whose_code_works() {
     let sb = LynkcoSandbox::spawn().await;
     let mut l = Login::start(&sb).await;
-    for label in [
-        r#"<label for="email">Email</label>"#,
-        r#"<label for="password">Password</label>"#,
-        r#"<button type="submit">Sign in</button>"#,
-    ] {
-        assert!(l.page.contains(label), "{label}");
-    }
+    assert_sign_in_form(&l.page);
     let action = format!("{B2C}/lynkcoprod.onmicrosoft.com/b2c_1a_signin_mfa/browser/signin");
     assert!(l
         .page
@@ -760,13 +697,7 @@ async fn the_browser_form_yields_a_redirect_url_whose_code_works() {
     let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let r = l.c.post_form(&verify, &pairs).await;
     assert_eq!(r.status, 200);
-    assert!(r
-        .text
-        .contains(r#"<label for="redirect-url">Redirect URL</label>"#));
-    assert!(r.text.contains("paste it into Stepgate"));
-    let value = r.text.split(r#"readonly value=""#).nth(1).unwrap();
-    let url = value[..value.find('"').unwrap()].replace("&amp;", "&");
-    assert_real(&url);
+    let url = shown_redirect_url(&r.text);
     let code = code_of(&url);
     let verifier = l.verifier.clone();
     let r = l.token(&code, &verifier).await;

@@ -565,65 +565,24 @@ async fn refresh(http: &mut HttpSession, now: i64, kept: &Value) -> Health {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::time::Duration;
-
     use sandbox::faults::Fault;
     use sandbox::flameconnect::{self as double, FlameConnectSandbox};
 
     use super::{AuthRequest, FlameConnectProvider, Kept, MANUAL_LABEL};
-    use crate::engine::{Completion, Engine, EngineConfig, Progress};
+    use crate::engine::Progress;
     use crate::providers::b2c::{read_redirect, Email, Redirected};
-    use crate::providers::{Health, Input, Provider, Purpose, StepError};
-    use crate::upstream::{HttpSession, UpstreamMap, Upstreams};
-    use crate::view::{FieldKind, FlowView, StepView};
+    use crate::providers::{Health, Provider, StepError};
+    use crate::test_support::{
+        answer_to_fault, connected, html_input_value, manual_link, Browser, ProviderSetup,
+        B2C_FAULTS,
+    };
+    use crate::view::StepView;
     use crate::ErrorCode;
 
-    const OWNER: &str = "owner";
+    type Setup = ProviderSetup<FlameConnectSandbox>;
 
-    struct Setup {
-        engine: Engine,
-        user_id: i64,
-        sandbox: FlameConnectSandbox,
-    }
-
-    fn config(dir: &std::path::Path, sandbox: &FlameConnectSandbox) -> EngineConfig {
-        let mut config = crate::test_support::test_config(dir);
-        config.upstreams = UpstreamMap::parse(&sandbox.upstreams()).unwrap();
-        config.step_timeout = Duration::from_secs(1);
-        config
-    }
-
-    async fn setup() -> (Setup, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let sandbox = FlameConnectSandbox::spawn().await;
-        let engine = Engine::open_with_clock(
-            config(dir.path(), &sandbox),
-            Arc::new(crate::clock::SystemClock),
-        )
-        .await
-        .unwrap()
-        .with_provider(FlameConnectProvider);
-        let user_id = engine
-            .register("owner@example.org", "password-1", "password-1")
-            .await
-            .unwrap()
-            .id;
-        (
-            Setup {
-                engine,
-                user_id,
-                sandbox,
-            },
-            dir,
-        )
-    }
-
-    fn input(pairs: &[(&str, &str)]) -> Input {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+    async fn setup() -> Setup {
+        Setup::new("flameconnect", FlameConnectSandbox::spawn().await).await
     }
 
     fn now() -> i64 {
@@ -631,50 +590,17 @@ mod tests {
     }
 
     impl Setup {
-        async fn start(&self, pairs: &[(&str, &str)]) -> Result<Progress, StepError> {
-            self.engine
-                .start_flow(
-                    "flameconnect",
-                    Purpose::Connect {
-                        user_id: self.user_id,
-                    },
-                    Some(OWNER.into()),
-                    &input(pairs),
-                )
-                .await
-        }
-
         async fn connect(&self, email: &str, password: &str) -> Result<Progress, StepError> {
             self.start(&[("email", email), ("password", password)])
                 .await
         }
 
-        async fn submit(
-            &self,
-            flow: &FlowView,
-            pairs: &[(&str, &str)],
-        ) -> Result<Progress, StepError> {
-            self.engine
-                .submit_flow(&flow.flow_id, Some(OWNER), &input(pairs))
-                .await
-        }
-
+        /// The secrets kept for the demo account a flow connected.
         async fn secrets(&self, progress: Result<Progress, StepError>) -> serde_json::Value {
-            let Ok(Progress::Done(Completion::Connected(account))) = progress else {
-                panic!("connected expected, got {progress:?}");
-            };
+            let account = connected(progress);
             assert_eq!(account.display_name, double::DEMO_EMAIL);
             assert_eq!(account.account_key, "demo_flameconnect_test");
-            self.engine
-                .accounts()
-                .secrets(self.user_id, account.id)
-                .await
-                .unwrap()
-        }
-
-        fn session(&self) -> HttpSession {
-            let map = UpstreamMap::parse(&self.sandbox.upstreams()).unwrap();
-            Upstreams::new(map, Duration::from_secs(1)).session()
+            self.stored_secrets(account.id).await
         }
     }
 
@@ -694,79 +620,34 @@ mod tests {
         assert!(!secrets.to_string().contains(double::DEMO_PASSWORD));
     }
 
-    fn manual_link(view: &FlowView) -> String {
-        let StepView::Form {
-            fields,
-            submit,
-            links,
-            ..
-        } = &view.step
-        else {
-            panic!("a form expected: {view:?}");
-        };
-        assert_eq!(
-            (
-                fields[0].name.as_str(),
-                fields[0].label.as_str(),
-                fields[0].kind
-            ),
-            ("redirect_url", "Redirect URL", FieldKind::Url)
-        );
-        assert_eq!(submit, "Connect");
-        assert_eq!(links[0].label, MANUAL_LABEL);
-        links[0].url.clone()
-    }
-
-    fn input_value(page: &str, name: &str) -> String {
-        let at = page
-            .find(&format!("name=\"{name}\""))
-            .unwrap_or_else(|| panic!("no {name} in {page}"));
-        let rest = &page[at..];
-        let start = rest.find("value=\"").unwrap() + 7;
-        let end = rest[start..].find('"').unwrap();
-        rest[start..start + end]
-            .replace("&quot;", "\"")
-            .replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&amp;", "&")
-    }
-
     /// Plays the user in a browser: opens the (mapped) authorize link, signs in, and returns
     /// the Redirect URL the last page shows.
     async fn browser_redirect_url(s: &Setup, link: &str) -> String {
-        let browser = reqwest::Client::builder()
-            .cookie_store(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
-        let page = browser.get(link).send().await.unwrap();
-        assert_eq!(page.status(), 200);
-        let page = page.text().await.unwrap();
+        let browser = Browser::new();
+        let page = browser.open(link).await;
+        let sign_in = format!(
+            "http://{}/{}/{}/browser/signin",
+            s.sandbox.addr,
+            double::TENANT,
+            double::POLICY
+        );
         let last = browser
-            .post(format!(
-                "http://{}/{}/{}/browser/signin",
-                s.sandbox.addr,
-                double::TENANT,
-                double::POLICY
-            ))
-            .form(&[
-                ("csrf_token", input_value(&page, "csrf_token").as_str()),
-                ("tx", input_value(&page, "tx").as_str()),
-                ("email", double::DEMO_EMAIL),
-                ("password", double::DEMO_PASSWORD),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        input_value(&last, "redirect_url")
+            .send_form(
+                &sign_in,
+                &[
+                    ("csrf_token", html_input_value(&page, "csrf_token").as_str()),
+                    ("tx", html_input_value(&page, "tx").as_str()),
+                    ("email", double::DEMO_EMAIL),
+                    ("password", double::DEMO_PASSWORD),
+                ],
+            )
+            .await;
+        html_input_value(&last, "redirect_url")
     }
 
     #[tokio::test]
     async fn email_and_password_connect_keeping_only_the_token_set_and_only_once() {
-        let (s, _dir) = setup().await;
+        let s = setup().await;
         let StepView::Form {
             fields,
             submit,
@@ -795,7 +676,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_wrong_password_is_invalid_auth_and_missing_fields_send_nothing() {
-        let (s, _dir) = setup().await;
+        let s = setup().await;
         let wrong = s.connect(double::DEMO_EMAIL, "not-it").await.unwrap_err();
         assert_eq!(wrong.code, ErrorCode::InvalidAuth);
         s.sandbox.set_fault("all", Fault::Reset);
@@ -810,14 +691,7 @@ mod tests {
 
     #[tokio::test]
     async fn faults_end_the_flow_with_their_error_or_move_it_to_the_manual_step() {
-        let (s, _dir) = setup().await;
-        let faults = [
-            (Fault::Stall, Some(ErrorCode::Timeout)),
-            (Fault::Unavailable503, Some(ErrorCode::ServiceUnavailable)),
-            (Fault::Reset, Some(ErrorCode::CannotConnect)),
-            (Fault::Garbage, None),
-            (Fault::WrongShape, None),
-        ];
+        let s = setup().await;
         for step in [
             "discovery",
             "authorize",
@@ -825,20 +699,13 @@ mod tests {
             "confirmed",
             "token",
         ] {
-            for (fault, expected) in faults {
+            for (fault, expected) in B2C_FAULTS {
                 s.sandbox.clear_faults();
                 s.sandbox.set_fault(step, fault);
                 let answer = s.connect(double::DEMO_EMAIL, double::DEMO_PASSWORD).await;
-                match (expected, answer) {
-                    (Some(code), Err(error)) => {
-                        assert_eq!(error.code, code, "{fault:?} at {step}")
-                    }
-                    (None, Ok(Progress::Next(view))) => {
-                        manual_link(&view);
-                    }
-                    (expected, answer) => {
-                        panic!("{fault:?} at {step}: {expected:?} expected, got {answer:?}")
-                    }
+                let at = format!("{fault:?} at {step}");
+                if let Some(view) = answer_to_fault(answer, expected, &at) {
+                    manual_link(&view, MANUAL_LABEL);
                 }
             }
         }
@@ -846,7 +713,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_manual_way_refuses_another_sign_ins_state_and_connects_with_its_own() {
-        let (s, _dir) = setup().await;
+        let s = setup().await;
         s.sandbox.set_fault("all", Fault::Reset);
         let chosen = s
             .start(&[("action", "manual"), ("email", double::DEMO_EMAIL)])
@@ -855,7 +722,7 @@ mod tests {
             panic!("the manual step expected, got {chosen:?}");
         };
         s.sandbox.clear_faults();
-        let link = manual_link(&flow);
+        let link = manual_link(&flow, MANUAL_LABEL);
         assert!(
             link.starts_with(&format!("http://{}/", s.sandbox.addr)),
             "{link}"
@@ -903,7 +770,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_forged_state_or_nonce_is_refused_as_msal_refuses_it() {
-        let (s, _dir) = setup().await;
+        let s = setup().await;
         let email = Email::parse(double::DEMO_EMAIL).unwrap();
         let request = AuthRequest::new();
         let (code, state) = code_for(&s, &request).await;
@@ -966,7 +833,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_health_check_rotates_the_tokens_and_is_rejected_once_revoked() {
-        let (s, _dir) = setup().await;
+        let s = setup().await;
         let kept = s
             .secrets(s.connect(double::DEMO_EMAIL, double::DEMO_PASSWORD).await)
             .await;

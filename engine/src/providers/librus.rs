@@ -337,68 +337,42 @@ async fn check_session(http: &mut HttpSession, secrets: &serde_json::Value) -> H
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
     use sandbox::faults::Fault;
     use sandbox::librus::{self as double, LibrusSandbox};
 
     use crate::accounts::{AccountStatus, CheckOutcome};
-    use crate::engine::{Completion, Engine, Progress};
-    use crate::providers::{Input, Purpose, StepError};
-    use crate::upstream::UpstreamMap;
+    use crate::engine::{Completion, Progress};
+    use crate::providers::{Purpose, StepError};
+    use crate::test_support::{connected, ProviderSetup};
     use crate::ErrorCode;
 
-    struct Setup {
-        engine: Engine,
-        user_id: i64,
-        sandbox: LibrusSandbox,
-        _dir: tempfile::TempDir,
-    }
+    type Setup = ProviderSetup<LibrusSandbox>;
 
     async fn setup() -> Setup {
-        let dir = tempfile::tempdir().unwrap();
-        let sandbox = LibrusSandbox::spawn().await;
-        let mut config = crate::test_support::test_config(dir.path());
-        config.upstreams = UpstreamMap::parse(&sandbox.upstreams()).unwrap();
-        // Short, so a stalled step is seen quickly.
-        config.step_timeout = Duration::from_secs(1);
-        // Every health check asked for runs (the tests check one account several times).
-        config.account_check_interval = 0;
-        let engine = Engine::open_with_clock(config, Arc::new(crate::clock::SystemClock))
-            .await
-            .unwrap();
-        let user_id = engine
-            .register("parent@example.org", "password-1", "password-1")
-            .await
-            .unwrap()
-            .id;
-        Setup {
-            engine,
-            user_id,
-            sandbox,
-            _dir: dir,
-        }
-    }
-
-    fn credentials(login: &str, password: &str) -> Input {
-        [("login", login), ("password", password)]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect()
+        Setup::new("librus", LibrusSandbox::spawn().await).await
     }
 
     impl Setup {
         async fn connect(&self, login: &str, password: &str) -> Result<Progress, StepError> {
-            self.engine
-                .start_flow(
-                    "librus",
-                    Purpose::Connect {
-                        user_id: self.user_id,
-                    },
-                    Some("owner".into()),
-                    &credentials(login, password),
-                )
+            self.run(
+                Purpose::Connect {
+                    user_id: self.user_id,
+                },
+                login,
+                password,
+            )
+            .await
+        }
+
+        async fn run(
+            &self,
+            purpose: Purpose,
+            login: &str,
+            password: &str,
+        ) -> Result<Progress, StepError> {
+            self.start_for(purpose, &[("login", login), ("password", password)])
                 .await
         }
     }
@@ -406,17 +380,9 @@ mod tests {
     #[tokio::test]
     async fn the_demo_parent_connects_and_the_synergia_cookies_are_kept() {
         let s = setup().await;
-        let answer = s.connect(double::DEMO_LOGIN, double::DEMO_PASSWORD).await;
-        let Ok(Progress::Done(Completion::Connected(account))) = answer else {
-            panic!("connected expected, got {answer:?}");
-        };
+        let account = connected(s.connect(double::DEMO_LOGIN, double::DEMO_PASSWORD).await);
         assert_eq!(account.display_name, double::DEMO_LOGIN);
-        let secrets = s
-            .engine
-            .accounts()
-            .secrets(s.user_id, account.id)
-            .await
-            .unwrap();
+        let secrets = s.stored_secrets(account.id).await;
         for cookie in super::SESSION_COOKIES {
             assert!(
                 secrets[cookie].as_str().is_some_and(|v| !v.is_empty()),
@@ -528,38 +494,10 @@ mod tests {
         }
     }
 
-    impl Setup {
-        async fn run(
-            &self,
-            purpose: Purpose,
-            login: &str,
-            password: &str,
-        ) -> Result<Progress, StepError> {
-            self.engine
-                .start_flow(
-                    "librus",
-                    purpose,
-                    Some("owner".into()),
-                    &credentials(login, password),
-                )
-                .await
-        }
-
-        async fn check(&self) -> Vec<(i64, CheckOutcome)> {
-            self.engine.check_accounts_now(self.user_id).await.unwrap()
-        }
-    }
-
     #[tokio::test]
     async fn the_health_check_renews_a_stale_token_and_a_revoked_session_needs_sign_in_again() {
         let s = setup().await;
-        let connect = Purpose::Connect { user_id: s.user_id };
-        let Ok(Progress::Done(Completion::Connected(account))) = s
-            .run(connect, double::DEMO_LOGIN, double::DEMO_PASSWORD)
-            .await
-        else {
-            panic!("connected expected");
-        };
+        let account = connected(s.connect(double::DEMO_LOGIN, double::DEMO_PASSWORD).await);
         assert_eq!(
             s.check().await,
             vec![(account.id, CheckOutcome::Accepted(None))]
@@ -568,23 +506,13 @@ mod tests {
         // Only the short-lived oauth_token ran out: refreshToken renews it, and it is kept.
         s.sandbox
             .advance_clock(double::TOKEN_LIFETIME + Duration::from_secs(1));
-        let before = s
-            .engine
-            .accounts()
-            .secrets(s.user_id, account.id)
-            .await
-            .unwrap();
+        let before = s.stored_secrets(account.id).await;
         let renewed = s.check().await;
         assert!(
             matches!(&renewed[..], [(_, CheckOutcome::Accepted(Some(_)))]),
             "{renewed:?}"
         );
-        let after = s
-            .engine
-            .accounts()
-            .secrets(s.user_id, account.id)
-            .await
-            .unwrap();
+        let after = s.stored_secrets(account.id).await;
         assert_ne!(before["oauth_token"], after["oauth_token"]);
         assert_eq!(before["DZIENNIKSID"], after["DZIENNIKSID"]);
         assert_eq!(
@@ -595,12 +523,7 @@ mod tests {
         // Librus ends the session: the account needs signing in again.
         s.sandbox.revoke(double::DEMO_LOGIN);
         assert_eq!(s.check().await, vec![(account.id, CheckOutcome::Rejected)]);
-        let marked = s
-            .engine
-            .accounts()
-            .get(s.user_id, account.id)
-            .await
-            .unwrap();
+        let marked = s.stored(account.id).await;
         assert_eq!(marked.status, AccountStatus::NeedsSignIn);
 
         let reauth = Purpose::Reauth {
@@ -635,13 +558,7 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_librus_degrades_the_account_without_marking_it() {
         let s = setup().await;
-        let connect = Purpose::Connect { user_id: s.user_id };
-        let Ok(Progress::Done(Completion::Connected(account))) = s
-            .run(connect, double::DEMO_LOGIN, double::DEMO_PASSWORD)
-            .await
-        else {
-            panic!("connected expected");
-        };
+        let account = connected(s.connect(double::DEMO_LOGIN, double::DEMO_PASSWORD).await);
         for (fault, code) in [
             (Fault::Unavailable503, ErrorCode::ServiceUnavailable),
             (Fault::Reset, ErrorCode::CannotConnect),
@@ -652,12 +569,7 @@ mod tests {
                 s.check().await,
                 vec![(account.id, CheckOutcome::Unreachable(code))]
             );
-            let stored = s
-                .engine
-                .accounts()
-                .get(s.user_id, account.id)
-                .await
-                .unwrap();
+            let stored = s.stored(account.id).await;
             assert_eq!(
                 (stored.status, stored.last_error),
                 (AccountStatus::Degraded, Some(code))
@@ -668,12 +580,7 @@ mod tests {
             s.check().await,
             vec![(account.id, CheckOutcome::Accepted(None))]
         );
-        let stored = s
-            .engine
-            .accounts()
-            .get(s.user_id, account.id)
-            .await
-            .unwrap();
+        let stored = s.stored(account.id).await;
         assert_eq!(stored.status, AccountStatus::Active);
     }
 }

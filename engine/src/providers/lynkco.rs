@@ -762,81 +762,28 @@ async fn check_tokens(http: &mut HttpSession, now: i64, kept: &Value) -> Health 
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
     use sandbox::faults::Fault;
     use sandbox::lynkco::{self as double, LynkcoSandbox};
 
     use super::{LynkcoProvider, LynkcoState, MANUAL_LABEL};
-    use crate::engine::{Completion, Engine, EngineConfig, Progress};
-    use crate::providers::{Health, Input, Provider, Purpose, StepError};
-    use crate::upstream::{UpstreamMap, Upstreams};
+    use crate::engine::Progress;
+    use crate::providers::{Health, Provider, StepError};
+    use crate::test_support::{
+        answer_to_fault, connected, html_input_value, manual_link, Browser, ProviderSetup,
+        B2C_FAULTS, OWNER,
+    };
     use crate::view::{FieldKind, FlowView, StepView};
     use crate::ErrorCode;
 
-    const OWNER: &str = "owner";
-
-    struct Setup {
-        engine: Engine,
-        user_id: i64,
-        sandbox: LynkcoSandbox,
-        dir: tempfile::TempDir,
-    }
-
-    fn config(dir: &std::path::Path, sandbox: &LynkcoSandbox) -> EngineConfig {
-        let mut config = crate::test_support::test_config(dir);
-        config.upstreams = UpstreamMap::parse(&sandbox.upstreams()).unwrap();
-        // Short, so a stalled step is seen quickly.
-        config.step_timeout = Duration::from_secs(1);
-        config
-    }
-
-    async fn open(dir: &std::path::Path, sandbox: &LynkcoSandbox) -> Engine {
-        Engine::open_with_clock(config(dir, sandbox), Arc::new(crate::clock::SystemClock))
-            .await
-            .unwrap()
-            .with_provider(LynkcoProvider)
-    }
+    type Setup = ProviderSetup<LynkcoSandbox>;
 
     async fn setup() -> Setup {
-        let dir = tempfile::tempdir().unwrap();
-        let sandbox = LynkcoSandbox::spawn().await;
-        let engine = open(dir.path(), &sandbox).await;
-        let user_id = engine
-            .register("owner@example.org", "password-1", "password-1")
-            .await
-            .unwrap()
-            .id;
-        Setup {
-            engine,
-            user_id,
-            sandbox,
-            dir,
-        }
-    }
-
-    fn input(pairs: &[(&str, &str)]) -> Input {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+        Setup::new("lynkco", LynkcoSandbox::spawn().await).await
     }
 
     impl Setup {
-        async fn start(&self, pairs: &[(&str, &str)]) -> Result<Progress, StepError> {
-            self.engine
-                .start_flow(
-                    "lynkco",
-                    Purpose::Connect {
-                        user_id: self.user_id,
-                    },
-                    Some(OWNER.into()),
-                    &input(pairs),
-                )
-                .await
-        }
-
         async fn connect(&self, email: &str, password: &str) -> Result<Progress, StepError> {
             self.start(&[
                 ("email", email),
@@ -857,45 +804,18 @@ mod tests {
             }
         }
 
-        async fn submit(
-            &self,
-            flow: &FlowView,
-            pairs: &[(&str, &str)],
-        ) -> Result<Progress, StepError> {
-            self.engine
-                .submit_flow(&flow.flow_id, Some(OWNER), &input(pairs))
-                .await
-        }
-
         fn code(&self) -> String {
             self.sandbox
                 .latest_code(double::DEMO_EMAIL)
                 .expect("an SMS")
         }
 
-        /// Closes the engine and opens a new one on the same database: a server restart.
-        async fn reopen(&mut self) {
-            self.engine.pool.close().await;
-            self.engine = open(self.dir.path(), &self.sandbox).await;
-        }
-
+        /// The secrets kept for the demo account a flow connected.
         async fn secrets(&self, progress: Result<Progress, StepError>) -> serde_json::Value {
-            let Ok(Progress::Done(Completion::Connected(account))) = progress else {
-                panic!("connected expected, got {progress:?}");
-            };
+            let account = connected(progress);
             assert_eq!(account.display_name, double::DEMO_EMAIL);
             assert_eq!(account.account_key, double::DEMO_EMAIL);
-            self.engine
-                .accounts()
-                .secrets(self.user_id, account.id)
-                .await
-                .unwrap()
-        }
-
-        /// A fresh session for a health check, as the engine gives one.
-        fn check_session(&self) -> crate::upstream::HttpSession {
-            let map = UpstreamMap::parse(&self.sandbox.upstreams()).unwrap();
-            Upstreams::new(map, Duration::from_secs(1)).session()
+            self.stored_secrets(account.id).await
         }
     }
 
@@ -926,30 +846,6 @@ mod tests {
             panic!("a form expected: {view:?}");
         };
         (fields, submit, intro.as_deref())
-    }
-
-    /// The manual step's link (asserting the view is that step's).
-    fn manual_link(view: &FlowView) -> String {
-        let StepView::Form {
-            fields,
-            submit,
-            links,
-            ..
-        } = &view.step
-        else {
-            panic!("a form expected: {view:?}");
-        };
-        assert_eq!(
-            (
-                fields[0].name.as_str(),
-                fields[0].label.as_str(),
-                fields[0].kind
-            ),
-            ("redirect_url", "Redirect URL", FieldKind::Url)
-        );
-        assert_eq!(submit, "Connect");
-        assert_eq!(links[0].label, MANUAL_LABEL);
-        links[0].url.clone()
     }
 
     #[tokio::test]
@@ -1045,7 +941,7 @@ mod tests {
         let Ok(Progress::Next(view)) = chosen else {
             panic!("the manual step expected, got {chosen:?}");
         };
-        let link = manual_link(&view);
+        let link = manual_link(&view, MANUAL_LABEL);
         // The link reaches the double, with a PKCE challenge.
         assert!(
             link.starts_with(&format!("http://{}/", s.sandbox.b2c_addr)),
@@ -1145,70 +1041,48 @@ mod tests {
         assert_secrets(&s.secrets(done).await);
     }
 
-    /// The value of `<input … name="{name}" … value="…">` in a page.
-    fn input_value(page: &str, name: &str) -> String {
-        let at = page
-            .find(&format!("name=\"{name}\""))
-            .unwrap_or_else(|| panic!("no {name} in {page}"));
-        let rest = &page[at..];
-        let start = rest.find("value=\"").unwrap() + 7;
-        let end = rest[start..].find('"').unwrap();
-        rest[start..start + end]
-            .replace("&quot;", "\"")
-            .replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&amp;", "&")
-    }
-
     /// Plays the user in a browser: opens the link, signs in, enters the SMS code, and returns
     /// the Redirect URL the last page shows.
     async fn browser_redirect_url(s: &Setup, link: &str) -> String {
-        let browser = reqwest::Client::builder()
-            .cookie_store(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
-        let page = browser.get(link).send().await.unwrap();
-        assert_eq!(page.status(), 200);
-        let page = page.text().await.unwrap();
+        let browser = Browser::new();
+        let page = browser.open(link).await;
         let base = format!(
             "http://{}/{}/{}",
             s.sandbox.b2c_addr,
             double::TENANT,
             double::POLICY.to_lowercase()
         );
-        let hidden = |page: &str| (input_value(page, "csrf_token"), input_value(page, "tx"));
+        let hidden = |page: &str| {
+            (
+                html_input_value(page, "csrf_token"),
+                html_input_value(page, "tx"),
+            )
+        };
         let (csrf, tx) = hidden(&page);
         let code_page = browser
-            .post(format!("{base}/browser/signin"))
-            .form(&[
-                ("csrf_token", csrf.as_str()),
-                ("tx", tx.as_str()),
-                ("email", double::DEMO_EMAIL),
-                ("password", double::DEMO_PASSWORD),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+            .send_form(
+                &format!("{base}/browser/signin"),
+                &[
+                    ("csrf_token", csrf.as_str()),
+                    ("tx", tx.as_str()),
+                    ("email", double::DEMO_EMAIL),
+                    ("password", double::DEMO_PASSWORD),
+                ],
+            )
+            .await;
         assert!(code_page.contains("Verification code"), "{code_page}");
         let (csrf, tx) = hidden(&code_page);
         let last = browser
-            .post(format!("{base}/browser/verify"))
-            .form(&[
-                ("csrf_token", csrf.as_str()),
-                ("tx", tx.as_str()),
-                ("verificationCode", s.code().as_str()),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        input_value(&last, "redirect_url")
+            .send_form(
+                &format!("{base}/browser/verify"),
+                &[
+                    ("csrf_token", csrf.as_str()),
+                    ("tx", tx.as_str()),
+                    ("verificationCode", s.code().as_str()),
+                ],
+            )
+            .await;
+        html_input_value(&last, "redirect_url")
     }
 
     #[tokio::test]
@@ -1224,7 +1098,7 @@ mod tests {
         let Ok(Progress::Next(flow)) = chosen else {
             panic!("the manual step expected, got {chosen:?}");
         };
-        let redirect = browser_redirect_url(&s, &manual_link(&flow)).await;
+        let redirect = browser_redirect_url(&s, &manual_link(&flow, MANUAL_LABEL)).await;
         assert!(
             redirect.starts_with(&format!("{}?code=", double::REDIRECT_URI)),
             "{redirect}"
@@ -1275,7 +1149,7 @@ mod tests {
         else {
             panic!("the manual step expected");
         };
-        let redirect = browser_redirect_url(&s, &manual_link(&flow)).await;
+        let redirect = browser_redirect_url(&s, &manual_link(&flow, MANUAL_LABEL)).await;
         let code = url::Url::parse(&redirect)
             .unwrap()
             .query_pairs()
@@ -1290,18 +1164,10 @@ mod tests {
     #[tokio::test]
     async fn faults_end_the_flow_with_their_error_or_move_it_to_the_manual_step() {
         let s = setup().await;
-        let faults = [
-            (Fault::Stall, Some(ErrorCode::Timeout)),
-            (Fault::Unavailable503, Some(ErrorCode::ServiceUnavailable)),
-            (Fault::Reset, Some(ErrorCode::CannotConnect)),
-            // B2C out of shape: the user is offered the manual way instead.
-            (Fault::Garbage, None),
-            (Fault::WrongShape, None),
-        ];
         let first_steps = ["authorize", "self_asserted", "confirmed"];
         let code_steps = ["verify", "redirect", "token", "validate_session"];
         for step in first_steps.into_iter().chain(code_steps) {
-            for (fault, expected) in faults {
+            for (fault, expected) in B2C_FAULTS {
                 s.sandbox.clear_faults();
                 let answer = if first_steps.contains(&step) {
                     s.sandbox.set_fault(step, fault);
@@ -1311,21 +1177,15 @@ mod tests {
                     s.sandbox.set_fault(step, fault);
                     s.submit(&flow, &[("code", &s.code())]).await
                 };
-                match (expected, answer) {
-                    (Some(code), Err(error)) => {
-                        assert_eq!(error.code, code, "{fault:?} at {step}")
-                    }
-                    (None, Ok(Progress::Next(view))) => {
-                        manual_link(&view);
-                        let (_, _, intro) = form_of(&view);
-                        assert!(
-                            intro.unwrap().starts_with("Automatic sign-in did not work"),
-                            "{fault:?} at {step}"
-                        );
-                    }
-                    (expected, answer) => {
-                        panic!("{fault:?} at {step}: {expected:?} expected, got {answer:?}")
-                    }
+                let at = format!("{fault:?} at {step}");
+                // B2C out of shape: the user is offered the manual way instead.
+                if let Some(view) = answer_to_fault(answer, expected, &at) {
+                    manual_link(&view, MANUAL_LABEL);
+                    let (_, _, intro) = form_of(&view);
+                    assert!(
+                        intro.unwrap().starts_with("Automatic sign-in did not work"),
+                        "{at}"
+                    );
                 }
             }
         }
@@ -1340,9 +1200,8 @@ mod tests {
             .await;
         let now = crate::clock::Clock::now(&crate::clock::SystemClock);
 
-        let Health::Accepted(Some(renewed)) = LynkcoProvider
-            .check(&mut s.check_session(), now, &kept)
-            .await
+        let Health::Accepted(Some(renewed)) =
+            LynkcoProvider.check(&mut s.session(), now, &kept).await
         else {
             panic!("renewed secrets expected");
         };
@@ -1351,9 +1210,7 @@ mod tests {
         assert_eq!(s.sandbox.refreshes(), 1);
         // The old refresh token was spent by the rotation.
         assert_eq!(
-            LynkcoProvider
-                .check(&mut s.check_session(), now, &kept)
-                .await,
+            LynkcoProvider.check(&mut s.session(), now, &kept).await,
             Health::Rejected
         );
 
@@ -1364,9 +1221,7 @@ mod tests {
         ] {
             s.sandbox.set_fault("refresh", fault);
             assert_eq!(
-                LynkcoProvider
-                    .check(&mut s.check_session(), now, &renewed)
-                    .await,
+                LynkcoProvider.check(&mut s.session(), now, &renewed).await,
                 Health::Unreachable(code),
                 "{fault:?}"
             );
@@ -1375,9 +1230,7 @@ mod tests {
 
         s.sandbox.revoke(double::DEMO_EMAIL);
         assert_eq!(
-            LynkcoProvider
-                .check(&mut s.check_session(), now, &renewed)
-                .await,
+            LynkcoProvider.check(&mut s.session(), now, &renewed).await,
             Health::Rejected
         );
     }

@@ -890,81 +890,28 @@ impl Provider for XiaomiProvider {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
     use sandbox::faults::Fault;
     use sandbox::xiaomi::{self as double, XiaomiSandbox};
 
-    use super::{XiaomiProvider, XiaomiState};
+    use super::XiaomiState;
     use crate::accounts::{AccountStatus, CheckOutcome};
-    use crate::engine::{Completion, Engine, EngineConfig, Progress};
-    use crate::providers::{Input, Purpose, StepError};
-    use crate::upstream::UpstreamMap;
+    use crate::engine::{Completion, Progress};
+    use crate::providers::{Purpose, StepError};
+    use crate::test_support::{connected, input, ProviderSetup, OWNER};
     use crate::view::{FieldKind, FlowView, StepView};
     use crate::ErrorCode;
 
-    struct Setup {
-        engine: Engine,
-        user_id: i64,
-        sandbox: XiaomiSandbox,
-        dir: tempfile::TempDir,
-    }
-
-    fn config(dir: &std::path::Path, sandbox: &XiaomiSandbox) -> EngineConfig {
-        let mut config = crate::test_support::test_config(dir);
-        config.upstreams = UpstreamMap::parse(&sandbox.upstreams()).unwrap();
-        // Short, so a stalled step is seen quickly.
-        config.step_timeout = Duration::from_secs(1);
-        // Every health check asked for runs (the tests check one account several times).
-        config.account_check_interval = 0;
-        config
-    }
-
-    async fn open(dir: &std::path::Path, sandbox: &XiaomiSandbox) -> Engine {
-        Engine::open_with_clock(config(dir, sandbox), Arc::new(crate::clock::SystemClock))
-            .await
-            .unwrap()
-            .with_provider(XiaomiProvider)
-    }
+    type Setup = ProviderSetup<XiaomiSandbox>;
 
     async fn setup() -> Setup {
-        let dir = tempfile::tempdir().unwrap();
-        let sandbox = XiaomiSandbox::spawn().await;
-        let engine = open(dir.path(), &sandbox).await;
-        let user_id = engine
-            .register("owner@example.org", "password-1", "password-1")
-            .await
-            .unwrap()
-            .id;
-        Setup {
-            engine,
-            user_id,
-            sandbox,
-            dir,
-        }
+        Setup::new("xiaomi", XiaomiSandbox::spawn().await).await
     }
-
-    fn input(pairs: &[(&str, &str)]) -> Input {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
-
-    const OWNER: &str = "owner";
 
     impl Setup {
         async fn connect(&self, user: &str, password: &str) -> Result<Progress, StepError> {
-            self.engine
-                .start_flow(
-                    "xiaomi",
-                    Purpose::Connect {
-                        user_id: self.user_id,
-                    },
-                    Some(OWNER.into()),
-                    &input(&[("username", user), ("password", password)]),
-                )
+            self.start(&[("username", user), ("password", password)])
                 .await
         }
 
@@ -976,31 +923,9 @@ mod tests {
             }
         }
 
-        async fn submit(
-            &self,
-            flow: &FlowView,
-            pairs: &[(&str, &str)],
-        ) -> Result<Progress, StepError> {
-            self.engine
-                .submit_flow(&flow.flow_id, Some(OWNER), &input(pairs))
-                .await
-        }
-
-        /// Closes the engine and opens a new one on the same database: a server restart.
-        async fn reopen(&mut self) {
-            self.engine.pool.close().await;
-            self.engine = open(self.dir.path(), &self.sandbox).await;
-        }
-
+        /// The secrets kept for the account a flow connected.
         async fn secrets(&self, progress: Result<Progress, StepError>) -> serde_json::Value {
-            let Ok(Progress::Done(Completion::Connected(account))) = progress else {
-                panic!("connected expected, got {progress:?}");
-            };
-            self.engine
-                .accounts()
-                .secrets(self.user_id, account.id)
-                .await
-                .unwrap()
+            self.stored_secrets(connected(progress).id).await
         }
     }
 
@@ -1479,18 +1404,14 @@ mod tests {
     #[tokio::test]
     async fn the_health_check_logs_in_with_the_pass_token_until_xiaomi_revokes_it() {
         let s = setup().await;
-        let answer = s.connect(double::DEMO_USER, double::DEMO_PASSWORD).await;
-        let Ok(Progress::Done(Completion::Connected(account))) = answer else {
-            panic!("connected expected, got {answer:?}");
-        };
-        let check = || async { s.engine.check_accounts_now(s.user_id).await.unwrap() };
+        let account = connected(s.connect(double::DEMO_USER, double::DEMO_PASSWORD).await);
         assert_eq!(
-            check().await,
+            s.check().await,
             vec![(account.id, CheckOutcome::Accepted(None))]
         );
         s.sandbox.set_fault("service_login", Fault::Reset);
         assert_eq!(
-            check().await,
+            s.check().await,
             vec![(
                 account.id,
                 CheckOutcome::Unreachable(ErrorCode::CannotConnect)
@@ -1498,46 +1419,26 @@ mod tests {
         );
         s.sandbox.clear_faults();
         s.sandbox.revoke(double::DEMO_USER);
-        assert_eq!(check().await, vec![(account.id, CheckOutcome::Rejected)]);
-        let stored = s
-            .engine
-            .accounts()
-            .get(s.user_id, account.id)
-            .await
-            .unwrap();
+        assert_eq!(s.check().await, vec![(account.id, CheckOutcome::Rejected)]);
+        let stored = s.stored(account.id).await;
         assert_eq!(stored.status, AccountStatus::NeedsSignIn);
 
         let reauth = Purpose::Reauth {
             user_id: s.user_id,
             account_id: account.id,
         };
-        let credentials =
-            |user: &str| input(&[("username", user), ("password", double::DEMO_PASSWORD)]);
+        let credentials = |user| [("username", user), ("password", double::DEMO_PASSWORD)];
         let captcha = s
-            .engine
-            .start_flow(
-                "xiaomi",
-                reauth,
-                Some(OWNER.into()),
-                &credentials(double::CAPTCHA_USER),
-            )
+            .start_for(reauth, &credentials(double::CAPTCHA_USER))
             .await;
         assert_eq!(captcha.unwrap_err().code, ErrorCode::CaptchaRequired);
-        let again = s
-            .engine
-            .start_flow(
-                "xiaomi",
-                reauth,
-                Some(OWNER.into()),
-                &credentials(double::DEMO_USER),
-            )
-            .await;
+        let again = s.start_for(reauth, &credentials(double::DEMO_USER)).await;
         let Ok(Progress::Done(Completion::Reauthenticated(again))) = again else {
             panic!("reauthenticated expected: {again:?}");
         };
         assert_eq!(again.id, account.id);
         assert_eq!(
-            check().await,
+            s.check().await,
             vec![(account.id, CheckOutcome::Accepted(None))]
         );
     }

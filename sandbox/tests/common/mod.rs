@@ -1,14 +1,20 @@
 //! A tiny client that talks to the doubles the way Stepgate does: it names only the real
 //! origins, maps them onto the spawned ports (`REAL=BASE` pairs, as `STEPGATE_UPSTREAMS`),
-//! keeps one cookie jar per real origin, and never follows redirects by itself.
+//! keeps one cookie jar per real origin, and never follows redirects by itself. Besides, what
+//! the B2C doubles' tests (Lynk & Co, FlameConnect) share: encoding, PKCE, JWTs and the browser
+//! pages.
 
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use reqwest::header::{HeaderMap, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use reqwest::Method;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 pub struct Client {
     http: reqwest::Client,
@@ -40,6 +46,18 @@ impl Resp {
     pub fn json(&self) -> serde_json::Value {
         let text = self.text.strip_prefix("&&&START&&&").unwrap_or(&self.text);
         serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+
+    /// The body as JSON, which must come with a 200.
+    pub fn ok_json(&self) -> serde_json::Value {
+        assert_eq!(self.status, 200, "{}", self.text);
+        self.json()
+    }
+
+    /// Asserts a token endpoint's refusal: a 400 with `invalid_grant`.
+    pub fn assert_invalid_grant(&self) {
+        assert_eq!(self.status, 400, "{}", self.text);
+        assert_eq!(self.json()["error"], "invalid_grant");
     }
 
     pub fn set_cookie_names(&self) -> Vec<String> {
@@ -156,6 +174,50 @@ impl Client {
         })
     }
 
+    /// A request with exactly the given cookie header and extra headers, outside the jar (no
+    /// redirects followed).
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        url: &str,
+        cookie: &str,
+        headers: &[(&str, &str)],
+        body: Option<(&str, String)>,
+    ) -> Resp {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let mut req = http.request(method, self.connect_url(url));
+        if !cookie.is_empty() {
+            req = req.header(COOKIE, cookie);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some((ct, b)) = body {
+            req = req.header(CONTENT_TYPE, ct).body(b);
+        }
+        let r = req.send().await.expect("send");
+        let (status, headers) = (r.status().as_u16(), r.headers().clone());
+        Resp {
+            status,
+            headers,
+            text: r.text().await.unwrap(),
+            url: url.to_owned(),
+        }
+    }
+
+    /// Asserts that the double at `origin` lists each of `secrets` as handed out (for the leak
+    /// checks).
+    pub async fn assert_issued(&mut self, origin: &str, secrets: &[&str]) {
+        let issued = self.get(&format!("{origin}/testing/issued")).await.json();
+        for secret in secrets {
+            assert!(issued.as_array().unwrap().iter().any(|v| v == secret));
+        }
+    }
+
     pub async fn try_get(&mut self, url: &str) -> Result<Resp, reqwest::Error> {
         self.try_send(Method::GET, url, None).await
     }
@@ -173,9 +235,7 @@ impl Client {
         url: &str,
         fields: &[(&str, &str)],
     ) -> Result<Resp, reqwest::Error> {
-        let body = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(fields)
-            .finish();
+        let body = urlencoded(fields);
         self.try_send(
             Method::POST,
             url,
@@ -238,4 +298,49 @@ pub fn assert_real(value: &str) {
         !value.contains("127.0.0.1") && !value.contains("localhost"),
         "a double leaked its own address: {value}"
     );
+}
+
+/// `application/x-www-form-urlencoded` `fields`.
+pub fn urlencoded(fields: &[(&str, &str)]) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(fields)
+        .finish()
+}
+
+/// `s` encoded for a query.
+pub fn enc(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// The S256 PKCE challenge of `verifier`.
+pub fn s256(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+/// A JWT's claims (its signature unchecked).
+pub fn jwt_payload(token: &str) -> Value {
+    let body = token.split('.').nth(1).expect("a JWT");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(body).expect("base64url")).expect("JSON")
+}
+
+/// Asserts that a B2C browser page is the sign-in form: email, password, Sign in.
+pub fn assert_sign_in_form(page: &str) {
+    for label in [
+        r#"<label for="email">Email</label>"#,
+        r#"<label for="password">Password</label>"#,
+        r#"<button type="submit">Sign in</button>"#,
+    ] {
+        assert!(page.contains(label), "{label}");
+    }
+}
+
+/// The Redirect URL a B2C browser page shows to paste into Stepgate (asserting the page is the
+/// one that shows it, and that it names no local address).
+pub fn shown_redirect_url(page: &str) -> String {
+    assert!(page.contains(r#"<label for="redirect-url">Redirect URL</label>"#));
+    assert!(page.contains("paste it into Stepgate"));
+    let value = page.split(r#"readonly value=""#).nth(1).unwrap();
+    let url = value[..value.find('"').unwrap()].replace("&amp;", "&");
+    assert_real(&url);
+    url
 }
