@@ -165,6 +165,19 @@ mod tests {
                 _ => Health::Accepted(None),
             }
         }
+        async fn renew(&self, _: &mut HttpSession, _: i64, secrets: &serde_json::Value) -> Health {
+            match secrets["token"].as_str().unwrap_or_default() {
+                t if t.starts_with("revoked") => Health::Rejected,
+                "down" => Health::Unreachable(ErrorCode::CannotConnect),
+                _ => Health::Accepted(Some(serde_json::json!({ "token": "renewed" }))),
+            }
+        }
+        fn expires_at(&self, _: &serde_json::Value) -> Option<i64> {
+            None
+        }
+        fn app_credentials(&self, secrets: &serde_json::Value) -> serde_json::Value {
+            secrets.clone()
+        }
     }
 
     struct Setup {

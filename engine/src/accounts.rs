@@ -59,6 +59,10 @@ pub struct ConnectedAccount {
     pub check_finished_at: Option<i64>,
     /// The error code of the last check that could not reach the upstream.
     pub last_error: Option<ErrorCode>,
+    /// When the account's tokens were last renewed (token upkeep).
+    pub renewed_at: Option<i64>,
+    /// When they are renewed next (none: not scheduled, e.g. while it needs sign-in).
+    pub renew_due_at: Option<i64>,
 }
 
 impl ConnectedAccount {
@@ -72,7 +76,7 @@ impl ConnectedAccount {
     }
 }
 
-const ACCOUNT_COLUMNS: &str = "id, provider, account_key, display_name, status, connected_at, checked_at, check_finished_at, last_error";
+const ACCOUNT_COLUMNS: &str = "id, provider, account_key, display_name, status, connected_at, checked_at, check_finished_at, last_error, renewed_at, renew_due_at";
 
 fn account_of(row: &sqlx::sqlite::SqliteRow) -> Result<ConnectedAccount, ErrorCode> {
     let status: String = row.try_get("status").map_err(db_error)?;
@@ -87,6 +91,8 @@ fn account_of(row: &sqlx::sqlite::SqliteRow) -> Result<ConnectedAccount, ErrorCo
         checked_at: row.try_get("checked_at").map_err(db_error)?,
         check_finished_at: row.try_get("check_finished_at").map_err(db_error)?,
         last_error: last_error.and_then(|code| serde_json::from_value(code.into()).ok()),
+        renewed_at: row.try_get("renewed_at").map_err(db_error)?,
+        renew_due_at: row.try_get("renew_due_at").map_err(db_error)?,
     })
 }
 
@@ -161,6 +167,8 @@ impl AccountStore {
             checked_at: None,
             check_finished_at: None,
             last_error: None,
+            renewed_at: None,
+            renew_due_at: None,
         })
     }
 
@@ -208,7 +216,7 @@ impl AccountStore {
         let done = sqlx::query(
             "UPDATE connected_accounts
              SET secrets_sealed = ?, display_name = ?, status = 'active', last_error = NULL,
-                 check_finished_at = ?
+                 check_finished_at = ?, renew_failures = 0
              WHERE id = ? AND user_id = ? AND provider = ? AND account_key = ?",
         )
         .bind(sealed)
@@ -362,6 +370,180 @@ impl AccountStore {
             return Err(ErrorCode::NotFound);
         }
         Ok(())
+    }
+}
+
+/// A renewal that was claimed: whose account, which one, and its secrets at claim time.
+#[derive(Debug, Clone)]
+pub struct ClaimedRenewal {
+    pub user_id: UserId,
+    pub account: ConnectedAccount,
+}
+
+/// How a renewal ended, as the upkeep stores it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RenewalOutcome {
+    /// New secrets (a rotated refresh token among them), next due at `next_due`.
+    Renewed {
+        secrets: serde_json::Value,
+        next_due: i64,
+    },
+    /// Nothing to renew now; next due at `next_due`.
+    Unchanged { next_due: i64 },
+    /// The provider refused: the account needs sign-in and is not renewed again until then.
+    Rejected,
+    /// The provider could not be asked: degraded, tried again at `retry_at`.
+    Unreachable { code: ErrorCode, retry_at: i64 },
+}
+
+impl AccountStore {
+    /// Sets when account `account_id` is next renewed.
+    pub async fn schedule_renewal(&self, account_id: i64, due_at: i64) -> Result<(), ErrorCode> {
+        sqlx::query("UPDATE connected_accounts SET renew_due_at = ? WHERE id = ?")
+            .bind(due_at)
+            .bind(account_id)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Leases up to `limit` accounts due for renewal at `now` to `owner` until `lease_until`:
+    /// an account leased by anyone whose lease has not run out is skipped, so one account is
+    /// never renewed twice at once, whatever the number of workers or instances.
+    pub async fn claim_due_renewals(
+        &self,
+        now: i64,
+        lease_until: i64,
+        owner: &str,
+        limit: i64,
+    ) -> Result<Vec<ClaimedRenewal>, ErrorCode> {
+        let rows = sqlx::query(&format!(
+            "UPDATE connected_accounts SET lease_until = ?, lease_owner = ?
+             WHERE id IN (
+                 SELECT id FROM connected_accounts
+                 WHERE renew_due_at <= ? AND status != 'needs_sign_in'
+                   AND (lease_until IS NULL OR lease_until < ?)
+                 ORDER BY renew_due_at LIMIT ?
+             )
+             RETURNING user_id, {ACCOUNT_COLUMNS}"
+        ))
+        .bind(lease_until)
+        .bind(owner)
+        .bind(now)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(ClaimedRenewal {
+                    user_id: row.try_get("user_id").map_err(db_error)?,
+                    account: account_of(row)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Leases account `account_id` to `owner` if nobody holds it: `true` when this call got it.
+    pub async fn claim_renewal(
+        &self,
+        account_id: i64,
+        now: i64,
+        lease_until: i64,
+        owner: &str,
+    ) -> Result<bool, ErrorCode> {
+        let done = sqlx::query(
+            "UPDATE connected_accounts SET lease_until = ?, lease_owner = ?
+             WHERE id = ? AND (lease_until IS NULL OR lease_until < ?)",
+        )
+        .bind(lease_until)
+        .bind(owner)
+        .bind(account_id)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Whether anyone holds a live lease on the account.
+    pub async fn renewal_under_way(&self, account_id: i64, now: i64) -> Result<bool, ErrorCode> {
+        let until: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT lease_until FROM connected_accounts WHERE id = ?")
+                .bind(account_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_error)?;
+        Ok(until.flatten().is_some_and(|until| until >= now))
+    }
+
+    /// Stores a renewal's outcome and gives the lease back, in one statement: new secrets (the
+    /// rotated refresh token) are written the moment the answer is in, together with the next
+    /// due time, or not at all. Only the lease's holder may write (a worker whose lease ran out
+    /// and was taken over writes nothing).
+    pub async fn finish_renewal(
+        &self,
+        claimed: &ClaimedRenewal,
+        owner: &str,
+        outcome: &RenewalOutcome,
+        now: i64,
+    ) -> Result<bool, ErrorCode> {
+        let account = &claimed.account;
+        let query = match outcome {
+            RenewalOutcome::Renewed { secrets, next_due } => sqlx::query(
+                "UPDATE connected_accounts
+                 SET secrets_sealed = ?, renewed_at = ?, renew_due_at = ?, renew_failures = 0,
+                     status = 'active', last_error = NULL, lease_until = NULL, lease_owner = NULL
+                 WHERE id = ? AND lease_owner = ?",
+            )
+            .bind(self.secrets.seal(
+                secrets.to_string().as_bytes(),
+                &associated_data(claimed.user_id, &account.provider, &account.account_key),
+            ))
+            .bind(now)
+            .bind(next_due),
+            RenewalOutcome::Unchanged { next_due } => sqlx::query(
+                "UPDATE connected_accounts
+                 SET renew_due_at = ?, renew_failures = 0, lease_until = NULL, lease_owner = NULL
+                 WHERE id = ? AND lease_owner = ?",
+            )
+            .bind(next_due),
+            RenewalOutcome::Rejected => sqlx::query(
+                "UPDATE connected_accounts
+                 SET status = 'needs_sign_in', renew_due_at = NULL, last_error = NULL,
+                     lease_until = NULL, lease_owner = NULL
+                 WHERE id = ? AND lease_owner = ?",
+            ),
+            RenewalOutcome::Unreachable { code, retry_at } => sqlx::query(
+                "UPDATE connected_accounts
+                 SET status = CASE WHEN status = 'needs_sign_in' THEN status ELSE 'degraded' END,
+                     last_error = ?, renew_due_at = ?, renew_failures = renew_failures + 1,
+                     lease_until = NULL, lease_owner = NULL
+                 WHERE id = ? AND lease_owner = ?",
+            )
+            .bind(code.as_str())
+            .bind(*retry_at),
+        };
+        let done = query
+            .bind(account.id)
+            .bind(owner)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// How many renewals in a row could not reach the provider (for the back-off).
+    pub async fn renew_failures(&self, account_id: i64) -> Result<u32, ErrorCode> {
+        let failures: Option<i64> =
+            sqlx::query_scalar("SELECT renew_failures FROM connected_accounts WHERE id = ?")
+                .bind(account_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_error)?;
+        Ok(failures.unwrap_or(0).clamp(0, 30) as u32)
     }
 }
 

@@ -108,6 +108,10 @@ pub struct Engine {
     pub(crate) flow_ttl: Duration,
     /// See [`EngineConfig::account_check_interval`].
     pub(crate) check_interval: i64,
+    /// This process's name as a renewal lease holder (random per engine).
+    pub(crate) worker_id: Arc<str>,
+    /// One lock per account for renewals wanted now (see `upkeep.rs`).
+    pub(crate) renewal_locks: crate::upkeep::RenewalLocks,
 }
 
 pub(crate) fn check_field_sizes(input: &Input) -> Result<(), ErrorCode> {
@@ -156,6 +160,8 @@ impl Engine {
             clock,
             flow_ttl: config.flow_ttl,
             check_interval: config.account_check_interval,
+            worker_id: crate::flow::FlowId::random().to_string().into(),
+            renewal_locks: Default::default(),
             pool,
         })
     }

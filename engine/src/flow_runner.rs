@@ -287,7 +287,8 @@ impl Engine {
         let now = self.clock.now();
         match purpose {
             Purpose::Connect { user_id } => {
-                let stored = self.accounts.add(user_id, provider, &account, now).await?;
+                let mut stored = self.accounts.add(user_id, provider, &account, now).await?;
+                stored.renew_due_at = Some(self.schedule_first_renewal(&stored, &account).await?);
                 Ok(Progress::Done(Completion::Connected(stored)))
             }
             // The same steps signed in again: that account's secrets are replaced in place
@@ -296,10 +297,11 @@ impl Engine {
                 user_id,
                 account_id,
             } => {
-                let stored = self
+                let mut stored = self
                     .accounts
                     .reauth(user_id, account_id, provider, &account, now)
                     .await?;
+                stored.renew_due_at = Some(self.schedule_first_renewal(&stored, &account).await?);
                 Ok(Progress::Done(Completion::Reauthenticated(stored)))
             }
             Purpose::SignIn => {
@@ -385,6 +387,20 @@ mod tests {
             _secrets: &serde_json::Value,
         ) -> crate::providers::Health {
             crate::providers::Health::Accepted(None)
+        }
+        async fn renew(
+            &self,
+            _http: &mut HttpSession,
+            _now: i64,
+            _secrets: &serde_json::Value,
+        ) -> crate::providers::Health {
+            crate::providers::Health::Accepted(None)
+        }
+        fn expires_at(&self, _secrets: &serde_json::Value) -> Option<i64> {
+            None
+        }
+        fn app_credentials(&self, secrets: &serde_json::Value) -> serde_json::Value {
+            secrets.clone()
         }
         fn first_view(&self) -> StepView {
             StepView::form(
@@ -574,6 +590,20 @@ mod tests {
             _secrets: &serde_json::Value,
         ) -> crate::providers::Health {
             crate::providers::Health::Accepted(None)
+        }
+        async fn renew(
+            &self,
+            _http: &mut HttpSession,
+            _now: i64,
+            _secrets: &serde_json::Value,
+        ) -> crate::providers::Health {
+            crate::providers::Health::Accepted(None)
+        }
+        fn expires_at(&self, _secrets: &serde_json::Value) -> Option<i64> {
+            None
+        }
+        fn app_credentials(&self, secrets: &serde_json::Value) -> serde_json::Value {
+            secrets.clone()
         }
         fn first_view(&self) -> StepView {
             StepView::form(Vec::new(), "Start")

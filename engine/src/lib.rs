@@ -15,6 +15,8 @@ pub mod accounts;
 #[cfg(feature = "server")]
 pub mod api_keys;
 #[cfg(feature = "server")]
+mod app_credentials;
+#[cfg(feature = "server")]
 pub mod clock;
 #[cfg(feature = "server")]
 pub mod crypto;
@@ -56,6 +58,8 @@ pub mod totp_site;
 pub mod totp_verification;
 #[cfg(feature = "server")]
 pub mod two_factor;
+#[cfg(feature = "server")]
+pub mod upkeep;
 #[cfg(feature = "server")]
 pub mod upstream;
 #[cfg(feature = "server")]

@@ -529,6 +529,20 @@ impl Provider for FlameConnectProvider {
             Err(_) => Health::Unreachable(ErrorCode::Timeout),
         }
     }
+
+    /// Renewing is what the check does: the refresh grant.
+    async fn renew(&self, http: &mut HttpSession, now: i64, secrets: &Value) -> Health {
+        self.check(http, now, secrets).await
+    }
+
+    fn expires_at(&self, secrets: &Value) -> Option<i64> {
+        super::earliest(secrets, &["expires_at"])
+    }
+
+    /// The access token (FlameConnect's API takes it as a Bearer token) and its expiry.
+    fn app_credentials(&self, secrets: &Value) -> Value {
+        super::pick(secrets, &["access_token", "expires_at"])
+    }
 }
 
 async fn refresh(http: &mut HttpSession, now: i64, kept: &Value) -> Health {

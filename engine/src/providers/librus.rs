@@ -270,6 +270,59 @@ impl Provider for LibrusProvider {
             Err(_) => Health::Unreachable(ErrorCode::Timeout),
         }
     }
+
+    /// Synergia's `refreshToken` with the session cookies: a new `oauth_token`.
+    async fn renew(
+        &self,
+        http: &mut HttpSession,
+        _now: i64,
+        secrets: &serde_json::Value,
+    ) -> Health {
+        let work = async {
+            if let Err(health) = session_cookies(http, secrets) {
+                return health;
+            }
+            refresh_oauth_token(http, secrets).await
+        };
+        match tokio::time::timeout(WHOLE_LOGIN, work).await {
+            Ok(health) => health,
+            Err(_) => Health::Unreachable(ErrorCode::Timeout),
+        }
+    }
+
+    /// Synergia names no expiry: the upkeep renews at least daily.
+    fn expires_at(&self, _secrets: &serde_json::Value) -> Option<i64> {
+        None
+    }
+
+    /// The Synergia session cookies a client sends to `gateway/api/2.0/*`.
+    fn app_credentials(&self, secrets: &serde_json::Value) -> serde_json::Value {
+        super::pick(
+            secrets,
+            &[
+                SESSION_COOKIES[0],
+                SESSION_COOKIES[1],
+                SESSION_COOKIES[2],
+                "user_identifier",
+            ],
+        )
+    }
+}
+
+/// Puts the kept Synergia cookies in the jar (`Err(Rejected)` when one is missing).
+fn session_cookies(http: &mut HttpSession, secrets: &serde_json::Value) -> Result<(), Health> {
+    let synergia = url(SYNERGIA);
+    for name in SESSION_COOKIES {
+        let Some(value) = secrets.get(name).and_then(serde_json::Value::as_str) else {
+            tracing::warn!(
+                cookie = name,
+                "a Librus account is kept without its session cookie"
+            );
+            return Err(Health::Rejected);
+        };
+        http.set_cookie(&synergia, name, value);
+    }
+    Ok(())
 }
 
 /// What an answer of Synergia's gateway says about the session, if anything.
@@ -290,16 +343,8 @@ fn unreachable_from(response: &UpstreamResponse) -> Health {
 }
 
 async fn check_session(http: &mut HttpSession, secrets: &serde_json::Value) -> Health {
-    let synergia = url(SYNERGIA);
-    for name in SESSION_COOKIES {
-        let Some(value) = secrets.get(name).and_then(serde_json::Value::as_str) else {
-            tracing::warn!(
-                cookie = name,
-                "a Librus account is kept without its session cookie"
-            );
-            return Health::Rejected;
-        };
-        http.set_cookie(&synergia, name, value);
+    if let Err(health) = session_cookies(http, secrets) {
+        return health;
     }
     let me = url(&format!("{SYNERGIA}/gateway/api/2.0/Me"));
     let answer = match http.send(UpstreamRequest::get(me)).await {
@@ -317,6 +362,12 @@ async fn check_session(http: &mut HttpSession, secrets: &serde_json::Value) -> H
         Some(false) => {}
         None => return unreachable_from(&answer),
     }
+    refresh_oauth_token(http, secrets).await
+}
+
+/// `refreshToken` (the session cookies are in the jar): the kept secrets with the new
+/// `oauth_token`.
+async fn refresh_oauth_token(http: &mut HttpSession, secrets: &serde_json::Value) -> Health {
     let refresh = url(&format!("{SYNERGIA}/refreshToken"));
     let answer = match http.send(UpstreamRequest::get(refresh)).await {
         Ok(answer) => answer,
@@ -327,7 +378,7 @@ async fn check_session(http: &mut HttpSession, secrets: &serde_json::Value) -> H
         Some(false) => return Health::Rejected,
         None => return unreachable_from(&answer),
     }
-    let Some(token) = http.cookie(&synergia, "oauth_token") else {
+    let Some(token) = http.cookie(&url(SYNERGIA), "oauth_token") else {
         return Health::Unreachable(ErrorCode::Unknown);
     };
     let mut renewed = secrets.clone();

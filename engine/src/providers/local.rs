@@ -100,6 +100,23 @@ impl Provider for LocalProvider {
         super::Health::Accepted(None)
     }
 
+    async fn renew(
+        &self,
+        _http: &mut crate::upstream::HttpSession,
+        _now: i64,
+        _secrets: &serde_json::Value,
+    ) -> super::Health {
+        super::Health::Accepted(None)
+    }
+
+    fn expires_at(&self, _secrets: &serde_json::Value) -> Option<i64> {
+        None
+    }
+
+    fn app_credentials(&self, _secrets: &serde_json::Value) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+
     fn first_view(&self) -> StepView {
         StepView::form(
             vec![

@@ -707,6 +707,32 @@ impl Provider for LynkcoProvider {
         }
     }
 
+    /// Renewing is what the check does: the refresh grant, then a new CCC token.
+    async fn renew(&self, http: &mut HttpSession, now: i64, secrets: &Value) -> Health {
+        self.check(http, now, secrets).await
+    }
+
+    fn expires_at(&self, secrets: &Value) -> Option<i64> {
+        super::earliest(
+            secrets,
+            &["access_token_expires_at", "ccc_token_expires_at"],
+        )
+    }
+
+    /// The access token and the CCC token the car API takes, with their expiries, and the VIN.
+    fn app_credentials(&self, secrets: &Value) -> Value {
+        super::pick(
+            secrets,
+            &[
+                "access_token",
+                "access_token_expires_at",
+                "ccc_token",
+                "ccc_token_expires_at",
+                "vin",
+            ],
+        )
+    }
+
     /// The email and the VIN, so signing in again needs only the password.
     fn reauth_prefill(&self, display_name: &str, secrets: &Value) -> Input {
         let mut prefill = Input::new();

@@ -199,6 +199,19 @@ pub trait Provider: Send + Sync + 'static {
     /// that is the only way. `http` is a fresh session (empty cookie jar).
     async fn check(&self, http: &mut HttpSession, now: i64, secrets: &serde_json::Value) -> Health;
 
+    /// Renews the account's session without the user (a refresh grant, Synergia's
+    /// `refreshToken`, a new `serviceToken` from Xiaomi's `passToken`): `Accepted(Some(new
+    /// secrets))` when renewed, `Accepted(None)` when there is nothing to renew, `Rejected` when
+    /// the provider wants the user again. `http` is a fresh session.
+    async fn renew(&self, http: &mut HttpSession, now: i64, secrets: &serde_json::Value) -> Health;
+
+    /// When the kept secrets stop working (Unix seconds; the earliest expiry), if known.
+    fn expires_at(&self, secrets: &serde_json::Value) -> Option<i64>;
+
+    /// What the user's own apps get through the API: the usable credentials out of the kept
+    /// secrets, never a refresh token or anything else that only renews them.
+    fn app_credentials(&self, secrets: &serde_json::Value) -> serde_json::Value;
+
     /// What the first form is filled in with when the user signs in to account
     /// `display_name` again (reauth): by default the first field holds the account name.
     fn reauth_prefill(&self, display_name: &str, _secrets: &serde_json::Value) -> Input {
@@ -226,6 +239,9 @@ pub trait AnyProvider: Send + Sync {
         input: &Input,
     ) -> Step<serde_json::Value>;
     async fn check(&self, http: &mut HttpSession, now: i64, secrets: &serde_json::Value) -> Health;
+    async fn renew(&self, http: &mut HttpSession, now: i64, secrets: &serde_json::Value) -> Health;
+    fn expires_at(&self, secrets: &serde_json::Value) -> Option<i64>;
+    fn app_credentials(&self, secrets: &serde_json::Value) -> serde_json::Value;
     fn reauth_prefill(&self, display_name: &str, secrets: &serde_json::Value) -> Input;
 }
 
@@ -274,9 +290,38 @@ impl<P: Provider> AnyProvider for P {
         Provider::check(self, http, now, secrets).await
     }
 
+    async fn renew(&self, http: &mut HttpSession, now: i64, secrets: &serde_json::Value) -> Health {
+        Provider::renew(self, http, now, secrets).await
+    }
+
+    fn expires_at(&self, secrets: &serde_json::Value) -> Option<i64> {
+        Provider::expires_at(self, secrets)
+    }
+
+    fn app_credentials(&self, secrets: &serde_json::Value) -> serde_json::Value {
+        Provider::app_credentials(self, secrets)
+    }
+
     fn reauth_prefill(&self, display_name: &str, secrets: &serde_json::Value) -> Input {
         Provider::reauth_prefill(self, display_name, secrets)
     }
+}
+
+/// The named fields of `secrets`, for [`Provider::app_credentials`] (absent ones are left out).
+pub fn pick(secrets: &serde_json::Value, names: &[&str]) -> serde_json::Value {
+    let picked = names
+        .iter()
+        .filter_map(|name| Some(((*name).to_owned(), secrets.get(*name)?.clone())))
+        .collect();
+    serde_json::Value::Object(picked)
+}
+
+/// The earliest of the named Unix-seconds fields of `secrets`, for [`Provider::expires_at`].
+pub fn earliest(secrets: &serde_json::Value, names: &[&str]) -> Option<i64> {
+    names
+        .iter()
+        .filter_map(|name| secrets.get(*name)?.as_i64())
+        .min()
 }
 
 /// The third-party providers a signed-in user can connect, in the order the picker shows them.

@@ -857,34 +857,86 @@ impl Provider for XiaomiProvider {
     /// pasted URL has no `passToken` (the browser kept that session) and cannot be asked
     /// without Xiaomi's signed device API, so it counts as accepted.
     async fn check(&self, http: &mut HttpSession, _now: i64, secrets: &Value) -> Health {
-        let (Some(pass_token), Some(user_id)) = (
-            secrets.get("passToken").and_then(Value::as_str),
-            secrets.get("userId").and_then(Value::as_str),
-        ) else {
-            return Health::Accepted(None);
+        match pass_token_login(http, secrets).await {
+            Ok(_) => Health::Accepted(None),
+            Err(health) => health,
+        }
+    }
+
+    /// The same `serviceLogin`, then its STS `location`: a new `serviceToken` (and
+    /// `ssecurity`) for the session the `passToken` keeps.
+    async fn renew(&self, http: &mut HttpSession, _now: i64, secrets: &Value) -> Health {
+        let answer = match pass_token_login(http, secrets).await {
+            Ok(Some(answer)) => answer,
+            Ok(None) => return Health::Accepted(None),
+            Err(health) => return health,
         };
         let account_url = url(ACCOUNT);
-        http.set_cookie(&account_url, "sdkVersion", SDK_VERSION);
-        http.set_cookie(&account_url, "deviceId", &device_id());
-        http.set_cookie(&account_url, "passToken", pass_token);
-        http.set_cookie(&account_url, "userId", user_id);
-        let login = url(&format!(
-            "{ACCOUNT}/pass/serviceLogin?sid=xiaomiio&_json=true"
-        ));
-        let answer =
-            match bounded(async { Ok(http.send(UpstreamRequest::get(login)).await?) }).await {
-                Ok(answer) => answer,
-                Err(error) => return Health::Unreachable(error.code),
-            };
-        let answer = match xiaomi_json(&answer, "serviceLogin check") {
-            Ok(answer) => answer,
+        let Some(sts_url) = text_of(&answer, "location")
+            .and_then(|location| account_url.join(&location).ok())
+            .filter(|sts| sts.origin() == sts_origin())
+        else {
+            tracing::warn!("serviceLogin logged in without an STS location");
+            return Health::Unreachable(ErrorCode::Unknown);
+        };
+        let sts = match bounded(open_sts(http, sts_url)).await {
+            Ok(sts) => sts,
+            Err(error) if error.code == ErrorCode::TokenError => return Health::Rejected,
             Err(error) => return Health::Unreachable(error.code),
         };
-        match code_of(&answer) {
-            Some(0) if text_of(&answer, "ssecurity").is_some() => Health::Accepted(None),
-            Some(70016 | 20003 | 70002) | Some(0) => Health::Rejected,
-            _ => Health::Unreachable(ErrorCode::Unknown),
+        let mut renewed = secrets.clone();
+        renewed["serviceToken"] = sts.service_token.into();
+        if let Some(ssecurity) = text_of(&answer, "ssecurity").or(sts.ssecurity) {
+            renewed["ssecurity"] = ssecurity.into();
         }
+        if let Some(pass_token) =
+            text_of(&answer, "passToken").or_else(|| http.cookie(&account_url, "passToken"))
+        {
+            renewed["passToken"] = pass_token.into();
+        }
+        Health::Accepted(Some(renewed))
+    }
+
+    /// Xiaomi names no expiry for a `serviceToken`: the upkeep renews at least daily.
+    fn expires_at(&self, _secrets: &Value) -> Option<i64> {
+        None
+    }
+
+    /// What Mi Cloud API clients sign their calls with.
+    fn app_credentials(&self, secrets: &Value) -> Value {
+        super::pick(secrets, &["serviceToken", "userId", "ssecurity", "cUserId"])
+    }
+}
+
+/// `serviceLogin` with the kept `passToken`: `Ok(Some(answer))` when the session still logs
+/// in, `Ok(None)` when there is no `passToken` to ask with, else the health to report.
+async fn pass_token_login(
+    http: &mut HttpSession,
+    secrets: &Value,
+) -> Result<Option<Value>, Health> {
+    let (Some(pass_token), Some(user_id)) = (
+        secrets.get("passToken").and_then(Value::as_str),
+        secrets.get("userId").and_then(Value::as_str),
+    ) else {
+        return Ok(None);
+    };
+    let account_url = url(ACCOUNT);
+    http.set_cookie(&account_url, "sdkVersion", SDK_VERSION);
+    http.set_cookie(&account_url, "deviceId", &device_id());
+    http.set_cookie(&account_url, "passToken", pass_token);
+    http.set_cookie(&account_url, "userId", user_id);
+    let login = url(&format!(
+        "{ACCOUNT}/pass/serviceLogin?sid=xiaomiio&_json=true"
+    ));
+    let answer = bounded(async { Ok(http.send(UpstreamRequest::get(login)).await?) })
+        .await
+        .map_err(|error| Health::Unreachable(error.code))?;
+    let answer = xiaomi_json(&answer, "serviceLogin with passToken")
+        .map_err(|error| Health::Unreachable(error.code))?;
+    match code_of(&answer) {
+        Some(0) if text_of(&answer, "ssecurity").is_some() => Ok(Some(answer)),
+        Some(70016 | 20003 | 70002) | Some(0) => Err(Health::Rejected),
+        _ => Err(Health::Unreachable(ErrorCode::Unknown)),
     }
 }
 

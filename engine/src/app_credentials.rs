@@ -1,0 +1,35 @@
+//! What a user's own apps (Home Assistant, homebridge, scripts) get for a connected account
+//! through the API: the provider's usable credentials, renewed first when they are about to
+//! expire (never refresh tokens or `passToken`: those stay in Stepgate).
+
+use serde_json::json;
+
+use crate::users::UserId;
+use crate::{Engine, ErrorCode};
+
+impl Engine {
+    /// The fresh credentials of account `account_id` of `user_id`: `not_found` when it is not
+    /// theirs, `needs_sign_in` when the provider refused its tokens, the provider's error when
+    /// a needed renewal could not reach it.
+    pub async fn app_credentials(
+        &self,
+        user_id: UserId,
+        account_id: i64,
+    ) -> Result<serde_json::Value, ErrorCode> {
+        self.renew_if_near_expiry(user_id, account_id).await?;
+        let account = self.accounts.get(user_id, account_id).await?;
+        let provider = self
+            .providers
+            .get(account.provider.as_str())
+            .ok_or(ErrorCode::NotFound)?;
+        let secrets = self.accounts.secrets(user_id, account_id).await?;
+        Ok(json!({
+            "account_id": account.id,
+            "provider": account.provider,
+            "name": account.display_name,
+            "credentials": provider.app_credentials(&secrets),
+            "expires_at": provider.expires_at(&secrets),
+            "renewed_at": account.renewed_at,
+        }))
+    }
+}

@@ -1,0 +1,515 @@
+//! Token upkeep: connected accounts stay alive without their users. Each provider says how to
+//! renew its session ([`crate::providers::Provider::renew`]: a refresh grant, Synergia's
+//! `refreshToken`, a new `serviceToken` from Xiaomi's `passToken`) and when its tokens expire
+//! ([`crate::providers::Provider::expires_at`]). Each account is renewed [`margin`] before that,
+//! and at least every [`MAX_RENEWAL_INTERVAL`]; the due time lives in the database, so a restart
+//! between "due" and "done" loses nothing.
+//!
+//! One account is never renewed twice at once: a worker first leases it in the database (any
+//! number of workers or instances), and inside one process the callers that want an account
+//! renewed now (an app reading its credentials) wait on one lock per account, so 50 of them
+//! make one refresh. A refresh rotates the refresh token: the new secrets are written in the one
+//! statement that also gives the lease back, right after the provider's answer.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::accounts::{ClaimedRenewal, ConnectedAccount, RenewalOutcome};
+use crate::providers::Health;
+use crate::users::UserId;
+use crate::{Engine, ErrorCode};
+
+/// An account is renewed at least this often, whatever its tokens' lifetime (Nango's rule).
+pub const MAX_RENEWAL_INTERVAL: i64 = 24 * 3600;
+/// A lease runs out after this (a worker that died mid-renewal holds an account no longer).
+pub const LEASE_SECONDS: i64 = 60;
+/// Credentials this close to expiry are renewed before an app gets them, even if not yet due.
+const READ_MARGIN: i64 = 30;
+/// How many accounts one pass of the upkeep leases at most.
+const BATCH: i64 = 16;
+/// The first wait after an unreachable provider; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: i64 = 30;
+const MAX_BACKOFF: i64 = 3600;
+
+/// How long before its tokens expire an account is renewed: five minutes, or half the time
+/// left when that is shorter (tokens that live minutes, as in tests).
+pub fn margin(now: i64, expires_at: i64) -> i64 {
+    ((expires_at - now) / 2).clamp(0, 300)
+}
+
+/// When to renew next: a margin before `expires_at`, and no later than a day from `now`.
+pub fn next_due(now: i64, expires_at: Option<i64>) -> i64 {
+    let daily = now + MAX_RENEWAL_INTERVAL;
+    match expires_at {
+        Some(at) => (at - margin(now, at)).min(daily),
+        None => daily,
+    }
+}
+
+/// The wait after `failures` renewals in a row that could not reach the provider.
+pub fn backoff(failures: u32) -> i64 {
+    FIRST_BACKOFF
+        .saturating_mul(1_i64 << failures.min(20))
+        .min(MAX_BACKOFF)
+}
+
+/// One lock per account for the callers of one process (see the module doc).
+#[derive(Clone, Default)]
+pub(crate) struct RenewalLocks(Arc<Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>>);
+
+impl RenewalLocks {
+    fn of(&self, account_id: i64) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Locks nobody waits on are dropped as the map is used, so it stays small.
+        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+        locks.entry(account_id).or_default().clone()
+    }
+}
+
+impl Engine {
+    /// The lease holder's name for this engine (one per process).
+    fn worker(&self) -> &str {
+        &self.worker_id
+    }
+
+    /// Schedules the first renewal of an account just connected (or signed in again) with
+    /// `account`'s secrets; returns when it is due.
+    pub(crate) async fn schedule_first_renewal(
+        &self,
+        stored: &ConnectedAccount,
+        account: &crate::providers::NewAccount,
+    ) -> Result<i64, ErrorCode> {
+        let expires = self
+            .providers
+            .get(stored.provider.as_str())
+            .and_then(|p| p.expires_at(&account.secrets));
+        let due = next_due(self.clock.now(), expires);
+        self.accounts.schedule_renewal(stored.id, due).await?;
+        Ok(due)
+    }
+
+    /// One pass of the upkeep: leases the accounts due now and renews them. Returns how many
+    /// it handled.
+    pub async fn run_due_renewals(&self) -> Result<usize, ErrorCode> {
+        let now = self.clock.now();
+        let claimed = self
+            .accounts
+            .claim_due_renewals(now, now + LEASE_SECONDS, self.worker(), BATCH)
+            .await?;
+        let count = claimed.len();
+        for renewal in claimed {
+            self.renew_leased(&renewal).await;
+        }
+        Ok(count)
+    }
+
+    /// Runs [`Engine::run_due_renewals`] every `every` until the task is dropped.
+    pub fn spawn_upkeep(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match engine.run_due_renewals().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(accounts = n, "renewed due accounts"),
+                    Err(code) => tracing::warn!(%code, "the token upkeep pass failed"),
+                }
+            }
+        })
+    }
+
+    /// Renews an account this worker holds the lease of, and stores the outcome.
+    async fn renew_leased(&self, claimed: &ClaimedRenewal) -> RenewalOutcome {
+        let account = &claimed.account;
+        let outcome = self.renewal_outcome(claimed.user_id, account).await;
+        match &outcome {
+            RenewalOutcome::Rejected => tracing::info!(
+                account = account.id,
+                provider = account.provider,
+                "the provider refused to renew an account: it needs signing in again"
+            ),
+            RenewalOutcome::Unreachable { code, .. } => tracing::warn!(
+                account = account.id,
+                provider = account.provider,
+                %code,
+                "an account could not be renewed"
+            ),
+            _ => {}
+        }
+        match self
+            .accounts
+            .finish_renewal(claimed, self.worker(), &outcome, self.clock.now())
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                account = account.id,
+                "a renewal's lease ran out before it finished; its outcome was not stored"
+            ),
+            Err(code) => tracing::error!(account = account.id, %code, "storing a renewal failed"),
+        }
+        outcome
+    }
+
+    async fn renewal_outcome(&self, user_id: UserId, account: &ConnectedAccount) -> RenewalOutcome {
+        let now = self.clock.now();
+        let unreachable = |code: ErrorCode, failures: u32| RenewalOutcome::Unreachable {
+            code,
+            retry_at: now + backoff(failures),
+        };
+        let failures = self.accounts.renew_failures(account.id).await.unwrap_or(0);
+        let Some(provider) = self.providers.get(account.provider.as_str()) else {
+            return unreachable(ErrorCode::NotFound, failures);
+        };
+        let secrets = match self.accounts.secrets(user_id, account.id).await {
+            Ok(secrets) => secrets,
+            Err(code) => return unreachable(code, failures),
+        };
+        let mut http = self.upstreams.session();
+        match provider.renew(&mut http, now, &secrets).await {
+            Health::Accepted(Some(renewed)) => {
+                let after = self.clock.now();
+                RenewalOutcome::Renewed {
+                    next_due: next_due(after, provider.expires_at(&renewed)),
+                    secrets: renewed,
+                }
+            }
+            Health::Accepted(None) => RenewalOutcome::Unchanged {
+                next_due: next_due(now, provider.expires_at(&secrets)),
+            },
+            Health::Rejected => RenewalOutcome::Rejected,
+            Health::Unreachable(code) => unreachable(code, failures),
+        }
+    }
+
+    /// Renews account `account_id` now if its tokens expire within the margin (an app is about
+    /// to use them). Concurrent callers share one renewal: in this process through the
+    /// account's lock, across instances through the database lease (a caller that finds the
+    /// lease taken waits until it is given back, up to the lease's length).
+    pub(crate) async fn renew_if_near_expiry(
+        &self,
+        user_id: UserId,
+        account_id: i64,
+    ) -> Result<(), ErrorCode> {
+        let lock = self.renewal_locks.of(account_id);
+        let _held = lock.lock().await;
+        let deadline = self.clock.now() + LEASE_SECONDS;
+        loop {
+            let account = self.accounts.get(user_id, account_id).await?;
+            if account.status == crate::accounts::AccountStatus::NeedsSignIn {
+                return Err(ErrorCode::NeedsSignIn);
+            }
+            let provider = self
+                .providers
+                .get(account.provider.as_str())
+                .ok_or(ErrorCode::NotFound)?;
+            let secrets = self.accounts.secrets(user_id, account_id).await?;
+            let now = self.clock.now();
+            // Due by the schedule (which put the margin before expiry when it was made), or
+            // about to expire whatever the schedule says.
+            let near = account.renew_due_at.is_some_and(|due| due <= now)
+                || provider
+                    .expires_at(&secrets)
+                    .is_some_and(|at| at <= now + READ_MARGIN);
+            if !near {
+                return Ok(());
+            }
+            if self
+                .accounts
+                .claim_renewal(account_id, now, now + LEASE_SECONDS, self.worker())
+                .await?
+            {
+                let claimed = ClaimedRenewal { user_id, account };
+                return match self.renew_leased(&claimed).await {
+                    RenewalOutcome::Renewed { .. } | RenewalOutcome::Unchanged { .. } => Ok(()),
+                    RenewalOutcome::Rejected => Err(ErrorCode::NeedsSignIn),
+                    RenewalOutcome::Unreachable { code, .. } => Err(code),
+                };
+            }
+            // Another worker or instance is renewing it: wait for its answer.
+            if self.clock.now() > deadline {
+                return Err(ErrorCode::Timeout);
+            }
+            while self
+                .accounts
+                .renewal_under_way(account_id, self.clock.now())
+                .await?
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if self.clock.now() > deadline {
+                    return Err(ErrorCode::Timeout);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use sandbox::faults::Fault;
+    use sandbox::flameconnect::{self as double, FlameConnectSandbox};
+
+    use super::*;
+    use crate::accounts::AccountStatus;
+    use crate::clock::ManualClock;
+    use crate::providers::Purpose;
+    use crate::test_support::{
+        connected, engine_with, input, provider_config, register_owner, OWNER,
+    };
+
+    /// Tokens that live ten minutes, so the first renewal is due five minutes in.
+    const LIFETIME: i64 = 600;
+
+    struct Setup {
+        engine: Engine,
+        clock: ManualClock,
+        user: UserId,
+        account: ConnectedAccount,
+        sandbox: FlameConnectSandbox,
+        dir: tempfile::TempDir,
+    }
+
+    async fn open(dir: &tempfile::TempDir, sandbox: &FlameConnectSandbox) -> (Engine, ManualClock) {
+        engine_with(provider_config(dir.path(), &sandbox.upstreams())).await
+    }
+
+    /// A FlameConnect account connected at the manual clock's start.
+    async fn setup() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let sandbox = FlameConnectSandbox::spawn().await;
+        sandbox.set_access_token_lifetime(Duration::from_secs(LIFETIME as u64));
+        let (engine, clock) = open(&dir, &sandbox).await;
+        let user = register_owner(&engine).await;
+        let account = connected(
+            engine
+                .start_flow(
+                    "flameconnect",
+                    Purpose::Connect { user_id: user },
+                    Some(OWNER.into()),
+                    &input(&[
+                        ("email", double::DEMO_EMAIL),
+                        ("password", double::DEMO_PASSWORD),
+                    ]),
+                )
+                .await,
+        );
+        Setup {
+            engine,
+            clock,
+            user,
+            account,
+            sandbox,
+            dir,
+        }
+    }
+
+    impl Setup {
+        async fn stored(&self) -> (ConnectedAccount, serde_json::Value) {
+            let accounts = self.engine.accounts();
+            (
+                accounts.get(self.user, self.account.id).await.unwrap(),
+                accounts.secrets(self.user, self.account.id).await.unwrap(),
+            )
+        }
+
+        async fn run(&self) -> usize {
+            self.engine.run_due_renewals().await.unwrap()
+        }
+    }
+
+    #[test]
+    fn renewals_are_due_a_margin_before_expiry_and_at_least_daily() {
+        let now = 1_000_000;
+        assert_eq!(next_due(now, Some(now + 600)), now + 300);
+        assert_eq!(
+            next_due(now, Some(now + 10)),
+            now + 5,
+            "short-lived: half the time left"
+        );
+        assert_eq!(
+            next_due(now, Some(now - 5)),
+            now - 5,
+            "already expired: due now"
+        );
+        assert_eq!(next_due(now, Some(now + 3 * 86_400)), now + 86_400);
+        assert_eq!(next_due(now, None), now + MAX_RENEWAL_INTERVAL);
+        let waits: Vec<i64> = (0..9).map(backoff).collect();
+        assert_eq!(waits, [30, 60, 120, 240, 480, 960, 1920, 3600, 3600]);
+    }
+
+    #[tokio::test]
+    async fn an_account_is_renewed_a_margin_before_expiry_and_the_rotated_token_is_kept() {
+        let s = setup().await;
+        let start = s.engine.now();
+        assert_eq!(s.account.renew_due_at, Some(start + LIFETIME / 2));
+        let (_, before) = s.stored().await;
+
+        s.clock.advance(LIFETIME / 2 - 1);
+        assert_eq!(s.run().await, 0, "not due yet");
+        assert_eq!(s.sandbox.refreshes(), 0);
+        s.clock.advance(1);
+        assert_eq!(s.run().await, 1);
+        assert_eq!(s.sandbox.refreshes(), 1);
+
+        let (account, after) = s.stored().await;
+        assert_ne!(after["refresh_token"], before["refresh_token"]);
+        assert_ne!(after["access_token"], before["access_token"]);
+        assert_eq!(account.renewed_at, Some(s.engine.now()));
+        assert_eq!(account.renew_due_at, Some(s.engine.now() + LIFETIME / 2));
+        assert_eq!(account.status, AccountStatus::Active);
+        // The provider rotated the refresh token: the old one is spent, so only the stored
+        // new one can renew from here on.
+        let provider = &s.engine.providers["flameconnect"];
+        let mut http = s.engine.upstreams.session();
+        assert_eq!(
+            provider.renew(&mut http, s.engine.now(), &before).await,
+            Health::Rejected
+        );
+        s.clock.advance(LIFETIME / 2);
+        assert_eq!(s.run().await, 1);
+        assert_eq!(s.stored().await.0.status, AccountStatus::Active);
+    }
+
+    #[tokio::test]
+    async fn a_revoked_account_needs_sign_in_and_is_left_alone_until_then() {
+        let s = setup().await;
+        s.sandbox.revoke(double::DEMO_EMAIL);
+        s.clock.advance(LIFETIME / 2);
+        assert_eq!(s.run().await, 1);
+        let (account, _) = s.stored().await;
+        assert_eq!(account.status, AccountStatus::NeedsSignIn);
+        assert_eq!(account.renew_due_at, None);
+        assert_eq!(
+            s.engine.app_credentials(s.user, s.account.id).await,
+            Err(ErrorCode::NeedsSignIn)
+        );
+        s.clock.advance(MAX_RENEWAL_INTERVAL);
+        assert_eq!(s.run().await, 0);
+        assert_eq!(s.sandbox.refreshes(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_provider_degrades_the_account_and_backs_off() {
+        let s = setup().await;
+        s.sandbox.set_fault("refresh", Fault::Unavailable503);
+        s.clock.advance(LIFETIME / 2);
+        assert_eq!(s.run().await, 1);
+        let (account, _) = s.stored().await;
+        assert_eq!(account.status, AccountStatus::Degraded);
+        assert_eq!(account.last_error, Some(ErrorCode::ServiceUnavailable));
+        assert_eq!(account.renew_due_at, Some(s.engine.now() + backoff(0)));
+        s.clock.advance(backoff(0));
+        assert_eq!(s.run().await, 1);
+        assert_eq!(
+            s.stored().await.0.renew_due_at,
+            Some(s.engine.now() + backoff(1)),
+            "the wait doubles"
+        );
+        s.sandbox.clear_faults();
+        s.clock.advance(backoff(1));
+        assert_eq!(s.run().await, 1);
+        let (account, _) = s.stored().await;
+        assert_eq!(
+            (account.status, account.last_error),
+            (AccountStatus::Active, None)
+        );
+        assert_eq!(s.engine.accounts().renew_failures(account.id).await, Ok(0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn fifty_concurrent_credential_reads_share_one_refresh() {
+        let s = setup().await;
+        // Fresh tokens: a read renews nothing.
+        let fresh = s
+            .engine
+            .app_credentials(s.user, s.account.id)
+            .await
+            .unwrap();
+        assert!(fresh["credentials"]["access_token"].is_string());
+        assert!(
+            fresh["credentials"].get("refresh_token").is_none(),
+            "never handed out"
+        );
+        assert_eq!(s.sandbox.refreshes(), 0);
+
+        s.clock.advance(LIFETIME - 60);
+        let reads: Vec<_> = (0..50)
+            .map(|_| {
+                let (engine, user, id) = (s.engine.clone(), s.user, s.account.id);
+                tokio::spawn(async move { engine.app_credentials(user, id).await })
+            })
+            .collect();
+        let mut tokens = std::collections::HashSet::new();
+        for read in reads {
+            let answer = read.await.unwrap().unwrap();
+            tokens.insert(
+                answer["credentials"]["access_token"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+        assert_eq!(
+            s.sandbox.refreshes(),
+            1,
+            "one upstream refresh for 50 reads"
+        );
+        assert_eq!(tokens.len(), 1, "every read got the renewed token");
+        assert_ne!(
+            tokens.into_iter().next(),
+            fresh["credentials"]["access_token"]
+                .as_str()
+                .map(str::to_owned)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_renewal_due_before_a_restart_runs_after_it_and_a_dead_workers_lease_runs_out() {
+        let s = setup().await;
+        let id = s.account.id;
+        // A worker leases the account and dies before it renews it.
+        let now = s.engine.now() + LIFETIME / 2;
+        let leased = s
+            .engine
+            .accounts()
+            .claim_due_renewals(now, now + LEASE_SECONDS, "a-worker-that-died", 10)
+            .await
+            .unwrap();
+        assert_eq!(leased.len(), 1);
+        s.engine.pool().close().await;
+
+        // The server starts again (a new engine on the same database, its clock at the start).
+        let (engine, clock) = open(&s.dir, &s.sandbox).await;
+        clock.advance(LIFETIME / 2);
+        assert_eq!(
+            engine.run_due_renewals().await.unwrap(),
+            0,
+            "the lease still holds"
+        );
+        clock.advance(LEASE_SECONDS + 1);
+        assert_eq!(engine.run_due_renewals().await.unwrap(), 1);
+        assert_eq!(s.sandbox.refreshes(), 1);
+        let account = engine.accounts().get(s.user, id).await.unwrap();
+        assert_eq!(account.renewed_at, Some(engine.now()));
+        // The dead worker's late answer would not be stored: its lease is gone.
+        let late = engine
+            .accounts()
+            .finish_renewal(
+                &leased[0],
+                "a-worker-that-died",
+                &RenewalOutcome::Rejected,
+                engine.now(),
+            )
+            .await;
+        assert_eq!(late, Ok(false));
+        assert_eq!(
+            engine.accounts().get(s.user, id).await.unwrap().status,
+            AccountStatus::Active
+        );
+    }
+}
