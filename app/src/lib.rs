@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod api;
+pub mod api_keys;
 pub mod components;
 pub mod error;
 pub mod pages;
@@ -16,6 +17,7 @@ use leptos_router::SsrMode;
 
 use pages::{
     accounts::{AccountsPage, RemoveAccountPage},
+    api_keys::ApiKeysPage,
     connect::{ConnectPage, ConnectPickerPage},
     home::HomePage,
     login::LoginPage,
@@ -87,6 +89,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("register") view=RegisterPage/>
                     <Route path=path!("login/code") view=SecondFactorPage ssr=SsrMode::Async/>
                     <Route path=path!("settings/security") view=SecurityPage ssr=SsrMode::Async/>
+                    <Route path=path!("settings/api-keys") view=ApiKeysPage ssr=SsrMode::Async/>
                     <Route path=path!("accounts") view=AccountsPage ssr=SsrMode::Async/>
                     <Route path=path!("accounts/remove") view=RemoveAccountPage ssr=SsrMode::Async/>
                     <Route path=path!("accounts/connect") view=ConnectPickerPage ssr=SsrMode::Async/>

@@ -1,0 +1,201 @@
+//! Server functions of the API keys page (`pages/api_keys.rs`): what the page shows, creating a
+//! key, revoking one. Thin: the engine keeps the keys (`engine/src/api_keys.rs`).
+//!
+//! How the new key's secret reaches the page once: the page is plain forms (no WebAssembly), so
+//! "Create key" is a form post that ends in a redirect, and the secret cannot ride in the
+//! redirect's URL (URLs end up in history, logs and `Referer`s). Creating a key puts it in a
+//! short-lived cookie instead: HttpOnly, SameSite=Strict, sent only to `/settings/api-keys`,
+//! one minute at most. Rendering the page takes it out of the cookie and clears it, so it is
+//! shown exactly once and stays in no URL, no log and not in the database (which keeps only a
+//! SHA-256 of it).
+
+use std::collections::HashMap;
+
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::AppError;
+
+/// A connected account a key can be given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopeChoice {
+    pub id: i64,
+    /// The provider and account name: "Librus demo.parent".
+    pub label: String,
+}
+
+/// One key in the list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRow {
+    pub id: String,
+    pub name: String,
+    /// The accounts it may read, as [`ScopeChoice::label`]s.
+    pub scope: Vec<String>,
+    /// Unix seconds (to the minute).
+    pub last_used_at: Option<i64>,
+    pub created_at: i64,
+}
+
+/// What `/settings/api-keys` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeysPageData {
+    pub keys: Vec<KeyRow>,
+    pub accounts: Vec<ScopeChoice>,
+    /// The key just created, shown this once.
+    pub new_key: Option<String>,
+}
+
+#[cfg(feature = "ssr")]
+mod ssr {
+    use http::header::{COOKIE, SET_COOKIE};
+    use http::request::Parts;
+    use http::HeaderValue;
+    use leptos::prelude::use_context;
+    use leptos_axum::ResponseOptions;
+
+    const NEW_KEY_COOKIE: &str = "stepgate_new_api_key";
+    /// Over https (`__Host-` would need `Path=/`; this cookie is for one page only).
+    const SECURE_NEW_KEY_COOKIE: &str = "__Secure-stepgate_new_api_key";
+    const PAGE: &str = "/settings/api-keys";
+    /// Long enough for the redirect to the page, short enough to be gone if it never comes.
+    const NEW_KEY_SECONDS: u32 = 60;
+
+    fn is_https(parts: &Parts) -> bool {
+        parts.uri.scheme_str() == Some("https")
+            || parts
+                .headers
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.eq_ignore_ascii_case("https"))
+    }
+
+    fn set(value: &str, max_age: u32) {
+        let (Some(parts), Some(response)) =
+            (use_context::<Parts>(), use_context::<ResponseOptions>())
+        else {
+            return;
+        };
+        let cookie = if is_https(&parts) {
+            format!("{SECURE_NEW_KEY_COOKIE}={value}; Path={PAGE}; HttpOnly; SameSite=Strict; Secure; Max-Age={max_age}")
+        } else {
+            format!("{NEW_KEY_COOKIE}={value}; Path={PAGE}; HttpOnly; SameSite=Strict; Max-Age={max_age}")
+        };
+        if let Ok(header) = HeaderValue::from_str(&cookie) {
+            response.append_header(SET_COOKIE, header);
+        }
+    }
+
+    /// Hands the new key to the next rendering of the page.
+    pub fn keep_new_key(secret: &str) {
+        set(secret, NEW_KEY_SECONDS);
+    }
+
+    /// The key just created, if the browser brought it back; the cookie is cleared.
+    pub fn take_new_key() -> Option<String> {
+        let parts = use_context::<Parts>()?;
+        let key = parts
+            .headers
+            .get_all(COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|h| h.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(name, _)| *name == NEW_KEY_COOKIE || *name == SECURE_NEW_KEY_COOKIE)
+            .map(|(_, value)| value.to_owned())
+            .filter(|value| {
+                value.starts_with(engine::api_keys::KEY_PREFIX)
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            })?;
+        set("", 0);
+        Some(key)
+    }
+}
+
+/// The user's keys, the accounts a new key can be given, and the key just created (once).
+#[server(prefix = "/api", endpoint = "api_keys_view")]
+pub async fn api_keys_view() -> Result<ApiKeysPageData, AppError> {
+    use crate::session::{engine, signed_in_user};
+
+    let user = signed_in_user().await?;
+    let engine = engine()?;
+    let accounts: Vec<ScopeChoice> = engine
+        .accounts()
+        .list(user.id)
+        .await?
+        .into_iter()
+        .map(|a| ScopeChoice {
+            id: a.id,
+            label: format!(
+                "{} {}",
+                engine.title_of(&a.provider).unwrap_or(a.provider.as_str()),
+                a.display_name
+            ),
+        })
+        .collect();
+    let label_of = |id: i64| {
+        accounts
+            .iter()
+            .find(|a| a.id == id)
+            .map(|a| a.label.clone())
+    };
+    let keys = engine
+        .api_keys()
+        .list(user.id)
+        .await?
+        .into_iter()
+        .map(|k| KeyRow {
+            scope: k
+                .account_ids
+                .iter()
+                .filter_map(|&id| label_of(id))
+                .collect(),
+            id: k.id,
+            name: k.name,
+            last_used_at: k.last_used_at,
+            created_at: k.created_at,
+        })
+        .collect();
+    Ok(ApiKeysPageData {
+        keys,
+        accounts,
+        new_key: ssr::take_new_key(),
+    })
+}
+
+/// Creates a key named `name` for the ticked accounts (`accounts[<id>]`), then shows the page
+/// with its secret (see the module's note on how it gets there).
+#[server(prefix = "/api", endpoint = "create_api_key")]
+pub async fn create_api_key(
+    name: String,
+    accounts: Option<HashMap<String, String>>,
+) -> Result<(), AppError> {
+    use crate::session::{engine, signed_in_user};
+
+    let user = signed_in_user().await?;
+    let account_ids = accounts
+        .unwrap_or_default()
+        .keys()
+        .map(|id| id.parse::<i64>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| AppError::from(engine::ErrorCode::InvalidRequest))?;
+    let (_, secret) = engine()?
+        .api_keys()
+        .create(user.id, &name, &account_ids)
+        .await?;
+    ssr::keep_new_key(secret.as_str());
+    leptos_axum::redirect("/settings/api-keys?created=1");
+    Ok(())
+}
+
+/// Revokes key `key_id`: apps using it are refused from now on.
+#[server(prefix = "/api", endpoint = "revoke_api_key")]
+pub async fn revoke_api_key(key_id: String) -> Result<(), AppError> {
+    use crate::session::{engine, signed_in_user};
+
+    let user = signed_in_user().await?;
+    engine()?.api_keys().revoke(user.id, &key_id).await?;
+    leptos_axum::redirect("/settings/api-keys?revoked=1");
+    Ok(())
+}

@@ -1,0 +1,163 @@
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::components::Redirect;
+use leptos_router::hooks::use_query_map;
+
+use crate::api_keys::{api_keys_view, CreateApiKey, KeyRow, RevokeApiKey, ScopeChoice};
+use crate::components::ErrorBanner;
+use crate::error::AppError;
+use crate::pages::accounts::utc_minute;
+use engine::ErrorCode;
+
+/// `/settings/api-keys`: create a key scoped to some connected accounts (its secret is shown
+/// once), see the keys with their scope and last use, revoke one. Plain server-rendered forms;
+/// `public/api-keys.js` only adds the "Copy" button's clipboard write.
+#[component]
+pub fn ApiKeysPage() -> impl IntoView {
+    let page = Resource::new_blocking(|| (), |_| api_keys_view());
+    let create = ServerAction::<CreateApiKey>::new();
+    let revoke = ServerAction::<RevokeApiKey>::new();
+    let create_error = Signal::derive(move || create.value().get().and_then(Result::err));
+    let revoke_error = Signal::derive(move || revoke.value().get().and_then(Result::err));
+    let query = use_query_map();
+    let revoked = query.read_untracked().get("revoked").is_some();
+    view! {
+        <Title text="API keys · Stepgate"/>
+        <section class="card wide" aria-labelledby="api-keys-title">
+            <h1 id="api-keys-title">"API keys"</h1>
+            <p>
+                "Your own apps read the connected accounts you give a key through "
+                <a href="/api/v1/openapi.json">"the app API"</a>
+                ", with the header " <code>"Authorization: Bearer <key>"</code> "."
+            </p>
+            {revoked.then(|| view! { <p role="status" class="ok">"Key revoked. Apps using it are refused from now on."</p> })}
+            <ErrorBanner error=revoke_error/>
+            <Suspense fallback=|| view! { <p role="status">"Loading…"</p> }>
+                {move || Suspend::new(async move {
+                    match page.await {
+                        Ok(page) => view! {
+                            {page.new_key.map(|key| view! { <NewKey key/> })}
+                            <KeyTable keys=page.keys revoke/>
+                            <h2>"Create a key"</h2>
+                            <ActionForm action=create attr:class="create-key">
+                                <ErrorBanner error=create_error/>
+                                <p>
+                                    <label for="key-name">"Key name"</label>
+                                    <input id="key-name" name="name" type="text" required maxlength="200" autocomplete="off"/>
+                                </p>
+                                <ScopeFields accounts=page.accounts/>
+                                <button type="submit" data-busy="Creating…">"Create key"</button>
+                            </ActionForm>
+                        }
+                            .into_any(),
+                        Err(AppError { code: ErrorCode::NotSignedIn, .. }) => {
+                            view! { <Redirect path="/login"/> }.into_any()
+                        }
+                        Err(e) => view! { <p role="alert" class="error">{e.message()}</p> }.into_any(),
+                    }
+                })}
+            </Suspense>
+            <p class="aside"><a href="/">"Back home"</a></p>
+        </section>
+        <script src="/api-keys.js" defer></script>
+    }
+}
+
+/// The secret of the key just created: shown this once, in a read-only field to copy.
+#[component]
+fn NewKey(key: String) -> impl IntoView {
+    view! {
+        <div class="new-key">
+            <p class="ok">"Key created. Copy it now: Stepgate keeps only a hash and cannot show it again."</p>
+            <label for="new-key">"New API key"</label>
+            <div class="new-key-row">
+                <input id="new-key" type="text" readonly value=key spellcheck="false" autocomplete="off"/>
+                // Works once api-keys.js is loaded; without it the field is selectable.
+                <button type="button" class="secondary" data-copy="new-key">"Copy"</button>
+            </div>
+            <p class="hint" role="status" aria-live="polite" id="new-key-copied"></p>
+        </div>
+    }
+}
+
+#[component]
+fn ScopeFields(accounts: Vec<ScopeChoice>) -> impl IntoView {
+    if accounts.is_empty() {
+        return view! {
+            <p class="hint">
+                "No connected accounts yet: a key made now reads nothing. "
+                <a href="/accounts/connect">"Connect an account"</a>
+            </p>
+        }
+        .into_any();
+    }
+    view! {
+        <fieldset>
+            <legend>"Accounts this key may read"</legend>
+            {accounts
+                .into_iter()
+                .map(|a| {
+                    let id = format!("scope-{}", a.id);
+                    view! {
+                        <p class="checkbox">
+                            <input type="checkbox" id=id.clone() name=format!("accounts[{}]", a.id) value="on"/>
+                            <label for=id>{a.label}</label>
+                        </p>
+                    }
+                })
+                .collect_view()}
+        </fieldset>
+    }
+    .into_any()
+}
+
+#[component]
+fn KeyTable(keys: Vec<KeyRow>, revoke: ServerAction<RevokeApiKey>) -> impl IntoView {
+    if keys.is_empty() {
+        return view! { <p>"No API keys yet."</p> }.into_any();
+    }
+    view! {
+        <table class="api-keys">
+            <caption class="visually-hidden">"Your API keys"</caption>
+            <thead>
+                <tr>
+                    <th scope="col">"Name"</th>
+                    <th scope="col">"Scope"</th>
+                    <th scope="col">"Last used"</th>
+                    <th scope="col"><span class="visually-hidden">"Actions"</span></th>
+                </tr>
+            </thead>
+            <tbody>
+                {keys
+                    .into_iter()
+                    .map(|key| {
+                        let label = format!("Revoke key {}", key.name);
+                        let scope = if key.scope.is_empty() {
+                            "no accounts".to_owned()
+                        } else {
+                            key.scope.join(", ")
+                        };
+                        let used = key.last_used_at.map(utc_minute).unwrap_or_else(|| "never".into());
+                        let key_id = key.id.clone();
+                        view! {
+                            <tr data-key=key.id>
+                                <td class="key-name">{key.name}</td>
+                                <td class="key-scope">{scope}</td>
+                                <td class="key-used">{used}</td>
+                                <td class="row-actions">
+                                    <ActionForm action=revoke attr:class="inline">
+                                        <input type="hidden" name="key_id" value=key_id.clone()/>
+                                        <button type="submit" class="danger" aria-label=label data-busy="Revoking…">
+                                            "Revoke"
+                                        </button>
+                                    </ActionForm>
+                                </td>
+                            </tr>
+                        }
+                    })
+                    .collect_view()}
+            </tbody>
+        </table>
+    }
+    .into_any()
+}
