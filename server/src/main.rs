@@ -2,6 +2,7 @@
 //! serves the Leptos app and its server functions.
 
 mod api_errors;
+mod api_v1;
 mod config;
 mod same_origin;
 mod security_headers;
@@ -94,6 +95,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .fallback(leptos_axum::file_and_error_handler(shell))
         .with_state(leptos_options)
+        // The app API: GET-only with a bearer key, so the same-origin check lets it through;
+        // its answers already carry their real statuses.
+        .merge(api_v1::router(engine.clone()))
         .layer(axum::middleware::from_fn(api_errors::honest_statuses))
         .layer(axum::middleware::from_fn(
             same_origin::refuse_cross_site_posts,

@@ -1,0 +1,126 @@
+// API keys and the app API: a key scoped to a connected FlameConnect account (the double at
+// gdhvb2cflameconnect.b2clogin.com) reads that account and its credentials with
+// `Authorization: Bearer`; a key without it in scope gets 403, a wrong key 401, a revoked key
+// 401; the secret is shown once; the OpenAPI document names the paths.
+import { expect, test, type APIRequestContext, type Page } from "@playwright/test";
+import { register, uniqueEmail } from "./helpers";
+
+const FLAME = { email: "demo@flameconnect.test", password: "flame-demo" };
+const KEY_SHAPE = /^sgk_[0-9a-f]{16}_[0-9a-f]{64}$/;
+
+/** Connects the FlameConnect demo account; returns its id. */
+async function connectFlameConnect(page: Page): Promise<number> {
+  await page.goto("/accounts/connect");
+  await page.getByRole("link", { name: "FlameConnect" }).click();
+  await page.getByLabel("Email").fill(FLAME.email);
+  await page.getByLabel("Password").fill(FLAME.password);
+  await page.getByRole("button", { name: "Connect", exact: true }).click();
+  await expect(page).toHaveURL(/\/accounts\?connected=\d+$/);
+  return Number(new URL(page.url()).searchParams.get("connected"));
+}
+
+/** Creates a key on the page, ticking `accounts` (checkbox labels); returns its secret. */
+async function createKey(page: Page, name: string, accounts: string[]): Promise<string> {
+  await page.goto("/settings/api-keys");
+  await page.getByLabel("Key name").fill(name);
+  for (const account of accounts) await page.getByLabel(account).check();
+  await page.getByRole("button", { name: "Create key" }).click();
+  await expect(page).toHaveURL(/\/settings\/api-keys\?created=1$/);
+  const secret = await page.getByLabel("New API key").inputValue();
+  expect(secret).toMatch(KEY_SHAPE);
+  return secret;
+}
+
+function get(request: APIRequestContext, path: string, key?: string) {
+  return request.get(path, { headers: key === undefined ? {} : { Authorization: `Bearer ${key}` } });
+}
+
+test("an app reads the accounts a key was given, until the key is revoked", async ({ page }) => {
+  await register(page, uniqueEmail("apikeys"), "api-pass-1");
+  const accountId = await connectFlameConnect(page);
+
+  await page.goto("/");
+  await page.getByRole("link", { name: "API keys" }).click();
+  await expect(page.getByRole("heading", { name: "API keys" })).toBeVisible();
+  const label = `FlameConnect ${FLAME.email}`;
+  const key = await createKey(page, "Home app", [label]);
+
+  // "Copy" puts the key on the clipboard and says so.
+  await page.context().grantPermissions(["clipboard-read", "clipboard-write"]);
+  await page.getByRole("button", { name: "Copy" }).click();
+  await expect(page.getByRole("status").filter({ hasText: "Copied" })).toBeVisible();
+  expect(await page.evaluate(() => navigator.clipboard.readText())).toBe(key);
+
+  // Shown once: the page does not show it again, and the list says what the key may read.
+  await page.reload();
+  await expect(page.getByLabel("New API key")).toHaveCount(0);
+  const row = page.getByRole("row", { name: /Home app/ });
+  await expect(row).toContainText(label);
+  await expect(row.locator("td.key-used")).toHaveText("never");
+  expect(await page.content()).not.toContain(key.split("_")[2]);
+
+  const list = await get(page.request, "/api/v1/accounts", key);
+  expect(list.status()).toBe(200);
+  expect(list.headers()["cache-control"]).toBe("no-store");
+  expect(await list.json()).toEqual({
+    accounts: [{ id: accountId, provider: "flameconnect", name: FLAME.email, status: "active" }],
+  });
+
+  const credentials = await get(page.request, `/api/v1/accounts/${accountId}/credentials`, key);
+  expect(credentials.status()).toBe(200);
+  const body = await credentials.json();
+  expect(body).toMatchObject({ account_id: accountId, provider: "flameconnect", name: FLAME.email });
+  expect(body.credentials.access_token).toEqual(expect.any(String));
+
+  await page.reload();
+  await expect(row.locator("td.key-used")).toHaveText(/^\d{4}-\d\d-\d\d \d\d:\d\d UTC$/);
+
+  // A key without the account in scope, a wrong key, no key.
+  const unscoped = await createKey(page, "Nothing", []);
+  const refused = await get(page.request, `/api/v1/accounts/${accountId}/credentials`, unscoped);
+  expect(refused.status()).toBe(403);
+  expect((await refused.json()).code).toBe("account_not_in_scope");
+  expect(await (await get(page.request, "/api/v1/accounts", unscoped)).json()).toEqual({ accounts: [] });
+  const wrong = await get(page.request, "/api/v1/accounts", key.slice(0, -4) + "0000");
+  expect(wrong.status()).toBe(401);
+  expect(await wrong.json()).toMatchObject({ code: "invalid_api_key" });
+  expect((await get(page.request, "/api/v1/accounts")).status()).toBe(401);
+
+  // Revoked on the page: refused from then on.
+  await page.goto("/settings/api-keys");
+  await page.getByRole("button", { name: "Revoke key Home app" }).click();
+  await expect(page.getByRole("status").filter({ hasText: "Key revoked." })).toBeVisible();
+  await expect(page.getByRole("row", { name: /Home app/ })).toHaveCount(0);
+  const revoked = await get(page.request, `/api/v1/accounts/${accountId}/credentials`, key);
+  expect(revoked.status()).toBe(401);
+  expect((await revoked.json()).code).toBe("invalid_api_key");
+});
+
+test("a key without a name is refused on the page", async ({ page }) => {
+  await register(page, uniqueEmail("apikeys-name"), "api-pass-1");
+  await page.goto("/settings/api-keys");
+  await page.getByLabel("Key name").fill("   ");
+  await page.getByRole("button", { name: "Create key" }).click();
+  await expect(page.getByRole("alert")).toContainText("Please fill in every field.");
+  await expect(page.getByLabel("New API key")).toHaveCount(0);
+});
+
+test("each key is rate limited", async ({ page }) => {
+  await register(page, uniqueEmail("apikeys-rate"), "api-pass-1");
+  const key = await createKey(page, "Busy", []);
+  const answers = await Promise.all(Array.from({ length: 40 }, () => get(page.request, "/api/v1/accounts", key)));
+  const limited = answers.filter((a) => a.status() === 429);
+  expect(limited.length).toBeGreaterThan(0);
+  expect(Number(limited[0].headers()["retry-after"])).toBeGreaterThanOrEqual(1);
+  expect((await limited[0].json()).code).toBe("rate_limited");
+});
+
+test("the OpenAPI document is served and names both paths", async ({ request }) => {
+  const answer = await request.get("/api/v1/openapi.json");
+  expect(answer.status()).toBe(200);
+  const doc = await answer.json();
+  expect(doc.openapi).toMatch(/^3\./);
+  expect(Object.keys(doc.paths)).toEqual(
+    expect.arrayContaining(["/api/v1/accounts", "/api/v1/accounts/{id}/credentials"]),
+  );
+});

@@ -1,0 +1,589 @@
+//! The app API (`/api/v1`): a user's own apps read the connected accounts an API key was given,
+//! with their fresh credentials. Every request carries `Authorization: Bearer sgk_…`
+//! (`engine/src/api_keys.rs`); answers are JSON, errors `{"code", "message"}` with the status
+//! of the one table (`ErrorCode::http_status`), and never cached. Each key may make
+//! [`RATE_LIMIT`] requests. The OpenAPI document at `/api/v1/openapi.json` is generated from
+//! the handlers and types below (utoipa), so it cannot drift from them.
+//!
+//! Nothing here logs a key or a credential: errors are logged by the engine with their code only.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use engine::accounts::ConnectedAccount;
+use engine::api_keys::ApiCaller;
+use engine::{Engine, ErrorCode};
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+/// Requests one key may make: `per_second` on average, `burst` at once.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: f64,
+}
+
+/// 10 requests a second per key, 20 at once: plenty for an app that reads tokens, little
+/// enough that a leaked key cannot hammer the providers through us.
+pub const RATE_LIMIT: RateLimit = RateLimit {
+    per_second: 10.0,
+    burst: 20.0,
+};
+
+/// Buckets kept before idle full ones are dropped (revoked keys, keys not used for a while).
+const MAX_BUCKETS: usize = 10_000;
+
+/// In-memory token buckets, one per key id. Per instance: with several instances behind a
+/// balancer each allows the rate (DESIGN.md moves such counters to Redis at that scale).
+struct Buckets {
+    limit: RateLimit,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl Buckets {
+    /// Takes one token from `key_id`'s bucket, or says how many seconds until one is there.
+    fn take(&self, key_id: &str, now: Instant) -> Result<(), u64> {
+        let RateLimit { per_second, burst } = self.limit;
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(key_id) {
+            buckets.retain(|_, (tokens, at)| {
+                *tokens + now.duration_since(*at).as_secs_f64() * per_second < burst
+            });
+        }
+        let (tokens, at) = buckets.entry(key_id.to_owned()).or_insert((burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * per_second).min(burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - *tokens) / per_second).ceil().max(1.0) as u64)
+        }
+    }
+}
+
+#[derive(Clone)]
+struct ApiState {
+    engine: Engine,
+    buckets: Arc<Buckets>,
+    openapi: Arc<String>,
+}
+
+/// An error answer: `{"code": "…", "message": "…"}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiError {
+    /// A stable snake_case code: `invalid_api_key`, `account_not_in_scope`, `not_found`,
+    /// `needs_sign_in`, `rate_limited`, `cannot_connect`, `timeout`, `service_unavailable`, …
+    #[schema(example = "invalid_api_key")]
+    code: String,
+    /// The sentence for people.
+    message: String,
+    #[serde(skip)]
+    #[schema(ignore)]
+    status: StatusCode,
+    #[serde(skip)]
+    #[schema(ignore)]
+    retry_after: Option<u64>,
+}
+
+impl From<ErrorCode> for ApiError {
+    fn from(code: ErrorCode) -> Self {
+        // The provider being unreachable, slow or down is all "try later" to an app: 503.
+        let status = match code {
+            ErrorCode::CannotConnect | ErrorCode::Timeout | ErrorCode::ServiceUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            _ => StatusCode::from_u16(code.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        };
+        ApiError {
+            code: code.as_str().to_owned(),
+            message: code.message().to_owned(),
+            status,
+            retry_after: None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, retry_after) = (self.status, self.retry_after);
+        let mut response = (status, Json(self)).into_response();
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"stepgate\""),
+            );
+        }
+        response
+    }
+}
+
+/// The caller of an API request: a live key, within its rate.
+struct Caller(ApiCaller);
+
+impl FromRequestParts<ApiState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        let key = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (scheme, key) = v.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
+            })
+            .ok_or(ErrorCode::InvalidApiKey)?;
+        let caller = state.engine.api_keys().authenticate(key).await?;
+        if let Err(seconds) = state.buckets.take(&caller.key_id, Instant::now()) {
+            return Err(ApiError {
+                retry_after: Some(seconds),
+                // The code's own sentence speaks of wrong codes; an app reads this one.
+                message: "Too many requests with this API key. Wait, then try again.".into(),
+                ..ApiError::from(ErrorCode::RateLimited)
+            });
+        }
+        Ok(Caller(caller))
+    }
+}
+
+/// A connected account as an app sees it (no secrets).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Account {
+    #[schema(example = 7)]
+    id: i64,
+    /// The provider's name: `librus`, `xiaomi`, `lynkco` or `flameconnect`.
+    #[schema(example = "flameconnect")]
+    provider: String,
+    /// What the user recognises the account by.
+    #[schema(example = "demo@flameconnect.test")]
+    name: String,
+    /// `active`, `needs_sign_in` (its credentials cannot be read until the user signs in to it
+    /// again on Stepgate) or `degraded` (the provider could not be asked at the last check).
+    #[schema(example = "active")]
+    status: String,
+}
+
+impl From<ConnectedAccount> for Account {
+    fn from(a: ConnectedAccount) -> Self {
+        Account {
+            id: a.id,
+            provider: a.provider,
+            name: a.display_name,
+            status: a.status.as_str().to_owned(),
+        }
+    }
+}
+
+/// The accounts the key may read.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountList {
+    accounts: Vec<Account>,
+}
+
+/// An account with what an app needs to call its provider: the engine's answer
+/// (`Engine::app_credentials`), read into this type so the document says what is sent (a field
+/// the engine adds is not sent until it is named here).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AccountCredentials {
+    #[schema(example = 7)]
+    account_id: i64,
+    #[schema(example = "flameconnect")]
+    provider: String,
+    #[schema(example = "demo@flameconnect.test")]
+    name: String,
+    /// The provider's credentials, fresh (tokens near their expiry are renewed first); their
+    /// fields depend on the provider (e.g. `access_token`). Refresh tokens stay in Stepgate.
+    #[schema(value_type = Object)]
+    credentials: serde_json::Value,
+    /// When the credentials expire (unix seconds), if the provider says.
+    #[serde(default)]
+    expires_at: Option<i64>,
+    /// When Stepgate last renewed them (unix seconds).
+    #[serde(default)]
+    renewed_at: Option<i64>,
+}
+
+/// The connected accounts this API key may read.
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts",
+    tag = "accounts",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The accounts in the key's scope", body = AccountList),
+        (status = 401, description = "`invalid_api_key`: missing, malformed, unknown or revoked key", body = ApiError),
+        (status = 429, description = "`rate_limited`: too many requests with this key (see `Retry-After`)", body = ApiError),
+    )
+)]
+async fn list_accounts(
+    State(state): State<ApiState>,
+    Caller(caller): Caller,
+) -> Result<Json<AccountList>, ApiError> {
+    let accounts = state.engine.accounts().list(caller.user_id).await?;
+    Ok(Json(AccountList {
+        accounts: accounts
+            .into_iter()
+            .filter(|a| caller.may_read(a.id))
+            .map(Account::from)
+            .collect(),
+    }))
+}
+
+/// One account's fresh credentials.
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/{id}/credentials",
+    tag = "accounts",
+    security(("api_key" = [])),
+    params(("id" = i64, Path, description = "The account's id (from `/api/v1/accounts`)")),
+    responses(
+        (status = 200, description = "The account and its credentials", body = AccountCredentials),
+        (status = 401, description = "`invalid_api_key`", body = ApiError),
+        (status = 403, description = "`account_not_in_scope`: the key was not given this account", body = ApiError),
+        (status = 404, description = "`not_found`: no such account", body = ApiError),
+        (status = 409, description = "`needs_sign_in`: the provider refused the account's sign-in; the user must sign in again on Stepgate", body = ApiError),
+        (status = 429, description = "`rate_limited` (see `Retry-After`)", body = ApiError),
+        (status = 503, description = "`cannot_connect`, `timeout` or `service_unavailable`: the provider could not renew the tokens now", body = ApiError),
+    )
+)]
+async fn account_credentials(
+    State(state): State<ApiState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<AccountCredentials>, ApiError> {
+    let id: i64 = id.parse().map_err(|_| ErrorCode::NotFound)?;
+    if !caller.may_read(id) {
+        return Err(ErrorCode::AccountNotInScope.into());
+    }
+    let answer = state.engine.app_credentials(caller.user_id, id).await?;
+    let credentials = serde_json::from_value(answer).map_err(|_| {
+        // Not the error's text: it may quote a value, and these are secrets.
+        tracing::error!(account_id = id, "app credentials out of shape");
+        ErrorCode::Unknown
+    })?;
+    Ok(Json(credentials))
+}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    tag = "meta",
+    responses((status = 200, description = "The OpenAPI document of this API", content_type = "application/json"))
+)]
+async fn openapi_json(State(state): State<ApiState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        state.openapi.as_str().to_owned(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> ApiError {
+    ErrorCode::NotFound.into()
+}
+
+struct BearerKey;
+
+impl Modify for BearerKey {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("sgk_<key id>_<secret>")
+                    .description(Some(
+                        "An API key created on Stepgate's API keys page (`/settings/api-keys`).",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Stepgate app API",
+        version = "1",
+        description = "Read the connected accounts an API key was given, with fresh credentials."
+    ),
+    paths(list_accounts, account_credentials, openapi_json),
+    components(schemas(Account, AccountList, AccountCredentials, ApiError)),
+    modifiers(&BearerKey)
+)]
+pub struct ApiDoc;
+
+/// The `/api/v1` routes, with the default rate limit.
+pub fn router(engine: Engine) -> Router {
+    router_with(engine, RATE_LIMIT)
+}
+
+pub fn router_with(engine: Engine, limit: RateLimit) -> Router {
+    let openapi = ApiDoc::openapi()
+        .to_pretty_json()
+        .expect("the OpenAPI document serialises");
+    let state = ApiState {
+        engine,
+        buckets: Arc::new(Buckets {
+            limit,
+            buckets: Mutex::new(HashMap::new()),
+        }),
+        openapi: Arc::new(openapi),
+    };
+    Router::new()
+        .route("/api/v1/accounts", get(list_accounts))
+        .route(
+            "/api/v1/accounts/{id}/credentials",
+            get(account_credentials),
+        )
+        .route("/api/v1/openapi.json", get(openapi_json))
+        .route("/api/v1/{*rest}", any(not_found))
+        .with_state(state)
+        // Credentials must not stay in any cache (the security headers layer says so too).
+        .layer(tower_http::set_header::SetResponseHeaderLayer::overriding(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use engine::providers::NewAccount;
+    use engine::secrets::SecretKey;
+    use engine::totp_site::TotpSite;
+    use tower::ServiceExt;
+
+    struct TestApi {
+        _dir: tempfile::TempDir,
+        engine: Engine,
+        router: Router,
+        user: i64,
+        account: i64,
+    }
+
+    async fn api(limit: RateLimit) -> TestApi {
+        let dir = tempfile::tempdir().unwrap();
+        let config = engine::EngineConfig::new(
+            engine::db::sqlite_url_in(dir.path()),
+            SecretKey::load_or_create(Some(&"03".repeat(32)), dir.path()).unwrap(),
+            TotpSite {
+                base_url: "http://totp.test".into(),
+                issuer: "Stepgate".into(),
+            },
+        );
+        let engine = Engine::open(config).await.unwrap();
+        let user = engine
+            .register("api@example.org", "password-1", "password-1")
+            .await
+            .unwrap();
+        let account = engine
+            .accounts()
+            .add(
+                user.id,
+                "librus",
+                &NewAccount {
+                    account_id: "demo.parent".into(),
+                    display_name: "demo.parent".into(),
+                    secrets: serde_json::json!({"access_token": "upstream-token"}),
+                },
+                engine.now(),
+            )
+            .await
+            .unwrap();
+        TestApi {
+            router: router_with(engine.clone(), limit),
+            _dir: dir,
+            engine,
+            user: user.id,
+            account: account.id,
+        }
+    }
+
+    impl TestApi {
+        async fn key(&self, accounts: &[i64]) -> String {
+            let (_, secret) = self
+                .engine
+                .api_keys()
+                .create(self.user, "test", accounts)
+                .await
+                .unwrap();
+            secret.into_string()
+        }
+
+        async fn get(&self, path: &str, key: Option<&str>) -> (StatusCode, Response) {
+            let mut request = Request::get(path);
+            if let Some(key) = key {
+                request = request.header(header::AUTHORIZATION, format!("Bearer {key}"));
+            }
+            let response = self
+                .router
+                .clone()
+                .oneshot(request.body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            (response.status(), response)
+        }
+
+        async fn json(&self, path: &str, key: Option<&str>) -> (StatusCode, serde_json::Value) {
+            let (status, response) = self.get(path, key).await;
+            assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            (status, serde_json::from_slice(&bytes).unwrap())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_lists_only_its_accounts() {
+        let api = api(RATE_LIMIT).await;
+        let key = api.key(&[api.account]).await;
+        let (status, body) = api.json("/api/v1/accounts", Some(&key)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            body,
+            serde_json::json!({"accounts": [{
+                "id": api.account, "provider": "librus", "name": "demo.parent", "status": "active"
+            }]})
+        );
+        let empty = api.key(&[]).await;
+        let (_, body) = api.json("/api/v1/accounts", Some(&empty)).await;
+        assert_eq!(body, serde_json::json!({"accounts": []}));
+    }
+
+    #[tokio::test]
+    async fn bad_keys_and_out_of_scope_accounts_are_refused_with_their_codes() {
+        let api = api(RATE_LIMIT).await;
+        let empty = api.key(&[]).await;
+        let (status, body) = api.json("/api/v1/accounts", None).await;
+        assert_eq!(
+            (status, &body["code"]),
+            (StatusCode::UNAUTHORIZED, &"invalid_api_key".into())
+        );
+        assert!(body["message"].as_str().unwrap().ends_with('.'));
+        let (status, _) = api.json("/api/v1/accounts", Some("sgk_nope")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let wrong = format!("{}0", &empty[..empty.len() - 1]);
+        let (status, _) = api.json("/api/v1/accounts", Some(&wrong)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+        let path = format!("/api/v1/accounts/{}/credentials", api.account);
+        let (status, body) = api.json(&path, Some(&empty)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(body["code"], "account_not_in_scope");
+        let (status, body) = api
+            .json("/api/v1/accounts/x/credentials", Some(&empty))
+            .await;
+        assert_eq!(
+            (status, &body["code"]),
+            (StatusCode::NOT_FOUND, &"not_found".into())
+        );
+        let (status, body) = api.json("/api/v1/nothing", Some(&empty)).await;
+        assert_eq!(
+            (status, &body["code"]),
+            (StatusCode::NOT_FOUND, &"not_found".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_revoked_key_and_a_removed_account_stop_working() {
+        let api = api(RATE_LIMIT).await;
+        let key = api.key(&[api.account]).await;
+        let keys = api.engine.api_keys().list(api.user).await.unwrap();
+        api.engine
+            .accounts()
+            .remove(api.user, api.account)
+            .await
+            .unwrap();
+        let path = format!("/api/v1/accounts/{}/credentials", api.account);
+        let (status, _) = api.json(&path, Some(&key)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "out of scope once removed");
+        api.engine
+            .api_keys()
+            .revoke(api.user, &keys[0].id)
+            .await
+            .unwrap();
+        let (status, _) = api.json("/api/v1/accounts", Some(&key)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn each_key_has_its_own_rate() {
+        let api = api(RateLimit {
+            per_second: 0.5,
+            burst: 3.0,
+        })
+        .await;
+        let (first, second) = (api.key(&[]).await, api.key(&[]).await);
+        for _ in 0..3 {
+            assert_eq!(
+                api.get("/api/v1/accounts", Some(&first)).await.0,
+                StatusCode::OK
+            );
+        }
+        let (status, response) = api.get("/api/v1/accounts", Some(&first)).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        let (_, body) = api.json("/api/v1/accounts", Some(&first)).await;
+        assert_eq!(body["code"], "rate_limited");
+        assert_eq!(
+            api.get("/api/v1/accounts", Some(&second)).await.0,
+            StatusCode::OK
+        );
+    }
+
+    #[tokio::test]
+    async fn the_openapi_document_names_both_paths_and_the_bearer_scheme() {
+        let api = api(RATE_LIMIT).await;
+        let (status, doc) = api.json("/api/v1/openapi.json", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(doc["paths"]["/api/v1/accounts"]["get"].is_object());
+        let credentials = &doc["paths"]["/api/v1/accounts/{id}/credentials"]["get"];
+        for status in ["200", "401", "403", "404", "409", "429", "503"] {
+            assert!(credentials["responses"][status].is_object(), "{status}");
+        }
+        assert_eq!(
+            doc["components"]["securitySchemes"]["api_key"]["scheme"],
+            "bearer"
+        );
+    }
+
+    #[test]
+    fn upstream_trouble_is_503_for_apps() {
+        for code in [
+            ErrorCode::CannotConnect,
+            ErrorCode::Timeout,
+            ErrorCode::ServiceUnavailable,
+        ] {
+            assert_eq!(ApiError::from(code).status, StatusCode::SERVICE_UNAVAILABLE);
+        }
+        assert_eq!(
+            ApiError::from(ErrorCode::NeedsSignIn).status,
+            StatusCode::CONFLICT
+        );
+    }
+}
