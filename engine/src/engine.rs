@@ -112,6 +112,8 @@ pub struct Engine {
     pub(crate) worker_id: Arc<str>,
     /// One lock per account for renewals wanted now (see `upkeep.rs`).
     pub(crate) renewal_locks: crate::upkeep::RenewalLocks,
+    /// The users' webhook URLs and deliveries (see `webhooks.rs`).
+    pub(crate) webhooks: crate::webhooks::WebhookStore,
 }
 
 pub(crate) fn check_field_sizes(input: &Input) -> Result<(), ErrorCode> {
@@ -150,6 +152,11 @@ impl Engine {
             throttle: SignInThrottle::new(pool.clone()),
             accounts: AccountStore::new(pool.clone(), secrets.clone()),
             api_keys: ApiKeyStore::new(pool.clone(), clock.clone()),
+            webhooks: crate::webhooks::WebhookStore::new(
+                pool.clone(),
+                secrets.clone(),
+                clock.clone(),
+            ),
             upstreams: Upstreams::new(config.upstreams, config.step_timeout),
             secrets,
             users,

@@ -64,6 +64,8 @@ pub mod upkeep;
 pub mod upstream;
 #[cfg(feature = "server")]
 pub mod users;
+#[cfg(feature = "server")]
+pub mod webhooks;
 
 #[cfg(feature = "server")]
 pub use account_health::DEFAULT_CHECK_INTERVAL;
