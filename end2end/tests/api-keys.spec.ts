@@ -36,6 +36,10 @@ function get(request: APIRequestContext, path: string, key?: string) {
 }
 
 test("an app reads the accounts a key was given, until the key is revoked", async ({ page }) => {
+  const violations: string[] = [];
+  page.on("console", (m) => {
+    if (m.type() === "error" && m.text().includes("Content Security Policy")) violations.push(m.text());
+  });
   await register(page, uniqueEmail("apikeys"), "api-pass-1");
   const accountId = await connectFlameConnect(page);
 
@@ -94,6 +98,8 @@ test("an app reads the accounts a key was given, until the key is revoked", asyn
   const revoked = await get(page.request, `/api/v1/accounts/${accountId}/credentials`, key);
   expect(revoked.status()).toBe(401);
   expect((await revoked.json()).code).toBe("invalid_api_key");
+  // The page and its script run under the strict Content-Security-Policy.
+  expect(violations).toEqual([]);
 });
 
 test("a key without a name is refused on the page", async ({ page }) => {

@@ -532,6 +532,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn credentials_are_read_until_the_account_needs_sign_in() {
+        use engine::accounts::CheckOutcome;
+
+        let api = api(RATE_LIMIT).await;
+        let key = api.key(&[api.account]).await;
+        let path = format!("/api/v1/accounts/{}/credentials", api.account);
+        let (status, body) = api.json(&path, Some(&key)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["account_id"], api.account);
+        assert_eq!(body["provider"], "librus");
+        assert_eq!(body["name"], "demo.parent");
+        assert!(body["credentials"].is_object());
+
+        let account = api
+            .engine
+            .accounts()
+            .get(api.user, api.account)
+            .await
+            .unwrap();
+        api.engine
+            .accounts()
+            .finish_check(
+                &account,
+                api.user,
+                &CheckOutcome::Rejected,
+                api.engine.now(),
+            )
+            .await
+            .unwrap();
+        let (status, body) = api.json(&path, Some(&key)).await;
+        assert_eq!(
+            (status, &body["code"]),
+            (StatusCode::CONFLICT, &"needs_sign_in".into())
+        );
+        let (_, body) = api.json("/api/v1/accounts", Some(&key)).await;
+        assert_eq!(body["accounts"][0]["status"], "needs_sign_in");
+    }
+
+    #[tokio::test]
     async fn each_key_has_its_own_rate() {
         let api = api(RateLimit {
             per_second: 0.5,
