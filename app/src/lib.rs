@@ -8,6 +8,7 @@ pub mod error;
 pub mod pages;
 #[cfg(feature = "ssr")]
 pub mod session;
+pub mod webhooks;
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, HashedStylesheet, MetaTags, Title};
@@ -24,6 +25,7 @@ use pages::{
     register::RegisterPage,
     second_factor::SecondFactorPage,
     security::SecurityPage,
+    webhooks::WebhooksPage,
 };
 
 /// The pages that contain islands (interactive parts): only they load the WebAssembly. Every
@@ -90,6 +92,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("login/code") view=SecondFactorPage ssr=SsrMode::Async/>
                     <Route path=path!("settings/security") view=SecurityPage ssr=SsrMode::Async/>
                     <Route path=path!("settings/api-keys") view=ApiKeysPage ssr=SsrMode::Async/>
+                    <Route path=path!("settings/webhooks") view=WebhooksPage ssr=SsrMode::Async/>
                     <Route path=path!("accounts") view=AccountsPage ssr=SsrMode::Async/>
                     <Route path=path!("accounts/remove") view=RemoveAccountPage ssr=SsrMode::Async/>
                     <Route path=path!("accounts/connect") view=ConnectPickerPage ssr=SsrMode::Async/>

@@ -22,6 +22,7 @@ pub fn HomePage() -> impl IntoView {
                                 <p>"Signed in as " <strong class="account-email">{account.email}</strong></p>
                                 <p><a href="/accounts">"Connected accounts"</a></p>
                                 <p><a href="/settings/api-keys">"API keys"</a></p>
+                                <p><a href="/settings/webhooks">"Webhooks"</a></p>
                                 <p><a href="/settings/security">"Security settings (two-factor authentication)"</a></p>
                                 <ActionForm action=sign_out>
                                     <button type="submit" class="secondary">"Sign out"</button>

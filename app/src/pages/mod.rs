@@ -8,3 +8,4 @@ pub mod login;
 pub mod register;
 pub mod second_factor;
 pub mod security;
+pub mod webhooks;

@@ -1,0 +1,141 @@
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::components::Redirect;
+use leptos_router::hooks::use_query_map;
+
+use crate::components::ErrorBanner;
+use crate::error::AppError;
+use crate::pages::accounts::utc_minute;
+use crate::webhooks::{webhooks_view, DeliveryRow, RemoveWebhook, SaveWebhook};
+use engine::ErrorCode;
+
+/// `/settings/webhooks`: one URL that receives `account.connected`, `account.needs_sign_in` and
+/// `account.removed` as signed JSON (Standard Webhooks); its signing secret is shown once when
+/// saved; the latest deliveries below. Plain server-rendered forms; `public/api-keys.js` only
+/// adds the "Copy" button's clipboard write.
+#[component]
+pub fn WebhooksPage() -> impl IntoView {
+    let page = Resource::new_blocking(|| (), |_| webhooks_view());
+    let save = ServerAction::<SaveWebhook>::new();
+    let remove = ServerAction::<RemoveWebhook>::new();
+    // `invalid_url`'s general sentence speaks of providers; here it is the user's own URL.
+    let save_error = Signal::derive(move || {
+        save.value()
+            .get()
+            .and_then(Result::err)
+            .map(|e| match e.code {
+                ErrorCode::InvalidUrl => AppError {
+                    detail: Some(
+                        "Enter an http:// or https:// URL of at most 1,024 characters.".into(),
+                    ),
+                    ..e
+                },
+                _ => e,
+            })
+    });
+    let remove_error = Signal::derive(move || remove.value().get().and_then(Result::err));
+    let query = use_query_map();
+    let removed = query.read_untracked().get("removed").is_some();
+    view! {
+        <Title text="Webhooks · Stepgate"/>
+        <section class="card wide" aria-labelledby="webhooks-title">
+            <h1 id="webhooks-title">"Webhooks"</h1>
+            <p>
+                "Stepgate posts " <code>"account.connected"</code> ", " <code>"account.needs_sign_in"</code>
+                " and " <code>"account.removed"</code>
+                " to your URL as JSON, signed the Standard Webhooks way (headers "
+                <code>"webhook-id"</code> ", " <code>"webhook-timestamp"</code> ", "
+                <code>"webhook-signature"</code>
+                "), and tries again for a few hours when it does not answer 2xx. No token is ever sent."
+            </p>
+            {removed.then(|| view! { <p role="status" class="ok">"Webhook removed. Nothing more is sent."</p> })}
+            <ErrorBanner error=remove_error/>
+            <Suspense fallback=|| view! { <p role="status">"Loading…"</p> }>
+                {move || Suspend::new(async move {
+                    match page.await {
+                        Ok(page) => view! {
+                            {page.new_secret.map(|secret| view! { <NewSecret secret/> })}
+                            <ActionForm action=save attr:class="webhook-url">
+                                <ErrorBanner error=save_error/>
+                                <p>
+                                    <label for="webhook-url">"Webhook URL"</label>
+                                    <input id="webhook-url" name="url" type="url" required maxlength="1024"
+                                        autocomplete="off" placeholder="https://example.org/stepgate"
+                                        value=page.url.clone().unwrap_or_default()/>
+                                </p>
+                                <p class="hint">"Saving makes a new signing secret; the old one stops working."</p>
+                                <button type="submit" data-busy="Saving…">"Save"</button>
+                            </ActionForm>
+                            {page.since.map(|since| view! {
+                                <p class="hint">"Secret made " {utc_minute(since)} "."</p>
+                                <ActionForm action=remove attr:class="inline">
+                                    <button type="submit" class="danger" data-busy="Removing…">"Remove webhook"</button>
+                                </ActionForm>
+                            })}
+                            <h2>"Deliveries"</h2>
+                            <DeliveryLog deliveries=page.deliveries/>
+                        }
+                            .into_any(),
+                        Err(AppError { code: ErrorCode::NotSignedIn, .. }) => {
+                            view! { <Redirect path="/login"/> }.into_any()
+                        }
+                        Err(e) => view! { <p role="alert" class="error">{e.message()}</p> }.into_any(),
+                    }
+                })}
+            </Suspense>
+            <p class="aside"><a href="/">"Back home"</a></p>
+        </section>
+        <script src="/api-keys.js" defer></script>
+    }
+}
+
+/// The signing secret just made: shown this once, in a read-only field to copy.
+#[component]
+fn NewSecret(secret: String) -> impl IntoView {
+    view! {
+        <div class="new-key">
+            <p class="ok">"Webhook saved. Copy its signing secret now: it is not shown again."</p>
+            <label for="signing-secret">"Signing secret"</label>
+            <div class="new-key-row">
+                <input id="signing-secret" type="text" readonly value=secret spellcheck="false" autocomplete="off"/>
+                // Works once api-keys.js is loaded; without it the field is selectable.
+                <button type="button" class="secondary" data-copy="signing-secret">"Copy"</button>
+            </div>
+            <p class="hint" role="status" aria-live="polite" id="signing-secret-copied"></p>
+        </div>
+    }
+}
+
+#[component]
+fn DeliveryLog(deliveries: Vec<DeliveryRow>) -> impl IntoView {
+    if deliveries.is_empty() {
+        return view! { <p>"No deliveries yet."</p> }.into_any();
+    }
+    view! {
+        <table class="webhook-deliveries">
+            <caption class="visually-hidden">"Latest webhook deliveries"</caption>
+            <thead>
+                <tr>
+                    <th scope="col">"Event"</th>
+                    <th scope="col">"Created"</th>
+                    <th scope="col">"Attempts"</th>
+                    <th scope="col">"Result"</th>
+                </tr>
+            </thead>
+            <tbody>
+                {deliveries
+                    .into_iter()
+                    .map(|d| view! {
+                        <tr data-delivery=d.id data-status=d.status>
+                            <td class="delivery-event"><code>{d.event_type}</code></td>
+                            <td class="delivery-created">{utc_minute(d.created_at)}</td>
+                            <td class="delivery-attempts">{d.attempts}</td>
+                            <td class="delivery-result">{d.result}</td>
+                        </tr>
+                    })
+                    .collect_view()}
+            </tbody>
+        </table>
+    }
+    .into_any()
+}

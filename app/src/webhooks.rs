@@ -1,0 +1,201 @@
+//! Server functions of the webhooks page (`pages/webhooks.rs`): what the page shows, saving the
+//! URL, removing it. Thin: the engine keeps the URL, its secret and the deliveries
+//! (`engine/src/webhooks.rs`).
+//!
+//! The signing secret reaches the page once the way a new API key does (`api_keys.rs`): "Save"
+//! is a plain form post ending in a redirect, so the secret rides in a one-minute HttpOnly,
+//! SameSite=Strict cookie sent only to `/settings/webhooks`, which rendering the page takes and
+//! clears. It is never in a URL or a log, and the database keeps it only sealed.
+
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::AppError;
+
+/// How many deliveries the log shows.
+pub const LOG_LENGTH: i64 = 20;
+
+/// One line of the delivery log, in words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRow {
+    pub id: String,
+    pub event_type: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub attempts: i64,
+    /// `pending`, `delivered` or `failed`.
+    pub status: String,
+    /// "Delivered (HTTP 204)", "Retrying at … (HTTP 500)", "Failed (could not connect)".
+    pub result: String,
+}
+
+/// What `/settings/webhooks` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhooksPageData {
+    /// The URL, if one is set.
+    pub url: Option<String>,
+    /// When the URL (and its secret) was set, unix seconds.
+    pub since: Option<i64>,
+    pub deliveries: Vec<DeliveryRow>,
+    /// The signing secret just made, shown this once.
+    pub new_secret: Option<String>,
+}
+
+#[cfg(feature = "ssr")]
+mod ssr {
+    use engine::webhooks::{Delivery, DeliveryStatus, SECRET_PREFIX};
+    use http::header::{COOKIE, SET_COOKIE};
+    use http::request::Parts;
+    use http::HeaderValue;
+    use leptos::prelude::use_context;
+    use leptos_axum::ResponseOptions;
+
+    use super::DeliveryRow;
+    use crate::pages::accounts::utc_minute;
+
+    const SECRET_COOKIE: &str = "stepgate_webhook_secret";
+    /// Over https (`__Host-` would need `Path=/`; this cookie is for one page only).
+    const SECURE_SECRET_COOKIE: &str = "__Secure-stepgate_webhook_secret";
+    pub const PAGE: &str = "/settings/webhooks";
+    /// Long enough for the redirect to the page, short enough to be gone if it never comes.
+    const SECRET_SECONDS: u32 = 60;
+
+    fn is_https(parts: &Parts) -> bool {
+        parts.uri.scheme_str() == Some("https")
+            || parts
+                .headers
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.eq_ignore_ascii_case("https"))
+    }
+
+    fn set(value: &str, max_age: u32) {
+        let (Some(parts), Some(response)) =
+            (use_context::<Parts>(), use_context::<ResponseOptions>())
+        else {
+            return;
+        };
+        let (name, secure) = if is_https(&parts) {
+            (SECURE_SECRET_COOKIE, "; Secure")
+        } else {
+            (SECRET_COOKIE, "")
+        };
+        let cookie = format!(
+            "{name}={value}; Path={PAGE}; HttpOnly; SameSite=Strict{secure}; Max-Age={max_age}"
+        );
+        if let Ok(header) = HeaderValue::from_str(&cookie) {
+            response.append_header(SET_COOKIE, header);
+        }
+    }
+
+    /// Hands the new secret to the next rendering of the page.
+    pub fn keep_new_secret(secret: &str) {
+        set(secret, SECRET_SECONDS);
+    }
+
+    /// The secret just made, if the browser brought it back; the cookie is cleared.
+    pub fn take_new_secret() -> Option<String> {
+        let parts = use_context::<Parts>()?;
+        let secret = parts
+            .headers
+            .get_all(COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|h| h.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(name, _)| *name == SECRET_COOKIE || *name == SECURE_SECRET_COOKIE)
+            .map(|(_, value)| value.to_owned())
+            .filter(|value| {
+                value.starts_with(SECRET_PREFIX)
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_+/=".contains(&b))
+            })?;
+        set("", 0);
+        Some(secret)
+    }
+
+    /// A delivery as the log shows it.
+    pub fn row(d: Delivery) -> DeliveryRow {
+        let answer = match (&d.last_status, &d.last_error) {
+            (Some(code), _) => format!("HTTP {code}"),
+            (None, Some(error)) => error.clone(),
+            (None, None) => String::new(),
+        };
+        let with_answer = |text: String| {
+            if answer.is_empty() {
+                text
+            } else {
+                format!("{text} ({answer})")
+            }
+        };
+        let (status, result) = match d.status {
+            DeliveryStatus::Delivered => ("delivered", with_answer("Delivered".into())),
+            DeliveryStatus::Failed => ("failed", with_answer("Failed".into())),
+            DeliveryStatus::Pending if d.attempts == 0 => ("pending", "Sending…".into()),
+            DeliveryStatus::Pending => (
+                "pending",
+                with_answer(match d.next_attempt_at {
+                    Some(at) => format!("Retrying at {}", utc_minute(at)),
+                    None => "Retrying".into(),
+                }),
+            ),
+        };
+        DeliveryRow {
+            id: d.id,
+            event_type: d.event_type,
+            created_at: d.created_at,
+            attempts: d.attempts,
+            status: status.into(),
+            result,
+        }
+    }
+}
+
+/// The user's webhook URL, the latest deliveries, and the secret just made (once).
+#[server(prefix = "/api", endpoint = "webhooks_view")]
+pub async fn webhooks_view() -> Result<WebhooksPageData, AppError> {
+    use crate::session::{engine, signed_in_user};
+
+    let user = signed_in_user().await?;
+    let engine = engine()?;
+    let endpoint = engine.webhooks().endpoint(user.id).await?;
+    let deliveries = engine
+        .webhooks()
+        .deliveries(user.id, LOG_LENGTH)
+        .await?
+        .into_iter()
+        .map(ssr::row)
+        .collect();
+    let (url, since) = endpoint.unzip();
+    Ok(WebhooksPageData {
+        url,
+        since,
+        deliveries,
+        new_secret: ssr::take_new_secret(),
+    })
+}
+
+/// Saves `url` as the user's webhook URL with a new signing secret, then shows the page with
+/// the secret (see the module's note on how it gets there).
+#[server(prefix = "/api", endpoint = "save_webhook")]
+pub async fn save_webhook(url: String) -> Result<(), AppError> {
+    use crate::session::{engine, signed_in_user};
+
+    let user = signed_in_user().await?;
+    let secret = engine()?.webhooks().set_url(user.id, &url).await?;
+    ssr::keep_new_secret(secret.as_str());
+    leptos_axum::redirect(&format!("{}?saved=1", ssr::PAGE));
+    Ok(())
+}
+
+/// Removes the user's webhook URL: nothing more is sent.
+#[server(prefix = "/api", endpoint = "remove_webhook")]
+pub async fn remove_webhook() -> Result<(), AppError> {
+    use crate::session::{engine, signed_in_user};
+
+    let user = signed_in_user().await?;
+    engine()?.webhooks().remove(user.id).await?;
+    leptos_axum::redirect(&format!("{}?removed=1", ssr::PAGE));
+    Ok(())
+}
