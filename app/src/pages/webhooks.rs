@@ -18,21 +18,15 @@ pub fn WebhooksPage() -> impl IntoView {
     let page = Resource::new_blocking(|| (), |_| webhooks_view());
     let save = ServerAction::<SaveWebhook>::new();
     let remove = ServerAction::<RemoveWebhook>::new();
+    let save_error = Signal::derive(move || save.value().get().and_then(Result::err));
     // `invalid_url`'s general sentence speaks of providers; here it is the user's own URL.
-    let save_error = Signal::derive(move || {
-        save.value()
+    let bad_url = move || {
+        save_error
             .get()
-            .and_then(Result::err)
-            .map(|e| match e.code {
-                ErrorCode::InvalidUrl => AppError {
-                    detail: Some(
-                        "Enter an http:// or https:// URL of at most 1,024 characters.".into(),
-                    ),
-                    ..e
-                },
-                _ => e,
-            })
-    });
+            .is_some_and(|e| e.code == ErrorCode::InvalidUrl)
+    };
+    let other_save_error =
+        Signal::derive(move || save_error.get().filter(|e| e.code != ErrorCode::InvalidUrl));
     let remove_error = Signal::derive(move || remove.value().get().and_then(Result::err));
     let query = use_query_map();
     let removed = query.read_untracked().get("removed").is_some();
@@ -56,7 +50,12 @@ pub fn WebhooksPage() -> impl IntoView {
                         Ok(page) => view! {
                             {page.new_secret.map(|secret| view! { <NewSecret secret/> })}
                             <ActionForm action=save attr:class="webhook-url">
-                                <ErrorBanner error=save_error/>
+                                <ErrorBanner error=other_save_error/>
+                                {move || bad_url().then(|| view! {
+                                    <div role="alert" class="error" data-code="invalid_url">
+                                        <p>"Enter an http:// or https:// URL of at most 1,024 characters."</p>
+                                    </div>
+                                })}
                                 <p>
                                     <label for="webhook-url">"Webhook URL"</label>
                                     <input id="webhook-url" name="url" type="url" required maxlength="1024"

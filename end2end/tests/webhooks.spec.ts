@@ -1,0 +1,138 @@
+// Webhooks: a user saves a URL on /settings/webhooks, copies the signing secret shown once, and
+// connecting FlameConnect posts `account.connected` there, signed the Standard Webhooks way
+// (HMAC-SHA256 over "id.timestamp.body" keyed with the base64 part of `whsec_…`), with no token
+// in it; the page's delivery log shows it delivered.
+import { expect, test, type Page } from "@playwright/test";
+import * as crypto from "node:crypto";
+import * as http from "node:http";
+import type { AddressInfo } from "node:net";
+import { doubles } from "../playwright.config";
+import { register, uniqueEmail } from "./helpers";
+
+type Seen = { headers: http.IncomingHttpHeaders; body: string };
+
+/** A test receiver on 127.0.0.1 (a free port) that records every request and answers 204. */
+async function startReceiver(): Promise<{ url: string; seen: Seen[]; close: () => Promise<void> }> {
+  const seen: Seen[] = [];
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", () => {
+      seen.push({ headers: req.headers, body: Buffer.concat(chunks).toString("utf8") });
+      res.statusCode = 204;
+      res.end();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}/hooks/stepgate`,
+    seen,
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}
+
+/** Standard Webhooks verification, done by the test itself. */
+function signatureFor(secret: string, id: string, timestamp: string, body: string): string {
+  const key = Buffer.from(secret.replace(/^whsec_/, ""), "base64");
+  return "v1," + crypto.createHmac("sha256", key).update(`${id}.${timestamp}.${body}`).digest("base64");
+}
+
+async function saveUrl(page: Page, url: string): Promise<string> {
+  await page.goto("/settings/webhooks");
+  await expect(page.getByRole("heading", { name: "Webhooks" })).toBeVisible();
+  await page.getByLabel("Webhook URL").fill(url);
+  await page.getByRole("button", { name: "Save" }).click();
+  await expect(page).toHaveURL(/\/settings\/webhooks\?saved=1$/);
+  const field = page.getByLabel("Signing secret");
+  await expect(field).toHaveAttribute("readonly", "");
+  const secret = await field.inputValue();
+  expect(secret).toMatch(/^whsec_[A-Za-z0-9+/]{43}=$/);
+  return secret;
+}
+
+test("an account.connected delivery reaches the receiver with a valid signature and no token", async ({ page }) => {
+  test.setTimeout(60_000);
+  const receiver = await startReceiver();
+  try {
+    await register(page, uniqueEmail("webhooks"), "hook-pass-1");
+    await expect(page.getByRole("link", { name: "Webhooks" })).toBeVisible();
+    const secret = await saveUrl(page, receiver.url);
+    // Shown once: the secret is not in the URL, and reloading does not show it again.
+    expect(page.url()).not.toContain(secret.slice(6, 20));
+    await page.reload();
+    await expect(page.getByLabel("Signing secret")).toHaveCount(0);
+    await expect(page.getByLabel("Webhook URL")).toHaveValue(receiver.url);
+    await expect(page.getByText("No deliveries yet.")).toBeVisible();
+
+    await page.goto("/accounts/connect");
+    await page.getByRole("link", { name: "FlameConnect" }).click();
+    await page.getByLabel("Email").fill("demo@flameconnect.test");
+    await page.getByLabel("Password").fill("flame-demo");
+    await page.getByRole("button", { name: "Connect", exact: true }).click();
+    await expect(page).toHaveURL(/\/accounts\?connected=\d+$/);
+    const accountId = Number(new URL(page.url()).searchParams.get("connected"));
+
+    // The server sends due webhooks every second.
+    const connected = () =>
+      receiver.seen.find((s) => {
+        try {
+          return JSON.parse(s.body).type === "account.connected";
+        } catch {
+          return false;
+        }
+      });
+    await expect.poll(() => connected() !== undefined, { timeout: 20_000 }).toBe(true);
+    const { headers, body } = connected()!;
+    expect(headers["content-type"]).toBe("application/json");
+    const id = headers["webhook-id"] as string;
+    const timestamp = headers["webhook-timestamp"] as string;
+    expect(id).toMatch(/^msg_/);
+    expect(Math.abs(Number(timestamp) - Date.now() / 1000)).toBeLessThan(300);
+    expect(headers["webhook-signature"]).toBe(signatureFor(secret, id, timestamp, body));
+    // A receiver holding another secret would refuse it.
+    const otherSecret = "whsec_" + crypto.randomBytes(32).toString("base64");
+    expect(headers["webhook-signature"]).not.toBe(signatureFor(otherSecret, id, timestamp, body));
+
+    const event = JSON.parse(body);
+    expect(event.type).toBe("account.connected");
+    expect(new Date(event.timestamp).getTime()).not.toBeNaN();
+    expect(event.data.account_id).toBe(accountId);
+    expect(event.data.provider).toBe("flameconnect");
+    expect(body).toContain("demo@flameconnect.test");
+    // No token, nor the password: none of the values the doubles handed out is in the body.
+    expect(body).not.toMatch(/token|flame-demo/i);
+    const issued: string[] = await (await page.request.get(`http://${doubles.librusApi}/testing/issued`)).json();
+    expect(issued.filter((s) => s.length >= 8 && body.includes(s))).toEqual([]);
+
+    await page.goto("/settings/webhooks");
+    const row = page.locator(`tr[data-delivery="${id}"]`);
+    await expect(row).toHaveAttribute("data-status", "delivered");
+    await expect(row.locator("td.delivery-event")).toHaveText("account.connected");
+    await expect(row.locator("td.delivery-attempts")).toHaveText("1");
+    await expect(row.locator("td.delivery-result")).toHaveText("Delivered (HTTP 204)");
+  } finally {
+    await receiver.close();
+  }
+});
+
+test("a URL that is not http(s) is refused and a new save makes a new secret", async ({ page }) => {
+  await register(page, uniqueEmail("webhooks-url"), "hook-pass-1");
+  await page.goto("/settings/webhooks");
+  const field = page.getByLabel("Webhook URL");
+  // type=url lets the browser stop most bad URLs first; the server refuses them too.
+  await field.evaluate((input: HTMLInputElement) => (input.type = "text"));
+  await field.fill("ftp://example.org/hook");
+  await page.getByRole("button", { name: "Save" }).click();
+  await expect(page.getByRole("alert")).toContainText("http:// or https://");
+  await expect(page.getByLabel("Signing secret")).toHaveCount(0);
+
+  const first = await saveUrl(page, "https://example.org/one");
+  const second = await saveUrl(page, "https://example.org/two");
+  expect(second).not.toBe(first);
+  await expect(page.getByLabel("Webhook URL")).toHaveValue("https://example.org/two");
+
+  await page.getByRole("button", { name: "Remove webhook" }).click();
+  await expect(page.getByText("Webhook removed.")).toBeVisible();
+  await expect(page.getByLabel("Webhook URL")).toHaveValue("");
+});
