@@ -53,10 +53,15 @@ async function saveUrl(page: Page, url: string): Promise<string> {
 
 test("an account.connected delivery reaches the receiver with a valid signature and no token", async ({ page }) => {
   test.setTimeout(60_000);
+  const violations: string[] = [];
+  page.on("console", (m) => {
+    if (m.type() === "error" && m.text().includes("Content Security Policy")) violations.push(m.text());
+  });
   const receiver = await startReceiver();
   try {
     await register(page, uniqueEmail("webhooks"), "hook-pass-1");
-    await expect(page.getByRole("link", { name: "Webhooks" })).toBeVisible();
+    await page.getByRole("link", { name: "Webhooks" }).click();
+    await expect(page).toHaveURL(/\/settings\/webhooks$/);
     const secret = await saveUrl(page, receiver.url);
     // Shown once: the secret is not in the URL, and reloading does not show it again.
     expect(page.url()).not.toContain(secret.slice(6, 20));
@@ -111,6 +116,7 @@ test("an account.connected delivery reaches the receiver with a valid signature 
     await expect(row.locator("td.delivery-event")).toHaveText("account.connected");
     await expect(row.locator("td.delivery-attempts")).toHaveText("1");
     await expect(row.locator("td.delivery-result")).toHaveText("Delivered (HTTP 204)");
+    expect(violations).toEqual([]);
   } finally {
     await receiver.close();
   }
