@@ -4,7 +4,8 @@
 //! page never waits on an upstream. A rejection marks the account "needs sign-in" (the reauth
 //! flow clears it); an unreachable upstream only makes it "degraded".
 
-use crate::accounts::{CheckOutcome, ConnectedAccount};
+use crate::accounts::{AccountStatus, CheckOutcome, ConnectedAccount};
+use crate::events::AccountEvent;
 use crate::providers::{Health, Input};
 use crate::users::UserId;
 use crate::{Engine, ErrorCode};
@@ -54,6 +55,15 @@ impl Engine {
 
     async fn run_check(&self, user_id: UserId, account: &ConnectedAccount) -> CheckOutcome {
         let outcome = self.check_account(user_id, account).await;
+        let event = match &outcome {
+            CheckOutcome::Accepted(Some(_)) => Some(AccountEvent::Renewed),
+            CheckOutcome::Accepted(None) => None,
+            // Told once, when the account turns: not at every later check.
+            CheckOutcome::Rejected => {
+                (account.status != AccountStatus::NeedsSignIn).then_some(AccountEvent::NeedsSignIn)
+            }
+            CheckOutcome::Unreachable(code) => Some(AccountEvent::Unreachable(*code)),
+        };
         match &outcome {
             CheckOutcome::Rejected => tracing::info!(
                 account = account.id,
@@ -74,6 +84,9 @@ impl Engine {
             .await
         {
             tracing::error!(account = account.id, %code, "recording a health check failed");
+        }
+        if let Some(event) = event {
+            self.account_event(user_id, account, event).await;
         }
         outcome
     }

@@ -32,4 +32,21 @@ impl Engine {
             "renewed_at": account.renewed_at,
         }))
     }
+
+    /// [`Engine::app_credentials`] read by API key `key_id` (its public part): the read goes
+    /// into the account's audit log, naming the key.
+    pub async fn app_credentials_for_key(
+        &self,
+        user_id: UserId,
+        account_id: i64,
+        key_id: &str,
+    ) -> Result<serde_json::Value, ErrorCode> {
+        let answer = self.app_credentials(user_id, account_id).await?;
+        let account = self.accounts.get(user_id, account_id).await?;
+        let read = crate::events::AccountEvent::ApiRead {
+            key_id: key_id.to_owned(),
+        };
+        self.account_event(user_id, &account, read).await;
+        Ok(answer)
+    }
 }

@@ -114,6 +114,8 @@ pub struct Engine {
     pub(crate) renewal_locks: crate::upkeep::RenewalLocks,
     /// The users' webhook URLs and deliveries (see `webhooks.rs`).
     pub(crate) webhooks: crate::webhooks::WebhookStore,
+    /// What happened to each connected account (see `events.rs`).
+    pub(crate) audit: crate::events::AuditLog,
 }
 
 pub(crate) fn check_field_sizes(input: &Input) -> Result<(), ErrorCode> {
@@ -169,6 +171,7 @@ impl Engine {
             check_interval: config.account_check_interval,
             worker_id: crate::flow::FlowId::random().to_string().into(),
             renewal_locks: Default::default(),
+            audit: crate::events::AuditLog::new(pool.clone()),
             pool,
         })
     }

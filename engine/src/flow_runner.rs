@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{check_field_sizes, Completion, Engine, Progress};
+use crate::events::AccountEvent;
 use crate::flow::{Flow, FlowId, FlowKind, MAX_ATTEMPTS};
 use crate::providers::{AnyProvider, Input, NewAccount, Purpose, Step, StepContext, StepError};
 use crate::upstream::HttpSession;
@@ -289,6 +290,8 @@ impl Engine {
             Purpose::Connect { user_id } => {
                 let mut stored = self.accounts.add(user_id, provider, &account, now).await?;
                 stored.renew_due_at = Some(self.schedule_first_renewal(&stored, &account).await?);
+                self.account_event(user_id, &stored, AccountEvent::Connected)
+                    .await;
                 Ok(Progress::Done(Completion::Connected(stored)))
             }
             // The same steps signed in again: that account's secrets are replaced in place
@@ -302,6 +305,8 @@ impl Engine {
                     .reauth(user_id, account_id, provider, &account, now)
                     .await?;
                 stored.renew_due_at = Some(self.schedule_first_renewal(&stored, &account).await?);
+                self.account_event(user_id, &stored, AccountEvent::SignedInAgain)
+                    .await;
                 Ok(Progress::Done(Completion::Reauthenticated(stored)))
             }
             Purpose::SignIn => {

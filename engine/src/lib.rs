@@ -27,6 +27,8 @@ pub mod email;
 #[cfg(feature = "server")]
 mod engine;
 #[cfg(feature = "server")]
+pub mod events;
+#[cfg(feature = "server")]
 pub mod flow;
 #[cfg(feature = "server")]
 mod flow_runner;

@@ -15,7 +15,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::accounts::{ClaimedRenewal, ConnectedAccount, RenewalOutcome};
+use crate::accounts::{AccountStatus, ClaimedRenewal, ConnectedAccount, RenewalOutcome};
+use crate::events::AccountEvent;
 use crate::providers::Health;
 use crate::users::UserId;
 use crate::{Engine, ErrorCode};
@@ -139,12 +140,24 @@ impl Engine {
             ),
             _ => {}
         }
+        let event = match &outcome {
+            RenewalOutcome::Renewed { .. } => Some(AccountEvent::Renewed),
+            RenewalOutcome::Unchanged { .. } => None,
+            RenewalOutcome::Rejected => {
+                (account.status != AccountStatus::NeedsSignIn).then_some(AccountEvent::NeedsSignIn)
+            }
+            RenewalOutcome::Unreachable { code, .. } => Some(AccountEvent::Unreachable(*code)),
+        };
         match self
             .accounts
             .finish_renewal(claimed, self.worker(), &outcome, self.clock.now())
             .await
         {
-            Ok(true) => {}
+            Ok(true) => {
+                if let Some(event) = event {
+                    self.account_event(claimed.user_id, account, event).await;
+                }
+            }
             Ok(false) => tracing::warn!(
                 account = account.id,
                 "a renewal's lease ran out before it finished; its outcome was not stored"
@@ -199,7 +212,7 @@ impl Engine {
         let deadline = self.clock.now() + LEASE_SECONDS;
         loop {
             let account = self.accounts.get(user_id, account_id).await?;
-            if account.status == crate::accounts::AccountStatus::NeedsSignIn {
+            if account.status == AccountStatus::NeedsSignIn {
                 return Err(ErrorCode::NeedsSignIn);
             }
             let provider = self

@@ -270,7 +270,10 @@ async fn account_credentials(
     if !caller.may_read(id) {
         return Err(ErrorCode::AccountNotInScope.into());
     }
-    let answer = state.engine.app_credentials(caller.user_id, id).await?;
+    let answer = state
+        .engine
+        .app_credentials_for_key(caller.user_id, id, &caller.key_id)
+        .await?;
     let credentials = serde_json::from_value(answer).map_err(|_| {
         // Not the error's text: it may quote a value, and these are secrets.
         tracing::error!(account_id = id, "app credentials out of shape");
