@@ -105,6 +105,8 @@ export default defineConfig({
       STEPGATE_STEP_TIMEOUT: "3",
       // Every visit of /accounts checks the accounts again, so a revoked token shows at once.
       STEPGATE_ACCOUNT_CHECK_INTERVAL: "0",
+      // The token upkeep looks for due accounts every second.
+      STEPGATE_UPKEEP_INTERVAL: "1",
       RUST_LOG: "info,sqlx=warn",
     },
     },

@@ -34,6 +34,9 @@ pub struct Config {
     /// `STEPGATE_ACCOUNT_CHECK_INTERVAL` (seconds, default 60): how often opening the accounts
     /// page checks an account with its provider.
     pub account_check_interval: i64,
+    /// `STEPGATE_UPKEEP_INTERVAL` (seconds, default 15): how often the token upkeep looks for
+    /// accounts due for renewal.
+    pub upkeep_interval: std::time::Duration,
 }
 
 fn flag(name: &str, default: bool) -> bool {
@@ -74,6 +77,12 @@ impl Config {
             })?,
             Err(_) => engine::DEFAULT_CHECK_INTERVAL,
         };
+        let upkeep_interval = match std::env::var("STEPGATE_UPKEEP_INTERVAL") {
+            Ok(text) => std::time::Duration::from_secs(text.parse().map_err(|_| {
+                format!("STEPGATE_UPKEEP_INTERVAL: `{text}` is not a number of seconds")
+            })?),
+            Err(_) => std::time::Duration::from_secs(15),
+        };
         let totp_provider_url = std::env::var("STEPGATE_TOTP_PROVIDER_URL")
             .unwrap_or_else(|_| "http://127.0.0.1:3100".into())
             .trim_end_matches('/')
@@ -93,6 +102,7 @@ impl Config {
             upstreams,
             step_timeout,
             account_check_interval,
+            upkeep_interval,
             totp_provider_url,
             public_url,
         })
