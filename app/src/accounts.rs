@@ -332,7 +332,80 @@ pub async fn remove_account(account_id: i64) -> Result<(), AppError> {
     use crate::session::{engine, signed_in_user};
 
     let user = signed_in_user().await?;
-    engine()?.accounts().remove(user.id, account_id).await?;
+    engine()?.remove_account(user.id, account_id).await?;
     leptos_axum::redirect("/accounts?removed=1");
     Ok(())
+}
+
+/// One line of an account's activity, in words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivityRow {
+    /// Unix seconds.
+    pub at: i64,
+    pub what: String,
+}
+
+/// What the account page shows: the row, its renewals, and its activity (newest first).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountDetail {
+    pub row: AccountRow,
+    pub renewed_at: Option<i64>,
+    pub renew_due_at: Option<i64>,
+    /// The last failure, in words.
+    pub last_error: Option<String>,
+    pub activity: Vec<ActivityRow>,
+}
+
+/// An audit entry in words (the API key by its name when it still exists).
+#[cfg(feature = "ssr")]
+fn activity_words(
+    entry: &engine::events::AuditEntry,
+    key_names: &HashMap<String, String>,
+) -> String {
+    let failure = entry.code.map(|code| code.message()).unwrap_or_default();
+    match entry.event.as_str() {
+        "connected" => "Connected.".to_owned(),
+        "signed_in_again" => "Signed in again.".to_owned(),
+        "renewed" => "Tokens renewed.".to_owned(),
+        "needs_sign_in" => "The provider refused the tokens: needs sign-in.".to_owned(),
+        "unreachable" => format!("Could not reach the provider: {failure}"),
+        "api_read" => match entry.api_key.as_ref().and_then(|k| key_names.get(k)) {
+            Some(name) => format!("Credentials read with API key “{name}”."),
+            None => "Credentials read with an API key since revoked.".to_owned(),
+        },
+        "removed" => "Removed.".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+/// The account page's content for account `account_id` of the signed-in user.
+#[server(prefix = "/api", endpoint = "account_page")]
+pub async fn account_page(account_id: i64) -> Result<AccountDetail, AppError> {
+    use crate::session::{engine, signed_in_user};
+
+    let user = signed_in_user().await?;
+    let engine = engine()?;
+    let account = engine.accounts().get(user.id, account_id).await?;
+    let audit = engine.audit_log(user.id, account_id).await?;
+    let key_names: HashMap<String, String> = engine
+        .api_keys()
+        .list(user.id)
+        .await?
+        .into_iter()
+        .map(|key| (key.id, key.name))
+        .collect();
+    let now = engine.now();
+    Ok(AccountDetail {
+        renewed_at: account.renewed_at,
+        renew_due_at: account.renew_due_at,
+        last_error: account.last_error.map(|code| code.message().to_owned()),
+        activity: audit
+            .iter()
+            .map(|entry| ActivityRow {
+                at: entry.at,
+                what: activity_words(entry, &key_names),
+            })
+            .collect(),
+        row: row_of(&engine, account, now),
+    })
 }

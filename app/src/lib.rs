@@ -17,7 +17,7 @@ use leptos_router::path;
 use leptos_router::SsrMode;
 
 use pages::{
-    accounts::{AccountsPage, RemoveAccountPage},
+    accounts::{AccountDetailPage, AccountsPage, RemoveAccountPage},
     api_keys::ApiKeysPage,
     connect::{ConnectPage, ConnectPickerPage},
     home::HomePage,
@@ -95,6 +95,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("settings/webhooks") view=WebhooksPage ssr=SsrMode::Async/>
                     <Route path=path!("accounts") view=AccountsPage ssr=SsrMode::Async/>
                     <Route path=path!("accounts/remove") view=RemoveAccountPage ssr=SsrMode::Async/>
+                    <Route path=path!("accounts/account") view=AccountDetailPage ssr=SsrMode::Async/>
                     <Route path=path!("accounts/connect") view=ConnectPickerPage ssr=SsrMode::Async/>
                     <Route path=path!("accounts/connect/:provider") view=ConnectPage ssr=SsrMode::Async/>
                 </Routes>

@@ -3,7 +3,7 @@ use leptos_meta::Title;
 use leptos_router::components::Redirect;
 use leptos_router::hooks::use_query_map;
 
-use crate::accounts::{connected_accounts, AccountRow, RemoveAccount};
+use crate::accounts::{account_page, connected_accounts, AccountDetail, AccountRow, RemoveAccount};
 use crate::components::ErrorBanner;
 use crate::error::AppError;
 use engine::ErrorCode;
@@ -98,7 +98,9 @@ fn AccountTable(rows: Vec<AccountRow>) -> impl IntoView {
                         view! {
                             <tr data-account=row.id.to_string()>
                                 <td>{row.provider.clone()}</td>
-                                <td class="account-name">{row.name.clone()}</td>
+                                <td class="account-name">
+                                    <a href=format!("/accounts/account?id={}", row.id)>{row.name.clone()}</a>
+                                </td>
                                 <td class="account-status" data-status=row.status.clone() aria-live="polite">
                                     <span class="status-label">{row.status_label.clone()}</span>
                                     <span class="hint status-problem">{row.problem.clone().unwrap_or_default()}</span>
@@ -176,6 +178,99 @@ pub fn RemoveAccountPage() -> impl IntoView {
                     }
                 })}
             </Suspense>
+        </section>
+    }
+}
+
+/// `/accounts/account?id=…`: one connected account: its status, when its tokens were renewed
+/// and are renewed next, the last failure in words, and its activity (the audit log).
+#[component]
+pub fn AccountDetailPage() -> impl IntoView {
+    let query = use_query_map();
+    let id: i64 = query
+        .read_untracked()
+        .get("id")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let detail = Resource::new_blocking(move || id, account_page);
+    view! {
+        <Suspense fallback=|| view! { <p role="status">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match detail.await {
+                    Ok(detail) => view! { <AccountDetailView detail/> }.into_any(),
+                    Err(AppError { code: ErrorCode::NotSignedIn, .. }) => {
+                        view! { <Redirect path="/login"/> }.into_any()
+                    }
+                    Err(e) => view! {
+                        <Title text="Connected account · Stepgate"/>
+                        <section class="card">
+                            <h1>"Connected account"</h1>
+                            <p role="alert" class="error">{e.message()}</p>
+                            <p><a href="/accounts">"Back to connected accounts"</a></p>
+                        </section>
+                    }
+                        .into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+fn AccountDetailView(detail: AccountDetail) -> impl IntoView {
+    let row = detail.row;
+    let heading = format!("{} account {}", row.provider, row.name);
+    let when =
+        |at: Option<i64>, none: &'static str| at.map(utc_minute).unwrap_or_else(|| none.to_owned());
+    let needs_sign_in = row.status == "needs_sign_in";
+    view! {
+        <Title text=format!("{heading} · Stepgate")/>
+        <section class="card wide" aria-labelledby="account-title">
+            <h1 id="account-title">{heading}</h1>
+            <dl class="facts">
+                <dt>"Status"</dt>
+                <dd>{row.status_label.clone()}</dd>
+                <dt>"Connected"</dt>
+                <dd>{utc_minute(row.connected_at)}</dd>
+                <dt>"Last renewed"</dt>
+                <dd>{when(detail.renewed_at, "not yet")}</dd>
+                <dt>"Next renewal"</dt>
+                <dd>{when(detail.renew_due_at, "none (sign in again first)")}</dd>
+                <dt>"Last error"</dt>
+                <dd>{detail.last_error.clone().unwrap_or_else(|| "none".to_owned())}</dd>
+            </dl>
+            {needs_sign_in.then(|| view! {
+                <form method="get" action=format!("/accounts/connect/{}", row.provider_name) class="inline">
+                    <input type="hidden" name="reauth" value=row.id.to_string()/>
+                    <button type="submit">"Sign in again"</button>
+                </form>
+            })}
+            <h2>"Activity"</h2>
+            {if detail.activity.is_empty() {
+                view! { <p>"Nothing yet."</p> }.into_any()
+            } else {
+                view! {
+                    <table class="accounts activity">
+                        <caption class="visually-hidden">"What happened to this account, newest first"</caption>
+                        <thead>
+                            <tr><th scope="col">"When"</th><th scope="col">"What"</th></tr>
+                        </thead>
+                        <tbody>
+                            {detail
+                                .activity
+                                .into_iter()
+                                .map(|line| view! { <tr><td>{utc_minute(line.at)}</td><td>{line.what}</td></tr> })
+                                .collect_view()}
+                        </tbody>
+                    </table>
+                }
+                    .into_any()
+            }}
+            <p class="aside">
+                <a href="/accounts">"Back to connected accounts"</a>
+                " · "
+                <a href=format!("/accounts/remove?account={}", row.id)>"Remove this account"</a>
+            </p>
         </section>
     }
 }
