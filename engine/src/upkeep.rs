@@ -389,14 +389,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_revoked_account_needs_sign_in_and_is_left_alone_until_then() {
+    async fn a_revoked_account_needs_sign_in_is_told_by_webhook_and_is_left_alone_until_then() {
         let s = setup().await;
+        s.engine
+            .webhooks()
+            .set_url(s.user, "http://127.0.0.1:9/hook")
+            .await
+            .unwrap();
         s.sandbox.revoke(double::DEMO_EMAIL);
         s.clock.advance(LIFETIME / 2);
         assert_eq!(s.run().await, 1);
         let (account, _) = s.stored().await;
         assert_eq!(account.status, AccountStatus::NeedsSignIn);
         assert_eq!(account.renew_due_at, None);
+        let told = s.engine.webhooks().deliveries(s.user, 10).await.unwrap();
+        assert_eq!(told[0].event_type, "account.needs_sign_in");
         assert_eq!(
             s.engine.app_credentials(s.user, s.account.id).await,
             Err(ErrorCode::NeedsSignIn)

@@ -395,6 +395,7 @@ mod tests {
 
     use crate::accounts::{AccountStatus, CheckOutcome};
     use crate::engine::{Completion, Progress};
+    use crate::providers::{Health, Provider};
     use crate::providers::{Purpose, StepError};
     use crate::test_support::{connected, ProviderSetup};
     use crate::ErrorCode;
@@ -633,5 +634,32 @@ mod tests {
         );
         let stored = s.stored(account.id).await;
         assert_eq!(stored.status, AccountStatus::Active);
+    }
+
+    #[tokio::test]
+    async fn renewal_gets_a_new_oauth_token_until_the_session_is_revoked() {
+        let s = setup().await;
+        let account = connected(
+            s.start(&[
+                ("login", double::DEMO_LOGIN),
+                ("password", double::DEMO_PASSWORD),
+            ])
+            .await,
+        );
+        let kept = s.stored_secrets(account.id).await;
+        let provider = super::LibrusProvider;
+        let health = Provider::renew(&provider, &mut s.session(), 0, &kept).await;
+        let Health::Accepted(Some(renewed)) = health else {
+            panic!("renewed secrets expected: {health:?}");
+        };
+        assert_ne!(renewed["oauth_token"], kept["oauth_token"]);
+        assert_eq!(renewed["DZIENNIKSID"], kept["DZIENNIKSID"]);
+        let credentials = Provider::app_credentials(&provider, &renewed);
+        for cookie in super::SESSION_COOKIES {
+            assert!(credentials[cookie].is_string(), "{cookie}");
+        }
+        s.sandbox.revoke(double::DEMO_LOGIN);
+        let revoked = Provider::renew(&provider, &mut s.session(), 0, &renewed).await;
+        assert_eq!(revoked, Health::Rejected);
     }
 }

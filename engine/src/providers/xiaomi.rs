@@ -950,6 +950,7 @@ mod tests {
     use super::XiaomiState;
     use crate::accounts::{AccountStatus, CheckOutcome};
     use crate::engine::{Completion, Progress};
+    use crate::providers::{Health, Provider};
     use crate::providers::{Purpose, StepError};
     use crate::test_support::{connected, input, ProviderSetup, OWNER};
     use crate::view::{FieldKind, FlowView, StepView};
@@ -1493,5 +1494,32 @@ mod tests {
             s.check().await,
             vec![(account.id, CheckOutcome::Accepted(None))]
         );
+    }
+
+    #[tokio::test]
+    async fn renewal_gets_a_new_service_token_from_the_pass_token_until_it_is_revoked() {
+        let s = setup().await;
+        let account = connected(s.connect(double::DEMO_USER, double::DEMO_PASSWORD).await);
+        let kept = s.stored_secrets(account.id).await;
+        let provider = super::XiaomiProvider;
+        let health = Provider::renew(&provider, &mut s.session(), 0, &kept).await;
+        let Health::Accepted(Some(renewed)) = health else {
+            panic!("renewed secrets expected: {health:?}");
+        };
+        assert_ne!(renewed["serviceToken"], kept["serviceToken"]);
+        assert_eq!(renewed["userId"], kept["userId"]);
+        assert!(renewed["ssecurity"].is_string() && renewed["passToken"].is_string());
+        // What apps get: never the passToken.
+        let credentials = Provider::app_credentials(&provider, &renewed);
+        assert!(credentials["serviceToken"].is_string() && credentials.get("passToken").is_none());
+        assert_eq!(Provider::expires_at(&provider, &renewed), None);
+
+        s.sandbox.revoke(double::DEMO_USER);
+        let revoked = Provider::renew(&provider, &mut s.session(), 0, &renewed).await;
+        assert_eq!(revoked, Health::Rejected);
+        // An account connected by a pasted URL has no passToken: nothing to renew with.
+        let pasted = serde_json::json!({"serviceToken": "t", "userId": "6100000002"});
+        let none = Provider::renew(&provider, &mut s.session(), 0, &pasted).await;
+        assert_eq!(none, Health::Accepted(None));
     }
 }
