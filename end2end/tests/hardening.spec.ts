@@ -294,6 +294,8 @@ test("every page runs under the CSP without a violation, and the popup sign-in s
     "/accounts/connect/xiaomi",
     "/accounts/connect/lynkco",
     "/accounts/connect/flameconnect",
+    "/settings/api-keys",
+    "/settings/webhooks",
   ]) {
     await page.goto(path);
     await expect(page.getByRole("heading", { level: 1 })).toBeVisible();
