@@ -5,6 +5,7 @@
 //! Built without the default `server` feature, the crate holds only the wire types the browser
 //! also needs ([`error::ErrorCode`] and [`view`]).
 
+pub mod dates;
 pub mod error;
 pub mod view;
 

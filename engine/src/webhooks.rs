@@ -28,6 +28,7 @@ use sqlx::{Row, SqlitePool};
 
 use crate::clock::Clock;
 use crate::crypto::SecretBox;
+use crate::dates::rfc3339;
 use crate::engine::{Engine, MAX_FIELD_BYTES};
 use crate::users::UserId;
 use crate::ErrorCode;
@@ -120,27 +121,6 @@ pub fn secret_key(secret: &str) -> Option<Vec<u8>> {
     BASE64
         .decode(secret.strip_prefix(SECRET_PREFIX)?.as_bytes())
         .ok()
-}
-
-/// Unix seconds as RFC 3339 in UTC (`2023-11-14T22:13:20Z`); days to dates after Howard
-/// Hinnant's `civil_from_days`.
-pub fn rfc3339(unix: i64) -> String {
-    let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
 }
 
 /// An http(s) URL with a host, at most 1 KiB.

@@ -9,25 +9,7 @@ use crate::error::AppError;
 use engine::ErrorCode;
 
 /// A date people read: `2026-11-25 14:03 UTC` (the server renders it; no client clock).
-pub fn utc_minute(unix: i64) -> String {
-    let days = unix.div_euclid(86_400);
-    let seconds = unix.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
-        seconds / 3600,
-        seconds % 3600 / 60
-    )
-}
+pub use engine::dates::utc_minute;
 
 /// `/accounts`: the connected accounts, each with "Remove"; "Connect an account" leads to the
 /// picker. Server-rendered, no WebAssembly.
@@ -272,17 +254,5 @@ fn AccountDetailView(detail: AccountDetail) -> impl IntoView {
                 <a href=format!("/accounts/remove?account={}", row.id)>"Remove this account"</a>
             </p>
         </section>
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::utc_minute;
-
-    #[test]
-    fn dates_are_shown_in_utc_to_the_minute() {
-        assert_eq!(utc_minute(0), "1970-01-01 00:00 UTC");
-        assert_eq!(utc_minute(1_795_628_259), "2026-11-25 17:37 UTC");
-        assert_eq!(utc_minute(951_782_400), "2000-02-29 00:00 UTC");
     }
 }
