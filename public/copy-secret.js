@@ -1,4 +1,5 @@
-// The "Copy" button of a new API key: copies the read-only field and says so in a live region.
+// The "Copy" button of a secret shown once (a new API key, a webhook signing secret): copies the
+// read-only field and says so in a live region.
 // Without JavaScript (or clipboard access) the field is still there to select and copy.
 (function () {
   document.addEventListener("click", function (event) {

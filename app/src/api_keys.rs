@@ -1,13 +1,9 @@
 //! Server functions of the API keys page (`pages/api_keys.rs`): what the page shows, creating a
 //! key, revoking one. Thin: the engine keeps the keys (`engine/src/api_keys.rs`).
 //!
-//! How the new key's secret reaches the page once: the page is plain forms (no WebAssembly), so
-//! "Create key" is a form post that ends in a redirect, and the secret cannot ride in the
-//! redirect's URL (URLs end up in history, logs and `Referer`s). Creating a key puts it in a
-//! short-lived cookie instead: HttpOnly, SameSite=Strict, sent only to `/settings/api-keys`,
-//! one minute at most. Rendering the page takes it out of the cookie and clears it, so it is
-//! shown exactly once and stays in no URL, no log and not in the database (which keeps only a
-//! SHA-256 of it).
+//! The new key's secret reaches the page once through a one-minute cookie sent only to
+//! `/settings/api-keys` (`one_time_secret.rs` says why and how), so it stays in no URL, no log
+//! and not in the database (which keeps only a SHA-256 of it).
 
 use std::collections::HashMap;
 
@@ -47,69 +43,24 @@ pub struct ApiKeysPageData {
 
 #[cfg(feature = "ssr")]
 mod ssr {
-    use http::header::{COOKIE, SET_COOKIE};
-    use http::request::Parts;
-    use http::HeaderValue;
-    use leptos::prelude::use_context;
-    use leptos_axum::ResponseOptions;
+    use crate::one_time_secret;
 
     const NEW_KEY_COOKIE: &str = "stepgate_new_api_key";
-    /// Over https (`__Host-` would need `Path=/`; this cookie is for one page only).
-    const SECURE_NEW_KEY_COOKIE: &str = "__Secure-stepgate_new_api_key";
-    const PAGE: &str = "/settings/api-keys";
-    /// Long enough for the redirect to the page, short enough to be gone if it never comes.
-    const NEW_KEY_SECONDS: u32 = 60;
-
-    fn is_https(parts: &Parts) -> bool {
-        parts.uri.scheme_str() == Some("https")
-            || parts
-                .headers
-                .get("x-forwarded-proto")
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.eq_ignore_ascii_case("https"))
-    }
-
-    fn set(value: &str, max_age: u32) {
-        let (Some(parts), Some(response)) =
-            (use_context::<Parts>(), use_context::<ResponseOptions>())
-        else {
-            return;
-        };
-        let cookie = if is_https(&parts) {
-            format!("{SECURE_NEW_KEY_COOKIE}={value}; Path={PAGE}; HttpOnly; SameSite=Strict; Secure; Max-Age={max_age}")
-        } else {
-            format!("{NEW_KEY_COOKIE}={value}; Path={PAGE}; HttpOnly; SameSite=Strict; Max-Age={max_age}")
-        };
-        if let Ok(header) = HeaderValue::from_str(&cookie) {
-            response.append_header(SET_COOKIE, header);
-        }
-    }
+    pub const PAGE: &str = "/settings/api-keys";
 
     /// Hands the new key to the next rendering of the page.
     pub fn keep_new_key(secret: &str) {
-        set(secret, NEW_KEY_SECONDS);
+        one_time_secret::hand_over(NEW_KEY_COOKIE, PAGE, secret);
     }
 
     /// The key just created, if the browser brought it back; the cookie is cleared.
     pub fn take_new_key() -> Option<String> {
-        let parts = use_context::<Parts>()?;
-        let key = parts
-            .headers
-            .get_all(COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|h| h.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(name, _)| *name == NEW_KEY_COOKIE || *name == SECURE_NEW_KEY_COOKIE)
-            .map(|(_, value)| value.to_owned())
-            .filter(|value| {
-                value.starts_with(engine::api_keys::KEY_PREFIX)
-                    && value
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            })?;
-        set("", 0);
-        Some(key)
+        one_time_secret::take(NEW_KEY_COOKIE, PAGE, |value| {
+            value.starts_with(engine::api_keys::KEY_PREFIX)
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        })
     }
 }
 
@@ -185,7 +136,7 @@ pub async fn create_api_key(
         .create(user.id, &name, &account_ids)
         .await?;
     ssr::keep_new_key(secret.as_str());
-    leptos_axum::redirect("/settings/api-keys?created=1");
+    leptos_axum::redirect(&format!("{}?created=1", ssr::PAGE));
     Ok(())
 }
 
@@ -196,6 +147,6 @@ pub async fn revoke_api_key(key_id: String) -> Result<(), AppError> {
 
     let user = signed_in_user().await?;
     engine()?.api_keys().revoke(user.id, &key_id).await?;
-    leptos_axum::redirect("/settings/api-keys?revoked=1");
+    leptos_axum::redirect(&format!("{}?revoked=1", ssr::PAGE));
     Ok(())
 }

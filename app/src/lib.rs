@@ -5,6 +5,8 @@ pub mod api;
 pub mod api_keys;
 pub mod components;
 pub mod error;
+#[cfg(feature = "ssr")]
+pub mod one_time_secret;
 pub mod pages;
 #[cfg(feature = "ssr")]
 pub mod session;

@@ -52,7 +52,8 @@ fn is_https(parts: &Parts) -> bool {
             .is_some_and(|v| v.eq_ignore_ascii_case("https"))
 }
 
-fn cookie_headers() -> Vec<String> {
+/// The `Cookie` headers the browser sent.
+pub(crate) fn cookie_headers() -> Vec<String> {
     request()
         .map(|parts| {
             parts
@@ -116,18 +117,35 @@ pub fn login_token() -> Option<SessionToken> {
         .find_map(|h| token_cookie(h, LOGIN_COOKIE, SECURE_LOGIN_COOKIE))
 }
 
-fn set_cookie(plain: &str, secure: &str, value: &str, max_age: i64) {
+/// Sets an HttpOnly cookie for `path`: named `secure` and marked `Secure` over https, `plain`
+/// over http (browsers drop `Secure` cookies and the prefixed names there). Shared with the
+/// one-time secret cookies (`one_time_secret.rs`), which differ only in path and SameSite.
+pub(crate) fn set_http_only_cookie(
+    plain: &str,
+    secure: &str,
+    value: &str,
+    path: &str,
+    same_site: &str,
+    max_age: i64,
+) {
     let (Some(parts), Some(response)) = (request(), use_context::<ResponseOptions>()) else {
         return;
     };
-    let cookie = if is_https(&parts) {
-        format!("{secure}={value}; Path=/; HttpOnly; SameSite=Lax; Secure; Max-Age={max_age}")
+    let (name, secure_attribute) = if is_https(&parts) {
+        (secure, "; Secure")
     } else {
-        format!("{plain}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}")
+        (plain, "")
     };
+    let cookie = format!(
+        "{name}={value}; Path={path}; HttpOnly; SameSite={same_site}{secure_attribute}; Max-Age={max_age}"
+    );
     if let Ok(header) = HeaderValue::from_str(&cookie) {
         response.append_header(SET_COOKIE, header);
     }
+}
+
+fn set_cookie(plain: &str, secure: &str, value: &str, max_age: i64) {
+    set_http_only_cookie(plain, secure, value, "/", "Lax", max_age);
 }
 
 pub fn set_session_cookie(token: &SessionToken) {

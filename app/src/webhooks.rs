@@ -2,10 +2,9 @@
 //! URL, removing it. Thin: the engine keeps the URL, its secret and the deliveries
 //! (`engine/src/webhooks.rs`).
 //!
-//! The signing secret reaches the page once the way a new API key does (`api_keys.rs`): "Save"
-//! is a plain form post ending in a redirect, so the secret rides in a one-minute HttpOnly,
-//! SameSite=Strict cookie sent only to `/settings/webhooks`, which rendering the page takes and
-//! clears. It is never in a URL or a log, and the database keeps it only sealed.
+//! The signing secret reaches the page once through a one-minute cookie sent only to
+//! `/settings/webhooks` (`one_time_secret.rs` says why and how), so it is never in a URL or a
+//! log, and the database keeps it only sealed.
 
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -44,75 +43,27 @@ pub struct WebhooksPageData {
 #[cfg(feature = "ssr")]
 mod ssr {
     use engine::webhooks::{Delivery, DeliveryStatus, SECRET_PREFIX};
-    use http::header::{COOKIE, SET_COOKIE};
-    use http::request::Parts;
-    use http::HeaderValue;
-    use leptos::prelude::use_context;
-    use leptos_axum::ResponseOptions;
 
     use super::DeliveryRow;
+    use crate::one_time_secret;
     use crate::pages::accounts::utc_minute;
 
     const SECRET_COOKIE: &str = "stepgate_webhook_secret";
-    /// Over https (`__Host-` would need `Path=/`; this cookie is for one page only).
-    const SECURE_SECRET_COOKIE: &str = "__Secure-stepgate_webhook_secret";
     pub const PAGE: &str = "/settings/webhooks";
-    /// Long enough for the redirect to the page, short enough to be gone if it never comes.
-    const SECRET_SECONDS: u32 = 60;
-
-    fn is_https(parts: &Parts) -> bool {
-        parts.uri.scheme_str() == Some("https")
-            || parts
-                .headers
-                .get("x-forwarded-proto")
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.eq_ignore_ascii_case("https"))
-    }
-
-    fn set(value: &str, max_age: u32) {
-        let (Some(parts), Some(response)) =
-            (use_context::<Parts>(), use_context::<ResponseOptions>())
-        else {
-            return;
-        };
-        let (name, secure) = if is_https(&parts) {
-            (SECURE_SECRET_COOKIE, "; Secure")
-        } else {
-            (SECRET_COOKIE, "")
-        };
-        let cookie = format!(
-            "{name}={value}; Path={PAGE}; HttpOnly; SameSite=Strict{secure}; Max-Age={max_age}"
-        );
-        if let Ok(header) = HeaderValue::from_str(&cookie) {
-            response.append_header(SET_COOKIE, header);
-        }
-    }
 
     /// Hands the new secret to the next rendering of the page.
     pub fn keep_new_secret(secret: &str) {
-        set(secret, SECRET_SECONDS);
+        one_time_secret::hand_over(SECRET_COOKIE, PAGE, secret);
     }
 
     /// The secret just made, if the browser brought it back; the cookie is cleared.
     pub fn take_new_secret() -> Option<String> {
-        let parts = use_context::<Parts>()?;
-        let secret = parts
-            .headers
-            .get_all(COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|h| h.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(name, _)| *name == SECRET_COOKIE || *name == SECURE_SECRET_COOKIE)
-            .map(|(_, value)| value.to_owned())
-            .filter(|value| {
-                value.starts_with(SECRET_PREFIX)
-                    && value
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"_+/=".contains(&b))
-            })?;
-        set("", 0);
-        Some(secret)
+        one_time_secret::take(SECRET_COOKIE, PAGE, |value| {
+            value.starts_with(SECRET_PREFIX)
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_+/=".contains(&b))
+        })
     }
 
     /// A delivery as the log shows it.

@@ -4,10 +4,14 @@ mod code_input;
 mod error_banner;
 mod field;
 mod needs_wasm;
+mod one_time_secret;
+mod signed_in;
 mod totp_popup;
 
 pub use code_input::CodeInput;
 pub use error_banner::ErrorBanner;
 pub use field::Field;
 pub use needs_wasm::{use_hydrated, NotReadyNotice};
+pub use one_time_secret::OneTimeSecret;
+pub use signed_in::SignedIn;
 pub use totp_popup::{code_from_message, TotpPopupButton};

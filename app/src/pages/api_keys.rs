@@ -1,17 +1,14 @@
 use leptos::prelude::*;
 use leptos_meta::Title;
-use leptos_router::components::Redirect;
 use leptos_router::hooks::use_query_map;
 
 use crate::api_keys::{api_keys_view, CreateApiKey, KeyRow, RevokeApiKey, ScopeChoice};
-use crate::components::ErrorBanner;
-use crate::error::AppError;
+use crate::components::{ErrorBanner, OneTimeSecret, SignedIn};
 use crate::pages::accounts::utc_minute;
-use engine::ErrorCode;
 
 /// `/settings/api-keys`: create a key scoped to some connected accounts (its secret is shown
 /// once), see the keys with their scope and last use, revoke one. Plain server-rendered forms;
-/// `public/api-keys.js` only adds the "Copy" button's clipboard write.
+/// `public/copy-secret.js` only adds the "Copy" button's clipboard write.
 #[component]
 pub fn ApiKeysPage() -> impl IntoView {
     let page = Resource::new_blocking(|| (), |_| api_keys_view());
@@ -32,51 +29,26 @@ pub fn ApiKeysPage() -> impl IntoView {
             </p>
             {revoked.then(|| view! { <p role="status" class="ok">"Key revoked. Apps using it are refused from now on."</p> })}
             <ErrorBanner error=revoke_error/>
-            <Suspense fallback=|| view! { <p role="status">"Loading…"</p> }>
-                {move || Suspend::new(async move {
-                    match page.await {
-                        Ok(page) => view! {
-                            {page.new_key.map(|key| view! { <NewKey key/> })}
-                            <KeyTable keys=page.keys revoke/>
-                            <h2>"Create a key"</h2>
-                            <ActionForm action=create attr:class="create-key">
-                                <ErrorBanner error=create_error/>
-                                <p>
-                                    <label for="key-name">"Key name"</label>
-                                    <input id="key-name" name="name" type="text" required maxlength="200" autocomplete="off"/>
-                                </p>
-                                <ScopeFields accounts=page.accounts/>
-                                <button type="submit" data-busy="Creating…">"Create key"</button>
-                            </ActionForm>
-                        }
-                            .into_any(),
-                        Err(AppError { code: ErrorCode::NotSignedIn, .. }) => {
-                            view! { <Redirect path="/login"/> }.into_any()
-                        }
-                        Err(e) => view! { <p role="alert" class="error">{e.message()}</p> }.into_any(),
-                    }
+            <SignedIn data=page page=move |page| view! {
+                {page.new_key.map(|key| view! {
+                    <OneTimeSecret id="new-key" label="New API key" value=key
+                        notice="Key created. Copy it now: Stepgate keeps only a hash and cannot show it again."/>
                 })}
-            </Suspense>
+                <KeyTable keys=page.keys revoke/>
+                <h2>"Create a key"</h2>
+                <ActionForm action=create attr:class="create-key">
+                    <ErrorBanner error=create_error/>
+                    <p>
+                        <label for="key-name">"Key name"</label>
+                        <input id="key-name" name="name" type="text" required maxlength="200" autocomplete="off"/>
+                    </p>
+                    <ScopeFields accounts=page.accounts/>
+                    <button type="submit" data-busy="Creating…">"Create key"</button>
+                </ActionForm>
+            }/>
             <p class="aside"><a href="/">"Back home"</a></p>
         </section>
-        <script src="/api-keys.js" defer></script>
-    }
-}
-
-/// The secret of the key just created: shown this once, in a read-only field to copy.
-#[component]
-fn NewKey(key: String) -> impl IntoView {
-    view! {
-        <div class="new-key">
-            <p class="ok">"Key created. Copy it now: Stepgate keeps only a hash and cannot show it again."</p>
-            <label for="new-key">"New API key"</label>
-            <div class="new-key-row">
-                <input id="new-key" type="text" readonly value=key spellcheck="false" autocomplete="off"/>
-                // Works once api-keys.js is loaded; without it the field is selectable.
-                <button type="button" class="secondary" data-copy="new-key">"Copy"</button>
-            </div>
-            <p class="hint" role="status" aria-live="polite" id="new-key-copied"></p>
-        </div>
+        <script src="/copy-secret.js" defer></script>
     }
 }
 

@@ -1,17 +1,15 @@
 use leptos::prelude::*;
 use leptos_meta::Title;
-use leptos_router::components::Redirect;
 use leptos_router::hooks::use_query_map;
 
-use crate::components::ErrorBanner;
-use crate::error::AppError;
+use crate::components::{ErrorBanner, OneTimeSecret, SignedIn};
 use crate::pages::accounts::utc_minute;
 use crate::webhooks::{webhooks_view, DeliveryRow, RemoveWebhook, SaveWebhook};
 use engine::ErrorCode;
 
 /// `/settings/webhooks`: one URL that receives `account.connected`, `account.needs_sign_in` and
 /// `account.removed` as signed JSON (Standard Webhooks); its signing secret is shown once when
-/// saved; the latest deliveries below. Plain server-rendered forms; `public/api-keys.js` only
+/// saved; the latest deliveries below. Plain server-rendered forms; `public/copy-secret.js` only
 /// adds the "Copy" button's clipboard write.
 #[component]
 pub fn WebhooksPage() -> impl IntoView {
@@ -44,64 +42,39 @@ pub fn WebhooksPage() -> impl IntoView {
             </p>
             {removed.then(|| view! { <p role="status" class="ok">"Webhook removed. Nothing more is sent."</p> })}
             <ErrorBanner error=remove_error/>
-            <Suspense fallback=|| view! { <p role="status">"Loading…"</p> }>
-                {move || Suspend::new(async move {
-                    match page.await {
-                        Ok(page) => view! {
-                            {page.new_secret.map(|secret| view! { <NewSecret secret/> })}
-                            <ActionForm action=save attr:class="webhook-url">
-                                <ErrorBanner error=other_save_error/>
-                                {move || bad_url().then(|| view! {
-                                    <div role="alert" class="error" data-code="invalid_url">
-                                        <p>"Enter an http:// or https:// URL of at most 1,024 characters."</p>
-                                    </div>
-                                })}
-                                <p>
-                                    <label for="webhook-url">"Webhook URL"</label>
-                                    <input id="webhook-url" name="url" type="url" required maxlength="1024"
-                                        autocomplete="off" placeholder="https://example.org/stepgate"
-                                        value=page.url.clone().unwrap_or_default()/>
-                                </p>
-                                <p class="hint">"Saving makes a new signing secret; the old one stops working."</p>
-                                <button type="submit" data-busy="Saving…">"Save"</button>
-                            </ActionForm>
-                            {page.since.map(|since| view! {
-                                <p class="hint">"Secret made " {utc_minute(since)} "."</p>
-                                <ActionForm action=remove attr:class="inline">
-                                    <button type="submit" class="danger" data-busy="Removing…">"Remove webhook"</button>
-                                </ActionForm>
-                            })}
-                            <h2>"Deliveries"</h2>
-                            <DeliveryLog deliveries=page.deliveries/>
-                        }
-                            .into_any(),
-                        Err(AppError { code: ErrorCode::NotSignedIn, .. }) => {
-                            view! { <Redirect path="/login"/> }.into_any()
-                        }
-                        Err(e) => view! { <p role="alert" class="error">{e.message()}</p> }.into_any(),
-                    }
+            <SignedIn data=page page=move |page| view! {
+                {page.new_secret.map(|secret| view! {
+                    <OneTimeSecret id="signing-secret" label="Signing secret" value=secret
+                        notice="Webhook saved. Copy its signing secret now: it is not shown again."/>
                 })}
-            </Suspense>
+                <ActionForm action=save attr:class="webhook-url">
+                    <ErrorBanner error=other_save_error/>
+                    {move || bad_url().then(|| view! {
+                        <div role="alert" class="error" data-code="invalid_url">
+                            <p>"Enter an http:// or https:// URL of at most 1,024 characters."</p>
+                        </div>
+                    })}
+                    <p>
+                        <label for="webhook-url">"Webhook URL"</label>
+                        <input id="webhook-url" name="url" type="url" required maxlength="1024"
+                            autocomplete="off" placeholder="https://example.org/stepgate"
+                            value=page.url.clone().unwrap_or_default()/>
+                    </p>
+                    <p class="hint">"Saving makes a new signing secret; the old one stops working."</p>
+                    <button type="submit" data-busy="Saving…">"Save"</button>
+                </ActionForm>
+                {page.since.map(|since| view! {
+                    <p class="hint">"Secret made " {utc_minute(since)} "."</p>
+                    <ActionForm action=remove attr:class="inline">
+                        <button type="submit" class="danger" data-busy="Removing…">"Remove webhook"</button>
+                    </ActionForm>
+                })}
+                <h2>"Deliveries"</h2>
+                <DeliveryLog deliveries=page.deliveries/>
+            }/>
             <p class="aside"><a href="/">"Back home"</a></p>
         </section>
-        <script src="/api-keys.js" defer></script>
-    }
-}
-
-/// The signing secret just made: shown this once, in a read-only field to copy.
-#[component]
-fn NewSecret(secret: String) -> impl IntoView {
-    view! {
-        <div class="new-key">
-            <p class="ok">"Webhook saved. Copy its signing secret now: it is not shown again."</p>
-            <label for="signing-secret">"Signing secret"</label>
-            <div class="new-key-row">
-                <input id="signing-secret" type="text" readonly value=secret spellcheck="false" autocomplete="off"/>
-                // Works once api-keys.js is loaded; without it the field is selectable.
-                <button type="button" class="secondary" data-copy="signing-secret">"Copy"</button>
-            </div>
-            <p class="hint" role="status" aria-live="polite" id="signing-secret-copied"></p>
-        </div>
+        <script src="/copy-secret.js" defer></script>
     }
 }
 
