@@ -524,10 +524,7 @@ impl Provider for FlameConnectProvider {
     /// A refresh grant at the token endpoint (MSAL's `acquire_token_silent`): the renewed
     /// token set replaces the kept one.
     async fn check(&self, http: &mut HttpSession, now: i64, secrets: &Value) -> Health {
-        match tokio::time::timeout(b2c::WHOLE_STEP, refresh(http, now, secrets)).await {
-            Ok(health) => health,
-            Err(_) => Health::Unreachable(ErrorCode::Timeout),
-        }
+        super::health_within(b2c::WHOLE_STEP, refresh(http, now, secrets)).await
     }
 
     /// Renewing is what the check does: the refresh grant.

@@ -265,10 +265,7 @@ impl Provider for LibrusProvider {
         _now: i64,
         secrets: &serde_json::Value,
     ) -> Health {
-        match tokio::time::timeout(WHOLE_LOGIN, check_session(http, secrets)).await {
-            Ok(health) => health,
-            Err(_) => Health::Unreachable(ErrorCode::Timeout),
-        }
+        super::health_within(WHOLE_LOGIN, check_session(http, secrets)).await
     }
 
     /// Synergia's `refreshToken` with the session cookies: a new `oauth_token`.
@@ -284,10 +281,7 @@ impl Provider for LibrusProvider {
             }
             refresh_oauth_token(http, secrets).await
         };
-        match tokio::time::timeout(WHOLE_LOGIN, work).await {
-            Ok(health) => health,
-            Err(_) => Health::Unreachable(ErrorCode::Timeout),
-        }
+        super::health_within(WHOLE_LOGIN, work).await
     }
 
     /// Synergia names no expiry: the upkeep renews at least daily.

@@ -701,10 +701,7 @@ impl Provider for LynkcoProvider {
     /// A refresh grant at the tenant-ID token URL (it rotates the refresh token), then
     /// validate-session for a new CCC token: the renewed secrets replace the kept ones.
     async fn check(&self, http: &mut HttpSession, now: i64, secrets: &Value) -> Health {
-        match tokio::time::timeout(b2c::WHOLE_STEP, check_tokens(http, now, secrets)).await {
-            Ok(health) => health,
-            Err(_) => Health::Unreachable(ErrorCode::Timeout),
-        }
+        super::health_within(b2c::WHOLE_STEP, check_tokens(http, now, secrets)).await
     }
 
     /// Renewing is what the check does: the refresh grant, then a new CCC token.

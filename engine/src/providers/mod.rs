@@ -307,6 +307,16 @@ impl<P: Provider> AnyProvider for P {
     }
 }
 
+/// A check or renewal that must answer within `limit` (else `Unreachable(timeout)`).
+pub async fn health_within(
+    limit: std::time::Duration,
+    work: impl std::future::Future<Output = Health>,
+) -> Health {
+    tokio::time::timeout(limit, work)
+        .await
+        .unwrap_or(Health::Unreachable(ErrorCode::Timeout))
+}
+
 /// The named fields of `secrets`, for [`Provider::app_credentials`] (absent ones are left out).
 pub fn pick(secrets: &serde_json::Value, names: &[&str]) -> serde_json::Value {
     let picked = names
