@@ -373,6 +373,14 @@ fn with_request_id(mut r: Response, id: &str) -> Response {
     r
 }
 
+/// The error page for a request outside its transaction (wrong csrf, cookie or `tx`).
+fn malformed_page(then: &str) -> Response {
+    error_page(
+        StatusCode::BAD_REQUEST,
+        &format!("{MALFORMED}: The request is malformed (CSRF or transaction).{then}"),
+    )
+}
+
 fn error_page(status: StatusCode, message: &str) -> Response {
     (
         status,
@@ -417,6 +425,24 @@ impl Tenant {
         (tenant.eq_ignore_ascii_case(self.cfg.tenant)
             || tenant.eq_ignore_ascii_case(self.cfg.tenant_id))
             && policy.eq_ignore_ascii_case(self.cfg.policy)
+    }
+
+    /// The transaction of a `…/confirmed` GET: csrf and `tx` in the query, and the policy.
+    fn find_by_query(
+        &self,
+        inner: &Inner,
+        uri: &Uri,
+        headers: &HeaderMap,
+        now: i64,
+    ) -> Option<String> {
+        inner
+            .find(
+                headers,
+                &query_values(uri, "csrf_token"),
+                &query_values(uri, "tx"),
+                now,
+            )
+            .filter(|_| self.p_ok(&query_values(uri, "p")))
     }
 
     fn p_ok(&self, values: &[String]) -> bool {
@@ -1088,17 +1114,8 @@ async fn combined_confirmed(
     let cfg = t.cfg;
     let now = t.clock.now_ms();
     let mut inner = t.lock();
-    let found = inner.find(
-        &headers,
-        &query_values(&uri, "csrf_token"),
-        &query_values(&uri, "tx"),
-        now,
-    );
-    let Some(key) = found.filter(|_| t.p_ok(&query_values(&uri, "p"))) else {
-        return error_page(
-            StatusCode::BAD_REQUEST,
-            "AADB2C90240: The request is malformed (CSRF or transaction).",
-        );
+    let Some(key) = t.find_by_query(&inner, &uri, &headers, now) else {
+        return malformed_page("");
     };
     let stage = inner.txs[&key].stage.clone();
     match stage {
@@ -1152,10 +1169,7 @@ async fn resume(
             .map(|(k, _)| k.clone())
     });
     let Some(key) = key.filter(|_| !ticket.is_empty()) else {
-        return error_page(
-            StatusCode::BAD_REQUEST,
-            "AADB2C90240: The request is malformed (CSRF or transaction).",
-        );
+        return malformed_page("");
     };
     let url = inner.finish(t.cfg, &key, now);
     util::found(&url, &[])
@@ -1175,17 +1189,8 @@ async fn self_asserted_confirmed(
     fault!(t, "redirect");
     let now = t.clock.now_ms();
     let mut inner = t.lock();
-    let found = inner.find(
-        &headers,
-        &query_values(&uri, "csrf_token"),
-        &query_values(&uri, "tx"),
-        now,
-    );
-    let Some(key) = found.filter(|_| t.p_ok(&query_values(&uri, "p"))) else {
-        return error_page(
-            StatusCode::BAD_REQUEST,
-            "AADB2C90240: The request is malformed (CSRF or transaction).",
-        );
+    let Some(key) = t.find_by_query(&inner, &uri, &headers, now) else {
+        return malformed_page("");
     };
     if inner.txs[&key].stage == Stage::Verified && t.cfg.mfa {
         let url = inner.finish(t.cfg, &key, now);
@@ -1324,10 +1329,7 @@ async fn browser_sign_in(
     let now = t.clock.now_ms();
     let mut inner = t.lock();
     let Some(key) = inner.find(&headers, &field("csrf_token"), &field("tx"), now) else {
-        return error_page(
-            StatusCode::BAD_REQUEST,
-            "AADB2C90240: The request is malformed (CSRF or transaction). Start again from the app.",
-        );
+        return malformed_page(" Start again from the app.");
     };
     let user = form.get("email").map(String::as_str).unwrap_or_default();
     let password = form.get("password").map(String::as_str).unwrap_or_default();
@@ -1377,10 +1379,7 @@ async fn browser_verify(
     let now = t.clock.now_ms();
     let mut inner = t.lock();
     let Some(key) = inner.find(&headers, &field("csrf_token"), &field("tx"), now) else {
-        return error_page(
-            StatusCode::BAD_REQUEST,
-            "AADB2C90240: The request is malformed (CSRF or transaction). Start again from the app.",
-        );
+        return malformed_page(" Start again from the app.");
     };
     let given = form
         .get("verificationCode")
