@@ -15,6 +15,7 @@ use url::Url;
 
 use super::StepError;
 use crate::upstream::UpstreamResponse;
+use crate::view::{ActionSpec, FieldKind, FieldSpec, LinkSpec, StepView};
 use crate::ErrorCode;
 
 /// One step (all its upstream requests) must finish within this.
@@ -27,6 +28,64 @@ pub const ACTION_FIELD: &str = "action";
 pub const ACTION_MANUAL: &str = "manual";
 /// The step that waits for a pasted app redirect.
 pub const STEP_MANUAL: &str = "manual";
+
+/// The first form of a B2C provider: its `fields`, the button "Connect", and a second button
+/// `manual_label` that chooses the manual way (`action=manual`) from the start.
+pub fn first_form(fields: Vec<FieldSpec>, manual_label: &str) -> StepView {
+    StepView::Form {
+        intro: None,
+        fields,
+        submit: "Connect".to_owned(),
+        links: Vec::new(),
+        actions: vec![ActionSpec {
+            label: manual_label.to_owned(),
+            name: ACTION_FIELD.to_owned(),
+            value: ACTION_MANUAL.to_owned(),
+        }],
+    }
+}
+
+/// Why the manual step is shown.
+#[derive(Clone, Copy)]
+pub enum Why {
+    Chosen,
+    AutomationFailed,
+}
+
+/// What one B2C provider's manual step says: the service, how the user signs in there, the
+/// address the page ends on, the field's hint, and the link's label.
+pub struct ManualWords {
+    pub service: &'static str,
+    pub sign_in_with: &'static str,
+    pub ends_on: &'static str,
+    pub hint: &'static str,
+    pub link_label: &'static str,
+}
+
+/// The manual step: why, the link to the provider's own sign-in page (`link`, as a browser
+/// reaches it), and the "Redirect URL" field for the address that page ends on.
+pub fn manual_view(words: &ManualWords, why: Why, link: &Url) -> StepView {
+    let reason = match why {
+        Why::Chosen => String::new(),
+        Why::AutomationFailed => format!(
+            "Automatic sign-in did not work: {}'s sign-in did not answer the way Stepgate expects. ",
+            words.service
+        ),
+    };
+    StepView::Form {
+        intro: Some(format!(
+            "{reason}Open {}'s sign-in page with the link below and sign in there with {}. The page then ends on an address starting with {} that the browser cannot open: copy that whole address and paste it here.",
+            words.service, words.sign_in_with, words.ends_on
+        )),
+        fields: vec![FieldSpec::new(REDIRECT_FIELD, "Redirect URL", FieldKind::Url).hint(words.hint)],
+        submit: "Connect".to_owned(),
+        links: vec![LinkSpec {
+            label: words.link_label.to_owned(),
+            url: link.to_string(),
+        }],
+        actions: Vec::new(),
+    }
+}
 
 /// Runs a step's upstream work within [`WHOLE_STEP`].
 pub async fn bounded<T>(work: impl Future<Output = Result<T, StepError>>) -> Result<T, StepError> {

@@ -46,12 +46,12 @@ use url::Url;
 use super::b2c::{
     self, b2c_status, bounded, check_id_token, header, is_app_redirect, jwt_email, keep_equals,
     page_settings, read_redirect, read_tokens, redirect_error, sha256_hex, slugify, status_error,
-    token_urlsafe16, B2cStatus, Email, Granted, Paste, Pkce, Redirected, Tokens, ACTION_FIELD,
-    ACTION_MANUAL, REDIRECT_FIELD, STEP_MANUAL,
+    token_urlsafe16, B2cStatus, Email, Granted, ManualWords, Paste, Pkce, Redirected, Tokens, Why,
+    ACTION_FIELD, ACTION_MANUAL, REDIRECT_FIELD, STEP_MANUAL,
 };
 use super::{Health, Input, NewAccount, Provider, Step, StepContext, StepError};
 use crate::upstream::{Followed, HttpSession, UpstreamRequest, UpstreamResponse};
-use crate::view::{ActionSpec, FieldKind, FieldSpec, LinkSpec, StepView};
+use crate::view::{FieldKind, FieldSpec, StepView};
 use crate::ErrorCode;
 
 const ORIGIN: &str = "https://gdhvb2cflameconnect.b2clogin.com";
@@ -349,12 +349,14 @@ fn code_of(redirect: &Url) -> Result<(String, Option<String>), StepError> {
     }
 }
 
-/// Why the manual step is shown.
-#[derive(Clone, Copy)]
-enum Why {
-    Chosen,
-    AutomationFailed,
-}
+/// What the manual step says.
+const MANUAL_WORDS: ManualWords = ManualWords {
+    service: "FlameConnect",
+    sign_in_with: "your email and password",
+    ends_on: REDIRECT_URI,
+    hint: "The whole address starting with msal…://auth.",
+    link_label: MANUAL_LABEL,
+};
 
 /// The manual step, with a fresh authorize request (an automatic attempt's is spent).
 fn manual(cx: &StepContext<'_>, email: &Email, why: Why) -> Step<FlameConnectState> {
@@ -363,27 +365,9 @@ fn manual(cx: &StepContext<'_>, email: &Email, why: Why) -> Step<FlameConnectSta
         .http
         .map()
         .browser_url(&request.url(&known_endpoint("authorize")));
-    let reason = match why {
-        Why::Chosen => "",
-        Why::AutomationFailed => {
-            "Automatic sign-in did not work: FlameConnect's sign-in did not answer the way Stepgate expects. "
-        }
-    };
     Step::Show {
         step: STEP_MANUAL,
-        view: StepView::Form {
-            intro: Some(format!(
-                "{reason}Open FlameConnect's sign-in page with the link below and sign in there with your email and password. The page then ends on an address starting with {REDIRECT_URI} that the browser cannot open: copy that whole address and paste it here."
-            )),
-            fields: vec![FieldSpec::new(REDIRECT_FIELD, "Redirect URL", FieldKind::Url)
-                .hint("The whole address starting with msal…://auth.")],
-            submit: "Connect".to_owned(),
-            links: vec![LinkSpec {
-                label: MANUAL_LABEL.to_owned(),
-                url: link.to_string(),
-            }],
-            actions: Vec::new(),
-        },
+        view: b2c::manual_view(&MANUAL_WORDS, why, &link),
         state: FlameConnectState::Manual {
             email: email.as_str().to_owned(),
             verifier: request.pkce.verifier,
@@ -407,20 +391,13 @@ impl Provider for FlameConnectProvider {
     }
 
     fn first_view(&self) -> StepView {
-        StepView::Form {
-            intro: None,
-            fields: vec![
+        b2c::first_form(
+            vec![
                 FieldSpec::new("email", "Email", FieldKind::Email),
                 FieldSpec::new("password", "Password", FieldKind::Password),
             ],
-            submit: "Connect".to_owned(),
-            links: Vec::new(),
-            actions: vec![ActionSpec {
-                label: MANUAL_LABEL.to_owned(),
-                name: ACTION_FIELD.to_owned(),
-                value: ACTION_MANUAL.to_owned(),
-            }],
-        }
+            MANUAL_LABEL,
+        )
     }
 
     async fn start(&self, cx: &mut StepContext<'_>, input: &Input) -> Step<FlameConnectState> {

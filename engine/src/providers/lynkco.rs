@@ -51,12 +51,12 @@ use url::Url;
 
 use super::b2c::{
     self, b2c_status, bounded, header, is_app_redirect, jwt_email, jwt_exp, read_redirect,
-    read_tokens, redirect_error, status_error, B2cStatus, Email, Granted, Paste, Pkce, Redirected,
-    Tokens, Vin, ACTION_FIELD, ACTION_MANUAL, REDIRECT_FIELD, STEP_MANUAL,
+    read_tokens, redirect_error, status_error, B2cStatus, Email, Granted, ManualWords, Paste, Pkce,
+    Redirected, Tokens, Vin, Why, ACTION_FIELD, ACTION_MANUAL, REDIRECT_FIELD, STEP_MANUAL,
 };
 use super::{Health, Input, NewAccount, Provider, Step, StepContext, StepError};
 use crate::upstream::{HttpSession, UpstreamRequest, UpstreamResponse};
-use crate::view::{ActionSpec, FieldKind, FieldSpec, LinkSpec, StepView};
+use crate::view::{FieldKind, FieldSpec, StepView};
 use crate::ErrorCode;
 
 /// The policy's base: every B2C call of the login is under it.
@@ -518,37 +518,19 @@ fn secrets(now: i64, tokens: &Tokens, ccc: &Ccc, vin: &str) -> Value {
     })
 }
 
-/// Why the manual step is shown.
-#[derive(Clone, Copy)]
-enum Why {
-    Chosen,
-    AutomationFailed,
-}
+/// What the manual step says.
+const MANUAL_WORDS: ManualWords = ManualWords {
+    service: "Lynk & Co",
+    sign_in_with: "your email, password and the code sent to your phone",
+    ends_on: REDIRECT_PREFIX,
+    hint:
+        "The whole address starting with msauth://prod.lynkco.app.crisp.prod/ (or just its code).",
+    link_label: MANUAL_LABEL,
+};
 
 fn manual_view(cx: &StepContext<'_>, challenge: &str, why: Why) -> StepView {
-    let reason = match why {
-        Why::Chosen => "",
-        Why::AutomationFailed => {
-            "Automatic sign-in did not work: Lynk & Co's sign-in did not answer the way Stepgate expects. "
-        }
-    };
-    StepView::Form {
-        intro: Some(format!(
-            "{reason}Open Lynk & Co's sign-in page with the link below and sign in there with your email, password and the code sent to your phone. The page then ends on an address starting with {REDIRECT_PREFIX} that the browser cannot open: copy that whole address and paste it here."
-        )),
-        fields: vec![FieldSpec::new(REDIRECT_FIELD, "Redirect URL", FieldKind::Url)
-            .hint("The whole address starting with msauth://prod.lynkco.app.crisp.prod/ (or just its code).")],
-        submit: "Connect".to_owned(),
-        links: vec![LinkSpec {
-            label: MANUAL_LABEL.to_owned(),
-            url: cx
-                .http
-                .map()
-                .browser_url(&authorize_url(challenge))
-                .to_string(),
-        }],
-        actions: Vec::new(),
-    }
+    let link = cx.http.map().browser_url(&authorize_url(challenge));
+    b2c::manual_view(&MANUAL_WORDS, why, &link)
 }
 
 /// The manual step, with a fresh PKCE pair (a failed automatic attempt's is spent).
@@ -602,22 +584,15 @@ impl Provider for LynkcoProvider {
     }
 
     fn first_view(&self) -> StepView {
-        StepView::Form {
-            intro: None,
-            fields: vec![
+        b2c::first_form(
+            vec![
                 FieldSpec::new("email", "Email", FieldKind::Email),
                 FieldSpec::new("password", "Password", FieldKind::Password),
                 FieldSpec::new("vin", "VIN", FieldKind::Text)
                     .hint("Your car's vehicle identification number: 17 characters."),
             ],
-            submit: "Connect".to_owned(),
-            links: Vec::new(),
-            actions: vec![ActionSpec {
-                label: MANUAL_LABEL.to_owned(),
-                name: ACTION_FIELD.to_owned(),
-                value: ACTION_MANUAL.to_owned(),
-            }],
-        }
+            MANUAL_LABEL,
+        )
     }
 
     async fn start(&self, cx: &mut StepContext<'_>, input: &Input) -> Step<LynkcoState> {
