@@ -114,12 +114,11 @@ impl Engine {
         user_id: UserId,
         account_id: i64,
     ) -> Result<(ConnectedAccount, Input), ErrorCode> {
-        let account = self.accounts.get(user_id, account_id).await?;
+        let (account, secrets) = self.accounts.get_with_secrets(user_id, account_id).await?;
         let provider = self
             .providers
             .get(account.provider.as_str())
             .ok_or(ErrorCode::NotFound)?;
-        let secrets = self.accounts.secrets(user_id, account_id).await?;
         let prefill = provider.reauth_prefill(&account.display_name, &secrets);
         Ok((account, prefill))
     }

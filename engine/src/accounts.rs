@@ -336,26 +336,38 @@ impl AccountStore {
         user_id: UserId,
         account_id: i64,
     ) -> Result<serde_json::Value, ErrorCode> {
-        let row = sqlx::query(
-            "SELECT provider, account_key, secrets_sealed FROM connected_accounts WHERE id = ? AND user_id = ?",
-        )
+        Ok(self.get_with_secrets(user_id, account_id).await?.1)
+    }
+
+    /// Account `account_id` of `user_id` and its secrets, opened, in one read.
+    pub async fn get_with_secrets(
+        &self,
+        user_id: UserId,
+        account_id: i64,
+    ) -> Result<(ConnectedAccount, serde_json::Value), ErrorCode> {
+        let row = sqlx::query(&format!(
+            "SELECT {ACCOUNT_COLUMNS}, secrets_sealed FROM connected_accounts WHERE id = ? AND user_id = ?"
+        ))
         .bind(account_id)
         .bind(user_id)
         .fetch_optional(&self.pool)
         .await
         .map_err(db_error)?
         .ok_or(ErrorCode::NotFound)?;
-        let provider: String = row.try_get("provider").map_err(db_error)?;
-        let key: String = row.try_get("account_key").map_err(db_error)?;
+        let account = account_of(&row)?;
         let sealed: Vec<u8> = row.try_get("secrets_sealed").map_err(db_error)?;
         let plain = self
             .secrets
-            .open(&sealed, &associated_data(user_id, &provider, &key))
+            .open(
+                &sealed,
+                &associated_data(user_id, &account.provider, &account.account_key),
+            )
             .map_err(|_| {
                 tracing::error!(account_id, "an account's secrets did not decrypt");
                 ErrorCode::Unknown
             })?;
-        serde_json::from_slice(&plain).map_err(|_| ErrorCode::Unknown)
+        let secrets = serde_json::from_slice(&plain).map_err(|_| ErrorCode::Unknown)?;
+        Ok((account, secrets))
     }
 
     /// Deletes the account and its secrets; `not_found` if it is not this user's.

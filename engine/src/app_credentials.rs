@@ -4,6 +4,7 @@
 
 use serde_json::json;
 
+use crate::accounts::ConnectedAccount;
 use crate::users::UserId;
 use crate::{Engine, ErrorCode};
 
@@ -16,21 +17,7 @@ impl Engine {
         user_id: UserId,
         account_id: i64,
     ) -> Result<serde_json::Value, ErrorCode> {
-        self.renew_if_near_expiry(user_id, account_id).await?;
-        let account = self.accounts.get(user_id, account_id).await?;
-        let provider = self
-            .providers
-            .get(account.provider.as_str())
-            .ok_or(ErrorCode::NotFound)?;
-        let secrets = self.accounts.secrets(user_id, account_id).await?;
-        Ok(json!({
-            "account_id": account.id,
-            "provider": account.provider,
-            "name": account.display_name,
-            "credentials": provider.app_credentials(&secrets),
-            "expires_at": provider.expires_at(&secrets),
-            "renewed_at": account.renewed_at,
-        }))
+        Ok(self.credentials_read(user_id, account_id).await?.1)
     }
 
     /// [`Engine::app_credentials`] read by API key `key_id` (its public part): the read goes
@@ -41,12 +28,33 @@ impl Engine {
         account_id: i64,
         key_id: &str,
     ) -> Result<serde_json::Value, ErrorCode> {
-        let answer = self.app_credentials(user_id, account_id).await?;
-        let account = self.accounts.get(user_id, account_id).await?;
+        let (account, answer) = self.credentials_read(user_id, account_id).await?;
         let read = crate::events::AccountEvent::ApiRead {
             key_id: key_id.to_owned(),
         };
         self.account_event(user_id, &account, read).await;
         Ok(answer)
+    }
+
+    /// The account (renewed first when due) and what an app gets of it.
+    async fn credentials_read(
+        &self,
+        user_id: UserId,
+        account_id: i64,
+    ) -> Result<(ConnectedAccount, serde_json::Value), ErrorCode> {
+        let (account, secrets) = self.fresh_account(user_id, account_id).await?;
+        let provider = self
+            .providers
+            .get(account.provider.as_str())
+            .ok_or(ErrorCode::NotFound)?;
+        let answer = json!({
+            "account_id": account.id,
+            "provider": account.provider,
+            "name": account.display_name,
+            "credentials": provider.app_credentials(&secrets),
+            "expires_at": provider.expires_at(&secrets),
+            "renewed_at": account.renewed_at,
+        });
+        Ok((account, answer))
     }
 }

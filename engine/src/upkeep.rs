@@ -198,38 +198,30 @@ impl Engine {
         }
     }
 
-    /// Renews account `account_id` now if its tokens expire within the margin (an app is about
-    /// to use them). Concurrent callers share one renewal: in this process through the
-    /// account's lock, across instances through the database lease (a caller that finds the
-    /// lease taken waits until it is given back, up to the lease's length).
-    pub(crate) async fn renew_if_near_expiry(
+    /// Account `account_id` and its secrets, renewed first if they are due (an app is about to
+    /// use them). A read of fresh secrets takes no lock. Concurrent callers of a due account
+    /// share one renewal: in this process through the account's lock, across instances through
+    /// the database lease (a caller that finds the lease taken waits until it is given back, up
+    /// to the lease's length).
+    pub(crate) async fn fresh_account(
         &self,
         user_id: UserId,
         account_id: i64,
-    ) -> Result<(), ErrorCode> {
+    ) -> Result<(ConnectedAccount, serde_json::Value), ErrorCode> {
+        let (account, secrets) = self.accounts.get_with_secrets(user_id, account_id).await?;
+        if !self.renewal_wanted(&account, &secrets)? {
+            return Ok((account, secrets));
+        }
         let lock = self.renewal_locks.of(account_id);
         let _held = lock.lock().await;
         let deadline = self.clock.now() + LEASE_SECONDS;
         loop {
-            let account = self.accounts.get(user_id, account_id).await?;
-            if account.status == AccountStatus::NeedsSignIn {
-                return Err(ErrorCode::NeedsSignIn);
+            // Again under the lock: the caller before may have renewed it meanwhile.
+            let (account, secrets) = self.accounts.get_with_secrets(user_id, account_id).await?;
+            if !self.renewal_wanted(&account, &secrets)? {
+                return Ok((account, secrets));
             }
-            let provider = self
-                .providers
-                .get(account.provider.as_str())
-                .ok_or(ErrorCode::NotFound)?;
-            let secrets = self.accounts.secrets(user_id, account_id).await?;
             let now = self.clock.now();
-            // Due by the schedule (which put the margin before expiry when it was made), or
-            // about to expire whatever the schedule says.
-            let near = account.renew_due_at.is_some_and(|due| due <= now)
-                || provider
-                    .expires_at(&secrets)
-                    .is_some_and(|at| at <= now + READ_MARGIN);
-            if !near {
-                return Ok(());
-            }
             if self
                 .accounts
                 .claim_renewal(account_id, now, now + LEASE_SECONDS, self.worker())
@@ -237,26 +229,47 @@ impl Engine {
             {
                 let claimed = ClaimedRenewal { user_id, account };
                 return match self.renew_leased(&claimed).await {
-                    RenewalOutcome::Renewed { .. } | RenewalOutcome::Unchanged { .. } => Ok(()),
+                    RenewalOutcome::Renewed { .. } | RenewalOutcome::Unchanged { .. } => {
+                        self.accounts.get_with_secrets(user_id, account_id).await
+                    }
                     RenewalOutcome::Rejected => Err(ErrorCode::NeedsSignIn),
                     RenewalOutcome::Unreachable { code, .. } => Err(code),
                 };
             }
             // Another worker or instance is renewing it: wait for its answer.
-            if self.clock.now() > deadline {
-                return Err(ErrorCode::Timeout);
-            }
             while self
                 .accounts
                 .renewal_under_way(account_id, self.clock.now())
                 .await?
             {
-                tokio::time::sleep(Duration::from_millis(50)).await;
                 if self.clock.now() > deadline {
                     return Err(ErrorCode::Timeout);
                 }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+
+    /// Whether an app's read must renew the account first: `needs_sign_in` when it cannot be;
+    /// due by the schedule (which put the margin before expiry when it was made), or about to
+    /// expire whatever the schedule says.
+    fn renewal_wanted(
+        &self,
+        account: &ConnectedAccount,
+        secrets: &serde_json::Value,
+    ) -> Result<bool, ErrorCode> {
+        if account.status == AccountStatus::NeedsSignIn {
+            return Err(ErrorCode::NeedsSignIn);
+        }
+        let provider = self
+            .providers
+            .get(account.provider.as_str())
+            .ok_or(ErrorCode::NotFound)?;
+        let now = self.clock.now();
+        Ok(account.renew_due_at.is_some_and(|due| due <= now)
+            || provider
+                .expires_at(secrets)
+                .is_some_and(|at| at <= now + READ_MARGIN))
     }
 }
 
