@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing Stepgate needs, skipping whatever is already present.
-# Usage: scripts/setup.sh [--with-browser]   (the browser is only needed for the tests)
+# Usage: scripts/setup.sh [--with-browser] [--with-services]
+#   --with-browser:  Chromium and the Playwright packages (only the end-to-end tests need them)
+#   --with-services: Debian's postgresql and redis-server (the Postgres + Redis test runs and the
+#                    benchmarks start their own throw-away servers with scripts/lib/services.sh)
 # Everything comes from the Rust, npm and Debian package registries: cargo-leptos must not
 # try to download its tools from the internet, so each one is put on PATH first.
 set -euo pipefail
@@ -9,7 +12,14 @@ cd "$(dirname "$0")/.."
 CARGO_LEPTOS_VERSION=0.3.10   # 0.3.11 needs rustc 1.96
 BINARYEN_VERSION=132          # Debian's binaryen 108 produces wasm that fails at start-up
 with_browser=false
-[ "${1:-}" = "--with-browser" ] && with_browser=true
+with_services=false
+for arg in "$@"; do
+  case "$arg" in
+    --with-browser) with_browser=true ;;
+    --with-services) with_services=true ;;
+    *) echo "usage: scripts/setup.sh [--with-browser] [--with-services]" >&2; exit 2 ;;
+  esac
+done
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -49,5 +59,29 @@ if $with_browser; then
   if [ ! -d end2end/node_modules/@playwright/test ] || [ end2end/package-lock.json -nt end2end/node_modules/.package-lock.json ]; then
     say "Installing the end-to-end test packages"
     (cd end2end && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund >/dev/null)
+  fi
+fi
+
+if $with_services; then
+  pg_bin=/usr/lib/postgresql/15/bin
+  packages=()
+  [ -x "$pg_bin/postgres" ] || packages+=(postgresql)
+  # pg_amcheck's extension (the crash soak's integrity check) is in postgresql 15's contrib.
+  [ -x "$pg_bin/pg_amcheck" ] && [ -f /usr/share/postgresql/15/extension/amcheck.control ] || packages+=(postgresql-contrib)
+  command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 || packages+=(redis-server)
+  if [ ${#packages[@]} -gt 0 ]; then
+    say "Installing Debian's ${packages[*]}"
+    as_root apt-get -o DPkg::Lock::Timeout=600 update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${packages[@]}" >/dev/null
+    # The packages may start a default cluster on 5432 and a Redis on 6379: nothing here uses
+    # them (the tests start their own on free ports), so they are stopped again.
+    if command -v pg_lsclusters >/dev/null 2>&1; then
+      pg_lsclusters --no-header 2>/dev/null | awk '$4 == "online" { print $1, $2 }' | while read -r version cluster; do
+        as_root pg_ctlcluster "$version" "$cluster" stop || true
+      done
+    fi
+    if [ -x /etc/init.d/redis-server ] && redis-cli -p 6379 ping >/dev/null 2>&1; then
+      as_root /etc/init.d/redis-server stop >/dev/null || true
+    fi
   fi
 fi
