@@ -1,9 +1,17 @@
 import { defineConfig, devices } from "@playwright/test";
+import * as crypto from "node:crypto";
 import * as path from "node:path";
 import { chromiumArgs } from "./chromium";
 
 // The real server binary, built by `cargo leptos build --release`, on its own port and a data
 // folder that is fresh for every run (scripts/test.sh empties it).
+//
+// Two modes:
+// - default: one instance on SQLite in the data folder.
+// - scaled out, when STEPGATE_E2E_DATABASE_URL (postgres://…, a fresh database) is set, with
+//   STEPGATE_E2E_REDIS_URL: two instances sharing that database and Redis (and one key), behind
+//   end2end/round-robin-proxy.mjs on the usual port, which sends each request to the other
+//   instance than the one before (no sticky sessions). Each test's baseURL stays the same.
 const port = Number(process.env.STEPGATE_E2E_PORT ?? 3300);
 const sandboxPort = Number(process.env.STEPGATE_E2E_SANDBOX_PORT ?? 3400);
 export const appOrigin = `http://127.0.0.1:${port}`;
@@ -30,6 +38,91 @@ export const upstreams = [
 const root = path.resolve(__dirname, "..");
 const dataDir = path.join(__dirname, ".data");
 
+export const e2eDatabaseUrl = process.env.STEPGATE_E2E_DATABASE_URL || undefined;
+export const e2eRedisUrl = process.env.STEPGATE_E2E_REDIS_URL || undefined;
+export const scaledOut = e2eDatabaseUrl !== undefined;
+export const instanceCount = scaledOut ? 2 : 1;
+/** Each instance's log, in the data folder (the after-all secrets check reads them). */
+export const serverLogs = scaledOut
+  ? Array.from({ length: instanceCount }, (_, i) => path.join(dataDir, `server-${i + 1}.log`))
+  : [path.join(dataDir, "server.log")];
+// Instances sharing a database must share the key that seals its secrets. One per run: this file
+// is loaded again in every worker, which inherits the first load's environment.
+if (scaledOut && !process.env.STEPGATE_E2E_KEY) {
+  process.env.STEPGATE_E2E_KEY = crypto.randomBytes(32).toString("hex");
+}
+
+// What every instance gets (plus its address, data folder and, scaled out, database and Redis).
+const serverEnv = {
+  LEPTOS_SITE_ROOT: path.join(root, "target", "site"),
+  STEPGATE_DEMO: "1",
+  STEPGATE_TOTP_PROVIDER_URL: sandboxOrigin,
+  STEPGATE_PUBLIC_URL: appOrigin,
+  // As behind a proxy: tests that exercise throttling each send their own X-Forwarded-For.
+  STEPGATE_TRUST_PROXY: "1",
+  STEPGATE_UPSTREAMS: upstreams,
+  // Short, so stalled-upstream tests end quickly.
+  STEPGATE_STEP_TIMEOUT: "3",
+  // Every visit of /accounts checks the accounts again, so a revoked token shows at once.
+  STEPGATE_ACCOUNT_CHECK_INTERVAL: "0",
+  // The token upkeep looks for due accounts every second.
+  STEPGATE_UPKEEP_INTERVAL: "1",
+  RUST_LOG: "info,sqlx=warn",
+};
+const serverBinary = path.join(root, "target", "release", "server");
+
+// The server's log is kept in the data folder too, for the after-all secrets check.
+function serverCommand(instanceDataDir: string, log: string): string {
+  return `mkdir -p '${instanceDataDir}' && '${serverBinary}' 2>&1 | tee '${log}'`;
+}
+
+const appServers = scaledOut
+  ? [
+      ...serverLogs.map((log, i) => {
+        const instancePort = port + 1 + i;
+        const instanceDir = path.join(dataDir, `instance-${i + 1}`);
+        return {
+          command: serverCommand(instanceDir, log),
+          cwd: root,
+          url: `http://127.0.0.1:${instancePort}/login`,
+          reuseExistingServer: false,
+          timeout: 60_000,
+          stdout: "pipe" as const,
+          env: {
+            ...serverEnv,
+            LEPTOS_SITE_ADDR: `127.0.0.1:${instancePort}`,
+            STEPGATE_DATA: instanceDir,
+            DATABASE_URL: e2eDatabaseUrl!,
+            ...(e2eRedisUrl ? { STEPGATE_REDIS_URL: e2eRedisUrl } : {}),
+            STEPGATE_KEY: process.env.STEPGATE_E2E_KEY!,
+          },
+        };
+      }),
+      {
+        // The load balancer on the usual port: instance 1, 2, 1, 2… request by request.
+        command: `node '${path.join(__dirname, "round-robin-proxy.mjs")}' ${port} ${serverLogs
+          .map((_, i) => `http://127.0.0.1:${port + 1 + i}`)
+          .join(" ")}`,
+        cwd: root,
+        url: `${appOrigin}/login`,
+        reuseExistingServer: false,
+        timeout: 30_000,
+        stdout: "pipe" as const,
+        gracefulShutdown: { signal: "SIGTERM" as const, timeout: 2_000 },
+      },
+    ]
+  : [
+      {
+        command: serverCommand(dataDir, serverLogs[0]),
+        cwd: root,
+        url: `${appOrigin}/login`,
+        reuseExistingServer: false,
+        timeout: 60_000,
+        stdout: "pipe" as const,
+        env: { ...serverEnv, LEPTOS_SITE_ADDR: `127.0.0.1:${port}`, STEPGATE_DATA: dataDir },
+      },
+    ];
+
 
 export default defineConfig({
   testDir: "./tests",
@@ -38,7 +131,11 @@ export default defineConfig({
   forbidOnly: !!process.env.CI,
   retries: 0,
   workers: process.env.CI ? 1 : 2,
-  reporter: [["list"], ["json", { outputFile: "playwright-report/results.json" }]],
+  // One results file per mode, so scripts/test.sh can count both runs.
+  reporter: [
+    ["list"],
+    ["json", { outputFile: `playwright-report/${scaledOut ? "results-scaled-out.json" : "results.json"}` }],
+  ],
   use: {
     baseURL: `http://127.0.0.1:${port}`,
     trace: "retain-on-failure",
@@ -83,32 +180,6 @@ export default defineConfig({
         STEPGATE_SANDBOX_FLAMECONNECT_ADDR: doubles.flameconnect,
       },
     },
-    {
-    // The server's log is kept in the data folder too, for the after-all secrets check.
-    command: `mkdir -p '${dataDir}' && '${path.join(root, "target", "release", "server")}' 2>&1 | tee '${path.join(dataDir, "server.log")}'`,
-    cwd: root,
-    url: `http://127.0.0.1:${port}/login`,
-    reuseExistingServer: false,
-    timeout: 60_000,
-    stdout: "pipe",
-    env: {
-      LEPTOS_SITE_ADDR: `127.0.0.1:${port}`,
-      LEPTOS_SITE_ROOT: path.join(root, "target", "site"),
-      STEPGATE_DATA: dataDir,
-      STEPGATE_DEMO: "1",
-      STEPGATE_TOTP_PROVIDER_URL: sandboxOrigin,
-      STEPGATE_PUBLIC_URL: appOrigin,
-      // As behind a proxy: tests that exercise throttling each send their own X-Forwarded-For.
-      STEPGATE_TRUST_PROXY: "1",
-      STEPGATE_UPSTREAMS: upstreams,
-      // Short, so stalled-upstream tests end quickly.
-      STEPGATE_STEP_TIMEOUT: "3",
-      // Every visit of /accounts checks the accounts again, so a revoked token shows at once.
-      STEPGATE_ACCOUNT_CHECK_INTERVAL: "0",
-      // The token upkeep looks for due accounts every second.
-      STEPGATE_UPKEEP_INTERVAL: "1",
-      RUST_LOG: "info,sqlx=warn",
-    },
-    },
+    ...appServers,
   ],
 });

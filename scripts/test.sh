@@ -1,36 +1,87 @@
 #!/usr/bin/env bash
-# Runs every test: Rust unit and integration tests, then Playwright end-to-end tests against
-# the real release server in Debian's Chromium. Ends with one summary line.
+# Runs every test, twice over: on the embedded default (SQLite, one instance) and scaled out
+# (Postgres + Redis, started here on free ports with throw-away data and stopped at the end).
+#   1. Rust unit and integration tests on SQLite
+#   2. the same Rust tests on Postgres + Redis (STEPGATE_TEST_DATABASE_URL, STEPGATE_TEST_REDIS_URL)
+#   3. Playwright end-to-end tests against one release server on SQLite, in Debian's Chromium
+#   4. the same Playwright suite against two release servers sharing Postgres + Redis behind a
+#      round-robin proxy (end2end/round-robin-proxy.mjs: each request to the other instance)
+# Ends with one line per run and one summary line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh --with-browser
+bash scripts/setup.sh --with-browser --with-services
 export PATH="$HOME/.cargo/bin:$PWD/.tools/node_modules/.bin:$PATH"
+# shellcheck source=lib/services.sh
+source scripts/lib/services.sh
 
 logs=$(mktemp -d)
-trap 'rm -rf "$logs"' EXIT
+trap 'rm -rf "$logs"' EXIT # start_services adds stopping the services to this
 status=0
 
-echo "==> Rust tests (release profile, sharing the server build's artifacts)"
+echo "==> Rust tests on SQLite (release profile, sharing the server build's artifacts)"
 # The frontend is excluded: it turns on app/hydrate, which cannot be built together with app/ssr.
-cargo test --release --workspace --exclude frontend 2>&1 | tee "$logs/cargo.txt" || status=1
+cargo test --release --workspace --exclude frontend 2>&1 | tee "$logs/cargo-sqlite.txt" || status=1
+
+echo "==> Starting Postgres and Redis"
+services=true
+start_services || { services=false; status=1; }
+
+if $services; then
+  echo "==> Rust tests on Postgres + Redis"
+  cargo test --release --workspace --exclude frontend 2>&1 | tee "$logs/cargo-postgres.txt" || status=1
+else
+  echo "Postgres/Redis did not start: the scaled-out runs are counted as failed" | tee "$logs/cargo-postgres.txt"
+fi
 
 echo "==> Building the release site (server + wasm-opt'd front end)"
 cargo leptos build --release --precompress
 cargo build --release -p sandbox
 
-echo "==> Playwright end-to-end tests"
+echo "==> Playwright end-to-end tests: one instance on SQLite"
 rm -rf end2end/.data end2end/playwright-report
-(cd end2end && npx playwright test) || status=1
+(cd end2end && env -u STEPGATE_E2E_DATABASE_URL -u STEPGATE_E2E_REDIS_URL npx playwright test) || status=1
 
-rust_passed=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ /^passed/) s += $i } END { print s + 0 }' "$logs/cargo.txt")
-rust_failed=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ /^failed/) s += $i } END { print s + 0 }' "$logs/cargo.txt")
-read -r e2e_passed e2e_failed < <(node -e '
-  try {
-    const s = require("./end2end/playwright-report/results.json").stats;
-    console.log(`${s.expected + s.flaky} ${s.unexpected}`);
-  } catch { console.log("0 1"); }')
+if $services; then
+  echo "==> Playwright end-to-end tests: two instances on Postgres + Redis behind a round-robin proxy"
+  e2e_db="e2e_$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
+  "$STEPGATE_PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 "$STEPGATE_TEST_DATABASE_URL" -c "CREATE DATABASE $e2e_db"
+  redis-cli -u "$STEPGATE_TEST_REDIS_URL" flushall >/dev/null
+  rm -rf end2end/.data
+  (
+    cd end2end &&
+      STEPGATE_E2E_DATABASE_URL="postgres://postgres@127.0.0.1:$STEPGATE_PG_PORT/$e2e_db" \
+        STEPGATE_E2E_REDIS_URL="$STEPGATE_TEST_REDIS_URL" \
+        npx playwright test
+  ) || status=1
+fi
+
+count() { # count <passed|failed> <cargo log>
+  awk -v what="$1" '/^test result:/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ "^" what) s += $i } END { print s + 0 }' "$2"
+}
+e2e_count() { # e2e_count <results.json>: "passed failed" (a missing report counts as one failure)
+  node -e '
+    try {
+      const s = require(process.argv[1]).stats;
+      console.log(`${s.expected + s.flaky} ${s.unexpected}`);
+    } catch { console.log("0 1"); }' "$1"
+}
+rust_passed=$(count passed "$logs/cargo-sqlite.txt")
+rust_failed=$(count failed "$logs/cargo-sqlite.txt")
+rust_pg_passed=$(count passed "$logs/cargo-postgres.txt")
+rust_pg_failed=$(count failed "$logs/cargo-postgres.txt")
+# A run that did not get to its summary (a build error, no services) counts as one failure.
+grep -q '^test result:' "$logs/cargo-sqlite.txt" || rust_failed=$((rust_failed + 1))
+grep -q '^test result:' "$logs/cargo-postgres.txt" || rust_pg_failed=$((rust_pg_failed + 1))
+read -r e2e_passed e2e_failed < <(e2e_count "$PWD/end2end/playwright-report/results.json")
+read -r e2e_pg_passed e2e_pg_failed < <(e2e_count "$PWD/end2end/playwright-report/results-scaled-out.json")
 
 echo
-echo "rust: $rust_passed passed, $rust_failed failed; end-to-end: $e2e_passed passed, $e2e_failed failed"
-echo "summary: $((rust_passed + e2e_passed)) passed, $((rust_failed + e2e_failed)) failed"
+echo "rust (sqlite): $rust_passed passed, $rust_failed failed"
+echo "rust (postgres+redis): $rust_pg_passed passed, $rust_pg_failed failed"
+echo "end-to-end (sqlite, 1 instance): $e2e_passed passed, $e2e_failed failed"
+echo "end-to-end (postgres+redis, 2 instances, round-robin): $e2e_pg_passed passed, $e2e_pg_failed failed"
+passed=$((rust_passed + rust_pg_passed + e2e_passed + e2e_pg_passed))
+failed=$((rust_failed + rust_pg_failed + e2e_failed + e2e_pg_failed))
+echo "summary: $passed passed, $failed failed"
+[ "$failed" = 0 ] || status=1
 exit $status

@@ -1,12 +1,32 @@
 // A Stepgate server of a test's own (on its own port and data folder), for tests that stop and
 // start it: the shared server from playwright.config.ts must never be stopped under other tests.
-import { spawn, type ChildProcess } from "node:child_process";
+// Scaled out (playwright.config.ts), it runs on Postgres and Redis too: a database of its own,
+// named after its data folder (so a restart finds it again), and its own Redis key prefix.
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import * as path from "node:path";
-import { upstreams } from "../playwright.config";
+import { e2eDatabaseUrl, e2eRedisUrl, upstreams } from "../playwright.config";
 import { SANDBOX } from "./helpers";
 
 const root = path.resolve(__dirname, "..", "..");
+const PG_BIN = process.env.STEPGATE_PG_BIN ?? "/usr/lib/postgresql/15/bin";
+
+/** DATABASE_URL and Redis settings for an own server scaled out; none on SQLite. */
+function scaledOutEnv(dataDir: string): Record<string, string> {
+  if (!e2eDatabaseUrl) return {};
+  const name = `own_${path.basename(dataDir).toLowerCase().replace(/[^a-z0-9]/g, "_")}`;
+  const psql = (sql: string) =>
+    execFileSync(path.join(PG_BIN, "psql"), ["-X", "-qtA", "-v", "ON_ERROR_STOP=1", "-c", sql, e2eDatabaseUrl!], {
+      encoding: "utf8",
+    }).trim();
+  if (psql(`SELECT 1 FROM pg_database WHERE datname = '${name}'`) !== "1") psql(`CREATE DATABASE ${name}`);
+  const url = new URL(e2eDatabaseUrl);
+  url.pathname = `/${name}`;
+  return {
+    DATABASE_URL: url.toString(),
+    ...(e2eRedisUrl ? { STEPGATE_REDIS_URL: e2eRedisUrl, STEPGATE_REDIS_PREFIX: `${name}:` } : {}),
+  };
+}
 
 export async function startOwnServer(port: number, dataDir: string): Promise<ChildProcess> {
   const base = `http://127.0.0.1:${port}`;
@@ -22,6 +42,7 @@ export async function startOwnServer(port: number, dataDir: string): Promise<Chi
       STEPGATE_TOTP_PROVIDER_URL: SANDBOX,
       STEPGATE_PUBLIC_URL: base,
       STEPGATE_UPSTREAMS: upstreams,
+      ...scaledOutEnv(dataDir),
     },
   });
   for (let i = 0; i < 100; i++) {
