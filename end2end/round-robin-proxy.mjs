@@ -50,7 +50,7 @@ function forwardedHeaders(rawHeaders) {
   return out;
 }
 
-const server = http.createServer((req, res) => {
+function forward(req, res) {
   const index = next;
   next = (next + 1) % instances.length;
   served[index] += 1;
@@ -85,8 +85,18 @@ const server = http.createServer((req, res) => {
   res.on("close", () => {
     if (!res.writableFinished) upstream.destroy();
   });
+  if (/100-continue/i.test(req.headers.expect ?? "")) {
+    // The instance decides whether the body may come (it refuses one too large at once): ask it
+    // first, and let the client send only when it says 100 Continue.
+    upstream.on("continue", () => res.writeContinue());
+    upstream.flushHeaders();
+  }
   req.pipe(upstream);
-});
+}
+
+const server = http.createServer(forward);
+// Without this listener node would answer 100 Continue itself, before any instance is asked.
+server.on("checkContinue", forward);
 
 server.keepAliveTimeout = 5_000;
 server.listen(Number(listenPort), "127.0.0.1", () => {
