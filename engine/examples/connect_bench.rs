@@ -1060,7 +1060,7 @@ async fn row_bytes(engine: &Engine, flow_id: &str) -> RowBytes {
                 + length(CAST(provider AS BLOB)) + length(CAST(step AS BLOB))
                 + coalesce(length(CAST(owner AS BLOB)), 0) + length(CAST(state AS BLOB))
                 + coalesce(length(CAST(view AS BLOB)), 0) + 3 * 8
-         FROM flows WHERE id = ?",
+         FROM flows WHERE id = $1",
     )
     .bind(flow_id)
     .fetch_one(engine.pool())

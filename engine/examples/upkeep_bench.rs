@@ -212,7 +212,7 @@ async fn reads(
 
 /// Accounts whose renewal is due at the engine's now.
 async fn due_now(engine: &Engine) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM connected_accounts WHERE renew_due_at <= ?")
+    sqlx::query_scalar("SELECT count(*) FROM connected_accounts WHERE renew_due_at <= $1")
         .bind(engine.now())
         .fetch_one(engine.pool())
         .await

@@ -201,7 +201,7 @@ mod tests {
 
     async fn setup() -> Setup {
         let dir = tempfile::tempdir().unwrap();
-        let config = test_config(dir.path());
+        let config = test_config(dir.path()).await;
         setup_with(dir, config).await
     }
 
@@ -419,7 +419,7 @@ mod tests {
     #[tokio::test]
     async fn a_check_claimed_in_the_second_the_last_one_ended_shows_as_under_way() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = test_config(dir.path());
+        let mut config = test_config(dir.path()).await;
         config.account_check_interval = 0;
         let s = setup_with(dir, config).await;
         let a = s.connect("kid", "fine").await;

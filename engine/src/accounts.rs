@@ -3,7 +3,9 @@
 //! sealed value copied onto another row does not open there.
 
 use serde::{Deserialize, Serialize};
-use sqlx::{Row, SqlitePool};
+use sqlx::Row;
+
+use crate::db::Pool;
 
 use crate::crypto::SecretBox;
 use crate::providers::NewAccount;
@@ -78,7 +80,7 @@ impl ConnectedAccount {
 
 const ACCOUNT_COLUMNS: &str = "id, provider, account_key, display_name, status, connected_at, checked_at, check_finished_at, last_error, renewed_at, renew_due_at";
 
-fn account_of(row: &sqlx::sqlite::SqliteRow) -> Result<ConnectedAccount, ErrorCode> {
+fn account_of(row: &sqlx::any::AnyRow) -> Result<ConnectedAccount, ErrorCode> {
     let status: String = row.try_get("status").map_err(db_error)?;
     let last_error: Option<String> = row.try_get("last_error").map_err(db_error)?;
     Ok(ConnectedAccount {
@@ -116,12 +118,12 @@ fn associated_data(user_id: UserId, provider: &str, account_key: &str) -> Vec<u8
 
 #[derive(Clone)]
 pub struct AccountStore {
-    pool: SqlitePool,
+    pool: Pool,
     secrets: SecretBox,
 }
 
 impl AccountStore {
-    pub fn new(pool: SqlitePool, secrets: SecretBox) -> Self {
+    pub fn new(pool: Pool, secrets: SecretBox) -> Self {
         Self { pool, secrets }
     }
 
@@ -140,7 +142,7 @@ impl AccountStore {
         );
         let inserted = sqlx::query(
             "INSERT INTO connected_accounts (user_id, provider, account_key, display_name, secrets_sealed, connected_at)
-             VALUES (?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (user_id, provider, account_key) DO NOTHING
              RETURNING id",
         )
@@ -179,7 +181,7 @@ impl AccountStore {
         account_id: i64,
     ) -> Result<ConnectedAccount, ErrorCode> {
         let row = sqlx::query(&format!(
-            "SELECT {ACCOUNT_COLUMNS} FROM connected_accounts WHERE id = ? AND user_id = ?"
+            "SELECT {ACCOUNT_COLUMNS} FROM connected_accounts WHERE id = $1 AND user_id = $2"
         ))
         .bind(account_id)
         .bind(user_id)
@@ -215,9 +217,9 @@ impl AccountStore {
         );
         let done = sqlx::query(
             "UPDATE connected_accounts
-             SET secrets_sealed = ?, display_name = ?, status = 'active', last_error = NULL,
-                 check_finished_at = ?, renew_failures = 0
-             WHERE id = ? AND user_id = ? AND provider = ? AND account_key = ?",
+             SET secrets_sealed = $1, display_name = $2, status = 'active', last_error = NULL,
+                 check_finished_at = $3, renew_failures = 0
+             WHERE id = $4 AND user_id = $5 AND provider = $6 AND account_key = $7",
         )
         .bind(sealed)
         .bind(&account.display_name)
@@ -246,11 +248,11 @@ impl AccountStore {
         min_age: i64,
     ) -> Result<Vec<ConnectedAccount>, ErrorCode> {
         let rows = sqlx::query(&format!(
-            "UPDATE connected_accounts SET checked_at = ?, check_finished_at = NULL
-             WHERE user_id = ? AND (
+            "UPDATE connected_accounts SET checked_at = $1, check_finished_at = NULL
+             WHERE user_id = $2 AND (
                  checked_at IS NULL
-                 OR (check_finished_at IS NOT NULL AND checked_at <= ?)
-                 OR checked_at <= ?
+                 OR (check_finished_at IS NOT NULL AND checked_at <= $3)
+                 OR checked_at <= $4
              )
              RETURNING {ACCOUNT_COLUMNS}"
         ))
@@ -287,24 +289,24 @@ impl AccountStore {
                 sqlx::query(
                     "UPDATE connected_accounts
                      SET status = CASE WHEN status = 'needs_sign_in' THEN status ELSE 'active' END,
-                         last_error = NULL, check_finished_at = ?,
-                         secrets_sealed = COALESCE(?, secrets_sealed)
-                     WHERE id = ? AND user_id = ?",
+                         last_error = NULL, check_finished_at = $1,
+                         secrets_sealed = COALESCE($2, secrets_sealed)
+                     WHERE id = $3 AND user_id = $4",
                 )
                 .bind(now)
                 .bind(sealed)
             }
             CheckOutcome::Rejected => sqlx::query(
                 "UPDATE connected_accounts
-                 SET status = 'needs_sign_in', last_error = NULL, check_finished_at = ?
-                 WHERE id = ? AND user_id = ?",
+                 SET status = 'needs_sign_in', last_error = NULL, check_finished_at = $1
+                 WHERE id = $2 AND user_id = $3",
             )
             .bind(now),
             CheckOutcome::Unreachable(code) => sqlx::query(
                 "UPDATE connected_accounts
                  SET status = CASE WHEN status = 'needs_sign_in' THEN status ELSE 'degraded' END,
-                     last_error = ?, check_finished_at = ?
-                 WHERE id = ? AND user_id = ?",
+                     last_error = $1, check_finished_at = $2
+                 WHERE id = $3 AND user_id = $4",
             )
             .bind(code.as_str())
             .bind(now),
@@ -321,7 +323,7 @@ impl AccountStore {
     /// The user's connected accounts, oldest first.
     pub async fn list(&self, user_id: UserId) -> Result<Vec<ConnectedAccount>, ErrorCode> {
         let rows = sqlx::query(&format!(
-            "SELECT {ACCOUNT_COLUMNS} FROM connected_accounts WHERE user_id = ? ORDER BY connected_at, id"
+            "SELECT {ACCOUNT_COLUMNS} FROM connected_accounts WHERE user_id = $1 ORDER BY connected_at, id"
         ))
         .bind(user_id)
         .fetch_all(&self.pool)
@@ -346,7 +348,7 @@ impl AccountStore {
         account_id: i64,
     ) -> Result<(ConnectedAccount, serde_json::Value), ErrorCode> {
         let row = sqlx::query(&format!(
-            "SELECT {ACCOUNT_COLUMNS}, secrets_sealed FROM connected_accounts WHERE id = ? AND user_id = ?"
+            "SELECT {ACCOUNT_COLUMNS}, secrets_sealed FROM connected_accounts WHERE id = $1 AND user_id = $2"
         ))
         .bind(account_id)
         .bind(user_id)
@@ -372,7 +374,7 @@ impl AccountStore {
 
     /// Deletes the account and its secrets; `not_found` if it is not this user's.
     pub async fn remove(&self, user_id: UserId, account_id: i64) -> Result<(), ErrorCode> {
-        let done = sqlx::query("DELETE FROM connected_accounts WHERE id = ? AND user_id = ?")
+        let done = sqlx::query("DELETE FROM connected_accounts WHERE id = $1 AND user_id = $2")
             .bind(account_id)
             .bind(user_id)
             .execute(&self.pool)
@@ -411,7 +413,7 @@ pub enum RenewalOutcome {
 impl AccountStore {
     /// Sets when account `account_id` is next renewed.
     pub async fn schedule_renewal(&self, account_id: i64, due_at: i64) -> Result<(), ErrorCode> {
-        sqlx::query("UPDATE connected_accounts SET renew_due_at = ? WHERE id = ?")
+        sqlx::query("UPDATE connected_accounts SET renew_due_at = $1 WHERE id = $2")
             .bind(due_at)
             .bind(account_id)
             .execute(&self.pool)
@@ -431,13 +433,16 @@ impl AccountStore {
         limit: i64,
     ) -> Result<Vec<ClaimedRenewal>, ErrorCode> {
         let rows = sqlx::query(&format!(
-            "UPDATE connected_accounts SET lease_until = ?, lease_owner = ?
+            "UPDATE connected_accounts SET lease_until = $1, lease_owner = $2
              WHERE id IN (
                  SELECT id FROM connected_accounts
-                 WHERE renew_due_at <= ? AND status != 'needs_sign_in'
-                   AND (lease_until IS NULL OR lease_until < ?)
-                 ORDER BY renew_due_at LIMIT ?
+                 WHERE renew_due_at <= $3 AND status != 'needs_sign_in'
+                   AND (lease_until IS NULL OR lease_until < $4)
+                 ORDER BY renew_due_at LIMIT $5
              )
+             -- Checked again on the row itself: on Postgres a concurrent claim that waited for
+             -- this row's lock must see the lease just taken, not its subquery's old snapshot.
+             AND (lease_until IS NULL OR lease_until < $4)
              RETURNING user_id, {ACCOUNT_COLUMNS}"
         ))
         .bind(lease_until)
@@ -467,8 +472,8 @@ impl AccountStore {
         owner: &str,
     ) -> Result<bool, ErrorCode> {
         let done = sqlx::query(
-            "UPDATE connected_accounts SET lease_until = ?, lease_owner = ?
-             WHERE id = ? AND (lease_until IS NULL OR lease_until < ?)",
+            "UPDATE connected_accounts SET lease_until = $1, lease_owner = $2
+             WHERE id = $3 AND (lease_until IS NULL OR lease_until < $4)",
         )
         .bind(lease_until)
         .bind(owner)
@@ -483,7 +488,7 @@ impl AccountStore {
     /// Whether anyone holds a live lease on the account.
     pub async fn renewal_under_way(&self, account_id: i64, now: i64) -> Result<bool, ErrorCode> {
         let until: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT lease_until FROM connected_accounts WHERE id = ?")
+            sqlx::query_scalar("SELECT lease_until FROM connected_accounts WHERE id = $1")
                 .bind(account_id)
                 .fetch_optional(&self.pool)
                 .await
@@ -506,9 +511,9 @@ impl AccountStore {
         let query = match outcome {
             RenewalOutcome::Renewed { secrets, next_due } => sqlx::query(
                 "UPDATE connected_accounts
-                 SET secrets_sealed = ?, renewed_at = ?, renew_due_at = ?, renew_failures = 0,
+                 SET secrets_sealed = $1, renewed_at = $2, renew_due_at = $3, renew_failures = 0,
                      status = 'active', last_error = NULL, lease_until = NULL, lease_owner = NULL
-                 WHERE id = ? AND lease_owner = ?",
+                 WHERE id = $4 AND lease_owner = $5",
             )
             .bind(self.secrets.seal(
                 secrets.to_string().as_bytes(),
@@ -518,22 +523,22 @@ impl AccountStore {
             .bind(next_due),
             RenewalOutcome::Unchanged { next_due } => sqlx::query(
                 "UPDATE connected_accounts
-                 SET renew_due_at = ?, renew_failures = 0, lease_until = NULL, lease_owner = NULL
-                 WHERE id = ? AND lease_owner = ?",
+                 SET renew_due_at = $1, renew_failures = 0, lease_until = NULL, lease_owner = NULL
+                 WHERE id = $2 AND lease_owner = $3",
             )
             .bind(next_due),
             RenewalOutcome::Rejected => sqlx::query(
                 "UPDATE connected_accounts
                  SET status = 'needs_sign_in', renew_due_at = NULL, last_error = NULL,
                      lease_until = NULL, lease_owner = NULL
-                 WHERE id = ? AND lease_owner = ?",
+                 WHERE id = $1 AND lease_owner = $2",
             ),
             RenewalOutcome::Unreachable { code, retry_at } => sqlx::query(
                 "UPDATE connected_accounts
                  SET status = CASE WHEN status = 'needs_sign_in' THEN status ELSE 'degraded' END,
-                     last_error = ?, renew_due_at = ?, renew_failures = renew_failures + 1,
+                     last_error = $1, renew_due_at = $2, renew_failures = renew_failures + 1,
                      lease_until = NULL, lease_owner = NULL
-                 WHERE id = ? AND lease_owner = ?",
+                 WHERE id = $3 AND lease_owner = $4",
             )
             .bind(code.as_str())
             .bind(*retry_at),
@@ -550,7 +555,7 @@ impl AccountStore {
     /// How many renewals in a row could not reach the provider (for the back-off).
     pub async fn renew_failures(&self, account_id: i64) -> Result<u32, ErrorCode> {
         let failures: Option<i64> =
-            sqlx::query_scalar("SELECT renew_failures FROM connected_accounts WHERE id = ?")
+            sqlx::query_scalar("SELECT renew_failures FROM connected_accounts WHERE id = $1")
                 .bind(account_id)
                 .fetch_optional(&self.pool)
                 .await
@@ -565,7 +570,7 @@ mod tests {
     use crate::secrets::SecretKey;
 
     async fn store(dir: &tempfile::TempDir) -> (AccountStore, UserId, UserId) {
-        let pool = crate::db::connect(&crate::db::sqlite_url_in(dir.path()))
+        let pool = crate::db::connect(&crate::db::test_database_url(dir.path()).await)
             .await
             .unwrap();
         let users = crate::users::UserStore::new(pool.clone());

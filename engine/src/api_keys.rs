@@ -12,7 +12,9 @@ use std::sync::Arc;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sqlx::{Row, SqlitePool};
+use sqlx::Row;
+
+use crate::db::Pool;
 
 use crate::clock::Clock;
 use crate::engine::MAX_FIELD_BYTES;
@@ -110,12 +112,12 @@ fn parse_key(key: &str) -> Option<(&str, &str)> {
 
 #[derive(Clone)]
 pub struct ApiKeyStore {
-    pool: SqlitePool,
+    pool: Pool,
     clock: Arc<dyn Clock>,
 }
 
 impl ApiKeyStore {
-    pub fn new(pool: SqlitePool, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(pool: Pool, clock: Arc<dyn Clock>) -> Self {
         Self { pool, clock }
     }
 
@@ -144,7 +146,7 @@ impl ApiKeyStore {
         let now = self.clock.now();
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         sqlx::query(
-            "INSERT INTO api_keys (id, user_id, name, secret_hash, created_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO api_keys (id, user_id, name, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&id)
         .bind(user_id)
@@ -158,7 +160,7 @@ impl ApiKeyStore {
             // Only the user's own accounts: the SELECT finds nothing for anyone else's.
             let added = sqlx::query(
                 "INSERT INTO api_key_accounts (key_id, account_id)
-                 SELECT ?, id FROM connected_accounts WHERE id = ? AND user_id = ?",
+                 SELECT $1, id FROM connected_accounts WHERE id = $2 AND user_id = $3",
             )
             .bind(&id)
             .bind(account_id)
@@ -186,7 +188,7 @@ impl ApiKeyStore {
         let rows = sqlx::query(
             "SELECT k.id, k.name, k.created_at, k.last_used_at, s.account_id
              FROM api_keys k LEFT JOIN api_key_accounts s ON s.key_id = k.id
-             WHERE k.user_id = ?
+             WHERE k.user_id = $1
              ORDER BY k.created_at, k.id, s.account_id",
         )
         .bind(user_id)
@@ -215,7 +217,7 @@ impl ApiKeyStore {
 
     /// Revokes (deletes) key `key_id`; `not_found` if it is not this user's.
     pub async fn revoke(&self, user_id: UserId, key_id: &str) -> Result<(), ErrorCode> {
-        let done = sqlx::query("DELETE FROM api_keys WHERE id = ? AND user_id = ?")
+        let done = sqlx::query("DELETE FROM api_keys WHERE id = $1 AND user_id = $2")
             .bind(key_id)
             .bind(user_id)
             .execute(&self.pool)
@@ -232,7 +234,7 @@ impl ApiKeyStore {
     pub async fn authenticate(&self, key: &str) -> Result<ApiCaller, ErrorCode> {
         let (id, secret) = parse_key(key).ok_or(ErrorCode::InvalidApiKey)?;
         let row =
-            sqlx::query("SELECT user_id, secret_hash, last_used_at FROM api_keys WHERE id = ?")
+            sqlx::query("SELECT user_id, secret_hash, last_used_at FROM api_keys WHERE id = $1")
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await
@@ -250,7 +252,7 @@ impl ApiKeyStore {
         let last_used: Option<i64> = row.try_get("last_used_at").map_err(db_error)?;
         let now = self.clock.now();
         if last_used.is_none_or(|at| now - at >= LAST_USED_EVERY) {
-            sqlx::query("UPDATE api_keys SET last_used_at = ? WHERE id = ?")
+            sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
                 .bind(now)
                 .bind(id)
                 .execute(&self.pool)
@@ -258,7 +260,7 @@ impl ApiKeyStore {
                 .map_err(db_error)?;
         }
         let scope = sqlx::query_scalar(
-            "SELECT account_id FROM api_key_accounts WHERE key_id = ? ORDER BY account_id",
+            "SELECT account_id FROM api_key_accounts WHERE key_id = $1 ORDER BY account_id",
         )
         .bind(id)
         .fetch_all(&self.pool)

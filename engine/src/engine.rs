@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::SqlitePool;
+use crate::db::Pool;
 
 use crate::accounts::{AccountStore, ConnectedAccount};
 use crate::api_keys::ApiKeyStore;
@@ -26,11 +26,14 @@ use crate::users::{User, UserId, UserStore};
 use crate::view::FlowView;
 use crate::{db, ErrorCode};
 
+/// The Redis key prefix when `STEPGATE_REDIS_PREFIX` does not name one.
+pub const DEFAULT_REDIS_PREFIX: &str = "stepgate:";
+
 /// The longest value any form field may carry; longer input is refused before any work.
 pub const MAX_FIELD_BYTES: usize = 1024;
 
 pub struct EngineConfig {
-    /// `sqlite://…` URL of the database.
+    /// `sqlite://…` or `postgres://…` URL of the database.
     pub database_url: String,
     pub flow_ttl: Duration,
     /// Password hashes allowed to run at once.
@@ -45,6 +48,11 @@ pub struct EngineConfig {
     pub step_timeout: Duration,
     /// Seconds between two health checks of one account started by page views.
     pub account_check_interval: i64,
+    /// `redis://…`: pending flows, throttle counters and renewal leases live there instead of
+    /// in the database (several instances sharing hot state). `None`: the database keeps them.
+    pub redis_url: Option<String>,
+    /// What every Redis key starts with (several Stepgates, or tests, may share one Redis).
+    pub redis_prefix: String,
 }
 
 impl EngineConfig {
@@ -65,6 +73,8 @@ impl EngineConfig {
             upstreams: UpstreamMap::default(),
             step_timeout: DEFAULT_STEP_TIMEOUT,
             account_check_interval: crate::account_health::DEFAULT_CHECK_INTERVAL,
+            redis_url: None,
+            redis_prefix: DEFAULT_REDIS_PREFIX.into(),
         }
     }
 }
@@ -89,7 +99,7 @@ pub enum Progress {
 
 #[derive(Clone)]
 pub struct Engine {
-    pub(crate) pool: SqlitePool,
+    pub(crate) pool: Pool,
     pub(crate) flows: Arc<dyn FlowStore>,
     pub(crate) users: UserStore,
     sessions: SessionStore,
@@ -195,7 +205,7 @@ impl Engine {
         &self.api_keys
     }
 
-    pub fn pool(&self) -> &SqlitePool {
+    pub fn pool(&self) -> &Pool {
         &self.pool
     }
 

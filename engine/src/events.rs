@@ -4,7 +4,9 @@
 //! webhook. Failing to record an event never fails what caused it: it is logged instead.
 
 use serde::{Deserialize, Serialize};
-use sqlx::{Row, SqlitePool};
+use sqlx::Row;
+
+use crate::db::Pool;
 
 use crate::accounts::ConnectedAccount;
 use crate::users::UserId;
@@ -72,11 +74,11 @@ fn db_error(e: sqlx::Error) -> ErrorCode {
 
 #[derive(Clone)]
 pub struct AuditLog {
-    pool: SqlitePool,
+    pool: Pool,
 }
 
 impl AuditLog {
-    pub fn new(pool: SqlitePool) -> Self {
+    pub fn new(pool: Pool) -> Self {
         Self { pool }
     }
 
@@ -94,7 +96,7 @@ impl AuditLog {
         };
         sqlx::query(
             "INSERT INTO account_audit (user_id, account_id, at, event, code, api_key)
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(user_id)
         .bind(account_id)
@@ -117,7 +119,7 @@ impl AuditLog {
     ) -> Result<Vec<AuditEntry>, ErrorCode> {
         let rows = sqlx::query(
             "SELECT at, event, code, api_key FROM account_audit
-             WHERE user_id = ? AND account_id = ? ORDER BY id DESC LIMIT ?",
+             WHERE user_id = $1 AND account_id = $2 ORDER BY id DESC LIMIT $3",
         )
         .bind(user_id)
         .bind(account_id)

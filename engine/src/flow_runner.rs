@@ -464,7 +464,7 @@ mod tests {
     }
 
     async fn engine(dir: &tempfile::TempDir) -> (Engine, i64) {
-        let mut config = test_config(dir.path());
+        let mut config = test_config(dir.path()).await;
         config.upstreams = UpstreamMap::parse(&upstream().await).unwrap();
         let (engine, _) = engine_with(config).await;
         let engine = engine.with_provider(TwoStep);

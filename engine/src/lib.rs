@@ -73,7 +73,7 @@ pub mod webhooks;
 #[cfg(feature = "server")]
 pub use account_health::DEFAULT_CHECK_INTERVAL;
 #[cfg(feature = "server")]
-pub use engine::{Completion, Engine, EngineConfig, Progress};
+pub use engine::{Completion, Engine, EngineConfig, Progress, DEFAULT_REDIS_PREFIX};
 pub use error::ErrorCode;
 #[cfg(feature = "server")]
 pub use local_accounts::SignInRefusal;

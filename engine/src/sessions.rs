@@ -3,7 +3,7 @@
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use sqlx::SqlitePool;
+use crate::db::Pool;
 
 use crate::users::{User, UserId};
 use crate::ErrorCode;
@@ -70,17 +70,17 @@ fn db_error(e: sqlx::Error) -> ErrorCode {
 
 #[derive(Clone)]
 pub struct SessionStore {
-    pool: SqlitePool,
+    pool: Pool,
 }
 
 impl SessionStore {
-    pub fn new(pool: SqlitePool) -> Self {
+    pub fn new(pool: Pool) -> Self {
         Self { pool }
     }
 
     pub async fn create(&self, user_id: UserId, now: i64) -> Result<SessionToken, ErrorCode> {
         let token = SessionToken::random();
-        sqlx::query("INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
+        sqlx::query("INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
             .bind(token.digest())
             .bind(user_id)
             .bind(now)
@@ -96,7 +96,7 @@ impl SessionStore {
     pub async fn user_of(&self, token: &SessionToken, now: i64) -> Result<Option<User>, ErrorCode> {
         let found: Vec<(UserId, String)> = sqlx::query_as(
             "SELECT users.id, users.email FROM sessions JOIN users ON users.id = sessions.user_id
-             WHERE sessions.token_hash = ? AND sessions.expires_at > ?",
+             WHERE sessions.token_hash = $1 AND sessions.expires_at > $2",
         )
         .bind(token.digest())
         .bind(now)
@@ -110,7 +110,7 @@ impl SessionStore {
     }
 
     pub async fn delete(&self, token: &SessionToken) -> Result<(), ErrorCode> {
-        sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
+        sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
             .bind(token.digest())
             .execute(&self.pool)
             .await
@@ -119,7 +119,7 @@ impl SessionStore {
     }
 
     pub async fn purge_expired(&self, now: i64) -> Result<u64, ErrorCode> {
-        let done = sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
+        let done = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
             .bind(now)
             .execute(&self.pool)
             .await

@@ -13,7 +13,9 @@
 use std::net::IpAddr;
 
 use sha2::{Digest, Sha256};
-use sqlx::{Row, SqlitePool};
+use sqlx::Row;
+
+use crate::db::Pool;
 
 use crate::email::Email;
 use crate::ErrorCode;
@@ -135,7 +137,7 @@ impl SignInAttempt {
 
 #[derive(Clone)]
 pub struct SignInThrottle {
-    pool: SqlitePool,
+    pool: Pool,
     account_rule: ThrottleRule,
     address_rule: ThrottleRule,
 }
@@ -149,12 +151,12 @@ struct Counters {
 }
 
 impl SignInThrottle {
-    pub fn new(pool: SqlitePool) -> Self {
+    pub fn new(pool: Pool) -> Self {
         Self::with_rules(pool, ACCOUNT_RULE, ADDRESS_RULE)
     }
 
     pub fn with_rules(
-        pool: SqlitePool,
+        pool: Pool,
         account_rule: ThrottleRule,
         address_rule: ThrottleRule,
     ) -> Self {
@@ -174,7 +176,7 @@ impl SignInThrottle {
 
     async fn counters(&self, scope: Scope, key: &str) -> Result<Option<Counters>, ErrorCode> {
         let row = sqlx::query(
-            "SELECT failures, window_start, next_try_at FROM sign_in_throttle WHERE scope = ? AND key = ?",
+            "SELECT failures, window_start, next_try_at FROM sign_in_throttle WHERE scope = $1 AND key = $2",
         )
         .bind(scope.as_str())
         .bind(key)
@@ -250,7 +252,7 @@ impl SignInThrottle {
             let written = match stored {
                 None => sqlx::query(
                     "INSERT INTO sign_in_throttle (scope, key, failures, window_start, next_try_at)
-                     VALUES (?, ?, ?, ?, ?) ON CONFLICT (scope, key) DO NOTHING",
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (scope, key) DO NOTHING",
                 )
                 .bind(scope.as_str())
                 .bind(key)
@@ -261,8 +263,8 @@ impl SignInThrottle {
                 .await
                 .map_err(db_error)?,
                 Some(old) => sqlx::query(
-                    "UPDATE sign_in_throttle SET failures = ?, window_start = ?, next_try_at = ?
-                     WHERE scope = ? AND key = ? AND failures = ? AND window_start = ? AND next_try_at = ?",
+                    "UPDATE sign_in_throttle SET failures = $1, window_start = $2, next_try_at = $3
+                     WHERE scope = $4 AND key = $5 AND failures = $6 AND window_start = $7 AND next_try_at = $8",
                 )
                 .bind(failures)
                 .bind(current.window_start)
@@ -308,7 +310,7 @@ impl SignInThrottle {
     /// the wait it started, but keeps its other failures (an attacker's own account must not
     /// wash its address clean: the next failure brings the long wait back).
     pub async fn succeeded(&self, attempt: &SignInAttempt, now: i64) -> Result<(), ErrorCode> {
-        sqlx::query("DELETE FROM sign_in_throttle WHERE scope = ? AND key = ?")
+        sqlx::query("DELETE FROM sign_in_throttle WHERE scope = $1 AND key = $2")
             .bind(Scope::Account.as_str())
             .bind(&attempt.account)
             .execute(&self.pool)
@@ -316,8 +318,9 @@ impl SignInThrottle {
             .map_err(db_error)?;
         if let Some(address) = &attempt.address {
             sqlx::query(
-                "UPDATE sign_in_throttle SET failures = MAX(failures - 1, 0), next_try_at = MIN(next_try_at, ?)
-                 WHERE scope = ? AND key = ?",
+                "UPDATE sign_in_throttle SET failures = CASE WHEN failures > 0 THEN failures - 1 ELSE 0 END,
+                     next_try_at = CASE WHEN next_try_at < $1 THEN next_try_at ELSE $1 END
+                 WHERE scope = $2 AND key = $3",
             )
             .bind(now)
             .bind(Scope::Address.as_str())
@@ -332,7 +335,7 @@ impl SignInThrottle {
     /// Drops counters whose window has long ended.
     pub async fn purge_expired(&self, now: i64) -> Result<u64, ErrorCode> {
         let oldest = self.account_rule.window.max(self.address_rule.window);
-        let done = sqlx::query("DELETE FROM sign_in_throttle WHERE window_start + ? <= ?")
+        let done = sqlx::query("DELETE FROM sign_in_throttle WHERE window_start + $1 <= $2")
             .bind(oldest)
             .bind(now)
             .execute(&self.pool)
@@ -366,7 +369,7 @@ mod tests {
     }
 
     async fn throttle(dir: &tempfile::TempDir, account_rule: ThrottleRule) -> SignInThrottle {
-        let pool = crate::db::connect(&crate::db::sqlite_url_in(dir.path()))
+        let pool = crate::db::connect(&crate::db::test_database_url(dir.path()).await)
             .await
             .unwrap();
         SignInThrottle::with_rules(pool, account_rule, ADDRESS_RULE)

@@ -2,7 +2,9 @@
 //! survives a server restart; other stores (Redis, Postgres) implement the same trait.
 
 use async_trait::async_trait;
-use sqlx::{Row, SqlitePool};
+use sqlx::Row;
+
+use crate::db::Pool;
 
 use crate::flow::{Flow, FlowId, FlowKind};
 use crate::ErrorCode;
@@ -43,16 +45,16 @@ pub trait FlowStore: Send + Sync {
 
 #[derive(Clone)]
 pub struct SqliteFlowStore {
-    pool: SqlitePool,
+    pool: Pool,
 }
 
 impl SqliteFlowStore {
-    pub fn new(pool: SqlitePool) -> Self {
+    pub fn new(pool: Pool) -> Self {
         Self { pool }
     }
 }
 
-fn flow_from_row(row: sqlx::sqlite::SqliteRow) -> StoreResult<Flow> {
+fn flow_from_row(row: sqlx::any::AnyRow) -> StoreResult<Flow> {
     let id: String = row.try_get("id")?;
     let kind: String = row.try_get("kind")?;
     let state: Vec<u8> = row.try_get("state")?;
@@ -77,7 +79,7 @@ impl FlowStore for SqliteFlowStore {
     async fn insert(&self, flow: &Flow) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO flows (id, kind, provider, step, owner, created_at, expires_at, attempts, state, view)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(flow.id.to_string())
         .bind(flow.kind.as_str())
@@ -98,7 +100,7 @@ impl FlowStore for SqliteFlowStore {
         // Reads here run to the end (fetch_all) rather than stop at the first row, so SQLite
         // completes the statement and ends its implicit read transaction at once; the same
         // habit is kept in every store.
-        let row = sqlx::query("SELECT * FROM flows WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM flows WHERE id = $1")
             .bind(id.to_string())
             .fetch_all(&self.pool)
             .await?
@@ -108,7 +110,7 @@ impl FlowStore for SqliteFlowStore {
     }
 
     async fn update(&self, flow: &Flow) -> StoreResult<()> {
-        sqlx::query("UPDATE flows SET step = ?, state = ?, view = ?, expires_at = ? WHERE id = ?")
+        sqlx::query("UPDATE flows SET step = $1, state = $2, view = $3, expires_at = $4 WHERE id = $5")
             .bind(&flow.step)
             .bind(&flow.state)
             .bind(flow.view.as_ref().map(serde_json::to_string).transpose()?)
@@ -121,7 +123,7 @@ impl FlowStore for SqliteFlowStore {
 
     async fn record_attempt(&self, id: &FlowId) -> StoreResult<Option<u32>> {
         let attempts: Option<i64> = sqlx::query_scalar(
-            "UPDATE flows SET attempts = attempts + 1 WHERE id = ? RETURNING attempts",
+            "UPDATE flows SET attempts = attempts + 1 WHERE id = $1 RETURNING attempts",
         )
         .bind(id.to_string())
         .fetch_all(&self.pool)
@@ -134,7 +136,7 @@ impl FlowStore for SqliteFlowStore {
     }
 
     async fn remove(&self, id: &FlowId) -> StoreResult<bool> {
-        let done = sqlx::query("DELETE FROM flows WHERE id = ?")
+        let done = sqlx::query("DELETE FROM flows WHERE id = $1")
             .bind(id.to_string())
             .execute(&self.pool)
             .await?;
@@ -142,7 +144,7 @@ impl FlowStore for SqliteFlowStore {
     }
 
     async fn purge_expired(&self, now: i64) -> StoreResult<u64> {
-        let done = sqlx::query("DELETE FROM flows WHERE expires_at <= ?")
+        let done = sqlx::query("DELETE FROM flows WHERE expires_at <= $1")
             .bind(now)
             .execute(&self.pool)
             .await?;
@@ -157,7 +159,7 @@ mod tests {
     use crate::flow::DEFAULT_FLOW_TTL;
 
     async fn store_in(dir: &tempfile::TempDir) -> SqliteFlowStore {
-        let pool = db::connect(&db::sqlite_url_in(dir.path())).await.unwrap();
+        let pool = db::connect(&db::test_database_url(dir.path()).await).await.unwrap();
         SqliteFlowStore::new(pool)
     }
 

@@ -35,14 +35,41 @@ pub(crate) fn totp_site() -> TotpSite {
     }
 }
 
-/// An engine configuration with its database in `dir`.
-pub(crate) fn test_config(dir: &Path) -> EngineConfig {
-    EngineConfig::new(db::sqlite_url_in(dir), SecretKey([7; 32]), totp_site())
+/// An engine configuration with its database in `dir` (or on the test Postgres server), and
+/// Redis under a prefix of its own when `STEPGATE_TEST_REDIS_URL` is set.
+pub(crate) async fn test_config(dir: &Path) -> EngineConfig {
+    let mut config = EngineConfig::new(
+        db::test_database_url(dir).await,
+        SecretKey([7; 32]),
+        totp_site(),
+    );
+    config.redis_url = test_redis_url();
+    config.redis_prefix = test_redis_prefix(dir);
+    config
+}
+
+/// The Redis server of the Postgres + Redis run of the suite, if this is that run.
+pub(crate) fn test_redis_url() -> Option<String> {
+    std::env::var("STEPGATE_TEST_REDIS_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+}
+
+/// One key prefix per test folder: tests share the Redis server, never each other's keys, and
+/// a test that reopens its folder finds its keys again.
+pub(crate) fn test_redis_prefix(dir: &Path) -> String {
+    let remembered = dir.join("redis-prefix");
+    if let Ok(prefix) = std::fs::read_to_string(&remembered) {
+        return prefix;
+    }
+    let prefix = format!("test:{}:", crate::flow::FlowId::random());
+    std::fs::write(&remembered, &prefix).expect("cannot write into the test's folder");
+    prefix
 }
 
 /// An engine on a manual clock, its database in `dir`.
 pub(crate) async fn engine_in(dir: &tempfile::TempDir) -> (Engine, ManualClock) {
-    engine_with(test_config(dir.path())).await
+    engine_with(test_config(dir.path()).await).await
 }
 
 /// An engine opened with `config` on a manual clock.
@@ -128,7 +155,7 @@ pub(crate) const SEED: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
 
 /// A two-factor store with one user (TOTP off).
 pub(crate) async fn two_factor_in(dir: &tempfile::TempDir) -> (TwoFactor, UserId) {
-    let pool = db::connect(&db::sqlite_url_in(dir.path())).await.unwrap();
+    let pool = db::connect(&db::test_database_url(dir.path()).await).await.unwrap();
     let users = UserStore::new(pool.clone());
     let user = users
         .create(&Email::parse("t@example.org").unwrap(), "hash", NOW)
@@ -174,8 +201,8 @@ pub(crate) const OWNER: &str = "owner";
 
 /// An engine configuration in `dir` whose upstreams are `upstreams` (`REAL=BASE` pairs, as a
 /// double hands them out).
-pub(crate) fn provider_config(dir: &Path, upstreams: &str) -> EngineConfig {
-    let mut config = test_config(dir);
+pub(crate) async fn provider_config(dir: &Path, upstreams: &str) -> EngineConfig {
+    let mut config = test_config(dir).await;
     config.upstreams = UpstreamMap::parse(upstreams).unwrap();
     // Short, so a stalled step is seen quickly.
     config.step_timeout = Duration::from_secs(1);
@@ -210,7 +237,7 @@ impl<D: Deref<Target = Hosts>> ProviderSetup<D> {
     }
 
     async fn open(dir: &Path, sandbox: &D) -> Engine {
-        let config = provider_config(dir, &sandbox.upstreams());
+        let config = provider_config(dir, &sandbox.upstreams()).await;
         Engine::open_with_clock(config, Arc::new(SystemClock))
             .await
             .unwrap()

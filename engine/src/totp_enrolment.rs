@@ -48,7 +48,7 @@ impl TwoFactor {
     ) -> Result<String, ErrorCode> {
         let token = hex::encode(totp::random_secret());
         sqlx::query(
-            "INSERT INTO totp_registrations (token_hash, user_id, expires_at) VALUES (?, ?, ?)",
+            "INSERT INTO totp_registrations (token_hash, user_id, expires_at) VALUES ($1, $2, $3)",
         )
         .bind(sha256_hex(&token))
         .bind(user_id)
@@ -71,7 +71,7 @@ impl TwoFactor {
             .as_deref()
             .ok_or(ErrorCode::InvalidRegistration)?;
         // Consume the token first: single use, bound to this user, unexpired.
-        let consumed = sqlx::query("DELETE FROM totp_registrations WHERE token_hash = ? AND user_id = ? AND expires_at > ?")
+        let consumed = sqlx::query("DELETE FROM totp_registrations WHERE token_hash = $1 AND user_id = $2 AND expires_at > $3")
             .bind(sha256_hex(reg_token))
             .bind(user_id)
             .bind(now)
@@ -133,7 +133,7 @@ impl TwoFactor {
     ) -> Result<AppEnrollment, ErrorCode> {
         let secret = totp::random_secret();
         sqlx::query(
-            "INSERT INTO totp_pending (user_id, secret_sealed, expires_at) VALUES (?, ?, ?)
+            "INSERT INTO totp_pending (user_id, secret_sealed, expires_at) VALUES ($1, $2, $3)
              ON CONFLICT(user_id) DO UPDATE SET secret_sealed = excluded.secret_sealed, expires_at = excluded.expires_at",
         )
         .bind(user_id)
@@ -156,7 +156,7 @@ impl TwoFactor {
         now: i64,
     ) -> Result<(), ErrorCode> {
         let sealed: Option<Vec<u8>> = sqlx::query_scalar(
-            "SELECT secret_sealed FROM totp_pending WHERE user_id = ? AND expires_at > ?",
+            "SELECT secret_sealed FROM totp_pending WHERE user_id = $1 AND expires_at > $2",
         )
         .bind(user_id)
         .bind(now)
@@ -174,7 +174,7 @@ impl TwoFactor {
         let step = totp::matching_step(&secret, &code, now, 6).ok_or(ErrorCode::InvalidCode)?;
         self.store_credential(user_id, &secret, 6, None, step, now)
             .await?;
-        sqlx::query("DELETE FROM totp_pending WHERE user_id = ?")
+        sqlx::query("DELETE FROM totp_pending WHERE user_id = $1")
             .bind(user_id)
             .execute(&self.pool)
             .await
@@ -185,7 +185,7 @@ impl TwoFactor {
     /// Turns TOTP off; a current code proves the user still holds the factor.
     pub async fn disable(&self, user_id: UserId, code: &str, now: i64) -> Result<(), ErrorCode> {
         self.verify(user_id, code, now).await?;
-        sqlx::query("DELETE FROM totp_credentials WHERE user_id = ?")
+        sqlx::query("DELETE FROM totp_credentials WHERE user_id = $1")
             .bind(user_id)
             .execute(&self.pool)
             .await
@@ -204,7 +204,7 @@ impl TwoFactor {
     ) -> Result<(), ErrorCode> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         let inserted = sqlx::query(
-            "INSERT INTO totp_credentials (user_id, secret_sealed, digits, seed_id, enabled_at) VALUES (?, ?, ?, ?, ?)
+            "INSERT INTO totp_credentials (user_id, secret_sealed, digits, seed_id, enabled_at) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT(user_id) DO NOTHING",
         )
         .bind(user_id)
@@ -220,8 +220,9 @@ impl TwoFactor {
         }
         // The code that confirmed enrolment counts as used: it cannot also sign in.
         sqlx::query(
-            "INSERT INTO totp_used_steps (user_id, last_step) VALUES (?, ?)
-             ON CONFLICT(user_id) DO UPDATE SET last_step = max(last_step, excluded.last_step)",
+            "INSERT INTO totp_used_steps (user_id, last_step) VALUES ($1, $2)
+             ON CONFLICT(user_id) DO UPDATE SET last_step = CASE WHEN excluded.last_step > totp_used_steps.last_step
+                 THEN excluded.last_step ELSE totp_used_steps.last_step END",
         )
         .bind(user_id)
         .bind(used_step)
@@ -235,8 +236,8 @@ impl TwoFactor {
     /// Drops expired registration tokens and pending secrets.
     pub async fn purge_expired(&self, now: i64) -> Result<(), ErrorCode> {
         for sql in [
-            "DELETE FROM totp_registrations WHERE expires_at <= ?",
-            "DELETE FROM totp_pending WHERE expires_at <= ?",
+            "DELETE FROM totp_registrations WHERE expires_at <= $1",
+            "DELETE FROM totp_pending WHERE expires_at <= $1",
         ] {
             sqlx::query(sql)
                 .bind(now)

@@ -22,7 +22,7 @@ impl TwoFactor {
     pub async fn verify(&self, user_id: UserId, code: &str, now: i64) -> Result<(), ErrorCode> {
         self.check_backoff(user_id, now).await?;
         let row =
-            sqlx::query("SELECT secret_sealed, digits FROM totp_credentials WHERE user_id = ?")
+            sqlx::query("SELECT secret_sealed, digits FROM totp_credentials WHERE user_id = $1")
                 .bind(user_id)
                 .fetch_all(&self.pool)
                 .await
@@ -42,7 +42,7 @@ impl TwoFactor {
             return Err(ErrorCode::InvalidCode);
         };
         let advanced = sqlx::query(
-            "INSERT INTO totp_used_steps (user_id, last_step) VALUES (?, ?)
+            "INSERT INTO totp_used_steps (user_id, last_step) VALUES ($1, $2)
              ON CONFLICT(user_id) DO UPDATE SET last_step = excluded.last_step
              WHERE totp_used_steps.last_step < excluded.last_step",
         )
@@ -57,7 +57,7 @@ impl TwoFactor {
             self.record_failure(user_id, now).await?;
             return Err(ErrorCode::CodeUsed);
         }
-        sqlx::query("DELETE FROM second_factor_failures WHERE user_id = ?")
+        sqlx::query("DELETE FROM second_factor_failures WHERE user_id = $1")
             .bind(user_id)
             .execute(&self.pool)
             .await
@@ -76,7 +76,7 @@ impl TwoFactor {
 
     async fn check_backoff(&self, user_id: UserId, now: i64) -> Result<(), ErrorCode> {
         let row = sqlx::query(
-            "SELECT failures, last_failure_at FROM second_factor_failures WHERE user_id = ?",
+            "SELECT failures, last_failure_at FROM second_factor_failures WHERE user_id = $1",
         )
         .bind(user_id)
         .fetch_all(&self.pool)
@@ -96,7 +96,7 @@ impl TwoFactor {
 
     async fn record_failure(&self, user_id: UserId, now: i64) -> Result<(), ErrorCode> {
         sqlx::query(
-            "INSERT INTO second_factor_failures (user_id, failures, last_failure_at) VALUES (?, 1, ?)
+            "INSERT INTO second_factor_failures (user_id, failures, last_failure_at) VALUES ($1, 1, $2)
              ON CONFLICT(user_id) DO UPDATE SET failures = failures + 1, last_failure_at = excluded.last_failure_at",
         )
         .bind(user_id)

@@ -4,7 +4,9 @@
 //! [`crate::totp_verification`] (replay refusal, per-account back-off), and the links to the
 //! web TOTP service in [`crate::totp_site`].
 
-use sqlx::{Row, SqlitePool};
+use sqlx::Row;
+
+use crate::db::Pool;
 
 use crate::crypto::SecretBox;
 use crate::totp_site::TotpSite;
@@ -29,14 +31,14 @@ fn associated_data(user_id: UserId) -> Vec<u8> {
 
 #[derive(Clone)]
 pub struct TwoFactor {
-    pub(crate) pool: SqlitePool,
+    pub(crate) pool: Pool,
     secrets: SecretBox,
     /// The web TOTP service the setup popup and the code step link to.
     pub site: TotpSite,
 }
 
 impl TwoFactor {
-    pub fn new(pool: SqlitePool, secrets: SecretBox, site: TotpSite) -> Self {
+    pub fn new(pool: Pool, secrets: SecretBox, site: TotpSite) -> Self {
         Self {
             pool,
             secrets,
@@ -45,7 +47,7 @@ impl TwoFactor {
     }
 
     pub async fn status(&self, user_id: UserId) -> Result<Option<TotpStatus>, ErrorCode> {
-        let row = sqlx::query("SELECT seed_id, digits FROM totp_credentials WHERE user_id = ?")
+        let row = sqlx::query("SELECT seed_id, digits FROM totp_credentials WHERE user_id = $1")
             .bind(user_id)
             .fetch_all(&self.pool)
             .await

@@ -301,7 +301,7 @@ mod tests {
     }
 
     async fn open(dir: &tempfile::TempDir, sandbox: &FlameConnectSandbox) -> (Engine, ManualClock) {
-        engine_with(provider_config(dir.path(), &sandbox.upstreams())).await
+        engine_with(provider_config(dir.path(), &sandbox.upstreams()).await).await
     }
 
     /// A FlameConnect account connected at the manual clock's start.

@@ -1,6 +1,8 @@
 //! Local accounts.
 
-use sqlx::{Row, SqlitePool};
+use sqlx::Row;
+
+use crate::db::Pool;
 
 use crate::email::Email;
 use crate::ErrorCode;
@@ -22,7 +24,7 @@ pub struct UserCredentials {
 
 #[derive(Clone)]
 pub struct UserStore {
-    pool: SqlitePool,
+    pool: Pool,
 }
 
 fn db_error(e: sqlx::Error) -> ErrorCode {
@@ -31,7 +33,7 @@ fn db_error(e: sqlx::Error) -> ErrorCode {
 }
 
 impl UserStore {
-    pub fn new(pool: SqlitePool) -> Self {
+    pub fn new(pool: Pool) -> Self {
         Self { pool }
     }
 
@@ -42,22 +44,23 @@ impl UserStore {
         password_hash: &str,
         now: i64,
     ) -> Result<UserId, ErrorCode> {
-        let result =
-            sqlx::query("INSERT INTO users (email, password_hash, created_at) VALUES (?, ?, ?)")
-                .bind(email.as_str())
-                .bind(password_hash)
-                .bind(now)
-                .execute(&self.pool)
-                .await;
+        let result = sqlx::query_scalar(
+            "INSERT INTO users (email, password_hash, created_at) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind(email.as_str())
+        .bind(password_hash)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await;
         match result {
-            Ok(done) => Ok(done.last_insert_rowid()),
+            Ok(id) => Ok(id),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(ErrorCode::EmailTaken),
             Err(e) => Err(db_error(e)),
         }
     }
 
     pub async fn find_by_email(&self, email: &Email) -> Result<Option<UserCredentials>, ErrorCode> {
-        let row = sqlx::query("SELECT id, email, password_hash FROM users WHERE email = ?")
+        let row = sqlx::query("SELECT id, email, password_hash FROM users WHERE email = $1")
             .bind(email.as_str())
             .fetch_all(&self.pool)
             .await

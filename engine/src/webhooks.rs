@@ -24,7 +24,9 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
-use sqlx::{Row, SqlitePool};
+use sqlx::Row;
+
+use crate::db::Pool;
 
 use crate::clock::Clock;
 use crate::crypto::SecretBox;
@@ -173,7 +175,7 @@ enum Attempt {
 
 #[derive(Clone)]
 pub struct WebhookStore {
-    pool: SqlitePool,
+    pool: Pool,
     secrets: SecretBox,
     clock: Arc<dyn Clock>,
     client: reqwest::Client,
@@ -182,7 +184,7 @@ pub struct WebhookStore {
 }
 
 impl WebhookStore {
-    pub fn new(pool: SqlitePool, secrets: SecretBox, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(pool: Pool, secrets: SecretBox, clock: Arc<dyn Clock>) -> Self {
         Self {
             pool,
             secrets,
@@ -200,7 +202,7 @@ impl WebhookStore {
         let sealed = self.secrets.seal(&key, associated_data(user_id).as_bytes());
         sqlx::query(
             "INSERT INTO webhook_endpoints (user_id, url, secret_sealed, created_at)
-             VALUES (?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4)
              ON CONFLICT (user_id) DO UPDATE SET
                  url = excluded.url, secret_sealed = excluded.secret_sealed,
                  created_at = excluded.created_at",
@@ -221,7 +223,7 @@ impl WebhookStore {
     /// Removes the user's URL; deliveries not sent yet are marked failed.
     pub async fn remove(&self, user_id: UserId) -> Result<(), ErrorCode> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
-        sqlx::query("DELETE FROM webhook_endpoints WHERE user_id = ?")
+        sqlx::query("DELETE FROM webhook_endpoints WHERE user_id = $1")
             .bind(user_id)
             .execute(&mut *tx)
             .await
@@ -229,7 +231,7 @@ impl WebhookStore {
         sqlx::query(
             "UPDATE webhook_deliveries
              SET status = 'failed', next_attempt_at = NULL, last_error = 'webhook removed'
-             WHERE user_id = ? AND status = 'pending'",
+             WHERE user_id = $1 AND status = 'pending'",
         )
         .bind(user_id)
         .execute(&mut *tx)
@@ -240,7 +242,7 @@ impl WebhookStore {
 
     /// The user's URL and when it (and its secret) was set; never the secret.
     pub async fn endpoint(&self, user_id: UserId) -> Result<Option<(String, i64)>, ErrorCode> {
-        let row = sqlx::query("SELECT url, created_at FROM webhook_endpoints WHERE user_id = ?")
+        let row = sqlx::query("SELECT url, created_at FROM webhook_endpoints WHERE user_id = $1")
             .bind(user_id)
             .fetch_optional(&self.pool)
             .await
@@ -272,7 +274,7 @@ impl WebhookStore {
         .to_string();
         let added = sqlx::query(
             "INSERT INTO webhook_deliveries (id, user_id, event_type, body, created_at, next_attempt_at)
-             SELECT ?, user_id, ?, ?, ?, ? FROM webhook_endpoints WHERE user_id = ?",
+             SELECT $1, user_id, $2, $3, $4, $5 FROM webhook_endpoints WHERE user_id = $6",
         )
         .bind(&id)
         .bind(event_type)
@@ -287,9 +289,9 @@ impl WebhookStore {
             // The log keeps the latest deliveries only.
             sqlx::query(
                 "DELETE FROM webhook_deliveries
-                 WHERE user_id = ? AND status != 'pending' AND id NOT IN (
-                     SELECT id FROM webhook_deliveries WHERE user_id = ?
-                     ORDER BY created_at DESC, rowid DESC LIMIT ?
+                 WHERE user_id = $1 AND status != 'pending' AND id NOT IN (
+                     SELECT id FROM webhook_deliveries WHERE user_id = $2
+                     ORDER BY created_at DESC, rowid DESC LIMIT $3
                  )",
             )
             .bind(user_id)
@@ -311,8 +313,8 @@ impl WebhookStore {
         let rows = sqlx::query(
             "SELECT id, event_type, created_at, status, attempts, last_status, last_error,
                     delivered_at, next_attempt_at
-             FROM webhook_deliveries WHERE user_id = ?
-             ORDER BY created_at DESC, rowid DESC LIMIT ?",
+             FROM webhook_deliveries WHERE user_id = $1
+             ORDER BY created_at DESC, rowid DESC LIMIT $2",
         )
         .bind(user_id)
         .bind(limit)
@@ -346,12 +348,12 @@ impl WebhookStore {
         now: i64,
     ) -> Result<usize, ErrorCode> {
         let claimed = sqlx::query(
-            "UPDATE webhook_deliveries SET lease_until = ?, lease_owner = ?
+            "UPDATE webhook_deliveries SET lease_until = $1, lease_owner = $2
              WHERE id IN (
                  SELECT id FROM webhook_deliveries
-                 WHERE status = 'pending' AND next_attempt_at <= ?
-                   AND (lease_until IS NULL OR lease_until < ?)
-                 ORDER BY next_attempt_at LIMIT ?
+                 WHERE status = 'pending' AND next_attempt_at <= $3
+                   AND (lease_until IS NULL OR lease_until < $4)
+                 ORDER BY next_attempt_at LIMIT $5
              )
              RETURNING id, user_id, body, attempts",
         )
@@ -394,7 +396,7 @@ impl WebhookStore {
         &self,
         user_id: UserId,
     ) -> Result<Option<(String, Vec<u8>)>, ErrorCode> {
-        let row = sqlx::query("SELECT url, secret_sealed FROM webhook_endpoints WHERE user_id = ?")
+        let row = sqlx::query("SELECT url, secret_sealed FROM webhook_endpoints WHERE user_id = $1")
             .bind(user_id)
             .fetch_optional(&self.pool)
             .await
@@ -416,9 +418,9 @@ impl WebhookStore {
     async fn give_up(&self, id: &str, why: &str) -> Result<(), ErrorCode> {
         sqlx::query(
             "UPDATE webhook_deliveries
-             SET status = 'failed', next_attempt_at = NULL, last_error = ?,
+             SET status = 'failed', next_attempt_at = NULL, last_error = $1,
                  lease_until = NULL, lease_owner = NULL
-             WHERE id = ? AND lease_owner = ?",
+             WHERE id = $2 AND lease_owner = $3",
         )
         .bind(why)
         .bind(id)
@@ -462,9 +464,9 @@ impl WebhookStore {
         }
         sqlx::query(
             "UPDATE webhook_deliveries
-             SET status = ?, attempts = ?, last_status = ?, last_error = ?, next_attempt_at = ?,
-                 delivered_at = ?, lease_until = NULL, lease_owner = NULL
-             WHERE id = ? AND lease_owner = ?",
+             SET status = $1, attempts = $2, last_status = $3, last_error = $4, next_attempt_at = $5,
+                 delivered_at = $6, lease_until = NULL, lease_owner = NULL
+             WHERE id = $7 AND lease_owner = $8",
         )
         .bind(state)
         .bind(attempts)

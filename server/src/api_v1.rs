@@ -391,7 +391,7 @@ mod tests {
     async fn api(limit: RateLimit) -> TestApi {
         let dir = tempfile::tempdir().unwrap();
         let config = engine::EngineConfig::new(
-            engine::db::sqlite_url_in(dir.path()),
+            engine::db::test_database_url(dir.path()).await,
             SecretKey::load_or_create(Some(&"03".repeat(32)), dir.path()).unwrap(),
             TotpSite {
                 base_url: "http://totp.test".into(),

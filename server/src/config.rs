@@ -12,8 +12,14 @@ pub const TOTP_ISSUER: &str = "Stepgate";
 pub struct Config {
     /// `STEPGATE_DATA`: the SQLite file and the key file live here.
     pub data_dir: PathBuf,
-    /// `DATABASE_URL`, else `sqlite://$STEPGATE_DATA/stepgate.db`.
+    /// `DATABASE_URL`, else `sqlite://$STEPGATE_DATA/stepgate.db`. `postgres://…` lets
+    /// several instances share one database.
     pub database_url: String,
+    /// `STEPGATE_REDIS_URL` (optional): pending flows, throttle counters and renewal leases in
+    /// Redis rather than in the database.
+    pub redis_url: Option<String>,
+    /// `STEPGATE_REDIS_PREFIX` (default `stepgate:`): what this Stepgate's Redis keys start with.
+    pub redis_prefix: String,
     /// From `STEPGATE_KEY` or `$STEPGATE_DATA/secret.key`: encrypts secrets at rest. Loaded
     /// (and the file created) at start-up so a bad key stops the server before it serves.
     pub key: SecretKey,
@@ -57,6 +63,13 @@ impl Config {
             .ok()
             .filter(|u| !u.is_empty())
             .unwrap_or_else(|| engine::db::sqlite_url_in(&data_dir));
+        let redis_url = std::env::var("STEPGATE_REDIS_URL")
+            .ok()
+            .filter(|u| !u.is_empty());
+        let redis_prefix = std::env::var("STEPGATE_REDIS_PREFIX")
+            .ok()
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| engine::DEFAULT_REDIS_PREFIX.into());
         let key =
             SecretKey::load_or_create(std::env::var("STEPGATE_KEY").ok().as_deref(), &data_dir)?;
         let demo = flag("STEPGATE_DEMO", true);
@@ -96,6 +109,8 @@ impl Config {
         Ok(Config {
             data_dir,
             database_url,
+            redis_url,
+            redis_prefix,
             key,
             demo,
             trust_proxy,

@@ -47,6 +47,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     engine_config.upstreams = config.upstreams.clone();
     engine_config.step_timeout = config.step_timeout;
     engine_config.account_check_interval = config.account_check_interval;
+    engine_config.redis_url = config.redis_url.clone();
+    engine_config.redis_prefix = config.redis_prefix.clone();
     let engine = Engine::open(engine_config).await?;
     let settings = app::session::ServerSettings {
         public_url: config.public_url.clone(),
