@@ -16,6 +16,8 @@ CREATE TABLE webhook_endpoints (
 -- delivery at the same time.
 CREATE TABLE webhook_deliveries (
     id              TEXT    PRIMARY KEY,
+    -- SQLite's implicit rowid, spelled out: the delivery log's tie-break for equal created_at.
+    rowid           BIGINT  GENERATED ALWAYS AS IDENTITY,
     user_id         BIGINT  NOT NULL REFERENCES users(id) ON DELETE CASCADE,
     event_type      TEXT    NOT NULL,
     body            TEXT    NOT NULL,
