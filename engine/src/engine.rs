@@ -15,6 +15,7 @@ use crate::crypto::SecretBox;
 use crate::flow::DEFAULT_FLOW_TTL;
 use crate::password::PasswordHasher;
 use crate::providers::{local::LocalProvider, AnyProvider, Input, Provider};
+use crate::redis_store::{Redis, RedisFlowStore};
 use crate::secrets::SecretKey;
 use crate::sessions::{SessionStore, SessionToken};
 use crate::sign_in_throttle::SignInThrottle;
@@ -145,10 +146,21 @@ impl Engine {
         clock: Arc<dyn Clock>,
     ) -> Result<Engine, sqlx::Error> {
         let pool = db::connect(&config.database_url).await?;
+        // With Redis, what is short-lived and hot lives there (pending flows, throttle and
+        // back-off counters, renewal leases) so instances share it; without, the database.
+        let redis = match &config.redis_url {
+            Some(url) => Some(Redis::connect_for_engine(url, &config.redis_prefix).await?),
+            None => None,
+        };
+        let flows: Arc<dyn FlowStore> = match &redis {
+            Some(redis) => Arc::new(RedisFlowStore::new(redis.clone(), clock.clone())),
+            None => Arc::new(SqliteFlowStore::new(pool.clone())),
+        };
         let users = UserStore::new(pool.clone());
         let hasher = PasswordHasher::new(config.hash_slots);
         let secrets = SecretBox::new(&config.secret_key);
-        let two_factor = TwoFactor::new(pool.clone(), secrets.clone(), config.totp_site);
+        let two_factor = TwoFactor::new(pool.clone(), secrets.clone(), config.totp_site)
+            .with_redis(redis.clone());
         let local: Arc<dyn AnyProvider> = Arc::new(LocalProvider::new(
             users.clone(),
             hasher.clone(),
@@ -159,9 +171,9 @@ impl Engine {
         let mut providers = HashMap::from([(local.name(), local)]);
         providers.extend(connectable.into_iter().map(|p| (p.name(), p)));
         Ok(Engine {
-            flows: Arc::new(SqliteFlowStore::new(pool.clone())),
+            flows,
             sessions: SessionStore::new(pool.clone()),
-            throttle: SignInThrottle::new(pool.clone()),
+            throttle: SignInThrottle::new(pool.clone()).with_redis(redis.clone()),
             accounts: AccountStore::new(pool.clone(), secrets.clone()),
             api_keys: ApiKeyStore::new(pool.clone(), clock.clone()),
             webhooks: crate::webhooks::WebhookStore::new(
@@ -180,7 +192,7 @@ impl Engine {
             flow_ttl: config.flow_ttl,
             check_interval: config.account_check_interval,
             worker_id: crate::flow::FlowId::random().to_string().into(),
-            renewal_locks: Default::default(),
+            renewal_locks: crate::upkeep::RenewalLocks::new(redis),
             audit: crate::events::AuditLog::new(pool.clone()),
             pool,
         })

@@ -40,6 +40,12 @@ pub mod password;
 #[cfg(feature = "server")]
 pub mod providers;
 #[cfg(feature = "server")]
+mod redis_counters;
+#[cfg(feature = "server")]
+pub mod redis_store;
+#[cfg(all(test, feature = "server"))]
+mod scale_out_tests;
+#[cfg(feature = "server")]
 pub mod secrets;
 #[cfg(feature = "server")]
 pub mod sessions;

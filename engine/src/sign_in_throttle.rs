@@ -9,6 +9,10 @@
 //! - A try is *claimed* (counted as a failure) before its password is hashed and cleared when it
 //!   succeeds: a burst sent all at once is throttled as surely as one sent in sequence, and no
 //!   hashing is spent on a throttled try.
+//!
+//! The counters live in the database, or in Redis when the engine has one (several instances):
+//! there one Lua script per operation (`redis_counters.rs`) reads and writes all of an
+//! attempt's counters atomically, by the same rules.
 
 use std::net::IpAddr;
 
@@ -18,6 +22,8 @@ use sqlx::Row;
 use crate::db::Pool;
 
 use crate::email::Email;
+use crate::redis_counters::{throttle_claim, throttle_succeeded};
+use crate::redis_store::Redis;
 use crate::ErrorCode;
 
 /// How one kind of key is throttled.
@@ -138,8 +144,15 @@ impl SignInAttempt {
 #[derive(Clone)]
 pub struct SignInThrottle {
     pool: Pool,
+    /// With Redis the counters live there, and the table stays empty.
+    redis: Option<Redis>,
     account_rule: ThrottleRule,
     address_rule: ThrottleRule,
+}
+
+fn redis_error(e: redis::RedisError) -> ErrorCode {
+    tracing::error!(error = %e, "sign-in throttle in Redis failed");
+    ErrorCode::Unknown
 }
 
 /// A key's counters as stored.
@@ -155,16 +168,24 @@ impl SignInThrottle {
         Self::with_rules(pool, ACCOUNT_RULE, ADDRESS_RULE)
     }
 
-    pub fn with_rules(
-        pool: Pool,
-        account_rule: ThrottleRule,
-        address_rule: ThrottleRule,
-    ) -> Self {
+    pub fn with_rules(pool: Pool, account_rule: ThrottleRule, address_rule: ThrottleRule) -> Self {
         Self {
             pool,
+            redis: None,
             account_rule,
             address_rule,
         }
+    }
+
+    /// Keeps the counters in `redis` (when given) instead of the database.
+    pub fn with_redis(mut self, redis: Option<Redis>) -> Self {
+        self.redis = redis;
+        self
+    }
+
+    /// The Redis key of one counter.
+    fn redis_key(redis: &Redis, scope: Scope, key: &str) -> String {
+        redis.key(&format!("throttle:{}:{key}", scope.as_str()))
     }
 
     fn rule(&self, scope: Scope) -> ThrottleRule {
@@ -292,6 +313,21 @@ impl SignInThrottle {
         attempt: &SignInAttempt,
         now: i64,
     ) -> Result<Result<(), Throttled>, ErrorCode> {
+        if let Some(redis) = &self.redis {
+            let keys: Vec<_> = attempt
+                .keys()
+                .map(|(scope, key)| (Self::redis_key(redis, scope, key), self.rule(scope)))
+                .collect();
+            let wait = throttle_claim(redis, &keys, now)
+                .await
+                .map_err(redis_error)?;
+            return Ok(match wait {
+                None => Ok(()),
+                Some(wait) => Err(Throttled {
+                    retry_after: wait.max(1),
+                }),
+            });
+        }
         // A throttled try writes nothing, so hammering a waiting account does not extend it.
         if let Some(wait) = self.current_wait(attempt, now).await? {
             return Ok(Err(Throttled {
@@ -310,6 +346,16 @@ impl SignInThrottle {
     /// the wait it started, but keeps its other failures (an attacker's own account must not
     /// wash its address clean: the next failure brings the long wait back).
     pub async fn succeeded(&self, attempt: &SignInAttempt, now: i64) -> Result<(), ErrorCode> {
+        if let Some(redis) = &self.redis {
+            let account = Self::redis_key(redis, Scope::Account, &attempt.account);
+            let address = attempt
+                .address
+                .as_deref()
+                .map(|a| Self::redis_key(redis, Scope::Address, a));
+            return throttle_succeeded(redis, &account, address.as_deref(), now)
+                .await
+                .map_err(redis_error);
+        }
         sqlx::query("DELETE FROM sign_in_throttle WHERE scope = $1 AND key = $2")
             .bind(Scope::Account.as_str())
             .bind(&attempt.account)
@@ -332,8 +378,11 @@ impl SignInThrottle {
         Ok(())
     }
 
-    /// Drops counters whose window has long ended.
+    /// Drops counters whose window has long ended (in Redis they expire by themselves).
     pub async fn purge_expired(&self, now: i64) -> Result<u64, ErrorCode> {
+        if self.redis.is_some() {
+            return Ok(0);
+        }
         let oldest = self.account_rule.window.max(self.address_rule.window);
         let done = sqlx::query("DELETE FROM sign_in_throttle WHERE window_start + $1 <= $2")
             .bind(oldest)
@@ -368,11 +417,43 @@ mod tests {
         assert_eq!(address_key(mapped), address_key(v4));
     }
 
+    /// A throttle on the database in `dir`, with its counters in Redis when
+    /// `STEPGATE_TEST_REDIS_URL` is set.
     async fn throttle(dir: &tempfile::TempDir, account_rule: ThrottleRule) -> SignInThrottle {
         let pool = crate::db::connect(&crate::db::test_database_url(dir.path()).await)
             .await
             .unwrap();
-        SignInThrottle::with_rules(pool, account_rule, ADDRESS_RULE)
+        let redis = match crate::test_support::test_redis_url() {
+            Some(url) => Some(
+                Redis::connect(&url, &crate::redis_store::test_prefix())
+                    .await
+                    .unwrap(),
+            ),
+            None => None,
+        };
+        SignInThrottle::with_rules(pool, account_rule, ADDRESS_RULE).with_redis(redis)
+    }
+
+    /// The failures counted on `key`, wherever the throttle keeps them.
+    async fn failures(throttle: &SignInThrottle, scope: Scope, key: &str) -> i64 {
+        match &throttle.redis {
+            Some(redis) => {
+                let key = SignInThrottle::redis_key(redis, scope, key);
+                crate::redis_counters::throttle_counters(redis, &key)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .0
+            }
+            None => {
+                throttle
+                    .counters(scope, key)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .failures
+            }
+        }
     }
 
     #[tokio::test]
@@ -427,11 +508,10 @@ mod tests {
             assert_eq!(throttle.claim(&own, now).await.unwrap(), Ok(()));
             throttle.succeeded(&own, now).await.unwrap();
         }
-        let counters = throttle
-            .counters(Scope::Address, &own.address.clone().unwrap())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(counters.failures, ADDRESS_RULE.free_failures - 1);
+        let address = own.address.clone().unwrap();
+        assert_eq!(
+            failures(&throttle, Scope::Address, &address).await,
+            ADDRESS_RULE.free_failures - 1
+        );
     }
 }

@@ -13,6 +13,8 @@ use crate::ErrorCode;
 pub enum StoreError {
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
     #[error("flow state: {0}")]
     State(#[from] serde_json::Error),
     #[error("corrupt row: {0}")]

@@ -1,9 +1,15 @@
 //! Checking a TOTP code: the account's back-off on wrong codes first, then the code, then the
 //! replay check, which advances the last accepted step atomically (compare-and-set) so that a
 //! code is accepted once.
+//!
+//! The back-off's counters (wrong codes in a row, the last one's time) are in the database, or
+//! in Redis when the engine has one (`redis_counters.rs`); the last accepted step stays in the
+//! database, next to the secret it belongs to.
 
 use sqlx::Row;
 
+use crate::redis_counters::{totp_clear_failures, totp_failures, totp_record_failure};
+use crate::redis_store::Redis;
 use crate::totp;
 use crate::two_factor::{db_error, TwoFactor};
 use crate::users::UserId;
@@ -16,7 +22,18 @@ pub const FIRST_BACKOFF_SECONDS: i64 = 5;
 /// ...up to this.
 pub const MAX_BACKOFF_SECONDS: i64 = 15 * 60;
 
+fn redis_error(e: redis::RedisError) -> ErrorCode {
+    tracing::error!(error = %e, "the TOTP back-off in Redis failed");
+    ErrorCode::Unknown
+}
+
 impl TwoFactor {
+    /// Keeps the back-off's counters in `redis` (when given) instead of the database.
+    pub fn with_redis(mut self, redis: Option<Redis>) -> Self {
+        self.backoff_redis = redis;
+        self
+    }
+
     /// Verifies a code for `user_id`: back-off first, then the code, then the replay check,
     /// which advances the last accepted step atomically (compare-and-set).
     pub async fn verify(&self, user_id: UserId, code: &str, now: i64) -> Result<(), ErrorCode> {
@@ -57,11 +74,7 @@ impl TwoFactor {
             self.record_failure(user_id, now).await?;
             return Err(ErrorCode::CodeUsed);
         }
-        sqlx::query("DELETE FROM second_factor_failures WHERE user_id = $1")
-            .bind(user_id)
-            .execute(&self.pool)
-            .await
-            .map_err(db_error)?;
+        self.clear_failures(user_id).await?;
         Ok(())
     }
 
@@ -75,6 +88,15 @@ impl TwoFactor {
     }
 
     async fn check_backoff(&self, user_id: UserId, now: i64) -> Result<(), ErrorCode> {
+        if let Some(redis) = &self.backoff_redis {
+            let failures = totp_failures(redis, user_id).await.map_err(redis_error)?;
+            return match failures {
+                Some((failures, last)) if now < last + Self::backoff_after(failures) => {
+                    Err(ErrorCode::RateLimited)
+                }
+                _ => Ok(()),
+            };
+        }
         let row = sqlx::query(
             "SELECT failures, last_failure_at FROM second_factor_failures WHERE user_id = $1",
         )
@@ -95,9 +117,14 @@ impl TwoFactor {
     }
 
     async fn record_failure(&self, user_id: UserId, now: i64) -> Result<(), ErrorCode> {
+        if let Some(redis) = &self.backoff_redis {
+            return totp_record_failure(redis, user_id, now)
+                .await
+                .map_err(redis_error);
+        }
         sqlx::query(
             "INSERT INTO second_factor_failures (user_id, failures, last_failure_at) VALUES ($1, 1, $2)
-             ON CONFLICT(user_id) DO UPDATE SET failures = failures + 1, last_failure_at = excluded.last_failure_at",
+             ON CONFLICT(user_id) DO UPDATE SET failures = second_factor_failures.failures + 1, last_failure_at = excluded.last_failure_at",
         )
         .bind(user_id)
         .bind(now)
@@ -106,12 +133,42 @@ impl TwoFactor {
         .map_err(db_error)?;
         Ok(())
     }
+
+    /// A right code: the account's back-off starts over.
+    async fn clear_failures(&self, user_id: UserId) -> Result<(), ErrorCode> {
+        if let Some(redis) = &self.backoff_redis {
+            return totp_clear_failures(redis, user_id)
+                .await
+                .map_err(redis_error);
+        }
+        sqlx::query("DELETE FROM second_factor_failures WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{enrolled, seed_secret, NOW};
+    use crate::test_support::{seed_secret, NOW};
+
+    /// An enrolled store (`test_support::enrolled`), its back-off in Redis when
+    /// `STEPGATE_TEST_REDIS_URL` is set.
+    async fn enrolled(dir: &tempfile::TempDir) -> (TwoFactor, UserId) {
+        let (tf, user) = crate::test_support::enrolled(dir).await;
+        let redis = match crate::test_support::test_redis_url() {
+            Some(url) => Some(
+                Redis::connect(&url, &crate::redis_store::test_prefix())
+                    .await
+                    .unwrap(),
+            ),
+            None => None,
+        };
+        (tf.with_redis(redis), user)
+    }
 
     #[tokio::test]
     async fn a_code_is_accepted_once_and_older_steps_never() {

@@ -35,6 +35,8 @@ pub struct TwoFactor {
     secrets: SecretBox,
     /// The web TOTP service the setup popup and the code step link to.
     pub site: TotpSite,
+    /// Where the back-off's counters live when not in the database (`totp_verification.rs`).
+    pub(crate) backoff_redis: Option<crate::redis_store::Redis>,
 }
 
 impl TwoFactor {
@@ -43,6 +45,7 @@ impl TwoFactor {
             pool,
             secrets,
             site,
+            backoff_redis: None,
         }
     }
 

@@ -10,6 +10,16 @@
 //! renewed now (an app reading its credentials) wait on one lock per account, so 50 of them
 //! make one refresh. A refresh rotates the refresh token: the new secrets are written in the one
 //! statement that also gives the lease back, right after the provider's answer.
+//!
+//! With Redis (several instances), the callers of all instances that want an account renewed
+//! now first take a Redis lease on it (`SET NX PX`, given back by compare-and-delete): one of
+//! them goes on to the database lease and the renewal, the others wait on the Redis key instead
+//! of polling the database. The database lease stays what decides, and fences the write: a
+//! Redis lease cannot be checked in the same atomic statement that stores the outcome (the
+//! secrets are in the database), so a holder paused past its Redis lease could otherwise store
+//! an outcome over a newer one. The upkeep's batch pass picks due accounts in the database and
+//! leases them there in the same statement, so it needs no Redis lease; an app read that gets
+//! the Redis lease while the upkeep holds the database one waits for the database lease.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,6 +28,8 @@ use std::time::Duration;
 use crate::accounts::{AccountStatus, ClaimedRenewal, ConnectedAccount, RenewalOutcome};
 use crate::events::AccountEvent;
 use crate::providers::Health;
+use crate::redis_counters::{lease_acquire, lease_held, lease_release};
+use crate::redis_store::Redis;
 use crate::users::UserId;
 use crate::{Engine, ErrorCode};
 
@@ -55,16 +67,80 @@ pub fn backoff(failures: u32) -> i64 {
         .min(MAX_BACKOFF)
 }
 
-/// One lock per account for the callers of one process (see the module doc).
+/// One lock per account for the callers of one process, and with Redis the leases that stand
+/// for them across instances (see the module doc).
 #[derive(Clone, Default)]
-pub(crate) struct RenewalLocks(Arc<Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>>);
+pub(crate) struct RenewalLocks {
+    local: Arc<Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>>,
+    redis: Option<Redis>,
+}
+
+/// Where an app read stands at an account's Redis lease.
+enum Gate {
+    /// No Redis: the database lease alone.
+    Open,
+    /// This read holds the Redis lease (with this token) until it gives it back.
+    Held(String),
+    /// Another read, here or on another instance, holds it.
+    Busy,
+}
+
+fn redis_error(e: redis::RedisError) -> ErrorCode {
+    tracing::error!(error = %e, "a renewal lease in Redis failed");
+    ErrorCode::Unknown
+}
+
+fn lease_name(account_id: i64) -> String {
+    format!("renewal:{account_id}")
+}
 
 impl RenewalLocks {
+    /// The locks of one engine; across instances through `redis` when there is one.
+    pub(crate) fn new(redis: Option<Redis>) -> Self {
+        Self {
+            local: Default::default(),
+            redis,
+        }
+    }
+
     fn of(&self, account_id: i64) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut locks = self.local.lock().unwrap_or_else(|e| e.into_inner());
         // Locks nobody waits on are dropped as the map is used, so it stays small.
         locks.retain(|_, lock| Arc::strong_count(lock) > 1);
         locks.entry(account_id).or_default().clone()
+    }
+
+    /// Takes the account's Redis lease until `until` if there is Redis and it is free.
+    async fn enter(&self, account_id: i64, now: i64, until: i64) -> Result<Gate, ErrorCode> {
+        let Some(redis) = &self.redis else {
+            return Ok(Gate::Open);
+        };
+        let token = crate::flow::FlowId::random().to_string();
+        let name = lease_name(account_id);
+        let got = lease_acquire(redis, &name, &token, now, until)
+            .await
+            .map_err(redis_error)?;
+        Ok(if got { Gate::Held(token) } else { Gate::Busy })
+    }
+
+    /// Gives the account's Redis lease back if `gate` holds it (a failure is only logged: the
+    /// lease runs out by itself).
+    async fn leave(&self, account_id: i64, gate: Gate) {
+        if let (Some(redis), Gate::Held(token)) = (&self.redis, gate) {
+            if let Err(e) = lease_release(redis, &lease_name(account_id), &token).await {
+                redis_error(e);
+            }
+        }
+    }
+
+    /// Whether someone holds the account's Redis lease.
+    async fn busy(&self, account_id: i64) -> Result<bool, ErrorCode> {
+        match &self.redis {
+            Some(redis) => lease_held(redis, &lease_name(account_id))
+                .await
+                .map_err(redis_error),
+            None => Ok(false),
+        }
     }
 }
 
@@ -201,8 +277,8 @@ impl Engine {
     /// Account `account_id` and its secrets, renewed first if they are due (an app is about to
     /// use them). A read of fresh secrets takes no lock. Concurrent callers of a due account
     /// share one renewal: in this process through the account's lock, across instances through
-    /// the database lease (a caller that finds the lease taken waits until it is given back, up
-    /// to the lease's length).
+    /// the Redis lease when there is Redis and the database lease (a caller that finds a lease
+    /// taken waits until it is given back, up to the lease's length).
     pub(crate) async fn fresh_account(
         &self,
         user_id: UserId,
@@ -222,32 +298,67 @@ impl Engine {
                 return Ok((account, secrets));
             }
             let now = self.clock.now();
-            if self
-                .accounts
-                .claim_renewal(account_id, now, now + LEASE_SECONDS, self.worker())
-                .await?
-            {
-                let claimed = ClaimedRenewal { user_id, account };
-                return match self.renew_leased(&claimed).await {
-                    RenewalOutcome::Renewed { .. } | RenewalOutcome::Unchanged { .. } => {
-                        self.accounts.get_with_secrets(user_id, account_id).await
-                    }
-                    RenewalOutcome::Rejected => Err(ErrorCode::NeedsSignIn),
-                    RenewalOutcome::Unreachable { code, .. } => Err(code),
-                };
-            }
-            // Another worker or instance is renewing it: wait for its answer.
-            while self
-                .accounts
-                .renewal_under_way(account_id, self.clock.now())
-                .await?
-            {
-                if self.clock.now() > deadline {
-                    return Err(ErrorCode::Timeout);
+            let gate = self
+                .renewal_locks
+                .enter(account_id, now, now + LEASE_SECONDS)
+                .await?;
+            if let Gate::Busy = gate {
+                // A read on this or another instance is renewing it: wait for its answer.
+                while self.renewal_locks.busy(account_id).await? {
+                    Self::wait_a_little(self.clock.now(), deadline).await?;
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            let renewed = self.renew_or_wait(user_id, account, now, deadline).await;
+            self.renewal_locks.leave(account_id, gate).await;
+            if let Some(answer) = renewed? {
+                return answer;
             }
         }
+    }
+
+    /// Leases the account in the database and renews it (`Some` with the answer), or waits
+    /// until whoever holds the database lease gives it back (`None`: look again).
+    async fn renew_or_wait(
+        &self,
+        user_id: UserId,
+        account: ConnectedAccount,
+        now: i64,
+        deadline: i64,
+    ) -> Result<Option<Result<(ConnectedAccount, serde_json::Value), ErrorCode>>, ErrorCode> {
+        let account_id = account.id;
+        if self
+            .accounts
+            .claim_renewal(account_id, now, now + LEASE_SECONDS, self.worker())
+            .await?
+        {
+            let claimed = ClaimedRenewal { user_id, account };
+            return Ok(Some(match self.renew_leased(&claimed).await {
+                RenewalOutcome::Renewed { .. } | RenewalOutcome::Unchanged { .. } => {
+                    self.accounts.get_with_secrets(user_id, account_id).await
+                }
+                RenewalOutcome::Rejected => Err(ErrorCode::NeedsSignIn),
+                RenewalOutcome::Unreachable { code, .. } => Err(code),
+            }));
+        }
+        // Another worker or instance is renewing it: wait for its answer.
+        while self
+            .accounts
+            .renewal_under_way(account_id, self.clock.now())
+            .await?
+        {
+            Self::wait_a_little(self.clock.now(), deadline).await?;
+        }
+        Ok(None)
+    }
+
+    /// A pause between two looks at a lease held by someone else; `timeout` past `deadline`.
+    async fn wait_a_little(now: i64, deadline: i64) -> Result<(), ErrorCode> {
+        if now > deadline {
+            return Err(ErrorCode::Timeout);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok(())
     }
 
     /// Whether an app's read must renew the account first: `needs_sign_in` when it cannot be;
