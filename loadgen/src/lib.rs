@@ -237,6 +237,10 @@ impl Rig {
         );
         config.upstreams = engine::upstream::UpstreamMap::parse(&self.upstreams())
             .map_err(|e| format!("upstreams: {e}"))?;
+        // The same Redis as the servers: whatever the engine keeps there (TOTP counters,
+        // throttling) is seen by both.
+        config.redis_url = self.redis_url.clone();
+        config.redis_prefix = self.redis_prefix.clone();
         Ok(Engine::open(config).await?)
     }
 
