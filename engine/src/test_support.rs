@@ -416,3 +416,35 @@ impl Browser {
             .unwrap()
     }
 }
+
+/// Everything the database holds, to search for secrets in clear: the SQLite files in `dir`
+/// (the pool is closed first so the WAL is written back), or, on Postgres, every table's rows
+/// as text (bytes there read as hex).
+pub(crate) async fn stored_bytes(pool: &db::Pool, dir: &Path) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    if db::dialect(pool) == db::Dialect::Postgres {
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT CAST(table_name AS TEXT) FROM information_schema.tables
+             WHERE table_schema = 'public'",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        assert!(tables.len() > 5, "the schema is there: {tables:?}");
+        for table in tables {
+            let rows: Vec<String> =
+                sqlx::query_scalar(&format!("SELECT CAST(t AS TEXT) FROM \"{table}\" t"))
+                    .fetch_all(pool)
+                    .await
+                    .unwrap();
+            for row in rows {
+                bytes.extend(row.into_bytes());
+            }
+        }
+    }
+    pool.close().await;
+    for file in std::fs::read_dir(dir).unwrap() {
+        bytes.extend(std::fs::read(file.unwrap().path()).unwrap());
+    }
+    bytes
+}

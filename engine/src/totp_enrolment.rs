@@ -409,11 +409,7 @@ mod tests {
     async fn the_seed_is_not_in_the_database_file_in_clear() {
         let dir = tempfile::tempdir().unwrap();
         let (tf, _) = enrolled(&dir).await;
-        tf.pool.close().await;
-        let mut bytes = Vec::new();
-        for entry in std::fs::read_dir(dir.path()).unwrap() {
-            bytes.extend(std::fs::read(entry.unwrap().path()).unwrap());
-        }
+        let bytes = crate::test_support::stored_bytes(&tf.pool, dir.path()).await;
         let raw = seed_secret();
         assert!(!bytes.windows(SEED.len()).any(|w| w == SEED.as_bytes()));
         assert!(!bytes.windows(raw.len()).any(|w| w == raw.as_slice()));

@@ -355,6 +355,9 @@ impl WebhookStore {
                    AND (lease_until IS NULL OR lease_until < $4)
                  ORDER BY next_attempt_at LIMIT $5
              )
+             -- Checked again on the row itself: on Postgres a concurrent claim that waited for
+             -- this row's lock must see the lease just taken, not its subquery's old snapshot.
+             AND (lease_until IS NULL OR lease_until < $4)
              RETURNING id, user_id, body, attempts",
         )
         .bind(now + LEASE_SECONDS)
@@ -687,11 +690,7 @@ mod tests {
             .await
             .unwrap();
         let key = secret_key(secret.as_str()).unwrap();
-        engine.pool().close().await;
-        let mut bytes = Vec::new();
-        for file in std::fs::read_dir(dir.path()).unwrap() {
-            bytes.extend(std::fs::read(file.unwrap().path()).unwrap());
-        }
+        let bytes = crate::test_support::stored_bytes(engine.pool(), dir.path()).await;
         assert!(bytes
             .windows(16)
             .any(|w| w == b"https://example.org/h".get(..16).unwrap()));
