@@ -36,7 +36,9 @@ export const upstreams = [
   `https://gdhvb2cflameconnect.b2clogin.com=http://${doubles.flameconnect}`,
 ].join(" ");
 const root = path.resolve(__dirname, "..");
-const dataDir = path.join(__dirname, ".data");
+// STEPGATE_E2E_DATA, STEPGATE_E2E_RESULTS and STEPGATE_E2E_OUTPUT (with the ports) let a second
+// run go on beside another one without sharing its folders.
+export const dataDir = path.resolve(__dirname, process.env.STEPGATE_E2E_DATA ?? ".data");
 
 export const e2eDatabaseUrl = process.env.STEPGATE_E2E_DATABASE_URL || undefined;
 export const e2eRedisUrl = process.env.STEPGATE_E2E_REDIS_URL || undefined;
@@ -126,6 +128,7 @@ const appServers = scaledOut
 
 export default defineConfig({
   testDir: "./tests",
+  outputDir: process.env.STEPGATE_E2E_OUTPUT ?? "test-results",
   timeout: 30_000,
   expect: { timeout: 7_000 },
   forbidOnly: !!process.env.CI,
@@ -134,7 +137,14 @@ export default defineConfig({
   // One results file per mode, so scripts/test.sh can count both runs.
   reporter: [
     ["list"],
-    ["json", { outputFile: `playwright-report/${scaledOut ? "results-scaled-out.json" : "results.json"}` }],
+    [
+      "json",
+      {
+        outputFile:
+          process.env.STEPGATE_E2E_RESULTS ??
+          `playwright-report/${scaledOut ? "results-scaled-out.json" : "results.json"}`,
+      },
+    ],
   ],
   use: {
     baseURL: `http://127.0.0.1:${port}`,

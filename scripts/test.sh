@@ -58,12 +58,12 @@ fi
 count() { # count <passed|failed> <cargo log>
   awk -v what="$1" '/^test result:/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ "^" what) s += $i } END { print s + 0 }' "$2"
 }
-e2e_count() { # e2e_count <results.json>: "passed failed" (a missing report counts as one failure)
+e2e_count() { # e2e_count <results.json>: "passed failed skipped" (no report counts as one failure)
   node -e '
     try {
       const s = require(process.argv[1]).stats;
-      console.log(`${s.expected + s.flaky} ${s.unexpected}`);
-    } catch { console.log("0 1"); }' "$1"
+      console.log(`${s.expected + s.flaky} ${s.unexpected} ${s.skipped}`);
+    } catch { console.log("0 1 0"); }' "$1"
 }
 rust_passed=$(count passed "$logs/cargo-sqlite.txt")
 rust_failed=$(count failed "$logs/cargo-sqlite.txt")
@@ -72,14 +72,16 @@ rust_pg_failed=$(count failed "$logs/cargo-postgres.txt")
 # A run that did not get to its summary (a build error, no services) counts as one failure.
 grep -q '^test result:' "$logs/cargo-sqlite.txt" || rust_failed=$((rust_failed + 1))
 grep -q '^test result:' "$logs/cargo-postgres.txt" || rust_pg_failed=$((rust_pg_failed + 1))
-read -r e2e_passed e2e_failed < <(e2e_count "$PWD/end2end/playwright-report/results.json")
-read -r e2e_pg_passed e2e_pg_failed < <(e2e_count "$PWD/end2end/playwright-report/results-scaled-out.json")
+read -r e2e_passed e2e_failed e2e_skipped < <(e2e_count "$PWD/end2end/playwright-report/results.json")
+read -r e2e_pg_passed e2e_pg_failed e2e_pg_skipped < <(e2e_count "$PWD/end2end/playwright-report/results-scaled-out.json")
+# Tests that did not run (the after-all check waits for every other test to pass).
+not_run() { [ "$1" = 0 ] || echo " ($1 did not run)"; }
 
 echo
 echo "rust (sqlite): $rust_passed passed, $rust_failed failed"
 echo "rust (postgres+redis): $rust_pg_passed passed, $rust_pg_failed failed"
-echo "end-to-end (sqlite, 1 instance): $e2e_passed passed, $e2e_failed failed"
-echo "end-to-end (postgres+redis, 2 instances, round-robin): $e2e_pg_passed passed, $e2e_pg_failed failed"
+echo "end-to-end (sqlite, 1 instance): $e2e_passed passed, $e2e_failed failed$(not_run "$e2e_skipped")"
+echo "end-to-end (postgres+redis, 2 instances, round-robin): $e2e_pg_passed passed, $e2e_pg_failed failed$(not_run "$e2e_pg_skipped")"
 passed=$((rust_passed + rust_pg_passed + e2e_passed + e2e_pg_passed))
 failed=$((rust_failed + rust_pg_failed + e2e_failed + e2e_pg_failed))
 echo "summary: $passed passed, $failed failed"

@@ -7,9 +7,8 @@ import { execFileSync } from "node:child_process";
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { doubles, e2eDatabaseUrl, e2eRedisUrl, scaledOut, serverLogs } from "../../playwright.config";
+import { dataDir, doubles, e2eDatabaseUrl, e2eRedisUrl, scaledOut, serverLogs } from "../../playwright.config";
 
-const dataDir = path.join(__dirname, "..", "..", ".data");
 const PASSWORDS = ["librus-demo", "xiaomi-demo", "lynkco-demo", "flame-demo"];
 const PG_BIN = process.env.STEPGATE_PG_BIN ?? "/usr/lib/postgresql/15/bin";
 
