@@ -59,9 +59,10 @@ pub async fn connect(url: &str) -> Result<Pool, sqlx::Error> {
             } else {
                 format!("{url}?mode=rwc")
             };
-            let options = AnyConnectOptions::from_url(&url.parse().map_err(|e| {
-                sqlx::Error::Configuration(format!("DATABASE_URL: {e}").into())
-            })?)?;
+            let options =
+                AnyConnectOptions::from_url(&url.parse().map_err(|e| {
+                    sqlx::Error::Configuration(format!("DATABASE_URL: {e}").into())
+                })?)?;
             AnyPoolOptions::new()
                 .max_connections(8)
                 .after_connect(|conn, _| {
@@ -130,7 +131,9 @@ pub async fn test_database_url(dir: &std::path::Path) -> String {
         .execute(&mut conn)
         .await
         .expect("cannot create a test database");
-    let mut url: url::Url = admin.parse().expect("STEPGATE_TEST_DATABASE_URL is not a URL");
+    let mut url: url::Url = admin
+        .parse()
+        .expect("STEPGATE_TEST_DATABASE_URL is not a URL");
     url.set_path(&name);
     std::fs::write(&remembered, url.as_str()).expect("cannot write into the test's folder");
     url.to_string()

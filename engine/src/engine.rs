@@ -121,6 +121,8 @@ pub struct Engine {
     pub(crate) check_interval: i64,
     /// This process's name as a renewal lease holder (random per engine).
     pub(crate) worker_id: Arc<str>,
+    /// Shared hot state when `STEPGATE_REDIS_URL` is set (also the app API's rate buckets).
+    pub(crate) redis: Option<Redis>,
     /// One lock per account for renewals wanted now (see `upkeep.rs`).
     pub(crate) renewal_locks: crate::upkeep::RenewalLocks,
     /// The users' webhook URLs and deliveries (see `webhooks.rs`).
@@ -192,6 +194,7 @@ impl Engine {
             flow_ttl: config.flow_ttl,
             check_interval: config.account_check_interval,
             worker_id: crate::flow::FlowId::random().to_string().into(),
+            redis: redis.clone(),
             renewal_locks: crate::upkeep::RenewalLocks::new(redis),
             audit: crate::events::AuditLog::new(pool.clone()),
             pool,

@@ -16,6 +16,8 @@ pub mod accounts;
 #[cfg(feature = "server")]
 pub mod api_keys;
 #[cfg(feature = "server")]
+mod api_rate;
+#[cfg(feature = "server")]
 mod app_credentials;
 #[cfg(feature = "server")]
 pub mod clock;

@@ -155,7 +155,9 @@ pub(crate) const SEED: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
 
 /// A two-factor store with one user (TOTP off).
 pub(crate) async fn two_factor_in(dir: &tempfile::TempDir) -> (TwoFactor, UserId) {
-    let pool = db::connect(&db::test_database_url(dir.path()).await).await.unwrap();
+    let pool = db::connect(&db::test_database_url(dir.path()).await)
+        .await
+        .unwrap();
     let users = UserStore::new(pool.clone());
     let user = users
         .create(&Email::parse("t@example.org").unwrap(), "hash", NOW)

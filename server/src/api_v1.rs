@@ -41,8 +41,8 @@ pub const RATE_LIMIT: RateLimit = RateLimit {
 /// Buckets kept before idle full ones are dropped (revoked keys, keys not used for a while).
 const MAX_BUCKETS: usize = 10_000;
 
-/// In-memory token buckets, one per key id. Per instance: with several instances behind a
-/// balancer each allows the rate (DESIGN.md moves such counters to Redis at that scale).
+/// In-memory token buckets, one per key id, for a Stepgate without Redis (one instance); with
+/// Redis the engine keeps the buckets there, shared by all instances.
 struct Buckets {
     limit: RateLimit,
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
@@ -149,7 +149,17 @@ impl FromRequestParts<ApiState> for Caller {
             })
             .ok_or(ErrorCode::InvalidApiKey)?;
         let caller = state.engine.api_keys().authenticate(key).await?;
-        if let Err(seconds) = state.buckets.take(&caller.key_id, Instant::now()) {
+        let RateLimit { per_second, burst } = state.buckets.limit;
+        // Several instances share Redis' bucket; one instance alone keeps its own.
+        let taken = match state
+            .engine
+            .take_api_token(&caller.key_id, per_second, burst)
+            .await
+        {
+            Some(taken) => taken,
+            None => state.buckets.take(&caller.key_id, Instant::now()),
+        };
+        if let Err(seconds) = taken {
             return Err(ApiError {
                 retry_after: Some(seconds),
                 // The code's own sentence speaks of wrong codes; an app reads this one.
@@ -390,7 +400,7 @@ mod tests {
 
     async fn api(limit: RateLimit) -> TestApi {
         let dir = tempfile::tempdir().unwrap();
-        let config = engine::EngineConfig::new(
+        let mut config = engine::EngineConfig::new(
             engine::db::test_database_url(dir.path()).await,
             SecretKey::load_or_create(Some(&"03".repeat(32)), dir.path()).unwrap(),
             TotpSite {
@@ -398,6 +408,11 @@ mod tests {
                 issuer: "Stepgate".into(),
             },
         );
+        // The Postgres + Redis run of the suite checks the buckets kept in Redis.
+        config.redis_url = std::env::var("STEPGATE_TEST_REDIS_URL")
+            .ok()
+            .filter(|url| !url.is_empty());
+        config.redis_prefix = format!("test:{}:", engine::flow::FlowId::random());
         let engine = Engine::open(config).await.unwrap();
         let user = engine
             .register("api@example.org", "password-1", "password-1")
@@ -598,6 +613,32 @@ mod tests {
             api.get("/api/v1/accounts", Some(&second)).await.0,
             StatusCode::OK
         );
+    }
+
+    #[tokio::test]
+    async fn with_redis_every_instance_draws_from_one_bucket_per_key() {
+        if std::env::var("STEPGATE_TEST_REDIS_URL").is_err() {
+            eprintln!("skipped: the shared bucket needs STEPGATE_TEST_REDIS_URL");
+            return;
+        }
+        let limit = RateLimit {
+            per_second: 0.5,
+            burst: 3.0,
+        };
+        let mut instance_a = api(limit).await;
+        let key = instance_a.key(&[]).await;
+        let instance_b = router_with(instance_a.engine.clone(), limit);
+        for _ in 0..3 {
+            assert_eq!(
+                instance_a.get("/api/v1/accounts", Some(&key)).await.0,
+                StatusCode::OK
+            );
+        }
+        // A second router has buckets of its own in memory; only Redis' bucket says no here.
+        instance_a.router = instance_b;
+        let (status, response) = instance_a.get("/api/v1/accounts", Some(&key)).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
     }
 
     #[tokio::test]
