@@ -163,10 +163,19 @@ export default defineConfig({
       },
     },
     {
-      // Checks that need the whole suite to have run first (no secret left in clear).
+      // Checks that need the whole suite to have run first (no secret left in clear) and, scaled
+      // out, flows pinned to alternate instances (with the doubles to themselves).
       name: "after-all",
       testMatch: /after-all\/.*\.spec\.ts/,
+      testIgnore: scaledOut ? [] : [/cross-instance\.spec\.ts/],
       dependencies: ["chromium"],
+      use: {
+        ...devices["Desktop Chrome"],
+        launchOptions: {
+          executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium",
+          args: chromiumArgs,
+        },
+      },
     },
   ],
   webServer: [

@@ -8,7 +8,9 @@
 // Requests and responses are streamed through unchanged, headers included (every Set-Cookie, and
 // the tests' own X-Forwarded-For, which the instances trust with STEPGATE_TRUST_PROXY=1). Only
 // the hop-by-hop headers of each connection are not forwarded; each response says which
-// instance served it in `X-Stepgate-Instance` (1-based).
+// instance served it in `X-Stepgate-Instance` (1-based). A test may pin a request to one instance
+// with `X-Stepgate-Test-Instance: <n>` (not forwarded; the turn order is not advanced by it), to
+// show a flow finishing on another instance than the one it started on.
 import * as http from "node:http";
 
 const [listenPort, ...origins] = process.argv.slice(2);
@@ -23,6 +25,7 @@ let next = 0;
 
 // RFC 9110 §7.6.1: these describe one connection, not the message.
 const HOP_BY_HOP = new Set([
+  "x-stepgate-test-instance", // the proxy's own
   "connection",
   "keep-alive",
   "proxy-connection",
@@ -51,8 +54,14 @@ function forwardedHeaders(rawHeaders) {
 }
 
 function forward(req, res) {
-  const index = next;
-  next = (next + 1) % instances.length;
+  const pinned = Number(req.headers["x-stepgate-test-instance"]);
+  let index;
+  if (Number.isInteger(pinned) && pinned >= 1 && pinned <= instances.length) {
+    index = pinned - 1;
+  } else {
+    index = next;
+    next = (next + 1) % instances.length;
+  }
   served[index] += 1;
   const target = instances[index];
 
