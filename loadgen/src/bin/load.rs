@@ -11,7 +11,8 @@
 //! 3. Sign-ins: `--clients` concurrent clients (default 1,000), each with its own account and its
 //!    own `X-Forwarded-For` address (the servers run with `STEPGATE_TRUST_PROXY=1`), each
 //!    posting `/api/sign_in` again as soon as the last one answered, for `--warmup` +
-//!    `--seconds`. A sign-in counts when it ends in the redirect home with a new session cookie.
+//!    `--seconds`. A sign-in counts when it ends in the redirect home with a new session cookie;
+//!    anything else is an error (a throttled client waits the `retry_after` it was given).
 //!    Afterwards each client opens `/` with its last cookie (must be 200).
 //! 4. Connected accounts: for each number in `--connect-clients`, that many concurrent clients
 //!    connect the sandbox's `--provider` account (default Xiaomi without 2FA: one form post, three
@@ -307,6 +308,10 @@ async fn sign_ins(
                             _ => *tally.errors.entry("no session cookie".into()).or_default() += 1,
                         },
                         Ok(a) => {
+                            // A throttled client waits as the page tells a person to.
+                            if let Some(wait) = a.retry_after() {
+                                tokio::time::sleep(Duration::from_secs(wait)).await;
+                            }
                             let kind = a.error.unwrap_or_else(|| {
                                 format!("status {} to {:?}", a.status, a.location)
                             });
