@@ -1,9 +1,9 @@
 //! Signed-in sessions. The cookie carries 256 random bits; the database keeps only their
 //! SHA-256, so neither a database copy nor a log line can be replayed as a cookie.
 
+use crate::db::Pool;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use crate::db::Pool;
 
 use crate::users::{User, UserId};
 use crate::ErrorCode;

@@ -112,14 +112,16 @@ impl FlowStore for SqliteFlowStore {
     }
 
     async fn update(&self, flow: &Flow) -> StoreResult<()> {
-        sqlx::query("UPDATE flows SET step = $1, state = $2, view = $3, expires_at = $4 WHERE id = $5")
-            .bind(&flow.step)
-            .bind(&flow.state)
-            .bind(flow.view.as_ref().map(serde_json::to_string).transpose()?)
-            .bind(flow.expires_at)
-            .bind(flow.id.to_string())
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE flows SET step = $1, state = $2, view = $3, expires_at = $4 WHERE id = $5",
+        )
+        .bind(&flow.step)
+        .bind(&flow.state)
+        .bind(flow.view.as_ref().map(serde_json::to_string).transpose()?)
+        .bind(flow.expires_at)
+        .bind(flow.id.to_string())
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -161,7 +163,9 @@ mod tests {
     use crate::flow::DEFAULT_FLOW_TTL;
 
     async fn store_in(dir: &tempfile::TempDir) -> SqliteFlowStore {
-        let pool = db::connect(&db::test_database_url(dir.path()).await).await.unwrap();
+        let pool = db::connect(&db::test_database_url(dir.path()).await)
+            .await
+            .unwrap();
         SqliteFlowStore::new(pool)
     }
 

@@ -399,11 +399,12 @@ impl WebhookStore {
         &self,
         user_id: UserId,
     ) -> Result<Option<(String, Vec<u8>)>, ErrorCode> {
-        let row = sqlx::query("SELECT url, secret_sealed FROM webhook_endpoints WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_error)?;
+        let row =
+            sqlx::query("SELECT url, secret_sealed FROM webhook_endpoints WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_error)?;
         let Some(row) = row else { return Ok(None) };
         let sealed: Vec<u8> = row.try_get("secret_sealed").map_err(db_error)?;
         match self
