@@ -39,6 +39,8 @@ pub struct EngineConfig {
     pub flow_ttl: Duration,
     /// Password hashes allowed to run at once.
     pub hash_slots: usize,
+    /// How long a sign-in waits for a hashing slot before it is told `server_busy`.
+    pub hash_queue_wait: Duration,
     /// Seals secrets at rest (TOTP seeds).
     pub secret_key: SecretKey,
     /// The web TOTP service the second factor links to.
@@ -69,6 +71,7 @@ impl EngineConfig {
             database_url: database_url.into(),
             flow_ttl: DEFAULT_FLOW_TTL,
             hash_slots: cores.max(2),
+            hash_queue_wait: crate::password::DEFAULT_QUEUE_WAIT,
             secret_key,
             totp_site,
             upstreams: UpstreamMap::default(),
@@ -159,7 +162,7 @@ impl Engine {
             None => Arc::new(SqliteFlowStore::new(pool.clone())),
         };
         let users = UserStore::new(pool.clone());
-        let hasher = PasswordHasher::new(config.hash_slots);
+        let hasher = PasswordHasher::new(config.hash_slots).with_queue_wait(config.hash_queue_wait);
         let secrets = SecretBox::new(&config.secret_key);
         let two_factor = TwoFactor::new(pool.clone(), secrets.clone(), config.totp_site)
             .with_redis(redis.clone());

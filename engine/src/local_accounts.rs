@@ -103,9 +103,20 @@ impl Engine {
                 retry_after: throttled.retry_after,
             });
         }
-        let progress = self
+        let progress = match self
             .start_flow("local", Purpose::SignIn, owner, &input)
-            .await?;
+            .await
+        {
+            Ok(progress) => progress,
+            // Refused before the password was checked: not a failure of this account's.
+            Err(e) if matches!(e.code, ErrorCode::ServerBusy | ErrorCode::Unknown) => {
+                self.throttle
+                    .not_checked(&attempt, self.clock.now())
+                    .await?;
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         // The password was right (whatever factor comes next): the account starts over.
         self.throttle.succeeded(&attempt, self.clock.now()).await?;
         Ok(progress)
@@ -451,6 +462,33 @@ mod tests {
         assert_eq!(
             try_password(&engine, "fine@example.org", "nope-nope", "192.0.2.6").await,
             WRONG
+        );
+    }
+
+    #[tokio::test]
+    async fn a_busy_server_does_not_count_its_refusals_as_failed_passwords() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::test_support::test_config(dir.path()).await;
+        config.hash_slots = 1;
+        config.hash_queue_wait = std::time::Duration::from_millis(20);
+        let (engine, _) = crate::test_support::engine_with(config).await;
+        engine
+            .register("busy@example.org", "password-1", "password-1")
+            .await
+            .unwrap();
+        {
+            let _every_slot = engine.hasher.occupy_all().await;
+            for _ in 0..6 {
+                assert_eq!(
+                    try_password(&engine, "busy@example.org", "password-1", "192.0.2.9").await,
+                    Err(SignInRefusal::Code(ErrorCode::ServerBusy))
+                );
+            }
+        }
+        // Six claims not given back would make this wait (three are free, then 1 s doubling).
+        assert_eq!(
+            try_password(&engine, "busy@example.org", "password-1", "192.0.2.9").await,
+            Ok(())
         );
     }
 }

@@ -20,8 +20,10 @@ pub const MEMORY_KIB: u32 = 19 * 1024;
 pub const ITERATIONS: u32 = 2;
 pub const LANES: u32 = 1;
 
-/// How long a request waits for a hashing slot before it is told the server is busy.
-const QUEUE_WAIT: Duration = Duration::from_secs(10);
+/// How long a request waits for a hashing slot before it is told the server is busy, unless
+/// the engine sets another wait. Long enough for a queue of a thousand sign-ins at once on two
+/// cores (about 60 checks a second): a slow answer beats a refusal the user must retry.
+pub const DEFAULT_QUEUE_WAIT: Duration = Duration::from_secs(60);
 
 fn argon2() -> Argon2<'static> {
     let params = Params::new(MEMORY_KIB, ITERATIONS, LANES, None).expect("valid argon2 parameters");
@@ -51,6 +53,8 @@ pub struct PasswordHasher {
     dummy_hash: Arc<str>,
     /// Password checks run so far (tests use it to prove throttled tries cost no hashing).
     checks: Arc<std::sync::atomic::AtomicU64>,
+    /// See [`DEFAULT_QUEUE_WAIT`].
+    queue_wait: Duration,
 }
 
 impl PasswordHasher {
@@ -60,7 +64,21 @@ impl PasswordHasher {
             slots: Arc::new(Semaphore::new(max_in_flight.max(1))),
             dummy_hash: hash_now(b"stepgate dummy password for unknown users").into(),
             checks: Arc::default(),
+            queue_wait: DEFAULT_QUEUE_WAIT,
         }
+    }
+
+    /// The same hasher with another wait for a slot before `server_busy`.
+    pub fn with_queue_wait(mut self, queue_wait: Duration) -> Self {
+        self.queue_wait = queue_wait;
+        self
+    }
+
+    /// Takes every hashing slot until the permits are dropped (tests make the server busy).
+    #[cfg(test)]
+    pub(crate) async fn occupy_all(&self) -> tokio::sync::SemaphorePermit<'_> {
+        let all = self.slots.available_permits() as u32;
+        self.slots.acquire_many(all).await.unwrap()
     }
 
     /// A sensible bound for this machine: one hash per core, at least two.
@@ -99,7 +117,7 @@ impl PasswordHasher {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, ErrorCode> {
-        let _slot = tokio::time::timeout(QUEUE_WAIT, self.slots.acquire())
+        let _slot = tokio::time::timeout(self.queue_wait, self.slots.acquire())
             .await
             .map_err(|_| ErrorCode::ServerBusy)?
             .map_err(|_| ErrorCode::Unknown)?;

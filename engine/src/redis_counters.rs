@@ -82,6 +82,38 @@ return 1",
     )
 });
 
+/// A try that was claimed but whose password was never checked (the hasher was busy, the
+/// database failed): every key in KEYS gets it back (`f` - 1, not below 0) and the wait it
+/// started (`n` = min(n, now)). ARGV[1]: now.
+static THROTTLE_GIVE_BACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+for _, key in ipairs(KEYS) do
+  local c = redis.call('HMGET', key, 'f', 'n')
+  if c[1] and c[2] then
+    local f = math.max(tonumber(c[1]) - 1, 0)
+    local n = math.min(tonumber(c[2]), tonumber(ARGV[1]))
+    redis.call('HSET', key, 'f', f, 'n', n)
+  end
+end
+return 1",
+    )
+});
+
+/// See [`THROTTLE_GIVE_BACK`].
+pub(crate) async fn throttle_give_back(
+    redis: &Redis,
+    keys: &[String],
+    now: i64,
+) -> RedisResult<()> {
+    let mut script = THROTTLE_GIVE_BACK.prepare_invoke();
+    for key in keys {
+        script.key(key);
+    }
+    let _: i64 = script.arg(now).invoke_async(&mut redis.conn()).await?;
+    Ok(())
+}
+
 /// Claims a try against `keys` (full key names with their rules) at `now`: `None` when it
 /// was counted, `Some(wait)` when one of them must wait first.
 pub(crate) async fn throttle_claim(

@@ -22,7 +22,7 @@ use sqlx::Row;
 use crate::db::Pool;
 
 use crate::email::Email;
-use crate::redis_counters::{throttle_claim, throttle_succeeded};
+use crate::redis_counters::{throttle_claim, throttle_give_back, throttle_succeeded};
 use crate::redis_store::Redis;
 use crate::ErrorCode;
 
@@ -340,6 +340,37 @@ impl SignInThrottle {
             }
         }
         Ok(Ok(()))
+    }
+
+    /// The try was claimed but its password never checked (the hasher was busy, or the
+    /// database failed): the account and the address get it back, and the wait it started, so
+    /// an overloaded server does not count its own refusals as wrong passwords.
+    pub async fn not_checked(&self, attempt: &SignInAttempt, now: i64) -> Result<(), ErrorCode> {
+        let mut keys = vec![(Scope::Account, attempt.account.as_str())];
+        keys.extend(attempt.address.as_deref().map(|a| (Scope::Address, a)));
+        if let Some(redis) = &self.redis {
+            let keys: Vec<String> = keys
+                .into_iter()
+                .map(|(scope, key)| Self::redis_key(redis, scope, key))
+                .collect();
+            return throttle_give_back(redis, &keys, now)
+                .await
+                .map_err(redis_error);
+        }
+        for (scope, key) in keys {
+            sqlx::query(
+                "UPDATE sign_in_throttle SET failures = CASE WHEN failures > 0 THEN failures - 1 ELSE 0 END,
+                     next_try_at = CASE WHEN next_try_at < $1 THEN next_try_at ELSE $1 END
+                 WHERE scope = $2 AND key = $3",
+            )
+            .bind(now)
+            .bind(scope.as_str())
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        }
+        Ok(())
     }
 
     /// The password was right: the account starts over; the address gets this try back and
