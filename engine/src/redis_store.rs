@@ -14,14 +14,18 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 
 use crate::clock::Clock;
 use crate::flow::{Flow, FlowId, FlowKind};
 use crate::store::{FlowStore, StoreError, StoreResult};
+
+/// How long one Redis command (or connecting) may take.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A connection to Redis and the prefix of every key Stepgate writes there. Cheap to clone
 /// (one multiplexed connection, reconnected on failure, shared by all clones).
@@ -35,7 +39,12 @@ impl Redis {
     /// Connects to `url` (`redis://host:port/db`); fails at once when Redis cannot be reached.
     pub async fn connect(url: &str, prefix: &str) -> redis::RedisResult<Redis> {
         let client = redis::Client::open(url)?;
-        let conn = client.get_connection_manager().await?;
+        // The client's defaults (500 ms per answer, 1 s to connect) turn a busy moment under
+        // load into failed sign-ins; the database waits up to 5 s for a lock, and so does this.
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(REDIS_TIMEOUT))
+            .set_connection_timeout(Some(REDIS_TIMEOUT));
+        let conn = client.get_connection_manager_with_config(config).await?;
         Ok(Redis {
             conn,
             prefix: prefix.into(),
