@@ -14,6 +14,8 @@
 #   load options (defaults): --clients 1000 --seconds 60 --warmup 20 (sign-ins);
 #                --connect-clients 8,64 --connect-seconds 10 --connect-users 30000
 #                --provider xiaomi (connects); --no-sign-in, --no-connect, --instances N
+# LOADGEN_DATA_ROOT=/dev/shm puts the run's data folder (the SQLite file) on tmpfs; the default
+# is target/loadgen/ (removed after a successful run).
 # The servers run with STEPGATE_TRUST_PROXY=1 and every simulated client sends its own
 # X-Forwarded-For address: per-address throttling counts a password try until it succeeds, so
 # 1,000 clients behind one address would be throttled (that is its job).

@@ -150,10 +150,11 @@ impl Rig {
     /// Makes the data folder, the key and the database (Postgres: a new database on the
     /// server from `STEPGATE_TEST_DATABASE_URL`). Nothing is started yet.
     pub async fn new(mode: Mode, tag: &str) -> Result<Rig, BoxError> {
-        let dir = repo_root()
-            .join("target")
-            .join("loadgen")
-            .join(format!("{tag}-{}", std::process::id()));
+        // `LOADGEN_DATA_ROOT=/dev/shm` puts the SQLite file (and the logs) on tmpfs.
+        let root = std::env::var("LOADGEN_DATA_ROOT")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| repo_root().join("target").join("loadgen"));
+        let dir = root.join(format!("{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         let key: [u8; 32] = rand::random();
