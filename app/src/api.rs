@@ -41,22 +41,33 @@ pub struct AppEnrollmentView {
 
 #[cfg(feature = "ssr")]
 mod ssr {
+    use engine::sessions::SessionToken;
     use engine::users::UserId;
     use engine::Engine;
 
     use crate::error::AppError;
     use crate::session::{clear_login_cookie, session_token, set_session_cookie};
 
-    /// Every factor passed: a brand-new session replaces whatever the browser held.
+    /// A new account is signed in at once: a brand-new session replaces whatever the browser
+    /// held.
     pub async fn open_session_and_go_home(
         engine: &Engine,
         user_id: UserId,
     ) -> Result<(), AppError> {
+        let token = engine.open_session(user_id).await?;
+        go_home_signed_in(engine, &token).await
+    }
+
+    /// Every factor passed and the engine opened `session`: it replaces whatever session the
+    /// browser held.
+    pub async fn go_home_signed_in(
+        engine: &Engine,
+        session: &SessionToken,
+    ) -> Result<(), AppError> {
         if let Some(old) = session_token() {
             engine.close_session(&old).await?;
         }
-        let token = engine.open_session(user_id).await?;
-        set_session_cookie(&token);
+        set_session_cookie(session);
         clear_login_cookie();
         leptos_axum::redirect("/");
         Ok(())
@@ -76,8 +87,8 @@ mod ssr {
             .sign_in(Some(login.digest()), email, password, client_address())
             .await?
         {
-            Progress::Done(Completion::SignedIn { user_id }) => {
-                open_session_and_go_home(&engine, user_id).await
+            Progress::Done(Completion::SignedIn { session, .. }) => {
+                go_home_signed_in(&engine, &session).await
             }
             Progress::Done(Completion::Connected(_) | Completion::Reauthenticated(_)) => {
                 Err(engine::ErrorCode::Unknown.into())
@@ -182,8 +193,8 @@ pub async fn verify_code(flow_id: String, code: String) -> Result<(), AppError> 
         .submit_provider_flow("local", &flow_id, owner.as_deref(), &input)
         .await?
     {
-        Progress::Done(Completion::SignedIn { user_id }) => {
-            ssr::open_session_and_go_home(&engine, user_id).await
+        Progress::Done(Completion::SignedIn { session, .. }) => {
+            ssr::go_home_signed_in(&engine, &session).await
         }
         // A sign-in flow ends signed in; anything else is not what this page started.
         Progress::Done(Completion::Connected(_) | Completion::Reauthenticated(_))

@@ -87,7 +87,12 @@ impl EngineConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Completion {
     /// A local account proved who it is: the app opens a session for it.
-    SignedIn { user_id: UserId },
+    /// The session is open already: the app sets its cookie. (The engine opens it so that
+    /// completing a flow and opening its session cannot come apart in a crash.)
+    SignedIn {
+        user_id: UserId,
+        session: SessionToken,
+    },
     /// A third-party account was connected (and stored).
     Connected(ConnectedAccount),
     /// A connected account was signed in again: its secrets were replaced in place.
@@ -106,7 +111,7 @@ pub struct Engine {
     pub(crate) pool: Pool,
     pub(crate) flows: Arc<dyn FlowStore>,
     pub(crate) users: UserStore,
-    sessions: SessionStore,
+    pub(crate) sessions: SessionStore,
     pub(crate) accounts: AccountStore,
     api_keys: ApiKeyStore,
     pub(crate) hasher: PasswordHasher,

@@ -155,7 +155,7 @@ impl Engine {
             }
             // Nothing is stored yet: a first step's error is simply the answer.
             Step::Retry(e) | Step::Wait(e) | Step::Abort(e) => Err(e),
-            Step::SignedIn { user_id } => self.signed_in(purpose, user_id),
+            Step::SignedIn { user_id } => self.signed_in(purpose, user_id, None).await,
             Step::Connected(account) => self.connected(purpose, provider.name(), account).await,
         }
     }
@@ -252,31 +252,46 @@ impl Engine {
                 self.flows.remove(&id).await.map_err(ErrorCode::from)?;
                 Err(error)
             }
+            // The result is written before the flow is removed: a crash in between leaves a
+            // flow that can be completed again (its session is replaced, its account found
+            // connected), never a removed flow without its result. Two submits racing to
+            // complete one flow are kept apart by the provider (a code is accepted once) and
+            // by the result's own uniqueness (one session per flow, one account per upstream
+            // account).
             Step::SignedIn { user_id } => {
-                self.consume(&id).await?;
-                self.signed_in(purpose, user_id)
+                let done = self.signed_in(purpose, user_id, Some(&id)).await;
+                self.flows.remove(&id).await.map_err(ErrorCode::from)?;
+                done
             }
             Step::Connected(account) => {
-                self.consume(&id).await?;
-                self.connected(purpose, provider.name(), account).await
+                let done = self.connected(purpose, provider.name(), account).await;
+                self.flows.remove(&id).await.map_err(ErrorCode::from)?;
+                done
             }
         }
     }
 
-    /// Removing the flow is the commit point: only one submit can complete it.
-    async fn consume(&self, id: &FlowId) -> Result<(), ErrorCode> {
-        if !self.flows.remove(id).await? {
-            return Err(ErrorCode::FlowExpired);
-        }
-        Ok(())
-    }
-
-    fn signed_in(&self, purpose: Purpose, user_id: i64) -> Result<Progress, StepError> {
+    /// Opens the session a sign-in ends with; one completing a stored flow is that flow's.
+    async fn signed_in(
+        &self,
+        purpose: Purpose,
+        user_id: i64,
+        flow: Option<&FlowId>,
+    ) -> Result<Progress, StepError> {
         if purpose != Purpose::SignIn {
             tracing::error!("a provider signed in a local user from a connect flow");
             return Err(ErrorCode::Unknown.into());
         }
-        Ok(Progress::Done(Completion::SignedIn { user_id }))
+        let now = self.clock.now();
+        let session = match flow {
+            Some(id) => {
+                self.sessions
+                    .create_for_flow(user_id, &id.to_string(), now)
+                    .await?
+            }
+            None => self.sessions.create(user_id, now).await?,
+        };
+        Ok(Progress::Done(Completion::SignedIn { user_id, session }))
     }
 
     async fn connected(
@@ -639,6 +654,13 @@ mod tests {
 
     async fn code_step_engine(dir: &tempfile::TempDir) -> (Engine, ManualClock, String) {
         let (engine, clock) = engine_in(dir).await;
+        // The user CodeStep signs in, so a completion can open that user's session.
+        sqlx::query(
+            "INSERT INTO users (id, email, password_hash, created_at) VALUES (42, 'u42@example.org', 'x', 0)",
+        )
+        .execute(engine.pool())
+        .await
+        .unwrap();
         let engine = engine.with_provider(CodeStep);
         let Ok(Progress::Next(view)) =
             start(&engine, "code_step", Some("owner".into()), &Input::new()).await
@@ -661,13 +683,53 @@ mod tests {
             Err(ErrorCode::InvalidCode)
         );
         assert_eq!(
-            submit(&engine, &id, Some("owner"), &code("123456")).await,
-            Ok(Progress::Done(Completion::SignedIn { user_id: 42 }))
+            crate::test_support::signed_in_user(
+                submit(&engine, &id, Some("owner"), &code("123456")).await
+            ),
+            Some(42)
         );
         // Completing consumes the flow.
         assert_eq!(
             submit(&engine, &id, Some("owner"), &code("123456")).await,
             Err(ErrorCode::FlowExpired)
+        );
+    }
+
+    #[tokio::test]
+    async fn completing_a_flow_again_after_a_lost_answer_keeps_one_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _, id) = code_step_engine(&dir).await;
+        let flow_id: FlowId = id.parse().unwrap();
+        let pending = engine.flows.get(&flow_id).await.unwrap().unwrap();
+        let session_of = |progress: Result<Progress, StepError>| match progress {
+            Ok(Progress::Done(Completion::SignedIn { session, .. })) => session,
+            other => panic!("not signed in: {other:?}"),
+        };
+        let lost = session_of(
+            engine
+                .submit_flow(&id, Some("owner"), &code("123456"))
+                .await,
+        );
+        // As if the instance died after the session was written and before the flow was
+        // removed: the flow is still there, and the browser never got the first answer.
+        engine.flows.insert(&pending).await.unwrap();
+        let kept = session_of(
+            engine
+                .submit_flow(&id, Some("owner"), &code("123456"))
+                .await,
+        );
+        let sessions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE user_id = 42")
+            .fetch_one(engine.pool())
+            .await
+            .unwrap();
+        assert_eq!(
+            sessions, 1,
+            "one session per flow, however often it completes"
+        );
+        assert_eq!(engine.session_user(&lost).await.unwrap(), None);
+        assert_eq!(
+            engine.session_user(&kept).await.unwrap().map(|u| u.id),
+            Some(42)
         );
     }
 
@@ -743,8 +805,10 @@ mod tests {
         let (reopened, _) = engine_in(&dir).await;
         let reopened = reopened.with_provider(CodeStep);
         assert_eq!(
-            submit(&reopened, &id, Some("owner"), &code("123456")).await,
-            Ok(Progress::Done(Completion::SignedIn { user_id: 42 }))
+            crate::test_support::signed_in_user(
+                submit(&reopened, &id, Some("owner"), &code("123456")).await
+            ),
+            Some(42)
         );
     }
 

@@ -127,7 +127,6 @@ impl Engine {
 mod tests {
     use super::*;
     use crate::test_support::{engine_in, input, start};
-    use crate::Completion;
 
     async fn user_count(engine: &Engine) -> i64 {
         sqlx::query_scalar("SELECT COUNT(*) FROM users")
@@ -153,10 +152,7 @@ mod tests {
             &input(&[("email", "ada@example.org"), ("password", "lovelace-1815")]),
         )
         .await;
-        assert_eq!(
-            ok,
-            Ok(Progress::Done(Completion::SignedIn { user_id: user.id }))
-        );
+        assert_eq!(crate::test_support::signed_in_user(ok), Some(user.id));
 
         let wrong = start(
             &engine,

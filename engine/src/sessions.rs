@@ -91,7 +91,33 @@ impl SessionStore {
         Ok(token)
     }
 
-    /// The user a live session belongs to.
+    /// A session opened by completing flow `flow_id`: one per flow. Completing the same flow
+    /// again (its first answer was lost with a crashed instance) gives that session a new
+    /// token rather than opening another; the lost token stops working.
+    pub async fn create_for_flow(
+        &self,
+        user_id: UserId,
+        flow_id: &str,
+        now: i64,
+    ) -> Result<SessionToken, ErrorCode> {
+        let token = SessionToken::random();
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, user_id, created_at, expires_at, flow_id)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (flow_id) DO UPDATE SET token_hash = excluded.token_hash,
+                 created_at = excluded.created_at, expires_at = excluded.expires_at",
+        )
+        .bind(token.digest())
+        .bind(user_id)
+        .bind(now)
+        .bind(now + SESSION_TTL_SECONDS)
+        .bind(flow_id)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(token)
+    }
+
     /// The user a live session belongs to: one query, as it runs on every page view.
     pub async fn user_of(&self, token: &SessionToken, now: i64) -> Result<Option<User>, ErrorCode> {
         let found: Vec<(UserId, String)> = sqlx::query_as(

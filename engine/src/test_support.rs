@@ -450,3 +450,11 @@ pub(crate) async fn stored_bytes(pool: &db::Pool, dir: &Path) -> Vec<u8> {
     }
     bytes
 }
+
+/// The user a step signed in (its session opened), if it did.
+pub(crate) fn signed_in_user(progress: Result<Progress, ErrorCode>) -> Option<UserId> {
+    match progress {
+        Ok(Progress::Done(Completion::SignedIn { user_id, .. })) => Some(user_id),
+        _ => None,
+    }
+}

@@ -172,7 +172,7 @@ mod tests {
     use crate::test_support::{engine_in, input, start, submit, user_with_totp};
     use crate::totp_verification::{FREE_FAILURES, MAX_BACKOFF_SECONDS};
     use crate::view::{CodeChannel, StepView};
-    use crate::{Completion, ErrorCode, Progress};
+    use crate::{ErrorCode, Progress};
 
     #[tokio::test]
     async fn password_then_totp_signs_in_and_the_step_carries_the_fallback_deep_link() {
@@ -202,14 +202,16 @@ mod tests {
         clock.advance(30);
         let code = crate::totp::code_at(&secret, engine.now(), 6);
         assert_eq!(
-            submit(
-                &engine,
-                &view.flow_id,
-                Some("o"),
-                &input(&[("code", &code)])
-            )
-            .await,
-            Ok(Progress::Done(Completion::SignedIn { user_id: user.id }))
+            crate::test_support::signed_in_user(
+                submit(
+                    &engine,
+                    &view.flow_id,
+                    Some("o"),
+                    &input(&[("code", &code)])
+                )
+                .await
+            ),
+            Some(user.id)
         );
     }
 
