@@ -565,6 +565,40 @@ mod tests {
         assert_eq!(s.engine.accounts().renew_failures(account.id).await, Ok(0));
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_redis_an_app_read_waits_while_another_instance_holds_the_renewal_lease() {
+        let s = setup().await;
+        let Some(redis) = s.engine.renewal_locks.redis.clone() else {
+            eprintln!("renewal lease in Redis: skipped, STEPGATE_TEST_REDIS_URL is not set");
+            return;
+        };
+        let name = lease_name(s.account.id);
+        s.clock.advance(LIFETIME - 60);
+        let now = s.engine.now();
+        // Another instance's app read holds the Redis lease (its renewal under way).
+        assert!(
+            lease_acquire(&redis, &name, "other-instance", now, now + LEASE_SECONDS)
+                .await
+                .unwrap()
+        );
+        let read = {
+            let (engine, user, id) = (s.engine.clone(), s.user, s.account.id);
+            tokio::spawn(async move { engine.app_credentials(user, id).await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!read.is_finished(), "the read waits for the other instance");
+        assert_eq!(s.sandbox.refreshes(), 0);
+        // The other instance gives the lease back without having renewed (it died, say): the
+        // waiting read takes over, renews once and gives the lease back in turn.
+        assert!(lease_release(&redis, &name, "other-instance")
+            .await
+            .unwrap());
+        let answer = read.await.unwrap().unwrap();
+        assert!(answer["credentials"]["access_token"].is_string());
+        assert_eq!(s.sandbox.refreshes(), 1);
+        assert!(!lease_held(&redis, &name).await.unwrap());
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn fifty_concurrent_credential_reads_share_one_refresh() {
         let s = setup().await;
