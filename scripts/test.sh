@@ -20,7 +20,8 @@ status=0
 
 echo "==> Rust tests on SQLite (release profile, sharing the server build's artifacts)"
 # The frontend is excluded: it turns on app/hydrate, which cannot be built together with app/ssr.
-cargo test --release --workspace --exclude frontend 2>&1 | tee "$logs/cargo-sqlite.txt" || status=1
+# --no-fail-fast: every test binary runs (and is counted) even when an earlier one failed.
+cargo test --release --workspace --exclude frontend --no-fail-fast 2>&1 | tee "$logs/cargo-sqlite.txt" || status=1
 
 echo "==> Starting Postgres and Redis"
 services=true
@@ -28,7 +29,7 @@ start_services || { services=false; status=1; }
 
 if $services; then
   echo "==> Rust tests on Postgres + Redis"
-  cargo test --release --workspace --exclude frontend 2>&1 | tee "$logs/cargo-postgres.txt" || status=1
+  cargo test --release --workspace --exclude frontend --no-fail-fast 2>&1 | tee "$logs/cargo-postgres.txt" || status=1
 else
   echo "Postgres/Redis did not start: the scaled-out runs are counted as failed" | tee "$logs/cargo-postgres.txt"
 fi
