@@ -463,22 +463,28 @@ impl AccountStore {
             .collect()
     }
 
-    /// Leases account `account_id` to `owner` if nobody holds it: `true` when this call got it.
+    /// Leases account `account_id` to `owner` if nobody holds it and it is still as the caller
+    /// read it (`seen_due`, its renewal due time then): `true` when this call got it. A caller
+    /// that read the account just before another instance renewed it and gave the lease back
+    /// finds a new due time, and renews nothing.
     pub async fn claim_renewal(
         &self,
         account_id: i64,
+        seen_due: Option<i64>,
         now: i64,
         lease_until: i64,
         owner: &str,
     ) -> Result<bool, ErrorCode> {
         let done = sqlx::query(
             "UPDATE connected_accounts SET lease_until = $1, lease_owner = $2
-             WHERE id = $3 AND (lease_until IS NULL OR lease_until < $4)",
+             WHERE id = $3 AND (lease_until IS NULL OR lease_until < $4)
+               AND renew_due_at IS NOT DISTINCT FROM $5",
         )
         .bind(lease_until)
         .bind(owner)
         .bind(account_id)
         .bind(now)
+        .bind(seen_due)
         .execute(&self.pool)
         .await
         .map_err(db_error)?;

@@ -329,7 +329,13 @@ impl Engine {
         let account_id = account.id;
         if self
             .accounts
-            .claim_renewal(account_id, now, now + LEASE_SECONDS, self.worker())
+            .claim_renewal(
+                account_id,
+                account.renew_due_at,
+                now,
+                now + LEASE_SECONDS,
+                self.worker(),
+            )
             .await?
         {
             let claimed = ClaimedRenewal { user_id, account };
