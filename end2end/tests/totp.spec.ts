@@ -3,6 +3,8 @@
 import { expect, test, type Page } from "@playwright/test";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { dataDir, scaledOut } from "../playwright.config";
+import { postgresDump } from "./stored-data";
 import {
   SANDBOX,
   enrollThroughProvider,
@@ -143,10 +145,18 @@ test("authenticator-app enrolment with a computed code; the secret is gone from 
   await expect(page.getByText("Two-factor authentication is on.")).toBeVisible();
   expect(await page.content()).not.toContain(secret);
 
-  const dataDir = path.join(__dirname, "..", ".data");
-  for (const file of fs.readdirSync(dataDir).filter((f) => f.startsWith("stepgate.db"))) {
-    const bytes = fs.readFileSync(path.join(dataDir, file));
+  // Scaled out the rows are in Postgres: a text dump of them (bytes as hex) is searched instead.
+  const files = scaledOut
+    ? [postgresDump()]
+    : fs
+        .readdirSync(dataDir)
+        .filter((f) => f.startsWith("stepgate.db"))
+        .map((f) => path.join(dataDir, f));
+  expect(files.length).toBeGreaterThan(0);
+  for (const file of files) {
+    const bytes = fs.readFileSync(file);
     expect(bytes.includes(Buffer.from(secret)), `${file} holds the seed in clear`).toBe(false);
+    expect(bytes.includes(Buffer.from(Buffer.from(secret).toString("hex"))), `${file} holds the seed as hex`).toBe(false);
   }
 });
 

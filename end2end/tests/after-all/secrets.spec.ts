@@ -7,17 +7,10 @@ import { execFileSync } from "node:child_process";
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { dataDir, doubles, e2eDatabaseUrl, e2eRedisUrl, scaledOut, serverLogs } from "../../playwright.config";
+import { dataDir, doubles, e2eRedisUrl, scaledOut, serverLogs } from "../../playwright.config";
+import { postgresDump } from "../stored-data";
 
 const PASSWORDS = ["librus-demo", "xiaomi-demo", "lynkco-demo", "flame-demo"];
-const PG_BIN = process.env.STEPGATE_PG_BIN ?? "/usr/lib/postgresql/15/bin";
-
-/** The e2e database's rows as text (`pg_dump --data-only`); bytea columns come out as hex. */
-function postgresDump(): string {
-  const file = path.join(dataDir, "postgres-data.sql");
-  execFileSync(path.join(PG_BIN, "pg_dump"), ["--data-only", "--no-owner", "--file", file, e2eDatabaseUrl!]);
-  return file;
-}
 
 /** Every key and string, hash, list, set and sorted-set value in Redis, one per line. */
 function redisValues(): string {
