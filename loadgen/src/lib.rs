@@ -29,6 +29,15 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// Instances started when the command names no number: one on SQLite (its single file),
+    /// two scaled out, so every flow crosses instances.
+    pub fn default_instances(self) -> usize {
+        match self {
+            Mode::Sqlite => 1,
+            Mode::Postgres => 2,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Mode::Sqlite => "SQLite",
@@ -612,4 +621,12 @@ pub fn machine_note() -> String {
             .collect::<Vec<_>>()
             .join(" ")
     )
+}
+
+/// The lines every driver starts with: which tool, the exact command, the machine.
+pub fn print_run_header(tool: &str) {
+    let command: Vec<String> = std::env::args().collect();
+    println!("tool: loadgen `{tool}` (Rust: tokio + reqwest, plain HTML form posts)");
+    println!("command: {}", command.join(" "));
+    println!("machine: {}", machine_note());
 }

@@ -24,8 +24,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use loadgen::{
-    client_address, form_body, http_client, machine_note, post_form, random_ms, unix_now, Answer,
-    BoxError, Instance, Mode, Rig,
+    client_address, form_body, http_client, machine_note, post_form, print_run_header, random_ms,
+    unix_now, Answer, BoxError, Instance, Mode, Rig,
 };
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -162,14 +162,8 @@ async fn main() {
 }
 
 async fn run(args: Args) -> Result<usize, BoxError> {
-    let command: Vec<String> = std::env::args().collect();
-    println!("tool: loadgen `crash_soak` (Rust: tokio + reqwest, plain HTML form posts)");
-    println!("command: {}", command.join(" "));
-    println!("machine: {}", machine_note());
-    let instance_count = args.instances.unwrap_or(match args.mode {
-        Mode::Sqlite => 1,
-        Mode::Postgres => 2,
-    });
+    print_run_header("crash_soak");
+    let instance_count = args.instances.unwrap_or(args.mode.default_instances());
     let mut rig = Rig::new(args.mode, "soak").await?;
     println!(
         "database: {}, {instance_count} instance(s), data in {}",

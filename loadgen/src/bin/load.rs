@@ -25,7 +25,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use loadgen::{
-    client_address, form_body, http_client, machine_note, post_form, BoxError, Latencies, Mode, Rig,
+    client_address, form_body, http_client, machine_note, post_form, print_run_header, BoxError,
+    Latencies, Mode, Rig,
 };
 
 const PASSWORD: &str = "load-password-1";
@@ -109,14 +110,8 @@ fn user_email(i: usize) -> String {
 }
 
 async fn run(args: Args) -> Result<(), BoxError> {
-    let command: Vec<String> = std::env::args().collect();
-    println!("tool: loadgen `load` (Rust: tokio + reqwest, plain HTML form posts)");
-    println!("command: {}", command.join(" "));
-    println!("machine: {}", machine_note());
-    let instances = args.instances.unwrap_or(match args.mode {
-        Mode::Sqlite => 1,
-        Mode::Postgres => 2,
-    });
+    print_run_header("load");
+    let instances = args.instances.unwrap_or(args.mode.default_instances());
     let mut rig = Rig::new(args.mode, "load").await?;
     println!(
         "database: {} ({}), {instances} instance(s), data in {}",
