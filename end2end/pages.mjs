@@ -30,11 +30,11 @@ async function call(origin, name, form, cookie = "") {
 /** A sign-in waiting at its code step: the URL and the login cookie that owns it. */
 async function codeStep(origin) {
   const email = `lighthouse-${Date.now()}@example.org`;
-  const { cookie: session } = await call(origin, "register", { email, password: "lighthouse-1", confirm_password: "lighthouse-1" });
+  const { cookie: session } = await call(origin, "register", { email, password: "lighthouse-1-quiet-harbor", confirm_password: "lighthouse-1-quiet-harbor" });
   const { response } = await call(origin, "begin_app_enrollment", {}, session);
   const { secret } = await response.json();
   await call(origin, "confirm_app_enrollment", { code: totp(secret) }, session);
-  const signedIn = await call(origin, "sign_in", { email, password: "lighthouse-1" });
+  const signedIn = await call(origin, "sign_in", { email, password: "lighthouse-1-quiet-harbor" });
   const location = signedIn.response.headers.get("location");
   if (!location?.startsWith("/login/code")) throw new Error(`sign-in went to ${location}, not the code page`);
   return { url: new URL(location, origin).href, cookie: signedIn.cookie };
@@ -43,7 +43,7 @@ async function codeStep(origin) {
 /** A signed-in user with a connected Librus account (the sandbox's demo parent). */
 async function accountsPage(origin) {
   const email = `lighthouse-accounts-${Date.now()}@example.org`;
-  const { cookie } = await call(origin, "register", { email, password: "lighthouse-1", confirm_password: "lighthouse-1" });
+  const { cookie } = await call(origin, "register", { email, password: "lighthouse-1-quiet-harbor", confirm_password: "lighthouse-1-quiet-harbor" });
   await call(origin, "submit_connect_step", {
     provider: "librus",
     flow_id: "",

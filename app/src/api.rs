@@ -215,7 +215,17 @@ pub async fn register(
         let engine = engine()?;
         let user = engine
             .register(&email, &password, &confirm_password)
-            .await?;
+            .await
+            .map_err(|code| AppError {
+                // zxcvbn's own advice says what makes this password guessable.
+                detail: (code == engine::ErrorCode::PasswordTooWeak)
+                    .then(|| {
+                        let words = engine::password_policy::email_words(&email);
+                        engine::password_policy::feedback(&password, &words)
+                    })
+                    .flatten(),
+                ..code.into()
+            })?;
         ssr::open_session_and_go_home(&engine, user.id).await
     }
     .await;

@@ -9,7 +9,7 @@ const FLAME = { email: "demo@flameconnect.test", password: "flame-demo" };
 // Serial with the other FlameConnect specs' revocations is not needed: this test revokes
 // nothing and its assertions hold whatever the double's other accounts go through.
 test("the account page shows renewals and the activity, app reads by key name", async ({ page }) => {
-  await register(page, uniqueEmail("account-page"), "account-pass-1");
+  await register(page, uniqueEmail("account-page"), "account-pass-1-quiet-harbor");
   await page.goto("/accounts/connect/flameconnect");
   await page.getByLabel("Email").fill(FLAME.email);
   await page.getByLabel("Password").fill(FLAME.password);

@@ -40,7 +40,7 @@ test("an app reads the accounts a key was given, until the key is revoked", asyn
   page.on("console", (m) => {
     if (m.type() === "error" && m.text().includes("Content Security Policy")) violations.push(m.text());
   });
-  await register(page, uniqueEmail("apikeys"), "api-pass-1");
+  await register(page, uniqueEmail("apikeys"), "api-pass-1-quiet-harbor");
   const accountId = await connectFlameConnect(page);
 
   await page.goto("/");
@@ -103,7 +103,7 @@ test("an app reads the accounts a key was given, until the key is revoked", asyn
 });
 
 test("a key without a name is refused on the page", async ({ page }) => {
-  await register(page, uniqueEmail("apikeys-name"), "api-pass-1");
+  await register(page, uniqueEmail("apikeys-name"), "api-pass-1-quiet-harbor");
   await page.goto("/settings/api-keys");
   await page.getByLabel("Key name").fill("   ");
   await page.getByRole("button", { name: "Create key" }).click();
@@ -112,7 +112,7 @@ test("a key without a name is refused on the page", async ({ page }) => {
 });
 
 test("each key is rate limited", async ({ page }) => {
-  await register(page, uniqueEmail("apikeys-rate"), "api-pass-1");
+  await register(page, uniqueEmail("apikeys-rate"), "api-pass-1-quiet-harbor");
   const key = await createKey(page, "Busy", []);
   const answers = await Promise.all(Array.from({ length: 40 }, () => get(page.request, "/api/v1/accounts", key)));
   const limited = answers.filter((a) => a.status() === 429);

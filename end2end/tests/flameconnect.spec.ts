@@ -32,7 +32,7 @@ async function revoke(page: Page, email: string): Promise<void> {
 }
 
 test.beforeEach(async ({ page }) => {
-  await register(page, uniqueEmail("flameconnect"), "flame-pass-1");
+  await register(page, uniqueEmail("flameconnect"), "flame-pass-1-quiet-harbor");
 });
 
 test("connect FlameConnect", async ({ page }) => {

@@ -47,7 +47,7 @@ test.describe("first-factor throttling", () => {
   test("a burst of wrong passwords shows the wait, and the right password works after it", async ({ page }) => {
     test.setTimeout(90_000);
     const email = uniqueEmail("burst");
-    await register(page, email, "right-horse-1");
+    await register(page, email, "right-horse-1-quiet-harbor");
     await signOut(page);
 
     // An attacker's burst, each try sent as soon as the last wait allows: 1 s, 2 s, 4 s...
@@ -66,7 +66,7 @@ test.describe("first-factor throttling", () => {
     // (a plain form post: the API's 429 is tested below).
     await page.goto("/login");
     await page.getByLabel("Email").fill(email);
-    await page.getByLabel("Password").fill("right-horse-1");
+    await page.getByLabel("Password").fill("right-horse-1-quiet-harbor");
     await page.getByRole("button", { name: "Sign in" }).click();
     const alert = page.getByRole("alert");
     await expect(alert).toHaveText(/^Too many failed sign-ins\. Try again in \d+ seconds\.$/);
@@ -76,7 +76,7 @@ test.describe("first-factor throttling", () => {
     await expect(page.getByLabel("Email")).toHaveValue(email);
 
     await page.waitForTimeout(retryAfter * 1000 + 300);
-    await page.getByLabel("Password").fill("right-horse-1");
+    await page.getByLabel("Password").fill("right-horse-1-quiet-harbor");
     await page.getByRole("button", { name: "Sign in" }).click();
     await expect(page.getByText(`Signed in as ${email}`)).toBeVisible();
   });
@@ -90,7 +90,7 @@ test.describe("first-factor throttling", () => {
       return answers.map((a) => a.status()).sort();
     };
     const real = uniqueEmail("real");
-    await register(page, real, "right-horse-1");
+    await register(page, real, "right-horse-1-quiet-harbor");
     await signOut(page);
     const expected = [400, 400, 400, 429, 429, 429, 429, 429];
     expect(await burst(real)).toEqual(expected);
@@ -323,7 +323,7 @@ test.describe("no dead clicks before the WebAssembly runs", () => {
     });
     await page.goto("/login");
     await page.getByLabel("Email").fill(email);
-    await page.getByLabel("Password").fill("totp-pass-1");
+    await page.getByLabel("Password").fill("totp-pass-1-quiet-harbor");
     await page.getByRole("button", { name: "Sign in" }).click();
     await expect(page).toHaveURL(/\/login\/code\?flow=/);
     const button = page.getByRole("button", { name: "Get code from TOTP provider" });
@@ -338,7 +338,7 @@ test.describe("no dead clicks before the WebAssembly runs", () => {
   });
 
   test("the security setup buttons are disabled and say why until the app runs", async ({ page }) => {
-    await register(page, uniqueEmail("deadsetup"), "setup-pass-1");
+    await register(page, uniqueEmail("deadsetup"), "setup-pass-1-quiet-harbor");
     await page.route("**/pkg/*.wasm", (route) => route.abort());
     await page.goto("/settings/security");
     for (const name of ["Set up with TOTP provider", "Set up with an authenticator app"]) {

@@ -69,7 +69,7 @@ export const SANDBOX = `http://127.0.0.1:${process.env.STEPGATE_E2E_SANDBOX_PORT
 /** Registers a new account and turns TOTP on through the authenticator-app route. */
 export async function registerWithAppTotp(page: Page, tag: string): Promise<{ email: string; secret: string }> {
   const email = uniqueEmail(tag);
-  await register(page, email, "totp-pass-1");
+  await register(page, email, "totp-pass-1-quiet-harbor");
   await page.goto("/settings/security");
   await waitForHydration(page);
   await page.getByRole("button", { name: "Set up with an authenticator app" }).click();
@@ -88,7 +88,7 @@ export async function signOut(page: Page): Promise<void> {
 
 /** Email and password accepted: the code page is shown. */
 export async function passwordStep(page: Page, email: string): Promise<void> {
-  await signIn(page, email, "totp-pass-1");
+  await signIn(page, email, "totp-pass-1-quiet-harbor");
   await expect(page).toHaveURL(/\/login\/code\?flow=[0-9a-f]{32}$/);
   await expect(page.getByLabel("Verification code")).toBeVisible();
   await waitForHydration(page);
@@ -97,7 +97,7 @@ export async function passwordStep(page: Page, email: string): Promise<void> {
 /** Registers a new account and turns TOTP on through the provider popup; returns its email. */
 export async function enrollThroughProvider(page: Page): Promise<string> {
   const email = uniqueEmail("provider");
-  await register(page, email, "totp-pass-1");
+  await register(page, email, "totp-pass-1-quiet-harbor");
   await page.goto("/settings/security");
   await waitForHydration(page);
   await expect(page.getByText("Two-factor authentication is off.", { exact: false })).toBeVisible();

@@ -30,7 +30,7 @@ async function fault(page: Page, step: string, kind: string): Promise<void> {
 }
 
 test.beforeEach(async ({ page }) => {
-  await register(page, uniqueEmail("librus"), "librus-pass-1");
+  await register(page, uniqueEmail("librus"), "librus-pass-1-quiet-harbor");
 });
 
 test("connect Librus: the account is listed, and can be removed", async ({ page }) => {

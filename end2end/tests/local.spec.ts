@@ -6,12 +6,12 @@ import { DEMO, INVALID_AUTH, register, signIn, uniqueEmail, waitForHydration } f
 
 test("register, sign out, sign in: home shows the email", async ({ page }) => {
   const email = uniqueEmail("roundtrip");
-  await register(page, email, "correct-horse-1");
+  await register(page, email, "correct-horse-1-quiet-harbor");
 
   await page.getByRole("button", { name: "Sign out" }).click();
   await expect(page).toHaveURL(/\/login$/);
 
-  await signIn(page, email, "correct-horse-1");
+  await signIn(page, email, "correct-horse-1-quiet-harbor");
   await expect(page).toHaveURL(/\/$/);
   await expect(page.getByText(`Signed in as ${email}`)).toBeVisible();
 });
@@ -23,7 +23,7 @@ test("the demo account from the README signs in", async ({ page }) => {
 
 test("a wrong password shows the alert and keeps the email", async ({ page }) => {
   const email = uniqueEmail("wrongpw");
-  await register(page, email, "correct-horse-1");
+  await register(page, email, "correct-horse-1-quiet-harbor");
   await page.getByRole("button", { name: "Sign out" }).click();
   await expect(page).toHaveURL(/\/login$/);
   await waitForHydration(page);
@@ -36,7 +36,7 @@ test("a wrong password shows the alert and keeps the email", async ({ page }) =>
   await expect(page.getByLabel("Email")).toHaveValue(email);
 
   // Retrying with the right password works from the same form.
-  await page.getByLabel("Password").fill("correct-horse-1");
+  await page.getByLabel("Password").fill("correct-horse-1-quiet-harbor");
   await page.getByRole("button", { name: "Sign in" }).click();
   await expect(page.getByText(`Signed in as ${email}`)).toBeVisible();
 });
@@ -74,27 +74,51 @@ test("signed-out visitors are sent to /login", async ({ page }) => {
   await expect(page).toHaveURL(/\/login$/);
 });
 
+test("registration refuses a short or guessable password in words, keeping the email", async ({ page }) => {
+  const email = uniqueEmail("weak");
+  await page.goto("/register");
+  await page.getByLabel("Email").fill(email);
+  // Eleven characters: the browser's own minlength check stops the form; the server refuses too.
+  const short = await page.request.post("/api/register", {
+    form: { email, password: "Xq7#pL9!vR2", confirm_password: "Xq7#pL9!vR2" },
+    headers: { accept: "application/json" },
+  });
+  expect(short.status()).toBe(400);
+  expect((await short.json()).code).toBe("password_too_short");
+
+  await page.getByLabel("Password", { exact: true }).fill("password1234");
+  await page.getByLabel("Confirm password").fill("password1234");
+  await page.getByRole("button", { name: "Create account" }).click();
+  const alert = page.getByRole("alert");
+  await expect(alert).toContainText("This password is too easy to guess.");
+  // zxcvbn's advice is shown under our sentence.
+  await expect(alert).toContainText(/common|word/i);
+  await expect(page.getByLabel("Email")).toHaveValue(email);
+
+  await register(page, email, "password1234-quiet-harbor");
+});
+
 test("registration refuses mismatched passwords and an existing email", async ({ page }) => {
   const email = uniqueEmail("dupe");
   await page.goto("/register");
   await waitForHydration(page);
   await page.getByLabel("Email").fill(email);
-  await page.getByLabel("Password", { exact: true }).fill("password-one");
-  await page.getByLabel("Confirm password").fill("password-two");
+  await page.getByLabel("Password", { exact: true }).fill("password-one-quiet-harbor");
+  await page.getByLabel("Confirm password").fill("password-two-quiet-harbor");
   await page.getByRole("button", { name: "Create account" }).click();
   await expect(page.getByRole("alert")).toHaveText("The two passwords are not the same.");
   await expect(page.getByLabel("Email")).toHaveValue(email);
 
   // Nothing was written: the same email registers fine afterwards.
-  await register(page, email, "password-one");
+  await register(page, email, "password-one-quiet-harbor");
   await page.getByRole("button", { name: "Sign out" }).click();
   await expect(page).toHaveURL(/\/login$/);
 
   await page.goto("/register");
   await waitForHydration(page);
   await page.getByLabel("Email").fill(email.toUpperCase());
-  await page.getByLabel("Password", { exact: true }).fill("password-two");
-  await page.getByLabel("Confirm password").fill("password-two");
+  await page.getByLabel("Password", { exact: true }).fill("password-two-quiet-harbor");
+  await page.getByLabel("Confirm password").fill("password-two-quiet-harbor");
   await page.getByRole("button", { name: "Create account" }).click();
   await expect(page.getByRole("alert")).toHaveText("An account with this email already exists. Sign in instead.");
 });
@@ -110,7 +134,7 @@ test("the session cookie is HttpOnly, SameSite=Lax, renewed at sign-in and ended
   const homeWith = (value: string) =>
     api.get("/", { headers: { accept: "text/html", cookie: `stepgate_session=${value}` }, maxRedirects: 0 });
   const email = uniqueEmail("cookie");
-  await register(page, email, "cookie-pass-1");
+  await register(page, email, "cookie-pass-1-quiet-harbor");
   const first = (await context.cookies()).find((c) => c.name === "stepgate_session");
   expect(first).toBeDefined();
   expect(first!.httpOnly).toBe(true);
@@ -118,7 +142,7 @@ test("the session cookie is HttpOnly, SameSite=Lax, renewed at sign-in and ended
   expect(first!.value).toMatch(/^[0-9a-f]{64}$/);
 
   // Signing in again while signed in issues a new id and ends the old one.
-  await signIn(page, email, "cookie-pass-1");
+  await signIn(page, email, "cookie-pass-1-quiet-harbor");
   await expect(page.getByText(`Signed in as ${email}`)).toBeVisible();
   // The live cookie opens the home page (so the 302s below mean something).
   const live = (await context.cookies()).find((c) => c.name === "stepgate_session")!;
@@ -182,10 +206,10 @@ test.describe("without JavaScript", () => {
 
   test("registration, sign-out and sign-in work as plain form posts", async ({ page }) => {
     const email = uniqueEmail("nojs");
-    await register(page, email, "no-script-pass");
+    await register(page, email, "no-script-pass-quiet-harbor");
     await page.getByRole("button", { name: "Sign out" }).click();
     await expect(page).toHaveURL(/\/login$/);
-    await signIn(page, email, "no-script-pass");
+    await signIn(page, email, "no-script-pass-quiet-harbor");
     await expect(page).toHaveURL(/\/$/);
     await expect(page.getByText(`Signed in as ${email}`)).toBeVisible();
   });

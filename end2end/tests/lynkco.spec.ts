@@ -57,7 +57,7 @@ async function expectConnected(page: Page): Promise<void> {
 }
 
 test.beforeEach(async ({ page }) => {
-  await register(page, uniqueEmail("lynkco"), "lynkco-pass-1");
+  await register(page, uniqueEmail("lynkco"), "lynkco-pass-1-quiet-harbor");
 });
 
 test("connect Lynk & Co with the SMS code from the sandbox inbox", async ({ page }) => {
@@ -190,7 +190,7 @@ test("a server restart between the password and the code step does not lose the 
   const context = await browser.newContext({ baseURL: `http://127.0.0.1:${port}` });
   try {
     const page = await context.newPage();
-    await register(page, uniqueEmail("lynkco-restart"), "lynkco-pass-1");
+    await register(page, uniqueEmail("lynkco-restart"), "lynkco-pass-1-quiet-harbor");
     await openLynkco(page);
     await fillFirstForm(page);
     const sent = await toCodeStep(page);

@@ -85,7 +85,7 @@ test("a wrong code shows the alert, keeps the step, and a retry works; 2FA can b
   // Without 2FA the password alone signs in again.
   await signOut(page);
   await page.getByLabel("Email").fill(email);
-  await page.getByLabel("Password").fill("totp-pass-1");
+  await page.getByLabel("Password").fill("totp-pass-1-quiet-harbor");
   await page.getByRole("button", { name: "Sign in" }).click();
   await expect(page.getByText(`Signed in as ${email}`)).toBeVisible();
 });
@@ -195,7 +195,7 @@ test("the code step works without JavaScript", async ({ page, browser }) => {
   const noJs = await plain.newPage();
   await noJs.goto("/login");
   await noJs.getByLabel("Email").fill(email);
-  await noJs.getByLabel("Password").fill("totp-pass-1");
+  await noJs.getByLabel("Password").fill("totp-pass-1-quiet-harbor");
   await noJs.getByRole("button", { name: "Sign in" }).click();
   await expect(noJs).toHaveURL(/\/login\/code\?flow=/);
 

@@ -59,7 +59,7 @@ test("an account.connected delivery reaches the receiver with a valid signature 
   });
   const receiver = await startReceiver();
   try {
-    await register(page, uniqueEmail("webhooks"), "hook-pass-1");
+    await register(page, uniqueEmail("webhooks"), "hook-pass-1-quiet-harbor");
     await page.getByRole("link", { name: "Webhooks" }).click();
     await expect(page).toHaveURL(/\/settings\/webhooks$/);
     const secret = await saveUrl(page, receiver.url);
@@ -123,7 +123,7 @@ test("an account.connected delivery reaches the receiver with a valid signature 
 });
 
 test("a URL that is not http(s) is refused and a new save makes a new secret", async ({ page }) => {
-  await register(page, uniqueEmail("webhooks-url"), "hook-pass-1");
+  await register(page, uniqueEmail("webhooks-url"), "hook-pass-1-quiet-harbor");
   await page.goto("/settings/webhooks");
   const field = page.getByLabel("Webhook URL");
   // type=url lets the browser stop most bad URLs first; the server refuses them too.

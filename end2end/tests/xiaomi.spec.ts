@@ -25,7 +25,7 @@ async function latestCode(page: Page, account: string): Promise<string> {
 }
 
 test.beforeEach(async ({ page }) => {
-  await register(page, uniqueEmail("xiaomi"), "xiaomi-pass-1");
+  await register(page, uniqueEmail("xiaomi"), "xiaomi-pass-1-quiet-harbor");
 });
 
 test("connect Xiaomi without 2FA", async ({ page }) => {

@@ -78,7 +78,11 @@ async fn setup(data_dir: &str, keys: usize, out: &str) {
                     }
                     let email = format!("api-bench{i}@example.org");
                     let user = engine
-                        .register(&email, "bench-password", "bench-password")
+                        .register(
+                            &email,
+                            "bench-password-quiet-harbor",
+                            "bench-password-quiet-harbor",
+                        )
                         .await
                         .expect("registered")
                         .id;

@@ -1190,7 +1190,11 @@ async fn main() {
             tokio::spawn(async move {
                 let email = format!("bench{i}@example.org");
                 engine
-                    .register(&email, "bench-password", "bench-password")
+                    .register(
+                        &email,
+                        "bench-password-quiet-harbor",
+                        "bench-password-quiet-harbor",
+                    )
                     .await
                     .expect("registered")
                     .id

@@ -316,7 +316,11 @@ mod tests {
         // Another user's account cannot be signed in again through one's own id.
         let other = s
             .engine
-            .register("x@example.org", "password-2", "password-2")
+            .register(
+                "x@example.org",
+                "password-2-quiet-harbor",
+                "password-2-quiet-harbor",
+            )
             .await
             .unwrap();
         let foreign = s

@@ -283,7 +283,7 @@ mod tests {
 
     async fn user_with_accounts(engine: &Engine, email: &str, keys: &[&str]) -> (UserId, Vec<i64>) {
         let user = engine
-            .register(email, "password-1", "password-1")
+            .register(email, "password-1-quiet-harbor", "password-1-quiet-harbor")
             .await
             .unwrap();
         let mut ids = Vec::new();

@@ -274,7 +274,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (engine, clock) = engine_in(&dir).await;
         let user = engine
-            .register("s@example.org", "password-1", "password-1")
+            .register(
+                "s@example.org",
+                "password-1-quiet-harbor",
+                "password-1-quiet-harbor",
+            )
             .await
             .unwrap();
         let first = engine.open_session(user.id).await.unwrap();
@@ -304,7 +308,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (engine, _) = engine_in(&dir).await;
         let user = engine
-            .register("pool@example.org", "password-1", "password-1")
+            .register(
+                "pool@example.org",
+                "password-1-quiet-harbor",
+                "password-1-quiet-harbor",
+            )
             .await
             .unwrap();
         for _ in 0..5 {

@@ -23,6 +23,9 @@ pub enum ErrorCode {
     PasswordTooShort,
     #[error("password_mismatch")]
     PasswordMismatch,
+    /// A new password that `zxcvbn` scores as easy to guess (common, a pattern, the email).
+    #[error("password_too_weak")]
+    PasswordTooWeak,
     #[error("email_taken")]
     EmailTaken,
     #[error("not_signed_in")]
@@ -103,7 +106,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for the table test and for documentation.
-    pub const ALL: [ErrorCode; 38] = [
+    pub const ALL: [ErrorCode; 39] = [
         ErrorCode::InvalidAuth,
         ErrorCode::InvalidCode,
         ErrorCode::MissingFields,
@@ -111,6 +114,7 @@ impl ErrorCode {
         ErrorCode::FieldTooLong,
         ErrorCode::PasswordTooShort,
         ErrorCode::PasswordMismatch,
+        ErrorCode::PasswordTooWeak,
         ErrorCode::EmailTaken,
         ErrorCode::NotSignedIn,
         ErrorCode::CodeUsed,
@@ -152,7 +156,10 @@ impl ErrorCode {
             ErrorCode::MissingFields => "Please fill in every field.",
             ErrorCode::InvalidEmail => "That does not look like an email address.",
             ErrorCode::FieldTooLong => "One of the fields is too long (1 KiB at most).",
-            ErrorCode::PasswordTooShort => "Choose a password of at least 8 characters.",
+            ErrorCode::PasswordTooShort => "Choose a password of at least 12 characters.",
+            ErrorCode::PasswordTooWeak => {
+                "This password is too easy to guess. A few uncommon words together make a strong one."
+            }
             ErrorCode::PasswordMismatch => "The two passwords are not the same.",
             ErrorCode::EmailTaken => "An account with this email already exists. Sign in instead.",
             ErrorCode::NotSignedIn => "Please sign in first.",
@@ -226,8 +233,8 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             InvalidAuth | InvalidCode | MissingFields | InvalidEmail | FieldTooLong
-            | PasswordTooShort | PasswordMismatch | CodeUsed | InvalidVin | InvalidUrl
-            | InvalidRequest | EnrollmentCancelled | TwoFactorOff | CodeExpired => 400,
+            | PasswordTooShort | PasswordMismatch | PasswordTooWeak | CodeUsed | InvalidVin
+            | InvalidUrl | InvalidRequest | EnrollmentCancelled | TwoFactorOff | CodeExpired => 400,
             NotSignedIn | InvalidApiKey => 401,
             CaptchaRequired | AccountNotInScope => 403,
             NotFound => 404,
@@ -253,6 +260,7 @@ impl ErrorCode {
             ErrorCode::FieldTooLong => "field_too_long",
             ErrorCode::PasswordTooShort => "password_too_short",
             ErrorCode::PasswordMismatch => "password_mismatch",
+            ErrorCode::PasswordTooWeak => "password_too_weak",
             ErrorCode::EmailTaken => "email_taken",
             ErrorCode::NotSignedIn => "not_signed_in",
             ErrorCode::CodeUsed => "code_used",

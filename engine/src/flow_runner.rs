@@ -484,7 +484,11 @@ mod tests {
         let (engine, _) = engine_with(config).await;
         let engine = engine.with_provider(TwoStep);
         let user = engine
-            .register("owner@example.org", "password-1", "password-1")
+            .register(
+                "owner@example.org",
+                "password-1-quiet-harbor",
+                "password-1-quiet-harbor",
+            )
             .await
             .unwrap();
         (engine, user.id)

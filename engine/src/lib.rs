@@ -40,6 +40,8 @@ mod local_accounts;
 #[cfg(feature = "server")]
 pub mod password;
 #[cfg(feature = "server")]
+pub mod password_policy;
+#[cfg(feature = "server")]
 pub mod providers;
 #[cfg(feature = "server")]
 mod redis_counters;

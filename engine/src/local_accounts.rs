@@ -12,8 +12,6 @@ use crate::sign_in_throttle::SignInAttempt;
 use crate::users::User;
 use crate::ErrorCode;
 
-pub const MIN_PASSWORD_CHARS: usize = 8;
-
 /// Why a sign-in was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SignInRefusal {
@@ -54,9 +52,10 @@ impl Engine {
             }
         }
         let email = Email::parse(email)?;
-        if password.chars().count() < MIN_PASSWORD_CHARS {
-            return Err(ErrorCode::PasswordTooShort);
-        }
+        crate::password_policy::check(
+            password,
+            &crate::password_policy::email_words(email.as_str()),
+        )?;
         if password != confirm {
             return Err(ErrorCode::PasswordMismatch);
         }
@@ -187,12 +186,17 @@ mod tests {
         let (engine, _) = engine_in(&dir).await;
         let long = "x".repeat(MAX_FIELD_BYTES + 1);
         let cases = [
-            ("", "password-1", "password-1", ErrorCode::MissingFields),
+            (
+                "",
+                "password-1-quiet-harbor",
+                "password-1-quiet-harbor",
+                ErrorCode::MissingFields,
+            ),
             ("a@example.org", "", "", ErrorCode::MissingFields),
             (
                 "not-an-email",
-                "password-1",
-                "password-1",
+                "password-1-quiet-harbor",
+                "password-1-quiet-harbor",
                 ErrorCode::InvalidEmail,
             ),
             (
@@ -203,8 +207,14 @@ mod tests {
             ),
             (
                 "a@example.org",
-                "password-1",
-                "password-2",
+                "password1234",
+                "password1234",
+                ErrorCode::PasswordTooWeak,
+            ),
+            (
+                "a@example.org",
+                "password-1-quiet-harbor",
+                "password-2-quiet-harbor",
                 ErrorCode::PasswordMismatch,
             ),
             ("a@example.org", &long, &long, ErrorCode::FieldTooLong),
@@ -219,12 +229,20 @@ mod tests {
         assert_eq!(user_count(&engine).await, 0);
 
         engine
-            .register("a@example.org", "password-1", "password-1")
+            .register(
+                "a@example.org",
+                "password-1-quiet-harbor",
+                "password-1-quiet-harbor",
+            )
             .await
             .unwrap();
         assert_eq!(
             engine
-                .register("A@example.org", "password-9", "password-9")
+                .register(
+                    "A@example.org",
+                    "password-9-quiet-harbor",
+                    "password-9-quiet-harbor"
+                )
                 .await,
             Err(ErrorCode::EmailTaken)
         );
@@ -271,7 +289,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (engine, clock) = engine_in(&dir).await;
         engine
-            .register("t@example.org", "password-1", "password-1")
+            .register(
+                "t@example.org",
+                "password-1-quiet-harbor",
+                "password-1-quiet-harbor",
+            )
             .await
             .unwrap();
         for _ in 0..2 {
@@ -286,7 +308,13 @@ mod tests {
             WRONG
         );
         assert_eq!(
-            try_password(&engine, "t@example.org", "password-1", "192.0.2.1").await,
+            try_password(
+                &engine,
+                "t@example.org",
+                "password-1-quiet-harbor",
+                "192.0.2.1"
+            )
+            .await,
             Err(SignInRefusal::Throttled { retry_after: 1 }),
             "even the right password waits: the wait must not tell which one is right"
         );
@@ -306,11 +334,14 @@ mod tests {
         );
         clock.advance(2);
         // The owner, after the wait: signed in, and the account starts over.
-        assert!(
-            try_password(&engine, "t@example.org", "password-1", "192.0.2.1")
-                .await
-                .is_ok()
-        );
+        assert!(try_password(
+            &engine,
+            "t@example.org",
+            "password-1-quiet-harbor",
+            "192.0.2.1"
+        )
+        .await
+        .is_ok());
         for _ in 0..3 {
             assert_eq!(
                 try_password(&engine, "t@example.org", "nope-nope", "192.0.2.1").await,
@@ -324,7 +355,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (engine, clock) = engine_in(&dir).await;
         engine
-            .register("real@example.org", "password-1", "password-1")
+            .register(
+                "real@example.org",
+                "password-1-quiet-harbor",
+                "password-1-quiet-harbor",
+            )
             .await
             .unwrap();
         let mut answers = Vec::new();
@@ -469,21 +504,37 @@ mod tests {
         config.hash_queue_wait = std::time::Duration::from_millis(20);
         let (engine, _) = crate::test_support::engine_with(config).await;
         engine
-            .register("busy@example.org", "password-1", "password-1")
+            .register(
+                "busy@example.org",
+                "password-1-quiet-harbor",
+                "password-1-quiet-harbor",
+            )
             .await
             .unwrap();
         {
             let _every_slot = engine.hasher.occupy_all().await;
             for _ in 0..6 {
                 assert_eq!(
-                    try_password(&engine, "busy@example.org", "password-1", "192.0.2.9").await,
+                    try_password(
+                        &engine,
+                        "busy@example.org",
+                        "password-1-quiet-harbor",
+                        "192.0.2.9"
+                    )
+                    .await,
                     Err(SignInRefusal::Code(ErrorCode::ServerBusy))
                 );
             }
         }
         // Six claims not given back would make this wait (three are free, then 1 s doubling).
         assert_eq!(
-            try_password(&engine, "busy@example.org", "password-1", "192.0.2.9").await,
+            try_password(
+                &engine,
+                "busy@example.org",
+                "password-1-quiet-harbor",
+                "192.0.2.9"
+            )
+            .await,
             Ok(())
         );
     }

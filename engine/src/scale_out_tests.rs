@@ -37,7 +37,10 @@ async fn a_sign_in_with_totp_started_on_one_instance_finishes_on_the_other() {
     let dir = tempfile::tempdir().unwrap();
     let [(a, clock_a), (b, clock_b)] = two_instances(&dir).await;
     let (user, secret) = user_with_totp(&a, "two@example.org").await;
-    let credentials = input(&[("email", "two@example.org"), ("password", "password-1")]);
+    let credentials = input(&[
+        ("email", "two@example.org"),
+        ("password", "password-1-quiet-harbor"),
+    ]);
     let view = next(
         start(&a, "local", Some("o".into()), &credentials).await,
         "the password",
@@ -257,7 +260,10 @@ async fn one_totp_code_sent_to_both_instances_at_once_signs_in_once() {
     let dir = tempfile::tempdir().unwrap();
     let [(a, clock_a), (b, clock_b)] = two_instances(&dir).await;
     let (user, secret) = user_with_totp(&a, "race@example.org").await;
-    let credentials = input(&[("email", "race@example.org"), ("password", "password-1")]);
+    let credentials = input(&[
+        ("email", "race@example.org"),
+        ("password", "password-1-quiet-harbor"),
+    ]);
     let view = next(
         start(&a, "local", Some("o".into()), &credentials).await,
         "the password",
@@ -359,9 +365,13 @@ const WRONG: Result<(), SignInRefusal> = Err(SignInRefusal::Code(ErrorCode::Inva
 async fn failed_passwords_on_one_instance_throttle_the_account_on_the_other() {
     let dir = tempfile::tempdir().unwrap();
     let [(a, clock_a), (b, clock_b)] = two_instances(&dir).await;
-    a.register("t@example.org", "password-1", "password-1")
-        .await
-        .unwrap();
+    a.register(
+        "t@example.org",
+        "password-1-quiet-harbor",
+        "password-1-quiet-harbor",
+    )
+    .await
+    .unwrap();
     let address: Option<std::net::IpAddr> = Some("192.0.2.1".parse().unwrap());
     let try_on = |engine: &Engine, password: &'static str| {
         let engine = engine.clone();
@@ -379,14 +389,14 @@ async fn failed_passwords_on_one_instance_throttle_the_account_on_the_other() {
     // ...which holds on either, even for the right password.
     for engine in [&a, &b] {
         assert_eq!(
-            try_on(engine, "password-1").await,
+            try_on(engine, "password-1-quiet-harbor").await,
             Err(SignInRefusal::Throttled { retry_after: 1 })
         );
     }
     clock_a.advance(1);
     clock_b.advance(1);
     // The owner signs in on B after the wait; the account starts over on A as well.
-    assert!(try_on(&b, "password-1").await.is_ok());
+    assert!(try_on(&b, "password-1-quiet-harbor").await.is_ok());
     for _ in 0..3 {
         assert_eq!(try_on(&a, "nope-nope").await, WRONG);
     }

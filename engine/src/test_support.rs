@@ -120,7 +120,11 @@ pub(crate) fn input(pairs: &[(&str, &str)]) -> Input {
 /// Registers the user who owns the accounts in a test: `owner@example.org`.
 pub(crate) async fn register_owner(engine: &Engine) -> UserId {
     engine
-        .register("owner@example.org", "password-1", "password-1")
+        .register(
+            "owner@example.org",
+            "password-1-quiet-harbor",
+            "password-1-quiet-harbor",
+        )
         .await
         .unwrap()
         .id
@@ -130,7 +134,7 @@ pub(crate) async fn register_owner(engine: &Engine) -> UserId {
 /// secret, so tests can compute codes.
 pub(crate) async fn user_with_totp(engine: &Engine, email: &str) -> (User, Vec<u8>) {
     let user = engine
-        .register(email, "password-1", "password-1")
+        .register(email, "password-1-quiet-harbor", "password-1-quiet-harbor")
         .await
         .unwrap();
     let tf = engine.two_factor();

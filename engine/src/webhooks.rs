@@ -579,7 +579,7 @@ mod tests {
 
     async fn user(engine: &Engine, email: &str) -> UserId {
         engine
-            .register(email, "password-1", "password-1")
+            .register(email, "password-1-quiet-harbor", "password-1-quiet-harbor")
             .await
             .unwrap()
             .id

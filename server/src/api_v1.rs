@@ -415,7 +415,11 @@ mod tests {
         config.redis_prefix = format!("test:{}:", engine::flow::FlowId::random());
         let engine = Engine::open(config).await.unwrap();
         let user = engine
-            .register("api@example.org", "password-1", "password-1")
+            .register(
+                "api@example.org",
+                "password-1-quiet-harbor",
+                "password-1-quiet-harbor",
+            )
             .await
             .unwrap();
         let account = engine

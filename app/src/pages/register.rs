@@ -19,13 +19,13 @@ pub fn RegisterPage() -> impl IntoView {
             <ActionForm action=register>
                 <ErrorBanner error/>
                 <Field label="Email" name="email" kind="email" autocomplete="username" value=email.unwrap_or_default()/>
-                <Field label="Password" name="password" kind="password" autocomplete="new-password" minlength=8/>
+                <Field label="Password" name="password" kind="password" autocomplete="new-password" minlength=12/>
                 <Field
                     label="Confirm password"
                     name="confirm_password"
                     kind="password"
                     autocomplete="new-password"
-                    minlength=8
+                    minlength=12
                 />
                 <button type="submit" data-busy="Creating account…">"Create account"</button>
             </ActionForm>

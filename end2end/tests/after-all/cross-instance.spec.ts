@@ -57,7 +57,7 @@ test("a TOTP sign-in started on instance 1 finishes on instance 2", async ({ pag
 
 test("a Xiaomi connect flow with 2FA takes its steps on alternate instances", async ({ page, context }) => {
   const account = "demo-2fa@xiaomi.test";
-  await register(page, uniqueEmail("cross-xiaomi"), "xiaomi-pass-1");
+  await register(page, uniqueEmail("cross-xiaomi"), "xiaomi-pass-1-quiet-harbor");
   const served = postsServed(page);
 
   await pin(context, 1);

@@ -179,7 +179,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (engine, clock) = engine_in(&dir).await;
         let (user, secret) = user_with_totp(&engine, "two@example.org").await;
-        let credentials = input(&[("email", "two@example.org"), ("password", "password-1")]);
+        let credentials = input(&[
+            ("email", "two@example.org"),
+            ("password", "password-1-quiet-harbor"),
+        ]);
         let Ok(Progress::Next(view)) =
             start(&engine, "local", Some("o".into()), &credentials).await
         else {
@@ -220,7 +223,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (engine, clock) = engine_in(&dir).await;
         let (_, secret) = user_with_totp(&engine, "five@example.org").await;
-        let credentials = input(&[("email", "five@example.org"), ("password", "password-1")]);
+        let credentials = input(&[
+            ("email", "five@example.org"),
+            ("password", "password-1-quiet-harbor"),
+        ]);
         let Ok(Progress::Next(view)) =
             start(&engine, "local", Some("o".into()), &credentials).await
         else {
@@ -264,7 +270,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (engine, _) = engine_in(&dir).await;
         let (_, secret) = user_with_totp(&engine, "back@example.org").await;
-        let credentials = input(&[("email", "back@example.org"), ("password", "password-1")]);
+        let credentials = input(&[
+            ("email", "back@example.org"),
+            ("password", "password-1-quiet-harbor"),
+        ]);
         for _ in 0..FREE_FAILURES {
             let Ok(Progress::Next(view)) =
                 start(&engine, "local", Some("o".into()), &credentials).await

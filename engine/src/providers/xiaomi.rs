@@ -1297,7 +1297,11 @@ mod tests {
         // The same URL again, in a new flow (another user of ours), is refused cleanly.
         let other = s
             .engine
-            .register("second@example.org", "password-2", "password-2")
+            .register(
+                "second@example.org",
+                "password-2-quiet-harbor",
+                "password-2-quiet-harbor",
+            )
             .await
             .unwrap()
             .id;

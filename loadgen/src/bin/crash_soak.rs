@@ -31,7 +31,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use tokio::sync::Mutex;
 
-const PASSWORD: &str = "soak-password-1";
+const PASSWORD: &str = "soak-password-1-quiet-harbor";
 const LYNKCO_EMAIL: &str = "demo@lynkco.test";
 
 struct Args {

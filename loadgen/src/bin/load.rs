@@ -29,7 +29,7 @@ use loadgen::{
     Latencies, Mode, Rig,
 };
 
-const PASSWORD: &str = "load-password-1";
+const PASSWORD: &str = "load-password-1-quiet-harbor";
 
 struct Args {
     mode: Mode,
