@@ -5,7 +5,7 @@ export function uniqueEmail(tag: string): string {
   return `${tag}-${Date.now()}-${Math.floor(Math.random() * 1e9)}@example.org`;
 }
 
-export const DEMO = { email: "demo@stepgate.test", password: "stepgate-demo" };
+export const DEMO = { email: "demo@stepgate.test", password: "quiet-lantern-ferry" };
 
 /** The one sentence the server shows for a wrong password and for an unknown user. */
 export const INVALID_AUTH = "The email or password is not right.";

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use engine::secrets::SecretKey;
 
 pub const DEMO_EMAIL: &str = "demo@stepgate.test";
-pub const DEMO_PASSWORD: &str = "stepgate-demo";
+pub const DEMO_PASSWORD: &str = "quiet-lantern-ferry";
 /// The service name Stepgate's seeds carry at the TOTP provider and in authenticator apps.
 pub const TOTP_ISSUER: &str = "Stepgate";
 
