@@ -219,10 +219,7 @@ pub async fn register(
             .map_err(|code| AppError {
                 // zxcvbn's own advice says what makes this password guessable.
                 detail: (code == engine::ErrorCode::PasswordTooWeak)
-                    .then(|| {
-                        let words = engine::password_policy::email_words(&email);
-                        engine::password_policy::feedback(&password, &words)
-                    })
+                    .then(|| engine::password_policy::advice_for(&email, &password))
                     .flatten(),
                 ..code.into()
             })?;

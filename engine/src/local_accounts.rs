@@ -52,10 +52,7 @@ impl Engine {
             }
         }
         let email = Email::parse(email)?;
-        crate::password_policy::check(
-            password,
-            &crate::password_policy::email_words(email.as_str()),
-        )?;
+        crate::password_policy::check_for(email.as_str(), password)?;
         if password != confirm {
             return Err(ErrorCode::PasswordMismatch);
         }

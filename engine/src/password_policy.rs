@@ -9,7 +9,19 @@ pub const MIN_PASSWORD_CHARS: usize = 12;
 /// The lowest `zxcvbn` score accepted (3: more than 10^8 guesses, "safely unguessable").
 pub const MIN_SCORE: u8 = 3;
 
-/// Checks a new password; `user_inputs` are words the password should not lean on (the email).
+/// Checks a new password for the account `email` (its words are what the password should not
+/// lean on): the one judgement that registering (and any password change) makes.
+pub fn check_for(email: &str, password: &str) -> Result<(), ErrorCode> {
+    check(password, &email_words(email))
+}
+
+/// zxcvbn's advice for a password that [`check_for`] refused as too weak, judged on the same
+/// words.
+pub fn advice_for(email: &str, password: &str) -> Option<String> {
+    feedback(password, &email_words(email))
+}
+
+/// Checks a new password; `user_inputs` are words the password should not lean on.
 pub fn check(password: &str, user_inputs: &[&str]) -> Result<(), ErrorCode> {
     if password.chars().count() < MIN_PASSWORD_CHARS {
         return Err(ErrorCode::PasswordTooShort);
