@@ -234,7 +234,8 @@ impl ApiKeyStore {
     pub async fn authenticate(&self, key: &str) -> Result<ApiCaller, ErrorCode> {
         let (id, secret) = parse_key(key).ok_or(ErrorCode::InvalidApiKey)?;
         let row =
-            sqlx::query("SELECT user_id, secret_hash, last_used_at FROM api_keys WHERE id = $1")
+            // A disabled account's keys are refused at once (admin.rs).
+            sqlx::query("SELECT k.user_id, k.secret_hash, k.last_used_at FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.id = $1 AND u.disabled_at IS NULL")
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await

@@ -100,13 +100,38 @@ pub enum ErrorCode {
     /// An API key asked for an account it was not given.
     #[error("account_not_in_scope")]
     AccountNotInScope,
+    /// `STEPGATE_REGISTRATION=closed`: nobody may register.
+    #[error("registration_closed")]
+    RegistrationClosed,
+    /// Invite-only registration without an invite.
+    #[error("invite_required")]
+    InviteRequired,
+    /// An invite token that no admin made (or mistyped).
+    #[error("invite_invalid")]
+    InviteInvalid,
+    #[error("invite_used")]
+    InviteUsed,
+    #[error("invite_expired")]
+    InviteExpired,
+    /// Too many registrations from one client address (each costs a password hash).
+    #[error("registration_throttled")]
+    RegistrationThrottled,
+    /// An admin disabled the account: it may not sign in.
+    #[error("account_disabled")]
+    AccountDisabled,
+    /// An admin page or act asked for by someone who is not an admin.
+    #[error("admin_only")]
+    AdminOnly,
+    /// An admin tried to disable their own account (nobody would be left to enable it).
+    #[error("cannot_disable_self")]
+    CannotDisableSelf,
     #[error("unknown")]
     Unknown,
 }
 
 impl ErrorCode {
     /// Every code, for the table test and for documentation.
-    pub const ALL: [ErrorCode; 39] = [
+    pub const ALL: [ErrorCode; 48] = [
         ErrorCode::InvalidAuth,
         ErrorCode::InvalidCode,
         ErrorCode::MissingFields,
@@ -145,6 +170,15 @@ impl ErrorCode {
         ErrorCode::NeedsSignIn,
         ErrorCode::InvalidApiKey,
         ErrorCode::AccountNotInScope,
+        ErrorCode::RegistrationClosed,
+        ErrorCode::InviteRequired,
+        ErrorCode::InviteInvalid,
+        ErrorCode::InviteUsed,
+        ErrorCode::InviteExpired,
+        ErrorCode::RegistrationThrottled,
+        ErrorCode::AccountDisabled,
+        ErrorCode::AdminOnly,
+        ErrorCode::CannotDisableSelf,
         ErrorCode::Unknown,
     ];
 
@@ -211,6 +245,31 @@ impl ErrorCode {
             ErrorCode::WrongAccount => {
                 "You signed in to a different account than the one you are signing in again. Use the same account, or connect the other one as a new account."
             }
+            ErrorCode::RegistrationClosed => {
+                "This Stepgate does not take new accounts. Ask its admin if you need one."
+            }
+            ErrorCode::InviteRequired => {
+                "This Stepgate takes new accounts by invite only. Ask its admin for an invite link."
+            }
+            ErrorCode::InviteInvalid => {
+                "This invite link is not valid. Check that you copied all of it, or ask the admin for a new one."
+            }
+            ErrorCode::InviteUsed => {
+                "This invite link was used already: each works once. Ask the admin for a new one."
+            }
+            ErrorCode::InviteExpired => {
+                "This invite link has expired (invites last 7 days). Ask the admin for a new one."
+            }
+            ErrorCode::RegistrationThrottled => {
+                "Too many new accounts from your network. Please wait a moment, then try again."
+            }
+            ErrorCode::AccountDisabled => {
+                "This account is disabled by an admin of this Stepgate. Ask them to enable it again."
+            }
+            ErrorCode::AdminOnly => "Only an admin of this Stepgate may do that.",
+            ErrorCode::CannotDisableSelf => {
+                "You cannot disable your own account: nobody would be left to enable it."
+            }
             ErrorCode::Unknown => "Something went wrong on our side. Please try again.",
         }
     }
@@ -218,7 +277,7 @@ impl ErrorCode {
     /// The sentence for this code when the server said how long to wait (`Retry-After`).
     pub fn message_with_wait(self, seconds: u32) -> String {
         match self {
-            ErrorCode::SignInThrottled => {
+            ErrorCode::SignInThrottled | ErrorCode::RegistrationThrottled => {
                 let unit = if seconds == 1 { "second" } else { "seconds" };
                 let first = self.message().split(". ").next().unwrap_or_default();
                 format!("{first}. Try again in {seconds} {unit}.")
@@ -246,6 +305,12 @@ impl ErrorCode {
             CannotConnect | TokenError | ServerUnreachable => 502,
             ServerBusy | ServiceUnavailable => 503,
             Timeout => 504,
+            RegistrationClosed | InviteRequired | InviteInvalid | AccountDisabled | AdminOnly => {
+                403
+            }
+            InviteUsed | InviteExpired => 410,
+            RegistrationThrottled => 429,
+            CannotDisableSelf => 409,
             Unknown => 500,
         }
     }
@@ -291,6 +356,15 @@ impl ErrorCode {
             ErrorCode::NeedsSignIn => "needs_sign_in",
             ErrorCode::InvalidApiKey => "invalid_api_key",
             ErrorCode::AccountNotInScope => "account_not_in_scope",
+            ErrorCode::RegistrationClosed => "registration_closed",
+            ErrorCode::InviteRequired => "invite_required",
+            ErrorCode::InviteInvalid => "invite_invalid",
+            ErrorCode::InviteUsed => "invite_used",
+            ErrorCode::InviteExpired => "invite_expired",
+            ErrorCode::RegistrationThrottled => "registration_throttled",
+            ErrorCode::AccountDisabled => "account_disabled",
+            ErrorCode::AdminOnly => "admin_only",
+            ErrorCode::CannotDisableSelf => "cannot_disable_self",
             ErrorCode::Unknown => "unknown",
         }
     }

@@ -291,6 +291,8 @@ impl Engine {
             }
             None => self.sessions.create(user_id, now).await?,
         };
+        // A disabled account's password may be right; it is refused all the same (admin.rs).
+        self.admit_signed_in(user_id, &session).await?;
         Ok(Progress::Done(Completion::SignedIn { user_id, session }))
     }
 

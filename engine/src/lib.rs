@@ -14,6 +14,8 @@ mod account_health;
 #[cfg(feature = "server")]
 pub mod accounts;
 #[cfg(feature = "server")]
+pub mod admin;
+#[cfg(feature = "server")]
 pub mod api_keys;
 #[cfg(feature = "server")]
 mod api_rate;
@@ -36,6 +38,8 @@ pub mod flow;
 #[cfg(feature = "server")]
 mod flow_runner;
 #[cfg(feature = "server")]
+pub mod invites;
+#[cfg(feature = "server")]
 mod local_accounts;
 #[cfg(feature = "server")]
 pub mod password;
@@ -47,6 +51,8 @@ pub mod providers;
 mod redis_counters;
 #[cfg(feature = "server")]
 pub mod redis_store;
+#[cfg(feature = "server")]
+pub mod registration;
 #[cfg(all(test, feature = "server"))]
 mod scale_out_tests;
 #[cfg(feature = "server")]

@@ -35,27 +35,39 @@ impl From<StepError> for SignInRefusal {
     }
 }
 
+/// The checks every new account's fields pass, before anything is looked up or hashed.
+pub(crate) fn new_account_fields(
+    email: &str,
+    password: &str,
+    confirm: &str,
+) -> Result<Email, ErrorCode> {
+    for field in [email, password, confirm] {
+        if field.trim().is_empty() {
+            return Err(ErrorCode::MissingFields);
+        }
+        if field.len() > MAX_FIELD_BYTES {
+            return Err(ErrorCode::FieldTooLong);
+        }
+    }
+    let email = Email::parse(email)?;
+    crate::password_policy::check_for(email.as_str(), password)?;
+    if password != confirm {
+        return Err(ErrorCode::PasswordMismatch);
+    }
+    Ok(email)
+}
+
 impl Engine {
-    /// Creates a local account. Nothing is written unless every check passes.
+    /// Creates a local account outside the registration rules: never the admin, no invite, no
+    /// throttle (the demo account, and tests). The sign-up page registers through
+    /// [`Engine::sign_up`]. Nothing is written unless every check passes.
     pub async fn register(
         &self,
         email: &str,
         password: &str,
         confirm: &str,
     ) -> Result<User, ErrorCode> {
-        for field in [email, password, confirm] {
-            if field.trim().is_empty() {
-                return Err(ErrorCode::MissingFields);
-            }
-            if field.len() > MAX_FIELD_BYTES {
-                return Err(ErrorCode::FieldTooLong);
-            }
-        }
-        let email = Email::parse(email)?;
-        crate::password_policy::check_for(email.as_str(), password)?;
-        if password != confirm {
-            return Err(ErrorCode::PasswordMismatch);
-        }
+        let email = new_account_fields(email, password, confirm)?;
         if self.users.find_by_email(&email).await?.is_some() {
             return Err(ErrorCode::EmailTaken);
         }

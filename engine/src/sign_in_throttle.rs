@@ -73,6 +73,17 @@ pub const ADDRESS_RULE: ThrottleRule = ThrottleRule {
     window: 3600,
 };
 
+/// Registrations from one client address. Each costs a password hash and (when open) makes an
+/// account, so every one counts, not only refused ones: ten at once, then 1 s doubling to a
+/// minute between two, 50 per hour.
+pub const REGISTRATION_RULE: ThrottleRule = ThrottleRule {
+    free_failures: 10,
+    first_wait: 1,
+    max_wait: 60,
+    max_failures_per_window: 50,
+    window: 3600,
+};
+
 /// A try refused before its password was checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Throttled {
@@ -84,6 +95,8 @@ pub struct Throttled {
 enum Scope {
     Account,
     Address,
+    /// Registrations per client address ([`SignInThrottle::claim_registration`]).
+    Registration,
 }
 
 impl Scope {
@@ -91,6 +104,7 @@ impl Scope {
         match self {
             Scope::Account => "account",
             Scope::Address => "address",
+            Scope::Registration => "registration",
         }
     }
 }
@@ -148,6 +162,7 @@ pub struct SignInThrottle {
     redis: Option<Redis>,
     account_rule: ThrottleRule,
     address_rule: ThrottleRule,
+    registration_rule: ThrottleRule,
 }
 
 fn redis_error(e: redis::RedisError) -> ErrorCode {
@@ -174,6 +189,7 @@ impl SignInThrottle {
             redis: None,
             account_rule,
             address_rule,
+            registration_rule: REGISTRATION_RULE,
         }
     }
 
@@ -192,6 +208,7 @@ impl SignInThrottle {
         match scope {
             Scope::Account => self.account_rule,
             Scope::Address => self.address_rule,
+            Scope::Registration => self.registration_rule,
         }
     }
 
@@ -409,12 +426,70 @@ impl SignInThrottle {
         Ok(())
     }
 
+    /// Claims one registration from `address` (claimed before its password is hashed, by the
+    /// same compare-and-set or Redis script as a sign-in): `Err(Throttled)` when the address
+    /// must wait. It stays counted when it succeeds.
+    pub async fn claim_registration(
+        &self,
+        address: IpAddr,
+        now: i64,
+    ) -> Result<Result<(), Throttled>, ErrorCode> {
+        let key = address_key(address);
+        if let Some(redis) = &self.redis {
+            let keys = [(
+                Self::redis_key(redis, Scope::Registration, &key),
+                self.registration_rule,
+            )];
+            let wait = throttle_claim(redis, &keys, now)
+                .await
+                .map_err(redis_error)?;
+            return Ok(wait.map_or(Ok(()), |wait| {
+                Err(Throttled {
+                    retry_after: wait.max(1),
+                })
+            }));
+        }
+        self.claim_key(Scope::Registration, &key, now).await
+    }
+
+    /// A registration was claimed but its password never hashed (the hasher was busy): the
+    /// address gets it back, as [`SignInThrottle::not_checked`] does for a sign-in.
+    pub async fn registration_not_checked(
+        &self,
+        address: IpAddr,
+        now: i64,
+    ) -> Result<(), ErrorCode> {
+        let key = address_key(address);
+        if let Some(redis) = &self.redis {
+            let key = Self::redis_key(redis, Scope::Registration, &key);
+            return throttle_give_back(redis, &[key], now)
+                .await
+                .map_err(redis_error);
+        }
+        sqlx::query(
+            "UPDATE sign_in_throttle SET failures = CASE WHEN failures > 0 THEN failures - 1 ELSE 0 END,
+                 next_try_at = CASE WHEN next_try_at < $1 THEN next_try_at ELSE $1 END
+             WHERE scope = $2 AND key = $3",
+        )
+        .bind(now)
+        .bind(Scope::Registration.as_str())
+        .bind(&key)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
     /// Drops counters whose window has long ended (in Redis they expire by themselves).
     pub async fn purge_expired(&self, now: i64) -> Result<u64, ErrorCode> {
         if self.redis.is_some() {
             return Ok(0);
         }
-        let oldest = self.account_rule.window.max(self.address_rule.window);
+        let oldest = self
+            .account_rule
+            .window
+            .max(self.address_rule.window)
+            .max(self.registration_rule.window);
         let done = sqlx::query("DELETE FROM sign_in_throttle WHERE window_start + $1 <= $2")
             .bind(oldest)
             .bind(now)
