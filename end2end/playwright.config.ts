@@ -58,6 +58,8 @@ if (scaledOut && !process.env.STEPGATE_E2E_KEY) {
 const serverEnv = {
   LEPTOS_SITE_ROOT: path.join(root, "target", "site"),
   STEPGATE_DEMO: "1",
+  // Every spec registers its own users; the invite-only default has its own server (admin.spec.ts).
+  STEPGATE_REGISTRATION: "open",
   STEPGATE_TOTP_PROVIDER_URL: sandboxOrigin,
   STEPGATE_PUBLIC_URL: appOrigin,
   // As behind a proxy: tests that exercise throttling each send their own X-Forwarded-For.

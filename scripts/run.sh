@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds Stepgate (release, wasm-opt'd) and runs it at http://127.0.0.1:3000 with an embedded
 # SQLite database in ./data, a demo account, and the simulated providers (the sandbox) at
-# http://127.0.0.1:3100. Ctrl-C stops both.
+# http://127.0.0.1:3100. Ctrl-C stops both. For trying Stepgate out: the demo account's password
+# is published and anyone who reaches the port may register (STEPGATE_REGISTRATION=open).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -16,6 +17,9 @@ export STEPGATE_DATA="${STEPGATE_DATA:-./data}"
 export STEPGATE_SANDBOX_ADDR="${STEPGATE_SANDBOX_ADDR:-127.0.0.1:3100}"
 export STEPGATE_TOTP_PROVIDER_URL="${STEPGATE_TOTP_PROVIDER_URL:-http://$STEPGATE_SANDBOX_ADDR}"
 export STEPGATE_APP_ORIGIN="${STEPGATE_APP_ORIGIN:-http://$LEPTOS_SITE_ADDR}"
+# The demo account (never an admin: the first account you register is) and open registration.
+export STEPGATE_DEMO="${STEPGATE_DEMO:-1}"
+export STEPGATE_REGISTRATION="${STEPGATE_REGISTRATION:-open}"
 mkdir -p "$STEPGATE_DATA"
 export STEPGATE_SANDBOX_SEEDS="${STEPGATE_SANDBOX_SEEDS:-$STEPGATE_DATA/sandbox-seeds.json}"
 # The simulated Librus and Xiaomi hosts (the sandbox), and Stepgate pointed at them.

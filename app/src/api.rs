@@ -202,19 +202,53 @@ pub async fn verify_code(flow_id: String, code: String) -> Result<(), AppError> 
     }
 }
 
-/// Creates an account, signs it in and goes home.
+/// What the sign-up page must say before anything is typed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignUpRules {
+    /// No admin yet: the next account is the admin, whatever the mode.
+    pub first_account: bool,
+    pub needs_invite: bool,
+    pub closed: bool,
+}
+
+/// The registration rules right now (`STEPGATE_REGISTRATION`, and whether an admin exists).
+#[server(prefix = "/api", endpoint = "registration_rules")]
+pub async fn registration_rules() -> Result<SignUpRules, AppError> {
+    use crate::session::{engine, settings};
+    use engine::registration::RegistrationMode;
+
+    let mode = settings()?.registration;
+    let has_admin = engine()?.has_admin().await?;
+    Ok(SignUpRules {
+        first_account: !has_admin,
+        needs_invite: has_admin && mode == RegistrationMode::Invite,
+        closed: has_admin && mode == RegistrationMode::Closed,
+    })
+}
+
+/// Creates an account by `STEPGATE_REGISTRATION`'s rules (with the invite link's token, when
+/// invite-only), signs it in and goes home.
 #[server(prefix = "/api", endpoint = "register")]
 pub async fn register(
     email: String,
     password: String,
     confirm_password: String,
+    invite: Option<String>,
 ) -> Result<(), AppError> {
-    use crate::session::engine;
+    use crate::session::{client_address, engine, settings};
+    use engine::registration::SignUp;
 
     let result = async {
         let engine = engine()?;
-        let user = engine
-            .register(&email, &password, &confirm_password)
+        let signed_up = engine
+            .sign_up(SignUp {
+                mode: settings()?.registration,
+                email: &email,
+                password: &password,
+                confirm: &confirm_password,
+                invite: invite.as_deref(),
+                address: client_address(),
+            })
             .await
             .map_err(|code| AppError {
                 // zxcvbn's own advice says what makes this password guessable.
@@ -223,11 +257,19 @@ pub async fn register(
                     .flatten(),
                 ..code.into()
             })?;
-        ssr::open_session_and_go_home(&engine, user.id).await
+        ssr::open_session_and_go_home(&engine, signed_up.user.id).await
     }
     .await;
     if let Err(error) = &result {
-        ssr::back_to_form::<Register>("/register", &email, error.clone());
+        // The invite goes back with the refused form (it came in the page's own URL).
+        let page = match invite
+            .as_deref()
+            .and_then(engine::invites::InviteToken::parse)
+        {
+            Some(token) => format!("/register?invite={}", token.as_str()),
+            None => "/register".to_owned(),
+        };
+        ssr::back_to_form::<Register>(&page, &email, error.clone());
     }
     result
 }

@@ -1,6 +1,7 @@
 //! Stepgate's UI: pages, components and the server functions they call.
 
 pub mod accounts;
+pub mod admin;
 pub mod api;
 pub mod api_keys;
 pub mod components;
@@ -20,6 +21,7 @@ use leptos_router::SsrMode;
 
 use pages::{
     accounts::{AccountDetailPage, AccountsPage, RemoveAccountPage},
+    admin::AdminPage,
     api_keys::ApiKeysPage,
     connect::{ConnectPage, ConnectPickerPage},
     home::HomePage,
@@ -78,11 +80,19 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
+    let is_home = || {
+        (leptos_router::hooks::use_location()
+            .pathname
+            .get_untracked()
+            == "/")
+            .then_some("page")
+    };
     view! {
         <Title text="Stepgate"/>
         <Router>
             <header class="masthead">
-                <a href="/" class="brand">"Stepgate"</a>
+                <a href="/" class="brand" aria-current=is_home>"Stepgate"</a>
+                <components::SiteNav/>
             </header>
             <main>
                 <Routes fallback=|| view! { <p>"Page not found."</p> }>
@@ -90,7 +100,8 @@ pub fn App() -> impl IntoView {
                     // signed-out redirect is always a real 302 (streaming can commit a 200 first).
                     <Route path=path!("") view=HomePage ssr=SsrMode::Async/>
                     <Route path=path!("login") view=LoginPage/>
-                    <Route path=path!("register") view=RegisterPage/>
+                    // Async: the page says up front whether an invite is needed.
+                    <Route path=path!("register") view=RegisterPage ssr=SsrMode::Async/>
                     <Route path=path!("login/code") view=SecondFactorPage ssr=SsrMode::Async/>
                     <Route path=path!("settings/security") view=SecurityPage ssr=SsrMode::Async/>
                     <Route path=path!("settings/api-keys") view=ApiKeysPage ssr=SsrMode::Async/>
@@ -100,6 +111,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("accounts/account") view=AccountDetailPage ssr=SsrMode::Async/>
                     <Route path=path!("accounts/connect") view=ConnectPickerPage ssr=SsrMode::Async/>
                     <Route path=path!("accounts/connect/:provider") view=ConnectPage ssr=SsrMode::Async/>
+                    <Route path=path!("admin/users") view=AdminPage ssr=SsrMode::Async/>
                 </Routes>
             </main>
         </Router>

@@ -27,6 +27,8 @@ pub struct ServerSettings {
     pub public_url: String,
     /// Stepgate runs behind a proxy that appends the client's address to `X-Forwarded-For`.
     pub trust_proxy: bool,
+    /// `STEPGATE_REGISTRATION`: who may register (the sign-up page and the admin page say so).
+    pub registration: engine::registration::RegistrationMode,
 }
 
 /// The engine, handed to server functions through context by the server crate.

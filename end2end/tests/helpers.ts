@@ -1,4 +1,4 @@
-import { expect, type Page } from "@playwright/test";
+import { expect, type Page, type Route } from "@playwright/test";
 
 /** A fresh address per test, so tests never share accounts. */
 export function uniqueEmail(tag: string): string {
@@ -22,13 +22,26 @@ export async function waitForHydration(page: Page): Promise<void> {
   );
 }
 
+/**
+ * Registers through the form. Registrations are throttled per client address, and the shared
+ * test servers trust X-Forwarded-For (STEPGATE_TRUST_PROXY, as behind a proxy): each one is sent
+ * from an address of its own (TEST-NET-3), so the suite's many users are not one client's.
+ */
 export async function register(page: Page, email: string, password: string): Promise<void> {
   await page.goto("/register");
   await page.getByLabel("Email").fill(email);
   await page.getByLabel("Password", { exact: true }).fill(password);
   await page.getByLabel("Confirm password").fill(password);
-  await page.getByRole("button", { name: "Create account" }).click();
-  await expect(page).toHaveURL(/\/$/);
+  const address = `203.0.113.${1 + Math.floor(Math.random() * 254)}`;
+  const fromOwnAddress = (route: Route) =>
+    route.continue({ headers: { ...route.request().headers(), "x-forwarded-for": address } });
+  await page.route("**/api/register", fromOwnAddress);
+  try {
+    await page.getByRole("button", { name: "Create account" }).click();
+    await expect(page).toHaveURL(/\/$/);
+  } finally {
+    await page.unroute("**/api/register", fromOwnAddress);
+  }
   await expect(page.getByText(email)).toBeVisible();
 }
 

@@ -28,22 +28,37 @@ function scaledOutEnv(dataDir: string): Record<string, string> {
   };
 }
 
-export async function startOwnServer(port: number, dataDir: string): Promise<ChildProcess> {
+/**
+ * Starts the server on `port` with its data in `dataDir`. Registration is open (tests register
+ * their own users) unless `env` says otherwise; a `null` in `env` leaves that variable unset, so
+ * the server's own default applies.
+ */
+export async function startOwnServer(
+  port: number,
+  dataDir: string,
+  env: Record<string, string | null> = {},
+): Promise<ChildProcess> {
   const base = `http://127.0.0.1:${port}`;
+  const merged: Record<string, string | null | undefined> = {
+    ...process.env,
+    LEPTOS_SITE_ADDR: `127.0.0.1:${port}`,
+    LEPTOS_SITE_ROOT: path.join(root, "target", "site"),
+    STEPGATE_DATA: dataDir,
+    STEPGATE_DEMO: "0",
+    STEPGATE_REGISTRATION: "open",
+    STEPGATE_TOTP_PROVIDER_URL: SANDBOX,
+    STEPGATE_PUBLIC_URL: base,
+    STEPGATE_UPSTREAMS: upstreams,
+    ...scaledOutEnv(dataDir),
+    ...env,
+  };
+  const serverEnv = Object.fromEntries(
+    Object.entries(merged).filter((entry): entry is [string, string] => typeof entry[1] === "string"),
+  );
   const server = spawn(path.join(root, "target", "release", "server"), [], {
     cwd: root,
     stdio: "ignore",
-    env: {
-      ...process.env,
-      LEPTOS_SITE_ADDR: `127.0.0.1:${port}`,
-      LEPTOS_SITE_ROOT: path.join(root, "target", "site"),
-      STEPGATE_DATA: dataDir,
-      STEPGATE_DEMO: "0",
-      STEPGATE_TOTP_PROVIDER_URL: SANDBOX,
-      STEPGATE_PUBLIC_URL: base,
-      STEPGATE_UPSTREAMS: upstreams,
-      ...scaledOutEnv(dataDir),
-    },
+    env: serverEnv,
   });
   for (let i = 0; i < 100; i++) {
     try {

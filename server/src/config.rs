@@ -28,7 +28,8 @@ pub struct Config {
     pub totp_provider_url: String,
     /// `STEPGATE_PUBLIC_URL`: how browsers reach Stepgate (for the provider's callback).
     pub public_url: String,
-    /// `STEPGATE_DEMO` (default on; `0` or `false` turns it off): create the demo account.
+    /// `STEPGATE_DEMO` (default off; `1` or `true` turns it on): create the demo account (never
+    /// an admin). Its password is published, so it is for trying Stepgate out only.
     pub demo: bool,
     /// `STEPGATE_TRUST_PROXY` (default off): a proxy in front appends the client's address to
     /// `X-Forwarded-For`; throttling counts that address instead of the proxy's.
@@ -43,6 +44,9 @@ pub struct Config {
     /// `STEPGATE_UPKEEP_INTERVAL` (seconds, default 15): how often the token upkeep looks for
     /// accounts due for renewal.
     pub upkeep_interval: std::time::Duration,
+    /// `STEPGATE_REGISTRATION` (`open`, `invite` or `closed`; default `invite`): who may
+    /// register once the first account (the admin) exists.
+    pub registration: engine::registration::RegistrationMode,
 }
 
 fn flag(name: &str, default: bool) -> bool {
@@ -72,7 +76,7 @@ impl Config {
             .unwrap_or_else(|| engine::DEFAULT_REDIS_PREFIX.into());
         let key =
             SecretKey::load_or_create(std::env::var("STEPGATE_KEY").ok().as_deref(), &data_dir)?;
-        let demo = flag("STEPGATE_DEMO", true);
+        let demo = flag("STEPGATE_DEMO", false);
         let trust_proxy = flag("STEPGATE_TRUST_PROXY", false);
         let upstreams = engine::upstream::UpstreamMap::parse(
             &std::env::var("STEPGATE_UPSTREAMS").unwrap_or_default(),
@@ -96,6 +100,13 @@ impl Config {
             })?),
             Err(_) => std::time::Duration::from_secs(15),
         };
+        let registration = match std::env::var("STEPGATE_REGISTRATION") {
+            Ok(text) if !text.is_empty() => engine::registration::RegistrationMode::parse(&text)
+                .ok_or_else(|| {
+                    format!("STEPGATE_REGISTRATION: `{text}` is not one of open, invite, closed")
+                })?,
+            _ => engine::registration::RegistrationMode::default(),
+        };
         let totp_provider_url = std::env::var("STEPGATE_TOTP_PROVIDER_URL")
             .unwrap_or_else(|_| "http://127.0.0.1:3100".into())
             .trim_end_matches('/')
@@ -118,6 +129,7 @@ impl Config {
             step_timeout,
             account_check_interval,
             upkeep_interval,
+            registration,
             totp_provider_url,
             public_url,
         })

@@ -53,6 +53,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let settings = app::session::ServerSettings {
         public_url: config.public_url.clone(),
         trust_proxy: config.trust_proxy,
+        registration: config.registration,
     };
     if config.demo {
         let created = engine
@@ -60,11 +61,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .await?;
         let note = if created { "created" } else { "present" };
         println!(
-            "Demo account ({note}): {} / {}",
+            "Demo account ({note}, not an admin): {} / {}",
             config::DEMO_EMAIL,
             config::DEMO_PASSWORD
         );
     }
+    println!(
+        "Registration: {}{}",
+        config.registration.as_str(),
+        if engine.has_admin().await? {
+            ""
+        } else {
+            " (no admin yet: the next account to register is the admin)"
+        }
+    );
     tokio::spawn(purge_expired_every_minute(engine.clone()));
     // Webhooks are sent within a second of their event, retries when due (engine/src/webhooks.rs).
     engine.spawn_webhook_delivery(Duration::from_secs(1));

@@ -13,5 +13,5 @@ pub use error_banner::ErrorBanner;
 pub use field::Field;
 pub use needs_wasm::{use_hydrated, NotReadyNotice};
 pub use one_time_secret::OneTimeSecret;
-pub use signed_in::SignedIn;
+pub use signed_in::{SignedIn, SiteNav};
 pub use totp_popup::{code_from_message, TotpPopupButton};

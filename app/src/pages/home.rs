@@ -2,14 +2,15 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::components::Redirect;
 
-use crate::api::{current_account, SignOut};
+use crate::api::current_account;
 
 /// `/`: the signed-in home. Visitors are sent to `/login` (a 302 when rendered on the server).
+/// Every section is in the header on every signed-in page (`components::SiteNav`), so this page
+/// says who is signed in and what each section is for, without a second copy of the links.
 #[component]
 pub fn HomePage() -> impl IntoView {
     // Blocking, so the server knows before the first byte whether to redirect.
     let account = Resource::new_blocking(|| (), |_| current_account());
-    let sign_out = ServerAction::<SignOut>::new();
     view! {
         <Title text="Home · Stepgate"/>
         <Suspense fallback=|| view! { <p role="status">"Loading…"</p> }>
@@ -20,13 +21,13 @@ pub fn HomePage() -> impl IntoView {
                             <section class="card" aria-labelledby="home-title">
                                 <h1 id="home-title">"Your Stepgate"</h1>
                                 <p>"Signed in as " <strong class="account-email">{account.email}</strong></p>
-                                <p><a href="/accounts">"Connected accounts"</a></p>
-                                <p><a href="/settings/api-keys">"API keys"</a></p>
-                                <p><a href="/settings/webhooks">"Webhooks"</a></p>
+                                <p class="hint">
+                                    "Accounts: connect the accounts behind multi-step logins. "
+                                    "API keys: let your own apps read them. "
+                                    "Webhooks: be told when one changes. "
+                                    "Sessions: where you are signed in."
+                                </p>
                                 <p><a href="/settings/security">"Security settings (two-factor authentication)"</a></p>
-                                <ActionForm action=sign_out>
-                                    <button type="submit" class="secondary">"Sign out"</button>
-                                </ActionForm>
                             </section>
                         }
                             .into_any()

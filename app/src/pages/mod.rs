@@ -1,6 +1,7 @@
 //! One file per page.
 
 pub mod accounts;
+pub mod admin;
 pub mod api_keys;
 pub mod connect;
 pub mod home;
