@@ -40,7 +40,7 @@ pub struct AppEnrollmentView {
 }
 
 #[cfg(feature = "ssr")]
-mod ssr {
+pub(crate) mod ssr {
     use engine::sessions::SessionToken;
     use engine::users::UserId;
     use engine::Engine;
@@ -109,6 +109,15 @@ mod ssr {
     /// A plain form post (no WebAssembly) that was refused goes back to its page with the
     /// sentence and the email it carried, so nothing typed but the password is lost.
     pub fn back_to_form<F: leptos::server_fn::ServerFn>(page: &str, email: &str, error: AppError) {
+        back_to_form_with::<F>(page, &[("email", email.trim())], error);
+    }
+
+    /// [`back_to_form`] with other `fields` (never a password) in the page's query.
+    pub fn back_to_form_with<F: leptos::server_fn::ServerFn>(
+        page: &str,
+        fields: &[(&str, &str)],
+        error: AppError,
+    ) {
         use leptos::server_fn::error::ServerFnUrlError;
         if !crate::session::is_plain_form_post() {
             return;
@@ -119,8 +128,10 @@ mod ssr {
         else {
             return;
         };
-        if email.len() <= 254 {
-            url.query_pairs_mut().append_pair("email", email.trim());
+        for (name, value) in fields {
+            if value.len() <= 2048 {
+                url.query_pairs_mut().append_pair(name, value);
+            }
         }
         leptos_axum::redirect(&format!(
             "{}?{}",
@@ -341,12 +352,62 @@ pub async fn confirm_app_enrollment(code: String) -> Result<(), AppError> {
     Ok(())
 }
 
-/// Turns 2FA off; a current code is required.
+/// Turns 2FA off. A sensitive act: the session must have confirmed its user (password and a
+/// current code, `require_sudo`), which is why no code is asked here.
 #[server(prefix = "/api", endpoint = "disable_two_factor")]
-pub async fn disable_two_factor(code: String) -> Result<(), AppError> {
+pub async fn disable_two_factor() -> Result<(), AppError> {
+    use crate::session::{engine, require_sudo, session_token};
+
+    require_sudo().await?;
+    let token = session_token().ok_or(AppError::from(engine::ErrorCode::NotSignedIn))?;
+    engine()?.turn_off_totp(&token).await?;
+    leptos_axum::redirect("/settings/security?off=1");
+    Ok(())
+}
+
+/// What the confirm-it's-you page needs to know.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfirmPageData {
+    pub email: String,
+    /// A current code is asked too.
+    pub two_factor_on: bool,
+}
+
+/// The confirm page's data: whose password, and whether a code is asked too.
+#[server(prefix = "/api", endpoint = "confirm_view")]
+pub async fn confirm_view() -> Result<ConfirmPageData, AppError> {
     use crate::session::{engine, signed_in_user};
 
     let user = signed_in_user().await?;
-    engine()?.disable_totp(&user, &code).await?;
-    Ok(())
+    let two_factor_on = engine()?.totp_status(&user).await?.is_some();
+    Ok(ConfirmPageData {
+        email: user.email,
+        two_factor_on,
+    })
+}
+
+/// Confirms it's the user (password, and a current code when 2FA is on): sensitive acts need
+/// no new confirmation for ten minutes in this session. Then back to `next` (a path of ours).
+#[server(prefix = "/api", endpoint = "confirm_identity")]
+pub async fn confirm_identity(
+    password: String,
+    code: Option<String>,
+    next: String,
+) -> Result<(), AppError> {
+    use crate::session::{client_address, engine, safe_return_path, session_token, CONFIRM_PAGE};
+
+    let next = safe_return_path(&next).unwrap_or("/").to_owned();
+    let result: Result<(), AppError> = async {
+        let token = session_token().ok_or(AppError::from(engine::ErrorCode::NotSignedIn))?;
+        engine()?
+            .confirm_identity(&token, &password, code.as_deref(), client_address())
+            .await?;
+        leptos_axum::redirect(&crate::session::with_query_pair(&next, "confirmed", "1"));
+        Ok(())
+    }
+    .await;
+    if let Err(error) = &result {
+        ssr::back_to_form_with::<ConfirmIdentity>(CONFIRM_PAGE, &[("next", &next)], error.clone());
+    }
+    result
 }

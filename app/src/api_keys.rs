@@ -116,21 +116,28 @@ pub async fn api_keys_view() -> Result<ApiKeysPageData, AppError> {
 }
 
 /// Creates a key named `name` for the ticked accounts (`accounts[<id>]`), then shows the page
-/// with its secret (see the module's note on how it gets there).
+/// with its secret (see the module's note on how it gets there). A sensitive act: an
+/// unconfirmed session goes to "Confirm it's you" first, and comes back to the form with the
+/// name and the ticked accounts filled in again.
 #[server(prefix = "/api", endpoint = "create_api_key")]
 pub async fn create_api_key(
     name: String,
     accounts: Option<HashMap<String, String>>,
 ) -> Result<(), AppError> {
-    use crate::session::{engine, signed_in_user};
+    use crate::session::{engine, require_sudo_keeping};
 
-    let user = signed_in_user().await?;
     let account_ids = accounts
         .unwrap_or_default()
         .keys()
         .map(|id| id.parse::<i64>())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| AppError::from(engine::ErrorCode::InvalidRequest))?;
+    let scope = account_ids
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let user = require_sudo_keeping(&[("name", &name), ("scope", &scope)]).await?;
     let (_, secret) = engine()?
         .api_keys()
         .create(user.id, &name, &account_ids)

@@ -23,6 +23,7 @@ use pages::{
     accounts::{AccountDetailPage, AccountsPage, RemoveAccountPage},
     admin::AdminPage,
     api_keys::ApiKeysPage,
+    confirm::ConfirmPage,
     connect::{ConnectPage, ConnectPickerPage},
     home::HomePage,
     login::LoginPage,
@@ -105,6 +106,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("login/code") view=SecondFactorPage ssr=SsrMode::Async/>
                     <Route path=path!("settings/security") view=SecurityPage ssr=SsrMode::Async/>
                     <Route path=path!("settings/api-keys") view=ApiKeysPage ssr=SsrMode::Async/>
+                    <Route path=path!("settings/confirm") view=ConfirmPage ssr=SsrMode::Async/>
                     <Route path=path!("settings/webhooks") view=WebhooksPage ssr=SsrMode::Async/>
                     <Route path=path!("accounts") view=AccountsPage ssr=SsrMode::Async/>
                     <Route path=path!("accounts/remove") view=RemoveAccountPage ssr=SsrMode::Async/>

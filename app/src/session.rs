@@ -45,7 +45,7 @@ fn request() -> Option<Parts> {
 }
 
 /// True when the browser reached us over https (directly or through a TLS-terminating proxy).
-fn is_https(parts: &Parts) -> bool {
+pub fn is_https(parts: &Parts) -> bool {
     parts.uri.scheme_str() == Some("https")
         || parts
             .headers
@@ -105,18 +105,26 @@ pub fn is_plain_form_post() -> bool {
     })
 }
 
-/// The session token the browser sent, if it has the shape we issue.
-pub fn session_token() -> Option<SessionToken> {
-    cookie_headers()
-        .iter()
-        .find_map(|h| token_from_cookie_header(h))
+/// Whether this request came over https (so only `__Host-` cookie names count).
+fn request_is_https() -> bool {
+    request().is_some_and(|parts| is_https(&parts))
 }
 
-/// The login cookie's value, if any.
-pub fn login_token() -> Option<SessionToken> {
+/// The session token the browser sent, if it has the shape we issue. Over https only
+/// `__Host-stepgate_session` counts (`engine::sessions::token_cookie` says why).
+pub fn session_token() -> Option<SessionToken> {
+    let https = request_is_https();
     cookie_headers()
         .iter()
-        .find_map(|h| token_cookie(h, LOGIN_COOKIE, SECURE_LOGIN_COOKIE))
+        .find_map(|h| token_from_cookie_header(h, https))
+}
+
+/// The login cookie's value, if any (over https only `__Host-stepgate_login`).
+pub fn login_token() -> Option<SessionToken> {
+    let https = request_is_https();
+    cookie_headers()
+        .iter()
+        .find_map(|h| token_cookie(h, LOGIN_COOKIE, SECURE_LOGIN_COOKIE, https))
 }
 
 /// Sets an HttpOnly cookie for `path`: named `secure` and marked `Secure` over https, `plain`
@@ -197,4 +205,109 @@ pub struct CspNonce(pub String);
 /// The request's CSP nonce, if the server made one.
 pub fn csp_nonce() -> Option<String> {
     request()?.extensions.get::<CspNonce>().map(|n| n.0.clone())
+}
+
+/// Where the confirm-it's-you page lives (`pages/confirm.rs`).
+pub const CONFIRM_PAGE: &str = "/settings/confirm";
+
+/// A same-site path to come back to (`/settings/…?…`), or `None`: never another origin
+/// (`//host`, `/\host`, schemes), so the confirm page cannot be made an open redirect.
+pub fn safe_return_path(path: &str) -> Option<&str> {
+    let ok = path.starts_with('/')
+        && !path.starts_with("//")
+        && !path.starts_with("/\\")
+        && path.len() <= 2048
+        && !path.chars().any(|c| c.is_control() || c == '\\');
+    ok.then_some(path)
+}
+
+/// The path and query of the page a form was posted from (its `Referer`). Only the path and
+/// query are taken, so whatever the header says, the way back stays on this site (and
+/// cross-site posts never get this far: `server/src/same_origin.rs`).
+fn posting_page() -> Option<String> {
+    let parts = request()?;
+    let referer = parts.headers.get(http::header::REFERER)?.to_str().ok()?;
+    let url = url::Url::parse(referer).ok()?;
+    let path = match url.query() {
+        Some(query) => format!("{}?{query}", url.path()),
+        None => url.path().to_owned(),
+    };
+    safe_return_path(&path).map(str::to_owned)
+}
+
+/// `path` (ours, with or without a query) with `name=value` set in its query, replacing any
+/// `name` it had.
+pub fn with_query_pair(path: &str, name: &str, value: &str) -> String {
+    let Ok(mut url) = url::Url::parse(&format!("http://stepgate{path}")) else {
+        return path.to_owned();
+    };
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k != name)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    url.query_pairs_mut()
+        .clear()
+        .extend_pairs(kept)
+        .append_pair(name, value);
+    format!("{}?{}", url.path(), url.query().unwrap_or_default())
+}
+
+/// `page` with `fields` in its query instead of what it had for them, and without the traces
+/// of an earlier answer (a refused form's `__err`, a confirmation's `confirmed`).
+fn return_path(page: &str, fields: &[(&str, &str)]) -> String {
+    let Ok(mut url) = url::Url::parse(&format!("http://stepgate{page}")) else {
+        return "/".into();
+    };
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| !k.starts_with("__") && k != "confirmed")
+        .filter(|(k, _)| !fields.iter().any(|(name, _)| name == k))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    url.set_query(None);
+    let fields = fields.iter().filter(|(_, v)| v.len() <= 1024);
+    if !kept.is_empty() || fields.clone().next().is_some() {
+        url.query_pairs_mut()
+            .extend_pairs(kept)
+            .extend_pairs(fields);
+    }
+    match url.query() {
+        Some(query) => format!("{}?{query}", url.path()),
+        None => url.path().to_owned(),
+    }
+}
+
+/// The link to the confirm page that comes back to `next` afterwards.
+pub fn confirm_link(next: &str) -> String {
+    let mut url = url::Url::parse("http://stepgate/").expect("a valid base");
+    url.set_path(CONFIRM_PAGE);
+    url.query_pairs_mut().append_pair("next", next);
+    format!("{}?{}", url.path(), url.query().unwrap_or_default())
+}
+
+/// The signed-in user, if this session confirmed who it is within the last ten minutes
+/// (`engine/src/sudo.rs`). Otherwise `confirm_identity_required`, and a plain form post is sent
+/// to the confirm page, which comes back to the page the form was on.
+pub async fn require_sudo() -> Result<engine::users::User, AppError> {
+    require_sudo_keeping(&[]).await
+}
+
+/// [`require_sudo`], and the confirm page comes back with `fields` (what the refused form
+/// carried, never a password) in the query, so the page can fill them in again.
+pub async fn require_sudo_keeping(
+    fields: &[(&str, &str)],
+) -> Result<engine::users::User, AppError> {
+    let token = session_token().ok_or(AppError::from(ErrorCode::NotSignedIn))?;
+    match engine()?.require_sudo(&token).await {
+        Err(ErrorCode::ConfirmIdentityRequired) => {
+            if is_plain_form_post() {
+                let page = posting_page().unwrap_or_else(|| "/".into());
+                let next = return_path(&page, fields);
+                leptos_axum::redirect(&confirm_link(&next));
+            }
+            Err(ErrorCode::ConfirmIdentityRequired.into())
+        }
+        other => Ok(other?),
+    }
 }

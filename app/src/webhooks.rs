@@ -131,9 +131,11 @@ pub async fn webhooks_view() -> Result<WebhooksPageData, AppError> {
 /// the secret (see the module's note on how it gets there).
 #[server(prefix = "/api", endpoint = "save_webhook")]
 pub async fn save_webhook(url: String) -> Result<(), AppError> {
-    use crate::session::{engine, signed_in_user};
+    use crate::session::{engine, require_sudo};
 
-    let user = signed_in_user().await?;
+    // A sensitive act: confirm it's you first. (The URL does not ride along in the confirm
+    // page's address: one may carry a token, and addresses end up in logs and history.)
+    let user = require_sudo().await?;
     let secret = engine()?.webhooks().set_url(user.id, &url).await?;
     ssr::keep_new_secret(secret.as_str());
     leptos_axum::redirect(&format!("{}?saved=1", ssr::PAGE));
@@ -143,9 +145,10 @@ pub async fn save_webhook(url: String) -> Result<(), AppError> {
 /// Removes the user's webhook URL: nothing more is sent.
 #[server(prefix = "/api", endpoint = "remove_webhook")]
 pub async fn remove_webhook() -> Result<(), AppError> {
-    use crate::session::{engine, signed_in_user};
+    use crate::session::{engine, require_sudo};
 
-    let user = signed_in_user().await?;
+    // A sensitive act: confirm it's you first.
+    let user = require_sudo().await?;
     engine()?.webhooks().remove(user.id).await?;
     leptos_axum::redirect(&format!("{}?removed=1", ssr::PAGE));
     Ok(())

@@ -2,7 +2,7 @@
 // the last failure in words, and its activity (the audit log) with the app reads by key name.
 import { expect, test } from "@playwright/test";
 import { doubles } from "../playwright.config";
-import { register, uniqueEmail } from "./helpers";
+import { clickConfirmingFirst, register, uniqueEmail } from "./helpers";
 
 const FLAME = { email: "demo@flameconnect.test", password: "flame-demo" };
 
@@ -20,7 +20,7 @@ test("the account page shows renewals and the activity, app reads by key name", 
   await page.goto("/settings/api-keys");
   await page.getByLabel("Key name").fill("Kitchen tablet");
   await page.getByLabel(`FlameConnect ${FLAME.email}`).check();
-  await page.getByRole("button", { name: "Create key" }).click();
+  await clickConfirmingFirst(page, () => page.getByRole("button", { name: "Create key" }), "account-pass-1");
   const key = await page.getByLabel("New API key").inputValue();
   const read = await page.request.get(`/api/v1/accounts/${id}/credentials`, {
     headers: { Authorization: `Bearer ${key}` },

@@ -3,10 +3,11 @@
 // `Authorization: Bearer`; a key without it in scope gets 403, a wrong key 401, a revoked key
 // 401; the secret is shown once; the OpenAPI document names the paths.
 import { expect, test, type APIRequestContext, type Page } from "@playwright/test";
-import { register, uniqueEmail } from "./helpers";
+import { clickConfirmingFirst, register, uniqueEmail } from "./helpers";
 
 const FLAME = { email: "demo@flameconnect.test", password: "flame-demo" };
 const KEY_SHAPE = /^sgk_[0-9a-f]{16}_[0-9a-f]{64}$/;
+const PASSWORD = "api-pass-1-quiet-harbor";
 
 /** Connects the FlameConnect demo account; returns its id. */
 async function connectFlameConnect(page: Page): Promise<number> {
@@ -24,7 +25,7 @@ async function createKey(page: Page, name: string, accounts: string[]): Promise<
   await page.goto("/settings/api-keys");
   await page.getByLabel("Key name").fill(name);
   for (const account of accounts) await page.getByLabel(account).check();
-  await page.getByRole("button", { name: "Create key" }).click();
+  await clickConfirmingFirst(page, () => page.getByRole("button", { name: "Create key" }), PASSWORD);
   await expect(page).toHaveURL(/\/settings\/api-keys\?created=1$/);
   const secret = await page.getByLabel("New API key").inputValue();
   expect(secret).toMatch(KEY_SHAPE);
@@ -40,7 +41,7 @@ test("an app reads the accounts a key was given, until the key is revoked", asyn
   page.on("console", (m) => {
     if (m.type() === "error" && m.text().includes("Content Security Policy")) violations.push(m.text());
   });
-  await register(page, uniqueEmail("apikeys"), "api-pass-1-quiet-harbor");
+  await register(page, uniqueEmail("apikeys"), PASSWORD);
   const accountId = await connectFlameConnect(page);
 
   await page.goto("/");
@@ -103,16 +104,52 @@ test("an app reads the accounts a key was given, until the key is revoked", asyn
 });
 
 test("a key without a name is refused on the page", async ({ page }) => {
-  await register(page, uniqueEmail("apikeys-name"), "api-pass-1-quiet-harbor");
+  await register(page, uniqueEmail("apikeys-name"), PASSWORD);
   await page.goto("/settings/api-keys");
   await page.getByLabel("Key name").fill("   ");
-  await page.getByRole("button", { name: "Create key" }).click();
+  await clickConfirmingFirst(page, () => page.getByRole("button", { name: "Create key" }), PASSWORD);
   await expect(page.getByRole("alert")).toContainText("Please fill in every field.");
   await expect(page.getByLabel("New API key")).toHaveCount(0);
 });
 
+test("creating a key asks for the password first, and the form comes back as it was", async ({ page }) => {
+  await register(page, uniqueEmail("apikeys-sudo"), PASSWORD);
+  const accountId = await connectFlameConnect(page);
+  const label = `FlameConnect ${FLAME.email}`;
+  await page.goto("/settings/api-keys");
+  await page.getByLabel("Key name").fill("Garage display");
+  await page.getByLabel(label).check();
+  await page.getByRole("button", { name: "Create key" }).click();
+
+  // Signing in is not a confirmation: the password first, and nothing is created yet.
+  await expect(page).toHaveURL(/\/settings\/confirm\?next=/);
+  await expect(page.getByRole("heading", { name: "Confirm it's you" })).toBeVisible();
+  await page.getByLabel("Password", { exact: true }).fill("not-my-password-at-all");
+  await page.getByRole("button", { name: "Confirm" }).click();
+  await expect(page.getByRole("alert")).toHaveText("That is not your current password.");
+  await page.getByLabel("Password", { exact: true }).fill(PASSWORD);
+  await page.getByRole("button", { name: "Confirm" }).click();
+
+  // Back on the form, filled in as it was; one more click creates the key.
+  await expect(page).toHaveURL(/\/settings\/api-keys\?.*confirmed=1/);
+  await expect(page.getByRole("status").filter({ hasText: "Confirmed." })).toBeVisible();
+  await expect(page.getByLabel("Key name")).toHaveValue("Garage display");
+  await expect(page.getByLabel(label)).toBeChecked();
+  await expect(page.getByRole("row", { name: /Garage display/ })).toHaveCount(0);
+  await page.getByRole("button", { name: "Create key" }).click();
+  await expect(page).toHaveURL(/\/settings\/api-keys\?created=1$/);
+  const key = await page.getByLabel("New API key").inputValue();
+  expect((await get(page.request, `/api/v1/accounts/${accountId}/credentials`, key)).status()).toBe(200);
+
+  // Within the ten minutes a second key needs no new confirmation.
+  await page.getByLabel("Key name").fill("Second");
+  await page.getByRole("button", { name: "Create key" }).click();
+  await expect(page).toHaveURL(/\/settings\/api-keys\?created=1$/);
+  await expect(page.getByRole("row", { name: /Second/ })).toHaveCount(1);
+});
+
 test("each key is rate limited", async ({ page }) => {
-  await register(page, uniqueEmail("apikeys-rate"), "api-pass-1-quiet-harbor");
+  await register(page, uniqueEmail("apikeys-rate"), PASSWORD);
   const key = await createKey(page, "Busy", []);
   const answers = await Promise.all(Array.from({ length: 40 }, () => get(page.request, "/api/v1/accounts", key)));
   const limited = answers.filter((a) => a.status() === 429);

@@ -1,4 +1,4 @@
-import { expect, type Page, type Route } from "@playwright/test";
+import { expect, type Locator, type Page, type Route } from "@playwright/test";
 
 /** A fresh address per test, so tests never share accounts. */
 export function uniqueEmail(tag: string): string {
@@ -132,4 +132,63 @@ export async function openProviderPopup(page: Page): Promise<Page> {
   const popupOpened = page.waitForEvent("popup");
   await page.getByRole("button", { name: "Get code from TOTP provider" }).click();
   return popupOpened;
+}
+
+/**
+ * "Confirm it's you" (sudo mode): types the password, and a current code from `secret` when 2FA
+ * is on, on the confirm page, and waits to be back where the page sends. Not on the confirm page
+ * yet: goes there first, to come back to `next` (default: the page it was on), so the sensitive
+ * acts that follow need no confirmation for ten minutes.
+ */
+export async function confirmIdentity(
+  page: Page,
+  password: string,
+  options: { secret?: string; next?: string } = {},
+): Promise<void> {
+  if (!new URL(page.url()).pathname.startsWith("/settings/confirm")) {
+    const here = new URL(page.url());
+    const next = options.next ?? (here.protocol.startsWith("http") ? here.pathname + here.search : "/");
+    await page.goto(`/settings/confirm?next=${encodeURIComponent(next)}`);
+  }
+  await expect(page.getByRole("heading", { name: "Confirm it's you" })).toBeVisible();
+  for (let tries = 0; ; tries++) {
+    await page.getByLabel("Password", { exact: true }).fill(password);
+    if (options.secret !== undefined) await page.getByLabel("Verification code").fill(totp(options.secret));
+    // Confirmed: back on the page it came from; refused: the confirm page again, with the error.
+    await clickAndWaitForPage(page, page.getByRole("button", { name: "Confirm" }));
+    const used = page.getByRole("alert").filter({ hasText: "already used" });
+    // A code is accepted once: when this step's code signed in or confirmed already, the next.
+    if (options.secret !== undefined && tries === 0 && (await used.count()) > 0) {
+      await nextTotpStep();
+      continue;
+    }
+    break;
+  }
+  await expect(page).toHaveURL(/[?&]confirmed=1/);
+}
+
+/**
+ * Clicks `button` (a sensitive act's submit button); when the server asks to confirm it's you
+ * first, confirms with `password` (and a code from `secret`) and clicks the button again on the
+ * page it comes back to, whose form the server filled in again.
+ */
+export async function clickConfirmingFirst(
+  page: Page,
+  button: () => Locator,
+  password: string,
+  secret?: string,
+): Promise<void> {
+  await clickAndWaitForPage(page, button());
+  if (new URL(page.url()).pathname === "/settings/confirm") {
+    await confirmIdentity(page, password, { secret });
+    await button().click();
+  }
+}
+
+/** Clicks a form's submit button and waits for the page the post ends on. */
+async function clickAndWaitForPage(page: Page, button: Locator): Promise<void> {
+  const navigated = page.waitForEvent("framenavigated", (frame) => frame === page.mainFrame());
+  await button.click();
+  await navigated;
+  await page.waitForLoadState("domcontentloaded");
 }

@@ -7,6 +7,7 @@ import { dataDir, scaledOut } from "../playwright.config";
 import { postgresDump } from "./stored-data";
 import {
   SANDBOX,
+  clickConfirmingFirst,
   enrollThroughProvider,
   openProviderPopup,
   nextTotpStep,
@@ -77,9 +78,8 @@ test("a wrong code shows the alert, keeps the step, and a retry works; 2FA can b
   await page.getByRole("link", { name: /Security settings/ }).click();
   await expect(page.getByText("Two-factor authentication is on.")).toBeVisible();
   await waitForHydration(page);
-  await nextTotpStep();
-  await page.getByLabel("Verification code").fill(totp(secret));
-  await page.getByRole("button", { name: "Turn off 2FA" }).click();
+  // A sensitive act: the password and a current code first ("Confirm it's you"), then off.
+  await clickConfirmingFirst(page, () => page.getByRole("button", { name: "Turn off 2FA" }), "totp-pass-1", secret);
   await expect(page.getByText("Two-factor authentication is off.", { exact: false })).toBeVisible();
 
   // Without 2FA the password alone signs in again.

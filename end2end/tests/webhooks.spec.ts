@@ -7,7 +7,7 @@ import * as crypto from "node:crypto";
 import * as http from "node:http";
 import type { AddressInfo } from "node:net";
 import { doubles } from "../playwright.config";
-import { register, uniqueEmail } from "./helpers";
+import { confirmIdentity, register, uniqueEmail } from "./helpers";
 
 type Seen = { headers: http.IncomingHttpHeaders; body: string };
 
@@ -60,6 +60,8 @@ test("an account.connected delivery reaches the receiver with a valid signature 
   const receiver = await startReceiver();
   try {
     await register(page, uniqueEmail("webhooks"), "hook-pass-1-quiet-harbor");
+    // Setting the webhook is a sensitive act: confirm it's you once, for the next ten minutes.
+    await confirmIdentity(page, "hook-pass-1-quiet-harbor");
     await page.getByRole("link", { name: "Webhooks" }).click();
     await expect(page).toHaveURL(/\/settings\/webhooks$/);
     const secret = await saveUrl(page, receiver.url);
@@ -125,6 +127,13 @@ test("an account.connected delivery reaches the receiver with a valid signature 
 test("a URL that is not http(s) is refused and a new save makes a new secret", async ({ page }) => {
   await register(page, uniqueEmail("webhooks-url"), "hook-pass-1-quiet-harbor");
   await page.goto("/settings/webhooks");
+  // Saving a URL asks to confirm it's you first.
+  await page.getByLabel("Webhook URL").fill("https://example.org/before");
+  await page.getByRole("button", { name: "Save" }).click();
+  await expect(page).toHaveURL(/\/settings\/confirm\?next=%2Fsettings%2Fwebhooks/);
+  await confirmIdentity(page, "hook-pass-1-quiet-harbor");
+  await expect(page).toHaveURL(/\/settings\/webhooks\?confirmed=1$/);
+  await expect(page.getByLabel("Signing secret")).toHaveCount(0);
   const field = page.getByLabel("Webhook URL");
   // type=url lets the browser stop most bad URLs first; the server refuses them too.
   await field.evaluate((input: HTMLInputElement) => (input.type = "text"));

@@ -125,13 +125,19 @@ pub enum ErrorCode {
     /// An admin tried to disable their own account (nobody would be left to enable it).
     #[error("cannot_disable_self")]
     CannotDisableSelf,
+    /// A sensitive act asked for while the session has not confirmed its user lately (sudo).
+    #[error("confirm_identity_required")]
+    ConfirmIdentityRequired,
+    /// The signed-in user's own password, typed again, was not right.
+    #[error("wrong_password")]
+    WrongPassword,
     #[error("unknown")]
     Unknown,
 }
 
 impl ErrorCode {
     /// Every code, for the table test and for documentation.
-    pub const ALL: [ErrorCode; 48] = [
+    pub const ALL: [ErrorCode; 50] = [
         ErrorCode::InvalidAuth,
         ErrorCode::InvalidCode,
         ErrorCode::MissingFields,
@@ -179,6 +185,8 @@ impl ErrorCode {
         ErrorCode::AccountDisabled,
         ErrorCode::AdminOnly,
         ErrorCode::CannotDisableSelf,
+        ErrorCode::ConfirmIdentityRequired,
+        ErrorCode::WrongPassword,
         ErrorCode::Unknown,
     ];
 
@@ -270,6 +278,10 @@ impl ErrorCode {
             ErrorCode::CannotDisableSelf => {
                 "You cannot disable your own account: nobody would be left to enable it."
             }
+            ErrorCode::ConfirmIdentityRequired => {
+                "Confirm it's you first: enter your password again."
+            }
+            ErrorCode::WrongPassword => "That is not your current password.",
             ErrorCode::Unknown => "Something went wrong on our side. Please try again.",
         }
     }
@@ -296,6 +308,8 @@ impl ErrorCode {
             | InvalidUrl | InvalidRequest | EnrollmentCancelled | TwoFactorOff | CodeExpired => 400,
             NotSignedIn | InvalidApiKey => 401,
             CaptchaRequired | AccountNotInScope => 403,
+            ConfirmIdentityRequired => 403,
+            WrongPassword => 400,
             NotFound => 404,
             CrossSiteRequest => 403,
             EmailTaken | AlreadyConfigured | WrongAccount | NeedsSignIn => 409,
@@ -365,6 +379,8 @@ impl ErrorCode {
             ErrorCode::AccountDisabled => "account_disabled",
             ErrorCode::AdminOnly => "admin_only",
             ErrorCode::CannotDisableSelf => "cannot_disable_self",
+            ErrorCode::ConfirmIdentityRequired => "confirm_identity_required",
+            ErrorCode::WrongPassword => "wrong_password",
             ErrorCode::Unknown => "unknown",
         }
     }

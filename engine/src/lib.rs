@@ -12,6 +12,8 @@ pub mod view;
 #[cfg(feature = "server")]
 mod account_health;
 #[cfg(feature = "server")]
+mod account_security;
+#[cfg(feature = "server")]
 pub mod accounts;
 #[cfg(feature = "server")]
 pub mod admin;
@@ -63,6 +65,8 @@ pub mod sessions;
 pub mod sign_in_throttle;
 #[cfg(feature = "server")]
 pub mod store;
+#[cfg(feature = "server")]
+pub mod sudo;
 #[cfg(all(test, feature = "server"))]
 pub(crate) mod test_support;
 #[cfg(feature = "server")]

@@ -55,11 +55,16 @@ async fn complete(
     headers: &HeaderMap,
     callback: &RegistrationCallback,
 ) -> Result<(), ErrorCode> {
+    // Over https only the `__Host-` cookie counts, as in the app (`app/src/session.rs`).
+    let https = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"));
     let token = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .find_map(token_from_cookie_header)
+        .find_map(|h| token_from_cookie_header(h, https))
         .ok_or(ErrorCode::NotSignedIn)?;
     let user = engine
         .session_user(&token)

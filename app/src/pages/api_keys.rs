@@ -18,6 +18,16 @@ pub fn ApiKeysPage() -> impl IntoView {
     let revoke_error = Signal::derive(move || revoke.value().get().and_then(Result::err));
     let query = use_query_map();
     let revoked = query.read_untracked().get("revoked").is_some();
+    // Back from "Confirm it's you": the refused form's name and ticked accounts, filled in again.
+    let confirmed = query.read_untracked().get("confirmed").is_some();
+    let typed_name = query.read_untracked().get("name").unwrap_or_default();
+    let typed_scope: Vec<i64> = query
+        .read_untracked()
+        .get("scope")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|id| id.parse().ok())
+        .collect();
     view! {
         <Title text="API keys · Stepgate"/>
         <section class="card wide" aria-labelledby="api-keys-title">
@@ -29,7 +39,9 @@ pub fn ApiKeysPage() -> impl IntoView {
             </p>
             {revoked.then(|| view! { <p role="status" class="ok">"Key revoked. Apps using it are refused from now on."</p> })}
             <ErrorBanner error=revoke_error/>
-            <SignedIn data=page page=move |page| view! {
+            <SignedIn data=page page=move |page| {
+                let (typed_name, typed_scope) = (typed_name.clone(), typed_scope.clone());
+                view! {
                 {page.new_key.map(|key| view! {
                     <OneTimeSecret id="new-key" label="New API key" value=key
                         notice="Key created. Copy it now: Stepgate keeps only a hash and cannot show it again."/>
@@ -38,13 +50,20 @@ pub fn ApiKeysPage() -> impl IntoView {
                 <h2>"Create a key"</h2>
                 <ActionForm action=create attr:class="create-key">
                     <ErrorBanner error=create_error/>
+                    {if confirmed {
+                        view! { <p role="status" class="ok">"Confirmed. You can create the key now."</p> }.into_any()
+                    } else {
+                        view! { <p class="hint">"Creating a key asks for your password first (once in ten minutes)."</p> }.into_any()
+                    }}
                     <p>
                         <label for="key-name">"Key name"</label>
-                        <input id="key-name" name="name" type="text" required maxlength="200" autocomplete="off"/>
+                        <input id="key-name" name="name" type="text" required maxlength="200" autocomplete="off"
+                            value=typed_name/>
                     </p>
-                    <ScopeFields accounts=page.accounts/>
+                    <ScopeFields accounts=page.accounts checked=typed_scope/>
                     <button type="submit" data-busy="Creating…">"Create key"</button>
                 </ActionForm>
+                }
             }/>
             <p class="aside"><a href="/">"Back home"</a></p>
         </section>
@@ -53,7 +72,7 @@ pub fn ApiKeysPage() -> impl IntoView {
 }
 
 #[component]
-fn ScopeFields(accounts: Vec<ScopeChoice>) -> impl IntoView {
+fn ScopeFields(accounts: Vec<ScopeChoice>, checked: Vec<i64>) -> impl IntoView {
     if accounts.is_empty() {
         return view! {
             <p class="hint">
@@ -72,7 +91,8 @@ fn ScopeFields(accounts: Vec<ScopeChoice>) -> impl IntoView {
                     let id = format!("scope-{}", a.id);
                     view! {
                         <p class="checkbox">
-                            <input type="checkbox" id=id.clone() name=format!("accounts[{}]", a.id) value="on"/>
+                            <input type="checkbox" id=id.clone() name=format!("accounts[{}]", a.id) value="on"
+                                checked=checked.contains(&a.id)/>
                             <label for=id>{a.label}</label>
                         </p>
                     }

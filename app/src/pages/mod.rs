@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod api_keys;
+pub mod confirm;
 pub mod connect;
 pub mod home;
 pub mod login;

@@ -1,6 +1,7 @@
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::components::Redirect;
+use leptos_router::hooks::use_query_map;
 
 use crate::api::{
     security_status, totp_site_setup_link, AppEnrollmentView, BeginAppEnrollment,
@@ -236,16 +237,22 @@ fn AppSetup() -> impl IntoView {
     }
 }
 
-/// "Turn off 2FA": needs a current code. A plain form: the page comes back with the result.
+/// "Turn off 2FA": a sensitive act, so a session that has not confirmed its user in the last
+/// ten minutes goes to "Confirm it's you" (password and a current code) first and comes back
+/// here. A plain form: the page comes back with the result.
 #[component]
 fn TurnOff(disable: ServerAction<DisableTwoFactor>) -> impl IntoView {
-    let code = RwSignal::new(String::new());
     let error = Signal::derive(move || disable.value().get().and_then(Result::err));
+    let confirmed = use_query_map().read_untracked().get("confirmed").is_some();
     view! {
         <ActionForm action=disable>
             <ErrorBanner error/>
-            <CodeInput code/>
-            <button type="submit" class="secondary">"Turn off 2FA"</button>
+            {if confirmed {
+                view! { <p role="status" class="ok">"Confirmed. You can turn two-factor authentication off now."</p> }.into_any()
+            } else {
+                view! { <p class="hint">"Turning it off asks for your password and a current code first."</p> }.into_any()
+            }}
+            <button type="submit" class="secondary" data-busy="Turning off…">"Turn off 2FA"</button>
         </ActionForm>
     }
 }
