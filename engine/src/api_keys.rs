@@ -5,7 +5,9 @@
 //! kept, so neither a database copy nor a log line can be replayed as a key (the same rule as
 //! session cookies, `sessions.rs`). Hex keeps the key URL-safe and free of the `_` separator.
 //! A key is scoped to the connected accounts its user picked; removing an account removes it
-//! from every scope (`ON DELETE CASCADE`), revoking a key deletes its row.
+//! from every scope (`ON DELETE CASCADE`), revoking a key deletes its row. A key may expire
+//! (30, 90 or 365 days after it was made, or never): an expired key is refused with
+//! `api_key_expired`, so the app can say why, and stays in the list until revoked.
 
 use std::sync::Arc;
 
@@ -27,6 +29,9 @@ pub const KEY_PREFIX: &str = "sgk_";
 /// into a write.
 pub const LAST_USED_EVERY: i64 = 60;
 
+/// The lifetimes a key can be given, in days (besides never).
+pub const LIFETIME_DAYS: [u32; 3] = [30, 90, 365];
+
 const ID_BYTES: usize = 8;
 const SECRET_BYTES: usize = 32;
 
@@ -42,6 +47,8 @@ pub struct ApiKey {
     pub created_at: i64,
     /// Unix seconds, to the minute ([`LAST_USED_EVERY`]); none if never used.
     pub last_used_at: Option<i64>,
+    /// Unix seconds from which the key is refused; none: it never expires.
+    pub expires_at: Option<i64>,
 }
 
 /// The whole key, shown to its owner once, right after creating it. Its `Debug` hides it.
@@ -121,15 +128,31 @@ impl ApiKeyStore {
         Self { pool, clock }
     }
 
-    /// Creates a key named `name` that may read `account_ids` (the user's own connected
-    /// accounts; any other is `not_found`, and nothing is created). Returns the key and its
-    /// secret, which is never seen again.
+    /// Creates a key named `name` that may read `account_ids` and never expires; see
+    /// [`ApiKeyStore::create_expiring`].
     pub async fn create(
         &self,
         user_id: UserId,
         name: &str,
         account_ids: &[i64],
     ) -> Result<(ApiKey, ApiKeySecret), ErrorCode> {
+        self.create_expiring(user_id, name, account_ids, None).await
+    }
+
+    /// Creates a key named `name` that may read `account_ids` (the user's own connected
+    /// accounts; any other is `not_found`, and nothing is created), expiring `lifetime_days`
+    /// from now (one of [`LIFETIME_DAYS`]; any other is `invalid_request`) or never. Returns
+    /// the key and its secret, which is never seen again.
+    pub async fn create_expiring(
+        &self,
+        user_id: UserId,
+        name: &str,
+        account_ids: &[i64],
+        lifetime_days: Option<u32>,
+    ) -> Result<(ApiKey, ApiKeySecret), ErrorCode> {
+        if lifetime_days.is_some_and(|days| !LIFETIME_DAYS.contains(&days)) {
+            return Err(ErrorCode::InvalidRequest);
+        }
         let name = name.trim();
         if name.is_empty() {
             return Err(ErrorCode::MissingFields);
@@ -144,15 +167,18 @@ impl ApiKeyStore {
         let id = random_hex(ID_BYTES);
         let secret = random_hex(SECRET_BYTES);
         let now = self.clock.now();
+        let expires_at = lifetime_days.map(|days| now + i64::from(days) * 24 * 60 * 60);
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         sqlx::query(
-            "INSERT INTO api_keys (id, user_id, name, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO api_keys (id, user_id, name, secret_hash, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&id)
         .bind(user_id)
         .bind(name)
         .bind(hex::encode(secret_hash(&secret)))
         .bind(now)
+        .bind(expires_at)
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
@@ -179,6 +205,7 @@ impl ApiKeyStore {
             account_ids: scope,
             created_at: now,
             last_used_at: None,
+            expires_at,
         };
         Ok((key, ApiKeySecret(format!("{KEY_PREFIX}{id}_{secret}"))))
     }
@@ -186,7 +213,7 @@ impl ApiKeyStore {
     /// The user's keys, oldest first.
     pub async fn list(&self, user_id: UserId) -> Result<Vec<ApiKey>, ErrorCode> {
         let rows = sqlx::query(
-            "SELECT k.id, k.name, k.created_at, k.last_used_at, s.account_id
+            "SELECT k.id, k.name, k.created_at, k.last_used_at, k.expires_at, s.account_id
              FROM api_keys k LEFT JOIN api_key_accounts s ON s.key_id = k.id
              WHERE k.user_id = $1
              ORDER BY k.created_at, k.id, s.account_id",
@@ -206,6 +233,7 @@ impl ApiKeyStore {
                     account_ids: Vec::new(),
                     created_at: row.try_get("created_at").map_err(db_error)?,
                     last_used_at: row.try_get("last_used_at").map_err(db_error)?,
+                    expires_at: row.try_get("expires_at").map_err(db_error)?,
                 });
             }
             if let (Some(key), Some(account)) = (keys.last_mut(), account) {
@@ -229,14 +257,17 @@ impl ApiKeyStore {
         Ok(())
     }
 
-    /// The caller a presented key speaks for; `invalid_api_key` for anything but a live key.
-    /// Notes the use (at most once a minute per key).
+    /// The caller a presented key speaks for; `invalid_api_key` for anything but a live key,
+    /// `api_key_expired` for a right key past its expiry. Notes the use (at most once a minute
+    /// per key).
     pub async fn authenticate(&self, key: &str) -> Result<ApiCaller, ErrorCode> {
         let (id, secret) = parse_key(key).ok_or(ErrorCode::InvalidApiKey)?;
-        let row =
-            // A disabled account's keys are refused at once (admin.rs).
-            sqlx::query("SELECT k.user_id, k.secret_hash, k.last_used_at FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.id = $1 AND u.disabled_at IS NULL")
-                .bind(id)
+        // A disabled account's keys are refused at once (admin.rs).
+        let row = sqlx::query(
+            "SELECT k.user_id, k.secret_hash, k.last_used_at, k.expires_at FROM api_keys k \
+             JOIN users u ON u.id = k.user_id WHERE k.id = $1 AND u.disabled_at IS NULL",
+        )
+        .bind(id)
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(db_error)?
@@ -251,7 +282,12 @@ impl ApiKeyStore {
         }
         let user_id: UserId = row.try_get("user_id").map_err(db_error)?;
         let last_used: Option<i64> = row.try_get("last_used_at").map_err(db_error)?;
+        let expires_at: Option<i64> = row.try_get("expires_at").map_err(db_error)?;
         let now = self.clock.now();
+        // Told only to whoever holds the whole key: a wrong secret learns nothing of it.
+        if expires_at.is_some_and(|at| at <= now) {
+            return Err(ErrorCode::ApiKeyExpired);
+        }
         if last_used.is_none_or(|at| now - at >= LAST_USED_EVERY) {
             sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
                 .bind(now)
@@ -427,6 +463,51 @@ mod tests {
             keys.list(user).await.unwrap()[0].last_used_at,
             Some(t0 + 60)
         );
+    }
+
+    #[tokio::test]
+    async fn a_key_given_a_lifetime_is_refused_as_expired_from_then_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, clock) = engine_in(&dir).await;
+        let (user, accounts) = user_with_accounts(&engine, "e@example.org", &["a"]).await;
+        let keys = engine.api_keys();
+        let (month, month_secret) = keys
+            .create_expiring(user, "month", &accounts, Some(30))
+            .await
+            .unwrap();
+        let (forever, forever_secret) = keys.create(user, "forever", &accounts).await.unwrap();
+        assert_eq!(month.expires_at, Some(engine.now() + 30 * 86_400));
+        assert_eq!(forever.expires_at, None);
+        assert_eq!(
+            keys.list(user).await.unwrap(),
+            [month.clone(), forever.clone()],
+            "the list says when each expires"
+        );
+        assert_eq!(
+            keys.create_expiring(user, "odd", &[], Some(7)).await.err(),
+            Some(ErrorCode::InvalidRequest)
+        );
+
+        clock.advance(30 * 86_400 - 1);
+        assert!(keys.authenticate(month_secret.as_str()).await.is_ok());
+        clock.advance(1);
+        assert_eq!(
+            keys.authenticate(month_secret.as_str()).await,
+            Err(ErrorCode::ApiKeyExpired)
+        );
+        // A wrong secret for the expired key's id is just a wrong key.
+        let text = month_secret.as_str();
+        let flipped = format!(
+            "{}{}",
+            &text[..text.len() - 1],
+            if text.ends_with('0') { '1' } else { '0' }
+        );
+        assert_eq!(
+            keys.authenticate(&flipped).await,
+            Err(ErrorCode::InvalidApiKey)
+        );
+        clock.advance(10 * 365 * 86_400);
+        assert!(keys.authenticate(forever_secret.as_str()).await.is_ok());
     }
 
     #[tokio::test]

@@ -70,6 +70,8 @@ pub mod sudo;
 #[cfg(all(test, feature = "server"))]
 pub(crate) mod test_support;
 #[cfg(feature = "server")]
+pub mod sudo;
+#[cfg(feature = "server")]
 pub mod totp;
 #[cfg(feature = "server")]
 pub mod totp_enrolment;

@@ -80,7 +80,7 @@ struct ApiState {
 /// An error answer: `{"code": "…", "message": "…"}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ApiError {
-    /// A stable snake_case code: `invalid_api_key`, `account_not_in_scope`, `not_found`,
+    /// A stable snake_case code: `invalid_api_key`, `api_key_expired`, `account_not_in_scope`, `not_found`,
     /// `needs_sign_in`, `rate_limited`, `cannot_connect`, `timeout`, `service_unavailable`, …
     #[schema(example = "invalid_api_key")]
     code: String,
@@ -236,7 +236,7 @@ pub struct AccountCredentials {
     security(("api_key" = [])),
     responses(
         (status = 200, description = "The accounts in the key's scope", body = AccountList),
-        (status = 401, description = "`invalid_api_key`: missing, malformed, unknown or revoked key", body = ApiError),
+        (status = 401, description = "`invalid_api_key`: missing, malformed, unknown or revoked key; `api_key_expired`: the key's lifetime is over (make a new one)", body = ApiError),
         (status = 429, description = "`rate_limited`: too many requests with this key (see `Retry-After`)", body = ApiError),
     )
 )]
@@ -263,7 +263,7 @@ async fn list_accounts(
     params(("id" = i64, Path, description = "The account's id (from `/api/v1/accounts`)")),
     responses(
         (status = 200, description = "The account and its credentials", body = AccountCredentials),
-        (status = 401, description = "`invalid_api_key`", body = ApiError),
+        (status = 401, description = "`invalid_api_key`, or `api_key_expired`", body = ApiError),
         (status = 403, description = "`account_not_in_scope`: the key was not given this account", body = ApiError),
         (status = 404, description = "`not_found`: no such account", body = ApiError),
         (status = 409, description = "`needs_sign_in`: the provider refused the account's sign-in; the user must sign in again on Stepgate", body = ApiError),
@@ -399,6 +399,13 @@ mod tests {
     }
 
     async fn api(limit: RateLimit) -> TestApi {
+        api_with_clock(limit, std::sync::Arc::new(engine::clock::SystemClock)).await
+    }
+
+    async fn api_with_clock(
+        limit: RateLimit,
+        clock: std::sync::Arc<dyn engine::clock::Clock>,
+    ) -> TestApi {
         let dir = tempfile::tempdir().unwrap();
         let mut config = engine::EngineConfig::new(
             engine::db::test_database_url(dir.path()).await,
@@ -413,7 +420,7 @@ mod tests {
             .ok()
             .filter(|url| !url.is_empty());
         config.redis_prefix = format!("test:{}:", engine::flow::FlowId::random());
-        let engine = Engine::open(config).await.unwrap();
+        let engine = Engine::open_with_clock(config, clock).await.unwrap();
         let user = engine
             .register(
                 "api@example.org",
@@ -659,6 +666,34 @@ mod tests {
             doc["components"]["securitySchemes"]["api_key"]["scheme"],
             "bearer"
         );
+    }
+
+    #[tokio::test]
+    async fn an_expired_key_answers_401_api_key_expired() {
+        let clock = engine::clock::ManualClock::at(1_800_000_000);
+        let api = api_with_clock(RATE_LIMIT, std::sync::Arc::new(clock.clone())).await;
+        let (_, secret) = api
+            .engine
+            .api_keys()
+            .create_expiring(api.user, "month", &[api.account], Some(30))
+            .await
+            .unwrap();
+        let key = secret.into_string();
+        let path = format!("/api/v1/accounts/{}/credentials", api.account);
+        let (status, _) = api.json("/api/v1/accounts", Some(&key)).await;
+        assert_eq!(status, StatusCode::OK, "alive until its lifetime is over");
+
+        clock.advance(30 * 24 * 60 * 60);
+        for path in ["/api/v1/accounts", path.as_str()] {
+            let (status, response) = api.get(path, Some(&key)).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+            assert!(response.headers().contains_key(header::WWW_AUTHENTICATE));
+            let (_, body) = api.json(path, Some(&key)).await;
+            assert_eq!(body["code"], "api_key_expired", "{path}");
+            assert_eq!(body["message"], ErrorCode::ApiKeyExpired.message());
+        }
+        let doc = api.json("/api/v1/openapi.json", None).await.1.to_string();
+        assert!(doc.contains("api_key_expired"), "the OpenAPI document names it");
     }
 
     #[test]
