@@ -71,6 +71,8 @@ const serverEnv = {
   STEPGATE_ACCOUNT_CHECK_INTERVAL: "0",
   // The token upkeep looks for due accounts every second.
   STEPGATE_UPKEEP_INTERVAL: "1",
+  // The webhook specs' receivers listen on 127.0.0.1, which webhooks may not reach otherwise.
+  STEPGATE_WEBHOOK_ALLOW: "127.0.0.1",
   RUST_LOG: "info,sqlx=warn",
 };
 const serverBinary = path.join(root, "target", "release", "server");

@@ -67,6 +67,30 @@ mod ssr {
     }
 
     /// A delivery as the log shows it.
+    /// A refused save of a plain form post goes back to the page with the error and the URL
+    /// as typed (it is no secret), so nothing is lost without WebAssembly either.
+    pub fn back_to_page(url: &str, error: crate::error::AppError) {
+        use leptos::server_fn::error::ServerFnUrlError;
+        use leptos::server_fn::ServerFn;
+
+        if !crate::session::is_plain_form_post() {
+            return;
+        }
+        let base = format!("http://stepgate{PAGE}");
+        let Ok(mut back) = ServerFnUrlError::new(super::SaveWebhook::PATH, error).to_url(&base)
+        else {
+            return;
+        };
+        if url.len() <= 1024 {
+            back.query_pairs_mut().append_pair("value.url", url);
+        }
+        leptos_axum::redirect(&format!(
+            "{}?{}",
+            back.path(),
+            back.query().unwrap_or_default()
+        ));
+    }
+
     pub fn row(d: Delivery) -> DeliveryRow {
         let answer = match (&d.last_status, &d.last_error) {
             (Some(code), _) => format!("HTTP {code}"),
@@ -136,7 +160,13 @@ pub async fn save_webhook(url: String) -> Result<(), AppError> {
     // A sensitive act: confirm it's you first. (The URL does not ride along in the confirm
     // page's address: one may carry a token, and addresses end up in logs and history.)
     let user = require_sudo().await?;
-    let secret = engine()?.webhooks().set_url(user.id, &url).await?;
+    let secret = match engine()?.webhooks().set_url(user.id, &url).await {
+        Ok(secret) => secret,
+        Err(code) => {
+            ssr::back_to_page(&url, code.into());
+            return Err(code.into());
+        }
+    };
     ssr::keep_new_secret(secret.as_str());
     leptos_axum::redirect(&format!("{}?saved=1", ssr::PAGE));
     Ok(())

@@ -4,10 +4,14 @@
 // in it; the page's delivery log shows it delivered.
 import { expect, test, type Page } from "@playwright/test";
 import * as crypto from "node:crypto";
+import * as fs from "node:fs";
 import * as http from "node:http";
 import type { AddressInfo } from "node:net";
+import * as os from "node:os";
+import * as path from "node:path";
 import { doubles } from "../playwright.config";
 import { confirmIdentity, register, uniqueEmail } from "./helpers";
+import { startOwnServer, stopOwnServer } from "./own-server";
 
 type Seen = { headers: http.IncomingHttpHeaders; body: string };
 
@@ -142,12 +146,85 @@ test("a URL that is not http(s) is refused and a new save makes a new secret", a
   await expect(page.getByRole("alert")).toContainText("http:// or https://");
   await expect(page.getByLabel("Signing secret")).toHaveCount(0);
 
-  const first = await saveUrl(page, "https://example.org/one");
-  const second = await saveUrl(page, "https://example.org/two");
+  // 127.0.0.1 is allowed on the shared server (STEPGATE_WEBHOOK_ALLOW); nothing is sent here.
+  const first = await saveUrl(page, "http://127.0.0.1:9/one");
+  const second = await saveUrl(page, "http://127.0.0.1:9/two");
   expect(second).not.toBe(first);
-  await expect(page.getByLabel("Webhook URL")).toHaveValue("https://example.org/two");
+  await expect(page.getByLabel("Webhook URL")).toHaveValue("http://127.0.0.1:9/two");
 
   await page.getByRole("button", { name: "Remove webhook" }).click();
   await expect(page.getByText("Webhook removed.")).toBeVisible();
   await expect(page.getByLabel("Webhook URL")).toHaveValue("");
+});
+
+// A server of its own without STEPGATE_WEBHOOK_ALLOW: webhooks may not reach 127.0.0.1 there (nor
+// the owner's network, nor the cloud metadata service); once the admin names 127.0.0.1, they may.
+const ownPort = Number(process.env.STEPGATE_E2E_PORT ?? 3300) + 17;
+const ownBase = `http://127.0.0.1:${ownPort}`;
+const REFUSED = "Webhooks may not go to that address";
+
+test("a webhook to 127.0.0.1 is refused in words, and accepted once STEPGATE_WEBHOOK_ALLOW names it", async ({
+  browser,
+}) => {
+  test.setTimeout(90_000);
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "stepgate-webhook-allow-"));
+  const receiver = await startReceiver();
+  let server = await startOwnServer(ownPort, dataDir, { STEPGATE_REGISTRATION: "open", STEPGATE_WEBHOOK_ALLOW: "" });
+  const context = await browser.newContext({ baseURL: ownBase });
+  try {
+    const page = await context.newPage();
+    await register(page, uniqueEmail("webhooks-refused"), "correct-horse-battery-staple-17");
+    await page.goto("/settings/webhooks");
+    const field = page.getByLabel("Webhook URL");
+    for (const url of [receiver.url, "http://169.254.169.254/latest/meta-data/", "http://[::ffff:127.0.0.1]:9/x"]) {
+      await field.fill(url);
+      await page.getByRole("button", { name: "Save" }).click();
+      const alert = page.getByRole("alert");
+      await expect(alert).toContainText(REFUSED);
+      await expect(alert).toContainText("STEPGATE_WEBHOOK_ALLOW");
+      await expect(field).toHaveValue(url);
+      await expect(page.getByLabel("Signing secret")).toHaveCount(0);
+    }
+
+    // The same without WebAssembly: a plain form post comes back with the words and the URL.
+    const plain = await browser.newContext({
+      baseURL: ownBase,
+      javaScriptEnabled: false,
+      storageState: await context.storageState(),
+    });
+    try {
+      const noJs = await plain.newPage();
+      await noJs.goto("/settings/webhooks");
+      await noJs.getByLabel("Webhook URL").fill(receiver.url);
+      await noJs.getByRole("button", { name: "Save" }).click();
+      await expect(noJs.getByRole("alert")).toContainText(REFUSED);
+      await expect(noJs.getByLabel("Webhook URL")).toHaveValue(receiver.url);
+      await expect(noJs.getByLabel("Signing secret")).toHaveCount(0);
+    } finally {
+      await plain.close();
+    }
+    await page.goto("/settings/webhooks");
+    await expect(page.getByText("No deliveries yet.")).toBeVisible();
+    await expect(page.getByRole("button", { name: "Remove webhook" })).toHaveCount(0);
+
+    // The admin allows 127.0.0.1: the same URL is taken (the session outlives the restart).
+    await stopOwnServer(server);
+    server = await startOwnServer(ownPort, dataDir, {
+      STEPGATE_REGISTRATION: "open",
+      STEPGATE_WEBHOOK_ALLOW: "127.0.0.1",
+    });
+    const secret = await saveUrl(page, receiver.url);
+    expect(secret).toMatch(/^whsec_/);
+    await expect(page.getByLabel("Webhook URL")).toHaveValue(receiver.url);
+    await expect(page.getByRole("alert")).toHaveCount(0);
+    // Still only what it names: the metadata service stays out of reach.
+    await page.getByLabel("Webhook URL").fill("http://169.254.169.254/latest/meta-data/");
+    await page.getByRole("button", { name: "Save" }).click();
+    await expect(page.getByRole("alert")).toContainText(REFUSED);
+  } finally {
+    await context.close();
+    await stopOwnServer(server);
+    await receiver.close();
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  }
 });

@@ -56,6 +56,9 @@ pub struct EngineConfig {
     pub redis_url: Option<String>,
     /// What every Redis key starts with (several Stepgates, or tests, may share one Redis).
     pub redis_prefix: String,
+    /// `STEPGATE_WEBHOOK_ALLOW`: internal addresses and host names webhooks may reach all the
+    /// same (`webhook_destination.rs`). Empty: none.
+    pub webhook_allow: crate::webhook_destination::WebhookAllow,
 }
 
 impl EngineConfig {
@@ -79,6 +82,7 @@ impl EngineConfig {
             account_check_interval: crate::account_health::DEFAULT_CHECK_INTERVAL,
             redis_url: None,
             redis_prefix: DEFAULT_REDIS_PREFIX.into(),
+            webhook_allow: Default::default(),
         }
     }
 }
@@ -190,6 +194,7 @@ impl Engine {
                 pool.clone(),
                 secrets.clone(),
                 clock.clone(),
+                config.webhook_allow,
             ),
             upstreams: Upstreams::new(config.upstreams, config.step_timeout),
             secrets,

@@ -131,13 +131,23 @@ pub enum ErrorCode {
     /// The signed-in user's own password, typed again, was not right.
     #[error("wrong_password")]
     WrongPassword,
+    /// A webhook URL whose host is, or resolves to, a loopback, private, link-local or other
+    /// internal address the admin has not allowed (`STEPGATE_WEBHOOK_ALLOW`).
+    #[error("webhook_address_refused")]
+    WebhookAddressRefused,
+    /// A webhook URL whose host name does not resolve.
+    #[error("webhook_host_not_found")]
+    WebhookHostNotFound,
+    /// A right API key past the expiry its owner chose when making it.
+    #[error("api_key_expired")]
+    ApiKeyExpired,
     #[error("unknown")]
     Unknown,
 }
 
 impl ErrorCode {
     /// Every code, for the table test and for documentation.
-    pub const ALL: [ErrorCode; 50] = [
+    pub const ALL: [ErrorCode; 53] = [
         ErrorCode::InvalidAuth,
         ErrorCode::InvalidCode,
         ErrorCode::MissingFields,
@@ -187,6 +197,9 @@ impl ErrorCode {
         ErrorCode::CannotDisableSelf,
         ErrorCode::ConfirmIdentityRequired,
         ErrorCode::WrongPassword,
+        ErrorCode::WebhookAddressRefused,
+        ErrorCode::WebhookHostNotFound,
+        ErrorCode::ApiKeyExpired,
         ErrorCode::Unknown,
     ];
 
@@ -249,7 +262,16 @@ impl ErrorCode {
                 "The provider no longer accepts this account's sign-in. Sign in to it again on Stepgate's accounts page."
             }
             ErrorCode::InvalidApiKey => "This API key is not valid (or was revoked).",
+            ErrorCode::ApiKeyExpired => {
+                "This API key has expired. Make a new one on Stepgate's API keys page."
+            }
             ErrorCode::AccountNotInScope => "This API key may not read that account.",
+            ErrorCode::WebhookAddressRefused => {
+                "Webhooks may not be sent to that address: it is a local, private or otherwise internal one."
+            }
+            ErrorCode::WebhookHostNotFound => {
+                "The webhook URL's host name was not found. Check its spelling and try again."
+            }
             ErrorCode::WrongAccount => {
                 "You signed in to a different account than the one you are signing in again. Use the same account, or connect the other one as a new account."
             }
@@ -306,7 +328,10 @@ impl ErrorCode {
             InvalidAuth | InvalidCode | MissingFields | InvalidEmail | FieldTooLong
             | PasswordTooShort | PasswordMismatch | PasswordTooWeak | CodeUsed | InvalidVin
             | InvalidUrl | InvalidRequest | EnrollmentCancelled | TwoFactorOff | CodeExpired => 400,
-            NotSignedIn | InvalidApiKey => 401,
+            | PasswordTooShort | PasswordMismatch | CodeUsed | InvalidVin | InvalidUrl
+            | InvalidRequest | EnrollmentCancelled | TwoFactorOff | CodeExpired => 400,
+            WebhookAddressRefused | WebhookHostNotFound => 400,
+            NotSignedIn | InvalidApiKey | ApiKeyExpired => 401,
             CaptchaRequired | AccountNotInScope => 403,
             ConfirmIdentityRequired => 403,
             WrongPassword => 400,
@@ -381,6 +406,9 @@ impl ErrorCode {
             ErrorCode::CannotDisableSelf => "cannot_disable_self",
             ErrorCode::ConfirmIdentityRequired => "confirm_identity_required",
             ErrorCode::WrongPassword => "wrong_password",
+            ErrorCode::WebhookAddressRefused => "webhook_address_refused",
+            ErrorCode::WebhookHostNotFound => "webhook_host_not_found",
+            ErrorCode::ApiKeyExpired => "api_key_expired",
             ErrorCode::Unknown => "unknown",
         }
     }

@@ -58,6 +58,8 @@ pub mod registration;
 #[cfg(all(test, feature = "server"))]
 mod scale_out_tests;
 #[cfg(feature = "server")]
+pub mod second_factor_attempts;
+#[cfg(feature = "server")]
 pub mod secrets;
 #[cfg(feature = "server")]
 pub mod sessions;
@@ -89,6 +91,8 @@ pub mod upkeep;
 pub mod upstream;
 #[cfg(feature = "server")]
 pub mod users;
+#[cfg(feature = "server")]
+pub mod webhook_destination;
 #[cfg(feature = "server")]
 pub mod webhooks;
 

@@ -1,6 +1,6 @@
 //! The Redis side of the counters and leases several instances share (see `redis_store.rs` for
 //! the connection and the rules every key follows): the first-factor throttle
-//! (`sign_in_throttle.rs`), the TOTP back-off (`totp_verification.rs`) and the renewal leases
+//! (`sign_in_throttle.rs`), the second-factor claims (`second_factor_attempts.rs`) and the renewal leases
 //! (`upkeep.rs`). Each operation that reads and writes is one Lua script, so it is atomic
 //! across instances; times inside values come from the engine's clock.
 
@@ -171,58 +171,91 @@ pub(crate) async fn throttle_counters(
     })
 }
 
-/// How long an account's TOTP failure count outlives its last wrong code. The database keeps
-/// it until the next right code; here a day without wrong codes also starts it over, so keys
-/// of accounts nobody signs in to again do not pile up. The longest back-off is 15 minutes,
-/// so someone guessing codes keeps the count alive; one who pauses a day gets the three free
-/// tries back (three codes in a million per day).
-pub const TOTP_FAILURES_TTL_SECONDS: i64 = 24 * 3600;
+/// How long an account's second-factor failure count outlives its last claim. The database
+/// keeps it until the next right answer; here a day without guesses also starts it over, so
+/// keys of accounts nobody signs in to again do not pile up. The longest back-off is 15
+/// minutes, so someone guessing keeps the count alive; one who pauses a day gets the three
+/// free tries back (three codes in a million per day).
+pub const SECOND_FACTOR_FAILURES_TTL_SECONDS: i64 = 24 * 3600;
 
-/// One more wrong code. KEYS[1]: the account's failures (`f` count, `l` last at).
-/// ARGV: now, expiry in ms.
-static TOTP_FAILURE: LazyLock<Script> = LazyLock::new(|| {
+/// Claims one second-factor check (`second_factor_attempts.rs`). KEYS[1]: the account's count
+/// (`f` wrong in a row, `l` last claim at). ARGV: now, free failures, first wait, max wait,
+/// expiry in ms. Answers 0 when the claim was counted (`f` + 1, `l` = now), else the seconds
+/// left to wait, writing nothing. The rule is `second_factor_attempts::backoff_after`.
+static SECOND_FACTOR_CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-redis.call('HINCRBY', KEYS[1], 'f', 1)
-redis.call('HSET', KEYS[1], 'l', ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local now = tonumber(ARGV[1])
+local free, first, maxw = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local c = redis.call('HMGET', KEYS[1], 'f', 'l')
+local f, l = tonumber(c[1]), tonumber(c[2])
+if f == nil or l == nil then
+  f = 0
+else
+  local wait = 0
+  if f >= free then
+    wait = math.min(first * 2 ^ math.min(f - free, 20), maxw)
+  end
+  if now < l + wait then
+    return l + wait - now
+  end
+end
+redis.call('HSET', KEYS[1], 'f', f + 1, 'l', now)
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 0",
+    )
+});
+
+/// A claim whose check never happened: the account gets it back (`f` - 1, not below 0).
+static SECOND_FACTOR_GIVE_BACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local f = tonumber(redis.call('HGET', KEYS[1], 'f'))
+if f and f > 0 then
+  redis.call('HSET', KEYS[1], 'f', f - 1)
+end
 return 1",
     )
 });
 
-fn totp_key(redis: &Redis, user_id: i64) -> String {
-    redis.key(&format!("totp_failures:{user_id}"))
+fn second_factor_key(redis: &Redis, user_id: i64) -> String {
+    redis.key(&format!("second_factor_failures:{user_id}"))
 }
 
-/// The account's wrong codes in a row and when the last one came, if any.
-pub(crate) async fn totp_failures(redis: &Redis, user_id: i64) -> RedisResult<Option<(i64, i64)>> {
-    let c: (Option<i64>, Option<i64>) = redis::cmd("HMGET")
-        .arg(totp_key(redis, user_id))
-        .arg("f")
-        .arg("l")
-        .query_async(&mut redis.conn())
-        .await?;
-    Ok(match c {
-        (Some(f), Some(l)) => Some((f, l)),
-        _ => None,
-    })
-}
-
-/// Counts one wrong code at `now`.
-pub(crate) async fn totp_record_failure(redis: &Redis, user_id: i64, now: i64) -> RedisResult<()> {
-    let _: i64 = TOTP_FAILURE
-        .key(totp_key(redis, user_id))
+/// See [`SECOND_FACTOR_CLAIM`]: `None` when counted, `Some(wait)` when the account must wait.
+pub(crate) async fn second_factor_claim(
+    redis: &Redis,
+    user_id: i64,
+    now: i64,
+) -> RedisResult<Option<i64>> {
+    use crate::second_factor_attempts::{
+        FIRST_BACKOFF_SECONDS, FREE_FAILURES, MAX_BACKOFF_SECONDS,
+    };
+    let wait: i64 = SECOND_FACTOR_CLAIM
+        .key(second_factor_key(redis, user_id))
         .arg(now)
-        .arg(TOTP_FAILURES_TTL_SECONDS * 1000)
+        .arg(FREE_FAILURES)
+        .arg(FIRST_BACKOFF_SECONDS)
+        .arg(MAX_BACKOFF_SECONDS)
+        .arg(SECOND_FACTOR_FAILURES_TTL_SECONDS * 1000)
+        .invoke_async(&mut redis.conn())
+        .await?;
+    Ok((wait > 0).then_some(wait))
+}
+
+/// See [`SECOND_FACTOR_GIVE_BACK`].
+pub(crate) async fn second_factor_give_back(redis: &Redis, user_id: i64) -> RedisResult<()> {
+    let _: i64 = SECOND_FACTOR_GIVE_BACK
+        .key(second_factor_key(redis, user_id))
         .invoke_async(&mut redis.conn())
         .await?;
     Ok(())
 }
 
-/// A right code: the account starts over.
-pub(crate) async fn totp_clear_failures(redis: &Redis, user_id: i64) -> RedisResult<()> {
+/// A right answer: the account starts over.
+pub(crate) async fn second_factor_clear(redis: &Redis, user_id: i64) -> RedisResult<()> {
     let _: i64 = redis::cmd("DEL")
-        .arg(totp_key(redis, user_id))
+        .arg(second_factor_key(redis, user_id))
         .query_async(&mut redis.conn())
         .await?;
     Ok(())
@@ -349,16 +382,26 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn totp_failures_count_up_and_clear() {
-        let Some(redis) = test_redis("redis totp failures").await else {
+    async fn second_factor_claims_wait_out_the_backoff_and_clear() {
+        let Some(redis) = test_redis("redis second-factor claims").await else {
             return;
         };
-        assert_eq!(totp_failures(&redis, 7).await.unwrap(), None);
-        totp_record_failure(&redis, 7, NOW).await.unwrap();
-        totp_record_failure(&redis, 7, NOW + 5).await.unwrap();
-        assert_eq!(totp_failures(&redis, 7).await.unwrap(), Some((2, NOW + 5)));
-        assert_eq!(totp_failures(&redis, 8).await.unwrap(), None);
-        totp_clear_failures(&redis, 7).await.unwrap();
-        assert_eq!(totp_failures(&redis, 7).await.unwrap(), None);
+        for _ in 0..3 {
+            assert_eq!(second_factor_claim(&redis, 7, NOW).await.unwrap(), None);
+        }
+        assert_eq!(
+            second_factor_claim(&redis, 7, NOW + 1).await.unwrap(),
+            Some(4)
+        );
+        assert_eq!(
+            second_factor_claim(&redis, 8, NOW).await.unwrap(),
+            None,
+            "per account"
+        );
+        second_factor_give_back(&redis, 7).await.unwrap();
+        assert_eq!(second_factor_claim(&redis, 7, NOW + 1).await.unwrap(), None);
+        second_factor_clear(&redis, 7).await.unwrap();
+        second_factor_clear(&redis, 7).await.unwrap();
+        assert_eq!(second_factor_claim(&redis, 7, NOW + 1).await.unwrap(), None);
     }
 }

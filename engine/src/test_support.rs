@@ -45,6 +45,8 @@ pub(crate) async fn test_config(dir: &Path) -> EngineConfig {
     );
     config.redis_url = test_redis_url();
     config.redis_prefix = test_redis_prefix(dir);
+    // Tests' webhook receivers listen on 127.0.0.1 (the policy's own tests allow nothing).
+    config.webhook_allow = crate::webhook_destination::WebhookAllow::parse("127.0.0.1").unwrap();
     config
 }
 

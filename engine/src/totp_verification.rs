@@ -1,43 +1,38 @@
-//! Checking a TOTP code: the account's back-off on wrong codes first, then the code, then the
-//! replay check, which advances the last accepted step atomically (compare-and-set) so that a
-//! code is accepted once.
+//! Checking a TOTP code: a claim on the account's second-factor attempts first
+//! (`second_factor_attempts.rs`: counted before the code is looked at, so a burst is capped),
+//! then the code, then the replay check, which advances the last accepted step atomically
+//! (compare-and-set) so that a code is accepted once.
 //!
-//! The back-off's counters (wrong codes in a row, the last one's time) are in the database, or
-//! in Redis when the engine has one (`redis_counters.rs`); the last accepted step stays in the
-//! database, next to the secret it belongs to.
+//! The attempt counts are in the database, or in Redis when the engine has one; the last
+//! accepted step stays in the database, next to the secret it belongs to.
 
 use sqlx::Row;
 
-use crate::redis_counters::{totp_clear_failures, totp_failures, totp_record_failure};
 use crate::redis_store::Redis;
+use crate::second_factor_attempts::SecondFactorAttempts;
+pub use crate::second_factor_attempts::{
+    FIRST_BACKOFF_SECONDS, FREE_FAILURES, MAX_BACKOFF_SECONDS,
+};
 use crate::totp;
 use crate::two_factor::{db_error, TwoFactor};
 use crate::users::UserId;
 use crate::ErrorCode;
 
-/// Wrong codes an account may make before the back-off starts.
-pub const FREE_FAILURES: i64 = 3;
-/// The back-off doubles from this with each further wrong code...
-pub const FIRST_BACKOFF_SECONDS: i64 = 5;
-/// ...up to this.
-pub const MAX_BACKOFF_SECONDS: i64 = 15 * 60;
-
-fn redis_error(e: redis::RedisError) -> ErrorCode {
-    tracing::error!(error = %e, "the TOTP back-off in Redis failed");
-    ErrorCode::Unknown
-}
-
 impl TwoFactor {
-    /// Keeps the back-off's counters in `redis` (when given) instead of the database.
+    /// Keeps the attempt counts in `redis` (when given) instead of the database.
     pub fn with_redis(mut self, redis: Option<Redis>) -> Self {
-        self.backoff_redis = redis;
+        self.attempts = SecondFactorAttempts::new(self.pool.clone(), redis);
         self
     }
 
-    /// Verifies a code for `user_id`: back-off first, then the code, then the replay check,
-    /// which advances the last accepted step atomically (compare-and-set).
+    /// Verifies a code for `user_id`: the attempt is claimed first (`rate_limited` while the
+    /// account waits), then the code is checked, then the replay check advances the last
+    /// accepted step atomically (compare-and-set). A wrong or replayed code keeps its claim.
     pub async fn verify(&self, user_id: UserId, code: &str, now: i64) -> Result<(), ErrorCode> {
-        self.check_backoff(user_id, now).await?;
+        let code = totp::normalise_code(code);
+        if code.is_empty() {
+            return Err(ErrorCode::MissingFields);
+        }
         let row =
             sqlx::query("SELECT secret_sealed, digits FROM totp_credentials WHERE user_id = $1")
                 .bind(user_id)
@@ -50,12 +45,11 @@ impl TwoFactor {
         let sealed: Vec<u8> = row.try_get("secret_sealed").map_err(db_error)?;
         let digits: i64 = row.try_get("digits").map_err(db_error)?;
         let secret = self.open(user_id, &sealed)?;
-        let code = totp::normalise_code(code);
-        if code.is_empty() {
-            return Err(ErrorCode::MissingFields);
-        }
+        self.attempts.claim(user_id, now).await?;
+        #[cfg(test)]
+        self.codes_checked
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let Some(step) = totp::matching_step(&secret, &code, now, digits as u8) else {
-            self.record_failure(user_id, now).await?;
             return Err(ErrorCode::InvalidCode);
         };
         let advanced = sqlx::query(
@@ -66,87 +60,26 @@ impl TwoFactor {
         .bind(user_id)
         .bind(step)
         .execute(&self.pool)
-        .await
-        .map_err(db_error)?;
+        .await;
+        let advanced = match advanced {
+            Ok(advanced) => advanced,
+            Err(e) => {
+                // A right code we failed to record is not the guesser's wrong answer.
+                self.attempts.not_checked(user_id).await?;
+                return Err(db_error(e));
+            }
+        };
         if advanced.rows_affected() != 1 {
             // ASVS 2.8.5: reuse is refused and logged (never the code itself).
             tracing::warn!(user_id, step, "refused a replayed TOTP code");
-            self.record_failure(user_id, now).await?;
             return Err(ErrorCode::CodeUsed);
         }
-        self.clear_failures(user_id).await?;
-        Ok(())
+        self.attempts.succeeded(user_id).await
     }
 
     /// The wait imposed after `failures` wrong codes in a row.
     pub fn backoff_after(failures: i64) -> i64 {
-        if failures < FREE_FAILURES {
-            return 0;
-        }
-        let doublings = (failures - FREE_FAILURES).min(20) as u32;
-        (FIRST_BACKOFF_SECONDS << doublings).min(MAX_BACKOFF_SECONDS)
-    }
-
-    async fn check_backoff(&self, user_id: UserId, now: i64) -> Result<(), ErrorCode> {
-        if let Some(redis) = &self.backoff_redis {
-            let failures = totp_failures(redis, user_id).await.map_err(redis_error)?;
-            return match failures {
-                Some((failures, last)) if now < last + Self::backoff_after(failures) => {
-                    Err(ErrorCode::RateLimited)
-                }
-                _ => Ok(()),
-            };
-        }
-        let row = sqlx::query(
-            "SELECT failures, last_failure_at FROM second_factor_failures WHERE user_id = $1",
-        )
-        .bind(user_id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_error)?
-        .into_iter()
-        .next();
-        if let Some(row) = row {
-            let failures: i64 = row.try_get("failures").map_err(db_error)?;
-            let last: i64 = row.try_get("last_failure_at").map_err(db_error)?;
-            if now < last + Self::backoff_after(failures) {
-                return Err(ErrorCode::RateLimited);
-            }
-        }
-        Ok(())
-    }
-
-    async fn record_failure(&self, user_id: UserId, now: i64) -> Result<(), ErrorCode> {
-        if let Some(redis) = &self.backoff_redis {
-            return totp_record_failure(redis, user_id, now)
-                .await
-                .map_err(redis_error);
-        }
-        sqlx::query(
-            "INSERT INTO second_factor_failures (user_id, failures, last_failure_at) VALUES ($1, 1, $2)
-             ON CONFLICT(user_id) DO UPDATE SET failures = second_factor_failures.failures + 1, last_failure_at = excluded.last_failure_at",
-        )
-        .bind(user_id)
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(db_error)?;
-        Ok(())
-    }
-
-    /// A right code: the account's back-off starts over.
-    async fn clear_failures(&self, user_id: UserId) -> Result<(), ErrorCode> {
-        if let Some(redis) = &self.backoff_redis {
-            return totp_clear_failures(redis, user_id)
-                .await
-                .map_err(redis_error);
-        }
-        sqlx::query("DELETE FROM second_factor_failures WHERE user_id = $1")
-            .bind(user_id)
-            .execute(&self.pool)
-            .await
-            .map_err(db_error)?;
-        Ok(())
+        crate::second_factor_attempts::backoff_after(failures)
     }
 }
 
@@ -234,14 +167,34 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_backoff_doubles_and_is_capped() {
-        assert_eq!(TwoFactor::backoff_after(FREE_FAILURES - 1), 0);
-        assert_eq!(TwoFactor::backoff_after(FREE_FAILURES), 5);
-        assert_eq!(TwoFactor::backoff_after(FREE_FAILURES + 1), 10);
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_burst_of_wrong_codes_is_checked_only_as_often_as_the_free_tries() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tf, user) = enrolled(&dir).await;
+        let t = NOW + 120;
+        let tasks: Vec<_> = (0..40)
+            .map(|_| {
+                let tf = tf.clone();
+                tokio::spawn(async move { tf.verify(user, "000000", t).await })
+            })
+            .collect();
+        for task in tasks {
+            let answer = task.await.unwrap();
+            assert!(
+                matches!(answer, Err(ErrorCode::InvalidCode | ErrorCode::RateLimited)),
+                "{answer:?}"
+            );
+        }
+        assert_eq!(tf.codes_checked(), FREE_FAILURES as u64);
+        let right = totp::code_at(&seed_secret(), t, 6);
         assert_eq!(
-            TwoFactor::backoff_after(FREE_FAILURES + 100),
-            MAX_BACKOFF_SECONDS
+            tf.verify(user, &right, t).await,
+            Err(ErrorCode::RateLimited)
+        );
+        assert_eq!(
+            tf.codes_checked(),
+            FREE_FAILURES as u64,
+            "refused unchecked"
         );
     }
 }

@@ -35,18 +35,29 @@ pub struct TwoFactor {
     secrets: SecretBox,
     /// The web TOTP service the setup popup and the code step link to.
     pub site: TotpSite,
-    /// Where the back-off's counters live when not in the database (`totp_verification.rs`).
-    pub(crate) backoff_redis: Option<crate::redis_store::Redis>,
+    /// Guesses per account, claimed before any code is checked (`second_factor_attempts.rs`).
+    pub(crate) attempts: crate::second_factor_attempts::SecondFactorAttempts,
+    /// How many codes were compared with a secret (tests count the real checks).
+    #[cfg(test)]
+    pub(crate) codes_checked: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl TwoFactor {
     pub fn new(pool: Pool, secrets: SecretBox, site: TotpSite) -> Self {
         Self {
+            attempts: crate::second_factor_attempts::SecondFactorAttempts::new(pool.clone(), None),
             pool,
             secrets,
             site,
-            backoff_redis: None,
+            #[cfg(test)]
+            codes_checked: Default::default(),
         }
+    }
+
+    /// The codes compared with a secret so far, by this store and its clones.
+    #[cfg(test)]
+    pub(crate) fn codes_checked(&self) -> u64 {
+        self.codes_checked.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub async fn status(&self, user_id: UserId) -> Result<Option<TotpStatus>, ErrorCode> {

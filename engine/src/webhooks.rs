@@ -14,7 +14,9 @@
 //! able to sign). Deliveries are rows: a pass leases the due ones (like the token renewals in
 //! `accounts.rs`, so two instances never send one delivery at once), sends each with a 10 s
 //! timeout, and on anything but a 2xx tries again after [`RETRY_AFTER`], then gives up.
-//! Webhook URLs are the user's own, so they get their own HTTP client, not the upstream map.
+//! Webhook URLs are the user's own, so they get their own HTTP client, not the upstream map,
+//! and go only where `webhook_destination.rs` lets them: judged on save and again at every
+//! attempt, which connects to the addresses just judged.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +35,7 @@ use crate::crypto::SecretBox;
 use crate::dates::rfc3339;
 use crate::engine::{Engine, MAX_FIELD_BYTES};
 use crate::users::UserId;
+use crate::webhook_destination::{Destinations, Refusal, WebhookAllow};
 use crate::ErrorCode;
 
 /// What every signing secret starts with (Standard Webhooks).
@@ -153,15 +156,31 @@ fn db_error(e: sqlx::Error) -> ErrorCode {
     ErrorCode::Unknown
 }
 
-/// The client webhooks are sent with: a short timeout, and redirects are not followed (a 3xx
-/// is a failed attempt, as in Standard Webhooks senders).
-pub fn webhook_client() -> reqwest::Client {
-    reqwest::Client::builder()
+/// The client one attempt is sent with: a short timeout, no redirects (a 3xx is a failed
+/// attempt, as in Standard Webhooks senders), no proxy from the environment (a proxy would
+/// resolve the name again, and reach what it likes), and for a host name only the addresses
+/// that were judged (`pin`: no second lookup, so DNS rebinding finds nothing to change).
+fn webhook_client(
+    pin: Option<&(String, Vec<std::net::SocketAddr>)>,
+) -> reqwest::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
         .timeout(ATTEMPT_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
-        .user_agent("Stepgate-Webhooks/1")
-        .build()
-        .expect("a client with a timeout and no redirects builds")
+        .no_proxy()
+        .user_agent("Stepgate-Webhooks/1");
+    if let Some((host, addresses)) = pin {
+        builder = builder.resolve_to_addrs(host, addresses);
+    }
+    builder.build()
+}
+
+/// The code a refused destination is answered with on save.
+fn refusal_code(refusal: Refusal) -> ErrorCode {
+    match refusal {
+        Refusal::Address(_) => ErrorCode::WebhookAddressRefused,
+        Refusal::NotFound => ErrorCode::WebhookHostNotFound,
+        Refusal::NoHost => ErrorCode::InvalidUrl,
+    }
 }
 
 /// How one attempt ended.
@@ -169,7 +188,8 @@ pub fn webhook_client() -> reqwest::Client {
 enum Attempt {
     /// The URL answered with this status.
     Answered(u16),
-    /// No answer: why, in a few words (never the URL or the secret).
+    /// No answer: why, in a few words (never the URL or the secret, and for a refused
+    /// destination never anything learnt by connecting: it was not connected to).
     NoAnswer(&'static str),
 }
 
@@ -178,26 +198,42 @@ pub struct WebhookStore {
     pool: Pool,
     secrets: SecretBox,
     clock: Arc<dyn Clock>,
-    client: reqwest::Client,
+    /// Where webhooks may go.
+    destinations: Destinations,
     /// This store's name as a lease holder (random).
     owner: Arc<str>,
 }
 
 impl WebhookStore {
-    pub fn new(pool: Pool, secrets: SecretBox, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(pool: Pool, secrets: SecretBox, clock: Arc<dyn Clock>, allow: WebhookAllow) -> Self {
         Self {
             pool,
             secrets,
             clock,
-            client: webhook_client(),
+            destinations: Destinations::new(allow),
             owner: hex::encode(random_bytes::<8>()).into(),
         }
     }
 
+    /// The same store resolving host names with `destinations` (tests).
+    #[cfg(test)]
+    pub(crate) fn with_destinations(mut self, destinations: Destinations) -> Self {
+        self.destinations = destinations;
+        self
+    }
+
     /// Sets the user's URL (replacing any) and returns its new signing secret, which is never
-    /// shown again. `invalid_url` for anything but an http(s) URL of at most 1 KiB.
+    /// shown again. `invalid_url` for anything but an http(s) URL of at most 1 KiB;
+    /// `webhook_address_refused` when its host is, or resolves to, an address webhooks may
+    /// not reach; `webhook_host_not_found` when its host name does not resolve.
     pub async fn set_url(&self, user_id: UserId, url: &str) -> Result<WebhookSecret, ErrorCode> {
         let url = parse_url(url)?;
+        let parsed = url::Url::parse(&url).map_err(|_| ErrorCode::InvalidUrl)?;
+        match tokio::time::timeout(ATTEMPT_TIMEOUT, self.destinations.check(&parsed)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(refusal)) => return Err(refusal_code(refusal)),
+            Err(_) => return Err(ErrorCode::WebhookHostNotFound),
+        }
         let key = random_bytes::<SECRET_BYTES>();
         let sealed = self.secrets.seal(&key, associated_data(user_id).as_bytes());
         sqlx::query(
@@ -342,11 +378,7 @@ impl WebhookStore {
 
     /// Sends the deliveries due at `now` (leased to this store, all at once) and records each
     /// outcome; returns how many were attempted.
-    pub async fn deliver_due(
-        &self,
-        client: &reqwest::Client,
-        now: i64,
-    ) -> Result<usize, ErrorCode> {
+    pub async fn deliver_due(&self, now: i64) -> Result<usize, ErrorCode> {
         let claimed = sqlx::query(
             "UPDATE webhook_deliveries SET lease_until = $1, lease_owner = $2
              WHERE id IN (
@@ -379,9 +411,9 @@ impl WebhookStore {
                 self.give_up(&id, "no webhook URL").await?;
                 continue;
             };
-            let client = client.clone();
+            let destinations = self.destinations.clone();
             sends.spawn(async move {
-                let attempt = send(&client, &url, &key, &id, now, body).await;
+                let attempt = send(&destinations, &url, &key, &id, now, body).await;
                 (id, attempts, attempt)
             });
         }
@@ -487,15 +519,27 @@ impl WebhookStore {
     }
 }
 
-/// One signed POST.
+/// One signed POST, if `url` still goes where webhooks may (its name may resolve elsewhere
+/// now); then only to the addresses just judged.
 async fn send(
-    client: &reqwest::Client,
+    destinations: &Destinations,
     url: &str,
     key: &[u8],
     id: &str,
     now: i64,
     body: String,
 ) -> Attempt {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return Attempt::NoAnswer("not sent: the URL does not parse");
+    };
+    let checked = match tokio::time::timeout(ATTEMPT_TIMEOUT, destinations.check(&parsed)).await {
+        Ok(Ok(checked)) => checked,
+        Ok(Err(refusal)) => return Attempt::NoAnswer(refusal.delivery_words()),
+        Err(_) => return Attempt::NoAnswer("timed out"),
+    };
+    let Ok(client) = webhook_client(checked.pin.as_ref()) else {
+        return Attempt::NoAnswer("request failed");
+    };
     let signature = sign(key, id, now, &body);
     let sent = client
         .post(url)
@@ -522,9 +566,7 @@ impl Engine {
 
     /// Sends the webhook deliveries due now; returns how many were attempted.
     pub async fn deliver_webhooks_now(&self) -> Result<usize, ErrorCode> {
-        self.webhooks
-            .deliver_due(&self.webhooks.client, self.clock.now())
-            .await
+        self.webhooks.deliver_due(self.clock.now()).await
     }
 
     /// Runs [`Engine::deliver_webhooks_now`] every `every` until the task is dropped.
@@ -548,7 +590,8 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::engine_in;
+    use crate::test_support::{engine_in, engine_with, test_config};
+    use crate::webhook_destination::TableResolver;
     use std::sync::atomic::{AtomicU16, Ordering};
     use std::sync::Mutex;
 
@@ -593,6 +636,19 @@ mod tests {
         headers.get(name).unwrap().to_str().unwrap()
     }
 
+    /// `engine` looking host names up in a table (a public address for `example.org`), with
+    /// `allow` as `STEPGATE_WEBHOOK_ALLOW`; nothing is ever sent to the public address.
+    fn with_table(mut engine: Engine, allow: &str) -> (Engine, Arc<TableResolver>) {
+        let table = Arc::new(TableResolver::default());
+        table.set("example.org", &["93.184.215.14"]);
+        let allow = WebhookAllow::parse(allow).unwrap();
+        engine.webhooks = engine
+            .webhooks
+            .clone()
+            .with_destinations(Destinations::with_resolver(allow, table.clone()));
+        (engine, table)
+    }
+
     #[test]
     fn the_signature_matches_the_standard_webhooks_test_vector() {
         // From the Standard Webhooks reference libraries' tests.
@@ -620,6 +676,7 @@ mod tests {
     async fn only_http_urls_are_taken_and_each_save_makes_a_new_secret() {
         let dir = tempfile::tempdir().unwrap();
         let (engine, _) = engine_in(&dir).await;
+        let (engine, _) = with_table(engine, "127.0.0.1");
         let user = user(&engine, "w@example.org").await;
         let hooks = engine.webhooks();
         let long = format!("https://example.org/{}", "a".repeat(MAX_FIELD_BYTES));
@@ -684,6 +741,7 @@ mod tests {
     async fn the_secret_is_not_stored_in_clear() {
         let dir = tempfile::tempdir().unwrap();
         let (engine, _) = engine_in(&dir).await;
+        let (engine, _) = with_table(engine, "");
         let user = user(&engine, "s@example.org").await;
         let secret = engine
             .webhooks()
@@ -873,13 +931,10 @@ mod tests {
             engine.pool().clone(),
             engine.secrets.clone(),
             engine.clock.clone(),
+            WebhookAllow::parse("127.0.0.1").unwrap(),
         );
         let now = engine.now();
-        let client = webhook_client();
-        let (a, b) = tokio::join!(
-            engine.webhooks().deliver_due(&client, now),
-            other.deliver_due(&client, now)
-        );
+        let (a, b) = tokio::join!(engine.webhooks().deliver_due(now), other.deliver_due(now));
         assert_eq!(a.unwrap() + b.unwrap(), 20);
         let seen = seen.lock().unwrap();
         let ids: std::collections::HashSet<_> = seen
@@ -887,5 +942,150 @@ mod tests {
             .map(|(h, _)| header(h, "webhook-id").to_owned())
             .collect();
         assert_eq!((seen.len(), ids.len()), (20, 20));
+    }
+
+    #[tokio::test]
+    async fn internal_addresses_are_refused_on_save_unless_the_admin_allows_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(dir.path()).await;
+        config.webhook_allow = WebhookAllow::default();
+        let (engine, _) = engine_with(config).await;
+        let user = user(&engine, "p@example.org").await;
+        let hooks = engine.webhooks();
+        for refused in [
+            "http://127.0.0.1:9/x",
+            "http://localhost:8123/api/webhook/x",
+            "http://10.0.0.5:8500/",
+            "http://192.168.1.20:8123/api/webhook/x",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://[fd00:ec2::254]/latest/meta-data/",
+            "http://[::ffff:127.0.0.1]:9/x",
+            "http://[64:ff9b::a00:5]/",
+            "http://100.64.0.1/",
+            "http://0.0.0.0:9/",
+            "http://[fe80::1]/",
+        ] {
+            assert_eq!(
+                hooks.set_url(user, refused).await.err(),
+                Some(ErrorCode::WebhookAddressRefused),
+                "{refused}"
+            );
+        }
+        assert_eq!(hooks.endpoint(user).await.unwrap(), None);
+
+        // STEPGATE_WEBHOOK_ALLOW=192.168.1.20/32: the household's Home Assistant, nothing else.
+        let (engine, table) = with_table(engine, "192.168.1.20/32 homeassistant.local");
+        table.set("homeassistant.local", &["192.168.1.77"]);
+        let hooks = engine.webhooks();
+        assert_eq!(
+            hooks
+                .set_url(user, "https://missing.example/hook")
+                .await
+                .err(),
+            Some(ErrorCode::WebhookHostNotFound)
+        );
+        hooks
+            .set_url(user, "http://192.168.1.20:8123/api/webhook/stepgate")
+            .await
+            .unwrap();
+        hooks
+            .set_url(user, "http://homeassistant.local:8123/api/webhook/stepgate")
+            .await
+            .unwrap();
+        assert_eq!(
+            hooks.set_url(user, "http://192.168.1.21:8123/").await.err(),
+            Some(ErrorCode::WebhookAddressRefused)
+        );
+        assert_eq!(
+            hooks.endpoint(user).await.unwrap().unwrap().0,
+            "http://homeassistant.local:8123/api/webhook/stepgate"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_delivery_goes_to_the_address_judged_and_not_to_one_the_name_turned_into() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, clock) = engine_in(&dir).await;
+        let (engine, table) = with_table(engine, "127.0.0.1");
+        let user = user(&engine, "b@example.org").await;
+        let (url, seen, _) = receiver(204).await;
+        // `hooks.test` exists only in the table: the request reaching the receiver went to
+        // the address the check found, not to a second lookup.
+        let port = url::Url::parse(&url).unwrap().port().unwrap();
+        table.set("hooks.test", &["127.0.0.1"]);
+        engine
+            .webhooks()
+            .set_url(user, &format!("http://hooks.test:{port}/hook"))
+            .await
+            .unwrap();
+        engine
+            .webhooks()
+            .enqueue(user, "account.connected", &connected(), engine.now())
+            .await
+            .unwrap();
+        assert_eq!(engine.deliver_webhooks_now().await.unwrap(), 1);
+        assert_eq!(seen.lock().unwrap().len(), 1);
+        assert_eq!(
+            engine.webhooks().deliveries(user, 10).await.unwrap()[0].status,
+            DeliveryStatus::Delivered
+        );
+
+        // The name now resolves to the owner's network: nothing is sent, and the log says why
+        // without anything a connection would have told.
+        table.set("hooks.test", &["10.0.0.5"]);
+        engine
+            .webhooks()
+            .enqueue(user, "account.removed", &connected(), engine.now())
+            .await
+            .unwrap();
+        assert_eq!(engine.deliver_webhooks_now().await.unwrap(), 1);
+        let log = &engine.webhooks().deliveries(user, 10).await.unwrap()[0];
+        assert_eq!(
+            (log.event_type.as_str(), log.status, log.last_status),
+            ("account.removed", DeliveryStatus::Pending, None)
+        );
+        assert_eq!(
+            log.last_error.as_deref(),
+            Some("not sent: the host resolves to a private address")
+        );
+        assert_eq!(seen.lock().unwrap().len(), 1, "nothing more was sent");
+        // Back to the receiver: the retry goes out.
+        table.set("hooks.test", &["127.0.0.1"]);
+        clock.advance(RETRY_AFTER[0]);
+        assert_eq!(engine.deliver_webhooks_now().await.unwrap(), 1);
+        assert_eq!(seen.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _) = engine_in(&dir).await;
+        let user = user(&engine, "x@example.org").await;
+        let (target, seen, _) = receiver(204).await;
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move || async move {
+                (StatusCode::TEMPORARY_REDIRECT, [("location", target)])
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        engine.webhooks().set_url(user, &url).await.unwrap();
+        engine
+            .webhooks()
+            .enqueue(user, "account.connected", &connected(), engine.now())
+            .await
+            .unwrap();
+        assert_eq!(engine.deliver_webhooks_now().await.unwrap(), 1);
+        let log = &engine.webhooks().deliveries(user, 10).await.unwrap()[0];
+        assert_eq!(
+            (log.status, log.last_status),
+            (DeliveryStatus::Pending, Some(307))
+        );
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "the redirect's target saw nothing"
+        );
     }
 }

@@ -47,6 +47,9 @@ pub struct Config {
     /// `STEPGATE_REGISTRATION` (`open`, `invite` or `closed`; default `invite`): who may
     /// register once the first account (the admin) exists.
     pub registration: engine::registration::RegistrationMode,
+    /// `STEPGATE_WEBHOOK_ALLOW` (CIDRs and host names, comma or space separated): internal
+    /// addresses webhooks may reach all the same, e.g. `192.168.1.20/32` for Home Assistant.
+    pub webhook_allow: engine::webhook_destination::WebhookAllow,
 }
 
 fn flag(name: &str, default: bool) -> bool {
@@ -57,11 +60,77 @@ fn flag(name: &str, default: bool) -> bool {
     }
 }
 
+/// Creates the data folder (and any missing parent) readable by this user only: it holds the
+/// database and the key file. A folder that exists already is left as its owner made it.
+pub fn create_data_dir(path: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path)
+}
+
+/// `text` with the password of every URL in it (`scheme://user:password@host`) replaced by
+/// `***`, so an error or log line that quotes a `DATABASE_URL` or `STEPGATE_REDIS_URL` never
+/// shows it.
+pub fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        // The authority ends at the first of these; userinfo is what comes before its last '@'.
+        let end = after
+            .find(|c: char| {
+                matches!(c, '/' | '?' | '#')
+                    || c.is_whitespace()
+                    || c.is_control()
+                    || "`'\"<>".contains(c)
+            })
+            .unwrap_or(after.len());
+        let authority = &after[..end];
+        match authority.rfind('@') {
+            Some(at) => {
+                let userinfo = &authority[..at];
+                match userinfo.split_once(':') {
+                    Some((user, _password)) => out.push_str(&format!("{user}:***")),
+                    None => out.push_str(userinfo),
+                }
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A `tracing` writer that passes every log line through [`redact_urls`] (the formatter
+/// writes one event per call).
+pub struct RedactingWriter<W>(pub W);
+
+impl<W: std::io::Write> std::io::Write for RedactingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        if text.contains("://") {
+            self.0.write_all(redact_urls(&text).as_bytes())?;
+        } else {
+            self.0.write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
 impl Config {
     pub fn from_env(site_addr: std::net::SocketAddr) -> Result<Config, Box<dyn std::error::Error>> {
         let data_dir =
             PathBuf::from(std::env::var("STEPGATE_DATA").unwrap_or_else(|_| "./data".into()));
-        std::fs::create_dir_all(&data_dir)
+        create_data_dir(&data_dir)
             .map_err(|e| format!("cannot create the data folder {}: {e}", data_dir.display()))?;
         let database_url = std::env::var("DATABASE_URL")
             .ok()
@@ -107,6 +176,10 @@ impl Config {
                 })?,
             _ => engine::registration::RegistrationMode::default(),
         };
+        let webhook_allow = engine::webhook_destination::WebhookAllow::parse(
+            &std::env::var("STEPGATE_WEBHOOK_ALLOW").unwrap_or_default(),
+        )
+        .map_err(|e| format!("STEPGATE_WEBHOOK_ALLOW: {e}"))?;
         let totp_provider_url = std::env::var("STEPGATE_TOTP_PROVIDER_URL")
             .unwrap_or_else(|_| "http://127.0.0.1:3100".into())
             .trim_end_matches('/')
@@ -130,8 +203,112 @@ impl Config {
             account_check_interval,
             upkeep_interval,
             registration,
+            webhook_allow,
             totp_provider_url,
             public_url,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_in_urls_are_redacted() {
+        assert_eq!(
+            redact_urls("DATABASE_URL must start with sqlite:// or postgres://, not `mysql://stepgate:hunter2-secret@db:3306/stepgate`"),
+            "DATABASE_URL must start with sqlite:// or postgres://, not `mysql://stepgate:***@db:3306/stepgate`"
+        );
+        assert_eq!(
+            redact_urls(
+                "redis://:s3cret@127.0.0.1:6379/0 and postgres://u:p%40ss@h/db?sslmode=require"
+            ),
+            "redis://:***@127.0.0.1:6379/0 and postgres://u:***@h/db?sslmode=require"
+        );
+        // A password holding '@' or ':' is cut at the last '@' of the authority.
+        assert_eq!(
+            redact_urls("postgres://u:a@b:c@host/db"),
+            "postgres://u:***@host/db"
+        );
+        for kept in [
+            "http://127.0.0.1:3000/login",
+            "sqlite:///data/stepgate.db",
+            "postgres://stepgate@db/stepgate",
+            "no url here",
+        ] {
+            assert_eq!(redact_urls(kept), kept);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wrong_scheme_database_url_is_reported_without_its_password() {
+        let e = engine::db::connect("mysql://stepgate:hunter2-secret@db:3306/stepgate")
+            .await
+            .err()
+            .expect("mysql:// is refused");
+        let shown = redact_urls(&e.to_string());
+        assert!(
+            shown.contains("mysql://stepgate:***@db:3306/stepgate"),
+            "{shown}"
+        );
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn log_lines_never_carry_a_url_password() {
+        use std::sync::{Arc, Mutex};
+        use tracing_subscriber::fmt::MakeWriter;
+
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        #[derive(Clone)]
+        struct Make(Buffer);
+        impl<'a> MakeWriter<'a> for Make {
+            type Writer = RedactingWriter<Buffer>;
+            fn make_writer(&'a self) -> Self::Writer {
+                RedactingWriter(self.0.clone())
+            }
+        }
+        let buffer = Buffer::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(Make(buffer.clone()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let url = "postgres://stepgate:hunter2-secret@db.internal/stepgate";
+            tracing::error!(error = %format!("cannot connect to {url}"), "opening the database failed");
+            tracing::warn!(url, "retrying");
+        });
+        let logged = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            logged.contains("postgres://stepgate:***@db.internal/stepgate"),
+            "{logged}"
+        );
+        assert!(!logged.contains("hunter2"), "{logged}");
+    }
+
+    #[test]
+    fn the_data_folder_is_made_for_its_owner_only_and_the_key_file_too() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("new").join("data");
+        create_data_dir(&data).unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&dir.path().join("new")), 0o700);
+        // Again on an existing folder: fine, and unchanged.
+        create_data_dir(&data).unwrap();
+        assert_eq!(mode(&data), 0o700);
+        SecretKey::load_or_create(None, &data).unwrap();
+        assert_eq!(mode(&data.join(engine::secrets::KEY_FILE_NAME)), 0o600);
     }
 }

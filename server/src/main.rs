@@ -19,14 +19,26 @@ use leptos::prelude::*;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,sqlx=warn".into()),
         )
+        // No log line shows a URL's password (a DATABASE_URL quoted in an error, say).
+        .with_writer(|| config::RedactingWriter(std::io::stdout()))
         .init();
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // Nor does an error that stops the server.
+            eprintln!("Error: {}", config::redact_urls(&e.to_string()));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
 
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut leptos_options = get_configuration(None)?.leptos_options;
     // `cargo leptos build` writes hash.txt next to the binary when file names are fingerprinted.
     let hashed_assets = std::env::current_exe()?
@@ -49,6 +61,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     engine_config.account_check_interval = config.account_check_interval;
     engine_config.redis_url = config.redis_url.clone();
     engine_config.redis_prefix = config.redis_prefix.clone();
+    engine_config.webhook_allow = config.webhook_allow.clone();
     let engine = Engine::open(engine_config).await?;
     let settings = app::session::ServerSettings {
         public_url: config.public_url.clone(),

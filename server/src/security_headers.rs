@@ -7,6 +7,8 @@
 //! - `Cross-Origin-Opener-Policy: same-origin-allow-popups` keeps the link to the TOTP popup we
 //!   open (its codes come back by `postMessage`) while cutting any opener that is not ours. The
 //!   provider's callback page sends none: it must still reach the page that opened the popup.
+//! - `Referrer-Policy: same-origin`, unless the answer set its own: the TOTP callback's
+//!   `no-referrer` stays (its URL carries the seed).
 //! - `Strict-Transport-Security` when the browser came over https.
 //! - Fingerprinted `/pkg/` files are immutable for a year; every page and API answer is
 //!   `no-store`, since pages carry flows, codes and secrets.
@@ -79,6 +81,7 @@ pub async fn add(State(policy): State<HeaderPolicy>, mut request: Request, next:
     request.extensions_mut().insert(CspNonce(nonce.clone()));
 
     let mut response = next.run(request).await;
+    let own_referrer_policy = response.headers().contains_key(header::REFERRER_POLICY);
     let headers = response.headers_mut();
     let mut set = |name: header::HeaderName, value: &str| {
         if let Ok(value) = HeaderValue::from_str(value) {
@@ -90,7 +93,9 @@ pub async fn add(State(policy): State<HeaderPolicy>, mut request: Request, next:
         &content_security_policy(&nonce),
     );
     set(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
-    set(header::REFERRER_POLICY, "same-origin");
+    if !own_referrer_policy {
+        set(header::REFERRER_POLICY, "same-origin");
+    }
     set(header::X_FRAME_OPTIONS, "DENY");
     if path != POPUP_CALLBACK {
         set(
@@ -138,6 +143,45 @@ mod tests {
         assert_eq!(cache_control("/pkg/stepgate.wasm", plain), "no-cache");
         assert_eq!(cache_control("/login/code", hashed), "no-store");
         assert_eq!(cache_control("/api/verify_code", hashed), "no-store");
+    }
+
+    #[tokio::test]
+    async fn an_answers_own_referrer_policy_is_kept_and_others_get_same_origin() {
+        use axum::body::Body;
+        use axum::response::IntoResponse;
+        use tower::ServiceExt;
+
+        let app = axum::Router::new()
+            .route(
+                POPUP_CALLBACK,
+                axum::routing::get(|| async {
+                    ([(header::REFERRER_POLICY, "no-referrer")], "seed page").into_response()
+                }),
+            )
+            .route("/login", axum::routing::get(|| async { "login" }))
+            .layer(axum::middleware::from_fn_with_state(
+                HeaderPolicy {
+                    hashed_assets: false,
+                },
+                add,
+            ));
+        let get = |path: String| {
+            let app = app.clone();
+            async move {
+                app.oneshot(axum::http::Request::get(path).body(Body::empty()).unwrap())
+                    .await
+                    .unwrap()
+            }
+        };
+        let callback = get(format!("{POPUP_CALLBACK}?seed=ABC")).await;
+        let policies: Vec<_> = callback
+            .headers()
+            .get_all(header::REFERRER_POLICY)
+            .iter()
+            .collect();
+        assert_eq!(policies, ["no-referrer"]);
+        let login = get("/login".into()).await;
+        assert_eq!(login.headers()[header::REFERRER_POLICY], "same-origin");
     }
 
     #[test]

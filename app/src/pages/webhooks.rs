@@ -23,11 +23,25 @@ pub fn WebhooksPage() -> impl IntoView {
             .get()
             .is_some_and(|e| e.code == ErrorCode::InvalidUrl)
     };
-    let other_save_error =
-        Signal::derive(move || save_error.get().filter(|e| e.code != ErrorCode::InvalidUrl));
+    // A refused address gets the page's own words: why, and who can allow it.
+    let refused = move || {
+        save_error
+            .get()
+            .is_some_and(|e| e.code == ErrorCode::WebhookAddressRefused)
+    };
+    let other_save_error = Signal::derive(move || {
+        save_error.get().filter(|e| {
+            !matches!(
+                e.code,
+                ErrorCode::InvalidUrl | ErrorCode::WebhookAddressRefused
+            )
+        })
+    });
     let remove_error = Signal::derive(move || remove.value().get().and_then(Result::err));
     let query = use_query_map();
     let removed = query.read_untracked().get("removed").is_some();
+    // The URL as typed before a refused plain form post (`webhooks.rs` sends it back).
+    let typed = query.read_untracked().get("value.url");
     view! {
         <Title text="Webhooks · Stepgate"/>
         <section class="card wide" aria-labelledby="webhooks-title">
@@ -54,11 +68,23 @@ pub fn WebhooksPage() -> impl IntoView {
                             <p>"Enter an http:// or https:// URL of at most 1,024 characters."</p>
                         </div>
                     })}
+                    {move || refused().then(|| view! {
+                        <div role="alert" class="error" data-code="webhook_address_refused">
+                            <p>
+                                "Webhooks may not go to that address: it is this server itself, a private network "
+                                "or another internal address, which a webhook must not be able to reach."
+                            </p>
+                            <p class="detail">
+                                "If it is yours (Home Assistant on your home network, say), a Stepgate admin can allow it with "
+                                <code>"STEPGATE_WEBHOOK_ALLOW"</code> "."
+                            </p>
+                        </div>
+                    })}
                     <p>
                         <label for="webhook-url">"Webhook URL"</label>
                         <input id="webhook-url" name="url" type="url" required maxlength="1024"
                             autocomplete="off" placeholder="https://example.org/stepgate"
-                            value=page.url.clone().unwrap_or_default()/>
+                            value=typed.clone().or_else(|| page.url.clone()).unwrap_or_default()/>
                     </p>
                     <p class="hint">"Saving makes a new signing secret; the old one stops working."</p>
                     <button type="submit" data-busy="Saving…">"Save"</button>

@@ -306,4 +306,71 @@ mod tests {
             Err(ErrorCode::RateLimited)
         );
     }
+
+    /// 40 wrong codes sent at once on one sign-in, through two instances sharing the state
+    /// (one SQLite file, or Postgres + Redis in that run of the suite): each is claimed before
+    /// it is checked, so only the account's free tries are checked, and the right code sent
+    /// next is refused unchecked.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn forty_wrong_codes_at_once_on_one_sign_in_are_checked_at_most_five_times() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, clock_a) = engine_in(&dir).await;
+        let (b, clock_b) = engine_in(&dir).await;
+        let (_, secret) = user_with_totp(&a, "burst@example.org").await;
+        let credentials = input(&[("email", "burst@example.org"), ("password", "password-1")]);
+        let Ok(Progress::Next(view)) = start(&a, "local", Some("o".into()), &credentials).await
+        else {
+            panic!("the password should lead to the code step");
+        };
+        clock_a.advance(30);
+        clock_b.advance(30);
+        let tasks: Vec<_> = (0..40)
+            .map(|i| {
+                let engine = if i % 2 == 0 { a.clone() } else { b.clone() };
+                let flow_id = view.flow_id.clone();
+                tokio::spawn(async move {
+                    submit(&engine, &flow_id, Some("o"), &input(&[("code", "000000")])).await
+                })
+            })
+            .collect();
+        let mut answers = std::collections::HashMap::new();
+        for task in tasks {
+            let answer = task.await.unwrap();
+            assert!(
+                matches!(
+                    answer,
+                    Err(ErrorCode::InvalidCode
+                        | ErrorCode::RateLimited
+                        | ErrorCode::TooManyAttempts
+                        | ErrorCode::FlowExpired)
+                ),
+                "{answer:?}"
+            );
+            *answers.entry(answer.unwrap_err()).or_insert(0) += 1;
+        }
+        let checked = a.two_factor().codes_checked() + b.two_factor().codes_checked();
+        assert!(
+            checked <= u64::from(MAX_ATTEMPTS),
+            "{checked} codes checked: {answers:?}"
+        );
+        assert_eq!(checked, FREE_FAILURES as u64, "{answers:?}");
+        let right = crate::totp::code_at(&secret, a.now(), 6);
+        for engine in [&a, &b] {
+            assert_eq!(
+                submit(
+                    engine,
+                    &view.flow_id,
+                    Some("o"),
+                    &input(&[("code", &right)])
+                )
+                .await,
+                Err(ErrorCode::RateLimited)
+            );
+        }
+        assert_eq!(
+            a.two_factor().codes_checked() + b.two_factor().codes_checked(),
+            checked,
+            "the right code was refused without being checked"
+        );
+    }
 }
