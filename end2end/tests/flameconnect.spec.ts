@@ -129,3 +129,22 @@ test("an unreachable provider marks the account degraded, not needing sign-in", 
   await page.goto("/accounts");
   await expect(status).toContainText("Active");
 });
+
+test("B2C's routing hops on authorize and confirmed are followed to a connected account", async ({ page }) => {
+  const hops = async () => {
+    const all: Record<string, number> = await (await page.request.get(`http://${doubles.flameconnect}/testing/hops`)).json();
+    const count = (end: string) =>
+      Object.entries(all)
+        .filter(([path]) => path.endsWith(end))
+        .reduce((sum, [, n]) => sum + n, 0);
+    return { authorize: count("oauth2/v2.0/authorize"), confirmed: count("api/CombinedSigninAndSignup/confirmed") };
+  };
+  // The account may be connected by an earlier test of another user: a fresh user each time.
+  const before = await hops();
+  await connectFlameConnect(page, OTHER.email, OTHER.password);
+  await expect(page).toHaveURL(/\/accounts\?connected=\d+$/);
+  await expect(row(page, OTHER.email)).toBeVisible();
+  const after = await hops();
+  expect(after.authorize).toBeGreaterThan(before.authorize);
+  expect(after.confirmed).toBeGreaterThan(before.confirmed);
+});

@@ -207,3 +207,63 @@ test("a server restart between the password and the code step does not lose the 
     fs.rmSync(dataDir, { recursive: true, force: true });
   }
 });
+
+/** The routing hops B2C answered so far, by step. */
+async function hops(page: Page): Promise<Record<string, number>> {
+  const all: Record<string, number> = await (await page.request.get(`http://${doubles.lynkcoB2c}/testing/hops`)).json();
+  const count = (end: string) =>
+    Object.entries(all)
+      .filter(([path]) => path.endsWith(end))
+      .reduce((sum, [, n]) => sum + n, 0);
+  return {
+    authorize: count("oauth2/v2.0/authorize"),
+    combined: count("api/CombinedSigninAndSignup/confirmed"),
+    selfAsserted: count("api/SelfAsserted/confirmed"),
+  };
+}
+
+test("B2C's routing hops on authorize and both confirmed steps are followed to a connected account", async ({ page }) => {
+  const before = await hops(page);
+  await openLynkco(page);
+  await fillFirstForm(page);
+  const sent = await toCodeStep(page);
+  await page.getByLabel("Verification code").fill(await smsCode(page, sent));
+  await page.getByRole("button", { name: "Verify" }).click();
+  await expectConnected(page);
+  const after = await hops(page);
+  expect(after.authorize).toBeGreaterThan(before.authorize);
+  expect(after.combined).toBeGreaterThan(before.combined);
+  expect(after.selfAsserted).toBeGreaterThan(before.selfAsserted);
+});
+
+test("B2C's pages out of shape: the fallback is offered and its reason announced", async ({ page }) => {
+  const faults = `http://${doubles.lynkcoB2c}/testing/faults`;
+  expect((await page.request.post(faults, { data: { step: "self_asserted", fault: "shape", count: 1 } })).ok()).toBe(true);
+  try {
+    await openLynkco(page);
+    await fillFirstForm(page);
+    await page.getByRole("button", { name: "Connect", exact: true }).click();
+    await expect(page.getByRole("alert")).toContainText("Automatic sign-in did not work");
+    await expect(page.getByRole("link", { name: "Sign in on Lynk & Co's page instead" })).toBeVisible();
+    await expect(page.getByLabel("Redirect URL")).toBeVisible();
+  } finally {
+    await page.request.post(faults, { data: { step: "all", fault: "none" } });
+  }
+});
+
+test("a garbage answer from the token endpoint is the provider's fault, with no fallback", async ({ page }) => {
+  const faults = `http://${doubles.lynkcoB2c}/testing/faults`;
+  await openLynkco(page);
+  await fillFirstForm(page);
+  const sent = await toCodeStep(page);
+  await page.getByLabel("Verification code").fill(await smsCode(page, sent));
+  expect((await page.request.post(faults, { data: { step: "token", fault: "garbage" } })).ok()).toBe(true);
+  try {
+    await page.getByRole("button", { name: "Verify" }).click();
+    await expect(page.getByRole("alert")).toContainText("The provider answered in a way Stepgate does not understand");
+    await expect(page.getByRole("alert")).not.toContainText("on our side");
+    await expect(page.getByLabel("Redirect URL")).toHaveCount(0);
+  } finally {
+    await page.request.post(faults, { data: { step: "all", fault: "none" } });
+  }
+});

@@ -3,7 +3,7 @@
 // Xiaomi's verification page; bad pastes keep the step with their own error.
 import { expect, test, type Page } from "@playwright/test";
 import { doubles } from "../playwright.config";
-import { register, uniqueEmail } from "./helpers";
+import { register, signOut, uniqueEmail } from "./helpers";
 
 const PASSWORD = "xiaomi-demo";
 
@@ -94,4 +94,48 @@ test("2FA by pasting the URL from Xiaomi's verification page; bad pastes keep th
   await page.getByRole("button", { name: "Connect with URL" }).click();
   await expect(page).toHaveURL(/\/accounts\?connected=\d+$/);
   await expect(page.getByRole("row", { name: /Xiaomi/ })).toContainText(account);
+});
+
+test("2FA by code through Xiaomi's confirm-phone page: Stepgate goes on by its skipUrl", async ({ page }) => {
+  const account = "demo-confirm@xiaomi.test";
+  await startXiaomi(page, account);
+  await page.getByRole("button", { name: "Send code" }).click();
+  await page.getByLabel("Verification code").fill(await latestCode(page, account));
+  await page.getByRole("button", { name: "Verify" }).click();
+  await expect(page).toHaveURL(/\/accounts\?connected=\d+$/);
+  await expect(page.getByRole("row", { name: /Xiaomi/ })).toContainText(account);
+});
+
+test("2FA by paste through the confirm-phone page: skipped, or its own address pasted", async ({ page }) => {
+  const account = "demo-confirm@xiaomi.test";
+  for (const way of ["skip", "page address"]) {
+    if (way !== "skip") {
+      // One Xiaomi account per user: a second user for the second way.
+      await signOut(page);
+      await register(page, uniqueEmail("xiaomi-confirm"), "xiaomi-pass-1");
+    }
+    await startXiaomi(page, account);
+    const opened = page.waitForEvent("popup");
+    await page.getByRole("link", { name: "Open Xiaomi verification page" }).click();
+    const xiaomi = await opened;
+    await xiaomi.getByRole("button", { name: "Send code" }).click();
+    await xiaomi.getByLabel("Verification code").fill(await latestCode(page, account));
+    await xiaomi.getByRole("button", { name: "Verify" }).click();
+    await expect(xiaomi.getByRole("heading", { name: "Confirm your phone number" })).toBeVisible();
+    let pasted: string;
+    if (way === "skip") {
+      await xiaomi.getByRole("link", { name: "Skip for now" }).click();
+      pasted = await xiaomi.getByLabel("Authenticated URL").inputValue();
+      expect(pasted).toMatch(/^https:\/\/sts\.api\.io\.mi\.com\/sts\?/);
+    } else {
+      pasted = xiaomi.url();
+      expect(pasted).toContain("/fe/service/identity/confirmPhone?");
+      expect(pasted).toContain("skipUrl=");
+    }
+    await xiaomi.close();
+    await page.getByLabel("Authenticated URL").fill(pasted);
+    await page.getByRole("button", { name: "Connect with URL" }).click();
+    await expect(page, way).toHaveURL(/\/accounts\?connected=\d+$/);
+    await expect(page.getByRole("row", { name: /Xiaomi/ })).toContainText(account);
+  }
 });

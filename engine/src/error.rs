@@ -143,11 +143,22 @@ pub enum ErrorCode {
     ApiKeyExpired,
     #[error("unknown")]
     Unknown,
+    /// An upstream answer over its size cap (1 MiB unless the request allows more).
+    #[error("upstream_too_large")]
+    UpstreamTooLarge,
+    /// An upstream redirect Stepgate does not follow: not over https, to a host the provider
+    /// does not declare (a loopback or private address among them), round in circles, or more
+    /// than 10 hops.
+    #[error("bad_redirect")]
+    BadRedirect,
+    /// An upstream answer of a shape the provider does not know (the service changed).
+    #[error("upstream_out_of_shape")]
+    UpstreamOutOfShape,
 }
 
 impl ErrorCode {
     /// Every code, for the table test and for documentation.
-    pub const ALL: [ErrorCode; 53] = [
+    pub const ALL: [ErrorCode; 56] = [
         ErrorCode::InvalidAuth,
         ErrorCode::InvalidCode,
         ErrorCode::MissingFields,
@@ -201,6 +212,9 @@ impl ErrorCode {
         ErrorCode::WebhookHostNotFound,
         ErrorCode::ApiKeyExpired,
         ErrorCode::Unknown,
+        ErrorCode::UpstreamTooLarge,
+        ErrorCode::BadRedirect,
+        ErrorCode::UpstreamOutOfShape,
     ];
 
     /// The user-facing sentence for this code: the one table of error strings.
@@ -305,6 +319,15 @@ impl ErrorCode {
             }
             ErrorCode::WrongPassword => "That is not your current password.",
             ErrorCode::Unknown => "Something went wrong on our side. Please try again.",
+            ErrorCode::UpstreamTooLarge => {
+                "The provider sent far more data than a sign-in needs, so Stepgate stopped reading. Please try again later."
+            }
+            ErrorCode::BadRedirect => {
+                "The provider redirected the sign-in somewhere Stepgate does not follow (not its own secure site, or round in circles). Please try again later."
+            }
+            ErrorCode::UpstreamOutOfShape => {
+                "The provider answered in a way Stepgate does not understand (it may have changed). Please try again later."
+            }
         }
     }
 
@@ -351,6 +374,7 @@ impl ErrorCode {
             RegistrationThrottled => 429,
             CannotDisableSelf => 409,
             Unknown => 500,
+            UpstreamTooLarge | BadRedirect | UpstreamOutOfShape => 502,
         }
     }
 
@@ -410,6 +434,9 @@ impl ErrorCode {
             ErrorCode::WebhookHostNotFound => "webhook_host_not_found",
             ErrorCode::ApiKeyExpired => "api_key_expired",
             ErrorCode::Unknown => "unknown",
+            ErrorCode::UpstreamTooLarge => "upstream_too_large",
+            ErrorCode::BadRedirect => "bad_redirect",
+            ErrorCode::UpstreamOutOfShape => "upstream_out_of_shape",
         }
     }
 }

@@ -33,6 +33,18 @@ fn kind_of(purpose: Purpose) -> FlowKind {
     }
 }
 
+/// A step that must end within `limit` (all its upstream requests together, however each one
+/// is timed): past it, `timeout`, and a stored flow stays at the step it was at.
+async fn within_deadline<S>(
+    limit: std::time::Duration,
+    step: impl std::future::Future<Output = Step<S>>,
+) -> Step<S> {
+    tokio::time::timeout(limit, step).await.unwrap_or_else(|_| {
+        tracing::warn!(?limit, "a step ran past its deadline");
+        Step::Wait(StepError::new(ErrorCode::Timeout))
+    })
+}
+
 impl Engine {
     fn provider(&self, name: &str) -> Result<&std::sync::Arc<dyn AnyProvider>, ErrorCode> {
         self.providers.get(name).ok_or(ErrorCode::NotFound)
@@ -128,7 +140,7 @@ impl Engine {
             now: self.clock.now(),
             http: &mut http,
         };
-        match provider.start(&mut cx, input).await {
+        match within_deadline(self.upstreams.step_deadline(), provider.start(&mut cx, input)).await {
             Step::Show { step, view, state } => {
                 let mut flow = Flow::new(
                     kind_of(purpose),
@@ -201,7 +213,8 @@ impl Engine {
             http: &mut http,
         };
         let purpose = sealed.purpose;
-        match provider.submit(&mut cx, sealed.state.clone(), input).await {
+        let step = provider.submit(&mut cx, sealed.state.clone(), input);
+        match within_deadline(self.upstreams.step_deadline(), step).await {
             Step::Show { step, view, state } => {
                 let mut next = Flow {
                     step: step.to_owned(),
@@ -365,6 +378,13 @@ mod tests {
                 }),
             )
             .route(
+                "/drip",
+                get(|| async {
+                    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+                    "drop"
+                }),
+            )
+            .route(
                 "/check",
                 get(|headers: axum::http::HeaderMap| async move {
                     let cookie = headers
@@ -460,6 +480,16 @@ mod tests {
             input: &Input,
         ) -> Step<TwoStepState> {
             let TwoStepState::Code { verifier } = state;
+            if input.get("code").map(String::as_str) == Some("many") {
+                // Each request well within its own timeout; all of them together are not.
+                let drip = url::Url::parse("https://upstream.example.test/drip").unwrap();
+                for _ in 0..20 {
+                    if cx.http.send(UpstreamRequest::get(drip.clone())).await.is_err() {
+                        return Step::abort(ErrorCode::CannotConnect);
+                    }
+                }
+                return Step::retry(ErrorCode::InvalidCode);
+            }
             let url = url::Url::parse("https://upstream.example.test/check").unwrap();
             let Ok(answer) = cx.http.send(UpstreamRequest::get(url)).await else {
                 return Step::abort(ErrorCode::CannotConnect);
@@ -494,6 +524,29 @@ mod tests {
             .await
             .unwrap();
         (engine, user.id)
+    }
+
+    #[tokio::test]
+    async fn a_step_has_a_total_deadline_and_its_flow_stays_at_its_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, user_id) = engine(&dir).await;
+        let flow = started(&engine, user_id).await;
+        let deadline = engine.upstreams.step_deadline();
+        let began = std::time::Instant::now();
+        let answer = engine
+            .submit_flow(&flow, Some("o"), &input(&[("code", "many")]))
+            .await;
+        assert_eq!(answer.unwrap_err().code, ErrorCode::Timeout);
+        let took = began.elapsed();
+        assert!(
+            took >= deadline && took < deadline + std::time::Duration::from_secs(1),
+            "{took:?}"
+        );
+        // Not counted as an attempt, and the flow goes on.
+        let done = engine
+            .submit_flow(&flow, Some("o"), &input(&[("code", "right")]))
+            .await;
+        assert!(matches!(done, Ok(Progress::Done(_))), "{done:?}");
     }
 
     async fn started(engine: &Engine, user_id: i64) -> String {

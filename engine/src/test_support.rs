@@ -323,14 +323,41 @@ pub(crate) fn connected(progress: Result<Progress, StepError>) -> ConnectedAccou
 
 // B2C sign-in (Lynk & Co, FlameConnect).
 
-/// Each fault at a B2C step with what it does to the flow: a failed request ends it with its
-/// error; an answer out of shape (`None`) offers the user the manual way instead.
-pub(crate) const B2C_FAULTS: [(Fault, Option<ErrorCode>); 5] = [
+/// Each fault at a B2C step with what it does to the flow: a failed request, too much data or a
+/// redirect Stepgate does not follow ends it with its error; B2C's pages out of shape (`None`)
+/// offer the user the manual way instead.
+pub(crate) const B2C_FAULTS: [(Fault, Option<ErrorCode>); 9] = [
     (Fault::Stall, Some(ErrorCode::Timeout)),
     (Fault::Unavailable503, Some(ErrorCode::ServiceUnavailable)),
     (Fault::Reset, Some(ErrorCode::CannotConnect)),
     (Fault::Garbage, None),
     (Fault::WrongShape, None),
+    (Fault::Endless, Some(ErrorCode::UpstreamTooLarge)),
+    (Fault::LoopbackRedirect, Some(ErrorCode::BadRedirect)),
+    (Fault::RedirectLoop, Some(ErrorCode::BadRedirect)),
+    (Fault::HttpRedirect, Some(ErrorCode::BadRedirect)),
+];
+
+/// What a B2C fault does at the token endpoint or after it: answers out of shape end the flow
+/// with the provider's fault, since the manual way would end at the same endpoint.
+pub(crate) fn past_the_pages(expected: Option<ErrorCode>) -> Option<ErrorCode> {
+    expected.or(Some(ErrorCode::UpstreamOutOfShape))
+}
+
+/// This process's resident memory in MiB, from /proc/self/status (Linux).
+pub(crate) fn rss_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib / 1024
+}
+
+/// The hostile answers an upstream might send, each with the code its step must fail with.
+pub(crate) const HOSTILE_FAULTS: [(Fault, ErrorCode); 4] = [
+    (Fault::Endless, ErrorCode::UpstreamTooLarge),
+    (Fault::LoopbackRedirect, ErrorCode::BadRedirect),
+    (Fault::RedirectLoop, ErrorCode::BadRedirect),
+    (Fault::HttpRedirect, ErrorCode::BadRedirect),
 ];
 
 /// Checks a flow's answer to a fault (`at` says which, for the message): `Some(code)` ends the

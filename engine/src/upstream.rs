@@ -12,6 +12,12 @@
 //! server set them (never quoted). Redirects are never followed by the client: a step that wants
 //! a `Location` (or a cookie set on the way) reads it, and [`HttpSession::follow`] walks them by
 //! hand when a step wants the end.
+//!
+//! Nothing an upstream sends can hurt the server: every answer is read as a stream that stops
+//! at its cap ([`DEFAULT_BODY_LIMIT`] unless the request allows more: `upstream_too_large`), and
+//! a redirect is followed only when [`RedirectPolicy`] allows it (https on the real origin, to a
+//! host the provider declares, no loop, at most [`MAX_REDIRECTS`] hops: else `bad_redirect`).
+//! Each request has its own timeout; a whole step has [`Upstreams::step_deadline`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +33,12 @@ use crate::ErrorCode;
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How many request timeouts a whole step (all its requests) may take.
+const STEP_DEADLINE_FACTOR: u32 = 3;
+/// The most of an upstream answer that is read, unless a request allows more.
+pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
+/// The most redirects one walk follows (requests' own and pages' "go on" links together).
+pub const MAX_REDIRECTS: usize = 10;
 
 /// `scheme://host[:port]` of a URL, as the map keys it.
 fn origin_of(url: &Url) -> String {
@@ -134,6 +146,11 @@ impl Upstreams {
         &self.map
     }
 
+    /// How long one whole step (every upstream request it makes) may take.
+    pub fn step_deadline(&self) -> Duration {
+        self.step_timeout * STEP_DEADLINE_FACTOR
+    }
+
     /// A new, empty session for a flow.
     pub fn session(&self) -> HttpSession {
         HttpSession {
@@ -162,6 +179,8 @@ pub struct UpstreamRequest {
     url: Url,
     headers: Vec<(HeaderName, String)>,
     body: Option<(&'static str, Vec<u8>)>,
+    /// The most of the answer's body that is read.
+    limit: usize,
 }
 
 impl UpstreamRequest {
@@ -179,7 +198,15 @@ impl UpstreamRequest {
             url,
             headers: Vec::new(),
             body: None,
+            limit: DEFAULT_BODY_LIMIT,
         }
+    }
+
+    /// Allows this one answer to be larger than [`DEFAULT_BODY_LIMIT`] (a provider that knows
+    /// one of its answers is big says so here).
+    pub fn limit(mut self, bytes: usize) -> Self {
+        self.limit = bytes.max(DEFAULT_BODY_LIMIT);
+        self
     }
 
     pub fn header(mut self, name: HeaderName, value: impl Into<String>) -> Self {
@@ -231,11 +258,12 @@ impl UpstreamResponse {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
-    /// The body as JSON; an answer out of shape is `unknown` (the reason goes to the log).
+    /// The body as JSON; an answer out of shape is `upstream_out_of_shape` (the reason goes to
+    /// the log).
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ErrorCode> {
         serde_json::from_slice(&self.body).map_err(|e| {
             tracing::warn!(url = %loggable(&self.url), status = self.status, error = %e, "an upstream answer was out of shape");
-            ErrorCode::Unknown
+            ErrorCode::UpstreamOutOfShape
         })
     }
 
@@ -317,11 +345,7 @@ impl HttpSession {
                 let _ = self.jar.parse(text, &request.url);
             }
         }
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| transport_error(&request.url, &e))?
-            .to_vec();
+        let body = read_capped(response, &request.url, request.limit).await?;
         Ok(UpstreamResponse {
             status,
             headers,
@@ -330,31 +354,169 @@ impl HttpSession {
         })
     }
 
-    /// Sends a GET and walks its redirects by hand (cookies collected on the way), at most
-    /// `max_hops`, until an answer that is not a redirect or a `Location` that `stop` accepts
-    /// (a custom-scheme ending such as `msauth://…?code=`, which is never fetched).
+    /// Sends a GET and walks its redirects by hand (cookies collected on the way) as `policy`
+    /// allows, until an answer that is not a redirect or a `Location` that `stop` accepts (a
+    /// custom-scheme ending such as `msauth://…?code=`, which is never fetched).
     pub async fn follow(
         &mut self,
         first: UpstreamRequest,
-        max_hops: usize,
+        policy: &RedirectPolicy,
         stop: impl Fn(&Url) -> bool,
     ) -> Result<Followed, ErrorCode> {
+        self.follow_observing(first, policy, stop, |_| {}).await
+    }
+
+    /// [`HttpSession::follow`], showing `observe` every answer on the way (a header that only
+    /// a hop carries, such as Xiaomi's `extension-pragma`).
+    pub async fn follow_observing(
+        &mut self,
+        first: UpstreamRequest,
+        policy: &RedirectPolicy,
+        stop: impl Fn(&Url) -> bool,
+        mut observe: impl FnMut(&UpstreamResponse),
+    ) -> Result<Followed, ErrorCode> {
+        let mut walk = policy.walk(first.url());
         let mut response = self.send(first).await?;
-        for _ in 0..max_hops {
+        loop {
+            observe(&response);
             if !response.is_redirect() {
                 return Ok(Followed::Answer(response));
             }
-            let Some(next) = response.location() else {
-                return Ok(Followed::Answer(response));
+            let Some(next) = self.redirect_target(&response) else {
+                tracing::warn!(url = %loggable(&response.url), "an upstream redirect has no usable Location");
+                return Err(ErrorCode::BadRedirect);
             };
-            if stop(&next) || !matches!(next.scheme(), "http" | "https") {
+            if stop(&next) {
                 return Ok(Followed::Stopped(next));
             }
+            walk.step(&next)?;
             response = self.send(UpstreamRequest::get(next)).await?;
         }
-        tracing::warn!(url = %loggable(&response.url), "too many upstream redirects");
-        Err(ErrorCode::Unknown)
     }
+
+    /// Where a redirect goes, as a real URL: its `Location` resolved against the real URL it
+    /// answered for, and a double's own base URL turned back into the real origin it stands
+    /// for (so it is judged as the real service's address, not the double's `http://`).
+    pub fn redirect_target(&self, response: &UpstreamResponse) -> Option<Url> {
+        let next = response.location()?;
+        Some(self.map().real_url(&next))
+    }
+}
+
+/// The hosts a provider declares: redirects (and "go on" links a page names) are followed
+/// only over https, only to these hosts, at most [`MAX_REDIRECTS`] hops, never in a circle.
+#[derive(Debug, Clone, Copy)]
+pub struct RedirectPolicy {
+    hosts: &'static [&'static str],
+}
+
+impl RedirectPolicy {
+    pub const fn new(hosts: &'static [&'static str]) -> Self {
+        RedirectPolicy { hosts }
+    }
+
+    /// A walk of redirects starting at `first`.
+    pub fn walk(&self, first: &Url) -> RedirectWalk {
+        RedirectWalk {
+            policy: *self,
+            seen: vec![first.clone()],
+        }
+    }
+
+    /// Whether the policy allows going to `next` (any hop count): why not, in the log.
+    pub fn check(&self, next: &Url) -> Result<(), ErrorCode> {
+        let refuse = |why: &str| {
+            tracing::warn!(to = %loggable(next), why, "an upstream redirect was refused");
+            Err(ErrorCode::BadRedirect)
+        };
+        if next.scheme() != "https" {
+            return refuse("not over https");
+        }
+        match next.host() {
+            Some(url::Host::Domain(name)) if !is_local_name(name) => {
+                if self.hosts.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+                    Ok(())
+                } else {
+                    refuse("to a host the provider does not declare")
+                }
+            }
+            Some(_) => refuse("to an address (loopback, private or any literal) or a local name"),
+            None => refuse("to no host"),
+        }
+    }
+}
+
+/// `localhost` and its subdomains (RFC 6761): never an upstream's host.
+fn is_local_name(name: &str) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost")
+}
+
+/// One walk of redirects under a [`RedirectPolicy`]: counts the hops and remembers where it
+/// has been.
+pub struct RedirectWalk {
+    policy: RedirectPolicy,
+    seen: Vec<Url>,
+}
+
+impl RedirectWalk {
+    /// Allows one more hop to `next`, or says why not (`bad_redirect`).
+    pub fn step(&mut self, next: &Url) -> Result<(), ErrorCode> {
+        self.policy.check(next)?;
+        if self.seen.contains(next) {
+            tracing::warn!(to = %loggable(next), "an upstream redirect goes round in a circle");
+            return Err(ErrorCode::BadRedirect);
+        }
+        if self.seen.len() > MAX_REDIRECTS {
+            tracing::warn!(to = %loggable(next), "too many upstream redirects");
+            return Err(ErrorCode::BadRedirect);
+        }
+        self.seen.push(next.clone());
+        Ok(())
+    }
+
+    /// Goes to `next` again on purpose (a page that must be asked twice, such as Xiaomi's
+    /// "Tips"): counted as a hop, but no circle.
+    pub fn again(&mut self, next: &Url) -> Result<(), ErrorCode> {
+        self.policy.check(next)?;
+        if self.seen.len() > MAX_REDIRECTS {
+            tracing::warn!(to = %loggable(next), "too many upstream redirects");
+            return Err(ErrorCode::BadRedirect);
+        }
+        self.seen.push(next.clone());
+        Ok(())
+    }
+}
+
+/// Reads an answer's body as a stream, at most `limit` bytes: a longer one (or one that says it
+/// is longer) is `upstream_too_large`, and nothing past the cap is kept or read.
+async fn read_capped(
+    mut response: reqwest::Response,
+    url: &Url,
+    limit: usize,
+) -> Result<Vec<u8>, ErrorCode> {
+    let too_large = || {
+        tracing::warn!(url = %loggable(url), limit, "an upstream answer was over its size cap");
+        ErrorCode::UpstreamTooLarge
+    };
+    if response
+        .content_length()
+        .is_some_and(|length| length > limit as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| transport_error(url, &e))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// Where [`HttpSession::follow`] ended.
@@ -362,7 +524,7 @@ impl HttpSession {
 pub enum Followed {
     /// An answer that is not a redirect.
     Answer(UpstreamResponse),
-    /// A `Location` the caller asked to stop at (or one that is not http(s)): not fetched.
+    /// A `Location` the caller asked to stop at: not fetched.
     Stopped(Url),
 }
 
@@ -395,6 +557,8 @@ mod tests {
     fn url(text: &str) -> Url {
         Url::parse(text).unwrap()
     }
+
+    const BOTH: RedirectPolicy = RedirectPolicy::new(&["a.example.test", "b.example.test"]);
 
     #[test]
     fn the_map_sends_real_origins_to_their_doubles_and_back() {
@@ -537,7 +701,7 @@ mod tests {
         let (upstreams, a, _) = two_hosts().await;
         let mut session = upstreams.session();
         let Followed::Answer(end) = session
-            .follow(UpstreamRequest::get(a.join("set").unwrap()), 5, |_| false)
+            .follow(UpstreamRequest::get(a.join("set").unwrap()), &BOTH, |_| false)
             .await
             .unwrap()
         else {
@@ -546,7 +710,7 @@ mod tests {
         assert_eq!(end.url.as_str(), "https://b.example.test/landing");
         assert_eq!(end.text(), "", "a's cookie is not sent to b");
         let stopped = session
-            .follow(UpstreamRequest::get(a.join("set").unwrap()), 5, |u| {
+            .follow(UpstreamRequest::get(a.join("set").unwrap()), &BOTH, |u| {
                 u.host_str() == Some("b.example.test")
             })
             .await
@@ -575,5 +739,147 @@ mod tests {
             .send(UpstreamRequest::get(url("https://gone.example.test/")))
             .await;
         assert_eq!(refused.unwrap_err(), ErrorCode::CannotConnect);
+    }
+
+    /// A host whose answers misbehave: an endless body, a body that says it is too long, a
+    /// body of a given size, and redirects of every kind a policy must judge.
+    async fn misbehaving() -> (Upstreams, Url, String) {
+        use axum::body::Body;
+        use axum::extract::{Path, Query};
+        fn redirect(to: &str) -> Response {
+            Response::builder()
+                .status(302)
+                .header(LOCATION, to)
+                .body(Body::empty())
+                .unwrap()
+        }
+        let router = Router::new()
+            .route(
+                "/endless",
+                get(|| async { sandbox::faults::endless_body() }),
+            )
+            .route(
+                "/bytes/{n}",
+                get(|Path(n): Path<usize>| async move { vec![b'y'; n] }),
+            )
+            .route(
+                "/to",
+                get(
+                    |Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                        redirect(&q["url"])
+                    },
+                ),
+            )
+            .route("/loop", get(|| async { redirect("/loop") }))
+            .route(
+                "/hops/{n}",
+                get(|Path(n): Path<usize>| async move {
+                    if n == 0 {
+                        "arrived".into_response()
+                    } else {
+                        redirect(&format!("/hops/{}", n - 1))
+                    }
+                }),
+            );
+        let base = serve(router).await;
+        let map = UpstreamMap::parse(&format!("https://bad.example.test={base}")).unwrap();
+        (
+            Upstreams::new(map, Duration::from_secs(5)),
+            url("https://bad.example.test/"),
+            base,
+        )
+    }
+
+    const BAD: RedirectPolicy = RedirectPolicy::new(&["bad.example.test"]);
+
+    /// This process's resident memory, from /proc/self/status (Linux), in KiB.
+    fn rss_kib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_endless_body_stops_at_the_cap_in_words_and_memory_stays_small() {
+        let (upstreams, bad, _) = misbehaving().await;
+        let started = std::time::Instant::now();
+        for _ in 0..20 {
+            let mut session = upstreams.session();
+            let answer = session
+                .send(UpstreamRequest::get(bad.join("endless").unwrap()))
+                .await;
+            assert_eq!(answer.unwrap_err(), ErrorCode::UpstreamTooLarge);
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        assert!(rss_kib() < 256 * 1024, "RSS {} KiB", rss_kib());
+        assert!(!ErrorCode::UpstreamTooLarge.message().contains("our side"));
+    }
+
+    #[tokio::test]
+    async fn a_body_at_the_cap_is_read_one_over_it_is_refused_unless_the_request_allows_more() {
+        let (upstreams, bad, _) = misbehaving().await;
+        let mut session = upstreams.session();
+        let at = bad.join(&format!("bytes/{DEFAULT_BODY_LIMIT}")).unwrap();
+        let over = bad.join(&format!("bytes/{}", DEFAULT_BODY_LIMIT + 1)).unwrap();
+        let read = session.send(UpstreamRequest::get(at)).await.unwrap();
+        assert_eq!(read.body.len(), DEFAULT_BODY_LIMIT);
+        let refused = session.send(UpstreamRequest::get(over.clone())).await;
+        assert_eq!(refused.unwrap_err(), ErrorCode::UpstreamTooLarge);
+        let allowed = session
+            .send(UpstreamRequest::get(over).limit(2 * DEFAULT_BODY_LIMIT))
+            .await
+            .unwrap();
+        assert_eq!(allowed.body.len(), DEFAULT_BODY_LIMIT + 1);
+    }
+
+    async fn follow_to(upstreams: &Upstreams, start: Url) -> Result<Followed, ErrorCode> {
+        upstreams
+            .session()
+            .follow(UpstreamRequest::get(start), &BAD, |u| u.scheme() == "app")
+            .await
+    }
+
+    fn to(bad: &Url, location: &str) -> Url {
+        let mut start = bad.join("to").unwrap();
+        start.query_pairs_mut().append_pair("url", location);
+        start
+    }
+
+    #[tokio::test]
+    async fn redirects_go_only_over_https_to_declared_hosts_never_round_in_circles() {
+        let (upstreams, bad, base) = misbehaving().await;
+        for refused in [
+            "http://bad.example.test/hops/0",
+            "https://127.0.0.1:8500/",
+            "https://[::1]/",
+            "https://[::ffff:127.0.0.1]/",
+            "https://10.0.0.5/",
+            "https://169.254.169.254/latest/meta-data/",
+            "https://localhost/admin",
+            "https://other.example.test/",
+            "ftp://bad.example.test/x",
+        ] {
+            let answer = follow_to(&upstreams, to(&bad, refused)).await;
+            assert_eq!(answer.unwrap_err(), ErrorCode::BadRedirect, "{refused}");
+        }
+        // A loop is refused at its first repeat, well before the hop limit.
+        let looped = follow_to(&upstreams, bad.join("loop").unwrap()).await;
+        assert_eq!(looped.unwrap_err(), ErrorCode::BadRedirect);
+        // Ten hops are followed; eleven are too many.
+        let ten = follow_to(&upstreams, bad.join("hops/10").unwrap()).await;
+        assert!(matches!(ten, Ok(Followed::Answer(a)) if a.text() == "arrived"));
+        let eleven = follow_to(&upstreams, bad.join("hops/11").unwrap()).await;
+        assert_eq!(eleven.unwrap_err(), ErrorCode::BadRedirect);
+        // A double naming its own base URL (`http://127.0.0.1:…`) is judged as the real origin
+        // it stands for: https on a declared host.
+        let own = follow_to(&upstreams, to(&bad, &format!("{base}/hops/0"))).await;
+        assert!(matches!(own, Ok(Followed::Answer(a)) if a.url.as_str() == "https://bad.example.test/hops/0"));
+        // A custom scheme the caller stops at is never fetched.
+        let stopped = follow_to(&upstreams, to(&bad, "app://done?code=1")).await;
+        assert!(matches!(stopped, Ok(Followed::Stopped(u)) if u.as_str() == "app://done?code=1"));
+        for code in [ErrorCode::BadRedirect, ErrorCode::UpstreamTooLarge] {
+            assert_ne!(code.http_status(), 500);
+            assert!(code.message().contains("provider"), "{code}");
+        }
     }
 }

@@ -96,6 +96,10 @@ pub enum StepView {
     /// A form of the provider's fields, with a submit button. `intro` says what the step is
     /// (e.g. that a code was sent); `links` are shown with it.
     Form {
+        /// Why this step is shown instead of the expected one (e.g. "automatic sign-in did not
+        /// work"): announced at once (`role="alert"`), above the intro.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        alert: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         intro: Option<String>,
         fields: Vec<FieldSpec>,
@@ -112,6 +116,7 @@ impl StepView {
     /// A form with these fields and this button, nothing else.
     pub fn form(fields: Vec<FieldSpec>, submit: &str) -> Self {
         StepView::Form {
+            alert: None,
             intro: None,
             fields,
             submit: submit.to_owned(),

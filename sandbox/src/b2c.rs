@@ -8,6 +8,14 @@
 //! The end is a 302 to the app's custom scheme with a one-time code, redeemed at the token
 //! endpoint with the PKCE verifier. A tenant with `mfa` sends an SMS code (into its inbox) after
 //! the password. Tokens are HS256 JWTs signed with a random per-process key.
+//!
+//! Like the real service behind its front door, the tenant answers its GET steps with a routing
+//! hop on its own host first: `authorize` redirects to itself with a routing ticket `rt` (named
+//! by the address the client used, so a browser stays on the double and a client must map the
+//! double's address back to the real origin), and both `…/confirmed` steps redirect to
+//! themselves with a ticket bound to the transaction (named with the real origin, as B2C writes
+//! its links). A client that does not follow redirects on B2C's own host never gets past them;
+//! every real client (MSAL, aiohttp, requests) does.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -167,6 +175,8 @@ struct Transaction {
     password_refused: bool,
     sms: Option<SentCode>,
     failures: u32,
+    /// The routing ticket a `…/confirmed` hop sent the client on with.
+    route: Option<String>,
 }
 
 impl Transaction {
@@ -199,6 +209,10 @@ struct Inner {
     inbox: Vec<InboxMessage>,
     refreshes: usize,
     access_lifetime: Duration,
+    /// Routing tickets of `authorize` hops, with when they were issued.
+    routes: HashMap<String, i64>,
+    /// Routing hops answered, by path (`authorize`, `CombinedSigninAndSignup/confirmed`, …).
+    hops: HashMap<String, usize>,
 }
 
 /// The state of one tenant (shared by its routes and its sandbox).
@@ -411,6 +425,8 @@ impl Tenant {
                 inbox: Vec::new(),
                 refreshes: 0,
                 access_lifetime,
+                routes: HashMap::new(),
+                hops: HashMap::new(),
             })),
             faults: Faults::new(cfg.steps),
             clock: Clock::default(),
@@ -466,6 +482,17 @@ impl Tenant {
 
     pub fn refreshes(&self) -> usize {
         self.lock().refreshes
+    }
+
+    /// How many routing hops were answered at steps whose path ends with `step` (`authorize`,
+    /// `CombinedSigninAndSignup/confirmed`, `SelfAsserted/confirmed`).
+    pub fn routing_hops(&self, step: &str) -> usize {
+        self.lock()
+            .hops
+            .iter()
+            .filter(|(path, _)| path.ends_with(step))
+            .map(|(_, n)| n)
+            .sum()
     }
 
     pub fn set_access_token_lifetime(&self, lifetime: Duration) {
@@ -784,6 +811,42 @@ fn redirect_page(cfg: &Config, url: &str) -> Response {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Routing hops.
+
+/// The request's raw query without its `rt` (the routing ticket a hop added): the rest is kept
+/// exactly as the client encoded it (FlameConnect's `+`, `/` and `=` raw).
+fn query_without_route(uri: &Uri) -> String {
+    uri.query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|pair| !pair.is_empty() && pair.split('=').next() != Some("rt"))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// The same path and query with the routing ticket `rt`, under `origin` (empty: path only).
+fn hop_to(origin: &str, uri: &Uri, ticket: &str) -> String {
+    let query = query_without_route(uri);
+    let sep = if query.is_empty() { "" } else { "&" };
+    format!("{origin}{}?{query}{sep}rt={ticket}", uri.path())
+}
+
+/// A `…/confirmed` GET of transaction `key`: `Some(hop)` unless it carries the ticket its
+/// transaction's last hop gave (then the ticket is spent and the step goes on).
+fn confirmed_hop(cfg: &Config, inner: &mut Inner, key: &str, uri: &Uri) -> Option<Response> {
+    let tx = inner.txs.get_mut(key).expect("transaction");
+    let given = util::query(uri).remove("rt");
+    if given.is_some() && given == tx.route {
+        tx.route = None;
+        return None;
+    }
+    let ticket = util::hex_token(12);
+    tx.route = Some(ticket.clone());
+    *inner.hops.entry(uri.path().to_owned()).or_default() += 1;
+    Some(util::found(&hop_to(cfg.origin, uri, &ticket), &[]))
+}
+
+// ---------------------------------------------------------------------------------------------
 // Routes.
 
 /// The router of the tenant's host (plus the inbox when it sends SMS codes).
@@ -812,7 +875,11 @@ pub(crate) fn router(t: Tenant) -> Router {
         .route("/{tenant}/{policy}/oauth2/v2.0/token", post(token))
         .route("/{tenant}/{policy}/browser/signin", post(browser_sign_in))
         .route("/{tenant}/{policy}/browser/verify", post(browser_verify))
-        .route("/testing/revoke", post(revoke_http));
+        .route("/testing/revoke", post(revoke_http))
+        .route(
+            "/testing/hops",
+            get(|State(t): State<Tenant>| async move { Json(t.lock().hops.clone()) }),
+        );
     if t.cfg.mfa {
         r = r
             .route("/inbox", get(inbox_page))
@@ -863,7 +930,12 @@ async fn keys(State(t): State<Tenant>, Path((tenant, policy)): Tp) -> Response {
 }
 
 /// `GET …/oauth2/v2.0/authorize?client_id&response_type=code&redirect_uri&scope&code_challenge&code_challenge_method=S256[&state&nonce]`.
-async fn authorize(State(t): State<Tenant>, Path((tenant, policy)): Tp, uri: Uri) -> Response {
+async fn authorize(
+    State(t): State<Tenant>,
+    Path((tenant, policy)): Tp,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     if !t.path_ok(&tenant, &policy) {
         return not_found();
     }
@@ -906,6 +978,25 @@ async fn authorize(State(t): State<Tenant>, Path((tenant, policy)): Tp, uri: Uri
         );
     }
     let now = t.clock.now_ms();
+    {
+        // The routing hop: a ticket this tenant issued (a reload of the routed page is fine).
+        let mut inner = t.lock();
+        let horizon = TRANSACTION_LIFETIME.as_millis() as i64;
+        inner.routes.retain(|_, issued| now - *issued < horizon);
+        let routed = q.get("rt").is_some_and(|rt| inner.routes.contains_key(rt));
+        if !routed {
+            let ticket = util::hex_token(12);
+            inner.routes.insert(ticket.clone(), now);
+            *inner.hops.entry(uri.path().to_owned()).or_default() += 1;
+            // Named by the address the client used: a browser stays on the double.
+            let origin = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(|host| format!("http://{host}"))
+                .unwrap_or_default();
+            return util::found(&hop_to(&origin, &uri, &ticket), &[]);
+        }
+    }
     let tx = Transaction {
         csrf: b64_with_specials(|| random_bytes(40)),
         trans_cookie: trans_cookie(cfg),
@@ -923,6 +1014,7 @@ async fn authorize(State(t): State<Tenant>, Path((tenant, policy)): Tp, uri: Uri
         password_refused: false,
         sms: None,
         failures: 0,
+        route: None,
     };
     let page_view_id = uuid();
     let page = sign_in_page(cfg, &tx, &page_view_id, None);
@@ -1117,6 +1209,9 @@ async fn combined_confirmed(
     let Some(key) = t.find_by_query(&inner, &uri, &headers, now) else {
         return malformed_page("");
     };
+    if let Some(hop) = confirmed_hop(cfg, &mut inner, &key, &uri) {
+        return hop;
+    }
     let stage = inner.txs[&key].stage.clone();
     match stage {
         Stage::PasswordOk | Stage::CodeSent if cfg.mfa => {
@@ -1192,6 +1287,9 @@ async fn self_asserted_confirmed(
     let Some(key) = t.find_by_query(&inner, &uri, &headers, now) else {
         return malformed_page("");
     };
+    if let Some(hop) = confirmed_hop(t.cfg, &mut inner, &key, &uri) {
+        return hop;
+    }
     if inner.txs[&key].stage == Stage::Verified && t.cfg.mfa {
         let url = inner.finish(t.cfg, &key, now);
         return util::found(&url, &[]);

@@ -5,11 +5,16 @@
 //! until it is switched off. Over HTTP, on each host of a simulator:
 //!
 //! ```text
-//! POST /testing/faults  {"step": "login", "fault": "stall|503|garbage|shape|reset|none", "count": 1}
+//! POST /testing/faults  {"step": "login", "fault": "stall|503|garbage|shape|reset|endless|loopback|loop|http|none", "count": 1}
 //! GET  /testing/faults  -> {"steps": [...], "faults": {"login": {"fault": "503", "count": null}}}
 //! ```
 //!
 //! `"step": "all"` applies the fault to every step (`"fault": "none"` clears them all).
+//!
+//! The last four are what a hostile or broken upstream might send: a body that never ends, a
+//! redirect to a loopback address, a redirect to itself, and a redirect to the same place over
+//! plain `http://` (the real host's name, not the double's address). The redirects are dressed
+//! by each host's layer ([`dress_redirects`]), which knows the real origin it stands for.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -42,7 +47,18 @@ pub enum Fault {
     WrongShape,
     /// Close the connection without answering.
     Reset,
+    /// Answer 200 with a body that never ends (as fast as the client reads).
+    Endless,
+    /// Answer 302 to a loopback address ([`LOOPBACK_TARGET`]).
+    LoopbackRedirect,
+    /// Answer 302 to the very URL asked for, forever.
+    RedirectLoop,
+    /// Answer 302 to the same path on the real host over plain `http://`.
+    HttpRedirect,
 }
+
+/// Where [`Fault::LoopbackRedirect`] points: a local agent's port, as a port scan would try.
+pub const LOOPBACK_TARGET: &str = "https://127.0.0.1:8500/v1/agent/self";
 
 impl Fault {
     /// Parses the HTTP switch's names: `none`, `stall`, `503`, `garbage`, `shape`, `reset`.
@@ -54,6 +70,10 @@ impl Fault {
             "garbage" => Fault::Garbage,
             "shape" => Fault::WrongShape,
             "reset" => Fault::Reset,
+            "endless" => Fault::Endless,
+            "loopback" => Fault::LoopbackRedirect,
+            "loop" => Fault::RedirectLoop,
+            "http" => Fault::HttpRedirect,
             _ => return None,
         })
     }
@@ -66,6 +86,10 @@ impl Fault {
             Fault::Garbage => "garbage",
             Fault::WrongShape => "shape",
             Fault::Reset => "reset",
+            Fault::Endless => "endless",
+            Fault::LoopbackRedirect => "loopback",
+            Fault::RedirectLoop => "loop",
+            Fault::HttpRedirect => "http",
         }
     }
 }
@@ -168,7 +192,8 @@ impl Faults {
         if latency > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
         }
-        match self.take(step) {
+        let fault = self.take(step);
+        match fault {
             Fault::None => None,
             Fault::Stall => {
                 tokio::time::sleep(STALL).await;
@@ -200,6 +225,12 @@ impl Faults {
                     .into_response(),
             ),
             Fault::Reset => Some(reset()),
+            Fault::Endless => Some(endless_body()),
+            Fault::LoopbackRedirect | Fault::RedirectLoop | Fault::HttpRedirect => {
+                let mut r = StatusCode::FOUND.into_response();
+                r.extensions_mut().insert(RedirectFault(fault));
+                Some(r)
+            }
         }
     }
 
@@ -216,6 +247,52 @@ impl Faults {
             .collect();
         json!({ "steps": self.steps, "faults": faults })
     }
+}
+
+/// A body that never ends: 64 KiB chunks for as long as the client reads.
+pub fn endless_body() -> Response {
+    let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+    let stream =
+        futures_util::stream::repeat_with(move || Ok::<Bytes, std::io::Error>(chunk.clone()));
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// Marks a redirect fault's answer; [`dress_redirects`] gives it its `Location`.
+#[derive(Debug, Clone, Copy)]
+struct RedirectFault(Fault);
+
+/// The layer of a host standing for `origin` (`https://login.lynkco.com`): a redirect fault's
+/// answer gets its `Location`, named with the real origin as the real service would.
+pub(crate) async fn dress_redirects(
+    origin: &'static str,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let asked = request
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str().to_owned())
+        .unwrap_or_else(|| "/".to_owned());
+    let mut response = next.run(request).await;
+    let Some(RedirectFault(fault)) = response.extensions().get::<RedirectFault>().copied() else {
+        return response;
+    };
+    let location = match fault {
+        Fault::LoopbackRedirect => LOOPBACK_TARGET.to_owned(),
+        Fault::RedirectLoop => format!("{origin}{asked}"),
+        _ => format!(
+            "http://{}{asked}",
+            origin.split_once("://").map_or(origin, |(_, host)| host)
+        ),
+    };
+    if let Ok(value) = header::HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
 }
 
 /// A response whose body fails before its first byte: hyper then drops the connection without
@@ -242,7 +319,7 @@ async fn set_http(State(faults): State<Faults>, Json(req): Json<SetFault>) -> Re
     let Some(fault) = Fault::parse(&req.fault) else {
         return (
             StatusCode::BAD_REQUEST,
-            Json(json!({"error": "fault must be one of stall, 503, garbage, shape, reset, none"})),
+            Json(json!({"error": "fault must be one of stall, 503, garbage, shape, reset, endless, loopback, loop, http, none"})),
         )
             .into_response();
     };

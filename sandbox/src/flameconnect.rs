@@ -130,6 +130,11 @@ impl FlameConnectSandbox {
         self.tenant.refreshes()
     }
 
+    /// How many routing hops B2C answered at steps ending with `step` (see `b2c`).
+    pub fn routing_hops(&self, step: &str) -> usize {
+        self.tenant.routing_hops(step)
+    }
+
     /// Lifetime of access tokens issued from now on.
     pub fn set_access_token_lifetime(&self, lifetime: Duration) {
         self.tenant.set_access_token_lifetime(lifetime);

@@ -257,6 +257,11 @@ impl LynkcoSandbox {
         self.lynkco.tenant.refreshes()
     }
 
+    /// How many routing hops B2C answered at steps ending with `step` (see `b2c`).
+    pub fn routing_hops(&self, step: &str) -> usize {
+        self.lynkco.tenant.routing_hops(step)
+    }
+
     /// Lifetime of access tokens issued from now on.
     pub fn set_access_token_lifetime(&self, lifetime: Duration) {
         self.lynkco.tenant.set_access_token_lifetime(lifetime);

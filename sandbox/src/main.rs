@@ -66,11 +66,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         xiaomi.account_addr, xiaomi.sts_addr
     );
     println!(
-        "  demo accounts (password {}): {} (no 2FA), {} (2FA by SMS), {} (2FA by email), {} (captcha)",
+        "  demo accounts (password {}): {} (no 2FA), {} (2FA by SMS), {} (2FA by email), {} (2FA by SMS, then the confirm-phone page), {} (captcha)",
         xiaomi::DEMO_PASSWORD,
         xiaomi::DEMO_USER,
         xiaomi::DEMO_2FA_USER,
         xiaomi::DEMO_EMAIL_2FA_USER,
+        xiaomi::DEMO_CONFIRM_USER,
         xiaomi::CAPTCHA_USER
     );
     println!(
@@ -99,7 +100,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         flameconnect::OTHER_EMAIL
     );
     println!(
-        "Faults: POST /testing/faults {{\"step\":\"…\",\"fault\":\"stall|503|garbage|shape|reset|none\"}} on any host"
+        "Faults: POST /testing/faults {{\"step\":\"…\",\"fault\":\"stall|503|garbage|shape|reset|endless|loopback|loop|http|none\"}} on any host"
     );
     println!(
         "For Stepgate: STEPGATE_UPSTREAMS=\"{} {} {} {}\"",

@@ -39,6 +39,9 @@ pub const DEMO_USER: &str = "demo@xiaomi.test";
 pub const DEMO_2FA_USER: &str = "demo-2fa@xiaomi.test";
 /// 2FA by email (identity flag 8); `serviceLoginAuth2/end` first shows the "Tips" page once.
 pub const DEMO_EMAIL_2FA_USER: &str = "demo-email@xiaomi.test";
+/// 2FA by SMS, then the confirm-phone page (`/fe/service/identity/confirmPhone?…&skipUrl=…`)
+/// between the verified code and the end of the login: a client goes on by its `skipUrl`.
+pub const DEMO_CONFIRM_USER: &str = "demo-confirm@xiaomi.test";
 /// Always answers 87001 (captcha) with a `captchaUrl`.
 pub const CAPTCHA_USER: &str = "captcha@xiaomi.test";
 
@@ -60,7 +63,8 @@ pub const ERR_BAD_REQUEST: i64 = 10017;
 /// Fault step names. account.xiaomi.com: `service_login`, `login` (serviceLoginAuth2),
 /// `auth_start` (the browser page), `identity_list`, `send_ticket` (also the page's "Send
 /// code"), `verify` (verifyPhone/verifyEmail and the page's "Verify"), `result_check`,
-/// `login_end` (serviceLoginAuth2/end). sts.api.io.mi.com: `sts`.
+/// `login_end` (serviceLoginAuth2/end), `confirm_phone` (the confirm-phone page).
+/// sts.api.io.mi.com: `sts`.
 pub const STEPS: &[&str] = &[
     "service_login",
     "login",
@@ -70,6 +74,7 @@ pub const STEPS: &[&str] = &[
     "verify",
     "result_check",
     "login_end",
+    "confirm_phone",
     "sts",
 ];
 
@@ -108,6 +113,8 @@ struct Account {
     two_fa: Option<(Channel, &'static str)>,
     captcha: bool,
     tips: bool,
+    /// The confirm-phone page comes between the verified code and the end of the login.
+    confirm_phone: bool,
 }
 
 const ACCOUNTS: &[Account] = &[
@@ -119,6 +126,7 @@ const ACCOUNTS: &[Account] = &[
         two_fa: None,
         captcha: false,
         tips: false,
+        confirm_phone: false,
     },
     Account {
         user: DEMO_2FA_USER,
@@ -128,6 +136,7 @@ const ACCOUNTS: &[Account] = &[
         two_fa: Some((Channel::Phone, "+48 *** *** 789")),
         captcha: false,
         tips: false,
+        confirm_phone: false,
     },
     Account {
         user: DEMO_EMAIL_2FA_USER,
@@ -137,6 +146,17 @@ const ACCOUNTS: &[Account] = &[
         two_fa: Some((Channel::Email, "de***@xiaomi.test")),
         captcha: false,
         tips: true,
+        confirm_phone: false,
+    },
+    Account {
+        user: DEMO_CONFIRM_USER,
+        password: DEMO_PASSWORD,
+        user_id: "6100000005",
+        c_user_id: "cU_demo_confirm_2Wp6",
+        two_fa: Some((Channel::Phone, "+48 *** *** 456")),
+        captcha: false,
+        tips: false,
+        confirm_phone: true,
     },
     Account {
         user: CAPTCHA_USER,
@@ -146,6 +166,7 @@ const ACCOUNTS: &[Account] = &[
         two_fa: None,
         captcha: true,
         tips: false,
+        confirm_phone: false,
     },
 ];
 
@@ -175,6 +196,8 @@ struct Ctx {
     failures: u32,
     verified: bool,
     tips_shown: bool,
+    /// The confirm-phone page was shown (its account cannot end the login before).
+    phone_prompted: bool,
     finished: bool,
 }
 
@@ -303,6 +326,8 @@ pub fn account_router(xiaomi: Xiaomi) -> Router {
             "/fe/service/identity/verify",
             get(page_verify_form).post(page_verify),
         )
+        .route("/fe/service/identity/confirmPhone", get(confirm_phone_page))
+        .route("/fe/service/identity/skip", get(page_skip))
         .route("/identity/list", get(identity_list))
         .route("/identity/auth/sendPhoneTicket", post(send_phone_ticket))
         .route("/identity/auth/sendEmailTicket", post(send_email_ticket))
@@ -631,6 +656,7 @@ async fn service_login_auth2(State(x): State<Xiaomi>, headers: HeaderMap, body: 
             failures: 0,
             verified: false,
             tips_shown: false,
+            phone_prompted: false,
             finished: false,
         },
     );
@@ -790,10 +816,25 @@ async fn page_verify(State(x): State<Xiaomi>, headers: HeaderMap, body: Bytes) -
         );
     }
     let account = inner.contexts[&ctx].account;
+    if ACCOUNTS[account].confirm_phone {
+        // The page's address names the STS URL as its `skipUrl`: pasting that address works
+        // as well as skipping and pasting the STS URL.
+        let issued = inner.issue_sts(account, now);
+        let mut r = StatusCode::SEE_OTHER.into_response();
+        if let Ok(v) = HeaderValue::from_str(&confirm_phone_url("", &ctx, &issued.url)) {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
+        return r;
+    }
     if let Some(c) = inner.contexts.get_mut(&ctx) {
         c.finished = true;
     }
     let issued = inner.issue_sts(account, now);
+    verification_complete(&issued.url)
+}
+
+/// The browser's last page: the one-time STS URL to copy into Stepgate.
+fn verification_complete(url: &str) -> Response {
     let body = format!(
         r#"<p role="status">Verification complete.</p>
 <p>Copy this URL and paste it into Stepgate. It works once.</p>
@@ -801,7 +842,7 @@ async fn page_verify(State(x): State<Xiaomi>, headers: HeaderMap, body: Bytes) -
 <input id="url" name="url" readonly value="{url}">
 <button type="button" id="copy">Copy</button>
 <script>document.getElementById("copy").addEventListener("click",()=>{{const i=document.getElementById("url");i.select();if(navigator.clipboard)navigator.clipboard.writeText(i.value);}});</script>"#,
-        url = util::esc(&issued.url)
+        url = util::esc(url)
     );
     html(StatusCode::OK, "Verification complete", &body)
 }
@@ -924,12 +965,64 @@ async fn result_check(State(x): State<Xiaomi>, uri: Uri) -> Response {
             &[],
         );
     }
-    util::found(
-        &format!(
-            "{ACCOUNT_ORIGIN}/pass/serviceLoginAuth2/end?_group=DEFAULT&sid=xiaomiio&context={ctx}"
-        ),
-        &[],
+    let end = format!(
+        "{ACCOUNT_ORIGIN}/pass/serviceLoginAuth2/end?_group=DEFAULT&sid=xiaomiio&context={ctx}"
+    );
+    if ACCOUNTS[inner.contexts[&ctx].account].confirm_phone {
+        return util::found(&confirm_phone_url(ACCOUNT_ORIGIN, &ctx, &end), &[]);
+    }
+    util::found(&end, &[])
+}
+
+/// The confirm-phone page of a context, going on at `skip` (under `origin`; empty: relative).
+fn confirm_phone_url(origin: &str, ctx: &str, skip: &str) -> String {
+    format!(
+        "{origin}/fe/service/identity/confirmPhone?sid=xiaomiio&context={ctx}&_locale=en_US&skipUrl={}",
+        util::encode(skip)
     )
+}
+
+/// `GET /fe/service/identity/confirmPhone?…&skipUrl=…`: "is this still your phone?", with a
+/// "Skip for now" that goes on with the login. A client (or a browser) must pass here.
+async fn confirm_phone_page(State(x): State<Xiaomi>, uri: Uri) -> Response {
+    fault!(x, "confirm_phone");
+    let q = util::query(&uri);
+    let ctx = q.get("context").cloned().unwrap_or_default();
+    let mut inner = x.lock();
+    if !inner.live_ctx(&ctx, x.clock.now_ms())
+        || !inner.contexts[&ctx].verified
+        || q.get("skipUrl").is_none_or(|s| s.is_empty())
+    {
+        return expired_page();
+    }
+    let c = inner.contexts.get_mut(&ctx).expect("context");
+    c.phone_prompted = true;
+    let to = ACCOUNTS[c.account].two_fa.map(|(_, to)| to).unwrap_or_default();
+    // The browser's "skip" stays on the double; the `skipUrl` in this page's address is
+    // where a client goes on.
+    let body = format!(
+        r#"<p>Is <strong>{to}</strong> still your phone number? Confirming it keeps your account safe.</p>
+<p><button type="button" disabled>Confirm</button> <a href="/fe/service/identity/skip?context={ctx}">Skip for now</a></p>"#,
+        to = util::esc(to),
+        ctx = util::esc(&ctx),
+    );
+    html(StatusCode::OK, "Confirm your phone number", &body)
+}
+
+/// The browser's "Skip for now": the login ends (the STS URL to copy, as after "Verify").
+async fn page_skip(State(x): State<Xiaomi>, uri: Uri) -> Response {
+    let ctx = util::query(&uri).remove("context").unwrap_or_default();
+    let now = x.clock.now_ms();
+    let mut inner = x.lock();
+    if !inner.live_ctx(&ctx, now) || !inner.contexts[&ctx].phone_prompted {
+        return expired_page();
+    }
+    let account = inner.contexts[&ctx].account;
+    if let Some(c) = inner.contexts.get_mut(&ctx) {
+        c.finished = true;
+    }
+    let issued = inner.issue_sts(account, now);
+    verification_complete(&issued.url)
 }
 
 /// `GET /pass/serviceLoginAuth2/end?…`: 302 to the STS URL with `extension-pragma`
@@ -944,6 +1037,10 @@ async fn login_end(State(x): State<Xiaomi>, uri: Uri) -> Response {
     }
     let c = inner.contexts.get_mut(&ctx).expect("context");
     let account = c.account;
+    if ACCOUNTS[account].confirm_phone && !c.phone_prompted {
+        // The confirm-phone page comes first: a client that never passed it is not done.
+        return expired_page();
+    }
     if ACCOUNTS[account].tips && !c.tips_shown {
         c.tips_shown = true;
         return html(

@@ -96,7 +96,7 @@ impl Flow {
             enc(REDIRECT_URI),
             enc(&format!("{SCOPE} openid profile offline_access")),
         ));
-        let r = c.get(&url).await;
+        let r = c.get_routed(&url).await;
         assert_eq!(r.status, 200, "{url}: {}", r.text);
         Flow {
             csrf: setting(&r.text, "csrf"),
@@ -172,7 +172,7 @@ impl Flow {
     /// `confirmed` with the values not encoded, as flameconnect sends them.
     async fn confirmed(&mut self) -> Resp {
         let url = confirmed_url(&self.csrf, &self.trans_id);
-        self.c.get(&url).await
+        self.c.get_routed(&url).await
     }
 
     /// Follows same-origin redirects until the app redirect; answers it.
@@ -437,7 +437,7 @@ async fn authorize_is_strict_about_client_redirect_scope_and_pkce() {
         enc(REDIRECT_URI),
         enc(&format!("{SCOPE} openid profile offline_access")),
     );
-    assert_eq!(c.get(&good).await.status, 200);
+    assert_eq!(c.get_routed(&good).await.status, 200);
     for bad in [
         good.replace(
             &format!("client_id={CLIENT_ID}"),
@@ -571,7 +571,7 @@ async fn every_fault_kind_meets_some_step() {
     let r = c.get(&authorize).await;
     assert_eq!(r.status, 200);
     assert!(!r.text.contains("SETTINGS"));
-    assert!(c.get(&authorize).await.text.contains("var SETTINGS"));
+    assert!(c.get_routed(&authorize).await.text.contains("var SETTINGS"));
 
     let mut f = f;
     sb.set_fault_times("self_asserted", Fault::Reset, 1);

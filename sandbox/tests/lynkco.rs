@@ -54,7 +54,7 @@ impl Login {
     async fn start(sb: &LynkcoSandbox) -> Login {
         let mut c = Client::new(&sb.upstreams());
         let (verifier, challenge) = pkce();
-        let r = c.get(&authorize_url(&challenge)).await;
+        let r = c.get_routed(&authorize_url(&challenge)).await;
         assert_eq!(r.status, 200, "{}", r.text);
         let page_view_id = r.headers["x-ms-gateway-requestid"]
             .to_str()
@@ -124,7 +124,7 @@ impl Login {
             self.tx(),
             enc(&diags.to_string())
         );
-        self.c.get(&url).await
+        self.c.get_routed(&url).await
     }
 
     async fn code(&self, code: &str) -> Resp {
@@ -140,7 +140,7 @@ impl Login {
             self.tx(),
             enc(r#"{"pageViewId":"x","pageId":"SelfAsserted","trace":[]}"#)
         );
-        self.c.get(&url).await
+        self.c.get_routed(&url).await
     }
 
     /// Signed in with the password; the SMS code has gone out.
@@ -540,10 +540,10 @@ async fn authorize_is_strict_about_client_redirect_and_pkce() {
         assert_eq!(r.status, 400, "{bad}");
         assert!(r.text.contains("AADB2C9"));
     }
-    assert_eq!(c.get(&good).await.status, 200);
+    assert_eq!(c.get_routed(&good).await.status, 200);
     // The policy is matched in any case; another tenant is not.
     assert_eq!(
-        c.get(&good.replace("b2c_1a_signin_mfa", "B2C_1A_SIGNIN_MFA"))
+        c.get_routed(&good.replace("b2c_1a_signin_mfa", "B2C_1A_SIGNIN_MFA"))
             .await
             .status,
         200

@@ -102,6 +102,7 @@ fn StepForm(step: ConnectStepView) -> impl IntoView {
             })
     };
     let StepView::Form {
+        alert,
         intro,
         fields,
         submit: label,
@@ -135,6 +136,8 @@ fn StepForm(step: ConnectStepView) -> impl IntoView {
         <section class="card" aria-labelledby="connect-title">
             <h1 id="connect-title">{heading}</h1>
             {reauth_note.map(|text| view! { <p>{text}</p> })}
+            // Why this step replaced the expected one: announced at once, not only written.
+            {alert.map(|text| view! { <div role="alert" class="notice"><p>{text}</p></div> })}
             {intro.map(|text| view! { <p>{text}</p> })}
             {(!links.is_empty()).then(|| view! {
                 <ul class="links">

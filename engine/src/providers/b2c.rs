@@ -33,6 +33,7 @@ pub const STEP_MANUAL: &str = "manual";
 /// `manual_label` that chooses the manual way (`action=manual`) from the start.
 pub fn first_form(fields: Vec<FieldSpec>, manual_label: &str) -> StepView {
     StepView::Form {
+        alert: None,
         intro: None,
         fields,
         submit: "Connect".to_owned(),
@@ -65,16 +66,18 @@ pub struct ManualWords {
 /// The manual step: why, the link to the provider's own sign-in page (`link`, as a browser
 /// reaches it), and the "Redirect URL" field for the address that page ends on.
 pub fn manual_view(words: &ManualWords, why: Why, link: &Url) -> StepView {
-    let reason = match why {
-        Why::Chosen => String::new(),
-        Why::AutomationFailed => format!(
-            "Automatic sign-in did not work: {}'s sign-in did not answer the way Stepgate expects. ",
+    // Announced (role="alert"): the user pressed Connect and gets another step than expected.
+    let alert = match why {
+        Why::Chosen => None,
+        Why::AutomationFailed => Some(format!(
+            "Automatic sign-in did not work: {}'s sign-in pages did not answer the way Stepgate expects. You can still sign in on its own page.",
             words.service
-        ),
+        )),
     };
     StepView::Form {
+        alert,
         intro: Some(format!(
-            "{reason}Open {}'s sign-in page with the link below and sign in there with {}. The page then ends on an address starting with {} that the browser cannot open: copy that whole address and paste it here.",
+            "Open {}'s sign-in page with the link below and sign in there with {}. The page then ends on an address starting with {} that the browser cannot open: copy that whole address and paste it here.",
             words.service, words.sign_in_with, words.ends_on
         )),
         fields: vec![FieldSpec::new(REDIRECT_FIELD, "Redirect URL", FieldKind::Url).hint(words.hint)],
@@ -509,12 +512,21 @@ pub fn status_error(response: &UpstreamResponse, what: &str) -> StepError {
     if response.status == 503 {
         return ErrorCode::ServiceUnavailable.into();
     }
+    if response.is_redirect() {
+        // A redirect where this step follows none: not followed, wherever it points.
+        tracing::warn!(
+            status = response.status,
+            step = what,
+            "B2C redirected where no redirect is followed"
+        );
+        return ErrorCode::BadRedirect.into();
+    }
     tracing::warn!(
         status = response.status,
         step = what,
         "B2C answered out of shape"
     );
-    ErrorCode::Unknown.into()
+    ErrorCode::UpstreamOutOfShape.into()
 }
 
 /// Reads a token endpoint's answer: 200 with both tokens, or 400/401 with `error`.
@@ -533,7 +545,7 @@ pub fn read_tokens(response: &UpstreamResponse, what: &str) -> Result<Granted, S
                 (text("access_token"), text("refresh_token"))
             else {
                 tracing::warn!(step = what, "a token answer without its tokens");
-                return Err(ErrorCode::Unknown.into());
+                return Err(ErrorCode::UpstreamOutOfShape.into());
             };
             let expires_in = body.as_ref().and_then(|b| match b.get("expires_in")? {
                 Value::Number(n) => n.as_i64(),

@@ -50,12 +50,14 @@ use super::b2c::{
     ACTION_FIELD, ACTION_MANUAL, REDIRECT_FIELD, STEP_MANUAL,
 };
 use super::{Health, Input, NewAccount, Provider, Step, StepContext, StepError};
-use crate::upstream::{Followed, HttpSession, UpstreamRequest, UpstreamResponse};
+use crate::upstream::{Followed, HttpSession, RedirectPolicy, UpstreamRequest, UpstreamResponse};
 use crate::view::{FieldKind, FieldSpec, StepView};
 use crate::ErrorCode;
 
 const ORIGIN: &str = "https://gdhvb2cflameconnect.b2clogin.com";
 const TENANT: &str = "gdhvb2cflameconnect.onmicrosoft.com";
+/// FlameConnect's own B2C host: redirects are followed to it only.
+const HOSTS: RedirectPolicy = RedirectPolicy::new(&["gdhvb2cflameconnect.b2clogin.com"]);
 /// Mixed case: the endpoints the page posts to need it (flameconnect hard-codes it).
 const POLICY: &str = "B2C_1A_FirePhoneSignUpOrSignInWithPhoneOrEmail";
 const CLIENT_ID: &str = "1af761dc-085a-411f-9cb9-53e5e2115bd2";
@@ -163,7 +165,7 @@ async fn discover(http: &mut HttpSession) -> Result<(Url, Url), StepError> {
         (Some(authorize), Some(token)) => Ok((authorize, token)),
         _ => {
             tracing::warn!("FlameConnect's discovery document lacks its endpoints");
-            Err(ErrorCode::Unknown.into())
+            Err(ErrorCode::UpstreamOutOfShape.into())
         }
     }
 }
@@ -178,19 +180,19 @@ async fn sign_in(
     let (authorize, token_endpoint) = discover(http).await?;
     let auth_uri = request.url(&authorize);
     let page = match http
-        .follow(UpstreamRequest::get(auth_uri.clone()), 10, |_| false)
+        .follow(UpstreamRequest::get(auth_uri.clone()), &HOSTS, |_| false)
         .await?
     {
         Followed::Answer(page) if page.status == 200 => page,
         Followed::Answer(page) => return Err(status_error(&page, "authorize")),
         Followed::Stopped(_) => {
             tracing::warn!("FlameConnect's authorize page redirected to the app at once");
-            return Err(ErrorCode::Unknown.into());
+            return Err(ErrorCode::UpstreamOutOfShape.into());
         }
     };
     let settings = page_settings(&page.text()).map_err(|why| {
         tracing::warn!(why, "FlameConnect's sign-in page is out of shape");
-        StepError::new(ErrorCode::Unknown).detail(why)
+        StepError::new(ErrorCode::UpstreamOutOfShape).detail(why)
     })?;
     let tx = keep_equals(&settings.trans_id);
     let base = format!("{ORIGIN}/{TENANT}/{POLICY}");
@@ -222,7 +224,7 @@ async fn sign_in(
         Some(B2cStatus::Refused { .. }) => return Err(ErrorCode::InvalidAuth.into()),
         None => {
             tracing::warn!("SelfAsserted answered without B2C's status");
-            return Err(ErrorCode::Unknown.into());
+            return Err(ErrorCode::UpstreamOutOfShape.into());
         }
     }
 
@@ -232,7 +234,7 @@ async fn sign_in(
         keep_equals(&settings.csrf)
     ));
     let ended = http
-        .follow(UpstreamRequest::get(confirmed), 20, |next| {
+        .follow(UpstreamRequest::get(confirmed), &HOSTS, |next| {
             is_app_redirect(next.as_str(), REDIRECT_URI)
         })
         .await?;
@@ -240,7 +242,7 @@ async fn sign_in(
         Followed::Stopped(next) if is_app_redirect(next.as_str(), REDIRECT_URI) => next,
         Followed::Stopped(_) => {
             tracing::warn!("B2C redirected to another app's scheme");
-            return Err(ErrorCode::Unknown.into());
+            return Err(ErrorCode::UpstreamOutOfShape.into());
         }
         Followed::Answer(answer) if answer.status == 200 => app_redirect_in(&answer)?,
         Followed::Answer(answer) => return Err(status_error(&answer, "confirmed")),
@@ -261,7 +263,7 @@ fn app_redirect_in(page: &UpstreamResponse) -> Result<Url, StepError> {
     });
     found.ok_or_else(|| {
         tracing::warn!("B2C's sign-in ended on a page without the app redirect");
-        ErrorCode::Unknown.into()
+        ErrorCode::UpstreamOutOfShape.into()
     })
 }
 
@@ -344,7 +346,7 @@ fn code_of(redirect: &Url) -> Result<(String, Option<String>), StepError> {
         }
         None => {
             tracing::warn!("the app redirect carries neither code nor error");
-            Err(ErrorCode::Unknown.into())
+            Err(ErrorCode::UpstreamOutOfShape.into())
         }
     }
 }
@@ -417,6 +419,9 @@ impl Provider for FlameConnectProvider {
         let request = AuthRequest::new();
         let now = cx.now;
         let http = &mut *cx.http;
+        // The outer error is B2C's pages', the inner one the token endpoint's: only pages out
+        // of shape can be got around on B2C's own page (a pasted code ends at the same token
+        // endpoint).
         let signed_in = bounded(async {
             let (redirect, token_endpoint) = sign_in(http, &request, &email, password).await?;
             let (code, state) = code_of(&redirect)?;
@@ -426,12 +431,13 @@ impl Provider for FlameConnectProvider {
                 nonce: request.nonce.clone(),
                 token_endpoint,
             };
-            redeem(http, now, &email, &kept, state.as_deref(), &code).await
+            Ok(redeem(http, now, &email, &kept, state.as_deref(), &code).await)
         })
         .await;
         match signed_in {
-            Ok(account) => Step::Connected(account),
-            Err(error) if error.code == ErrorCode::Unknown => {
+            Ok(Ok(account)) => Step::Connected(account),
+            Ok(Err(error)) => Step::Abort(error),
+            Err(error) if error.code == ErrorCode::UpstreamOutOfShape => {
                 manual(cx, &email, Why::AutomationFailed)
             }
             Err(error) => Step::Abort(error),
@@ -561,8 +567,8 @@ mod tests {
     use crate::providers::b2c::{read_redirect, Email, Redirected};
     use crate::providers::{Health, Provider, StepError};
     use crate::test_support::{
-        answer_to_fault, connected, html_input_value, manual_link, Browser, ProviderSetup,
-        B2C_FAULTS,
+        answer_to_fault, connected, html_input_value, manual_link, past_the_pages, rss_mib,
+        Browser, ProviderSetup, B2C_FAULTS, HOSTILE_FAULTS,
     };
     use crate::view::StepView;
     use crate::ErrorCode;
@@ -634,6 +640,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn connects_through_b2c_routing_hops_on_authorize_and_confirmed() {
+        let s = setup().await;
+        let done = s.connect(double::DEMO_EMAIL, double::DEMO_PASSWORD).await;
+        assert_secrets(&s.secrets(done).await);
+        assert_eq!(s.sandbox.routing_hops("oauth2/v2.0/authorize"), 1);
+        assert_eq!(
+            s.sandbox.routing_hops("api/CombinedSigninAndSignup/confirmed"),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn hostile_answers_fail_in_words_within_the_step_deadline() {
+        let s = setup().await;
+        for step in ["discovery", "authorize", "confirmed", "token"] {
+            for (fault, code) in HOSTILE_FAULTS {
+                s.sandbox.clear_faults();
+                s.sandbox.set_fault(step, fault);
+                let started = std::time::Instant::now();
+                let error = s
+                    .connect(double::DEMO_EMAIL, double::DEMO_PASSWORD)
+                    .await
+                    .unwrap_err();
+                assert_eq!(error.code, code, "{fault:?} at {step}");
+                assert!(started.elapsed() < std::time::Duration::from_secs(3));
+                assert!(rss_mib() < 256, "{} MiB after {fault:?} at {step}", rss_mib());
+            }
+        }
+        s.sandbox.clear_faults();
+        let done = s.connect(double::DEMO_EMAIL, double::DEMO_PASSWORD).await;
+        assert_secrets(&s.secrets(done).await);
+    }
+
+    #[tokio::test]
     async fn email_and_password_connect_keeping_only_the_token_set_and_only_once() {
         let s = setup().await;
         let StepView::Form {
@@ -692,6 +732,11 @@ mod tests {
                 s.sandbox.set_fault(step, fault);
                 let answer = s.connect(double::DEMO_EMAIL, double::DEMO_PASSWORD).await;
                 let at = format!("{fault:?} at {step}");
+                let expected = if step == "token" {
+                    past_the_pages(expected)
+                } else {
+                    expected
+                };
                 if let Some(view) = answer_to_fault(answer, expected, &at) {
                     manual_link(&view, MANUAL_LABEL);
                 }
@@ -844,7 +889,7 @@ mod tests {
             (Fault::Unavailable503, ErrorCode::ServiceUnavailable),
             (Fault::Reset, ErrorCode::CannotConnect),
             (Fault::Stall, ErrorCode::Timeout),
-            (Fault::WrongShape, ErrorCode::Unknown),
+            (Fault::WrongShape, ErrorCode::UpstreamOutOfShape),
         ] {
             s.sandbox.set_fault("refresh", fault);
             assert_eq!(

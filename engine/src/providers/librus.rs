@@ -20,12 +20,14 @@ use serde::Deserialize;
 use url::Url;
 
 use super::{required, Health, Input, NewAccount, Provider, Step, StepContext, StepError};
-use crate::upstream::{Followed, HttpSession, UpstreamRequest, UpstreamResponse};
+use crate::upstream::{Followed, HttpSession, RedirectPolicy, UpstreamRequest, UpstreamResponse};
 use crate::view::{FieldKind, FieldSpec, StepView};
 use crate::ErrorCode;
 
 const API: &str = "https://api.librus.pl";
 const SYNERGIA: &str = "https://synergia.librus.pl";
+/// Librus' own hosts: redirects are followed to these only.
+const HOSTS: RedirectPolicy = RedirectPolicy::new(&["api.librus.pl", "synergia.librus.pl"]);
 /// The whole login must finish within this (the source's 30-second promise).
 pub const WHOLE_LOGIN: Duration = Duration::from_secs(30);
 /// The cookies that make a Synergia session.
@@ -83,7 +85,7 @@ fn expect_status(response: &UpstreamResponse, wanted: u16, what: &str) -> Result
         step = what,
         "Librus answered out of shape"
     );
-    Err(ErrorCode::Unknown.into())
+    Err(ErrorCode::UpstreamOutOfShape.into())
 }
 
 async fn maintenance_check(http: &mut HttpSession) -> Result<(), StepError> {
@@ -118,7 +120,7 @@ async fn log_in(
         Some(next) if entry.is_redirect() && next.origin() == url(API).origin() => next,
         _ => {
             expect_status(&entry, 302, "portalRodzina")?;
-            return Err(ErrorCode::Unknown.into());
+            return Err(ErrorCode::UpstreamOutOfShape.into());
         }
     };
     let page = http.send(UpstreamRequest::get(authorization)).await?;
@@ -157,24 +159,24 @@ async fn log_in(
     }
     let go_to = answer.go_to.ok_or_else(|| {
         tracing::warn!("Librus accepted the login without a goTo");
-        StepError::new(ErrorCode::Unknown)
+        StepError::new(ErrorCode::UpstreamOutOfShape)
     })?;
-    let next = url(API).join(&go_to).map_err(|_| ErrorCode::Unknown)?;
+    let next = url(API).join(&go_to).map_err(|_| ErrorCode::UpstreamOutOfShape)?;
     if next.origin() != url(API).origin() {
         tracing::warn!("Librus' goTo left api.librus.pl");
-        return Err(ErrorCode::Unknown.into());
+        return Err(ErrorCode::UpstreamOutOfShape.into());
     }
 
     // The interstitial, PerformLogin, then Synergia with the code: it sets the session cookies.
     match http
-        .follow(UpstreamRequest::get(next), 10, |_| false)
+        .follow(UpstreamRequest::get(next), &HOSTS, |_| false)
         .await?
     {
         Followed::Answer(end) if end.status < 400 => {}
         Followed::Answer(end) => {
             expect_status(&end, 200, "code exchange")?;
         }
-        Followed::Stopped(_) => return Err(ErrorCode::Unknown.into()),
+        Followed::Stopped(_) => return Err(ErrorCode::UpstreamOutOfShape.into()),
     }
     let synergia = url(SYNERGIA);
     if http.cookie(&synergia, "oauth_token").is_none() {
@@ -195,7 +197,7 @@ async fn log_in(
     let identifier = match info.user_identifier {
         serde_json::Value::String(s) => s,
         serde_json::Value::Number(n) => n.to_string(),
-        _ => return Err(ErrorCode::Unknown.into()),
+        _ => return Err(ErrorCode::UpstreamOutOfShape.into()),
     };
     let activate = http
         .send(UpstreamRequest::get(url(&format!(
@@ -332,7 +334,7 @@ fn unreachable_from(response: &UpstreamResponse) -> Health {
     Health::Unreachable(if response.status == 503 {
         ErrorCode::ServiceUnavailable
     } else {
-        ErrorCode::Unknown
+        ErrorCode::UpstreamOutOfShape
     })
 }
 
@@ -350,7 +352,7 @@ async fn check_session(http: &mut HttpSession, secrets: &serde_json::Value) -> H
         Some(true) => {
             return match serde_json::from_slice::<serde_json::Value>(&answer.body) {
                 Ok(body) if body.get("Me").is_some() => Health::Accepted(None),
-                _ => Health::Unreachable(ErrorCode::Unknown),
+                _ => Health::Unreachable(ErrorCode::UpstreamOutOfShape),
             }
         }
         Some(false) => {}
@@ -373,7 +375,7 @@ async fn refresh_oauth_token(http: &mut HttpSession, secrets: &serde_json::Value
         None => return unreachable_from(&answer),
     }
     let Some(token) = http.cookie(&url(SYNERGIA), "oauth_token") else {
-        return Health::Unreachable(ErrorCode::Unknown);
+        return Health::Unreachable(ErrorCode::UpstreamOutOfShape);
     };
     let mut renewed = secrets.clone();
     renewed["oauth_token"] = token.into();
@@ -533,7 +535,7 @@ mod tests {
             } else {
                 let code = error.map(|_| ()).unwrap_err().code;
                 assert!(
-                    matches!(code, ErrorCode::Unknown | ErrorCode::TokenError),
+                    matches!(code, ErrorCode::UpstreamOutOfShape | ErrorCode::TokenError),
                     "garbage at {step}: {code}"
                 );
             }
@@ -608,7 +610,7 @@ mod tests {
         for (fault, code) in [
             (Fault::Unavailable503, ErrorCode::ServiceUnavailable),
             (Fault::Reset, ErrorCode::CannotConnect),
-            (Fault::Garbage, ErrorCode::Unknown),
+            (Fault::Garbage, ErrorCode::UpstreamOutOfShape),
         ] {
             s.sandbox.set_fault("me", fault);
             assert_eq!(

@@ -55,10 +55,16 @@ use super::b2c::{
     Redirected, Tokens, Vin, Why, ACTION_FIELD, ACTION_MANUAL, REDIRECT_FIELD, STEP_MANUAL,
 };
 use super::{Health, Input, NewAccount, Provider, Step, StepContext, StepError};
-use crate::upstream::{HttpSession, UpstreamRequest, UpstreamResponse};
+use crate::upstream::{Followed, HttpSession, RedirectPolicy, UpstreamRequest, UpstreamResponse};
 use crate::view::{FieldKind, FieldSpec, StepView};
 use crate::ErrorCode;
 
+/// Lynk & Co's own hosts: redirects are followed to these only (B2C routes its GET steps
+/// through hops on its own host).
+const HOSTS: RedirectPolicy = RedirectPolicy::new(&[
+    "login.lynkco.com",
+    "iam-service-prod.westeurope.cloudapp.azure.com",
+]);
 /// The policy's base: every B2C call of the login is under it.
 const BASE: &str = "https://login.lynkco.com/lynkcoprod.onmicrosoft.com/b2c_1a_signin_mfa/";
 /// The refresh grant goes to the tenant-ID path (Hass-Lynk-Co's token manager).
@@ -163,7 +169,7 @@ fn page_view_id(response: &UpstreamResponse, what: &str) -> Result<String, StepE
                 step = what,
                 "B2C named no page view (x-ms-gateway-requestid)"
             );
-            Err(ErrorCode::Unknown.into())
+            Err(ErrorCode::UpstreamOutOfShape.into())
         }
     }
 }
@@ -222,22 +228,29 @@ async fn self_asserted(
         }) => Ok(Some((error_code, message))),
         None => {
             tracing::warn!(step = what, "SelfAsserted answered without B2C's status");
-            Err(ErrorCode::Unknown.into())
+            Err(ErrorCode::UpstreamOutOfShape.into())
         }
     }
 }
 
-/// An answer that should have been B2C's app redirect: its error as ours, or the code.
-fn app_redirect_code(answer: &UpstreamResponse, what: &str) -> Result<String, StepError> {
-    if !answer.is_redirect() {
-        return Err(status_error(answer, what));
-    }
-    let location = answer.header("location").unwrap_or_default().trim();
-    if !is_app_redirect(location, REDIRECT_PREFIX) {
-        tracing::warn!(step = what, "B2C redirected somewhere else than the app");
-        return Err(ErrorCode::Unknown.into());
-    }
-    match Url::parse(location).ok().as_ref().and_then(read_redirect) {
+/// A GET step of B2C's pages: redirects on B2C's own hosts followed (its routing hops), up to
+/// the app redirect, which is never fetched.
+async fn page_step(http: &mut HttpSession, request: UpstreamRequest) -> Result<Followed, StepError> {
+    Ok(http
+        .follow(request, &HOSTS, |next| {
+            is_app_redirect(next.as_str(), REDIRECT_PREFIX)
+        })
+        .await?)
+}
+
+/// What a GET step that should have ended on B2C's app redirect gave: the code, or the error
+/// the redirect carries, or why it did not come.
+fn app_redirect_code(ended: &Followed, what: &str) -> Result<String, StepError> {
+    let location = match ended {
+        Followed::Stopped(location) => location,
+        Followed::Answer(answer) => return Err(status_error(answer, what)),
+    };
+    match read_redirect(location) {
         Some(Redirected::Code { code, .. }) => Ok(code),
         Some(Redirected::Error { error, description }) => {
             Err(redirect_error(&error, description.as_deref()))
@@ -247,7 +260,7 @@ fn app_redirect_code(answer: &UpstreamResponse, what: &str) -> Result<String, St
                 step = what,
                 "the app redirect carries neither code nor error"
             );
-            Err(ErrorCode::Unknown.into())
+            Err(ErrorCode::UpstreamOutOfShape.into())
         }
     }
 }
@@ -260,12 +273,24 @@ async fn sign_in(
     password: &str,
 ) -> Result<LynkcoState, StepError> {
     let pkce = Pkce::generate();
-    let page = http
-        .send(UpstreamRequest::get(authorize_url(&pkce.challenge)).header(
+    let page = match page_step(
+        http,
+        UpstreamRequest::get(authorize_url(&pkce.challenge)).header(
             header("accept"),
             "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
-        ))
-        .await?;
+        ),
+    )
+    .await?
+    {
+        Followed::Answer(page) => page,
+        ended @ Followed::Stopped(_) => {
+            // Straight to the app before any password: only B2C's error can come this way.
+            return Err(match app_redirect_code(&ended, "authorize") {
+                Ok(_) => ErrorCode::UpstreamOutOfShape.into(),
+                Err(error) => error,
+            });
+        }
+    };
     if page.status != 200 {
         return Err(status_error(&page, "authorize"));
     }
@@ -276,7 +301,7 @@ async fn sign_in(
         cookie_of(http, "x-ms-cpim-csrf"),
     ) else {
         tracing::warn!("B2C's sign-in page set no x-ms-cpim-trans or x-ms-cpim-csrf cookie");
-        return Err(ErrorCode::Unknown.into());
+        return Err(ErrorCode::UpstreamOutOfShape.into());
     };
 
     let refused = self_asserted(
@@ -307,20 +332,25 @@ async fn sign_in(
         &first_view_id,
         "CombinedSigninAndSignup",
     );
-    let phone_page = http
-        .send(UpstreamRequest::get(confirmed.clone()).header(header("accept"), "text/html"))
-        .await?;
-    if phone_page.is_redirect() {
-        // Never followed: it is the app's custom scheme. Its error is B2C's verdict.
-        return Err(match app_redirect_code(&phone_page, "confirmed") {
-            Ok(_) => {
-                tracing::warn!("B2C skipped the SMS step");
-                ErrorCode::Unknown.into()
-            }
-            Err(error) => error,
-        });
-    }
-    if phone_page.status != 200 {
+    let phone_page = match page_step(
+        http,
+        UpstreamRequest::get(confirmed.clone()).header(header("accept"), "text/html"),
+    )
+    .await?
+    {
+        Followed::Answer(page) => page,
+        ended @ Followed::Stopped(_) => {
+            // The app's custom scheme, never fetched: its error is B2C's verdict.
+            return Err(match app_redirect_code(&ended, "confirmed") {
+                Ok(_) => {
+                    tracing::warn!("B2C skipped the SMS step");
+                    ErrorCode::UpstreamOutOfShape.into()
+                }
+                Err(error) => error,
+            });
+        }
+    };
+    if phone_page.is_redirect() || phone_page.status != 200 {
         return Err(status_error(&phone_page, "confirmed"));
     }
     let page_view_id = page_view_id(&phone_page, "confirmed")?;
@@ -340,6 +370,8 @@ enum Verified {
     Account(NewAccount),
     /// B2C refused the code but takes another: the step stays.
     Wrong(StepError),
+    /// The token endpoint or IAM failed after B2C's pages: the flow ends with this error.
+    Ended(StepError),
 }
 
 /// Steps 4–7 for the code the user typed.
@@ -405,15 +437,19 @@ async fn verify(
         page_view_id,
         "SelfAsserted",
     );
-    let answer = http
-        .send(UpstreamRequest::get(to).header(header("referer"), referer.as_str()))
-        .await?;
-    let auth_code = app_redirect_code(&answer, "redirect")?;
+    let ended = page_step(
+        http,
+        UpstreamRequest::get(to).header(header("referer"), referer.as_str()),
+    )
+    .await?;
+    let auth_code = app_redirect_code(&ended, "redirect")?;
     let email = Email::parse(email).map_err(|_| ErrorCode::FlowExpired)?;
     let vin = Vin::parse(vin).map_err(|_| ErrorCode::FlowExpired)?;
-    finish(http, now, &email, &vin, verifier, &auth_code)
+    // Past B2C's pages: a failure from here on is not one the manual way can get around (its
+    // pasted code ends at the same token endpoint).
+    Ok(finish(http, now, &email, &vin, verifier, &auth_code)
         .await
-        .map(Verified::Account)
+        .map_or_else(Verified::Ended, Verified::Account))
 }
 
 /// Steps 6 and 7: the code for tokens, the access token for the CCC token.
@@ -495,11 +531,11 @@ async fn validate_session(
     let body: Value = answer.json()?;
     let Some(token) = body.get("cccToken").and_then(Value::as_str) else {
         tracing::warn!("validate-session answered without cccToken");
-        return Err(ErrorCode::Unknown.into());
+        return Err(ErrorCode::UpstreamOutOfShape.into());
     };
     let Some(expires_at) = jwt_exp(token) else {
         tracing::warn!("the CCC token carries no exp");
-        return Err(ErrorCode::Unknown.into());
+        return Err(ErrorCode::UpstreamOutOfShape.into());
     };
     Ok(Some(Ccc {
         token: token.to_owned(),
@@ -549,6 +585,7 @@ fn manual(cx: &StepContext<'_>, email: &Email, vin: &Vin, why: Why) -> Step<Lynk
 
 fn code_view() -> StepView {
     StepView::Form {
+        alert: None,
         intro: Some(
             "Lynk & Co sent a verification code by SMS to your phone. Enter it below.".to_owned(),
         ),
@@ -563,10 +600,14 @@ fn code_view() -> StepView {
     }
 }
 
-/// An automatic step's failure: B2C out of shape moves to the manual step; the rest ends.
+/// An automatic step's failure at B2C's pages: pages out of shape (B2C changed) move to the
+/// manual step, where the user signs in on B2C's own page; the rest (down, slow, a bad
+/// redirect, too much data) ends the flow with its error, which the manual way cannot help.
 fn failed(cx: &StepContext<'_>, error: StepError, email: &str, vin: &str) -> Step<LynkcoState> {
     match (error.code, Email::parse(email), Vin::parse(vin)) {
-        (ErrorCode::Unknown, Ok(email), Ok(vin)) => manual(cx, &email, &vin, Why::AutomationFailed),
+        (ErrorCode::UpstreamOutOfShape, Ok(email), Ok(vin)) => {
+            manual(cx, &email, &vin, Why::AutomationFailed)
+        }
         _ => Step::Abort(error),
     }
 }
@@ -631,6 +672,7 @@ impl Provider for LynkcoProvider {
                 match bounded(verify(&mut *cx.http, now, &state, code)).await {
                     Ok(Verified::Account(account)) => Step::Connected(account),
                     Ok(Verified::Wrong(error)) => Step::Retry(error),
+                    Ok(Verified::Ended(error)) => Step::Abort(error),
                     Err(error) => failed(cx, error, email, vin),
                 }
             }
@@ -769,8 +811,8 @@ mod tests {
     use crate::engine::Progress;
     use crate::providers::{Health, Provider, StepError};
     use crate::test_support::{
-        answer_to_fault, connected, html_input_value, manual_link, Browser, ProviderSetup,
-        B2C_FAULTS, OWNER,
+        answer_to_fault, connected, html_input_value, manual_link, past_the_pages, rss_mib,
+        Browser, ProviderSetup, B2C_FAULTS, HOSTILE_FAULTS, OWNER,
     };
     use crate::view::{FieldKind, FlowView, StepView};
     use crate::ErrorCode;
@@ -1160,6 +1202,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn connects_through_b2c_routing_hops_on_authorize_and_confirmed() {
+        let s = setup().await;
+        let flow = s.code_step().await;
+        assert_eq!(s.sandbox.routing_hops("oauth2/v2.0/authorize"), 1);
+        assert_eq!(
+            s.sandbox.routing_hops("api/CombinedSigninAndSignup/confirmed"),
+            1
+        );
+        let done = s.submit(&flow, &[("code", &s.code())]).await;
+        assert_eq!(s.sandbox.routing_hops("api/SelfAsserted/confirmed"), 1);
+        assert_secrets(&s.secrets(done).await);
+    }
+
+    #[tokio::test]
+    async fn hostile_answers_fail_in_words_within_the_step_deadline() {
+        let s = setup().await;
+        let deadline = Duration::from_secs(3);
+        for step in ["authorize", "confirmed", "redirect", "token"] {
+            for (fault, code) in HOSTILE_FAULTS {
+                s.sandbox.clear_faults();
+                let started = std::time::Instant::now();
+                let answer = if matches!(step, "authorize" | "confirmed") {
+                    s.sandbox.set_fault(step, fault);
+                    s.connect(double::DEMO_EMAIL, double::DEMO_PASSWORD).await
+                } else {
+                    let flow = s.code_step().await;
+                    s.sandbox.set_fault(step, fault);
+                    s.submit(&flow, &[("code", &s.code())]).await
+                };
+                let error = answer.unwrap_err();
+                assert_eq!(error.code, code, "{fault:?} at {step}");
+                assert!(!error.code.message().contains("our side"));
+                assert!(started.elapsed() < deadline, "{fault:?} at {step}");
+                assert!(rss_mib() < 256, "{} MiB after {fault:?} at {step}", rss_mib());
+            }
+        }
+        // And the next sign-in goes on as ever.
+        s.sandbox.clear_faults();
+        let flow = s.code_step().await;
+        assert_secrets(&s.secrets(s.submit(&flow, &[("code", &s.code())]).await).await);
+    }
+
+    #[tokio::test]
     async fn faults_end_the_flow_with_their_error_or_move_it_to_the_manual_step() {
         let s = setup().await;
         let first_steps = ["authorize", "self_asserted", "confirmed"];
@@ -1176,12 +1261,23 @@ mod tests {
                     s.submit(&flow, &[("code", &s.code())]).await
                 };
                 let at = format!("{fault:?} at {step}");
-                // B2C out of shape: the user is offered the manual way instead.
+                let expected = if matches!(step, "token" | "validate_session") {
+                    past_the_pages(expected)
+                } else {
+                    expected
+                };
+                // B2C's pages out of shape: the user is offered the manual way instead, and
+                // told why at once.
                 if let Some(view) = answer_to_fault(answer, expected, &at) {
                     manual_link(&view, MANUAL_LABEL);
-                    let (_, _, intro) = form_of(&view);
+                    let StepView::Form { alert, .. } = &view.step else {
+                        panic!("{at}: a form expected");
+                    };
                     assert!(
-                        intro.unwrap().starts_with("Automatic sign-in did not work"),
+                        alert
+                            .as_deref()
+                            .unwrap()
+                            .starts_with("Automatic sign-in did not work"),
                         "{at}"
                     );
                 }
@@ -1215,7 +1311,7 @@ mod tests {
         for (fault, code) in [
             (Fault::Unavailable503, ErrorCode::ServiceUnavailable),
             (Fault::Reset, ErrorCode::CannotConnect),
-            (Fault::Garbage, ErrorCode::Unknown),
+            (Fault::Garbage, ErrorCode::UpstreamOutOfShape),
         ] {
             s.sandbox.set_fault("refresh", fault);
             assert_eq!(

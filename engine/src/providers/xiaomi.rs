@@ -44,12 +44,15 @@ use serde_json::Value;
 use url::Url;
 
 use super::{required, Health, Input, NewAccount, Provider, Step, StepContext, StepError};
-use crate::upstream::{Followed, HttpSession, UpstreamRequest, UpstreamResponse};
+use crate::upstream::{Followed, HttpSession, RedirectPolicy, UpstreamRequest, UpstreamResponse};
 use crate::view::{ActionSpec, FieldKind, FieldSpec, LinkSpec, StepView};
 use crate::ErrorCode;
 
 const ACCOUNT: &str = "https://account.xiaomi.com";
 const STS: &str = "https://sts.api.io.mi.com";
+/// Xiaomi's own hosts: redirects (and a confirm-phone page's `skipUrl`) are followed to these
+/// only.
+const HOSTS: RedirectPolicy = RedirectPolicy::new(&["account.xiaomi.com", "sts.api.io.mi.com"]);
 /// The login form's `callback`.
 const STS_CALLBACK: &str = "https://sts.api.io.mi.com/sts";
 /// The prefix of every account.xiaomi.com JSON answer.
@@ -178,7 +181,7 @@ fn expect_ok(response: &UpstreamResponse, what: &str) -> Result<(), StepError> {
         503 => Err(ErrorCode::ServiceUnavailable.into()),
         status => {
             tracing::warn!(status, step = what, "Xiaomi answered out of shape");
-            Err(ErrorCode::Unknown.into())
+            Err(ErrorCode::UpstreamOutOfShape.into())
         }
     }
 }
@@ -193,7 +196,7 @@ fn xiaomi_json(response: &UpstreamResponse, what: &str) -> Result<Value, StepErr
         Ok(value) if value.is_object() => Ok(value),
         _ => {
             tracing::warn!(step = what, "Xiaomi's answer was not the JSON expected");
-            Err(ErrorCode::Unknown.into())
+            Err(ErrorCode::UpstreamOutOfShape.into())
         }
     }
 }
@@ -226,7 +229,7 @@ fn words_of(value: &Value) -> Option<String> {
 /// `unknown`, with Xiaomi's words as detail when it said any.
 fn unknown_with_words(value: &Value, what: &str) -> StepError {
     tracing::warn!(step = what, code = ?code_of(value), "Xiaomi refused a step");
-    let error = StepError::new(ErrorCode::Unknown);
+    let error = StepError::new(ErrorCode::UpstreamOutOfShape);
     match words_of(value) {
         Some(words) => error.detail(words),
         None => error,
@@ -257,11 +260,11 @@ struct StsSession {
 /// GETs the one-time STS URL; it sets `serviceToken`. A refusal (403) is `token_error`.
 async fn open_sts(http: &mut HttpSession, sts_url: Url) -> Result<StsSession, StepError> {
     let answer = match http
-        .follow(UpstreamRequest::get(sts_url), 5, |_| false)
+        .follow(UpstreamRequest::get(sts_url), &HOSTS, |_| false)
         .await?
     {
         Followed::Answer(answer) => answer,
-        Followed::Stopped(_) => return Err(ErrorCode::Unknown.into()),
+        Followed::Stopped(_) => return Err(ErrorCode::UpstreamOutOfShape.into()),
     };
     if matches!(answer.status, 401 | 403) {
         return Err(ErrorCode::TokenError.into());
@@ -337,7 +340,7 @@ async fn log_in(
     let first = xiaomi_json(&first, "serviceLogin")?;
     let Some(sign) = text_of(&first, "_sign") else {
         tracing::warn!("serviceLogin gave no _sign");
-        return Err(ErrorCode::Unknown.into());
+        return Err(ErrorCode::UpstreamOutOfShape.into());
     };
 
     let hash = password_hash(password);
@@ -361,10 +364,10 @@ async fn log_in(
     if let (None, Some(notification)) = (&ssecurity, text_of(&answer, "notificationUrl")) {
         let notification = account_url
             .join(&notification)
-            .map_err(|_| ErrorCode::Unknown)?;
+            .map_err(|_| ErrorCode::UpstreamOutOfShape)?;
         if notification.origin() != account_origin() {
             tracing::warn!("Xiaomi's notificationUrl left account.xiaomi.com");
-            return Err(ErrorCode::Unknown.into());
+            return Err(ErrorCode::UpstreamOutOfShape.into());
         }
         return Ok(LoggedIn::TwoFactor(notification));
     }
@@ -376,19 +379,19 @@ async fn log_in(
         Some(_) => return Err(unknown_with_words(&answer, "serviceLoginAuth2")),
         None => {
             tracing::warn!("serviceLoginAuth2 answered without a code");
-            return Err(ErrorCode::Unknown.into());
+            return Err(ErrorCode::UpstreamOutOfShape.into());
         }
     }
     let (Some(ssecurity), Some(location)) = (ssecurity, text_of(&answer, "location")) else {
         tracing::warn!("serviceLoginAuth2 accepted the password without ssecurity or location");
-        return Err(ErrorCode::Unknown.into());
+        return Err(ErrorCode::UpstreamOutOfShape.into());
     };
     let sts_url = account_url
         .join(&location)
-        .map_err(|_| ErrorCode::Unknown)?;
+        .map_err(|_| ErrorCode::UpstreamOutOfShape)?;
     if sts_url.origin() != sts_origin() {
         tracing::warn!("serviceLoginAuth2's location is not on sts.api.io.mi.com");
-        return Err(ErrorCode::Unknown.into());
+        return Err(ErrorCode::UpstreamOutOfShape.into());
     }
     let sts = open_sts(http, sts_url).await?;
     let pass_token =
@@ -409,7 +412,7 @@ async fn log_in(
 fn context_of(notification: &Url) -> Result<String, StepError> {
     query_param(notification, "context").ok_or_else(|| {
         tracing::warn!("the notificationUrl carries no context");
-        ErrorCode::Unknown.into()
+        ErrorCode::UpstreamOutOfShape.into()
     })
 }
 
@@ -435,11 +438,11 @@ async fn send_code(
         .unwrap_or(4);
     let Some(channel) = u32::try_from(flag).ok().and_then(Channel::from_flag) else {
         tracing::warn!(flag, "Xiaomi offers a verification method we do not know");
-        return Err(ErrorCode::Unknown.into());
+        return Err(ErrorCode::UpstreamOutOfShape.into());
     };
     if http.cookie(&url(ACCOUNT), "identity_session").is_none() {
         tracing::warn!("identity/list set no identity_session");
-        return Err(ErrorCode::Unknown.into());
+        return Err(ErrorCode::UpstreamOutOfShape.into());
     }
     let masked = text_of(&list, "maskedPhone").or_else(|| text_of(&list, "maskedEmail"));
 
@@ -469,49 +472,74 @@ async fn send_code(
     Ok((channel, masked))
 }
 
-/// Walks a verified login's `location` by hand to the STS URL: `identity/result/check` →
+/// Walks a verified login's `location` to the STS URL: `identity/result/check` →
 /// `serviceLoginAuth2/end` (its `extension-pragma` carries `ssecurity`; it may first show a
-/// "Tips" page, then it is asked again). Returns the STS URL and `ssecurity`.
+/// "Tips" page, then it is asked again), perhaps through a confirm-phone page (`/fe/…`) whose
+/// `skipUrl` goes on, as hass-xiaomi-miot does. Redirects are followed on Xiaomi's own hosts
+/// only, and the STS URL is not fetched here. Returns it and `ssecurity`.
 async fn walk_to_sts(
     http: &mut HttpSession,
     location: Url,
 ) -> Result<(Url, Option<String>), StepError> {
+    let mut walk = HOSTS.walk(&location);
     let mut next = location;
     let mut ssecurity = None;
     let mut tips_seen = false;
-    for _ in 0..10 {
+    loop {
         if next.origin() == sts_origin() {
             return Ok((next, ssecurity));
         }
         if next.origin() != account_origin() {
             tracing::warn!("Xiaomi's verification led off account.xiaomi.com");
-            return Err(ErrorCode::Unknown.into());
+            return Err(ErrorCode::BadRedirect.into());
         }
-        let answer = http.send(UpstreamRequest::get(next.clone())).await?;
-        if let Some(found) = pragma_ssecurity(&answer) {
-            ssecurity = Some(found);
-        }
-        if answer.is_redirect() {
-            next = answer.location().ok_or(ErrorCode::Unknown)?;
+        let ended = http
+            .follow_observing(
+                UpstreamRequest::get(next.clone()),
+                &HOSTS,
+                |to| to.origin() == sts_origin(),
+                |answer| {
+                    if let Some(found) = pragma_ssecurity(answer) {
+                        ssecurity = Some(found);
+                    }
+                },
+            )
+            .await?;
+        let answer = match ended {
+            Followed::Stopped(sts) => return Ok((sts, ssecurity)),
+            Followed::Answer(answer) => answer,
+        };
+        expect_ok(&answer, "after verification")?;
+        if let Some(skip) = skip_url(&answer.url) {
+            // The confirm-phone page: its "skip" goes on with the login.
+            let skip = http.map().real_url(&skip);
+            walk.step(&skip)?;
+            next = skip;
             continue;
         }
-        if answer.status == 200
-            && !tips_seen
-            && next.path().starts_with("/pass/serviceLoginAuth2/end")
-        {
+        if !tips_seen && answer.url.path().starts_with("/pass/serviceLoginAuth2/end") {
             // The "Xiaomi Account - Tips" page: the same URL again goes on.
             tips_seen = true;
+            walk.again(&answer.url)?;
+            next = answer.url;
             continue;
         }
-        expect_ok(&answer, "after verification")?;
         tracing::warn!(
-            path = next.path(),
+            path = answer.url.path(),
             "Xiaomi's verification stopped short of STS"
         );
-        return Err(ErrorCode::Unknown.into());
+        return Err(ErrorCode::UpstreamOutOfShape.into());
     }
-    tracing::warn!("too many steps after Xiaomi's verification");
-    Err(ErrorCode::Unknown.into())
+}
+
+/// The `skipUrl` of a confirm-phone page (`https://account.xiaomi.com/fe/…?…&skipUrl=…`), as
+/// an absolute real URL.
+fn skip_url(page: &Url) -> Option<Url> {
+    if page.origin() != account_origin() || !page.path().starts_with("/fe/") {
+        return None;
+    }
+    let skip = query_param(page, "skipUrl")?;
+    page.join(&skip).ok()
 }
 
 /// What a verification code did.
@@ -579,7 +607,7 @@ async fn verify_code(
     let location = match text_of(&answer, "location") {
         Some(location) => account_url
             .join(&location)
-            .map_err(|_| ErrorCode::Unknown)?,
+            .map_err(|_| ErrorCode::UpstreamOutOfShape)?,
         // NuttShell's fallback: the result check of this context.
         None => {
             let mut check = url(&format!("{ACCOUNT}/identity/result/check"));
@@ -602,7 +630,8 @@ async fn verify_code(
     account(username, sts, user_id, ssecurity, pass_token, c_user_id).map(Verified::Account)
 }
 
-/// Why a pasted URL is refused (each its own detail), or the real STS URL it stands for.
+/// Why a pasted URL is refused (each its own detail), or the real STS URL it stands for (or,
+/// for a confirm-phone page whose `skipUrl` stays on account.xiaomi.com, where that goes on).
 fn check_pasted(http: &HttpSession, pasted: &str) -> Result<Url, StepError> {
     let bad = |detail: &str| {
         StepError::new(ErrorCode::InvalidUrl)
@@ -623,7 +652,15 @@ fn check_pasted(http: &HttpSession, pasted: &str) -> Result<Url, StepError> {
             ))
         }
     };
-    let real = http.map().real_url(&parsed);
+    let mut real = http.map().real_url(&parsed);
+    if let Some(skip) = skip_url(&real) {
+        // The browser stopped at the confirm-phone page: its `skipUrl` is where the login
+        // goes on (hass-xiaomi-miot follows it too).
+        real = http.map().real_url(&skip);
+        if real.origin() == account_origin() {
+            return Ok(real);
+        }
+    }
     if real.origin() != sts_origin() {
         return Err(bad(&format!(
             "This URL is on {}, not sts.api.io.mi.com. Paste the URL the Xiaomi page ends on, not another one.",
@@ -649,12 +686,18 @@ fn check_pasted(http: &HttpSession, pasted: &str) -> Result<Url, StepError> {
     Ok(real)
 }
 
-/// The pasted-URL way: validated, then followed once for `serviceToken`.
+/// The pasted-URL way: validated, then followed once for `serviceToken` (from a confirm-phone
+/// page's `skipUrl` on account.xiaomi.com, first walked to the STS URL).
 async fn connect_with_url(
     http: &mut HttpSession,
     username: &str,
-    sts_url: Url,
+    pasted: Url,
 ) -> Result<NewAccount, StepError> {
+    let (sts_url, ssecurity) = if pasted.origin() == account_origin() {
+        walk_to_sts(http, pasted).await?
+    } else {
+        (pasted, None)
+    };
     let sts = match open_sts(http, sts_url).await {
         Err(error) if error.code == ErrorCode::TokenError && error.detail.is_none() => {
             return Err(error.detail(
@@ -663,11 +706,12 @@ async fn connect_with_url(
         }
         other => other?,
     };
-    account(username, sts, None, None, None, None)
+    account(username, sts, None, ssecurity, None, None)
 }
 
 fn two_factor_view(cx: &StepContext<'_>, notification: &Url) -> StepView {
     StepView::Form {
+        alert: None,
         intro: Some(format!(
             "Xiaomi wants to check that it is you. Either press “{SEND_CODE_LABEL}” and Xiaomi sends a verification code to your phone or email, or open the Xiaomi verification page, finish there, and paste the URL it ends on (it starts with https://sts.api.io.mi.com/sts) below."
         )),
@@ -692,6 +736,7 @@ fn code_view(channel: Channel, masked: Option<&str>) -> StepView {
         None => channel.words().to_owned(),
     };
     StepView::Form {
+        alert: None,
         intro: Some(format!("We sent a code to {to}. Enter it below.")),
         fields: vec![FieldSpec::new(
             CODE_FIELD,
@@ -877,7 +922,7 @@ impl Provider for XiaomiProvider {
             .filter(|sts| sts.origin() == sts_origin())
         else {
             tracing::warn!("serviceLogin logged in without an STS location");
-            return Health::Unreachable(ErrorCode::Unknown);
+            return Health::Unreachable(ErrorCode::UpstreamOutOfShape);
         };
         let sts = match bounded(open_sts(http, sts_url)).await {
             Ok(sts) => sts,
@@ -936,7 +981,7 @@ async fn pass_token_login(
     match code_of(&answer) {
         Some(0) if text_of(&answer, "ssecurity").is_some() => Ok(Some(answer)),
         Some(70016 | 20003 | 70002) | Some(0) => Err(Health::Rejected),
-        _ => Err(Health::Unreachable(ErrorCode::Unknown)),
+        _ => Err(Health::Unreachable(ErrorCode::UpstreamOutOfShape)),
     }
 }
 
@@ -1156,6 +1201,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn two_factor_by_code_through_the_confirm_phone_page() {
+        let s = setup().await;
+        let flow = s.two_factor(double::DEMO_CONFIRM_USER).await;
+        let Ok(Progress::Next(code_step)) = s.submit(&flow, &[("action", "send_code")]).await
+        else {
+            panic!("the code step expected");
+        };
+        let code = s.sandbox.latest_code(double::DEMO_CONFIRM_USER).unwrap();
+        let secrets = s
+            .secrets(s.submit(&code_step, &[("code", &code)]).await)
+            .await;
+        // ssecurity comes from serviceLoginAuth2/end, reached through the page's skipUrl.
+        assert_secrets(&secrets, true);
+        assert_eq!(secrets["userId"], "6100000005");
+        assert!(secrets["passToken"].is_string());
+    }
+
+    #[tokio::test]
+    async fn a_confirm_phone_page_that_goes_off_xiaomi_is_a_bad_redirect() {
+        let page = url::Url::parse(
+            "https://account.xiaomi.com/fe/service/identity/confirmPhone?context=c&skipUrl=https%3A%2F%2F127.0.0.1%3A8500%2F",
+        )
+        .unwrap();
+        let skip = super::skip_url(&page).unwrap();
+        assert_eq!(
+            super::HOSTS.walk(&page).step(&skip).unwrap_err(),
+            ErrorCode::BadRedirect
+        );
+        let elsewhere = url::Url::parse("https://evil.example.com/fe/x?skipUrl=/sts").unwrap();
+        assert!(super::skip_url(&elsewhere).is_none());
+    }
+
+    #[tokio::test]
     async fn an_expired_code_says_so_and_a_new_code_works() {
         let s = setup().await;
         let flow = s.two_factor(double::DEMO_2FA_USER).await;
@@ -1221,20 +1299,92 @@ mod tests {
         .unwrap();
         assert_eq!(sent.status(), 303);
         let code = s.sandbox.latest_code(user).unwrap();
-        let done = post(
+        let verified = post(
             "/fe/service/identity/verify",
             form_body(&[("context", &context), ("ticket", &code)]),
         )
         .await
-        .unwrap()
-        .text()
-        .await
         .unwrap();
+        let done = if verified.status() == 303 {
+            // The confirm-phone page: "Skip for now" ends the login.
+            let confirm = verified.headers()["location"].to_str().unwrap().to_owned();
+            let page = browser.get(format!("{base}{confirm}")).send().await.unwrap();
+            assert_eq!(page.status(), 200);
+            let page = page.text().await.unwrap();
+            assert!(page.contains("Skip for now"), "{page}");
+            let skip = browser
+                .get(format!("{base}/fe/service/identity/skip?context={context}"))
+                .send()
+                .await
+                .unwrap();
+            skip.text().await.unwrap()
+        } else {
+            verified.text().await.unwrap()
+        };
         let at = done.find("id=\"url\"").expect("the authenticated URL");
         let rest = &done[at..];
         let start = rest.find("value=\"").unwrap() + 7;
         let end = rest[start..].find('"').unwrap();
         rest[start..start + end].replace("&amp;", "&")
+    }
+
+    /// Plays the user in a browser up to the confirm-phone page; returns its address (on the
+    /// double, as the browser's address bar shows it).
+    async fn browser_confirm_page(s: &Setup, link: &str, user: &str) -> String {
+        let browser = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let link = url::Url::parse(link).unwrap();
+        let base = link.origin().ascii_serialization();
+        let context = link
+            .query_pairs()
+            .find(|(k, _)| k == "context")
+            .unwrap()
+            .1
+            .into_owned();
+        assert_eq!(browser.get(link.clone()).send().await.unwrap().status(), 200);
+        let post = |path: &str, body: String| {
+            browser
+                .post(format!("{base}{path}"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+                .send()
+        };
+        post("/fe/service/identity/send", form_body(&[("context", &context)]))
+            .await
+            .unwrap();
+        let code = s.sandbox.latest_code(user).unwrap();
+        let verified = post(
+            "/fe/service/identity/verify",
+            form_body(&[("context", &context), ("ticket", &code)]),
+        )
+        .await
+        .unwrap();
+        assert_eq!(verified.status(), 303);
+        let confirm = format!("{base}{}", verified.headers()["location"].to_str().unwrap());
+        assert!(confirm.contains("/fe/service/identity/confirmPhone?"), "{confirm}");
+        assert_eq!(browser.get(&confirm).send().await.unwrap().status(), 200);
+        confirm
+    }
+
+    #[tokio::test]
+    async fn two_factor_by_paste_through_the_confirm_phone_page() {
+        // Skipped in the browser, then the STS URL pasted.
+        let s = setup().await;
+        let flow = s.two_factor(double::DEMO_CONFIRM_USER).await;
+        let sts_url = browser_sts_url(&s, &link_of(&flow), double::DEMO_CONFIRM_USER).await;
+        let done = s.submit(&flow, &[("authenticated_url", &sts_url)]).await;
+        assert_eq!(s.secrets(done).await["userId"], "6100000005");
+
+        // Or the confirm page's own address pasted: its skipUrl goes on.
+        let s = setup().await;
+        let flow = s.two_factor(double::DEMO_CONFIRM_USER).await;
+        let page = browser_confirm_page(&s, &link_of(&flow), double::DEMO_CONFIRM_USER).await;
+        let done = s.submit(&flow, &[("authenticated_url", &page)]).await;
+        let secrets = s.secrets(done).await;
+        assert_secrets(&secrets, false);
+        assert_eq!(secrets["userId"], "6100000005");
     }
 
     #[tokio::test]
@@ -1383,8 +1533,8 @@ mod tests {
             (Fault::Stall, ErrorCode::Timeout),
             (Fault::Unavailable503, ErrorCode::ServiceUnavailable),
             (Fault::Reset, ErrorCode::CannotConnect),
-            (Fault::Garbage, ErrorCode::Unknown),
-            (Fault::WrongShape, ErrorCode::Unknown),
+            (Fault::Garbage, ErrorCode::UpstreamOutOfShape),
+            (Fault::WrongShape, ErrorCode::UpstreamOutOfShape),
         ];
         for step in ["service_login", "login", "sts"] {
             for (fault, expected) in faults {
@@ -1416,7 +1566,7 @@ mod tests {
             for (fault, expected) in [
                 (Fault::Unavailable503, ErrorCode::ServiceUnavailable),
                 (Fault::Reset, ErrorCode::CannotConnect),
-                (Fault::Garbage, ErrorCode::Unknown),
+                (Fault::Garbage, ErrorCode::UpstreamOutOfShape),
             ] {
                 s.sandbox.clear_faults();
                 let flow = s.two_factor(double::DEMO_2FA_USER).await;

@@ -226,6 +226,44 @@ impl Client {
         self.try_get(url).await.expect("GET")
     }
 
+    /// The real URL a `Location` names: resolved against the real URL asked for, and a double's
+    /// base turned back into its real origin.
+    pub fn real_location(&self, asked: &str, location: &str) -> String {
+        if location.starts_with('/') {
+            return format!("{}{location}", origin(asked));
+        }
+        for (real, base) in &self.map {
+            if let Some(rest) = location.strip_prefix(base.as_str()) {
+                if rest.is_empty() || rest.starts_with(['/', '?']) {
+                    return format!("{real}{rest}");
+                }
+            }
+        }
+        location.to_owned()
+    }
+
+    /// A GET past B2C's routing hops (a redirect to the same path on the same real origin, as
+    /// real clients follow), answering the first answer that is not one.
+    pub async fn get_routed(&mut self, url: &str) -> Resp {
+        let path = |u: &str| {
+            let rest = &u[origin(u).len()..];
+            rest.split(['?', '#']).next().unwrap_or_default().to_owned()
+        };
+        let mut asked = url.to_owned();
+        for _ in 0..3 {
+            let r = self.get(&asked).await;
+            if !(300..400).contains(&r.status) || r.location().is_empty() {
+                return r;
+            }
+            let next = self.real_location(&asked, &r.location());
+            if origin(&next) != origin(&asked) || path(&next) != path(&asked) {
+                return r;
+            }
+            asked = next;
+        }
+        panic!("more than 3 routing hops from {url}");
+    }
+
     pub async fn post_form(&mut self, url: &str, fields: &[(&str, &str)]) -> Resp {
         self.try_post_form(url, fields).await.expect("POST")
     }
