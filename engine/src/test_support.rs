@@ -425,7 +425,17 @@ impl Browser {
         Browser(
             reqwest::Client::builder()
                 .cookie_store(true)
-                .redirect(reqwest::redirect::Policy::none())
+                // As a browser: redirects over http(s) are followed (B2C's routing hops), an
+                // app's custom scheme is where it stops.
+                .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                    if matches!(attempt.url().scheme(), "http" | "https")
+                        && attempt.previous().len() < 10
+                    {
+                        attempt.follow()
+                    } else {
+                        attempt.stop()
+                    }
+                }))
                 .build()
                 .unwrap(),
         )

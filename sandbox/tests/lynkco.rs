@@ -778,3 +778,87 @@ async fn every_fault_kind_meets_some_step() {
     let list = l.c.get(&format!("{B2C}/testing/faults")).await.json();
     assert_eq!(list["steps"].as_array().unwrap().len(), STEPS.len());
 }
+
+#[tokio::test]
+async fn b2c_routes_authorize_and_confirmed_through_a_hop_on_its_own_host() {
+    let sb = LynkcoSandbox::spawn().await;
+    let mut c = Client::new(&sb.upstreams());
+    let (_, challenge) = pkce();
+    let asked = authorize_url(&challenge);
+    let first = c.get(&asked).await;
+    assert_eq!(first.status, 302, "{}", first.text);
+    // Named by the address the client used (the double's), so a browser stays on it; a client
+    // must map it back to the real origin.
+    let location = first.location();
+    assert!(
+        location.starts_with(&format!("http://{}/", sb.b2c_addr)),
+        "{location}"
+    );
+    assert!(location.contains("&rt="), "{location}");
+    let routed = c.real_location(&asked, &location);
+    assert!(routed.starts_with(BASE), "{routed}");
+    // A ticket B2C never issued is routed again; the issued one shows the sign-in page.
+    let forged = c.get(&format!("{asked}&rt=forged")).await;
+    assert_eq!(forged.status, 302);
+    let page = c.get(&routed).await;
+    assert_eq!(page.status, 200);
+    assert!(page.text.contains("var SETTINGS"));
+
+    // confirmed: a hop to itself with a ticket bound to the transaction, on the real origin.
+    let mut l = Login::start(&sb).await;
+    assert_eq!(
+        l.password(DEMO_EMAIL, DEMO_PASSWORD).await.json()["status"],
+        "200"
+    );
+    let diags = json!({"pageViewId": l.page_view_id, "pageId": "CombinedSigninAndSignup", "trace": []});
+    let confirmed = format!(
+        "{BASE}api/CombinedSigninAndSignup/confirmed?rememberMe=false&csrf_token={}&tx={}&p=B2C_1A_signin_mfa&diags={}",
+        enc(&l.csrf),
+        l.tx(),
+        enc(&diags.to_string())
+    );
+    let hop = l.c.get(&confirmed).await;
+    assert_eq!(hop.status, 302);
+    let next = hop.location();
+    assert!(
+        next.starts_with(&format!("{BASE}api/CombinedSigninAndSignup/confirmed?")),
+        "{next}"
+    );
+    assert!(sb.latest_code(DEMO_EMAIL).is_none(), "no SMS before the hop is followed");
+    // Another ticket than the transaction's is routed again (and voids the first).
+    let wrong = l.c.get(&format!("{confirmed}&rt=not-the-ticket")).await;
+    assert_eq!(wrong.status, 302);
+    let phone = l.c.get(&wrong.location()).await;
+    assert_eq!(phone.status, 200, "{}", phone.text);
+    assert!(sb.latest_code(DEMO_EMAIL).is_some());
+    assert!(sb.routing_hops("oauth2/v2.0/authorize") >= 2);
+    assert!(sb.routing_hops("api/CombinedSigninAndSignup/confirmed") >= 2);
+}
+
+#[tokio::test]
+async fn hostile_fault_switches_answer_as_named() {
+    let sb = LynkcoSandbox::spawn().await;
+    let mut c = Client::new(&sb.upstreams());
+    let (_, challenge) = pkce();
+    let asked = authorize_url(&challenge);
+    for (fault, location) in [
+        (Fault::LoopbackRedirect, sandbox::faults::LOOPBACK_TARGET.to_owned()),
+        (Fault::RedirectLoop, asked.clone()),
+        (Fault::HttpRedirect, asked.replacen("https://", "http://", 1)),
+    ] {
+        sb.set_fault("authorize", fault);
+        let r = c.get(&asked).await;
+        assert_eq!((r.status, r.location()), (302, location), "{fault:?}");
+    }
+    // The endless body: far more than any cap, and still coming.
+    sb.set_fault("authorize", Fault::Endless);
+    let http = reqwest::Client::new();
+    let mut answer = http.get(c.connect_url(&asked)).send().await.unwrap();
+    let mut read = 0usize;
+    while read < 8 << 20 {
+        read += answer.chunk().await.unwrap().expect("the body goes on").len();
+    }
+    drop(answer);
+    sb.clear_faults();
+    assert_eq!(c.get_routed(&asked).await.status, 200);
+}

@@ -453,3 +453,50 @@ async fn every_fault_kind_and_the_http_switch() {
     let list = c.get(&format!("{ACC}/testing/faults")).await.json();
     assert_eq!(list["steps"].as_array().unwrap().len(), STEPS.len());
 }
+
+#[tokio::test]
+async fn the_confirm_phone_page_comes_between_the_code_and_the_end_and_its_skip_url_goes_on() {
+    let sb = XiaomiSandbox::spawn().await;
+    let mut c = client(&sb);
+    let (ctx, _) = needs_2fa(&mut c, DEMO_CONFIRM_USER).await;
+    assert_eq!(identity_list(&mut c, &ctx).await, 4);
+    c.post_form(
+        &format!("{ACC}/identity/auth/sendPhoneTicket?_dc=1&sid=xiaomiio&context={ctx}&mask=0&_locale=en_US"),
+        &[("retry", "0"), ("icode", ""), ("_json", "true")],
+    )
+    .await;
+    let code = sb.latest_code(DEMO_CONFIRM_USER).unwrap();
+    let j = verify(&mut c, "/identity/auth/verifyPhone", "4", &code, "false")
+        .await
+        .json();
+    assert_eq!(j["code"], 0, "{j}");
+    let check = c.get(j["location"].as_str().unwrap()).await;
+    assert_eq!(check.status, 302);
+    let page_url = check.location();
+    assert!(
+        page_url.starts_with("https://account.xiaomi.com/fe/service/identity/confirmPhone?"),
+        "{page_url}"
+    );
+    let skip = url_param(&page_url, "skipUrl");
+    assert!(
+        skip.starts_with("https://account.xiaomi.com/pass/serviceLoginAuth2/end?"),
+        "{skip}"
+    );
+    // Strict: the end of the login is not reached around the page.
+    assert_eq!(c.get(&skip).await.status, 400);
+    let page = c.get(&page_url).await;
+    assert_eq!(page.status, 200);
+    assert!(page.text.contains("Confirm your phone number"));
+    let end = c.get(&skip).await;
+    assert_eq!(end.status, 302, "{}", end.text);
+    assert!(end.headers.get("extension-pragma").is_some());
+    sts(&mut c, &end.location()).await;
+}
+
+fn url_param(url: &str, name: &str) -> String {
+    let query = url.split_once('?').unwrap().1;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("no {name} in {url}"))
+}

@@ -77,6 +77,11 @@ fn expect_status(response: &UpstreamResponse, wanted: u16, what: &str) -> Result
     if response.status == wanted {
         return Ok(());
     }
+    if response.is_redirect() {
+        // A redirect where this step follows none: not followed, wherever it points.
+        tracing::warn!(step = what, "Librus redirected where no redirect is followed");
+        return Err(ErrorCode::BadRedirect.into());
+    }
     if response.status == 503 {
         return Err(ErrorCode::ServiceUnavailable.into());
     }
@@ -123,7 +128,14 @@ async fn log_in(
             return Err(ErrorCode::UpstreamOutOfShape.into());
         }
     };
-    let page = http.send(UpstreamRequest::get(authorization)).await?;
+    // Redirects on Librus' own hosts are followed here, as any real client does.
+    let page = match http
+        .follow(UpstreamRequest::get(authorization), &HOSTS, |_| false)
+        .await?
+    {
+        Followed::Answer(page) => page,
+        Followed::Stopped(_) => return Err(ErrorCode::BadRedirect.into()),
+    };
     expect_status(&page, 200, "authorization")?;
 
     let answer = http

@@ -174,11 +174,16 @@ impl Channel {
 
 pub struct XiaomiProvider;
 
-/// Fails unless the answer is a 200 (503 → `service_unavailable`, anything else → `unknown`).
+/// Fails unless the answer is a 200 (503 → `service_unavailable`, a redirect where none is
+/// followed → `bad_redirect`, anything else → `upstream_out_of_shape`).
 fn expect_ok(response: &UpstreamResponse, what: &str) -> Result<(), StepError> {
     match response.status {
         200 => Ok(()),
         503 => Err(ErrorCode::ServiceUnavailable.into()),
+        _ if response.is_redirect() => {
+            tracing::warn!(step = what, "Xiaomi redirected where no redirect is followed");
+            Err(ErrorCode::BadRedirect.into())
+        }
         status => {
             tracing::warn!(status, step = what, "Xiaomi answered out of shape");
             Err(ErrorCode::UpstreamOutOfShape.into())
