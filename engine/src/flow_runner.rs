@@ -529,7 +529,21 @@ mod tests {
     #[tokio::test]
     async fn a_step_has_a_total_deadline_and_its_flow_stays_at_its_step() {
         let dir = tempfile::tempdir().unwrap();
-        let (engine, user_id) = engine(&dir).await;
+        let mut config = test_config(dir.path()).await;
+        config.upstreams = UpstreamMap::parse(&upstream().await).unwrap();
+        // 500 ms a request, 1.5 s a step: the 20 requests of 400 ms take 8 s.
+        config.step_timeout = std::time::Duration::from_millis(500);
+        let (engine, _) = engine_with(config).await;
+        let engine = engine.with_provider(TwoStep);
+        let user_id = engine
+            .register(
+                "owner@example.org",
+                "correct-horse-battery-staple-17",
+                "correct-horse-battery-staple-17",
+            )
+            .await
+            .unwrap()
+            .id;
         let flow = started(&engine, user_id).await;
         let deadline = engine.upstreams.step_deadline();
         let began = std::time::Instant::now();

@@ -344,7 +344,8 @@ pub(crate) fn past_the_pages(expected: Option<ErrorCode>) -> Option<ErrorCode> {
     expected.or(Some(ErrorCode::UpstreamOutOfShape))
 }
 
-/// This process's resident memory in MiB, from /proc/self/status (Linux).
+/// This process's resident memory in MiB, from /proc/self/status (Linux). Other tests share
+/// the process: compare growth across the work being measured, not the total.
 pub(crate) fn rss_mib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();

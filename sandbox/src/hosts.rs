@@ -24,9 +24,11 @@ impl Hosts {
     ) -> std::io::Result<Hosts> {
         let (mut served, mut tasks) = (Vec::new(), Vec::new());
         for (origin, addr, router) in hosts {
-            let router = router.layer(axum::middleware::from_fn(move |request, next| {
-                crate::faults::dress_redirects(origin, request, next)
-            }));
+            let router = router.layer(axum::middleware::from_fn(
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    crate::faults::dress_redirects(origin, request, next)
+                },
+            ));
             let (local, task) = util::serve(addr, router).await?;
             served.push((origin, local));
             tasks.push(task);

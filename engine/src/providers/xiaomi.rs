@@ -1115,6 +1115,7 @@ mod tests {
             links,
             intro,
             actions,
+            ..
         } = &flow.step
         else {
             panic!("a form");
