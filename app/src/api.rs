@@ -261,12 +261,18 @@ pub async fn register(
                 address: client_address(),
             })
             .await
-            .map_err(|code| AppError {
-                // zxcvbn's own advice says what makes this password guessable.
-                detail: (code == engine::ErrorCode::PasswordTooWeak)
-                    .then(|| engine::password_policy::advice_for(&email, &password))
-                    .flatten(),
-                ..code.into()
+            .map_err(|refusal| {
+                let weak = refusal
+                    == engine::registration::SignUpRefusal::Code(
+                        engine::ErrorCode::PasswordTooWeak,
+                    );
+                AppError {
+                    // zxcvbn's own advice says what makes this password guessable.
+                    detail: weak
+                        .then(|| engine::password_policy::advice_for(&email, &password))
+                        .flatten(),
+                    ..refusal.into()
+                }
             })?;
         ssr::open_session_and_go_home(&engine, signed_up.user.id).await
     }

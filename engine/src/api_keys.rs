@@ -268,10 +268,10 @@ impl ApiKeyStore {
              JOIN users u ON u.id = k.user_id WHERE k.id = $1 AND u.disabled_at IS NULL",
         )
         .bind(id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db_error)?
-                .ok_or(ErrorCode::InvalidApiKey)?;
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?
+        .ok_or(ErrorCode::InvalidApiKey)?;
         let stored: String = row.try_get("secret_hash").map_err(db_error)?;
         let stored: [u8; 32] = hex::decode(stored)
             .ok()

@@ -59,6 +59,9 @@ pub struct EngineConfig {
     /// `STEPGATE_WEBHOOK_ALLOW`: internal addresses and host names webhooks may reach all the
     /// same (`webhook_destination.rs`). Empty: none.
     pub webhook_allow: crate::webhook_destination::WebhookAllow,
+    /// `STEPGATE_SESSION_IDLE`: seconds a session may go unused before it ends (besides its
+    /// 12-hour lifetime).
+    pub session_idle: i64,
 }
 
 impl EngineConfig {
@@ -83,6 +86,7 @@ impl EngineConfig {
             redis_url: None,
             redis_prefix: DEFAULT_REDIS_PREFIX.into(),
             webhook_allow: Default::default(),
+            session_idle: crate::sessions::DEFAULT_IDLE_SECONDS,
         }
     }
 }
@@ -186,7 +190,7 @@ impl Engine {
         providers.extend(connectable.into_iter().map(|p| (p.name(), p)));
         Ok(Engine {
             flows,
-            sessions: SessionStore::new(pool.clone()),
+            sessions: SessionStore::new(pool.clone()).with_idle(config.session_idle),
             throttle: SignInThrottle::new(pool.clone()).with_redis(redis.clone()),
             accounts: AccountStore::new(pool.clone(), secrets.clone()),
             api_keys: ApiKeyStore::new(pool.clone(), clock.clone()),

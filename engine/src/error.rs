@@ -351,8 +351,6 @@ impl ErrorCode {
             InvalidAuth | InvalidCode | MissingFields | InvalidEmail | FieldTooLong
             | PasswordTooShort | PasswordMismatch | PasswordTooWeak | CodeUsed | InvalidVin
             | InvalidUrl | InvalidRequest | EnrollmentCancelled | TwoFactorOff | CodeExpired => 400,
-            | PasswordTooShort | PasswordMismatch | CodeUsed | InvalidVin | InvalidUrl
-            | InvalidRequest | EnrollmentCancelled | TwoFactorOff | CodeExpired => 400,
             WebhookAddressRefused | WebhookHostNotFound => 400,
             NotSignedIn | InvalidApiKey | ApiKeyExpired => 401,
             CaptchaRequired | AccountNotInScope => 403,

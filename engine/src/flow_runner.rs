@@ -140,7 +140,12 @@ impl Engine {
             now: self.clock.now(),
             http: &mut http,
         };
-        match within_deadline(self.upstreams.step_deadline(), provider.start(&mut cx, input)).await {
+        match within_deadline(
+            self.upstreams.step_deadline(),
+            provider.start(&mut cx, input),
+        )
+        .await
+        {
             Step::Show { step, view, state } => {
                 let mut flow = Flow::new(
                     kind_of(purpose),
@@ -484,7 +489,12 @@ mod tests {
                 // Each request well within its own timeout; all of them together are not.
                 let drip = url::Url::parse("https://upstream.example.test/drip").unwrap();
                 for _ in 0..20 {
-                    if cx.http.send(UpstreamRequest::get(drip.clone())).await.is_err() {
+                    if cx
+                        .http
+                        .send(UpstreamRequest::get(drip.clone()))
+                        .await
+                        .is_err()
+                    {
                         return Step::abort(ErrorCode::CannotConnect);
                     }
                 }

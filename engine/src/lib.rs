@@ -62,6 +62,8 @@ pub mod second_factor_attempts;
 #[cfg(feature = "server")]
 pub mod secrets;
 #[cfg(feature = "server")]
+pub mod session_list;
+#[cfg(feature = "server")]
 pub mod sessions;
 #[cfg(feature = "server")]
 pub mod sign_in_throttle;
@@ -71,8 +73,6 @@ pub mod store;
 pub mod sudo;
 #[cfg(all(test, feature = "server"))]
 pub(crate) mod test_support;
-#[cfg(feature = "server")]
-pub mod sudo;
 #[cfg(feature = "server")]
 pub mod totp;
 #[cfg(feature = "server")]

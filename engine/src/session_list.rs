@@ -331,7 +331,10 @@ mod tests {
         // Used every 20 minutes: alive for hours (until the 12-hour lifetime), the other not.
         for _ in 0..6 {
             clock.advance(20 * 60);
-            assert_eq!(engine.session_user(&busy).await.unwrap(), Some(user.clone()));
+            assert_eq!(
+                engine.session_user(&busy).await.unwrap(),
+                Some(user.clone())
+            );
         }
         assert_eq!(engine.session_user(&idle).await.unwrap(), None);
         assert_eq!(

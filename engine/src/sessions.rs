@@ -98,6 +98,11 @@ impl SessionStore {
         }
     }
 
+    /// The idle timeout, seconds.
+    pub fn idle(&self) -> i64 {
+        self.idle
+    }
+
     /// The same store with another idle timeout (seconds).
     pub fn with_idle(mut self, idle: i64) -> Self {
         self.idle = idle.max(1);

@@ -701,7 +701,9 @@ mod tests {
         let (upstreams, a, _) = two_hosts().await;
         let mut session = upstreams.session();
         let Followed::Answer(end) = session
-            .follow(UpstreamRequest::get(a.join("set").unwrap()), &BOTH, |_| false)
+            .follow(UpstreamRequest::get(a.join("set").unwrap()), &BOTH, |_| {
+                false
+            })
             .await
             .unwrap()
         else {
@@ -813,7 +815,11 @@ mod tests {
                 .await;
             assert_eq!(answer.unwrap_err(), ErrorCode::UpstreamTooLarge);
         }
-        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
         let grown = rss_kib().saturating_sub(before);
         assert!(grown < 64 * 1024, "RSS grew by {grown} KiB");
         assert!(!ErrorCode::UpstreamTooLarge.message().contains("our side"));
@@ -824,7 +830,9 @@ mod tests {
         let (upstreams, bad, _) = misbehaving().await;
         let mut session = upstreams.session();
         let at = bad.join(&format!("bytes/{DEFAULT_BODY_LIMIT}")).unwrap();
-        let over = bad.join(&format!("bytes/{}", DEFAULT_BODY_LIMIT + 1)).unwrap();
+        let over = bad
+            .join(&format!("bytes/{}", DEFAULT_BODY_LIMIT + 1))
+            .unwrap();
         let read = session.send(UpstreamRequest::get(at)).await.unwrap();
         assert_eq!(read.body.len(), DEFAULT_BODY_LIMIT);
         let refused = session.send(UpstreamRequest::get(over.clone())).await;
@@ -877,7 +885,9 @@ mod tests {
         // A double naming its own base URL (`http://127.0.0.1:…`) is judged as the real origin
         // it stands for: https on a declared host.
         let own = follow_to(&upstreams, to(&bad, &format!("{base}/hops/0"))).await;
-        assert!(matches!(own, Ok(Followed::Answer(a)) if a.url.as_str() == "https://bad.example.test/hops/0"));
+        assert!(
+            matches!(own, Ok(Followed::Answer(a)) if a.url.as_str() == "https://bad.example.test/hops/0")
+        );
         // A custom scheme the caller stops at is never fetched.
         let stopped = follow_to(&upstreams, to(&bad, "app://done?code=1")).await;
         assert!(matches!(stopped, Ok(Followed::Stopped(u)) if u.as_str() == "app://done?code=1"));

@@ -997,7 +997,10 @@ async fn confirm_phone_page(State(x): State<Xiaomi>, uri: Uri) -> Response {
     }
     let c = inner.contexts.get_mut(&ctx).expect("context");
     c.phone_prompted = true;
-    let to = ACCOUNTS[c.account].two_fa.map(|(_, to)| to).unwrap_or_default();
+    let to = ACCOUNTS[c.account]
+        .two_fa
+        .map(|(_, to)| to)
+        .unwrap_or_default();
     // The browser's "skip" stays on the double; the `skipUrl` in this page's address is
     // where a client goes on.
     let body = format!(

@@ -810,7 +810,8 @@ async fn b2c_routes_authorize_and_confirmed_through_a_hop_on_its_own_host() {
         l.password(DEMO_EMAIL, DEMO_PASSWORD).await.json()["status"],
         "200"
     );
-    let diags = json!({"pageViewId": l.page_view_id, "pageId": "CombinedSigninAndSignup", "trace": []});
+    let diags =
+        json!({"pageViewId": l.page_view_id, "pageId": "CombinedSigninAndSignup", "trace": []});
     let confirmed = format!(
         "{BASE}api/CombinedSigninAndSignup/confirmed?rememberMe=false&csrf_token={}&tx={}&p=B2C_1A_signin_mfa&diags={}",
         enc(&l.csrf),
@@ -824,7 +825,10 @@ async fn b2c_routes_authorize_and_confirmed_through_a_hop_on_its_own_host() {
         next.starts_with(&format!("{BASE}api/CombinedSigninAndSignup/confirmed?")),
         "{next}"
     );
-    assert!(sb.latest_code(DEMO_EMAIL).is_none(), "no SMS before the hop is followed");
+    assert!(
+        sb.latest_code(DEMO_EMAIL).is_none(),
+        "no SMS before the hop is followed"
+    );
     // Another ticket than the transaction's is routed again (and voids the first).
     let wrong = l.c.get(&format!("{confirmed}&rt=not-the-ticket")).await;
     assert_eq!(wrong.status, 302);
@@ -842,9 +846,15 @@ async fn hostile_fault_switches_answer_as_named() {
     let (_, challenge) = pkce();
     let asked = authorize_url(&challenge);
     for (fault, location) in [
-        (Fault::LoopbackRedirect, sandbox::faults::LOOPBACK_TARGET.to_owned()),
+        (
+            Fault::LoopbackRedirect,
+            sandbox::faults::LOOPBACK_TARGET.to_owned(),
+        ),
         (Fault::RedirectLoop, asked.clone()),
-        (Fault::HttpRedirect, asked.replacen("https://", "http://", 1)),
+        (
+            Fault::HttpRedirect,
+            asked.replacen("https://", "http://", 1),
+        ),
     ] {
         sb.set_fault("authorize", fault);
         let r = c.get(&asked).await;
@@ -856,7 +866,12 @@ async fn hostile_fault_switches_answer_as_named() {
     let mut answer = http.get(c.connect_url(&asked)).send().await.unwrap();
     let mut read = 0usize;
     while read < 8 << 20 {
-        read += answer.chunk().await.unwrap().expect("the body goes on").len();
+        read += answer
+            .chunk()
+            .await
+            .unwrap()
+            .expect("the body goes on")
+            .len();
     }
     drop(answer);
     sb.clear_faults();

@@ -693,7 +693,10 @@ mod tests {
             assert_eq!(body["message"], ErrorCode::ApiKeyExpired.message());
         }
         let doc = api.json("/api/v1/openapi.json", None).await.1.to_string();
-        assert!(doc.contains("api_key_expired"), "the OpenAPI document names it");
+        assert!(
+            doc.contains("api_key_expired"),
+            "the OpenAPI document names it"
+        );
     }
 
     #[test]

@@ -50,6 +50,9 @@ pub struct Config {
     /// `STEPGATE_WEBHOOK_ALLOW` (CIDRs and host names, comma or space separated): internal
     /// addresses webhooks may reach all the same, e.g. `192.168.1.20/32` for Home Assistant.
     pub webhook_allow: engine::webhook_destination::WebhookAllow,
+    /// `STEPGATE_SESSION_IDLE` (seconds, default 7200): a session unused this long ends, within
+    /// its 12-hour lifetime.
+    pub session_idle: i64,
 }
 
 fn flag(name: &str, default: bool) -> bool {
@@ -180,6 +183,18 @@ impl Config {
             &std::env::var("STEPGATE_WEBHOOK_ALLOW").unwrap_or_default(),
         )
         .map_err(|e| format!("STEPGATE_WEBHOOK_ALLOW: {e}"))?;
+        let session_idle = match std::env::var("STEPGATE_SESSION_IDLE") {
+            Ok(text) if !text.is_empty() => match text.parse::<i64>() {
+                Ok(seconds) if seconds >= 60 => seconds,
+                _ => {
+                    return Err(format!(
+                        "STEPGATE_SESSION_IDLE: `{text}` is not a number of seconds of at least 60"
+                    )
+                    .into())
+                }
+            },
+            _ => engine::sessions::DEFAULT_IDLE_SECONDS,
+        };
         let totp_provider_url = std::env::var("STEPGATE_TOTP_PROVIDER_URL")
             .unwrap_or_else(|_| "http://127.0.0.1:3100".into())
             .trim_end_matches('/')
@@ -204,6 +219,7 @@ impl Config {
             upkeep_interval,
             registration,
             webhook_allow,
+            session_idle,
             totp_provider_url,
             public_url,
         })

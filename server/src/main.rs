@@ -62,6 +62,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     engine_config.redis_url = config.redis_url.clone();
     engine_config.redis_prefix = config.redis_prefix.clone();
     engine_config.webhook_allow = config.webhook_allow.clone();
+    engine_config.session_idle = config.session_idle;
     let engine = Engine::open(engine_config).await?;
     let settings = app::session::ServerSettings {
         public_url: config.public_url.clone(),

@@ -56,7 +56,7 @@ pub fn WebhooksPage() -> impl IntoView {
             </p>
             {removed.then(|| view! { <p role="status" class="ok">"Webhook removed. Nothing more is sent."</p> })}
             <ErrorBanner error=remove_error/>
-            <SignedIn data=page page=move |page| view! {
+            <SignedIn data=page page=move |page| { let typed = typed.clone(); view! {
                 {page.new_secret.map(|secret| view! {
                     <OneTimeSecret id="signing-secret" label="Signing secret" value=secret
                         notice="Webhook saved. Copy its signing secret now: it is not shown again."/>
@@ -97,7 +97,7 @@ pub fn WebhooksPage() -> impl IntoView {
                 })}
                 <h2>"Deliveries"</h2>
                 <DeliveryLog deliveries=page.deliveries/>
-            }/>
+            }}/>
             <p class="aside"><a href="/">"Back home"</a></p>
         </section>
         <script src="/copy-secret.js" defer></script>

@@ -646,7 +646,8 @@ mod tests {
         assert_secrets(&s.secrets(done).await);
         assert_eq!(s.sandbox.routing_hops("oauth2/v2.0/authorize"), 1);
         assert_eq!(
-            s.sandbox.routing_hops("api/CombinedSigninAndSignup/confirmed"),
+            s.sandbox
+                .routing_hops("api/CombinedSigninAndSignup/confirmed"),
             1
         );
     }

@@ -79,7 +79,10 @@ fn expect_status(response: &UpstreamResponse, wanted: u16, what: &str) -> Result
     }
     if response.is_redirect() {
         // A redirect where this step follows none: not followed, wherever it points.
-        tracing::warn!(step = what, "Librus redirected where no redirect is followed");
+        tracing::warn!(
+            step = what,
+            "Librus redirected where no redirect is followed"
+        );
         return Err(ErrorCode::BadRedirect.into());
     }
     if response.status == 503 {
@@ -173,7 +176,9 @@ async fn log_in(
         tracing::warn!("Librus accepted the login without a goTo");
         StepError::new(ErrorCode::UpstreamOutOfShape)
     })?;
-    let next = url(API).join(&go_to).map_err(|_| ErrorCode::UpstreamOutOfShape)?;
+    let next = url(API)
+        .join(&go_to)
+        .map_err(|_| ErrorCode::UpstreamOutOfShape)?;
     if next.origin() != url(API).origin() {
         tracing::warn!("Librus' goTo left api.librus.pl");
         return Err(ErrorCode::UpstreamOutOfShape.into());

@@ -235,7 +235,10 @@ async fn self_asserted(
 
 /// A GET step of B2C's pages: redirects on B2C's own hosts followed (its routing hops), up to
 /// the app redirect, which is never fetched.
-async fn page_step(http: &mut HttpSession, request: UpstreamRequest) -> Result<Followed, StepError> {
+async fn page_step(
+    http: &mut HttpSession,
+    request: UpstreamRequest,
+) -> Result<Followed, StepError> {
     Ok(http
         .follow(request, &HOSTS, |next| {
             is_app_redirect(next.as_str(), REDIRECT_PREFIX)
@@ -1207,7 +1210,8 @@ mod tests {
         let flow = s.code_step().await;
         assert_eq!(s.sandbox.routing_hops("oauth2/v2.0/authorize"), 1);
         assert_eq!(
-            s.sandbox.routing_hops("api/CombinedSigninAndSignup/confirmed"),
+            s.sandbox
+                .routing_hops("api/CombinedSigninAndSignup/confirmed"),
             1
         );
         let done = s.submit(&flow, &[("code", &s.code())]).await;
@@ -1243,7 +1247,10 @@ mod tests {
         // And the next sign-in goes on as ever.
         s.sandbox.clear_faults();
         let flow = s.code_step().await;
-        assert_secrets(&s.secrets(s.submit(&flow, &[("code", &s.code())]).await).await);
+        assert_secrets(
+            &s.secrets(s.submit(&flow, &[("code", &s.code())]).await)
+                .await,
+        );
     }
 
     #[tokio::test]

@@ -181,7 +181,10 @@ fn expect_ok(response: &UpstreamResponse, what: &str) -> Result<(), StepError> {
         200 => Ok(()),
         503 => Err(ErrorCode::ServiceUnavailable.into()),
         _ if response.is_redirect() => {
-            tracing::warn!(step = what, "Xiaomi redirected where no redirect is followed");
+            tracing::warn!(
+                step = what,
+                "Xiaomi redirected where no redirect is followed"
+            );
             Err(ErrorCode::BadRedirect.into())
         }
         status => {
@@ -1314,7 +1317,11 @@ mod tests {
         let done = if verified.status() == 303 {
             // The confirm-phone page: "Skip for now" ends the login.
             let confirm = verified.headers()["location"].to_str().unwrap().to_owned();
-            let page = browser.get(format!("{base}{confirm}")).send().await.unwrap();
+            let page = browser
+                .get(format!("{base}{confirm}"))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(page.status(), 200);
             let page = page.text().await.unwrap();
             assert!(page.contains("Skip for now"), "{page}");
@@ -1349,7 +1356,10 @@ mod tests {
             .unwrap()
             .1
             .into_owned();
-        assert_eq!(browser.get(link.clone()).send().await.unwrap().status(), 200);
+        assert_eq!(
+            browser.get(link.clone()).send().await.unwrap().status(),
+            200
+        );
         let post = |path: &str, body: String| {
             browser
                 .post(format!("{base}{path}"))
@@ -1357,9 +1367,12 @@ mod tests {
                 .body(body)
                 .send()
         };
-        post("/fe/service/identity/send", form_body(&[("context", &context)]))
-            .await
-            .unwrap();
+        post(
+            "/fe/service/identity/send",
+            form_body(&[("context", &context)]),
+        )
+        .await
+        .unwrap();
         let code = s.sandbox.latest_code(user).unwrap();
         let verified = post(
             "/fe/service/identity/verify",
@@ -1369,7 +1382,10 @@ mod tests {
         .unwrap();
         assert_eq!(verified.status(), 303);
         let confirm = format!("{base}{}", verified.headers()["location"].to_str().unwrap());
-        assert!(confirm.contains("/fe/service/identity/confirmPhone?"), "{confirm}");
+        assert!(
+            confirm.contains("/fe/service/identity/confirmPhone?"),
+            "{confirm}"
+        );
         assert_eq!(browser.get(&confirm).send().await.unwrap().status(), 200);
         confirm
     }
