@@ -179,14 +179,15 @@ pub async fn admin_view() -> Result<AdminPageData, AppError> {
 }
 
 /// One admin act from the page: `act` is `invite`, `disable`, `enable` or `reset_2fa`;
-/// `account` names the account (not for `invite`).
+/// `account` names the account (not for `invite`). Every admin act is a sensitive act: an
+/// unconfirmed session goes to "Confirm it's you" first and comes back to the page.
 #[server(prefix = "/api", endpoint = "admin_act")]
 pub async fn admin_act(act: String, account: Option<i64>) -> Result<(), AppError> {
-    use crate::session::{engine, signed_in_user};
+    use crate::session::{engine, require_sudo};
     use engine::ErrorCode;
 
     let result = async {
-        let admin = signed_in_user().await?;
+        let admin = require_sudo().await?;
         let engine = engine()?;
         let target = || account.ok_or(AppError::from(ErrorCode::MissingFields));
         match act.as_str() {

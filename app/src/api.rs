@@ -67,6 +67,11 @@ pub(crate) mod ssr {
         if let Some(old) = session_token() {
             engine.close_session(&old).await?;
         }
+        // For the sessions list: which browser and address this session was opened from.
+        let agent = crate::session::user_agent();
+        engine
+            .note_session_client(session, agent.as_deref(), crate::session::client_address())
+            .await?;
         set_session_cookie(session);
         clear_login_cookie();
         leptos_axum::redirect("/");
@@ -351,10 +356,13 @@ pub async fn begin_app_enrollment() -> Result<AppEnrollmentView, AppError> {
 /// Turns 2FA on once the authenticator app shows a valid code.
 #[server(prefix = "/api", endpoint = "confirm_app_enrollment")]
 pub async fn confirm_app_enrollment(code: String) -> Result<(), AppError> {
-    use crate::session::{engine, signed_in_user};
+    use crate::session::{engine, session_token, signed_in_user};
 
     let user = signed_in_user().await?;
-    engine()?.confirm_app_enrollment(&user, &code).await?;
+    let token = session_token().ok_or(AppError::from(engine::ErrorCode::NotSignedIn))?;
+    engine()?
+        .confirm_app_enrollment(&user, &token, &code)
+        .await?;
     Ok(())
 }
 

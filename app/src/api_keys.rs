@@ -30,6 +30,10 @@ pub struct KeyRow {
     /// Unix seconds (to the minute).
     pub last_used_at: Option<i64>,
     pub created_at: i64,
+    /// Unix seconds from which the key is refused; `None`: never.
+    pub expires_at: Option<i64>,
+    /// Past its expiry now: apps using it get `api_key_expired`.
+    pub expired: bool,
 }
 
 /// What `/settings/api-keys` shows.
@@ -91,6 +95,7 @@ pub async fn api_keys_view() -> Result<ApiKeysPageData, AppError> {
             .find(|a| a.id == id)
             .map(|a| a.label.clone())
     };
+    let now = engine.now();
     let keys = engine
         .api_keys()
         .list(user.id)
@@ -106,6 +111,8 @@ pub async fn api_keys_view() -> Result<ApiKeysPageData, AppError> {
             name: k.name,
             last_used_at: k.last_used_at,
             created_at: k.created_at,
+            expires_at: k.expires_at,
+            expired: k.expires_at.is_some_and(|at| at <= now),
         })
         .collect();
     Ok(ApiKeysPageData {
@@ -115,7 +122,23 @@ pub async fn api_keys_view() -> Result<ApiKeysPageData, AppError> {
     })
 }
 
-/// Creates a key named `name` for the ticked accounts (`accounts[<id>]`), then shows the page
+/// A key's lifetime as the form's `expires` field says it: `"30"`, `"90"`, `"365"` days, or
+/// `"never"` (also when the field is missing).
+#[cfg(feature = "ssr")]
+fn lifetime_days(expires: Option<&str>) -> Result<Option<u32>, AppError> {
+    match expires.unwrap_or("never") {
+        "never" | "" => Ok(None),
+        days => days
+            .parse::<u32>()
+            .ok()
+            .filter(|d| engine::api_keys::LIFETIME_DAYS.contains(d))
+            .map(Some)
+            .ok_or(AppError::from(engine::ErrorCode::InvalidRequest)),
+    }
+}
+
+/// Creates a key named `name` for the ticked accounts (`accounts[<id>]`), expiring after
+/// `expires` days (or never), then shows the page
 /// with its secret (see the module's note on how it gets there). A sensitive act: an
 /// unconfirmed session goes to "Confirm it's you" first, and comes back to the form with the
 /// name and the ticked accounts filled in again.
@@ -123,6 +146,7 @@ pub async fn api_keys_view() -> Result<ApiKeysPageData, AppError> {
 pub async fn create_api_key(
     name: String,
     accounts: Option<HashMap<String, String>>,
+    expires: Option<String>,
 ) -> Result<(), AppError> {
     use crate::session::{engine, require_sudo_keeping};
 
@@ -137,10 +161,13 @@ pub async fn create_api_key(
         .map(i64::to_string)
         .collect::<Vec<_>>()
         .join(",");
-    let user = require_sudo_keeping(&[("name", &name), ("scope", &scope)]).await?;
+    let days = lifetime_days(expires.as_deref())?;
+    let expires = days.map_or_else(|| "never".to_owned(), |d| d.to_string());
+    let user =
+        require_sudo_keeping(&[("name", &name), ("scope", &scope), ("expires", &expires)]).await?;
     let (_, secret) = engine()?
         .api_keys()
-        .create(user.id, &name, &account_ids)
+        .create_expiring(user.id, &name, &account_ids, days)
         .await?;
     ssr::keep_new_key(secret.as_str());
     leptos_axum::redirect(&format!("{}?created=1", ssr::PAGE));

@@ -11,6 +11,7 @@ pub mod one_time_secret;
 pub mod pages;
 #[cfg(feature = "ssr")]
 pub mod session;
+pub mod sessions;
 pub mod webhooks;
 
 use leptos::prelude::*;
@@ -27,9 +28,11 @@ use pages::{
     connect::{ConnectPage, ConnectPickerPage},
     home::HomePage,
     login::LoginPage,
+    password::PasswordPage,
     register::RegisterPage,
     second_factor::SecondFactorPage,
     security::SecurityPage,
+    sessions::SessionsPage,
     webhooks::WebhooksPage,
 };
 
@@ -108,6 +111,8 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("settings/api-keys") view=ApiKeysPage ssr=SsrMode::Async/>
                     <Route path=path!("settings/confirm") view=ConfirmPage ssr=SsrMode::Async/>
                     <Route path=path!("settings/webhooks") view=WebhooksPage ssr=SsrMode::Async/>
+                    <Route path=path!("settings/sessions") view=SessionsPage ssr=SsrMode::Async/>
+                    <Route path=path!("settings/password") view=PasswordPage ssr=SsrMode::Async/>
                     <Route path=path!("accounts") view=AccountsPage ssr=SsrMode::Async/>
                     <Route path=path!("accounts/remove") view=RemoveAccountPage ssr=SsrMode::Async/>
                     <Route path=path!("accounts/account") view=AccountDetailPage ssr=SsrMode::Async/>

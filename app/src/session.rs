@@ -93,6 +93,15 @@ pub fn client_address() -> Option<std::net::IpAddr> {
         .map(|info| info.0.ip())
 }
 
+/// The browser's `User-Agent`, for the sessions list.
+pub fn user_agent() -> Option<String> {
+    request()?
+        .headers
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
 /// A plain HTML form post (no WebAssembly): the browser is redirected back to the page, and an
 /// error travels in that URL.
 pub fn is_plain_form_post() -> bool {

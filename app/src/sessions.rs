@@ -134,7 +134,7 @@ pub async fn change_password(
     use crate::session::{client_address, engine, require_sudo};
 
     let result = async {
-        require_sudo().await?;
+        let user = require_sudo().await?;
         let ended = engine()?
             .change_password(
                 &current_session()?,
@@ -143,9 +143,20 @@ pub async fn change_password(
                 &confirm_password,
                 client_address(),
             )
-            .await?;
+            .await
+            .map_err(|refusal| {
+                let weak =
+                    refusal == engine::SignInRefusal::Code(engine::ErrorCode::PasswordTooWeak);
+                AppError {
+                    // zxcvbn's own advice says what makes this password guessable.
+                    detail: weak
+                        .then(|| engine::password_policy::advice_for(&user.email, &new_password))
+                        .flatten(),
+                    ..refusal.into()
+                }
+            })?;
         leptos_axum::redirect(&format!("{PASSWORD_PAGE}?changed=1&ended={ended}"));
-        Ok(())
+        Ok::<(), AppError>(())
     }
     .await;
     if let Err(error) = &result {

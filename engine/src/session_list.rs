@@ -89,6 +89,11 @@ pub fn os_family(user_agent: &str) -> &'static str {
 }
 
 impl Engine {
+    /// How long an unused session lives, in seconds (`STEPGATE_SESSION_IDLE`).
+    pub fn session_idle_seconds(&self) -> i64 {
+        self.sessions.idle()
+    }
+
     /// Notes which browser (`User-Agent`) and address opened the session, for the list.
     pub async fn note_session_client(
         &self,

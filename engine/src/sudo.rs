@@ -143,12 +143,20 @@ pub(crate) mod tests {
 
     pub(crate) const PASSWORD: &str = "correct-horse-battery-staple-17";
 
-    /// Turns TOTP on for `user` through the authenticator-app route; returns the secret.
-    pub(crate) async fn enable_app_totp(engine: &Engine, user: &User) -> Vec<u8> {
+    /// Turns TOTP on for `user` from `session` through the authenticator-app route; returns
+    /// the secret.
+    pub(crate) async fn enable_app_totp(
+        engine: &Engine,
+        user: &User,
+        session: &SessionToken,
+    ) -> Vec<u8> {
         let enrollment = engine.begin_app_enrollment(user).await.unwrap();
         let secret = crate::totp::base32_decode(&enrollment.secret_base32).unwrap();
         let code = crate::totp::code_at(&secret, engine.now(), 6);
-        engine.confirm_app_enrollment(user, &code).await.unwrap();
+        engine
+            .confirm_app_enrollment(user, session, &code)
+            .await
+            .unwrap();
         secret
     }
 
@@ -242,7 +250,14 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (engine, clock) = engine_in(&dir).await;
         let (user, session) = signed_in(&engine, "totp-sudo@example.org").await;
-        let secret = enable_app_totp(&engine, &user).await;
+        let elsewhere = engine.open_session(user.id).await.unwrap();
+        let secret = enable_app_totp(&engine, &user, &session).await;
+        assert_eq!(
+            engine.session_user(&elsewhere).await.unwrap(),
+            None,
+            "turning 2FA on ends the other sessions"
+        );
+        assert!(engine.session_user(&session).await.unwrap().is_some());
         clock.advance(30);
         assert_eq!(
             engine

@@ -1,6 +1,7 @@
 //! The security settings of a signed-in user, as the app calls them: the engine supplies the
 //! time and the TOTP site, so the app passes neither (no `engine.now()` in the app).
 
+use crate::sessions::SessionToken;
 use crate::totp_enrolment::{AppEnrollment, RegistrationCallback};
 use crate::two_factor::TotpStatus;
 use crate::users::User;
@@ -24,15 +25,19 @@ impl Engine {
         Ok(tf.site.registration_link(&user.email, callback_url, &token))
     }
 
-    /// The TOTP site's callback for the signed-in `user`.
+    /// The TOTP site's callback for the signed-in `user` of `session`. With 2FA on, every
+    /// other session of the user ends (each was opened without the second factor).
     pub async fn complete_totp_site_setup(
         &self,
         user: &User,
+        session: &SessionToken,
         callback: &RegistrationCallback,
     ) -> Result<(), ErrorCode> {
         self.two_factor()
             .complete_site_enrollment(user.id, callback, self.now())
-            .await
+            .await?;
+        self.end_sessions_but(user.id, session).await?;
+        Ok(())
     }
 
     /// A new authenticator-app secret for `user`, pending until a valid code confirms it.
@@ -42,11 +47,19 @@ impl Engine {
             .await
     }
 
-    /// Turns TOTP on once the authenticator app shows a valid code.
-    pub async fn confirm_app_enrollment(&self, user: &User, code: &str) -> Result<(), ErrorCode> {
+    /// Turns TOTP on once the authenticator app shows a valid code; every other session of
+    /// the user ends (each was opened without the second factor).
+    pub async fn confirm_app_enrollment(
+        &self,
+        user: &User,
+        session: &SessionToken,
+        code: &str,
+    ) -> Result<(), ErrorCode> {
         self.two_factor()
             .confirm_app_enrollment(user.id, code, self.now())
-            .await
+            .await?;
+        self.end_sessions_but(user.id, session).await?;
+        Ok(())
     }
 
     /// Turns TOTP off; a current code is required.

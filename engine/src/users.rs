@@ -59,6 +59,21 @@ impl UserStore {
         }
     }
 
+    /// Replaces the user's password hash (a password change).
+    pub async fn set_password_hash(
+        &self,
+        user_id: UserId,
+        password_hash: &str,
+    ) -> Result<(), ErrorCode> {
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(password_hash)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
     pub async fn find_by_email(&self, email: &Email) -> Result<Option<UserCredentials>, ErrorCode> {
         let row = sqlx::query("SELECT id, email, password_hash FROM users WHERE email = $1")
             .bind(email.as_str())

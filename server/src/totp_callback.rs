@@ -70,7 +70,9 @@ async fn complete(
         .session_user(&token)
         .await?
         .ok_or(ErrorCode::NotSignedIn)?;
-    engine.complete_totp_site_setup(&user, callback).await
+    engine
+        .complete_totp_site_setup(&user, &token, callback)
+        .await
 }
 
 fn escape(text: &str) -> String {

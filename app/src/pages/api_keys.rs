@@ -28,6 +28,10 @@ pub fn ApiKeysPage() -> impl IntoView {
         .split(',')
         .filter_map(|id| id.parse().ok())
         .collect();
+    let typed_expires = query
+        .read_untracked()
+        .get("expires")
+        .unwrap_or_else(|| "never".into());
     view! {
         <Title text="API keys · Stepgate"/>
         <section class="card wide" aria-labelledby="api-keys-title">
@@ -41,6 +45,7 @@ pub fn ApiKeysPage() -> impl IntoView {
             <ErrorBanner error=revoke_error/>
             <SignedIn data=page page=move |page| {
                 let (typed_name, typed_scope) = (typed_name.clone(), typed_scope.clone());
+                let typed_expires = typed_expires.clone();
                 view! {
                 {page.new_key.map(|key| view! {
                     <OneTimeSecret id="new-key" label="New API key" value=key
@@ -61,6 +66,7 @@ pub fn ApiKeysPage() -> impl IntoView {
                             value=typed_name/>
                     </p>
                     <ScopeFields accounts=page.accounts checked=typed_scope/>
+                    <ExpiryField chosen=typed_expires/>
                     <button type="submit" data-busy="Creating…">"Create key"</button>
                 </ActionForm>
                 }
@@ -103,6 +109,33 @@ fn ScopeFields(accounts: Vec<ScopeChoice>, checked: Vec<i64>) -> impl IntoView {
     .into_any()
 }
 
+/// The key's lifetime: 30, 90 or 365 days, or never.
+#[component]
+fn ExpiryField(chosen: String) -> impl IntoView {
+    let choices = [
+        ("30", "30 days"),
+        ("90", "90 days"),
+        ("365", "1 year"),
+        ("never", "Never"),
+    ];
+    view! {
+        <p>
+            <label for="key-expires">"Expires after"</label>
+            <select id="key-expires" name="expires" aria-describedby="key-expires-hint">
+                {choices
+                    .into_iter()
+                    .map(|(value, text)| view! {
+                        <option value=value selected=chosen == value>{text}</option>
+                    })
+                    .collect_view()}
+            </select>
+        </p>
+        <p class="hint" id="key-expires-hint">
+            "An expired key is refused (" <code>"api_key_expired"</code> "); make a new one before then."
+        </p>
+    }
+}
+
 #[component]
 fn KeyTable(keys: Vec<KeyRow>, revoke: ServerAction<RevokeApiKey>) -> impl IntoView {
     if keys.is_empty() {
@@ -116,6 +149,7 @@ fn KeyTable(keys: Vec<KeyRow>, revoke: ServerAction<RevokeApiKey>) -> impl IntoV
                     <th scope="col">"Name"</th>
                     <th scope="col">"Scope"</th>
                     <th scope="col">"Last used"</th>
+                    <th scope="col">"Expires"</th>
                     <th scope="col"><span class="visually-hidden">"Actions"</span></th>
                 </tr>
             </thead>
@@ -131,11 +165,17 @@ fn KeyTable(keys: Vec<KeyRow>, revoke: ServerAction<RevokeApiKey>) -> impl IntoV
                         };
                         let used = key.last_used_at.map(utc_minute).unwrap_or_else(|| "never".into());
                         let key_id = key.id.clone();
+                        let expires = match key.expires_at {
+                            None => "never".to_owned(),
+                            Some(at) if key.expired => format!("expired {}", utc_minute(at)),
+                            Some(at) => utc_minute(at),
+                        };
                         view! {
                             <tr data-key=key.id>
                                 <td class="key-name">{key.name}</td>
                                 <td class="key-scope">{scope}</td>
                                 <td class="key-used">{used}</td>
+                                <td class="key-expires">{expires}</td>
                                 <td class="row-actions">
                                     <ActionForm action=revoke attr:class="inline">
                                         <input type="hidden" name="key_id" value=key_id.clone()/>

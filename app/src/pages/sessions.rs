@@ -89,8 +89,9 @@ fn SessionTable(sessions: Vec<SessionRow>, end_one: ServerAction<SignOutSession>
                         } else {
                             format!("Sign out {device}, last used {}", utc_minute(s.last_used_at))
                         };
+                        let id = s.id.clone();
                         view! {
-                            <tr data-session=s.id.clone() data-current=s.current.to_string()>
+                            <tr data-session=id data-current=s.current.to_string()>
                                 <td class="session-device">
                                     {device}
                                     {s.current.then(|| view! { " " <strong class="badge">"This browser"</strong> })}
