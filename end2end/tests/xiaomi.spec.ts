@@ -112,7 +112,7 @@ test("2FA by paste through the confirm-phone page: skipped, or its own address p
     if (way !== "skip") {
       // One Xiaomi account per user: a second user for the second way.
       await signOut(page);
-      await register(page, uniqueEmail("xiaomi-confirm"), "xiaomi-pass-1");
+      await register(page, uniqueEmail("xiaomi-confirm"), "xiaomi-pass-1-quiet-harbor");
     }
     await startXiaomi(page, account);
     const opened = page.waitForEvent("popup");

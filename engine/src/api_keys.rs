@@ -475,8 +475,10 @@ mod tests {
             .create_expiring(user, "month", &accounts, Some(30))
             .await
             .unwrap();
+        // Listed oldest first: a second later, so the order does not hang on the random ids.
+        clock.advance(1);
         let (forever, forever_secret) = keys.create(user, "forever", &accounts).await.unwrap();
-        assert_eq!(month.expires_at, Some(engine.now() + 30 * 86_400));
+        assert_eq!(month.expires_at, Some(engine.now() - 1 + 30 * 86_400));
         assert_eq!(forever.expires_at, None);
         assert_eq!(
             keys.list(user).await.unwrap(),
@@ -488,7 +490,7 @@ mod tests {
             Some(ErrorCode::InvalidRequest)
         );
 
-        clock.advance(30 * 86_400 - 1);
+        clock.advance(30 * 86_400 - 2);
         assert!(keys.authenticate(month_secret.as_str()).await.is_ok());
         clock.advance(1);
         assert_eq!(
