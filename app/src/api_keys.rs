@@ -20,6 +20,10 @@ pub struct ScopeChoice {
     pub label: String,
 }
 
+/// The lifetime the form picks unless told otherwise (GitHub suggests 30 days for its tokens;
+/// an app's key lives longer, and "Never" stays one choice away).
+pub const DEFAULT_LIFETIME: &str = "90";
+
 /// One key in the list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyRow {
@@ -122,12 +126,12 @@ pub async fn api_keys_view() -> Result<ApiKeysPageData, AppError> {
     })
 }
 
-/// A key's lifetime as the form's `expires` field says it: `"30"`, `"90"`, `"365"` days, or
-/// `"never"` (also when the field is missing).
+/// A key's lifetime as the form's `expires` field says it: `"30"`, `"90"` (also when the field
+/// is missing), `"365"` days, or `"never"`.
 #[cfg(feature = "ssr")]
 fn lifetime_days(expires: Option<&str>) -> Result<Option<u32>, AppError> {
-    match expires.unwrap_or("never") {
-        "never" | "" => Ok(None),
+    match expires.unwrap_or(DEFAULT_LIFETIME) {
+        "never" => Ok(None),
         days => days
             .parse::<u32>()
             .ok()

@@ -119,6 +119,8 @@ test("creating a key asks for the password first, and the form comes back as it 
   await page.goto("/settings/api-keys");
   await page.getByLabel("Key name").fill("Garage display");
   await page.getByLabel(label).check();
+  await expect(page.getByLabel("Expires after")).toHaveValue("90");
+  await page.getByLabel("Expires after").selectOption("30");
   await page.getByRole("button", { name: "Create key" }).click();
 
   // Signing in is not a confirmation: the password first, and nothing is created yet.
@@ -135,11 +137,17 @@ test("creating a key asks for the password first, and the form comes back as it 
   await expect(page.getByRole("status").filter({ hasText: "Confirmed." })).toBeVisible();
   await expect(page.getByLabel("Key name")).toHaveValue("Garage display");
   await expect(page.getByLabel(label)).toBeChecked();
+  await expect(page.getByLabel("Expires after")).toHaveValue("30");
   await expect(page.getByRole("row", { name: /Garage display/ })).toHaveCount(0);
   await page.getByRole("button", { name: "Create key" }).click();
   await expect(page).toHaveURL(/\/settings\/api-keys\?created=1$/);
   const key = await page.getByLabel("New API key").inputValue();
   expect((await get(page.request, `/api/v1/accounts/${accountId}/credentials`, key)).status()).toBe(200);
+  // The list says when it expires: 30 days from now.
+  const expires = await page.getByRole("row", { name: /Garage display/ }).locator("td.key-expires").innerText();
+  const days = (Date.parse(expires.replace(" UTC", "Z").replace(" ", "T")) - Date.now()) / 86_400_000;
+  expect(days).toBeGreaterThan(29.9);
+  expect(days).toBeLessThan(30.1);
 
   // Within the ten minutes a second key needs no new confirmation.
   await page.getByLabel("Key name").fill("Second");

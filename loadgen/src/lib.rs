@@ -308,6 +308,8 @@ impl Rig {
                 ("DATABASE_URL".into(), self.database_url.clone()),
                 ("STEPGATE_KEY".into(), self.key_hex.clone()),
                 ("STEPGATE_DEMO".into(), "0".into()),
+                // The drivers register their own users.
+                ("STEPGATE_REGISTRATION".into(), "open".into()),
                 (
                     "STEPGATE_TOTP_PROVIDER_URL".into(),
                     format!("http://127.0.0.1:{}", self.sandbox_port),

@@ -18,6 +18,7 @@ STEPGATE_SANDBOX_LYNKCO_B2C_ADDR=$(double 5) STEPGATE_SANDBOX_LYNKCO_IAM_ADDR=$(
   target/release/sandbox >/dev/null 2>&1 &
 sandbox_pid=$!
 LEPTOS_SITE_ADDR=127.0.0.1:$APP_PORT LEPTOS_SITE_ROOT=target/site STEPGATE_DATA=$data STEPGATE_DEMO=0 \
+  STEPGATE_REGISTRATION=open \
   STEPGATE_TOTP_PROVIDER_URL=http://127.0.0.1:$SANDBOX_PORT RUST_LOG=warn \
   STEPGATE_UPSTREAMS="https://api.librus.pl=http://$(double 1) https://synergia.librus.pl=http://$(double 2) https://account.xiaomi.com=http://$(double 3) https://sts.api.io.mi.com=http://$(double 4) https://login.lynkco.com=http://$(double 5) https://iam-service-prod.westeurope.cloudapp.azure.com=http://$(double 6) https://gdhvb2cflameconnect.b2clogin.com=http://$(double 7)" \
   target/release/server >/dev/null 2>&1 &
