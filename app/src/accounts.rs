@@ -259,15 +259,36 @@ pub async fn submit_connect_step(
     }
     .await;
     if let Err(error) = &result {
+        // A provider's fault can end the flow (nothing more to try on it): then the page starts
+        // over from the first form with the sentence, instead of "expired".
+        let still_runs = match flow_id.as_deref() {
+            Some(id) => flow_still_runs(&provider, id).await,
+            None => false,
+        };
         back_to_step(
             &provider,
-            flow_id.as_deref(),
+            flow_id.as_deref().filter(|_| still_runs),
             reauth,
             &fields,
             error.clone(),
         );
     }
     result
+}
+
+/// Whether flow `flow_id` of this browser still waits for a step.
+#[cfg(feature = "ssr")]
+async fn flow_still_runs(provider: &str, flow_id: &str) -> bool {
+    let Ok((_, owner)) = ssr::user_and_owner().await else {
+        return false;
+    };
+    let Ok(engine) = crate::session::engine() else {
+        return false;
+    };
+    engine
+        .flow_view(provider, flow_id, Some(&owner))
+        .await
+        .is_ok()
 }
 
 /// A refused step of a plain form post goes back to its page: the flow (if it still runs),

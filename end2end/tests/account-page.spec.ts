@@ -20,7 +20,7 @@ test("the account page shows renewals and the activity, app reads by key name", 
   await page.goto("/settings/api-keys");
   await page.getByLabel("Key name").fill("Kitchen tablet");
   await page.getByLabel(`FlameConnect ${FLAME.email}`).check();
-  await clickConfirmingFirst(page, () => page.getByRole("button", { name: "Create key" }), "account-pass-1");
+  await clickConfirmingFirst(page, () => page.getByRole("button", { name: "Create key" }), "account-pass-1-quiet-harbor");
   const key = await page.getByLabel("New API key").inputValue();
   const read = await page.request.get(`/api/v1/accounts/${id}/credentials`, {
     headers: { Authorization: `Bearer ${key}` },

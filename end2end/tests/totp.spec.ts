@@ -79,7 +79,7 @@ test("a wrong code shows the alert, keeps the step, and a retry works; 2FA can b
   await expect(page.getByText("Two-factor authentication is on.")).toBeVisible();
   await waitForHydration(page);
   // A sensitive act: the password and a current code first ("Confirm it's you"), then off.
-  await clickConfirmingFirst(page, () => page.getByRole("button", { name: "Turn off 2FA" }), "totp-pass-1", secret);
+  await clickConfirmingFirst(page, () => page.getByRole("button", { name: "Turn off 2FA" }), "totp-pass-1-quiet-harbor", secret);
   await expect(page.getByText("Two-factor authentication is off.", { exact: false })).toBeVisible();
 
   // Without 2FA the password alone signs in again.

@@ -175,6 +175,8 @@ test("a webhook to 127.0.0.1 is refused in words, and accepted once STEPGATE_WEB
     const page = await context.newPage();
     await register(page, uniqueEmail("webhooks-refused"), "correct-horse-battery-staple-17");
     await page.goto("/settings/webhooks");
+    // Saving a webhook is a sensitive act: confirm it's you once, for the next ten minutes.
+    await confirmIdentity(page, "correct-horse-battery-staple-17");
     const field = page.getByLabel("Webhook URL");
     for (const url of [receiver.url, "http://169.254.169.254/latest/meta-data/", "http://[::ffff:127.0.0.1]:9/x"]) {
       await field.fill(url);

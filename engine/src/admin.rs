@@ -485,7 +485,10 @@ mod tests {
             &engine,
             "local",
             None,
-            &input(&[("email", &user.email), ("password", "password-1-quiet-harbor")]),
+            &input(&[
+                ("email", &user.email),
+                ("password", "password-1-quiet-harbor"),
+            ]),
         )
         .await
         {
@@ -619,7 +622,10 @@ mod tests {
         let (admin, _) = admin_and_user(&engine).await;
         let (user, _) = crate::test_support::user_with_totp(&engine, "lost@example.org").await;
         let session = engine.open_session(user.id).await.unwrap();
-        let form = input(&[("email", "lost@example.org"), ("password", "password-1-quiet-harbor")]);
+        let form = input(&[
+            ("email", "lost@example.org"),
+            ("password", "password-1-quiet-harbor"),
+        ]);
         let sign_in = || start(&engine, "local", None, &form);
         assert!(
             matches!(sign_in().await, Ok(Progress::Next(_))),

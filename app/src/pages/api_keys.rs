@@ -31,7 +31,7 @@ pub fn ApiKeysPage() -> impl IntoView {
     let typed_expires = query
         .read_untracked()
         .get("expires")
-        .unwrap_or_else(|| "never".into());
+        .unwrap_or_else(|| crate::api_keys::DEFAULT_LIFETIME.into());
     view! {
         <Title text="API keys · Stepgate"/>
         <section class="card wide" aria-labelledby="api-keys-title">

@@ -50,6 +50,8 @@ pub fn SecurityPage() -> impl IntoView {
                     }
                 })}
             </Suspense>
+            <h2>"Password"</h2>
+            <p><a href="/settings/password">"Change password"</a> " (your other sessions are signed out)"</p>
             <p class="aside"><a href="/">"Back home"</a></p>
         </section>
     }

@@ -317,7 +317,10 @@ mod tests {
         let (a, clock_a) = engine_in(&dir).await;
         let (b, clock_b) = engine_in(&dir).await;
         let (_, secret) = user_with_totp(&a, "burst@example.org").await;
-        let credentials = input(&[("email", "burst@example.org"), ("password", "password-1-quiet-harbor")]);
+        let credentials = input(&[
+            ("email", "burst@example.org"),
+            ("password", "password-1-quiet-harbor"),
+        ]);
         let Ok(Progress::Next(view)) = start(&a, "local", Some("o".into()), &credentials).await
         else {
             panic!("the password should lead to the code step");
