@@ -213,8 +213,8 @@ impl Engine {
         self.require_admin(admin).await?;
         let now = self.clock.now();
         let mut tx = self.pool.begin().await.map_err(db_error)?;
-        let invite = InviteStore::create(&mut *tx, admin.id, now).await?;
-        record(&mut *tx, admin, AdminAction::InviteCreated, None, now).await?;
+        let invite = InviteStore::create(&mut tx, admin.id, now).await?;
+        record(&mut tx, admin, AdminAction::InviteCreated, None, now).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(invite)
     }
@@ -252,7 +252,7 @@ impl Engine {
                 .await
                 .map_err(db_error)?
                 .rows_affected();
-        let email = self.email_of(&mut *tx, target).await?;
+        let email = self.email_of(&mut tx, target).await?;
         if flagged == 0 {
             // Disabled already: nothing to do, nothing to log.
             return Ok(());
@@ -263,7 +263,7 @@ impl Engine {
             .await
             .map_err(db_error)?;
         record(
-            &mut *tx,
+            &mut tx,
             admin,
             AdminAction::AccountDisabled,
             Some((target, &email)),
@@ -286,12 +286,12 @@ impl Engine {
         .await
         .map_err(db_error)?
         .rows_affected();
-        let email = self.email_of(&mut *tx, target).await?;
+        let email = self.email_of(&mut tx, target).await?;
         if cleared == 0 {
             return Ok(());
         }
         record(
-            &mut *tx,
+            &mut tx,
             admin,
             AdminAction::AccountEnabled,
             Some((target, &email)),
@@ -318,7 +318,7 @@ impl Engine {
             .await
             .map_err(db_error)?
             .rows_affected();
-        let email = self.email_of(&mut *tx, target).await?;
+        let email = self.email_of(&mut tx, target).await?;
         if removed == 0 {
             return Err(ErrorCode::TwoFactorOff);
         }
@@ -336,7 +336,7 @@ impl Engine {
                 .map_err(db_error)?;
         }
         record(
-            &mut *tx,
+            &mut tx,
             admin,
             AdminAction::SecondFactorReset,
             Some((target, &email)),

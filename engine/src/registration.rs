@@ -228,7 +228,7 @@ impl Engine {
                     let Some(token) = request.invite.filter(|t| !t.trim().is_empty()) else {
                         return Err(ErrorCode::InviteRequired);
                     };
-                    if !InviteStore::redeem(&mut *tx, token, id, now).await? {
+                    if !InviteStore::redeem(&mut tx, token, id, now).await? {
                         drop(tx);
                         // Spent or expired since it was looked at: say which.
                         let invites = InviteStore::new(self.pool.clone());

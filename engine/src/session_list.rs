@@ -33,6 +33,9 @@ pub struct SessionInfo {
     pub current: bool,
 }
 
+/// A sessions row as the list reads it: token digest, created, last used, `User-Agent`, address.
+type SessionRow = (String, i64, i64, Option<String>, Option<String>);
+
 fn db_error(e: sqlx::Error) -> ErrorCode {
     tracing::error!(error = %e, "session list query failed");
     ErrorCode::Unknown
@@ -131,7 +134,7 @@ impl Engine {
             .await?
             .ok_or(ErrorCode::NotSignedIn)?;
         let now = self.clock.now();
-        let rows: Vec<(String, i64, i64, Option<String>, Option<String>)> = sqlx::query_as(
+        let rows: Vec<SessionRow> = sqlx::query_as(
             "SELECT token_hash, created_at, COALESCE(last_used_at, created_at), user_agent,
                  client_address
              FROM sessions

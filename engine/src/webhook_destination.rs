@@ -293,7 +293,7 @@ impl WebhookAllow {
     /// Whether the admin allowed host name `host`.
     pub fn allows_host(&self, host: &str) -> bool {
         let host = normalise_host(host);
-        self.hosts.iter().any(|h| *h == host)
+        self.hosts.contains(&host)
     }
 
     /// `ip`'s refusal under the rule and this allow list, if it is refused.

@@ -261,8 +261,7 @@ mod tests {
     async fn a_wrong_scheme_database_url_is_reported_without_its_password() {
         let e = engine::db::connect("mysql://stepgate:hunter2-secret@db:3306/stepgate")
             .await
-            .err()
-            .expect("mysql:// is refused");
+            .expect_err("mysql:// is refused");
         let shown = redact_urls(&e.to_string());
         assert!(
             shown.contains("mysql://stepgate:***@db:3306/stepgate"),
