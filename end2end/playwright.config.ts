@@ -1,4 +1,5 @@
 import { defineConfig, devices } from "@playwright/test";
+import { execFileSync } from "node:child_process";
 import * as crypto from "node:crypto";
 import * as path from "node:path";
 import { chromiumArgs } from "./chromium";
@@ -16,26 +17,23 @@ const port = Number(process.env.STEPGATE_E2E_PORT ?? 3300);
 const sandboxPort = Number(process.env.STEPGATE_E2E_SANDBOX_PORT ?? 3400);
 export const appOrigin = `http://127.0.0.1:${port}`;
 export const sandboxOrigin = `http://127.0.0.1:${sandboxPort}`;
-// The simulated third-party hosts, each on its own port next to the TOTP provider's.
-export const doubles = {
-  librusApi: `127.0.0.1:${sandboxPort + 1}`,
-  librusSynergia: `127.0.0.1:${sandboxPort + 2}`,
-  xiaomiAccount: `127.0.0.1:${sandboxPort + 3}`,
-  xiaomiSts: `127.0.0.1:${sandboxPort + 4}`,
-  lynkcoB2c: `127.0.0.1:${sandboxPort + 5}`,
-  lynkcoIam: `127.0.0.1:${sandboxPort + 6}`,
-  flameconnect: `127.0.0.1:${sandboxPort + 7}`,
-};
-export const upstreams = [
-  `https://api.librus.pl=http://${doubles.librusApi}`,
-  `https://synergia.librus.pl=http://${doubles.librusSynergia}`,
-  `https://account.xiaomi.com=http://${doubles.xiaomiAccount}`,
-  `https://sts.api.io.mi.com=http://${doubles.xiaomiSts}`,
-  `https://login.lynkco.com=http://${doubles.lynkcoB2c}`,
-  `https://iam-service-prod.westeurope.cloudapp.azure.com=http://${doubles.lynkcoIam}`,
-  `https://gdhvb2cflameconnect.b2clogin.com=http://${doubles.flameconnect}`,
-].join(" ");
 const root = path.resolve(__dirname, "..");
+// The simulated third-party hosts, each on its own port after the TOTP provider's, from the one
+// table of doubles (sandbox/src/doubles.rs) as the built sandbox prints it.
+type Double = { origin: string; addrVar: string; addr: string };
+const table: Record<string, Double> = JSON.parse(
+  execFileSync(path.join(root, "target", "release", "sandbox"), ["--print-json"], {
+    encoding: "utf8",
+    env: { STEPGATE_SANDBOX_ADDR: `127.0.0.1:${sandboxPort}` },
+  }),
+);
+/** Each double's `HOST:PORT` by its short name (`doubles.lynkcoB2c`). */
+export const doubles: Record<string, string> = Object.fromEntries(
+  Object.entries(table).map(([name, d]) => [name, d.addr]),
+);
+export const upstreams = Object.values(table)
+  .map((d) => `${d.origin}=http://${d.addr}`)
+  .join(" ");
 // STEPGATE_E2E_DATA, STEPGATE_E2E_RESULTS and STEPGATE_E2E_OUTPUT (with the ports) let a second
 // run go on beside another one without sharing its folders.
 export const dataDir = path.resolve(__dirname, process.env.STEPGATE_E2E_DATA ?? ".data");
@@ -194,13 +192,7 @@ export default defineConfig({
       env: {
         STEPGATE_SANDBOX_ADDR: `127.0.0.1:${sandboxPort}`,
         STEPGATE_APP_ORIGIN: appOrigin,
-        STEPGATE_SANDBOX_LIBRUS_API_ADDR: doubles.librusApi,
-        STEPGATE_SANDBOX_LIBRUS_SYNERGIA_ADDR: doubles.librusSynergia,
-        STEPGATE_SANDBOX_XIAOMI_ACCOUNT_ADDR: doubles.xiaomiAccount,
-        STEPGATE_SANDBOX_XIAOMI_STS_ADDR: doubles.xiaomiSts,
-        STEPGATE_SANDBOX_LYNKCO_B2C_ADDR: doubles.lynkcoB2c,
-        STEPGATE_SANDBOX_LYNKCO_IAM_ADDR: doubles.lynkcoIam,
-        STEPGATE_SANDBOX_FLAMECONNECT_ADDR: doubles.flameconnect,
+        ...Object.fromEntries(Object.values(table).map((d) => [d.addrVar, d.addr])),
       },
     },
     ...appServers,

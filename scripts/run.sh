@@ -22,15 +22,9 @@ export STEPGATE_DEMO="${STEPGATE_DEMO:-1}"
 export STEPGATE_REGISTRATION="${STEPGATE_REGISTRATION:-open}"
 mkdir -p "$STEPGATE_DATA"
 export STEPGATE_SANDBOX_SEEDS="${STEPGATE_SANDBOX_SEEDS:-$STEPGATE_DATA/sandbox-seeds.json}"
-# The simulated Librus and Xiaomi hosts (the sandbox), and Stepgate pointed at them.
-export STEPGATE_SANDBOX_LIBRUS_API_ADDR="${STEPGATE_SANDBOX_LIBRUS_API_ADDR:-127.0.0.1:3101}"
-export STEPGATE_SANDBOX_LIBRUS_SYNERGIA_ADDR="${STEPGATE_SANDBOX_LIBRUS_SYNERGIA_ADDR:-127.0.0.1:3102}"
-export STEPGATE_SANDBOX_XIAOMI_ACCOUNT_ADDR="${STEPGATE_SANDBOX_XIAOMI_ACCOUNT_ADDR:-127.0.0.1:3103}"
-export STEPGATE_SANDBOX_XIAOMI_STS_ADDR="${STEPGATE_SANDBOX_XIAOMI_STS_ADDR:-127.0.0.1:3104}"
-export STEPGATE_SANDBOX_LYNKCO_B2C_ADDR="${STEPGATE_SANDBOX_LYNKCO_B2C_ADDR:-127.0.0.1:3105}"
-export STEPGATE_SANDBOX_LYNKCO_IAM_ADDR="${STEPGATE_SANDBOX_LYNKCO_IAM_ADDR:-127.0.0.1:3106}"
-export STEPGATE_SANDBOX_FLAMECONNECT_ADDR="${STEPGATE_SANDBOX_FLAMECONNECT_ADDR:-127.0.0.1:3107}"
-export STEPGATE_UPSTREAMS="${STEPGATE_UPSTREAMS:-https://api.librus.pl=http://$STEPGATE_SANDBOX_LIBRUS_API_ADDR https://synergia.librus.pl=http://$STEPGATE_SANDBOX_LIBRUS_SYNERGIA_ADDR https://account.xiaomi.com=http://$STEPGATE_SANDBOX_XIAOMI_ACCOUNT_ADDR https://sts.api.io.mi.com=http://$STEPGATE_SANDBOX_XIAOMI_STS_ADDR https://login.lynkco.com=http://$STEPGATE_SANDBOX_LYNKCO_B2C_ADDR https://iam-service-prod.westeurope.cloudapp.azure.com=http://$STEPGATE_SANDBOX_LYNKCO_IAM_ADDR https://gdhvb2cflameconnect.b2clogin.com=http://$STEPGATE_SANDBOX_FLAMECONNECT_ADDR}"
+# Where the simulated hosts listen (ports after the sandbox's own, unless set) and Stepgate
+# pointed at them: from the one table of doubles (sandbox/src/doubles.rs).
+eval "$(target/release/sandbox --print-env)"
 
 target/release/sandbox &
 sandbox_pid=$!

@@ -13,6 +13,7 @@ use engine::secrets::SecretKey;
 use engine::totp_site::TotpSite;
 use engine::{Engine, EngineConfig};
 use rand::Rng;
+use sandbox::doubles::{Double, DOUBLES};
 use tokio::process::{Child, Command};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -72,10 +73,11 @@ pub struct Rig {
     pub redis_url: Option<String>,
     pub redis_prefix: String,
     pub key_hex: String,
+    /// The sandbox's own port (the TOTP site).
     pub sandbox_port: u16,
-    /// The sandbox's hosts: 0 the TOTP site, 1–7 Librus api, synergia, Xiaomi account, sts,
-    /// Lynk & Co B2C, IAM, FlameConnect.
-    pub double_ports: [u16; 8],
+    /// Where each simulated host listens: every row of `sandbox::doubles::DOUBLES`, on a free
+    /// port of its own.
+    pub doubles: Vec<(&'static Double, String)>,
     pub instances: Vec<Instance>,
     sandbox: Option<Child>,
 }
@@ -192,10 +194,10 @@ impl Rig {
                 (format!("{base}/{name}"), Some(admin), Some(redis))
             }
         };
-        let mut double_ports = [0u16; 8];
-        for port in double_ports.iter_mut() {
-            *port = free_port();
-        }
+        let doubles = DOUBLES
+            .iter()
+            .map(|d| (d, format!("127.0.0.1:{}", free_port())))
+            .collect();
         Ok(Rig {
             mode,
             dir,
@@ -204,31 +206,25 @@ impl Rig {
             redis_url,
             redis_prefix: format!("stepgate-{tag}-{suffix:08x}:"),
             key_hex,
-            sandbox_port: double_ports[0],
-            double_ports,
+            sandbox_port: free_port(),
+            doubles,
             instances: Vec::new(),
             sandbox: None,
         })
     }
 
-    pub fn double(&self, i: usize) -> String {
-        format!("127.0.0.1:{}", self.double_ports[i])
+    /// Where the double of `origin` listens (`HOST:PORT`).
+    pub fn double(&self, origin: &str) -> &str {
+        let double = sandbox::doubles::double_of(origin);
+        self.doubles
+            .iter()
+            .find(|(d, _)| *d == double)
+            .map(|(_, addr)| addr.as_str())
+            .expect("every double has an address")
     }
 
     pub fn upstreams(&self) -> String {
-        [
-            ("https://api.librus.pl", 1),
-            ("https://synergia.librus.pl", 2),
-            ("https://account.xiaomi.com", 3),
-            ("https://sts.api.io.mi.com", 4),
-            ("https://login.lynkco.com", 5),
-            ("https://iam-service-prod.westeurope.cloudapp.azure.com", 6),
-            ("https://gdhvb2cflameconnect.b2clogin.com", 7),
-        ]
-        .iter()
-        .map(|(origin, i)| format!("{origin}=http://{}", self.double(*i)))
-        .collect::<Vec<_>>()
-        .join(" ")
+        sandbox::doubles::upstreams(&self.doubles)
     }
 
     pub fn secret_key(&self) -> SecretKey {
@@ -257,19 +253,13 @@ impl Rig {
     /// Starts the sandbox (every double on the rig's ports).
     pub async fn start_sandbox(&mut self, http: &reqwest::Client) -> Result<(), BoxError> {
         let log = std::fs::File::create(self.dir.join("sandbox.log"))?;
-        let names = [
-            "STEPGATE_SANDBOX_ADDR",
-            "STEPGATE_SANDBOX_LIBRUS_API_ADDR",
-            "STEPGATE_SANDBOX_LIBRUS_SYNERGIA_ADDR",
-            "STEPGATE_SANDBOX_XIAOMI_ACCOUNT_ADDR",
-            "STEPGATE_SANDBOX_XIAOMI_STS_ADDR",
-            "STEPGATE_SANDBOX_LYNKCO_B2C_ADDR",
-            "STEPGATE_SANDBOX_LYNKCO_IAM_ADDR",
-            "STEPGATE_SANDBOX_FLAMECONNECT_ADDR",
-        ];
         let mut command = Command::new(repo_root().join("target/release/sandbox"));
-        for (i, name) in names.iter().enumerate() {
-            command.env(name, self.double(i));
+        command.env(
+            "STEPGATE_SANDBOX_ADDR",
+            format!("127.0.0.1:{}", self.sandbox_port),
+        );
+        for (double, addr) in &self.doubles {
+            command.env(double.addr_var, addr);
         }
         let child = command
             .env("STEPGATE_APP_ORIGIN", "http://127.0.0.1:1")
@@ -281,7 +271,10 @@ impl Rig {
             .kill_on_drop(true)
             .spawn()?;
         self.sandbox = Some(child);
-        let url = format!("http://{}/inbox.json", self.double(5));
+        let url = format!(
+            "http://{}/inbox.json",
+            self.double(sandbox::lynkco::B2C_ORIGIN)
+        );
         for _ in 0..200 {
             if http.get(&url).send().await.is_ok() {
                 return Ok(());

@@ -9,6 +9,7 @@
 //! (`STEPGATE_UPSTREAMS`). Every host also answers `POST /testing/faults` (see [`faults`]).
 
 pub mod b2c;
+pub mod doubles;
 pub mod faults;
 pub mod flameconnect;
 pub mod hosts;

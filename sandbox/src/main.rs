@@ -1,7 +1,12 @@
 //! Simulated third-party services for the demo and the end-to-end tests, each host on its own
 //! origin: the web TOTP provider, Librus (api + synergia), Xiaomi (account + sts), Lynk & Co
 //! (B2C + IAM) and FlameConnect (B2C).
+//!
+//! `sandbox --print-env` prints, instead of serving, shell `export` lines for every double's
+//! address and `STEPGATE_UPSTREAMS` (for `eval`); `sandbox --print-json` the same as JSON. Both
+//! follow `STEPGATE_SANDBOX_ADDR` and any address variable already set (`doubles.rs`).
 
+use sandbox::doubles::{self, Double};
 use sandbox::{flameconnect, librus, lynkco, totp_site, xiaomi};
 
 fn env_or(name: &str, default: &str) -> String {
@@ -10,12 +15,37 @@ fn env_or(name: &str, default: &str) -> String {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let addr = env_or("STEPGATE_SANDBOX_ADDR", doubles::DEFAULT_SANDBOX_ADDR);
+    let addresses = doubles::addresses(&addr, |name| std::env::var(name).ok())
+        .map_err(|e| format!("STEPGATE_SANDBOX_ADDR: {e}"))?;
+    match std::env::args().nth(1).as_deref() {
+        None => {}
+        Some("--print-env") => {
+            let keep = std::env::var("STEPGATE_UPSTREAMS").is_ok_and(|u| !u.is_empty());
+            println!("{}", doubles::shell_env(&addresses, keep));
+            return Ok(());
+        }
+        Some("--print-json") => {
+            println!("{}", doubles::json(&addresses));
+            return Ok(());
+        }
+        Some(other) => {
+            return Err(format!("unknown argument `{other}` (try --print-env or --print-json)").into())
+        }
+    }
+    let at = |origin: &str| {
+        let double: &Double = doubles::double_of(origin);
+        addresses
+            .iter()
+            .find(|(d, _)| *d == double)
+            .map(|(_, a)| a.clone())
+            .expect("every double has an address")
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let addr = env_or("STEPGATE_SANDBOX_ADDR", "127.0.0.1:3100");
     // The one origin the TOTP provider posts codes to and redirects callbacks to.
     let app_origin = env_or("STEPGATE_APP_ORIGIN", "http://127.0.0.1:3000");
     // Seeds are kept in a JSON file next to Stepgate's data, so the demo survives restarts.
@@ -26,25 +56,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(&addr).await?;
 
     let librus = librus::LibrusSandbox::spawn_at(
-        &env_or("STEPGATE_SANDBOX_LIBRUS_API_ADDR", "127.0.0.1:3101"),
-        &env_or("STEPGATE_SANDBOX_LIBRUS_SYNERGIA_ADDR", "127.0.0.1:3102"),
+        &at(librus::API_ORIGIN),
+        &at(librus::SYNERGIA_ORIGIN),
     )
     .await?;
-    let xiaomi = xiaomi::XiaomiSandbox::spawn_at(
-        &env_or("STEPGATE_SANDBOX_XIAOMI_ACCOUNT_ADDR", "127.0.0.1:3103"),
-        &env_or("STEPGATE_SANDBOX_XIAOMI_STS_ADDR", "127.0.0.1:3104"),
-    )
-    .await?;
-    let lynkco = lynkco::LynkcoSandbox::spawn_at(
-        &env_or("STEPGATE_SANDBOX_LYNKCO_B2C_ADDR", "127.0.0.1:3105"),
-        &env_or("STEPGATE_SANDBOX_LYNKCO_IAM_ADDR", "127.0.0.1:3106"),
-    )
-    .await?;
-    let flameconnect = flameconnect::FlameConnectSandbox::spawn_at(&env_or(
-        "STEPGATE_SANDBOX_FLAMECONNECT_ADDR",
-        "127.0.0.1:3107",
-    ))
-    .await?;
+    let xiaomi =
+        xiaomi::XiaomiSandbox::spawn_at(&at(xiaomi::ACCOUNT_ORIGIN), &at(xiaomi::STS_ORIGIN))
+            .await?;
+    let lynkco =
+        lynkco::LynkcoSandbox::spawn_at(&at(lynkco::B2C_ORIGIN), &at(lynkco::IAM_ORIGIN)).await?;
+    let flameconnect =
+        flameconnect::FlameConnectSandbox::spawn_at(&at(flameconnect::ORIGIN)).await?;
 
     println!(
         "Stepgate sandbox (simulated TOTP provider) on http://{addr}, talking to {app_origin}"
