@@ -261,34 +261,39 @@ pub async fn submit_connect_step(
     if let Err(error) = &result {
         // A provider's fault can end the flow (nothing more to try on it): then the page starts
         // over from the first form with the sentence, instead of "expired".
-        let still_runs = match flow_id.as_deref() {
-            Some(id) => flow_still_runs(&provider, id).await,
-            None => false,
-        };
+        let (still_runs, shown) = step_shown_next(&provider, flow_id.as_deref()).await;
         back_to_step(
             &provider,
             flow_id.as_deref().filter(|_| still_runs),
             reauth,
             &fields,
+            &shown,
             error.clone(),
         );
     }
     result
 }
 
-/// Whether flow `flow_id` of this browser still waits for a step.
+/// After a refused step: whether flow `flow_id` of this browser still waits for a step, and
+/// the fields of the form the page will show (that step's, or the first form's).
 #[cfg(feature = "ssr")]
-async fn flow_still_runs(provider: &str, flow_id: &str) -> bool {
-    let Ok((_, owner)) = ssr::user_and_owner().await else {
-        return false;
-    };
+async fn step_shown_next(
+    provider: &str,
+    flow_id: Option<&str>,
+) -> (bool, Vec<engine::view::FieldSpec>) {
     let Ok(engine) = crate::session::engine() else {
-        return false;
+        return (false, Vec::new());
     };
-    engine
-        .flow_view(provider, flow_id, Some(&owner))
-        .await
-        .is_ok()
+    if let (Some(id), Ok((_, owner))) = (flow_id, ssr::user_and_owner().await) {
+        if let Ok(view) = engine.flow_view(provider, id, Some(&owner)).await {
+            return (true, view.step.fields().to_vec());
+        }
+    }
+    let first = engine
+        .first_view(provider)
+        .map(|view| view.fields().to_vec())
+        .unwrap_or_default();
+    (false, first)
 }
 
 /// A refused step of a plain form post goes back to its page: the flow (if it still runs),
@@ -299,6 +304,7 @@ fn back_to_step(
     flow_id: Option<&str>,
     reauth: Option<i64>,
     fields: &HashMap<String, String>,
+    shown: &[engine::view::FieldSpec],
     error: AppError,
 ) {
     use engine::ErrorCode;
@@ -326,16 +332,10 @@ fn back_to_step(
             query.append_pair("reauth", &account.to_string());
         }
         for (name, value) in fields {
-            // Never echo a secret: passwords and codes are typed again.
-            let secret = [
-                "password",
-                "pass",
-                "code",
-                "authenticated_url",
-                "redirect_url",
-            ]
-            .contains(&name.as_str());
-            if !secret && value.len() <= 512 {
+            // Only what the page shows again, and never a secret (passwords, codes, URLs that
+            // carry one: `FieldSpec::secret`): those are typed again.
+            let echoed = shown.iter().any(|f| f.name == *name && !f.secret);
+            if echoed && value.len() <= 512 {
                 query.append_pair(&format!("value.{name}"), value);
             }
         }

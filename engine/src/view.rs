@@ -39,6 +39,10 @@ pub struct FieldSpec {
     /// A line under the field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+    /// What is typed here is a secret (a password, a code, a URL that carries one): never
+    /// echoed back into a page, a URL or a log. Passwords and codes are secret from the start.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub secret: bool,
 }
 
 impl FieldSpec {
@@ -55,7 +59,14 @@ impl FieldSpec {
             kind,
             autocomplete: autocomplete.to_owned(),
             hint: None,
+            secret: matches!(kind, FieldKind::Password | FieldKind::Code),
         }
+    }
+
+    /// Marks what is typed here as a secret (see [`FieldSpec::secret`]).
+    pub fn secret(mut self) -> Self {
+        self.secret = true;
+        self
     }
 
     pub fn autocomplete(mut self, hint: &str) -> Self {
@@ -113,6 +124,14 @@ pub enum StepView {
 }
 
 impl StepView {
+    /// The form's fields (none for the other kinds of step).
+    pub fn fields(&self) -> &[FieldSpec] {
+        match self {
+            StepView::Form { fields, .. } => fields,
+            _ => &[],
+        }
+    }
+
     /// A form with these fields and this button, nothing else.
     pub fn form(fields: Vec<FieldSpec>, submit: &str) -> Self {
         StepView::Form {
@@ -131,4 +150,28 @@ impl StepView {
 pub struct FlowView {
     pub flow_id: String,
     pub step: StepView,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_and_codes_are_secret_and_a_field_can_be_marked_so() {
+        let secret = |kind| FieldSpec::new("f", "F", kind).secret;
+        assert!(secret(FieldKind::Password));
+        assert!(secret(FieldKind::Code));
+        assert!(!secret(FieldKind::Text));
+        assert!(!secret(FieldKind::Email));
+        assert!(!secret(FieldKind::Url));
+        assert!(FieldSpec::new("redirect_url", "Redirect URL", FieldKind::Url).secret().secret);
+
+        // On the wire `secret` is there only when true, and an older view reads as not secret.
+        let plain = serde_json::to_value(FieldSpec::new("vin", "VIN", FieldKind::Text)).unwrap();
+        assert!(plain.get("secret").is_none());
+        let code = serde_json::to_value(FieldSpec::new("code", "Code", FieldKind::Code)).unwrap();
+        assert_eq!(code["secret"], serde_json::json!(true));
+        let back: FieldSpec = serde_json::from_value(plain).unwrap();
+        assert!(!back.secret);
+    }
 }

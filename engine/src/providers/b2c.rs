@@ -80,7 +80,10 @@ pub fn manual_view(words: &ManualWords, why: Why, link: &Url) -> StepView {
             "Open {}'s sign-in page with the link below and sign in there with {}. The page then ends on an address starting with {} that the browser cannot open: copy that whole address and paste it here.",
             words.service, words.sign_in_with, words.ends_on
         )),
-        fields: vec![FieldSpec::new(REDIRECT_FIELD, "Redirect URL", FieldKind::Url).hint(words.hint)],
+        // The redirect carries the authorization code.
+        fields: vec![FieldSpec::new(REDIRECT_FIELD, "Redirect URL", FieldKind::Url)
+            .hint(words.hint)
+            .secret()],
         submit: "Connect".to_owned(),
         links: vec![LinkSpec {
             label: words.link_label.to_owned(),

@@ -723,8 +723,10 @@ fn two_factor_view(cx: &StepContext<'_>, notification: &Url) -> StepView {
         intro: Some(format!(
             "Xiaomi wants to check that it is you. Either press “{SEND_CODE_LABEL}” and Xiaomi sends a verification code to your phone or email, or open the Xiaomi verification page, finish there, and paste the URL it ends on (it starts with https://sts.api.io.mi.com/sts) below."
         )),
+        // The authenticated URL is the proof of the second factor.
         fields: vec![FieldSpec::new(URL_FIELD, "Authenticated URL", FieldKind::Url)
-            .hint("The whole address the Xiaomi verification page ends on.")],
+            .hint("The whole address the Xiaomi verification page ends on.")
+            .secret()],
         submit: "Connect with URL".to_owned(),
         links: vec![LinkSpec {
             label: "Open Xiaomi verification page".to_owned(),
