@@ -19,8 +19,7 @@ pub struct AccountRow {
     /// "librus": where "Sign in again" leads.
     pub provider_name: String,
     pub name: String,
-    /// `active`, `needs_sign_in`, `degraded` or `checking` (a health check is under way).
-    pub status: String,
+    pub status: RowStatus,
     /// The status in words ("Needs sign-in").
     pub status_label: String,
     /// Why the last check could not reach the provider, in words.
@@ -29,22 +28,57 @@ pub struct AccountRow {
     pub connected_at: i64,
 }
 
-/// The words for an account status key.
-pub fn status_label(status: &str) -> &'static str {
-    match status {
-        "checking" => "Checking…",
-        "needs_sign_in" => "Needs sign-in",
-        "degraded" => "Provider unreachable",
-        _ => "Active",
+/// An account's status as the list shows it: the engine's `AccountStatus`, or a health check
+/// under way. On the wire (and in `data-status`, which `public/accounts.js` reads) its
+/// snake_case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RowStatus {
+    Active,
+    NeedsSignIn,
+    Degraded,
+    Checking,
+}
+
+impl RowStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RowStatus::Active => "active",
+            RowStatus::NeedsSignIn => "needs_sign_in",
+            RowStatus::Degraded => "degraded",
+            RowStatus::Checking => "checking",
+        }
+    }
+
+    /// The status in words.
+    pub fn label(self) -> &'static str {
+        match self {
+            RowStatus::Checking => "Checking…",
+            RowStatus::NeedsSignIn => "Needs sign-in",
+            RowStatus::Degraded => "Provider unreachable",
+            RowStatus::Active => "Active",
+        }
+    }
+}
+
+#[cfg(feature = "ssr")]
+impl From<engine::accounts::AccountStatus> for RowStatus {
+    fn from(status: engine::accounts::AccountStatus) -> Self {
+        use engine::accounts::AccountStatus;
+        match status {
+            AccountStatus::Active => RowStatus::Active,
+            AccountStatus::NeedsSignIn => RowStatus::NeedsSignIn,
+            AccountStatus::Degraded => RowStatus::Degraded,
+        }
     }
 }
 
 #[cfg(feature = "ssr")]
 fn row_of(engine: &engine::Engine, a: engine::accounts::ConnectedAccount, now: i64) -> AccountRow {
     let status = if a.checking(now) {
-        "checking"
+        RowStatus::Checking
     } else {
-        a.status.as_str()
+        a.status.into()
     };
     AccountRow {
         id: a.id,
@@ -54,9 +88,9 @@ fn row_of(engine: &engine::Engine, a: engine::accounts::ConnectedAccount, now: i
             .to_owned(),
         provider_name: a.provider.clone(),
         name: a.display_name,
-        status: status.to_owned(),
-        status_label: status_label(status).to_owned(),
-        problem: (status == "degraded")
+        status,
+        status_label: status.label().to_owned(),
+        problem: (status == RowStatus::Degraded)
             .then(|| a.last_error.map(|code| code.message().to_owned()))
             .flatten(),
         connected_at: a.connected_at,

@@ -3,7 +3,7 @@ use leptos_meta::Title;
 use leptos_router::components::Redirect;
 use leptos_router::hooks::use_query_map;
 
-use crate::accounts::{account_page, connected_accounts, AccountDetail, AccountRow, RemoveAccount};
+use crate::accounts::{account_page, connected_accounts, AccountDetail, AccountRow, RemoveAccount, RowStatus};
 use crate::components::ErrorBanner;
 use crate::error::AppError;
 use engine::ErrorCode;
@@ -76,14 +76,14 @@ fn AccountTable(rows: Vec<AccountRow>) -> impl IntoView {
                     .map(|row| {
                         let remove = format!("Remove {} account {}", row.provider, row.name);
                         let again = format!("Sign in again to {} account {}", row.provider, row.name);
-                        let reauth_hidden = row.status != "needs_sign_in";
+                        let reauth_hidden = row.status != RowStatus::NeedsSignIn;
                         view! {
                             <tr data-account=row.id.to_string()>
                                 <td>{row.provider.clone()}</td>
                                 <td class="account-name">
                                     <a href=format!("/accounts/account?id={}", row.id)>{row.name.clone()}</a>
                                 </td>
-                                <td class="account-status" data-status=row.status.clone() aria-live="polite">
+                                <td class="account-status" data-status=row.status.as_str() aria-live="polite">
                                     <span class="status-label">{row.status_label.clone()}</span>
                                     <span class="hint status-problem">{row.problem.clone().unwrap_or_default()}</span>
                                 </td>
@@ -204,7 +204,7 @@ fn AccountDetailView(detail: AccountDetail) -> impl IntoView {
     let heading = format!("{} account {}", row.provider, row.name);
     let when =
         |at: Option<i64>, none: &'static str| at.map(utc_minute).unwrap_or_else(|| none.to_owned());
-    let needs_sign_in = row.status == "needs_sign_in";
+    let needs_sign_in = row.status == RowStatus::NeedsSignIn;
     view! {
         <Title text=format!("{heading} · Stepgate")/>
         <section class="card wide" aria-labelledby="account-title">
