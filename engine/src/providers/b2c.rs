@@ -18,12 +18,9 @@ use crate::upstream::UpstreamResponse;
 use crate::view::{ActionSpec, FieldKind, FieldSpec, LinkSpec, StepView};
 use crate::ErrorCode;
 
-/// One step (all its upstream requests) must finish within this.
-pub const WHOLE_STEP: Duration = Duration::from_secs(30);
+pub use super::{bounded, ACTION_FIELD, WHOLE_STEP};
 /// The field of a pasted app redirect (the manual way).
 pub const REDIRECT_FIELD: &str = "redirect_url";
-/// The input naming which button was pressed.
-pub const ACTION_FIELD: &str = "action";
 /// `action` of the first form's "Sign in on …'s page instead" button.
 pub const ACTION_MANUAL: &str = "manual";
 /// The step that waits for a pasted app redirect.
@@ -91,13 +88,6 @@ pub fn manual_view(words: &ManualWords, why: Why, link: &Url) -> StepView {
         }],
         actions: Vec::new(),
     }
-}
-
-/// Runs a step's upstream work within [`WHOLE_STEP`].
-pub async fn bounded<T>(work: impl Future<Output = Result<T, StepError>>) -> Result<T, StepError> {
-    tokio::time::timeout(WHOLE_STEP, work)
-        .await
-        .unwrap_or_else(|_| Err(ErrorCode::Timeout.into()))
 }
 
 pub fn header(name: &'static str) -> HeaderName {

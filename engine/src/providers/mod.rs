@@ -307,6 +307,21 @@ impl<P: Provider> AnyProvider for P {
     }
 }
 
+/// One step (all its upstream requests) must finish within this.
+pub const WHOLE_STEP: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The input naming which of a form's buttons was pressed ([`crate::view::ActionSpec`]).
+pub const ACTION_FIELD: &str = "action";
+
+/// Runs a step's upstream work within [`WHOLE_STEP`] (else `timeout`).
+pub async fn bounded<T>(
+    work: impl std::future::Future<Output = Result<T, StepError>>,
+) -> Result<T, StepError> {
+    tokio::time::timeout(WHOLE_STEP, work)
+        .await
+        .unwrap_or_else(|_| Err(ErrorCode::Timeout.into()))
+}
+
 /// A check or renewal that must answer within `limit` (else `Unreachable(timeout)`).
 pub async fn health_within(
     limit: std::time::Duration,

@@ -61,15 +61,13 @@ const JSON_PREFIX: &str = "&&&START&&&";
 const SDK_VERSION: &str = "accountsdk-18.8.15";
 /// The parameters an STS URL must carry.
 const STS_PARAMS: [&str; 5] = ["d", "ticket", "auth", "nonce", "_ssign"];
-/// One step (all its upstream requests) must finish within this.
-pub const WHOLE_STEP: Duration = Duration::from_secs(30);
+pub use super::{ACTION_FIELD, WHOLE_STEP};
+use super::bounded;
 
 /// The step that offers "Send code" and the pasted URL.
 pub const STEP_TWO_FACTOR: &str = "two_factor";
 /// The step that waits for the code Xiaomi sent.
 pub const STEP_CODE: &str = "code";
-/// The input naming which button was pressed.
-pub const ACTION_FIELD: &str = "action";
 /// `action` of the "Send code" button (step `two_factor`) and of "Send a new code" (step `code`).
 pub const ACTION_SEND_CODE: &str = "send_code";
 /// `action` of the "Connect with URL" button (optional: it is the default).
@@ -761,15 +759,6 @@ fn code_view(channel: Channel, masked: Option<&str>) -> StepView {
             value: ACTION_SEND_CODE.to_owned(),
         }],
     }
-}
-
-/// Runs a step's upstream work within [`WHOLE_STEP`].
-async fn bounded<T>(
-    work: impl std::future::Future<Output = Result<T, StepError>>,
-) -> Result<T, StepError> {
-    tokio::time::timeout(WHOLE_STEP, work)
-        .await
-        .unwrap_or_else(|_| Err(ErrorCode::Timeout.into()))
 }
 
 impl XiaomiProvider {
