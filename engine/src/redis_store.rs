@@ -458,9 +458,7 @@ mod tests {
         flow.step = "done".into();
         flow.state = b"other sealed bytes".to_vec();
         flow.expires_at = clock.now() + 1200;
-        flow.view = Some(crate::view::StepView::AuthenticatedUrl {
-            open_url: "https://example.org".into(),
-        });
+        flow.view = Some(crate::view::StepView::form(Vec::new(), "Done"));
         store.update(&flow).await.unwrap();
         assert_eq!(store.get(&flow.id).await.unwrap(), Some(flow.clone()));
         let ttl = ttl_ms(&store, &flow.id).await;

@@ -264,9 +264,7 @@ mod tests {
         store.insert(&flow).await.unwrap();
         flow.step = "done".into();
         flow.state = b"other sealed bytes".to_vec();
-        flow.view = Some(crate::view::StepView::AuthenticatedUrl {
-            open_url: "https://example.org".into(),
-        });
+        flow.view = Some(crate::view::StepView::form(Vec::new(), "Done"));
         store.update(&flow).await.unwrap();
         assert_eq!(store.get(&flow.id).await.unwrap(), Some(flow));
     }

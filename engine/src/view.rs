@@ -102,8 +102,6 @@ pub struct ActionSpec {
 pub enum StepView {
     /// A one-time code is needed.
     Code { channel: CodeChannel, digits: u8 },
-    /// The user finishes the login elsewhere and pastes back the final URL.
-    AuthenticatedUrl { open_url: String },
     /// A form of the provider's fields, with a submit button. `intro` says what the step is
     /// (e.g. that a code was sent); `links` are shown with it.
     Form {
