@@ -162,7 +162,11 @@ mod tests {
         assert!(!secret(FieldKind::Text));
         assert!(!secret(FieldKind::Email));
         assert!(!secret(FieldKind::Url));
-        assert!(FieldSpec::new("redirect_url", "Redirect URL", FieldKind::Url).secret().secret);
+        assert!(
+            FieldSpec::new("redirect_url", "Redirect URL", FieldKind::Url)
+                .secret()
+                .secret
+        );
 
         // On the wire `secret` is there only when true, and an older view reads as not secret.
         let plain = serde_json::to_value(FieldSpec::new("vin", "VIN", FieldKind::Text)).unwrap();

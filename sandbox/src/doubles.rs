@@ -123,7 +123,10 @@ pub fn shell_env(addresses: &[(&'static Double, String)], keep_upstreams: bool) 
         .map(|(d, addr)| format!("export {}='{addr}'", d.addr_var))
         .collect();
     if !keep_upstreams {
-        lines.push(format!("export STEPGATE_UPSTREAMS='{}'", upstreams(addresses)));
+        lines.push(format!(
+            "export STEPGATE_UPSTREAMS='{}'",
+            upstreams(addresses)
+        ));
     }
     lines.join("\n")
 }
@@ -181,7 +184,7 @@ mod tests {
             json(&addresses)["lynkcoB2c"]["addr"],
             serde_json::json!("127.0.0.1:3305")
         );
-        assert!(addresses("no-port", |_| None).is_err());
-        assert!(addresses("127.0.0.1:65534", |_| None).is_err());
+        assert!(super::addresses("no-port", |_| None).is_err());
+        assert!(super::addresses("127.0.0.1:65534", |_| None).is_err());
     }
 }

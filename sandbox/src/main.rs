@@ -30,7 +30,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             return Ok(());
         }
         Some(other) => {
-            return Err(format!("unknown argument `{other}` (try --print-env or --print-json)").into())
+            return Err(
+                format!("unknown argument `{other}` (try --print-env or --print-json)").into(),
+            )
         }
     }
     let at = |origin: &str| {
@@ -55,11 +57,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let router = totp_site::router(totp_site::Provider::new(app_origin.clone(), seeds_file));
     let listener = tokio::net::TcpListener::bind(&addr).await?;
 
-    let librus = librus::LibrusSandbox::spawn_at(
-        &at(librus::API_ORIGIN),
-        &at(librus::SYNERGIA_ORIGIN),
-    )
-    .await?;
+    let librus =
+        librus::LibrusSandbox::spawn_at(&at(librus::API_ORIGIN), &at(librus::SYNERGIA_ORIGIN))
+            .await?;
     let xiaomi =
         xiaomi::XiaomiSandbox::spawn_at(&at(xiaomi::ACCOUNT_ORIGIN), &at(xiaomi::STS_ORIGIN))
             .await?;

@@ -3,7 +3,9 @@ use leptos_meta::Title;
 use leptos_router::components::Redirect;
 use leptos_router::hooks::use_query_map;
 
-use crate::accounts::{account_page, connected_accounts, AccountDetail, AccountRow, RemoveAccount, RowStatus};
+use crate::accounts::{
+    account_page, connected_accounts, AccountDetail, AccountRow, RemoveAccount, RowStatus,
+};
 use crate::components::ErrorBanner;
 use crate::error::AppError;
 use engine::ErrorCode;

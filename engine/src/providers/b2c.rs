@@ -4,9 +4,6 @@
 //! (a custom scheme never fetched), the token endpoint's answers, unverified JWT claims, and the
 //! pasted-redirect fallback for when B2C changes under us.
 
-use std::future::Future;
-use std::time::Duration;
-
 use data_encoding::BASE64URL_NOPAD;
 use reqwest::header::HeaderName;
 use serde_json::Value;

@@ -35,8 +35,6 @@
 //! `ssecurity` to whoever finished the login, here the browser), and there is no `passToken`
 //! (the browser holds that session). The password is never kept, not even in the flow.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
@@ -61,8 +59,8 @@ const JSON_PREFIX: &str = "&&&START&&&";
 const SDK_VERSION: &str = "accountsdk-18.8.15";
 /// The parameters an STS URL must carry.
 const STS_PARAMS: [&str; 5] = ["d", "ticket", "auth", "nonce", "_ssign"];
-pub use super::{ACTION_FIELD, WHOLE_STEP};
 use super::bounded;
+pub use super::{ACTION_FIELD, WHOLE_STEP};
 
 /// The step that offers "Send code" and the pasted URL.
 pub const STEP_TWO_FACTOR: &str = "two_factor";

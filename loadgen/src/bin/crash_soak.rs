@@ -224,7 +224,10 @@ async fn run(args: Args) -> Result<usize, BoxError> {
         (args.kill_min_ms, args.kill_max_ms, args.down_max_ms),
     ));
 
-    let lynkco_inbox = format!("http://{}/inbox.json", rig.double(sandbox::lynkco::B2C_ORIGIN));
+    let lynkco_inbox = format!(
+        "http://{}/inbox.json",
+        rig.double(sandbox::lynkco::B2C_ORIGIN)
+    );
     let inbox_lock = Arc::new(Mutex::new(()));
     let started = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
