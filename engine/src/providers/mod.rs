@@ -350,7 +350,12 @@ pub fn earliest(secrets: &serde_json::Value, names: &[&str]) -> Option<i64> {
 }
 
 /// The third-party providers a signed-in user can connect, in the order the picker shows them.
-/// Adding a provider is one line here (plus its module, sandbox and spec).
+///
+/// Adding a provider takes: its module under `providers/` (with its tests) and its `pub mod`
+/// and one line here; its double under `sandbox/src/` (a `pub mod` in `sandbox/src/lib.rs` and
+/// its start in `sandbox/src/main.rs`) and one line per host in `sandbox/src/doubles.rs`, from
+/// which the scripts, the Playwright config and loadgen take ports and `STEPGATE_UPSTREAMS`;
+/// its Playwright spec; and its demo password in `end2end/tests/after-all/secrets.spec.ts`.
 pub fn connectable() -> Vec<std::sync::Arc<dyn AnyProvider>> {
     vec![
         std::sync::Arc::new(librus::LibrusProvider),
