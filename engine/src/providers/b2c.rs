@@ -746,9 +746,7 @@ var SETTINGS = {"remoteResource":"https://static.example/unified.html","retryLim
         assert_eq!(b2c_status(b"<html>Proxy error</html>"), None);
     }
 
-    fn url(text: &str) -> Url {
-        Url::parse(text).unwrap()
-    }
+    use crate::providers::fixed_url as url;
 
     const MSAL: &str = "msal1af761dc-085a-411f-9cb9-53e5e2115bd2://auth";
 

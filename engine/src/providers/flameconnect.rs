@@ -49,6 +49,7 @@ use super::b2c::{
     token_urlsafe16, B2cStatus, Email, Granted, ManualWords, Paste, Pkce, Redirected, Tokens, Why,
     ACTION_FIELD, ACTION_MANUAL, REDIRECT_FIELD, STEP_MANUAL,
 };
+use super::fixed_url;
 use super::{Health, Input, NewAccount, Provider, Step, StepContext, StepError};
 use crate::upstream::{Followed, HttpSession, RedirectPolicy, UpstreamRequest, UpstreamResponse};
 use crate::view::{FieldKind, FieldSpec, StepView};
@@ -69,10 +70,6 @@ const RESERVED_SCOPES: &str = "openid profile offline_access";
 /// The manual way's button on the first form and its link on [`STEP_MANUAL`].
 pub const MANUAL_LABEL: &str = "Sign in on FlameConnect's page instead";
 
-fn url(text: &str) -> Url {
-    Url::parse(text).expect("a valid FlameConnect URL")
-}
-
 fn authority() -> String {
     format!("{ORIGIN}/{TENANT}/{POLICY}")
 }
@@ -80,7 +77,7 @@ fn authority() -> String {
 /// An endpoint as discovery names it (the policy lower-cased), for when discovery is not asked:
 /// the manual way's link, and the health check's refresh grant.
 fn known_endpoint(name: &str) -> Url {
-    url(&format!(
+    fixed_url(&format!(
         "{ORIGIN}/{TENANT}/{}/oauth2/v2.0/{name}",
         POLICY.to_lowercase()
     ))
@@ -143,7 +140,7 @@ pub struct FlameConnectProvider;
 /// Discovery's authorize and token endpoints (on the B2C origin, or B2C changed).
 async fn discover(http: &mut HttpSession) -> Result<(Url, Url), StepError> {
     let answer = http
-        .send(UpstreamRequest::get(url(&format!(
+        .send(UpstreamRequest::get(fixed_url(&format!(
             "{}/v2.0/.well-known/openid-configuration",
             authority()
         ))))
@@ -156,7 +153,7 @@ async fn discover(http: &mut HttpSession) -> Result<(Url, Url), StepError> {
         let found = document.get(name)?.as_str()?;
         Url::parse(found)
             .ok()
-            .filter(|u| u.origin() == url(ORIGIN).origin())
+            .filter(|u| u.origin() == fixed_url(ORIGIN).origin())
     };
     match (
         endpoint("authorization_endpoint"),
@@ -197,7 +194,7 @@ async fn sign_in(
     let tx = keep_equals(&settings.trans_id);
     let base = format!("{ORIGIN}/{TENANT}/{POLICY}");
 
-    let post_url = url(&format!("{base}/SelfAsserted?tx={tx}&p={POLICY}"));
+    let post_url = fixed_url(&format!("{base}/SelfAsserted?tx={tx}&p={POLICY}"));
     let answer = http
         .send(
             UpstreamRequest::post(post_url)
@@ -229,7 +226,7 @@ async fn sign_in(
     }
 
     // Built by hand: flameconnect sends these values unencoded, with a literal `=`.
-    let confirmed = url(&format!(
+    let confirmed = fixed_url(&format!(
         "{base}/api/CombinedSigninAndSignup/confirmed?rememberMe=false&csrf_token={}&tx={tx}&p={POLICY}",
         keep_equals(&settings.csrf)
     ));

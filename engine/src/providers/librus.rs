@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use url::Url;
 
+use super::fixed_url;
 use super::{required, Health, Input, NewAccount, Provider, Step, StepContext, StepError};
 use crate::upstream::{Followed, HttpSession, RedirectPolicy, UpstreamRequest, UpstreamResponse};
 use crate::view::{FieldKind, FieldSpec, StepView};
@@ -32,10 +32,6 @@ const HOSTS: RedirectPolicy = RedirectPolicy::new(&["api.librus.pl", "synergia.l
 pub const WHOLE_LOGIN: Duration = Duration::from_secs(30);
 /// The cookies that make a Synergia session.
 pub const SESSION_COOKIES: [&str; 3] = ["DZIENNIKSID", "SDZIENNIKSID", "oauth_token"];
-
-fn url(text: &str) -> Url {
-    Url::parse(text).expect("a valid Librus URL")
-}
 
 /// Librus' login answer.
 #[derive(Deserialize)]
@@ -97,7 +93,7 @@ fn expect_status(response: &UpstreamResponse, wanted: u16, what: &str) -> Result
 }
 
 async fn maintenance_check(http: &mut HttpSession) -> Result<(), StepError> {
-    let answer = http.send(UpstreamRequest::get(url(API))).await?;
+    let answer = http.send(UpstreamRequest::get(fixed_url(API))).await?;
     if answer.status != 503 {
         return Ok(());
     }
@@ -120,12 +116,12 @@ async fn log_in(
     // Synergia makes the OAuth `state` and sends us to the one authorization.
     let entry = http
         .send(
-            UpstreamRequest::get(url(&format!("{SYNERGIA}/loguj/portalRodzina")))
+            UpstreamRequest::get(fixed_url(&format!("{SYNERGIA}/loguj/portalRodzina")))
                 .header(reqwest::header::REFERER, "https://portal.librus.pl/"),
         )
         .await?;
     let authorization = match entry.location() {
-        Some(next) if entry.is_redirect() && next.origin() == url(API).origin() => next,
+        Some(next) if entry.is_redirect() && next.origin() == fixed_url(API).origin() => next,
         _ => {
             expect_status(&entry, 302, "portalRodzina")?;
             return Err(ErrorCode::UpstreamOutOfShape.into());
@@ -143,12 +139,14 @@ async fn log_in(
 
     let answer = http
         .send(
-            UpstreamRequest::post(url(&format!("{API}/OAuth/Authorization?client_id=46")))
-                .header(
-                    reqwest::header::HeaderName::from_static("x-requested-with"),
-                    "XMLHttpRequest",
-                )
-                .form(&[("action", "login"), ("login", login), ("pass", password)]),
+            UpstreamRequest::post(fixed_url(&format!(
+                "{API}/OAuth/Authorization?client_id=46"
+            )))
+            .header(
+                reqwest::header::HeaderName::from_static("x-requested-with"),
+                "XMLHttpRequest",
+            )
+            .form(&[("action", "login"), ("login", login), ("pass", password)]),
         )
         .await?;
     expect_status(&answer, 200, "login")?;
@@ -176,10 +174,10 @@ async fn log_in(
         tracing::warn!("Librus accepted the login without a goTo");
         StepError::new(ErrorCode::UpstreamOutOfShape)
     })?;
-    let next = url(API)
+    let next = fixed_url(API)
         .join(&go_to)
         .map_err(|_| ErrorCode::UpstreamOutOfShape)?;
-    if next.origin() != url(API).origin() {
+    if next.origin() != fixed_url(API).origin() {
         tracing::warn!("Librus' goTo left api.librus.pl");
         return Err(ErrorCode::UpstreamOutOfShape.into());
     }
@@ -195,14 +193,14 @@ async fn log_in(
         }
         Followed::Stopped(_) => return Err(ErrorCode::UpstreamOutOfShape.into()),
     }
-    let synergia = url(SYNERGIA);
+    let synergia = fixed_url(SYNERGIA);
     if http.cookie(&synergia, "oauth_token").is_none() {
         tracing::warn!("Synergia set no oauth_token");
         return Err(ErrorCode::TokenError.into());
     }
 
     let info = http
-        .send(UpstreamRequest::get(url(&format!(
+        .send(UpstreamRequest::get(fixed_url(&format!(
             "{SYNERGIA}/gateway/api/2.0/Auth/TokenInfo"
         ))))
         .await?;
@@ -217,7 +215,7 @@ async fn log_in(
         _ => return Err(ErrorCode::UpstreamOutOfShape.into()),
     };
     let activate = http
-        .send(UpstreamRequest::get(url(&format!(
+        .send(UpstreamRequest::get(fixed_url(&format!(
             "{SYNERGIA}/gateway/api/2.0/Auth/UserInfo/{identifier}"
         ))))
         .await?;
@@ -324,7 +322,7 @@ impl Provider for LibrusProvider {
 
 /// Puts the kept Synergia cookies in the jar (`Err(Rejected)` when one is missing).
 fn session_cookies(http: &mut HttpSession, secrets: &serde_json::Value) -> Result<(), Health> {
-    let synergia = url(SYNERGIA);
+    let synergia = fixed_url(SYNERGIA);
     for name in SESSION_COOKIES {
         let Some(value) = secrets.get(name).and_then(serde_json::Value::as_str) else {
             tracing::warn!(
@@ -359,7 +357,7 @@ async fn check_session(http: &mut HttpSession, secrets: &serde_json::Value) -> H
     if let Err(health) = session_cookies(http, secrets) {
         return health;
     }
-    let me = url(&format!("{SYNERGIA}/gateway/api/2.0/Me"));
+    let me = fixed_url(&format!("{SYNERGIA}/gateway/api/2.0/Me"));
     let answer = match http.send(UpstreamRequest::get(me)).await {
         Ok(answer) => answer,
         Err(code) => return Health::Unreachable(code),
@@ -381,7 +379,7 @@ async fn check_session(http: &mut HttpSession, secrets: &serde_json::Value) -> H
 /// `refreshToken` (the session cookies are in the jar): the kept secrets with the new
 /// `oauth_token`.
 async fn refresh_oauth_token(http: &mut HttpSession, secrets: &serde_json::Value) -> Health {
-    let refresh = url(&format!("{SYNERGIA}/refreshToken"));
+    let refresh = fixed_url(&format!("{SYNERGIA}/refreshToken"));
     let answer = match http.send(UpstreamRequest::get(refresh)).await {
         Ok(answer) => answer,
         Err(code) => return Health::Unreachable(code),
@@ -391,7 +389,7 @@ async fn refresh_oauth_token(http: &mut HttpSession, secrets: &serde_json::Value
         Some(false) => return Health::Rejected,
         None => return unreachable_from(&answer),
     }
-    let Some(token) = http.cookie(&url(SYNERGIA), "oauth_token") else {
+    let Some(token) = http.cookie(&fixed_url(SYNERGIA), "oauth_token") else {
         return Health::Unreachable(ErrorCode::UpstreamOutOfShape);
     };
     let mut renewed = secrets.clone();

@@ -54,6 +54,7 @@ use super::b2c::{
     read_tokens, redirect_error, status_error, B2cStatus, Email, Granted, ManualWords, Paste, Pkce,
     Redirected, Tokens, Vin, Why, ACTION_FIELD, ACTION_MANUAL, REDIRECT_FIELD, STEP_MANUAL,
 };
+use super::fixed_url;
 use super::{Health, Input, NewAccount, Provider, Step, StepContext, StepError};
 use crate::upstream::{Followed, HttpSession, RedirectPolicy, UpstreamRequest, UpstreamResponse};
 use crate::view::{FieldKind, FieldSpec, StepView};
@@ -89,17 +90,13 @@ pub const CODE_FIELD: &str = "code";
 /// The manual way's button on the first form and its link on [`STEP_MANUAL`].
 pub const MANUAL_LABEL: &str = "Sign in on Lynk & Co's page instead";
 
-fn url(text: &str) -> Url {
-    Url::parse(text).expect("a valid Lynk & Co URL")
-}
-
 fn base() -> Url {
-    url(BASE)
+    fixed_url(BASE)
 }
 
 /// The authorize URL the app opens: no `openid` in its scope (the token request has it).
 fn authorize_url(challenge: &str) -> Url {
-    let mut authorize = url(&format!("{BASE}oauth2/v2.0/authorize"));
+    let mut authorize = fixed_url(&format!("{BASE}oauth2/v2.0/authorize"));
     authorize
         .query_pairs_mut()
         .append_pair("response_type", "code")
@@ -176,7 +173,7 @@ fn page_view_id(response: &UpstreamResponse, what: &str) -> Result<String, StepE
 
 /// `SelfAsserted?p=…&tx=StateProperties%3D<trans>`: `tx` quoted as Python's `quote` does.
 fn self_asserted_url(trans: &str) -> Url {
-    let mut to = url(&format!("{BASE}SelfAsserted"));
+    let mut to = fixed_url(&format!("{BASE}SelfAsserted"));
     to.query_pairs_mut()
         .append_pair("p", POLICY)
         .append_pair("tx", &format!("StateProperties={trans}"));
@@ -185,7 +182,7 @@ fn self_asserted_url(trans: &str) -> Url {
 
 /// A `…/confirmed` URL with the query the app sends (`diags` names the page it leaves).
 fn confirmed_url(path: &str, csrf: &str, trans: &str, page_view_id: &str, page: &str) -> Url {
-    let mut to = url(&format!("{BASE}{path}"));
+    let mut to = fixed_url(&format!("{BASE}{path}"));
     let diags = json!({"pageViewId": page_view_id, "pageId": page, "trace": []}).to_string();
     {
         let mut query = to.query_pairs_mut();
@@ -467,7 +464,7 @@ async fn finish(
     let scope = format!("{SCOPE_BASE}.read {SCOPE_BASE}.write openid profile offline_access");
     let answer = http
         .send(
-            UpstreamRequest::post(url(&format!("{BASE}oauth2/v2.0/token"))).form(&[
+            UpstreamRequest::post(fixed_url(&format!("{BASE}oauth2/v2.0/token"))).form(&[
                 ("client_info", "1"),
                 ("scope", &scope),
                 ("code", auth_code),
@@ -520,7 +517,7 @@ async fn validate_session(
 ) -> Result<Option<Ccc>, StepError> {
     let answer = http
         .send(
-            UpstreamRequest::post(url(VALIDATE_SESSION))
+            UpstreamRequest::post(fixed_url(VALIDATE_SESSION))
                 .header(header("x-auth-token"), access_token)
                 .header(header("api-version"), "1")
                 .json(&json!({"deviceUuid": b2c::uuid_v4(), "isLogin": true})),
@@ -768,7 +765,7 @@ async fn check_tokens(http: &mut HttpSession, now: i64, kept: &Value) -> Health 
     };
     // No client_id: the app's refresh grant sends none.
     let answer = match http
-        .send(UpstreamRequest::post(url(REFRESH_URL)).form(&[
+        .send(UpstreamRequest::post(fixed_url(REFRESH_URL)).form(&[
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token),
         ]))

@@ -307,6 +307,12 @@ impl<P: Provider> AnyProvider for P {
     }
 }
 
+/// A URL written in a provider's own code (a constant, or constants put together): a typo
+/// there is a bug that the provider's first test finds.
+pub(crate) fn fixed_url(text: &str) -> url::Url {
+    url::Url::parse(text).unwrap_or_else(|e| panic!("a provider's own URL `{text}`: {e}"))
+}
+
 /// One step (all its upstream requests) must finish within this.
 pub const WHOLE_STEP: std::time::Duration = std::time::Duration::from_secs(30);
 

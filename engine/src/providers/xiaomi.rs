@@ -41,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use url::Url;
 
+use super::fixed_url;
 use super::{required, Health, Input, NewAccount, Provider, Step, StepContext, StepError};
 use crate::upstream::{Followed, HttpSession, RedirectPolicy, UpstreamRequest, UpstreamResponse};
 use crate::view::{ActionSpec, FieldKind, FieldSpec, LinkSpec, StepView};
@@ -79,16 +80,12 @@ pub const URL_FIELD: &str = "authenticated_url";
 /// The field of the verification code.
 pub const CODE_FIELD: &str = "code";
 
-fn url(text: &str) -> Url {
-    Url::parse(text).expect("a valid Xiaomi URL")
-}
-
 fn account_origin() -> url::Origin {
-    url(ACCOUNT).origin()
+    fixed_url(ACCOUNT).origin()
 }
 
 fn sts_origin() -> url::Origin {
-    url(STS).origin()
+    fixed_url(STS).origin()
 }
 
 /// Upper-case hex MD5, as Xiaomi wants the password.
@@ -274,7 +271,7 @@ async fn open_sts(http: &mut HttpSession, sts_url: Url) -> Result<StsSession, St
         return Err(ErrorCode::TokenError.into());
     }
     expect_ok(&answer, "sts")?;
-    let at = url(STS_CALLBACK);
+    let at = fixed_url(STS_CALLBACK);
     let Some(service_token) = http.cookie(&at, "serviceToken") else {
         tracing::warn!("STS set no serviceToken");
         return Err(ErrorCode::TokenError.into());
@@ -332,12 +329,12 @@ async fn log_in(
     username: &str,
     password: &str,
 ) -> Result<LoggedIn, StepError> {
-    let account_url = url(ACCOUNT);
+    let account_url = fixed_url(ACCOUNT);
     http.set_cookie(&account_url, "sdkVersion", SDK_VERSION);
     http.set_cookie(&account_url, "deviceId", &device_id());
 
     let first = http
-        .send(UpstreamRequest::get(url(&format!(
+        .send(UpstreamRequest::get(fixed_url(&format!(
             "{ACCOUNT}/pass/serviceLogin?sid=xiaomiio&_json=true"
         ))))
         .await?;
@@ -350,7 +347,7 @@ async fn log_in(
     let hash = password_hash(password);
     let answer = http
         .send(
-            UpstreamRequest::post(url(&format!("{ACCOUNT}/pass/serviceLoginAuth2"))).form(&[
+            UpstreamRequest::post(fixed_url(&format!("{ACCOUNT}/pass/serviceLoginAuth2"))).form(&[
                 ("hash", hash.as_str()),
                 ("_json", "true"),
                 ("sid", "xiaomiio"),
@@ -444,13 +441,16 @@ async fn send_code(
         tracing::warn!(flag, "Xiaomi offers a verification method we do not know");
         return Err(ErrorCode::UpstreamOutOfShape.into());
     };
-    if http.cookie(&url(ACCOUNT), "identity_session").is_none() {
+    if http
+        .cookie(&fixed_url(ACCOUNT), "identity_session")
+        .is_none()
+    {
         tracing::warn!("identity/list set no identity_session");
         return Err(ErrorCode::UpstreamOutOfShape.into());
     }
     let masked = text_of(&list, "maskedPhone").or_else(|| text_of(&list, "maskedEmail"));
 
-    let mut send_url = url(ACCOUNT);
+    let mut send_url = fixed_url(ACCOUNT);
     send_url.set_path(channel.send_path());
     send_url
         .query_pairs_mut()
@@ -562,7 +562,7 @@ async fn verify_code(
     code: &str,
 ) -> Result<Verified, StepError> {
     let context = context_of(notification)?;
-    let mut verify_url = url(ACCOUNT);
+    let mut verify_url = fixed_url(ACCOUNT);
     verify_url.set_path(channel.verify_path());
     verify_url
         .query_pairs_mut()
@@ -607,14 +607,14 @@ async fn verify_code(
         }
         _ => return Err(unknown_with_words(&answer, "verify")),
     }
-    let account_url = url(ACCOUNT);
+    let account_url = fixed_url(ACCOUNT);
     let location = match text_of(&answer, "location") {
         Some(location) => account_url
             .join(&location)
             .map_err(|_| ErrorCode::UpstreamOutOfShape)?,
         // NuttShell's fallback: the result check of this context.
         None => {
-            let mut check = url(&format!("{ACCOUNT}/identity/result/check"));
+            let mut check = fixed_url(&format!("{ACCOUNT}/identity/result/check"));
             check
                 .query_pairs_mut()
                 .append_pair("sid", "xiaomiio")
@@ -913,7 +913,7 @@ impl Provider for XiaomiProvider {
             Ok(None) => return Health::Accepted(None),
             Err(health) => return health,
         };
-        let account_url = url(ACCOUNT);
+        let account_url = fixed_url(ACCOUNT);
         let Some(sts_url) = text_of(&answer, "location")
             .and_then(|location| account_url.join(&location).ok())
             .filter(|sts| sts.origin() == sts_origin())
@@ -962,12 +962,12 @@ async fn pass_token_login(
     ) else {
         return Ok(None);
     };
-    let account_url = url(ACCOUNT);
+    let account_url = fixed_url(ACCOUNT);
     http.set_cookie(&account_url, "sdkVersion", SDK_VERSION);
     http.set_cookie(&account_url, "deviceId", &device_id());
     http.set_cookie(&account_url, "passToken", pass_token);
     http.set_cookie(&account_url, "userId", user_id);
-    let login = url(&format!(
+    let login = fixed_url(&format!(
         "{ACCOUNT}/pass/serviceLogin?sid=xiaomiio&_json=true"
     ));
     let answer = bounded(async { Ok(http.send(UpstreamRequest::get(login)).await?) })
