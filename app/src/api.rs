@@ -356,10 +356,10 @@ pub async fn begin_app_enrollment() -> Result<AppEnrollmentView, AppError> {
 /// Turns 2FA on once the authenticator app shows a valid code.
 #[server(prefix = "/api", endpoint = "confirm_app_enrollment")]
 pub async fn confirm_app_enrollment(code: String) -> Result<(), AppError> {
-    use crate::session::{engine, session_token, signed_in_user};
+    use crate::session::{engine, signed_in_user};
 
     let user = signed_in_user().await?;
-    let token = session_token().ok_or(AppError::from(engine::ErrorCode::NotSignedIn))?;
+    let token = crate::session::current_session()?;
     engine()?
         .confirm_app_enrollment(&user, &token, &code)
         .await?;
@@ -370,10 +370,10 @@ pub async fn confirm_app_enrollment(code: String) -> Result<(), AppError> {
 /// current code, `require_sudo`), which is why no code is asked here.
 #[server(prefix = "/api", endpoint = "disable_two_factor")]
 pub async fn disable_two_factor() -> Result<(), AppError> {
-    use crate::session::{engine, require_sudo, session_token};
+    use crate::session::{engine, require_sudo};
 
     require_sudo().await?;
-    let token = session_token().ok_or(AppError::from(engine::ErrorCode::NotSignedIn))?;
+    let token = crate::session::current_session()?;
     engine()?.turn_off_totp(&token).await?;
     leptos_axum::redirect("/settings/security?off=1");
     Ok(())
@@ -408,11 +408,11 @@ pub async fn confirm_identity(
     code: Option<String>,
     next: String,
 ) -> Result<(), AppError> {
-    use crate::session::{client_address, engine, safe_return_path, session_token, CONFIRM_PAGE};
+    use crate::session::{client_address, engine, safe_return_path, CONFIRM_PAGE};
 
     let next = safe_return_path(&next).unwrap_or("/").to_owned();
     let result: Result<(), AppError> = async {
-        let token = session_token().ok_or(AppError::from(engine::ErrorCode::NotSignedIn))?;
+        let token = crate::session::current_session()?;
         engine()?
             .confirm_identity(&token, &password, code.as_deref(), client_address())
             .await?;

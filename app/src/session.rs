@@ -128,6 +128,11 @@ pub fn session_token() -> Option<SessionToken> {
         .find_map(|h| token_from_cookie_header(h, https))
 }
 
+/// This browser's session token, or `not_signed_in`.
+pub fn current_session() -> Result<SessionToken, AppError> {
+    session_token().ok_or(AppError::from(ErrorCode::NotSignedIn))
+}
+
 /// The login cookie's value, if any (over https only `__Host-stepgate_login`).
 pub fn login_token() -> Option<SessionToken> {
     let https = request_is_https();
@@ -198,7 +203,7 @@ pub fn clear_login_cookie() {
 
 /// The signed-in user, or `not_signed_in`.
 pub async fn signed_in_user() -> Result<engine::users::User, AppError> {
-    let token = session_token().ok_or(AppError::from(ErrorCode::NotSignedIn))?;
+    let token = current_session()?;
     engine()?
         .session_user(&token)
         .await?
@@ -307,7 +312,7 @@ pub async fn require_sudo() -> Result<engine::users::User, AppError> {
 pub async fn require_sudo_keeping(
     fields: &[(&str, &str)],
 ) -> Result<engine::users::User, AppError> {
-    let token = session_token().ok_or(AppError::from(ErrorCode::NotSignedIn))?;
+    let token = current_session()?;
     match engine()?.require_sudo(&token).await {
         Err(ErrorCode::ConfirmIdentityRequired) => {
             if is_plain_form_post() {

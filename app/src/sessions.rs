@@ -30,15 +30,10 @@ pub struct SessionsPageData {
     pub idle_seconds: i64,
 }
 
-#[cfg(feature = "ssr")]
-fn current_session() -> Result<engine::sessions::SessionToken, AppError> {
-    crate::session::session_token().ok_or(AppError::from(engine::ErrorCode::NotSignedIn))
-}
-
 /// This user's live sessions, this browser's first.
 #[server(prefix = "/api", endpoint = "sessions_view")]
 pub async fn sessions_view() -> Result<SessionsPageData, AppError> {
-    use crate::session::engine;
+    use crate::session::{current_session, engine};
 
     let engine = engine()?;
     let sessions = engine
@@ -64,16 +59,11 @@ pub async fn sessions_view() -> Result<SessionsPageData, AppError> {
 /// Signs out session `session_id` of this user (this browser's own: signed out here too).
 #[server(prefix = "/api", endpoint = "sign_out_session")]
 pub async fn sign_out_session(session_id: String) -> Result<(), AppError> {
-    use crate::session::{clear_session_cookie, engine};
+    use crate::session::{clear_session_cookie, current_session, engine};
 
-    let engine = engine()?;
-    let current = current_session()?;
-    let own = engine
-        .list_sessions(&current)
-        .await?
-        .iter()
-        .any(|s| s.current && s.id == session_id);
-    engine.end_session(&current, &session_id).await?;
+    let own = engine()?
+        .end_session(&current_session()?, &session_id)
+        .await?;
     if own {
         clear_session_cookie();
         leptos_axum::redirect("/login");
@@ -86,7 +76,7 @@ pub async fn sign_out_session(session_id: String) -> Result<(), AppError> {
 /// Signs out every other session of this user; this browser stays signed in.
 #[server(prefix = "/api", endpoint = "sign_out_other_sessions")]
 pub async fn sign_out_other_sessions() -> Result<(), AppError> {
-    use crate::session::engine;
+    use crate::session::{current_session, engine};
 
     let ended = engine()?.end_other_sessions(&current_session()?).await?;
     leptos_axum::redirect(&format!("/settings/sessions?ended_others={ended}"));
@@ -108,7 +98,7 @@ pub const PASSWORD_PAGE: &str = "/settings/password";
 /// the page sends the browser to confirm first, before anything is typed.
 #[server(prefix = "/api", endpoint = "password_view")]
 pub async fn password_view() -> Result<PasswordPageData, AppError> {
-    use crate::session::{confirm_link, engine};
+    use crate::session::{confirm_link, current_session, engine};
 
     let state = engine()?
         .sudo_state(&current_session()?)
@@ -131,7 +121,7 @@ pub async fn change_password(
     new_password: String,
     confirm_password: String,
 ) -> Result<(), AppError> {
-    use crate::session::{client_address, engine, require_sudo};
+    use crate::session::{client_address, current_session, engine, require_sudo};
 
     let result = async {
         let user = require_sudo().await?;

@@ -168,8 +168,8 @@ impl Engine {
     }
 
     /// Ends the session the list names `id` (one of `current`'s user's); `not_found` if there
-    /// is none. Ending `current` itself signs this browser out.
-    pub async fn end_session(&self, current: &SessionToken, id: &str) -> Result<(), ErrorCode> {
+    /// is none. True when that was `current` itself (this browser is signed out).
+    pub async fn end_session(&self, current: &SessionToken, id: &str) -> Result<bool, ErrorCode> {
         let user = self
             .session_user(current)
             .await?
@@ -191,7 +191,7 @@ impl Engine {
             .await
             .map_err(db_error)?;
         tracing::info!(user_id = user.id, "a session was signed out from the list");
-        Ok(())
+        Ok(hash == current.digest())
     }
 
     /// Ends every session of `current`'s user but `current`; how many ended.
@@ -306,7 +306,7 @@ mod tests {
         );
         assert!(engine.session_user(&theirs).await.unwrap().is_some());
 
-        engine.end_session(&laptop, &phone_row.id).await.unwrap();
+        assert!(!engine.end_session(&laptop, &phone_row.id).await.unwrap());
         assert_eq!(engine.session_user(&phone).await.unwrap(), None);
         assert!(engine.session_user(&tablet).await.unwrap().is_some());
 
