@@ -62,9 +62,9 @@ impl RowStatus {
 }
 
 #[cfg(feature = "ssr")]
-impl From<engine::accounts::AccountStatus> for RowStatus {
-    fn from(status: engine::accounts::AccountStatus) -> Self {
-        use engine::accounts::AccountStatus;
+impl From<engine::accounts::store::AccountStatus> for RowStatus {
+    fn from(status: engine::accounts::store::AccountStatus) -> Self {
+        use engine::accounts::store::AccountStatus;
         match status {
             AccountStatus::Active => RowStatus::Active,
             AccountStatus::NeedsSignIn => RowStatus::NeedsSignIn,
@@ -74,7 +74,11 @@ impl From<engine::accounts::AccountStatus> for RowStatus {
 }
 
 #[cfg(feature = "ssr")]
-fn row_of(engine: &engine::Engine, a: engine::accounts::ConnectedAccount, now: i64) -> AccountRow {
+fn row_of(
+    engine: &engine::Engine,
+    a: engine::accounts::store::ConnectedAccount,
+    now: i64,
+) -> AccountRow {
     let status = if a.checking(now) {
         RowStatus::Checking
     } else {
@@ -120,7 +124,7 @@ pub struct ConnectStepView {
 
 #[cfg(feature = "ssr")]
 mod ssr {
-    use engine::users::User;
+    use engine::sign_in::users::User;
 
     use crate::error::AppError;
     use crate::session::{session_token, signed_in_user};
@@ -414,7 +418,7 @@ pub struct AccountDetail {
 /// An audit entry in words (the API key by its name when it still exists).
 #[cfg(feature = "ssr")]
 fn activity_words(
-    entry: &engine::events::AuditEntry,
+    entry: &engine::apps::events::AuditEntry,
     key_names: &HashMap<String, String>,
 ) -> String {
     let failure = entry.code.map(|code| code.message()).unwrap_or_default();

@@ -79,7 +79,7 @@ mod ssr {
 
     pub fn take_new_invite() -> Option<String> {
         one_time_secret::take(NEW_INVITE_COOKIE, PAGE, |value| {
-            engine::invites::InviteToken::parse(value).is_some()
+            engine::sign_in::invites::InviteToken::parse(value).is_some()
         })
     }
 

@@ -41,8 +41,8 @@ pub struct AppEnrollmentView {
 
 #[cfg(feature = "ssr")]
 pub(crate) mod ssr {
-    use engine::sessions::SessionToken;
-    use engine::users::UserId;
+    use engine::sign_in::sessions::SessionToken;
+    use engine::sign_in::users::UserId;
     use engine::Engine;
 
     use crate::error::AppError;
@@ -82,7 +82,7 @@ pub(crate) mod ssr {
         use crate::session::{
             clear_session_cookie, client_address, engine, session_token, set_login_cookie,
         };
-        use engine::sessions::SessionToken;
+        use engine::sign_in::sessions::SessionToken;
         use engine::Completion;
         use engine::Progress;
 
@@ -231,7 +231,7 @@ pub struct SignUpRules {
 #[server(prefix = "/api", endpoint = "registration_rules")]
 pub async fn registration_rules() -> Result<SignUpRules, AppError> {
     use crate::session::{engine, settings};
-    use engine::registration::RegistrationMode;
+    use engine::sign_in::registration::RegistrationMode;
 
     let mode = settings()?.registration;
     let has_admin = engine()?.has_admin().await?;
@@ -252,7 +252,7 @@ pub async fn register(
     invite: Option<String>,
 ) -> Result<(), AppError> {
     use crate::session::{client_address, engine, settings};
-    use engine::registration::SignUp;
+    use engine::sign_in::registration::SignUp;
 
     let result = async {
         let engine = engine()?;
@@ -268,13 +268,13 @@ pub async fn register(
             .await
             .map_err(|refusal| {
                 let weak = refusal
-                    == engine::registration::SignUpRefusal::Code(
+                    == engine::sign_in::registration::SignUpRefusal::Code(
                         engine::ErrorCode::PasswordTooWeak,
                     );
                 AppError {
                     // zxcvbn's own advice says what makes this password guessable.
                     detail: weak
-                        .then(|| engine::password_policy::advice_for(&email, &password))
+                        .then(|| engine::sign_in::password_policy::advice_for(&email, &password))
                         .flatten(),
                     ..refusal.into()
                 }
@@ -286,7 +286,7 @@ pub async fn register(
         // The invite goes back with the refused form (it came in the page's own URL).
         let page = match invite
             .as_deref()
-            .and_then(engine::invites::InviteToken::parse)
+            .and_then(engine::sign_in::invites::InviteToken::parse)
         {
             Some(token) => format!("/register?invite={}", token.as_str()),
             None => "/register".to_owned(),

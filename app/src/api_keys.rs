@@ -64,7 +64,7 @@ mod ssr {
     /// The key just created, if the browser brought it back; the cookie is cleared.
     pub fn take_new_key() -> Option<String> {
         one_time_secret::take(NEW_KEY_COOKIE, PAGE, |value| {
-            value.starts_with(engine::api_keys::KEY_PREFIX)
+            value.starts_with(engine::apps::api_keys::KEY_PREFIX)
                 && value
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'_')

@@ -56,11 +56,11 @@ impl From<engine::SignInRefusal> for AppError {
 }
 
 #[cfg(feature = "ssr")]
-impl From<engine::registration::SignUpRefusal> for AppError {
-    fn from(refusal: engine::registration::SignUpRefusal) -> Self {
+impl From<engine::sign_in::registration::SignUpRefusal> for AppError {
+    fn from(refusal: engine::sign_in::registration::SignUpRefusal) -> Self {
         match refusal {
-            engine::registration::SignUpRefusal::Code(code) => code.into(),
-            engine::registration::SignUpRefusal::Throttled { retry_after } => AppError {
+            engine::sign_in::registration::SignUpRefusal::Code(code) => code.into(),
+            engine::sign_in::registration::SignUpRefusal::Throttled { retry_after } => AppError {
                 retry_after: Some(retry_after.clamp(1, u32::MAX as i64) as u32),
                 ..ErrorCode::RegistrationThrottled.into()
             },

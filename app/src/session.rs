@@ -7,7 +7,7 @@
 //!
 //! Each factor swaps the cookie for a new random one (password → login cookie, code → session).
 
-use engine::sessions::{token_cookie, token_from_cookie_header, SessionToken};
+use engine::sign_in::sessions::{token_cookie, token_from_cookie_header, SessionToken};
 use engine::ErrorCode;
 use http::header::{COOKIE, SET_COOKIE};
 use http::request::Parts;
@@ -28,7 +28,7 @@ pub struct ServerSettings {
     /// Stepgate runs behind a proxy that appends the client's address to `X-Forwarded-For`.
     pub trust_proxy: bool,
     /// `STEPGATE_REGISTRATION`: who may register (the sign-up page and the admin page say so).
-    pub registration: engine::registration::RegistrationMode,
+    pub registration: engine::sign_in::registration::RegistrationMode,
 }
 
 /// The engine, handed to server functions through context by the server crate.
@@ -120,7 +120,7 @@ fn request_is_https() -> bool {
 }
 
 /// The session token the browser sent, if it has the shape we issue. Over https only
-/// `__Host-stepgate_session` counts (`engine::sessions::token_cookie` says why).
+/// `__Host-stepgate_session` counts (`engine::sign_in::sessions::token_cookie` says why).
 pub fn session_token() -> Option<SessionToken> {
     let https = request_is_https();
     cookie_headers()
@@ -173,7 +173,7 @@ fn set_cookie(plain: &str, secure: &str, value: &str, max_age: i64) {
 }
 
 pub fn set_session_cookie(token: &SessionToken) {
-    use engine::sessions::{COOKIE_NAME, SECURE_COOKIE_NAME, SESSION_TTL_SECONDS};
+    use engine::sign_in::sessions::{COOKIE_NAME, SECURE_COOKIE_NAME, SESSION_TTL_SECONDS};
     set_cookie(
         COOKIE_NAME,
         SECURE_COOKIE_NAME,
@@ -183,12 +183,12 @@ pub fn set_session_cookie(token: &SessionToken) {
 }
 
 pub fn clear_session_cookie() {
-    use engine::sessions::{COOKIE_NAME, SECURE_COOKIE_NAME};
+    use engine::sign_in::sessions::{COOKIE_NAME, SECURE_COOKIE_NAME};
     set_cookie(COOKIE_NAME, SECURE_COOKIE_NAME, "", 0);
 }
 
 pub fn set_login_cookie(token: &SessionToken) {
-    let max_age = engine::flow::DEFAULT_FLOW_TTL.as_secs() as i64;
+    let max_age = engine::flows::flow::DEFAULT_FLOW_TTL.as_secs() as i64;
     set_cookie(
         LOGIN_COOKIE,
         SECURE_LOGIN_COOKIE,
@@ -202,7 +202,7 @@ pub fn clear_login_cookie() {
 }
 
 /// The signed-in user, or `not_signed_in`.
-pub async fn signed_in_user() -> Result<engine::users::User, AppError> {
+pub async fn signed_in_user() -> Result<engine::sign_in::users::User, AppError> {
     let token = current_session()?;
     engine()?
         .session_user(&token)
@@ -303,7 +303,7 @@ pub fn confirm_link(next: &str) -> String {
 /// The signed-in user, if this session confirmed who it is within the last ten minutes
 /// (`engine/src/sudo.rs`). Otherwise `confirm_identity_required`, and a plain form post is sent
 /// to the confirm page, which comes back to the page the form was on.
-pub async fn require_sudo() -> Result<engine::users::User, AppError> {
+pub async fn require_sudo() -> Result<engine::sign_in::users::User, AppError> {
     require_sudo_keeping(&[]).await
 }
 
@@ -311,7 +311,7 @@ pub async fn require_sudo() -> Result<engine::users::User, AppError> {
 /// carried, never a password) in the query, so the page can fill them in again.
 pub async fn require_sudo_keeping(
     fields: &[(&str, &str)],
-) -> Result<engine::users::User, AppError> {
+) -> Result<engine::sign_in::users::User, AppError> {
     let token = current_session()?;
     match engine()?.require_sudo(&token).await {
         Err(ErrorCode::ConfirmIdentityRequired) => {

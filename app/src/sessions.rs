@@ -140,7 +140,9 @@ pub async fn change_password(
                 AppError {
                     // zxcvbn's own advice says what makes this password guessable.
                     detail: weak
-                        .then(|| engine::password_policy::advice_for(&user.email, &new_password))
+                        .then(|| {
+                            engine::sign_in::password_policy::advice_for(&user.email, &new_password)
+                        })
                         .flatten(),
                     ..refusal.into()
                 }

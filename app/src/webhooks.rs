@@ -42,7 +42,7 @@ pub struct WebhooksPageData {
 
 #[cfg(feature = "ssr")]
 mod ssr {
-    use engine::webhooks::{Delivery, DeliveryStatus, SECRET_PREFIX};
+    use engine::apps::webhooks::{Delivery, DeliveryStatus, SECRET_PREFIX};
 
     use super::DeliveryRow;
     use crate::one_time_secret;

@@ -18,9 +18,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use engine::base::secrets::SecretKey;
+use engine::flows::upstream::UpstreamMap;
 use engine::providers::Purpose;
-use engine::secrets::SecretKey;
-use engine::upstream::UpstreamMap;
 use engine::{Completion, Engine, EngineConfig, Progress};
 use sandbox::flameconnect as flame_double;
 
@@ -55,9 +55,9 @@ async fn main() {
 async fn setup(data_dir: &str, keys: usize, out: &str) {
     let dir = std::path::Path::new(data_dir);
     let mut config = EngineConfig::new(
-        engine::db::sqlite_url_in(dir),
+        engine::store::db::sqlite_url_in(dir),
         SecretKey::load_or_create(None, dir).expect("the server's key"),
-        engine::totp_site::TotpSite {
+        engine::second_factor::totp_site::TotpSite {
             base_url: "http://totp.test".into(),
             issuer: "Stepgate".into(),
         },

@@ -25,13 +25,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use engine::base::secrets::SecretKey;
+use engine::flows::upstream::UpstreamMap;
 use engine::providers::b2c::{
     jwt_claims, jwt_email, jwt_exp, keep_equals, page_settings, sha256_hex, token_urlsafe16,
     uuid_v4, Pkce,
 };
 use engine::providers::{Input, Purpose, StepError};
-use engine::secrets::SecretKey;
-use engine::upstream::UpstreamMap;
 use engine::{Completion, Engine, EngineConfig, Progress};
 use md5::{Digest, Md5};
 use reqwest::header::{HeaderMap, COOKIE, LOCATION, SET_COOKIE};
@@ -236,9 +236,9 @@ impl Doubles {
 fn engine_config(dir: &std::path::Path, upstreams: &str) -> EngineConfig {
     let key = SecretKey::load_or_create(Some(&"05".repeat(32)), dir).expect("a 64-hex-digit key");
     let mut config = EngineConfig::new(
-        engine::db::sqlite_url_in(dir),
+        engine::store::db::sqlite_url_in(dir),
         key,
-        engine::totp_site::TotpSite {
+        engine::second_factor::totp_site::TotpSite {
             base_url: "http://totp.test".into(),
             issuer: "Stepgate".into(),
         },

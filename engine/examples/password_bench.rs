@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use engine::password::PasswordHasher;
+use engine::sign_in::password::PasswordHasher;
 
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();

@@ -21,9 +21,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use engine::base::secrets::SecretKey;
+use engine::flows::upstream::UpstreamMap;
 use engine::providers::Purpose;
-use engine::secrets::SecretKey;
-use engine::upstream::UpstreamMap;
 use engine::{Completion, Engine, EngineConfig, Progress};
 use sandbox::flameconnect::{self as flame_double, FlameConnectSandbox};
 use sandbox::lynkco::{self as lynkco_double, LynkcoSandbox};
@@ -89,9 +89,9 @@ impl Doubles {
 fn engine_config(dir: &std::path::Path, upstreams: &str) -> EngineConfig {
     let key = SecretKey::load_or_create(Some(&"05".repeat(32)), dir).expect("a 64-hex-digit key");
     let mut config = EngineConfig::new(
-        engine::db::sqlite_url_in(dir),
+        engine::store::db::sqlite_url_in(dir),
         key,
-        engine::totp_site::TotpSite {
+        engine::second_factor::totp_site::TotpSite {
             base_url: "http://totp.test".into(),
             issuer: "Stepgate".into(),
         },
@@ -268,7 +268,10 @@ async fn renew_all(
     );
     for a in &mine {
         let account = engine.accounts().get(a.user, a.id).await.expect("stored");
-        assert_eq!(account.status, engine::accounts::AccountStatus::Active);
+        assert_eq!(
+            account.status,
+            engine::accounts::store::AccountStatus::Active
+        );
         assert!(account.renewed_at.is_some_and(|at| at >= now));
         assert!(account.renew_due_at.is_some_and(|due| due > now + 60));
     }

@@ -6,26 +6,27 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::db::Pool;
+use crate::store::db::Pool;
 
-use crate::accounts::{AccountStore, ConnectedAccount};
-use crate::api_keys::ApiKeyStore;
-use crate::clock::{Clock, SystemClock};
-use crate::crypto::SecretBox;
-use crate::flow::DEFAULT_FLOW_TTL;
-use crate::password::PasswordHasher;
+use crate::accounts::store::{AccountStore, ConnectedAccount};
+use crate::apps::api_keys::ApiKeyStore;
+use crate::base::clock::{Clock, SystemClock};
+use crate::base::crypto::SecretBox;
+use crate::base::secrets::SecretKey;
+use crate::flows::flow::DEFAULT_FLOW_TTL;
+use crate::flows::redis_store::RedisFlowStore;
+use crate::flows::store::{FlowStore, SqliteFlowStore};
+use crate::flows::upstream::{UpstreamMap, Upstreams, DEFAULT_STEP_TIMEOUT};
 use crate::providers::{local::LocalProvider, AnyProvider, Input, Provider};
-use crate::redis_store::{Redis, RedisFlowStore};
-use crate::secrets::SecretKey;
-use crate::sessions::{SessionStore, SessionToken};
-use crate::sign_in_throttle::SignInThrottle;
-use crate::store::{FlowStore, SqliteFlowStore};
-use crate::totp_site::TotpSite;
-use crate::two_factor::TwoFactor;
-use crate::upstream::{UpstreamMap, Upstreams, DEFAULT_STEP_TIMEOUT};
-use crate::users::{User, UserId, UserStore};
+use crate::second_factor::totp_site::TotpSite;
+use crate::second_factor::two_factor::TwoFactor;
+use crate::sign_in::password::PasswordHasher;
+use crate::sign_in::sessions::{SessionStore, SessionToken};
+use crate::sign_in::throttle::SignInThrottle;
+use crate::sign_in::users::{User, UserId, UserStore};
+use crate::store::redis::Redis;
 use crate::view::FlowView;
-use crate::{db, ErrorCode};
+use crate::{store::db, ErrorCode};
 
 /// The Redis key prefix when `STEPGATE_REDIS_PREFIX` does not name one.
 pub const DEFAULT_REDIS_PREFIX: &str = "stepgate:";
@@ -58,7 +59,7 @@ pub struct EngineConfig {
     pub redis_prefix: String,
     /// `STEPGATE_WEBHOOK_ALLOW`: internal addresses and host names webhooks may reach all the
     /// same (`webhook_destination.rs`). Empty: none.
-    pub webhook_allow: crate::webhook_destination::WebhookAllow,
+    pub webhook_allow: crate::apps::webhook_destination::WebhookAllow,
     /// `STEPGATE_SESSION_IDLE`: seconds a session may go unused before it ends (besides its
     /// 12-hour lifetime).
     pub session_idle: i64,
@@ -77,16 +78,16 @@ impl EngineConfig {
             database_url: database_url.into(),
             flow_ttl: DEFAULT_FLOW_TTL,
             hash_slots: cores.max(2),
-            hash_queue_wait: crate::password::DEFAULT_QUEUE_WAIT,
+            hash_queue_wait: crate::sign_in::password::DEFAULT_QUEUE_WAIT,
             secret_key,
             totp_site,
             upstreams: UpstreamMap::default(),
             step_timeout: DEFAULT_STEP_TIMEOUT,
-            account_check_interval: crate::account_health::DEFAULT_CHECK_INTERVAL,
+            account_check_interval: crate::accounts::health::DEFAULT_CHECK_INTERVAL,
             redis_url: None,
             redis_prefix: DEFAULT_REDIS_PREFIX.into(),
             webhook_allow: Default::default(),
-            session_idle: crate::sessions::DEFAULT_IDLE_SECONDS,
+            session_idle: crate::sign_in::sessions::DEFAULT_IDLE_SECONDS,
         }
     }
 }
@@ -140,11 +141,11 @@ pub struct Engine {
     /// Shared hot state when `STEPGATE_REDIS_URL` is set (also the app API's rate buckets).
     pub(crate) redis: Option<Redis>,
     /// One lock per account for renewals wanted now (see `upkeep.rs`).
-    pub(crate) renewal_locks: crate::upkeep::RenewalLocks,
+    pub(crate) renewal_locks: crate::accounts::upkeep::RenewalLocks,
     /// The users' webhook URLs and deliveries (see `webhooks.rs`).
-    pub(crate) webhooks: crate::webhooks::WebhookStore,
+    pub(crate) webhooks: crate::apps::webhooks::WebhookStore,
     /// What happened to each connected account (see `events.rs`).
-    pub(crate) audit: crate::events::AuditLog,
+    pub(crate) audit: crate::apps::events::AuditLog,
 }
 
 pub(crate) fn check_field_sizes(input: &Input) -> Result<(), ErrorCode> {
@@ -194,7 +195,7 @@ impl Engine {
             throttle: SignInThrottle::new(pool.clone()).with_redis(redis.clone()),
             accounts: AccountStore::new(pool.clone(), secrets.clone()),
             api_keys: ApiKeyStore::new(pool.clone(), clock.clone()),
-            webhooks: crate::webhooks::WebhookStore::new(
+            webhooks: crate::apps::webhooks::WebhookStore::new(
                 pool.clone(),
                 secrets.clone(),
                 clock.clone(),
@@ -210,10 +211,10 @@ impl Engine {
             clock,
             flow_ttl: config.flow_ttl,
             check_interval: config.account_check_interval,
-            worker_id: crate::flow::FlowId::random().to_string().into(),
+            worker_id: crate::flows::flow::FlowId::random().to_string().into(),
             redis: redis.clone(),
-            renewal_locks: crate::upkeep::RenewalLocks::new(redis),
-            audit: crate::events::AuditLog::new(pool.clone()),
+            renewal_locks: crate::accounts::upkeep::RenewalLocks::new(redis),
+            audit: crate::apps::events::AuditLog::new(pool.clone()),
             pool,
         })
     }
@@ -302,7 +303,7 @@ mod tests {
         assert_eq!(engine.session_user(&first).await.unwrap(), None);
         assert_eq!(engine.session_user(&second).await.unwrap(), Some(user));
 
-        clock.advance(crate::sessions::SESSION_TTL_SECONDS);
+        clock.advance(crate::sign_in::sessions::SESSION_TTL_SECONDS);
         assert_eq!(
             engine.session_user(&second).await.unwrap(),
             None,

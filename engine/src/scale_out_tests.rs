@@ -10,13 +10,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::clock::{ManualClock, SystemClock};
+use crate::base::clock::{ManualClock, SystemClock};
+use crate::flows::upstream::HttpSession;
 use crate::providers::{Input, NewAccount, Provider, Purpose, Step, StepContext, StepError};
 use crate::test_support::{
     connected, engine_in, engine_with, input, provider_config, register_owner, start, submit,
     test_config, user_with_totp, OWNER,
 };
-use crate::upstream::HttpSession;
 use crate::view::{FieldKind, FieldSpec, StepView};
 use crate::{Completion, Engine, ErrorCode, Progress, SignInRefusal};
 
@@ -66,7 +66,7 @@ async fn a_sign_in_with_totp_started_on_one_instance_finishes_on_the_other() {
             .attempts,
         1
     );
-    let code = crate::totp::code_at(&secret, b.now(), 6);
+    let code = crate::second_factor::totp::code_at(&secret, b.now(), 6);
     assert_eq!(
         crate::test_support::signed_in_user(
             submit(&b, &view.flow_id, Some("o"), &input(&[("code", &code)])).await
@@ -270,7 +270,7 @@ async fn one_totp_code_sent_to_both_instances_at_once_signs_in_once() {
     );
     clock_a.advance(30);
     clock_b.advance(30);
-    let code = crate::totp::code_at(&secret, a.now(), 6);
+    let code = crate::second_factor::totp::code_at(&secret, a.now(), 6);
     let tasks: Vec<_> = [&a, &b, &a, &b]
         .into_iter()
         .map(|engine| {

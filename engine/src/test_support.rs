@@ -11,19 +11,19 @@ use std::time::Duration;
 use sandbox::faults::Fault;
 use sandbox::hosts::Hosts;
 
-use crate::accounts::{CheckOutcome, ConnectedAccount};
-use crate::clock::{ManualClock, SystemClock};
-use crate::crypto::SecretBox;
-use crate::db;
-use crate::email::Email;
+use crate::accounts::store::{CheckOutcome, ConnectedAccount};
+use crate::base::clock::{ManualClock, SystemClock};
+use crate::base::crypto::SecretBox;
+use crate::base::email::Email;
+use crate::base::secrets::SecretKey;
+use crate::flows::upstream::{HttpSession, UpstreamMap, Upstreams};
 use crate::providers::{Input, Purpose, StepError};
-use crate::secrets::SecretKey;
-use crate::totp;
-use crate::totp_enrolment::RegistrationCallback;
-use crate::totp_site::TotpSite;
-use crate::two_factor::TwoFactor;
-use crate::upstream::{HttpSession, UpstreamMap, Upstreams};
-use crate::users::{User, UserId, UserStore};
+use crate::second_factor::enrolment::RegistrationCallback;
+use crate::second_factor::totp;
+use crate::second_factor::totp_site::TotpSite;
+use crate::second_factor::two_factor::TwoFactor;
+use crate::sign_in::users::{User, UserId, UserStore};
+use crate::store::db;
 use crate::view::{FieldKind, FlowView, StepView};
 use crate::{Completion, Engine, EngineConfig, ErrorCode, Progress};
 
@@ -46,7 +46,8 @@ pub(crate) async fn test_config(dir: &Path) -> EngineConfig {
     config.redis_url = test_redis_url();
     config.redis_prefix = test_redis_prefix(dir);
     // Tests' webhook receivers listen on 127.0.0.1 (the policy's own tests allow nothing).
-    config.webhook_allow = crate::webhook_destination::WebhookAllow::parse("127.0.0.1").unwrap();
+    config.webhook_allow =
+        crate::apps::webhook_destination::WebhookAllow::parse("127.0.0.1").unwrap();
     config
 }
 
@@ -64,7 +65,7 @@ pub(crate) fn test_redis_prefix(dir: &Path) -> String {
     if let Ok(prefix) = std::fs::read_to_string(&remembered) {
         return prefix;
     }
-    let prefix = format!("test:{}:", crate::flow::FlowId::random());
+    let prefix = format!("test:{}:", crate::flows::flow::FlowId::random());
     std::fs::write(&remembered, &prefix).expect("cannot write into the test's folder");
     prefix
 }

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use engine::secrets::SecretKey;
-use engine::totp_site::TotpSite;
+use engine::base::secrets::SecretKey;
+use engine::second_factor::totp_site::TotpSite;
 use engine::{Engine, EngineConfig};
 use rand::Rng;
 use sandbox::doubles::{Double, DOUBLES};
@@ -172,7 +172,7 @@ impl Rig {
         let key_hex = hex::encode(key);
         let suffix: u32 = rand::random();
         let (database_url, admin_url, redis_url) = match mode {
-            Mode::Sqlite => (engine::db::sqlite_url_in(&dir), None, None),
+            Mode::Sqlite => (engine::store::db::sqlite_url_in(&dir), None, None),
             Mode::Postgres => {
                 let admin = std::env::var("STEPGATE_TEST_DATABASE_URL").map_err(|_| {
                     "--postgres needs STEPGATE_TEST_DATABASE_URL and STEPGATE_TEST_REDIS_URL \
@@ -241,7 +241,7 @@ impl Rig {
                 issuer: "Stepgate".into(),
             },
         );
-        config.upstreams = engine::upstream::UpstreamMap::parse(&self.upstreams())
+        config.upstreams = engine::flows::upstream::UpstreamMap::parse(&self.upstreams())
             .map_err(|e| format!("upstreams: {e}"))?;
         // The same Redis as the servers: whatever the engine keeps there (TOTP counters,
         // throttling) is seen by both.
@@ -588,7 +588,7 @@ impl Latencies {
 
 /// The engine's TOTP code for a base32 seed at `unix_seconds`.
 pub fn totp_code(secret: &[u8], unix_seconds: i64) -> String {
-    engine::totp::code_at(secret, unix_seconds, 6)
+    engine::second_factor::totp::code_at(secret, unix_seconds, 6)
 }
 
 pub fn unix_now() -> i64 {

@@ -17,8 +17,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router};
-use engine::accounts::ConnectedAccount;
-use engine::api_keys::ApiCaller;
+use engine::accounts::store::ConnectedAccount;
+use engine::apps::api_keys::ApiCaller;
 use engine::{Engine, ErrorCode};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -385,9 +385,9 @@ mod tests {
     use super::*;
     use axum::body::Body;
     use axum::http::Request;
+    use engine::base::secrets::SecretKey;
     use engine::providers::NewAccount;
-    use engine::secrets::SecretKey;
-    use engine::totp_site::TotpSite;
+    use engine::second_factor::totp_site::TotpSite;
     use tower::ServiceExt;
 
     struct TestApi {
@@ -399,16 +399,16 @@ mod tests {
     }
 
     async fn api(limit: RateLimit) -> TestApi {
-        api_with_clock(limit, std::sync::Arc::new(engine::clock::SystemClock)).await
+        api_with_clock(limit, std::sync::Arc::new(engine::base::clock::SystemClock)).await
     }
 
     async fn api_with_clock(
         limit: RateLimit,
-        clock: std::sync::Arc<dyn engine::clock::Clock>,
+        clock: std::sync::Arc<dyn engine::base::clock::Clock>,
     ) -> TestApi {
         let dir = tempfile::tempdir().unwrap();
         let mut config = engine::EngineConfig::new(
-            engine::db::test_database_url(dir.path()).await,
+            engine::store::db::test_database_url(dir.path()).await,
             SecretKey::load_or_create(Some(&"03".repeat(32)), dir.path()).unwrap(),
             TotpSite {
                 base_url: "http://totp.test".into(),
@@ -419,7 +419,7 @@ mod tests {
         config.redis_url = std::env::var("STEPGATE_TEST_REDIS_URL")
             .ok()
             .filter(|url| !url.is_empty());
-        config.redis_prefix = format!("test:{}:", engine::flow::FlowId::random());
+        config.redis_prefix = format!("test:{}:", engine::flows::flow::FlowId::random());
         let engine = Engine::open_with_clock(config, clock).await.unwrap();
         let user = engine
             .register(
@@ -564,7 +564,7 @@ mod tests {
 
     #[tokio::test]
     async fn credentials_are_read_until_the_account_needs_sign_in() {
-        use engine::accounts::CheckOutcome;
+        use engine::accounts::store::CheckOutcome;
 
         let api = api(RATE_LIMIT).await;
         let key = api.key(&[api.account]).await;
@@ -670,7 +670,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_expired_key_answers_401_api_key_expired() {
-        let clock = engine::clock::ManualClock::at(1_800_000_000);
+        let clock = engine::base::clock::ManualClock::at(1_800_000_000);
         let api = api_with_clock(RATE_LIMIT, std::sync::Arc::new(clock.clone())).await;
         let (_, secret) = api
             .engine

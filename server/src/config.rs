@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use engine::secrets::SecretKey;
+use engine::base::secrets::SecretKey;
 
 pub const DEMO_EMAIL: &str = "demo@stepgate.test";
 pub const DEMO_PASSWORD: &str = "quiet-lantern-ferry";
@@ -35,7 +35,7 @@ pub struct Config {
     /// `X-Forwarded-For`; throttling counts that address instead of the proxy's.
     pub trust_proxy: bool,
     /// `STEPGATE_UPSTREAMS`: `REAL_ORIGIN=BASE_URL` pairs pointing third parties at doubles.
-    pub upstreams: engine::upstream::UpstreamMap,
+    pub upstreams: engine::flows::upstream::UpstreamMap,
     /// `STEPGATE_STEP_TIMEOUT` (seconds, default 10): how long one upstream request may take.
     pub step_timeout: std::time::Duration,
     /// `STEPGATE_ACCOUNT_CHECK_INTERVAL` (seconds, default 60): how often opening the accounts
@@ -46,10 +46,10 @@ pub struct Config {
     pub upkeep_interval: std::time::Duration,
     /// `STEPGATE_REGISTRATION` (`open`, `invite` or `closed`; default `invite`): who may
     /// register once the first account (the admin) exists.
-    pub registration: engine::registration::RegistrationMode,
+    pub registration: engine::sign_in::registration::RegistrationMode,
     /// `STEPGATE_WEBHOOK_ALLOW` (CIDRs and host names, comma or space separated): internal
     /// addresses webhooks may reach all the same, e.g. `192.168.1.20/32` for Home Assistant.
-    pub webhook_allow: engine::webhook_destination::WebhookAllow,
+    pub webhook_allow: engine::apps::webhook_destination::WebhookAllow,
     /// `STEPGATE_SESSION_IDLE` (seconds, default 7200): a session unused this long ends, within
     /// its 12-hour lifetime.
     pub session_idle: i64,
@@ -138,7 +138,7 @@ impl Config {
         let database_url = std::env::var("DATABASE_URL")
             .ok()
             .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| engine::db::sqlite_url_in(&data_dir));
+            .unwrap_or_else(|| engine::store::db::sqlite_url_in(&data_dir));
         let redis_url = std::env::var("STEPGATE_REDIS_URL")
             .ok()
             .filter(|u| !u.is_empty());
@@ -150,7 +150,7 @@ impl Config {
             SecretKey::load_or_create(std::env::var("STEPGATE_KEY").ok().as_deref(), &data_dir)?;
         let demo = flag("STEPGATE_DEMO", false);
         let trust_proxy = flag("STEPGATE_TRUST_PROXY", false);
-        let upstreams = engine::upstream::UpstreamMap::parse(
+        let upstreams = engine::flows::upstream::UpstreamMap::parse(
             &std::env::var("STEPGATE_UPSTREAMS").unwrap_or_default(),
         )
         .map_err(|e| format!("STEPGATE_UPSTREAMS: {e}"))?;
@@ -158,7 +158,7 @@ impl Config {
             Ok(text) => std::time::Duration::from_secs(text.parse().map_err(|_| {
                 format!("STEPGATE_STEP_TIMEOUT: `{text}` is not a number of seconds")
             })?),
-            Err(_) => engine::upstream::DEFAULT_STEP_TIMEOUT,
+            Err(_) => engine::flows::upstream::DEFAULT_STEP_TIMEOUT,
         };
         let account_check_interval = match std::env::var("STEPGATE_ACCOUNT_CHECK_INTERVAL") {
             Ok(text) => text.parse().map_err(|_| {
@@ -173,13 +173,14 @@ impl Config {
             Err(_) => std::time::Duration::from_secs(15),
         };
         let registration = match std::env::var("STEPGATE_REGISTRATION") {
-            Ok(text) if !text.is_empty() => engine::registration::RegistrationMode::parse(&text)
-                .ok_or_else(|| {
+            Ok(text) if !text.is_empty() => {
+                engine::sign_in::registration::RegistrationMode::parse(&text).ok_or_else(|| {
                     format!("STEPGATE_REGISTRATION: `{text}` is not one of open, invite, closed")
-                })?,
-            _ => engine::registration::RegistrationMode::default(),
+                })?
+            }
+            _ => engine::sign_in::registration::RegistrationMode::default(),
         };
-        let webhook_allow = engine::webhook_destination::WebhookAllow::parse(
+        let webhook_allow = engine::apps::webhook_destination::WebhookAllow::parse(
             &std::env::var("STEPGATE_WEBHOOK_ALLOW").unwrap_or_default(),
         )
         .map_err(|e| format!("STEPGATE_WEBHOOK_ALLOW: {e}"))?;
@@ -193,7 +194,7 @@ impl Config {
                     .into())
                 }
             },
-            _ => engine::sessions::DEFAULT_IDLE_SECONDS,
+            _ => engine::sign_in::sessions::DEFAULT_IDLE_SECONDS,
         };
         let totp_provider_url = std::env::var("STEPGATE_TOTP_PROVIDER_URL")
             .unwrap_or_else(|_| "http://127.0.0.1:3100".into())
@@ -259,7 +260,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_wrong_scheme_database_url_is_reported_without_its_password() {
-        let e = engine::db::connect("mysql://stepgate:hunter2-secret@db:3306/stepgate")
+        let e = engine::store::db::connect("mysql://stepgate:hunter2-secret@db:3306/stepgate")
             .await
             .expect_err("mysql:// is refused");
         let shown = redact_urls(&e.to_string());
@@ -324,6 +325,9 @@ mod tests {
         create_data_dir(&data).unwrap();
         assert_eq!(mode(&data), 0o700);
         SecretKey::load_or_create(None, &data).unwrap();
-        assert_eq!(mode(&data.join(engine::secrets::KEY_FILE_NAME)), 0o600);
+        assert_eq!(
+            mode(&data.join(engine::base::secrets::KEY_FILE_NAME)),
+            0o600
+        );
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use app::{shell, App};
 use axum::Router;
-use engine::totp_site::TotpSite;
+use engine::second_factor::totp_site::TotpSite;
 use engine::Engine;
 use leptos::prelude::*;
 use leptos_axum::{generate_route_list, LeptosRoutes};

@@ -5,8 +5,8 @@
 use axum::extract::Query;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use engine::sessions::token_from_cookie_header;
-use engine::totp_enrolment::RegistrationCallback;
+use engine::second_factor::enrolment::RegistrationCallback;
+use engine::sign_in::sessions::token_from_cookie_header;
 use engine::{Engine, ErrorCode};
 
 pub const PATH: &str = "/settings/security/totp-callback";

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use url::Url;
 
 use super::StepError;
-use crate::upstream::UpstreamResponse;
+use crate::flows::upstream::UpstreamResponse;
 use crate::view::{ActionSpec, FieldKind, FieldSpec, LinkSpec, StepView};
 use crate::ErrorCode;
 

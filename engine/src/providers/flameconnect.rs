@@ -51,7 +51,9 @@ use super::b2c::{
 };
 use super::fixed_url;
 use super::{Health, Input, NewAccount, Provider, Step, StepContext, StepError};
-use crate::upstream::{Followed, HttpSession, RedirectPolicy, UpstreamRequest, UpstreamResponse};
+use crate::flows::upstream::{
+    Followed, HttpSession, RedirectPolicy, UpstreamRequest, UpstreamResponse,
+};
 use crate::view::{FieldKind, FieldSpec, StepView};
 use crate::ErrorCode;
 
@@ -577,7 +579,7 @@ mod tests {
     }
 
     fn now() -> i64 {
-        crate::clock::Clock::now(&crate::clock::SystemClock)
+        crate::base::clock::Clock::now(&crate::base::clock::SystemClock)
     }
 
     impl Setup {

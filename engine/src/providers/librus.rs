@@ -20,7 +20,9 @@ use serde::Deserialize;
 
 use super::fixed_url;
 use super::{required, Health, Input, NewAccount, Provider, Step, StepContext, StepError};
-use crate::upstream::{Followed, HttpSession, RedirectPolicy, UpstreamRequest, UpstreamResponse};
+use crate::flows::upstream::{
+    Followed, HttpSession, RedirectPolicy, UpstreamRequest, UpstreamResponse,
+};
 use crate::view::{FieldKind, FieldSpec, StepView};
 use crate::ErrorCode;
 
@@ -404,7 +406,7 @@ mod tests {
     use sandbox::faults::Fault;
     use sandbox::librus::{self as double, LibrusSandbox};
 
-    use crate::accounts::{AccountStatus, CheckOutcome};
+    use crate::accounts::store::{AccountStatus, CheckOutcome};
     use crate::engine::{Completion, Progress};
     use crate::providers::{Health, Provider};
     use crate::providers::{Purpose, StepError};

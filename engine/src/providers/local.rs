@@ -1,15 +1,15 @@
 //! `local`: Stepgate's own accounts. Step one checks email and password (argon2id); when the
 //! account has TOTP turned on, step two (`totp`) asks for a code, whose deep link points at the
-//! user's seed on the TOTP site (the web TOTP service, [`crate::totp_site`]).
+//! user's seed on the TOTP site (the web TOTP service, [`crate::second_factor::totp_site`]).
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::{required, Input, Provider, Step, StepContext, StepError};
-use crate::email::Email;
-use crate::password::PasswordHasher;
-use crate::two_factor::TwoFactor;
-use crate::users::{UserCredentials, UserId, UserStore};
+use crate::base::email::Email;
+use crate::second_factor::two_factor::TwoFactor;
+use crate::sign_in::password::PasswordHasher;
+use crate::sign_in::users::{UserCredentials, UserId, UserStore};
 use crate::view::{CodeChannel, FieldKind, FieldSpec, StepView};
 use crate::ErrorCode;
 
@@ -93,7 +93,7 @@ impl Provider for LocalProvider {
     /// Stepgate's own accounts are never "connected": there is nothing upstream to ask.
     async fn check(
         &self,
-        _http: &mut crate::upstream::HttpSession,
+        _http: &mut crate::flows::upstream::HttpSession,
         _now: i64,
         _secrets: &serde_json::Value,
     ) -> super::Health {
@@ -102,7 +102,7 @@ impl Provider for LocalProvider {
 
     async fn renew(
         &self,
-        _http: &mut crate::upstream::HttpSession,
+        _http: &mut crate::flows::upstream::HttpSession,
         _now: i64,
         _secrets: &serde_json::Value,
     ) -> super::Health {
@@ -168,9 +168,9 @@ impl Provider for LocalProvider {
 
 #[cfg(test)]
 mod tests {
-    use crate::flow::MAX_ATTEMPTS;
+    use crate::flows::flow::MAX_ATTEMPTS;
+    use crate::second_factor::verification::{FREE_FAILURES, MAX_BACKOFF_SECONDS};
     use crate::test_support::{engine_in, input, start, submit, user_with_totp};
-    use crate::totp_verification::{FREE_FAILURES, MAX_BACKOFF_SECONDS};
     use crate::view::{CodeChannel, StepView};
     use crate::{ErrorCode, Progress};
 
@@ -203,7 +203,7 @@ mod tests {
             Ok(view.clone())
         );
         clock.advance(30);
-        let code = crate::totp::code_at(&secret, engine.now(), 6);
+        let code = crate::second_factor::totp::code_at(&secret, engine.now(), 6);
         assert_eq!(
             crate::test_support::signed_in_user(
                 submit(
@@ -252,7 +252,7 @@ mod tests {
                 "attempt {attempt}"
             );
         }
-        let code = crate::totp::code_at(&secret, engine.now(), 6);
+        let code = crate::second_factor::totp::code_at(&secret, engine.now(), 6);
         assert_eq!(
             submit(
                 &engine,
@@ -294,7 +294,7 @@ mod tests {
         else {
             panic!("code step expected");
         };
-        let code = crate::totp::code_at(&secret, engine.now() + 30, 6);
+        let code = crate::second_factor::totp::code_at(&secret, engine.now() + 30, 6);
         assert_eq!(
             submit(
                 &engine,
@@ -357,7 +357,7 @@ mod tests {
             "{checked} codes checked: {answers:?}"
         );
         assert_eq!(checked, FREE_FAILURES as u64, "{answers:?}");
-        let right = crate::totp::code_at(&secret, a.now(), 6);
+        let right = crate::second_factor::totp::code_at(&secret, a.now(), 6);
         for engine in [&a, &b] {
             assert_eq!(
                 submit(

@@ -56,7 +56,9 @@ use super::b2c::{
 };
 use super::fixed_url;
 use super::{Health, Input, NewAccount, Provider, Step, StepContext, StepError};
-use crate::upstream::{Followed, HttpSession, RedirectPolicy, UpstreamRequest, UpstreamResponse};
+use crate::flows::upstream::{
+    Followed, HttpSession, RedirectPolicy, UpstreamRequest, UpstreamResponse,
+};
 use crate::view::{FieldKind, FieldSpec, StepView};
 use crate::ErrorCode;
 
@@ -866,7 +868,7 @@ mod tests {
                 "{name} in {secrets}"
             );
         }
-        let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+        let now = crate::base::clock::Clock::now(&crate::base::clock::SystemClock);
         for name in ["access_token_expires_at", "ccc_token_expires_at"] {
             let at = secrets[name].as_i64().unwrap_or_default();
             assert!(at > now && at <= now + 2 * 3600, "{name} in {secrets}");
@@ -1298,7 +1300,7 @@ mod tests {
         let kept = s
             .secrets(s.submit(&flow, &[("code", &s.code())]).await)
             .await;
-        let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+        let now = crate::base::clock::Clock::now(&crate::base::clock::SystemClock);
 
         let Health::Accepted(Some(renewed)) =
             LynkcoProvider.check(&mut s.session(), now, &kept).await

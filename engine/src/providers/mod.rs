@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::upstream::HttpSession;
-use crate::users::UserId;
+use crate::flows::upstream::HttpSession;
+use crate::sign_in::users::UserId;
 use crate::view::StepView;
 use crate::ErrorCode;
 

@@ -43,7 +43,9 @@ use url::Url;
 
 use super::fixed_url;
 use super::{required, Health, Input, NewAccount, Provider, Step, StepContext, StepError};
-use crate::upstream::{Followed, HttpSession, RedirectPolicy, UpstreamRequest, UpstreamResponse};
+use crate::flows::upstream::{
+    Followed, HttpSession, RedirectPolicy, UpstreamRequest, UpstreamResponse,
+};
 use crate::view::{ActionSpec, FieldKind, FieldSpec, LinkSpec, StepView};
 use crate::ErrorCode;
 
@@ -990,7 +992,7 @@ mod tests {
     use sandbox::xiaomi::{self as double, XiaomiSandbox};
 
     use super::XiaomiState;
-    use crate::accounts::{AccountStatus, CheckOutcome};
+    use crate::accounts::store::{AccountStatus, CheckOutcome};
     use crate::engine::{Completion, Progress};
     use crate::providers::{Health, Provider};
     use crate::providers::{Purpose, StepError};

@@ -370,8 +370,9 @@ async fn seed_totp_users(engine: &engine::Engine, count: usize) -> Result<Vec<Su
                         .begin_app_enrollment(user.id, &user.email, then)
                         .await
                         .map_err(|e| format!("begin enrolment: {e}"))?;
-                    let secret = engine::totp::base32_decode(&enrolment.secret_base32)
-                        .ok_or("the enrolment's secret is not base32")?;
+                    let secret =
+                        engine::second_factor::totp::base32_decode(&enrolment.secret_base32)
+                            .ok_or("the enrolment's secret is not base32")?;
                     engine
                         .two_factor()
                         .confirm_app_enrollment(user.id, &loadgen::totp_code(&secret, then), then)
@@ -398,16 +399,17 @@ async fn seed_session_users(
     engine: &engine::Engine,
     count: usize,
 ) -> Result<Vec<Subject>, BoxError> {
-    let hash = engine::password::PasswordHasher::new(1)
+    let hash = engine::sign_in::password::PasswordHasher::new(1)
         .hash(PASSWORD)
         .await
         .map_err(|e| format!("hash: {e}"))?;
-    let users = engine::users::UserStore::new(engine.pool().clone());
+    let users = engine::sign_in::users::UserStore::new(engine.pool().clone());
     let now = unix_now();
     let mut all = Vec::with_capacity(count);
     for i in 0..count {
         let email = format!("soak-connect{i}@example.org");
-        let parsed = engine::email::Email::parse(&email).map_err(|e| format!("email: {e}"))?;
+        let parsed =
+            engine::base::email::Email::parse(&email).map_err(|e| format!("email: {e}"))?;
         let id = users
             .create(&parsed, &hash, now)
             .await

@@ -191,11 +191,11 @@ async fn seed_session_users(
     if count == 0 {
         return Ok(Vec::new());
     }
-    let hash = engine::password::PasswordHasher::new(1)
+    let hash = engine::sign_in::password::PasswordHasher::new(1)
         .hash(PASSWORD)
         .await
         .map_err(|e| format!("hash: {e}"))?;
-    let users = engine::users::UserStore::new(engine.pool().clone());
+    let users = engine::sign_in::users::UserStore::new(engine.pool().clone());
     let now = loadgen::unix_now();
     let next = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..8)
@@ -209,7 +209,8 @@ async fn seed_session_users(
                     if i >= count {
                         break Ok::<_, engine::ErrorCode>(out);
                     }
-                    let email = engine::email::Email::parse(&format!("connect{i}@example.org"))?;
+                    let email =
+                        engine::base::email::Email::parse(&format!("connect{i}@example.org"))?;
                     let id = users.create(&email, &hash, now).await?;
                     let token = engine.open_session(id).await?;
                     out.push(format!("stepgate_session={}", token.as_cookie_value()));

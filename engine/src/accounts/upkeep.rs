@@ -1,0 +1,699 @@
+//! Token upkeep: connected accounts stay alive without their users. Each provider says how to
+//! renew its session ([`crate::providers::Provider::renew`]: a refresh grant, Synergia's
+//! `refreshToken`, a new `serviceToken` from Xiaomi's `passToken`) and when its tokens expire
+//! ([`crate::providers::Provider::expires_at`]). Each account is renewed [`margin`] before that,
+//! and at least every [`MAX_RENEWAL_INTERVAL`]; the due time lives in the database, so a restart
+//! between "due" and "done" loses nothing.
+//!
+//! One account is never renewed twice at once: a worker first leases it in the database (any
+//! number of workers or instances), and inside one process the callers that want an account
+//! renewed now (an app reading its credentials) wait on one lock per account, so 50 of them
+//! make one refresh. A refresh rotates the refresh token: the new secrets are written in the one
+//! statement that also gives the lease back, right after the provider's answer.
+//!
+//! With Redis (several instances), the callers of all instances that want an account renewed
+//! now first take a Redis lease on it (`SET NX PX`, given back by compare-and-delete): one of
+//! them goes on to the database lease and the renewal, the others wait on the Redis key instead
+//! of polling the database. The database lease stays what decides, and fences the write: a
+//! Redis lease cannot be checked in the same atomic statement that stores the outcome (the
+//! secrets are in the database), so a holder paused past its Redis lease could otherwise store
+//! an outcome over a newer one. The upkeep's batch pass picks due accounts in the database and
+//! leases them there in the same statement, so it needs no Redis lease; an app read that gets
+//! the Redis lease while the upkeep holds the database one waits for the database lease.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::accounts::store::{AccountStatus, ClaimedRenewal, ConnectedAccount, RenewalOutcome};
+use crate::apps::events::AccountEvent;
+use crate::providers::Health;
+use crate::sign_in::users::UserId;
+use crate::store::redis::Redis;
+use crate::store::redis_counters::{lease_acquire, lease_held, lease_release};
+use crate::{Engine, ErrorCode};
+
+/// An account is renewed at least this often, whatever its tokens' lifetime (Nango's rule).
+pub const MAX_RENEWAL_INTERVAL: i64 = 24 * 3600;
+/// A lease runs out after this (a worker that died mid-renewal holds an account no longer).
+pub const LEASE_SECONDS: i64 = 60;
+/// Credentials this close to expiry are renewed before an app gets them, even if not yet due.
+const READ_MARGIN: i64 = 30;
+/// How many accounts one pass of the upkeep leases at most.
+const BATCH: i64 = 16;
+/// The first wait after an unreachable provider; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: i64 = 30;
+const MAX_BACKOFF: i64 = 3600;
+
+/// How long before its tokens expire an account is renewed: five minutes, or half the time
+/// left when that is shorter (tokens that live minutes, as in tests).
+pub fn margin(now: i64, expires_at: i64) -> i64 {
+    ((expires_at - now) / 2).clamp(0, 300)
+}
+
+/// When to renew next: a margin before `expires_at`, and no later than a day from `now`.
+pub fn next_due(now: i64, expires_at: Option<i64>) -> i64 {
+    let daily = now + MAX_RENEWAL_INTERVAL;
+    match expires_at {
+        Some(at) => (at - margin(now, at)).min(daily),
+        None => daily,
+    }
+}
+
+/// The wait after `failures` renewals in a row that could not reach the provider.
+pub fn backoff(failures: u32) -> i64 {
+    FIRST_BACKOFF
+        .saturating_mul(1_i64 << failures.min(20))
+        .min(MAX_BACKOFF)
+}
+
+/// One lock per account for the callers of one process, and with Redis the leases that stand
+/// for them across instances (see the module doc).
+#[derive(Clone, Default)]
+pub(crate) struct RenewalLocks {
+    local: Arc<Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>>,
+    redis: Option<Redis>,
+}
+
+/// Where an app read stands at an account's Redis lease.
+enum Gate {
+    /// No Redis: the database lease alone.
+    Open,
+    /// This read holds the Redis lease (with this token) until it gives it back.
+    Held(String),
+    /// Another read, here or on another instance, holds it.
+    Busy,
+}
+
+fn redis_error(e: redis::RedisError) -> ErrorCode {
+    tracing::error!(error = %e, "a renewal lease in Redis failed");
+    ErrorCode::Unknown
+}
+
+fn lease_name(account_id: i64) -> String {
+    format!("renewal:{account_id}")
+}
+
+impl RenewalLocks {
+    /// The locks of one engine; across instances through `redis` when there is one.
+    pub(crate) fn new(redis: Option<Redis>) -> Self {
+        Self {
+            local: Default::default(),
+            redis,
+        }
+    }
+
+    fn of(&self, account_id: i64) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.local.lock().unwrap_or_else(|e| e.into_inner());
+        // Locks nobody waits on are dropped as the map is used, so it stays small.
+        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+        locks.entry(account_id).or_default().clone()
+    }
+
+    /// Takes the account's Redis lease until `until` if there is Redis and it is free.
+    async fn enter(&self, account_id: i64, now: i64, until: i64) -> Result<Gate, ErrorCode> {
+        let Some(redis) = &self.redis else {
+            return Ok(Gate::Open);
+        };
+        let token = crate::flows::flow::FlowId::random().to_string();
+        let name = lease_name(account_id);
+        let got = lease_acquire(redis, &name, &token, now, until)
+            .await
+            .map_err(redis_error)?;
+        Ok(if got { Gate::Held(token) } else { Gate::Busy })
+    }
+
+    /// Gives the account's Redis lease back if `gate` holds it (a failure is only logged: the
+    /// lease runs out by itself).
+    async fn leave(&self, account_id: i64, gate: Gate) {
+        if let (Some(redis), Gate::Held(token)) = (&self.redis, gate) {
+            if let Err(e) = lease_release(redis, &lease_name(account_id), &token).await {
+                redis_error(e);
+            }
+        }
+    }
+
+    /// Whether someone holds the account's Redis lease.
+    async fn busy(&self, account_id: i64) -> Result<bool, ErrorCode> {
+        match &self.redis {
+            Some(redis) => lease_held(redis, &lease_name(account_id))
+                .await
+                .map_err(redis_error),
+            None => Ok(false),
+        }
+    }
+}
+
+impl Engine {
+    /// The lease holder's name for this engine (one per process).
+    fn worker(&self) -> &str {
+        &self.worker_id
+    }
+
+    /// Schedules the first renewal of an account just connected (or signed in again) with
+    /// `account`'s secrets; returns when it is due.
+    pub(crate) async fn schedule_first_renewal(
+        &self,
+        stored: &ConnectedAccount,
+        account: &crate::providers::NewAccount,
+    ) -> Result<i64, ErrorCode> {
+        let expires = self
+            .providers
+            .get(stored.provider.as_str())
+            .and_then(|p| p.expires_at(&account.secrets));
+        let due = next_due(self.clock.now(), expires);
+        self.accounts.schedule_renewal(stored.id, due).await?;
+        Ok(due)
+    }
+
+    /// One pass of the upkeep: leases the accounts due now and renews them. Returns how many
+    /// it handled.
+    pub async fn run_due_renewals(&self) -> Result<usize, ErrorCode> {
+        let now = self.clock.now();
+        let claimed = self
+            .accounts
+            .claim_due_renewals(now, now + LEASE_SECONDS, self.worker(), BATCH)
+            .await?;
+        let count = claimed.len();
+        for renewal in claimed {
+            self.renew_leased(&renewal).await;
+        }
+        Ok(count)
+    }
+
+    /// Runs [`Engine::run_due_renewals`] every `every` until the task is dropped.
+    pub fn spawn_upkeep(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match engine.run_due_renewals().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(accounts = n, "renewed due accounts"),
+                    Err(code) => tracing::warn!(%code, "the token upkeep pass failed"),
+                }
+            }
+        })
+    }
+
+    /// Renews an account this worker holds the lease of, and stores the outcome.
+    async fn renew_leased(&self, claimed: &ClaimedRenewal) -> RenewalOutcome {
+        let account = &claimed.account;
+        let outcome = self.renewal_outcome(claimed.user_id, account).await;
+        match &outcome {
+            RenewalOutcome::Rejected => tracing::info!(
+                account = account.id,
+                provider = account.provider,
+                "the provider refused to renew an account: it needs signing in again"
+            ),
+            RenewalOutcome::Unreachable { code, .. } => tracing::warn!(
+                account = account.id,
+                provider = account.provider,
+                %code,
+                "an account could not be renewed"
+            ),
+            _ => {}
+        }
+        let event = match &outcome {
+            RenewalOutcome::Renewed { .. } => Some(AccountEvent::Renewed),
+            RenewalOutcome::Unchanged { .. } => None,
+            RenewalOutcome::Rejected => {
+                (account.status != AccountStatus::NeedsSignIn).then_some(AccountEvent::NeedsSignIn)
+            }
+            RenewalOutcome::Unreachable { code, .. } => Some(AccountEvent::Unreachable(*code)),
+        };
+        match self
+            .accounts
+            .finish_renewal(claimed, self.worker(), &outcome, self.clock.now())
+            .await
+        {
+            Ok(true) => {
+                if let Some(event) = event {
+                    self.account_event(claimed.user_id, account, event).await;
+                }
+            }
+            Ok(false) => tracing::warn!(
+                account = account.id,
+                "a renewal's lease ran out before it finished; its outcome was not stored"
+            ),
+            Err(code) => tracing::error!(account = account.id, %code, "storing a renewal failed"),
+        }
+        outcome
+    }
+
+    async fn renewal_outcome(&self, user_id: UserId, account: &ConnectedAccount) -> RenewalOutcome {
+        let now = self.clock.now();
+        let unreachable = |code: ErrorCode, failures: u32| RenewalOutcome::Unreachable {
+            code,
+            retry_at: now + backoff(failures),
+        };
+        let failures = self.accounts.renew_failures(account.id).await.unwrap_or(0);
+        let Some(provider) = self.providers.get(account.provider.as_str()) else {
+            return unreachable(ErrorCode::NotFound, failures);
+        };
+        let secrets = match self.accounts.secrets(user_id, account.id).await {
+            Ok(secrets) => secrets,
+            Err(code) => return unreachable(code, failures),
+        };
+        let mut http = self.upstreams.session();
+        match provider.renew(&mut http, now, &secrets).await {
+            Health::Accepted(Some(renewed)) => {
+                let after = self.clock.now();
+                RenewalOutcome::Renewed {
+                    next_due: next_due(after, provider.expires_at(&renewed)),
+                    secrets: renewed,
+                }
+            }
+            Health::Accepted(None) => RenewalOutcome::Unchanged {
+                next_due: next_due(now, provider.expires_at(&secrets)),
+            },
+            Health::Rejected => RenewalOutcome::Rejected,
+            Health::Unreachable(code) => unreachable(code, failures),
+        }
+    }
+
+    /// Account `account_id` and its secrets, renewed first if they are due (an app is about to
+    /// use them). A read of fresh secrets takes no lock. Concurrent callers of a due account
+    /// share one renewal: in this process through the account's lock, across instances through
+    /// the Redis lease when there is Redis and the database lease (a caller that finds a lease
+    /// taken waits until it is given back, up to the lease's length).
+    pub(crate) async fn fresh_account(
+        &self,
+        user_id: UserId,
+        account_id: i64,
+    ) -> Result<(ConnectedAccount, serde_json::Value), ErrorCode> {
+        let (account, secrets) = self.accounts.get_with_secrets(user_id, account_id).await?;
+        if !self.renewal_wanted(&account, &secrets)? {
+            return Ok((account, secrets));
+        }
+        let lock = self.renewal_locks.of(account_id);
+        let _held = lock.lock().await;
+        let deadline = self.clock.now() + LEASE_SECONDS;
+        loop {
+            // Again under the lock: the caller before may have renewed it meanwhile.
+            let (account, secrets) = self.accounts.get_with_secrets(user_id, account_id).await?;
+            if !self.renewal_wanted(&account, &secrets)? {
+                return Ok((account, secrets));
+            }
+            let now = self.clock.now();
+            let gate = self
+                .renewal_locks
+                .enter(account_id, now, now + LEASE_SECONDS)
+                .await?;
+            if let Gate::Busy = gate {
+                // A read on this or another instance is renewing it: wait for its answer.
+                while self.renewal_locks.busy(account_id).await? {
+                    Self::wait_a_little(self.clock.now(), deadline).await?;
+                }
+                continue;
+            }
+            let renewed = self.renew_or_wait(user_id, account, now, deadline).await;
+            self.renewal_locks.leave(account_id, gate).await;
+            if let Some(answer) = renewed? {
+                return answer;
+            }
+        }
+    }
+
+    /// Leases the account in the database and renews it (`Some` with the answer), or waits
+    /// until whoever holds the database lease gives it back (`None`: look again).
+    async fn renew_or_wait(
+        &self,
+        user_id: UserId,
+        account: ConnectedAccount,
+        now: i64,
+        deadline: i64,
+    ) -> Result<Option<Result<(ConnectedAccount, serde_json::Value), ErrorCode>>, ErrorCode> {
+        let account_id = account.id;
+        if self
+            .accounts
+            .claim_renewal(
+                account_id,
+                account.renew_due_at,
+                now,
+                now + LEASE_SECONDS,
+                self.worker(),
+            )
+            .await?
+        {
+            let claimed = ClaimedRenewal { user_id, account };
+            return Ok(Some(match self.renew_leased(&claimed).await {
+                RenewalOutcome::Renewed { .. } | RenewalOutcome::Unchanged { .. } => {
+                    self.accounts.get_with_secrets(user_id, account_id).await
+                }
+                RenewalOutcome::Rejected => Err(ErrorCode::NeedsSignIn),
+                RenewalOutcome::Unreachable { code, .. } => Err(code),
+            }));
+        }
+        // Another worker or instance is renewing it: wait for its answer.
+        while self
+            .accounts
+            .renewal_under_way(account_id, self.clock.now())
+            .await?
+        {
+            Self::wait_a_little(self.clock.now(), deadline).await?;
+        }
+        Ok(None)
+    }
+
+    /// A pause between two looks at a lease held by someone else; `timeout` past `deadline`.
+    async fn wait_a_little(now: i64, deadline: i64) -> Result<(), ErrorCode> {
+        if now > deadline {
+            return Err(ErrorCode::Timeout);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok(())
+    }
+
+    /// Whether an app's read must renew the account first: `needs_sign_in` when it cannot be;
+    /// due by the schedule (which put the margin before expiry when it was made), or about to
+    /// expire whatever the schedule says.
+    fn renewal_wanted(
+        &self,
+        account: &ConnectedAccount,
+        secrets: &serde_json::Value,
+    ) -> Result<bool, ErrorCode> {
+        if account.status == AccountStatus::NeedsSignIn {
+            return Err(ErrorCode::NeedsSignIn);
+        }
+        let provider = self
+            .providers
+            .get(account.provider.as_str())
+            .ok_or(ErrorCode::NotFound)?;
+        let now = self.clock.now();
+        Ok(account.renew_due_at.is_some_and(|due| due <= now)
+            || provider
+                .expires_at(secrets)
+                .is_some_and(|at| at <= now + READ_MARGIN))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use sandbox::faults::Fault;
+    use sandbox::flameconnect::{self as double, FlameConnectSandbox};
+
+    use super::*;
+    use crate::accounts::store::AccountStatus;
+    use crate::base::clock::ManualClock;
+    use crate::providers::Purpose;
+    use crate::test_support::{
+        connected, engine_with, input, provider_config, register_owner, OWNER,
+    };
+
+    /// Tokens that live ten minutes, so the first renewal is due five minutes in.
+    const LIFETIME: i64 = 600;
+
+    struct Setup {
+        engine: Engine,
+        clock: ManualClock,
+        user: UserId,
+        account: ConnectedAccount,
+        sandbox: FlameConnectSandbox,
+        dir: tempfile::TempDir,
+    }
+
+    async fn open(dir: &tempfile::TempDir, sandbox: &FlameConnectSandbox) -> (Engine, ManualClock) {
+        engine_with(provider_config(dir.path(), &sandbox.upstreams()).await).await
+    }
+
+    /// A FlameConnect account connected at the manual clock's start.
+    async fn setup() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let sandbox = FlameConnectSandbox::spawn().await;
+        sandbox.set_access_token_lifetime(Duration::from_secs(LIFETIME as u64));
+        let (engine, clock) = open(&dir, &sandbox).await;
+        let user = register_owner(&engine).await;
+        let account = connected(
+            engine
+                .start_flow(
+                    "flameconnect",
+                    Purpose::Connect { user_id: user },
+                    Some(OWNER.into()),
+                    &input(&[
+                        ("email", double::DEMO_EMAIL),
+                        ("password", double::DEMO_PASSWORD),
+                    ]),
+                )
+                .await,
+        );
+        Setup {
+            engine,
+            clock,
+            user,
+            account,
+            sandbox,
+            dir,
+        }
+    }
+
+    impl Setup {
+        async fn stored(&self) -> (ConnectedAccount, serde_json::Value) {
+            let accounts = self.engine.accounts();
+            (
+                accounts.get(self.user, self.account.id).await.unwrap(),
+                accounts.secrets(self.user, self.account.id).await.unwrap(),
+            )
+        }
+
+        async fn run(&self) -> usize {
+            self.engine.run_due_renewals().await.unwrap()
+        }
+    }
+
+    #[test]
+    fn renewals_are_due_a_margin_before_expiry_and_at_least_daily() {
+        let now = 1_000_000;
+        assert_eq!(next_due(now, Some(now + 600)), now + 300);
+        assert_eq!(
+            next_due(now, Some(now + 10)),
+            now + 5,
+            "short-lived: half the time left"
+        );
+        assert_eq!(
+            next_due(now, Some(now - 5)),
+            now - 5,
+            "already expired: due now"
+        );
+        assert_eq!(next_due(now, Some(now + 3 * 86_400)), now + 86_400);
+        assert_eq!(next_due(now, None), now + MAX_RENEWAL_INTERVAL);
+        let waits: Vec<i64> = (0..9).map(backoff).collect();
+        assert_eq!(waits, [30, 60, 120, 240, 480, 960, 1920, 3600, 3600]);
+    }
+
+    #[tokio::test]
+    async fn an_account_is_renewed_a_margin_before_expiry_and_the_rotated_token_is_kept() {
+        let s = setup().await;
+        let start = s.engine.now();
+        assert_eq!(s.account.renew_due_at, Some(start + LIFETIME / 2));
+        let (_, before) = s.stored().await;
+
+        s.clock.advance(LIFETIME / 2 - 1);
+        assert_eq!(s.run().await, 0, "not due yet");
+        assert_eq!(s.sandbox.refreshes(), 0);
+        s.clock.advance(1);
+        assert_eq!(s.run().await, 1);
+        assert_eq!(s.sandbox.refreshes(), 1);
+
+        let (account, after) = s.stored().await;
+        assert_ne!(after["refresh_token"], before["refresh_token"]);
+        assert_ne!(after["access_token"], before["access_token"]);
+        assert_eq!(account.renewed_at, Some(s.engine.now()));
+        assert_eq!(account.renew_due_at, Some(s.engine.now() + LIFETIME / 2));
+        assert_eq!(account.status, AccountStatus::Active);
+        // The provider rotated the refresh token: the old one is spent, so only the stored
+        // new one can renew from here on.
+        let provider = &s.engine.providers["flameconnect"];
+        let mut http = s.engine.upstreams.session();
+        assert_eq!(
+            provider.renew(&mut http, s.engine.now(), &before).await,
+            Health::Rejected
+        );
+        s.clock.advance(LIFETIME / 2);
+        assert_eq!(s.run().await, 1);
+        assert_eq!(s.stored().await.0.status, AccountStatus::Active);
+    }
+
+    #[tokio::test]
+    async fn a_revoked_account_needs_sign_in_is_told_by_webhook_and_is_left_alone_until_then() {
+        let s = setup().await;
+        s.engine
+            .webhooks()
+            .set_url(s.user, "http://127.0.0.1:9/hook")
+            .await
+            .unwrap();
+        s.sandbox.revoke(double::DEMO_EMAIL);
+        s.clock.advance(LIFETIME / 2);
+        assert_eq!(s.run().await, 1);
+        let (account, _) = s.stored().await;
+        assert_eq!(account.status, AccountStatus::NeedsSignIn);
+        assert_eq!(account.renew_due_at, None);
+        let told = s.engine.webhooks().deliveries(s.user, 10).await.unwrap();
+        assert_eq!(told[0].event_type, "account.needs_sign_in");
+        assert_eq!(
+            s.engine.app_credentials(s.user, s.account.id).await,
+            Err(ErrorCode::NeedsSignIn)
+        );
+        s.clock.advance(MAX_RENEWAL_INTERVAL);
+        assert_eq!(s.run().await, 0);
+        assert_eq!(s.sandbox.refreshes(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_provider_degrades_the_account_and_backs_off() {
+        let s = setup().await;
+        s.sandbox.set_fault("refresh", Fault::Unavailable503);
+        s.clock.advance(LIFETIME / 2);
+        assert_eq!(s.run().await, 1);
+        let (account, _) = s.stored().await;
+        assert_eq!(account.status, AccountStatus::Degraded);
+        assert_eq!(account.last_error, Some(ErrorCode::ServiceUnavailable));
+        assert_eq!(account.renew_due_at, Some(s.engine.now() + backoff(0)));
+        s.clock.advance(backoff(0));
+        assert_eq!(s.run().await, 1);
+        assert_eq!(
+            s.stored().await.0.renew_due_at,
+            Some(s.engine.now() + backoff(1)),
+            "the wait doubles"
+        );
+        s.sandbox.clear_faults();
+        s.clock.advance(backoff(1));
+        assert_eq!(s.run().await, 1);
+        let (account, _) = s.stored().await;
+        assert_eq!(
+            (account.status, account.last_error),
+            (AccountStatus::Active, None)
+        );
+        assert_eq!(s.engine.accounts().renew_failures(account.id).await, Ok(0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_redis_an_app_read_waits_while_another_instance_holds_the_renewal_lease() {
+        let s = setup().await;
+        let Some(redis) = s.engine.renewal_locks.redis.clone() else {
+            eprintln!("renewal lease in Redis: skipped, STEPGATE_TEST_REDIS_URL is not set");
+            return;
+        };
+        let name = lease_name(s.account.id);
+        s.clock.advance(LIFETIME - 60);
+        let now = s.engine.now();
+        // Another instance's app read holds the Redis lease (its renewal under way).
+        assert!(
+            lease_acquire(&redis, &name, "other-instance", now, now + LEASE_SECONDS)
+                .await
+                .unwrap()
+        );
+        let read = {
+            let (engine, user, id) = (s.engine.clone(), s.user, s.account.id);
+            tokio::spawn(async move { engine.app_credentials(user, id).await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!read.is_finished(), "the read waits for the other instance");
+        assert_eq!(s.sandbox.refreshes(), 0);
+        // The other instance gives the lease back without having renewed (it died, say): the
+        // waiting read takes over, renews once and gives the lease back in turn.
+        assert!(lease_release(&redis, &name, "other-instance")
+            .await
+            .unwrap());
+        let answer = read.await.unwrap().unwrap();
+        assert!(answer["credentials"]["access_token"].is_string());
+        assert_eq!(s.sandbox.refreshes(), 1);
+        assert!(!lease_held(&redis, &name).await.unwrap());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn fifty_concurrent_credential_reads_share_one_refresh() {
+        let s = setup().await;
+        // Fresh tokens: a read renews nothing.
+        let fresh = s
+            .engine
+            .app_credentials(s.user, s.account.id)
+            .await
+            .unwrap();
+        assert!(fresh["credentials"]["access_token"].is_string());
+        assert!(
+            fresh["credentials"].get("refresh_token").is_none(),
+            "never handed out"
+        );
+        assert_eq!(s.sandbox.refreshes(), 0);
+
+        s.clock.advance(LIFETIME - 60);
+        let reads: Vec<_> = (0..50)
+            .map(|_| {
+                let (engine, user, id) = (s.engine.clone(), s.user, s.account.id);
+                tokio::spawn(async move { engine.app_credentials(user, id).await })
+            })
+            .collect();
+        let mut tokens = std::collections::HashSet::new();
+        for read in reads {
+            let answer = read.await.unwrap().unwrap();
+            tokens.insert(
+                answer["credentials"]["access_token"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+        assert_eq!(
+            s.sandbox.refreshes(),
+            1,
+            "one upstream refresh for 50 reads"
+        );
+        assert_eq!(tokens.len(), 1, "every read got the renewed token");
+        assert_ne!(
+            tokens.into_iter().next(),
+            fresh["credentials"]["access_token"]
+                .as_str()
+                .map(str::to_owned)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_renewal_due_before_a_restart_runs_after_it_and_a_dead_workers_lease_runs_out() {
+        let s = setup().await;
+        let id = s.account.id;
+        // A worker leases the account and dies before it renews it.
+        let now = s.engine.now() + LIFETIME / 2;
+        let leased = s
+            .engine
+            .accounts()
+            .claim_due_renewals(now, now + LEASE_SECONDS, "a-worker-that-died", 10)
+            .await
+            .unwrap();
+        assert_eq!(leased.len(), 1);
+        s.engine.pool().close().await;
+
+        // The server starts again (a new engine on the same database, its clock at the start).
+        let (engine, clock) = open(&s.dir, &s.sandbox).await;
+        clock.advance(LIFETIME / 2);
+        assert_eq!(
+            engine.run_due_renewals().await.unwrap(),
+            0,
+            "the lease still holds"
+        );
+        clock.advance(LEASE_SECONDS + 1);
+        assert_eq!(engine.run_due_renewals().await.unwrap(), 1);
+        assert_eq!(s.sandbox.refreshes(), 1);
+        let account = engine.accounts().get(s.user, id).await.unwrap();
+        assert_eq!(account.renewed_at, Some(engine.now()));
+        // The dead worker's late answer would not be stored: its lease is gone.
+        let late = engine
+            .accounts()
+            .finish_renewal(
+                &leased[0],
+                "a-worker-that-died",
+                &RenewalOutcome::Rejected,
+                engine.now(),
+            )
+            .await;
+        assert_eq!(late, Ok(false));
+        assert_eq!(
+            engine.accounts().get(s.user, id).await.unwrap().status,
+            AccountStatus::Active
+        );
+    }
+}

@@ -1,0 +1,287 @@
+//! What happens to a connected account, told once: each event is written to the account's audit
+//! log (shown on its page; never a secret) and, for the events a user's apps subscribe to
+//! (`account.connected`, `account.needs_sign_in`, `account.removed`), sent to the user's
+//! webhook. Failing to record an event never fails what caused it: it is logged instead.
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use crate::store::db::Pool;
+
+use crate::accounts::store::ConnectedAccount;
+use crate::sign_in::users::UserId;
+use crate::{Engine, ErrorCode};
+
+/// Something that happened to a connected account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountEvent {
+    Connected,
+    SignedInAgain,
+    /// Its tokens were renewed (by the upkeep, a check, or before an app read them).
+    Renewed,
+    /// The provider refused its tokens.
+    NeedsSignIn,
+    /// A renewal or check could not reach the provider.
+    Unreachable(ErrorCode),
+    /// An app read its credentials with API key `key_id` (its public part, `sgk_<id>`).
+    ApiRead {
+        key_id: String,
+    },
+    Removed,
+}
+
+impl AccountEvent {
+    /// The audit log's name for the event.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AccountEvent::Connected => "connected",
+            AccountEvent::SignedInAgain => "signed_in_again",
+            AccountEvent::Renewed => "renewed",
+            AccountEvent::NeedsSignIn => "needs_sign_in",
+            AccountEvent::Unreachable(_) => "unreachable",
+            AccountEvent::ApiRead { .. } => "api_read",
+            AccountEvent::Removed => "removed",
+        }
+    }
+
+    /// The webhook event type, for the events apps are told about.
+    pub fn webhook_type(&self) -> Option<&'static str> {
+        match self {
+            AccountEvent::Connected => Some("account.connected"),
+            AccountEvent::NeedsSignIn => Some("account.needs_sign_in"),
+            AccountEvent::Removed => Some("account.removed"),
+            _ => None,
+        }
+    }
+}
+
+/// One line of an account's audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub at: i64,
+    /// [`AccountEvent::name`].
+    pub event: String,
+    /// The error code, for failures.
+    pub code: Option<ErrorCode>,
+    /// The API key (its public part) that read the credentials, for reads.
+    pub api_key: Option<String>,
+}
+
+fn db_error(e: sqlx::Error) -> ErrorCode {
+    tracing::error!(error = %e, "audit log query failed");
+    ErrorCode::Unknown
+}
+
+#[derive(Clone)]
+pub struct AuditLog {
+    pool: Pool,
+}
+
+impl AuditLog {
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+
+    pub async fn record(
+        &self,
+        user_id: UserId,
+        account_id: i64,
+        event: &AccountEvent,
+        at: i64,
+    ) -> Result<(), ErrorCode> {
+        let (code, key) = match event {
+            AccountEvent::Unreachable(code) => (Some(code.as_str()), None),
+            AccountEvent::ApiRead { key_id } => (None, Some(key_id.as_str())),
+            _ => (None, None),
+        };
+        sqlx::query(
+            "INSERT INTO account_audit (user_id, account_id, at, event, code, api_key)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(user_id)
+        .bind(account_id)
+        .bind(at)
+        .bind(event.name())
+        .bind(code)
+        .bind(key)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// The newest `limit` entries of the user's account `account_id`, newest first.
+    pub async fn list(
+        &self,
+        user_id: UserId,
+        account_id: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>, ErrorCode> {
+        let rows = sqlx::query(
+            "SELECT at, event, code, api_key FROM account_audit
+             WHERE user_id = $1 AND account_id = $2 ORDER BY id DESC LIMIT $3",
+        )
+        .bind(user_id)
+        .bind(account_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                let code: Option<String> = row.try_get("code").map_err(db_error)?;
+                Ok(AuditEntry {
+                    at: row.try_get("at").map_err(db_error)?,
+                    event: row.try_get("event").map_err(db_error)?,
+                    code: code.and_then(|c| serde_json::from_value(c.into()).ok()),
+                    api_key: row.try_get("api_key").map_err(db_error)?,
+                })
+            })
+            .collect()
+    }
+}
+
+impl Engine {
+    /// Records `event` of `account` (see the module doc).
+    pub async fn account_event(
+        &self,
+        user_id: UserId,
+        account: &ConnectedAccount,
+        event: AccountEvent,
+    ) {
+        let now = self.clock.now();
+        if let Err(code) = self.audit.record(user_id, account.id, &event, now).await {
+            tracing::error!(account = account.id, %code, event = event.name(), "an account event was not recorded");
+        }
+        if let Some(kind) = event.webhook_type() {
+            self.send_webhook(user_id, kind, account, now).await;
+        }
+    }
+
+    /// The account's audit log, newest first (its owner's only).
+    pub async fn audit_log(
+        &self,
+        user_id: UserId,
+        account_id: i64,
+    ) -> Result<Vec<AuditEntry>, ErrorCode> {
+        self.audit.list(user_id, account_id, 100).await
+    }
+
+    /// Removes the user's account and its secrets, and tells the audit log and the webhook.
+    pub async fn remove_account(&self, user_id: UserId, account_id: i64) -> Result<(), ErrorCode> {
+        let account = self.accounts.get(user_id, account_id).await?;
+        self.accounts.remove(user_id, account_id).await?;
+        self.account_event(user_id, &account, AccountEvent::Removed)
+            .await;
+        Ok(())
+    }
+
+    async fn send_webhook(
+        &self,
+        user_id: UserId,
+        kind: &str,
+        account: &ConnectedAccount,
+        now: i64,
+    ) {
+        // What apps need to find the account; never a token.
+        let data = serde_json::json!({
+            "account_id": account.id,
+            "provider": account.provider,
+            "name": account.display_name,
+        });
+        if let Err(code) = self.webhooks.enqueue(user_id, kind, &data, now).await {
+            tracing::error!(account = account.id, %code, kind, "a webhook was not queued");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sandbox::flameconnect::{self as double, FlameConnectSandbox};
+
+    use super::*;
+    use crate::test_support::{connected, ProviderSetup};
+
+    fn events(log: &[AuditEntry]) -> Vec<&str> {
+        log.iter().rev().map(|e| e.event.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn an_accounts_life_is_in_its_audit_log_and_its_webhook_without_secrets() {
+        let s = ProviderSetup::new("flameconnect", FlameConnectSandbox::spawn().await).await;
+        s.engine
+            .webhooks()
+            .set_url(s.user_id, "http://127.0.0.1:9/stepgate-hook")
+            .await
+            .unwrap();
+        let account = connected(
+            s.start(&[
+                ("email", double::DEMO_EMAIL),
+                ("password", double::DEMO_PASSWORD),
+            ])
+            .await,
+        );
+        s.check().await;
+        s.sandbox.revoke(double::DEMO_EMAIL);
+        s.check().await;
+        s.check().await;
+        s.sandbox
+            .set_fault("refresh", sandbox::faults::Fault::Unavailable503);
+        s.check().await;
+        let log = s.engine.audit_log(s.user_id, account.id).await.unwrap();
+        assert_eq!(
+            events(&log),
+            ["connected", "renewed", "needs_sign_in", "unreachable"],
+            "needs_sign_in is told once, when the account turns"
+        );
+        assert_eq!(log[0].code, Some(ErrorCode::ServiceUnavailable));
+
+        s.engine
+            .remove_account(s.user_id, account.id)
+            .await
+            .unwrap();
+        let log = s.engine.audit_log(s.user_id, account.id).await.unwrap();
+        assert_eq!(log[0].event, "removed");
+        let sent: Vec<String> = s
+            .engine
+            .webhooks()
+            .deliveries(s.user_id, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .rev()
+            .map(|d| d.event_type)
+            .collect();
+        assert_eq!(
+            sent,
+            [
+                "account.connected",
+                "account.needs_sign_in",
+                "account.removed"
+            ]
+        );
+        let bodies: Vec<String> =
+            sqlx::query_scalar("SELECT CAST(body AS TEXT) FROM webhook_deliveries")
+                .fetch_all(s.engine.pool())
+                .await
+                .unwrap_or_default();
+        for body in &bodies {
+            assert!(!body.contains("token"), "{body}");
+        }
+        // Another user sees nothing of it.
+        assert!(s
+            .engine
+            .audit_log(s.user_id + 1, account.id)
+            .await
+            .unwrap()
+            .is_empty());
+        let raw: Vec<(String, Option<String>)> =
+            sqlx::query_as("SELECT event, code FROM account_audit")
+                .fetch_all(s.engine.pool())
+                .await
+                .unwrap();
+        assert!(raw
+            .iter()
+            .all(|(e, c)| !e.contains("token") && c.as_deref().is_none_or(|c| c.len() < 40)));
+    }
+}

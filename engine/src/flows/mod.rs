@@ -1,0 +1,13 @@
+//! The flow machinery: a flow's state, its stores (database or Redis), the runner that drives a
+//! provider step by step, and the one HTTP client every upstream request goes through.
+//!
+//! Who imports what: Imports `base`, `store`, `providers` (the runner drives them), `sign_in` and `accounts` (a
+//! finished flow opens a session or stores an account). Providers import `flow` and `upstream`
+//! from here, never the runner.
+//! The map of every folder is `engine/README.md`.
+
+pub mod flow;
+pub mod redis_store;
+pub mod runner;
+pub mod store;
+pub mod upstream;

@@ -1,0 +1,69 @@
+//! The security settings of a signed-in user, as the app calls them: the engine supplies the
+//! time and the TOTP site, so the app passes neither (no `engine.now()` in the app).
+
+use crate::second_factor::enrolment::{AppEnrollment, RegistrationCallback};
+use crate::second_factor::two_factor::TotpStatus;
+use crate::sign_in::sessions::SessionToken;
+use crate::sign_in::users::User;
+use crate::{Engine, ErrorCode};
+
+impl Engine {
+    /// Whether `user` has TOTP on, and how.
+    pub async fn totp_status(&self, user: &User) -> Result<Option<TotpStatus>, ErrorCode> {
+        self.two_factor().status(user.id).await
+    }
+
+    /// The TOTP site's `action=add` link for `user`, with a fresh single-use registration
+    /// token; the site sends the user back to `callback_url`.
+    pub async fn totp_site_setup_link(
+        &self,
+        user: &User,
+        callback_url: &str,
+    ) -> Result<String, ErrorCode> {
+        let tf = self.two_factor();
+        let token = tf.begin_site_enrollment(user.id, self.now()).await?;
+        Ok(tf.site.registration_link(&user.email, callback_url, &token))
+    }
+
+    /// The TOTP site's callback for the signed-in `user` of `session`. With 2FA on, every
+    /// other session of the user ends (each was opened without the second factor).
+    pub async fn complete_totp_site_setup(
+        &self,
+        user: &User,
+        session: &SessionToken,
+        callback: &RegistrationCallback,
+    ) -> Result<(), ErrorCode> {
+        self.two_factor()
+            .complete_site_enrollment(user.id, callback, self.now())
+            .await?;
+        self.end_sessions_but(user.id, session).await?;
+        Ok(())
+    }
+
+    /// A new authenticator-app secret for `user`, pending until a valid code confirms it.
+    pub async fn begin_app_enrollment(&self, user: &User) -> Result<AppEnrollment, ErrorCode> {
+        self.two_factor()
+            .begin_app_enrollment(user.id, &user.email, self.now())
+            .await
+    }
+
+    /// Turns TOTP on once the authenticator app shows a valid code; every other session of
+    /// the user ends (each was opened without the second factor).
+    pub async fn confirm_app_enrollment(
+        &self,
+        user: &User,
+        session: &SessionToken,
+        code: &str,
+    ) -> Result<(), ErrorCode> {
+        self.two_factor()
+            .confirm_app_enrollment(user.id, code, self.now())
+            .await?;
+        self.end_sessions_but(user.id, session).await?;
+        Ok(())
+    }
+
+    /// Turns TOTP off; a current code is required.
+    pub async fn disable_totp(&self, user: &User, code: &str) -> Result<(), ErrorCode> {
+        self.two_factor().disable(user.id, code, self.now()).await
+    }
+}

@@ -1,0 +1,180 @@
+//! What a signed-in user changes about their own sign-in: turning 2FA off and changing the
+//! password (sensitive acts: the session must have confirmed its user, `sudo.rs`). Both end
+//! the user's other sessions, which were opened under the old rules.
+
+use std::net::IpAddr;
+
+use crate::engine::{Engine, MAX_FIELD_BYTES};
+use crate::second_factor::two_factor::db_error;
+use crate::sign_in::sessions::SessionToken;
+use crate::{ErrorCode, SignInRefusal};
+
+impl Engine {
+    /// Turns TOTP off for the session's user. The session must be confirmed (sudo), and with
+    /// 2FA on that confirmation took a current code, so no second code is asked here (one
+    /// would also have to wait for the next time step: a code is accepted once).
+    pub async fn turn_off_totp(&self, session: &SessionToken) -> Result<(), ErrorCode> {
+        let user = self.require_sudo(session).await?;
+        let removed = sqlx::query("DELETE FROM totp_credentials WHERE user_id = $1")
+            .bind(user.id)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        if removed.rows_affected() == 0 {
+            return Err(ErrorCode::TwoFactorOff);
+        }
+        tracing::info!(user_id = user.id, "two-factor authentication turned off");
+        self.end_sessions_but(user.id, session).await?;
+        Ok(())
+    }
+
+    /// Changes the session's user's password: the current one (throttled like a sign-in),
+    /// then the new one twice under the rules of registering. Every other session of the user
+    /// ends; `session` stays. How many ended.
+    pub async fn change_password(
+        &self,
+        session: &SessionToken,
+        current: &str,
+        new: &str,
+        confirm: &str,
+        address: Option<IpAddr>,
+    ) -> Result<u64, SignInRefusal> {
+        let user = self.require_sudo(session).await?;
+        for field in [current, new, confirm] {
+            if field.is_empty() {
+                return Err(ErrorCode::MissingFields.into());
+            }
+            if field.len() > MAX_FIELD_BYTES {
+                return Err(ErrorCode::FieldTooLong.into());
+            }
+        }
+        crate::sign_in::password_policy::check_for(&user.email, new)?;
+        if new != confirm {
+            return Err(ErrorCode::PasswordMismatch.into());
+        }
+        self.check_current_password(&user, current, address).await?;
+        let hash = self.hasher.hash(new).await?;
+        self.users.set_password_hash(user.id, &hash).await?;
+        let ended = self.end_sessions_but(user.id, session).await?;
+        tracing::info!(user_id = user.id, ended, "password changed");
+        Ok(ended)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::sign_in::sudo::tests::{enable_app_totp, PASSWORD};
+    use crate::test_support::engine_in;
+    use crate::ErrorCode;
+
+    #[tokio::test]
+    async fn turning_two_factor_off_needs_a_confirmed_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, clock) = engine_in(&dir).await;
+        let user = engine
+            .register("off@example.org", PASSWORD, PASSWORD)
+            .await
+            .unwrap();
+        let session = engine.open_session(user.id).await.unwrap();
+        let secret = enable_app_totp(&engine, &user, &session).await;
+        assert_eq!(
+            engine.turn_off_totp(&session).await,
+            Err(ErrorCode::ConfirmIdentityRequired)
+        );
+        assert!(engine.totp_status(&user).await.unwrap().is_some());
+
+        clock.advance(30);
+        let code = crate::second_factor::totp::code_at(&secret, engine.now(), 6);
+        engine
+            .confirm_identity(&session, PASSWORD, Some(&code), None)
+            .await
+            .unwrap();
+        let other = engine.open_session(user.id).await.unwrap();
+        engine.turn_off_totp(&session).await.unwrap();
+        assert_eq!(engine.totp_status(&user).await.unwrap(), None);
+        assert_eq!(
+            engine.session_user(&other).await.unwrap(),
+            None,
+            "turning 2FA off ends the other sessions"
+        );
+        assert!(engine.session_user(&session).await.unwrap().is_some());
+        assert_eq!(
+            engine.turn_off_totp(&session).await,
+            Err(ErrorCode::TwoFactorOff)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_password_change_needs_the_current_password_and_ends_other_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _clock) = engine_in(&dir).await;
+        let user = engine
+            .register("change@example.org", PASSWORD, PASSWORD)
+            .await
+            .unwrap();
+        let here = engine.open_session(user.id).await.unwrap();
+        let phone = engine.open_session(user.id).await.unwrap();
+        let laptop = engine.open_session(user.id).await.unwrap();
+        const NEW: &str = "lantern-orchard-velvet-42";
+
+        assert_eq!(
+            engine
+                .change_password(&here, PASSWORD, NEW, NEW, None)
+                .await,
+            Err(ErrorCode::ConfirmIdentityRequired.into()),
+            "a sensitive act: confirm it's you first"
+        );
+        engine
+            .confirm_identity(&here, PASSWORD, None, None)
+            .await
+            .unwrap();
+        let refused = [
+            ("not-my-password-at-all", NEW, NEW, ErrorCode::WrongPassword),
+            (PASSWORD, "short", "short", ErrorCode::PasswordTooShort),
+            (
+                PASSWORD,
+                "password1234",
+                "password1234",
+                ErrorCode::PasswordTooWeak,
+            ),
+            (
+                PASSWORD,
+                NEW,
+                "lantern-orchard-velvet-43",
+                ErrorCode::PasswordMismatch,
+            ),
+            ("", NEW, NEW, ErrorCode::MissingFields),
+        ];
+        for (current, new, confirm, code) in refused {
+            assert_eq!(
+                engine
+                    .change_password(&here, current, new, confirm, None)
+                    .await,
+                Err(code.into()),
+                "{code:?}"
+            );
+        }
+        assert!(engine.session_user(&phone).await.unwrap().is_some());
+
+        assert_eq!(
+            engine
+                .change_password(&here, PASSWORD, NEW, NEW, None)
+                .await,
+            Ok(2)
+        );
+        assert_eq!(engine.session_user(&phone).await.unwrap(), None);
+        assert_eq!(engine.session_user(&laptop).await.unwrap(), None);
+        assert_eq!(
+            engine.session_user(&here).await.unwrap(),
+            Some(user.clone())
+        );
+        assert!(engine
+            .sign_in(None, "change@example.org", PASSWORD, None)
+            .await
+            .is_err());
+        assert!(engine
+            .sign_in(None, "change@example.org", NEW, None)
+            .await
+            .is_ok());
+    }
+}

@@ -1,0 +1,650 @@
+//! What the admin (the first account, see `registration.rs`) sees and does on `/admin/users`:
+//! every account with its sign-in facts, invites, disabling and enabling an account, resetting
+//! its second factor. Each act checks that the caller is an admin and is written to the admin
+//! audit log (who, what, whom, when) in the same transaction as the act itself.
+//!
+//! Disabling takes effect at once: the account's sessions are deleted with the flag, its API
+//! keys are refused from then on (`api_keys.rs` reads the flag on every call), and a sign-in
+//! that completes later is refused ([`Engine::admit_signed_in`]).
+
+use sqlx::Row;
+
+use crate::sign_in::invites::{InviteStore, InviteSummary, NewInvite};
+use crate::sign_in::sessions::SessionToken;
+use crate::sign_in::users::{User, UserId};
+use crate::{Engine, ErrorCode};
+
+/// One account as the admin page lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRow {
+    pub id: UserId,
+    pub email: String,
+    pub created_at: i64,
+    pub last_sign_in_at: Option<i64>,
+    pub two_factor_on: bool,
+    /// Sessions not yet expired.
+    pub live_sessions: i64,
+    pub is_admin: bool,
+    pub disabled_at: Option<i64>,
+}
+
+/// What an admin did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminAction {
+    InviteCreated,
+    AccountDisabled,
+    AccountEnabled,
+    SecondFactorReset,
+}
+
+impl AdminAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminAction::InviteCreated => "invite_created",
+            AdminAction::AccountDisabled => "account_disabled",
+            AdminAction::AccountEnabled => "account_enabled",
+            AdminAction::SecondFactorReset => "second_factor_reset",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            AdminAction::InviteCreated,
+            AdminAction::AccountDisabled,
+            AdminAction::AccountEnabled,
+            AdminAction::SecondFactorReset,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == text)
+    }
+
+    /// In words, for the log on the page.
+    pub fn describe(self) -> &'static str {
+        match self {
+            AdminAction::InviteCreated => "made an invite link",
+            AdminAction::AccountDisabled => "disabled the account",
+            AdminAction::AccountEnabled => "enabled the account",
+            AdminAction::SecondFactorReset => "reset the second factor of",
+        }
+    }
+}
+
+/// One line of the admin audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminAuditEntry {
+    pub at: i64,
+    pub admin_email: String,
+    pub action: AdminAction,
+    pub target_email: Option<String>,
+}
+
+fn db_error(e: sqlx::Error) -> ErrorCode {
+    tracing::error!(error = %e, "admin store failed");
+    ErrorCode::Unknown
+}
+
+async fn record(
+    conn: &mut sqlx::AnyConnection,
+    admin: &User,
+    action: AdminAction,
+    target: Option<(UserId, &str)>,
+    now: i64,
+) -> Result<(), ErrorCode> {
+    sqlx::query(
+        "INSERT INTO admin_audit (at, admin_id, admin_email, action, target_id, target_email)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(now)
+    .bind(admin.id)
+    .bind(&admin.email)
+    .bind(action.as_str())
+    .bind(target.map(|(id, _)| id))
+    .bind(target.map(|(_, email)| email.to_owned()))
+    .execute(conn)
+    .await
+    .map_err(db_error)?;
+    tracing::info!(admin = admin.id, action = action.as_str(), target = ?target.map(|(id, _)| id), "admin act");
+    Ok(())
+}
+
+impl Engine {
+    /// Whether `user` is an admin (and not disabled).
+    pub async fn is_admin(&self, user: &User) -> Result<bool, ErrorCode> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT is_admin FROM users WHERE id = $1 AND disabled_at IS NULL")
+                .bind(user.id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_error)?;
+        Ok(found == Some(1))
+    }
+
+    async fn require_admin(&self, user: &User) -> Result<(), ErrorCode> {
+        if self.is_admin(user).await? {
+            Ok(())
+        } else {
+            tracing::warn!(
+                user = user.id,
+                "refused an admin page or act to a non-admin"
+            );
+            Err(ErrorCode::AdminOnly)
+        }
+    }
+
+    /// Every account, oldest first.
+    pub async fn admin_accounts(&self, admin: &User) -> Result<Vec<AccountRow>, ErrorCode> {
+        self.require_admin(admin).await?;
+        let rows = sqlx::query(
+            "SELECT u.id, u.email, u.created_at, u.last_sign_in_at, u.is_admin, u.disabled_at,
+                 (SELECT COUNT(*) FROM sessions s WHERE s.user_id = u.id AND s.expires_at > $1)
+                     AS live_sessions,
+                 (SELECT COUNT(*) FROM totp_credentials t WHERE t.user_id = u.id) AS totp
+             FROM users u ORDER BY u.id",
+        )
+        .bind(self.clock.now())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.into_iter()
+            .map(|row| {
+                let is_admin: i64 = row.try_get("is_admin").map_err(db_error)?;
+                let totp: i64 = row.try_get("totp").map_err(db_error)?;
+                Ok(AccountRow {
+                    id: row.try_get("id").map_err(db_error)?,
+                    email: row.try_get("email").map_err(db_error)?,
+                    created_at: row.try_get("created_at").map_err(db_error)?,
+                    last_sign_in_at: row.try_get("last_sign_in_at").map_err(db_error)?,
+                    two_factor_on: totp > 0,
+                    live_sessions: row.try_get("live_sessions").map_err(db_error)?,
+                    is_admin: is_admin == 1,
+                    disabled_at: row.try_get("disabled_at").map_err(db_error)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The latest invites (never their tokens), newest first.
+    pub async fn admin_invites(
+        &self,
+        admin: &User,
+        limit: i64,
+    ) -> Result<Vec<InviteSummary>, ErrorCode> {
+        self.require_admin(admin).await?;
+        InviteStore::new(self.pool.clone()).recent(limit).await
+    }
+
+    /// The latest admin acts, newest first.
+    pub async fn admin_audit_log(
+        &self,
+        admin: &User,
+        limit: i64,
+    ) -> Result<Vec<AdminAuditEntry>, ErrorCode> {
+        self.require_admin(admin).await?;
+        let rows = sqlx::query(
+            "SELECT at, admin_email, action, target_email FROM admin_audit
+             ORDER BY at DESC, id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.into_iter()
+            .filter_map(|row| {
+                let action: String = match row.try_get("action") {
+                    Ok(action) => action,
+                    Err(e) => return Some(Err(db_error(e))),
+                };
+                // A line written by a newer Stepgate is skipped, not an error.
+                let action = AdminAction::parse(&action)?;
+                Some((|| {
+                    Ok(AdminAuditEntry {
+                        at: row.try_get("at").map_err(db_error)?,
+                        admin_email: row.try_get("admin_email").map_err(db_error)?,
+                        action,
+                        target_email: row.try_get("target_email").map_err(db_error)?,
+                    })
+                })())
+            })
+            .collect()
+    }
+
+    /// A new invite link's token (single use, seven days): shown to the admin this once.
+    pub async fn admin_create_invite(&self, admin: &User) -> Result<NewInvite, ErrorCode> {
+        self.require_admin(admin).await?;
+        let now = self.clock.now();
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let invite = InviteStore::create(&mut tx, admin.id, now).await?;
+        record(&mut tx, admin, AdminAction::InviteCreated, None, now).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(invite)
+    }
+
+    /// The email of account `id`, or `not_found`.
+    async fn email_of(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        id: UserId,
+    ) -> Result<String, ErrorCode> {
+        sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(conn)
+            .await
+            .map_err(db_error)?
+            .ok_or(ErrorCode::NotFound)
+    }
+
+    /// Disables account `target`: its sessions end now, its API keys are refused from now on,
+    /// and it cannot sign in until enabled again. An admin cannot disable their own account.
+    pub async fn admin_disable(&self, admin: &User, target: UserId) -> Result<(), ErrorCode> {
+        self.require_admin(admin).await?;
+        if target == admin.id {
+            return Err(ErrorCode::CannotDisableSelf);
+        }
+        let now = self.clock.now();
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        // The flag first, then the sessions: a sign-in completing meanwhile either finds the
+        // flag (and removes its own session) or had its session in place before this delete.
+        let flagged =
+            sqlx::query("UPDATE users SET disabled_at = $1 WHERE id = $2 AND disabled_at IS NULL")
+                .bind(now)
+                .bind(target)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?
+                .rows_affected();
+        let email = self.email_of(&mut tx, target).await?;
+        if flagged == 0 {
+            // Disabled already: nothing to do, nothing to log.
+            return Ok(());
+        }
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+            .bind(target)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        record(
+            &mut tx,
+            admin,
+            AdminAction::AccountDisabled,
+            Some((target, &email)),
+            now,
+        )
+        .await?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    /// Enables account `target` again: it may sign in (its old sessions stay ended).
+    pub async fn admin_enable(&self, admin: &User, target: UserId) -> Result<(), ErrorCode> {
+        self.require_admin(admin).await?;
+        let now = self.clock.now();
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let cleared = sqlx::query(
+            "UPDATE users SET disabled_at = NULL WHERE id = $1 AND disabled_at IS NOT NULL",
+        )
+        .bind(target)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?
+        .rows_affected();
+        let email = self.email_of(&mut tx, target).await?;
+        if cleared == 0 {
+            return Ok(());
+        }
+        record(
+            &mut tx,
+            admin,
+            AdminAction::AccountEnabled,
+            Some((target, &email)),
+            now,
+        )
+        .await?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    /// Turns account `target`'s TOTP off (its owner lost the authenticator): the password alone
+    /// signs in, and 2FA can be set up again. Its sessions end, as when 2FA is turned off.
+    /// `two_factor_off` when it was not on.
+    pub async fn admin_reset_second_factor(
+        &self,
+        admin: &User,
+        target: UserId,
+    ) -> Result<(), ErrorCode> {
+        self.require_admin(admin).await?;
+        let now = self.clock.now();
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let removed = sqlx::query("DELETE FROM totp_credentials WHERE user_id = $1")
+            .bind(target)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .rows_affected();
+        let email = self.email_of(&mut tx, target).await?;
+        if removed == 0 {
+            return Err(ErrorCode::TwoFactorOff);
+        }
+        sqlx::query("DELETE FROM totp_pending WHERE user_id = $1")
+            .bind(target)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        // The admin's own sessions stay: resetting one's own factor must not sign one out.
+        if target != admin.id {
+            sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+                .bind(target)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        }
+        record(
+            &mut tx,
+            admin,
+            AdminAction::SecondFactorReset,
+            Some((target, &email)),
+            now,
+        )
+        .await?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    /// Called once a sign-in opened `session` for `user_id`: notes the sign-in, or, when the
+    /// account is disabled, removes the session and refuses. One statement does both checks
+    /// after the session exists, and disabling sets the flag before it deletes sessions, so
+    /// whichever comes second sees the other: no session of a disabled account survives.
+    pub(crate) async fn admit_signed_in(
+        &self,
+        user_id: UserId,
+        session: &SessionToken,
+    ) -> Result<(), ErrorCode> {
+        let admitted = sqlx::query(
+            "UPDATE users SET last_sign_in_at = $1 WHERE id = $2 AND disabled_at IS NULL",
+        )
+        .bind(self.clock.now())
+        .bind(user_id)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?
+        .rows_affected()
+            == 1;
+        if admitted {
+            return Ok(());
+        }
+        self.sessions.delete(session).await?;
+        tracing::warn!(user_id, "refused a sign-in to a disabled account");
+        Err(ErrorCode::AccountDisabled)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sign_in::registration::{RegistrationMode, SignUp};
+    use crate::test_support::{engine_in, input, signed_in_user, start, submit};
+    use crate::{Completion, Progress};
+
+    const PASSWORD: &str = "correct-horse-battery-staple-17";
+
+    /// The admin (first account) and one more account, in open mode.
+    async fn admin_and_user(engine: &Engine) -> (User, User) {
+        let sign_up = |email: &'static str| SignUp {
+            mode: RegistrationMode::Open,
+            email,
+            password: PASSWORD,
+            confirm: PASSWORD,
+            invite: None,
+            address: None,
+        };
+        let admin = engine.sign_up(sign_up("admin@example.org")).await.unwrap();
+        let user = engine.sign_up(sign_up("user@example.org")).await.unwrap();
+        assert!(admin.is_admin && !user.is_admin);
+        (admin.user, user.user)
+    }
+
+    async fn password_sign_in(engine: &Engine, email: &str) -> Result<Progress, ErrorCode> {
+        start(
+            engine,
+            "local",
+            None,
+            &input(&[("email", email), ("password", PASSWORD)]),
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_disabled_account_loses_its_sessions_and_keys_at_once_and_cannot_sign_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _) = engine_in(&dir).await;
+        let (admin, user) = admin_and_user(&engine).await;
+        let sessions = [
+            engine.open_session(user.id).await.unwrap(),
+            engine.open_session(user.id).await.unwrap(),
+        ];
+        let admin_session = engine.open_session(admin.id).await.unwrap();
+        let (_, key) = engine.api_keys().create(user.id, "app", &[]).await.unwrap();
+        assert!(engine.api_keys().authenticate(key.as_str()).await.is_ok());
+
+        engine.admin_disable(&admin, user.id).await.unwrap();
+        for session in &sessions {
+            assert_eq!(engine.session_user(session).await.unwrap(), None);
+        }
+        assert_eq!(
+            engine
+                .api_keys()
+                .authenticate(key.as_str())
+                .await
+                .map(|c| c.user_id),
+            Err(ErrorCode::InvalidApiKey)
+        );
+        // The right password is refused in words, and no session is left behind.
+        assert_eq!(
+            password_sign_in(&engine, &user.email).await,
+            Err(ErrorCode::AccountDisabled)
+        );
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE user_id = $1")
+            .bind(user.id)
+            .fetch_one(engine.pool())
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
+        // A wrong password still reads as a wrong password: nothing is told without it.
+        let wrong = start(
+            &engine,
+            "local",
+            None,
+            &input(&[
+                ("email", &user.email),
+                ("password", "not-the-password-at-all"),
+            ]),
+        )
+        .await;
+        assert_eq!(wrong, Err(ErrorCode::InvalidAuth));
+        assert_eq!(
+            engine.session_user(&admin_session).await.unwrap(),
+            Some(admin.clone()),
+            "the admin's own session is untouched"
+        );
+
+        engine.admin_enable(&admin, user.id).await.unwrap();
+        assert!(signed_in_user(password_sign_in(&engine, &user.email).await).is_some());
+        assert!(engine.api_keys().authenticate(key.as_str()).await.is_ok());
+        for session in &sessions {
+            assert_eq!(
+                engine.session_user(session).await.unwrap(),
+                None,
+                "ended sessions stay ended"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sign_in_waiting_for_its_code_is_refused_once_the_account_is_disabled() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, clock) = engine_in(&dir).await;
+        let (admin, _) = admin_and_user(&engine).await;
+        let (user, secret) = crate::test_support::user_with_totp(&engine, "totp@example.org").await;
+        let flow = match start(
+            &engine,
+            "local",
+            None,
+            &input(&[
+                ("email", &user.email),
+                ("password", "password-1-quiet-harbor"),
+            ]),
+        )
+        .await
+        {
+            Ok(Progress::Next(view)) => view.flow_id,
+            other => panic!("expected the code step, got {other:?}"),
+        };
+        engine.admin_disable(&admin, user.id).await.unwrap();
+        // The enrolment used this step's code: the next step's is the right one.
+        clock.advance(30);
+        let code = crate::second_factor::totp::code_at(&secret, engine.now(), 6);
+        let answer = submit(&engine, &flow, None, &input(&[("code", &code)])).await;
+        assert_eq!(answer, Err(ErrorCode::AccountDisabled));
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE user_id = $1")
+            .bind(user.id)
+            .fetch_one(engine.pool())
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
+    }
+
+    #[tokio::test]
+    async fn only_an_admin_may_act_and_never_on_themself() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _) = engine_in(&dir).await;
+        let (admin, user) = admin_and_user(&engine).await;
+        assert_eq!(
+            engine.admin_accounts(&user).await,
+            Err(ErrorCode::AdminOnly)
+        );
+        assert_eq!(
+            engine.admin_create_invite(&user).await.map(|_| ()),
+            Err(ErrorCode::AdminOnly)
+        );
+        assert_eq!(
+            engine.admin_disable(&user, admin.id).await,
+            Err(ErrorCode::AdminOnly)
+        );
+        assert_eq!(
+            engine.admin_reset_second_factor(&user, admin.id).await,
+            Err(ErrorCode::AdminOnly)
+        );
+        assert_eq!(
+            engine.admin_audit_log(&user, 10).await,
+            Err(ErrorCode::AdminOnly)
+        );
+        assert_eq!(
+            engine.admin_disable(&admin, admin.id).await,
+            Err(ErrorCode::CannotDisableSelf)
+        );
+        assert_eq!(
+            engine.admin_disable(&admin, 9_999).await,
+            Err(ErrorCode::NotFound)
+        );
+        assert!(engine.is_admin(&admin).await.unwrap());
+        assert!(engine.admin_audit_log(&admin, 10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_list_shows_each_account_and_the_log_each_act() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, clock) = engine_in(&dir).await;
+        let (admin, user) = admin_and_user(&engine).await;
+        let (totp_user, _) = crate::test_support::user_with_totp(&engine, "totp@example.org").await;
+        engine.open_session(user.id).await.unwrap();
+        engine.open_session(user.id).await.unwrap();
+        clock.advance(60);
+        assert!(signed_in_user(password_sign_in(&engine, &user.email).await).is_some());
+
+        let rows = engine.admin_accounts(&admin).await.unwrap();
+        let emails: Vec<&str> = rows.iter().map(|r| r.email.as_str()).collect();
+        assert_eq!(
+            emails,
+            ["admin@example.org", "user@example.org", "totp@example.org"]
+        );
+        let row = &rows[1];
+        assert_eq!(row.live_sessions, 3);
+        assert_eq!(row.last_sign_in_at, Some(engine.now()));
+        assert_eq!(row.created_at, engine.now() - 60);
+        assert!(!row.two_factor_on && !row.is_admin && row.disabled_at.is_none());
+        assert!(rows[0].is_admin);
+        assert!(rows[2].two_factor_on);
+        assert_eq!(rows[2].last_sign_in_at, None, "never signed in");
+
+        engine.admin_create_invite(&admin).await.unwrap();
+        clock.advance(1);
+        engine.admin_disable(&admin, user.id).await.unwrap();
+        // Disabling twice does nothing the second time (and logs nothing).
+        engine.admin_disable(&admin, user.id).await.unwrap();
+        clock.advance(1);
+        engine.admin_enable(&admin, user.id).await.unwrap();
+        clock.advance(1);
+        engine
+            .admin_reset_second_factor(&admin, totp_user.id)
+            .await
+            .unwrap();
+        let log = engine.admin_audit_log(&admin, 10).await.unwrap();
+        let lines: Vec<(AdminAction, Option<&str>, &str)> = log
+            .iter()
+            .map(|e| (e.action, e.target_email.as_deref(), e.admin_email.as_str()))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                (
+                    AdminAction::SecondFactorReset,
+                    Some("totp@example.org"),
+                    "admin@example.org"
+                ),
+                (
+                    AdminAction::AccountEnabled,
+                    Some("user@example.org"),
+                    "admin@example.org"
+                ),
+                (
+                    AdminAction::AccountDisabled,
+                    Some("user@example.org"),
+                    "admin@example.org"
+                ),
+                (AdminAction::InviteCreated, None, "admin@example.org"),
+            ]
+        );
+        assert_eq!(log[0].at, engine.now());
+        let rows = engine.admin_accounts(&admin).await.unwrap();
+        assert_eq!(rows[1].live_sessions, 0, "disabling ended them");
+    }
+
+    #[tokio::test]
+    async fn a_reset_second_factor_lets_the_password_alone_sign_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _) = engine_in(&dir).await;
+        let (admin, _) = admin_and_user(&engine).await;
+        let (user, _) = crate::test_support::user_with_totp(&engine, "lost@example.org").await;
+        let session = engine.open_session(user.id).await.unwrap();
+        let form = input(&[
+            ("email", "lost@example.org"),
+            ("password", "password-1-quiet-harbor"),
+        ]);
+        let sign_in = || start(&engine, "local", None, &form);
+        assert!(
+            matches!(sign_in().await, Ok(Progress::Next(_))),
+            "code asked"
+        );
+
+        engine
+            .admin_reset_second_factor(&admin, user.id)
+            .await
+            .unwrap();
+        assert!(engine.totp_status(&user).await.unwrap().is_none());
+        assert_eq!(engine.session_user(&session).await.unwrap(), None);
+        assert!(matches!(
+            sign_in().await,
+            Ok(Progress::Done(Completion::SignedIn { .. }))
+        ));
+        assert_eq!(
+            engine.admin_reset_second_factor(&admin, user.id).await,
+            Err(ErrorCode::TwoFactorOff)
+        );
+    }
+}

@@ -1,0 +1,9 @@
+//! Where state lives: the database pool and its dialects (SQLite, Postgres), migrations, the
+//! Redis connection and its hot-state scripts.
+//!
+//! Who imports what: Imports only `base` and `error`; every room above may import it.
+//! The map of every folder is `engine/README.md`.
+
+pub mod db;
+pub mod redis;
+pub mod redis_counters;
