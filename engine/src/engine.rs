@@ -1,38 +1,58 @@
-//! [`Engine`]: the one object the app talks to. It owns the database, the stores and the
-//! providers, and runs every flow by the same rules. Local accounts (registering, signing in)
-//! are in `local_accounts.rs`, the flow runner in `flow_runner.rs`.
+//! [`Engine`]: the one facade the app and the server call. [`Engine::open`] builds each
+//! concern's service once (choosing, once, where hot state lives: the database or Redis), and
+//! every method here is a few lines that hand the call to the service that owns it. Nothing
+//! below this file imports it; `engine/README.md` maps the services' folders.
 
-use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::store::db::Pool;
-
-use crate::accounts::store::{AccountStore, ConnectedAccount};
+use crate::accounts::app_credentials::AppCredentials;
+use crate::accounts::health::AccountHealth;
+use crate::accounts::leases::{DatabaseLeaseOnly, RedisLeases, RenewalLocks, SharedLeases};
+use crate::accounts::store::{AccountStore, CheckOutcome, ConnectedAccount};
+use crate::accounts::upkeep::Upkeep;
 use crate::apps::api_keys::ApiKeyStore;
+use crate::apps::api_rate::{ApiRateBuckets, MemoryApiRate, RedisApiRate};
+use crate::apps::events::{AccountEvent, AccountEvents, AuditEntry, AuditLog};
+use crate::apps::webhooks::WebhookStore;
 use crate::base::clock::{Clock, SystemClock};
 use crate::base::crypto::SecretBox;
 use crate::base::secrets::SecretKey;
-use crate::flows::flow::DEFAULT_FLOW_TTL;
+use crate::flows::flow::{FlowId, DEFAULT_FLOW_TTL};
 use crate::flows::redis_store::RedisFlowStore;
+use crate::flows::runner::{FlowRunner, Progress};
 use crate::flows::store::{FlowStore, SqliteFlowStore};
 use crate::flows::upstream::{UpstreamMap, Upstreams, DEFAULT_STEP_TIMEOUT};
-use crate::providers::{local::LocalProvider, AnyProvider, Input, Provider};
+use crate::providers::{
+    local::LocalProvider, AnyProvider, Input, Provider, ProviderRegistry, Purpose, StepError,
+};
+use crate::second_factor::attempts::{RedisSecondFactorCounts, SecondFactorAttempts};
+use crate::second_factor::enrolment::{AppEnrollment, RegistrationCallback};
+use crate::second_factor::settings::SecondFactorSettings;
 use crate::second_factor::totp_site::TotpSite;
-use crate::second_factor::two_factor::TwoFactor;
+use crate::second_factor::two_factor::{TotpStatus, TwoFactor};
+use crate::sign_in::account_security::AccountSecurity;
+use crate::sign_in::admin::{AccountRow, Admin, AdminAuditEntry};
+use crate::sign_in::invites::{InviteSummary, NewInvite};
+use crate::sign_in::local_accounts::{LocalAccounts, SignInRefusal};
 use crate::sign_in::password::PasswordHasher;
+use crate::sign_in::registration::{Registration, SignUp, SignUpRefusal, SignedUp};
+use crate::sign_in::session_list::{SessionInfo, Sessions};
 use crate::sign_in::sessions::{SessionStore, SessionToken};
+use crate::sign_in::sudo::{Sudo, SudoState};
 use crate::sign_in::throttle::SignInThrottle;
+use crate::sign_in::throttle_counters::{
+    DatabaseThrottleCounters, RedisThrottleCounters, ThrottleCounters,
+};
 use crate::sign_in::users::{User, UserId, UserStore};
+use crate::store::db::{self, Pool};
 use crate::store::redis::Redis;
-use crate::view::FlowView;
-use crate::{store::db, ErrorCode};
+use crate::view::{FlowView, StepView};
+use crate::ErrorCode;
 
 /// The Redis key prefix when `STEPGATE_REDIS_PREFIX` does not name one.
 pub const DEFAULT_REDIS_PREFIX: &str = "stepgate:";
-
-/// The longest value any form field may carry; longer input is refused before any work.
-pub const MAX_FIELD_BYTES: usize = 1024;
 
 pub struct EngineConfig {
     /// `sqlite://…` or `postgres://…` URL of the database.
@@ -92,67 +112,67 @@ impl EngineConfig {
     }
 }
 
-/// What a finished flow produced.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Completion {
-    /// A local account proved who it is: the app opens a session for it.
-    /// The session is open already: the app sets its cookie. (The engine opens it so that
-    /// completing a flow and opening its session cannot come apart in a crash.)
-    SignedIn {
-        user_id: UserId,
-        session: SessionToken,
-    },
-    /// A third-party account was connected (and stored).
-    Connected(ConnectedAccount),
-    /// A connected account was signed in again: its secrets were replaced in place.
-    Reauthenticated(ConnectedAccount),
+/// Where hot state lives, chosen once in [`Engine::open`]: every instance's share in Redis
+/// (`STEPGATE_REDIS_URL`), or the database's.
+struct HotState {
+    flows: Arc<dyn FlowStore>,
+    throttle: Arc<dyn ThrottleCounters>,
+    second_factor: SecondFactorAttempts,
+    leases: Arc<dyn SharedLeases>,
+    api_rate: Arc<dyn ApiRateBuckets>,
 }
 
-/// Where a flow stands after a step.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Progress {
-    Next(FlowView),
-    Done(Completion),
+impl HotState {
+    fn in_redis(redis: Redis, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            flows: Arc::new(RedisFlowStore::new(redis.clone(), clock)),
+            throttle: Arc::new(RedisThrottleCounters::new(redis.clone())),
+            second_factor: SecondFactorAttempts::new(Arc::new(RedisSecondFactorCounts::new(
+                redis.clone(),
+            ))),
+            leases: Arc::new(RedisLeases::new(redis.clone())),
+            api_rate: Arc::new(RedisApiRate::new(redis)),
+        }
+    }
+
+    fn in_database(pool: &Pool) -> Self {
+        Self {
+            flows: Arc::new(SqliteFlowStore::new(pool.clone())),
+            throttle: Arc::new(DatabaseThrottleCounters::new(pool.clone())),
+            second_factor: SecondFactorAttempts::in_database(pool.clone()),
+            leases: Arc::new(DatabaseLeaseOnly),
+            // One instance: its buckets are exact in memory.
+            api_rate: Arc::new(MemoryApiRate::default()),
+        }
+    }
 }
 
 #[derive(Clone)]
 pub struct Engine {
     pub(crate) pool: Pool,
+    pub(crate) clock: Arc<dyn Clock>,
+    providers: ProviderRegistry,
     pub(crate) flows: Arc<dyn FlowStore>,
-    pub(crate) users: UserStore,
-    pub(crate) sessions: SessionStore,
+    session_store: SessionStore,
     pub(crate) accounts: AccountStore,
     api_keys: ApiKeyStore,
-    pub(crate) hasher: PasswordHasher,
+    api_rate: Arc<dyn ApiRateBuckets>,
+    pub(crate) webhooks: WebhookStore,
     two_factor: TwoFactor,
-    pub(crate) throttle: SignInThrottle,
-    pub(crate) providers: Arc<HashMap<&'static str, Arc<dyn AnyProvider>>>,
-    /// The registered third-party providers as (name, title), in the picker's order.
-    pub(crate) connectable: Arc<Vec<(&'static str, &'static str)>>,
-    pub(crate) upstreams: Upstreams,
-    /// Seals flow state (bound to the flow id).
-    pub(crate) secrets: SecretBox,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) flow_ttl: Duration,
-    /// See [`EngineConfig::account_check_interval`].
-    pub(crate) check_interval: i64,
-    /// This process's name as a renewal lease holder (random per engine).
-    pub(crate) worker_id: Arc<str>,
-    /// Shared hot state when `STEPGATE_REDIS_URL` is set (also the app API's rate buckets).
-    pub(crate) redis: Option<Redis>,
-    /// One lock per account for renewals wanted now (see `upkeep.rs`).
-    pub(crate) renewal_locks: crate::accounts::upkeep::RenewalLocks,
-    /// The users' webhook URLs and deliveries (see `webhooks.rs`).
-    pub(crate) webhooks: crate::apps::webhooks::WebhookStore,
-    /// What happened to each connected account (see `events.rs`).
-    pub(crate) audit: crate::apps::events::AuditLog,
-}
-
-pub(crate) fn check_field_sizes(input: &Input) -> Result<(), ErrorCode> {
-    if input.values().any(|v| v.len() > MAX_FIELD_BYTES) {
-        return Err(ErrorCode::FieldTooLong);
-    }
-    Ok(())
+    throttle: SignInThrottle,
+    // The services, one per concern.
+    pub(crate) runner: FlowRunner,
+    pub(crate) local_accounts: LocalAccounts,
+    pub(crate) registration: Registration,
+    pub(crate) session_list: Sessions,
+    pub(crate) sudo: Sudo,
+    pub(crate) account_security: AccountSecurity,
+    pub(crate) admin: Admin,
+    pub(crate) second_factor: SecondFactorSettings,
+    pub(crate) events: AccountEvents,
+    pub(crate) health: AccountHealth,
+    pub(crate) upkeep: Upkeep,
+    pub(crate) app_credentials: AppCredentials,
 }
 
 impl Engine {
@@ -166,82 +186,165 @@ impl Engine {
     ) -> Result<Engine, sqlx::Error> {
         let pool = db::connect(&config.database_url).await?;
         // With Redis, what is short-lived and hot lives there (pending flows, throttle and
-        // back-off counters, renewal leases) so instances share it; without, the database.
-        let redis = match &config.redis_url {
-            Some(url) => Some(Redis::connect_for_engine(url, &config.redis_prefix).await?),
-            None => None,
-        };
-        let flows: Arc<dyn FlowStore> = match &redis {
-            Some(redis) => Arc::new(RedisFlowStore::new(redis.clone(), clock.clone())),
-            None => Arc::new(SqliteFlowStore::new(pool.clone())),
+        // back-off counters, renewal leases, API rate buckets) so instances share it; without,
+        // the database (and memory for the API's buckets). Chosen here, once.
+        let hot = match &config.redis_url {
+            Some(url) => HotState::in_redis(
+                Redis::connect_for_engine(url, &config.redis_prefix).await?,
+                clock.clone(),
+            ),
+            None => HotState::in_database(&pool),
         };
         let users = UserStore::new(pool.clone());
         let hasher = PasswordHasher::new(config.hash_slots).with_queue_wait(config.hash_queue_wait);
         let secrets = SecretBox::new(&config.secret_key);
         let two_factor = TwoFactor::new(pool.clone(), secrets.clone(), config.totp_site)
-            .with_redis(redis.clone());
-        let local: Arc<dyn AnyProvider> = Arc::new(LocalProvider::new(
+            .with_attempts(hot.second_factor);
+        let throttle = SignInThrottle::new(hot.throttle);
+        let session_store = SessionStore::new(pool.clone()).with_idle(config.session_idle);
+        let accounts = AccountStore::new(pool.clone(), secrets.clone());
+        let webhooks = WebhookStore::new(
+            pool.clone(),
+            secrets.clone(),
+            clock.clone(),
+            config.webhook_allow,
+        );
+        let upstreams = Upstreams::new(config.upstreams, config.step_timeout);
+        let providers = ProviderRegistry::new(Arc::new(LocalProvider::new(
             users.clone(),
             hasher.clone(),
             two_factor.clone(),
-        ));
-        let connectable = crate::providers::connectable();
-        let picker = connectable.iter().map(|p| (p.name(), p.title())).collect();
-        let mut providers = HashMap::from([(local.name(), local)]);
-        providers.extend(connectable.into_iter().map(|p| (p.name(), p)));
-        Ok(Engine {
-            flows,
-            sessions: SessionStore::new(pool.clone()).with_idle(config.session_idle),
-            throttle: SignInThrottle::new(pool.clone()).with_redis(redis.clone()),
-            accounts: AccountStore::new(pool.clone(), secrets.clone()),
-            api_keys: ApiKeyStore::new(pool.clone(), clock.clone()),
-            webhooks: crate::apps::webhooks::WebhookStore::new(
-                pool.clone(),
-                secrets.clone(),
-                clock.clone(),
-                config.webhook_allow,
-            ),
-            upstreams: Upstreams::new(config.upstreams, config.step_timeout),
+        )));
+
+        let session_list = Sessions {
+            pool: pool.clone(),
+            sessions: session_store.clone(),
+            clock: clock.clone(),
+        };
+        let admin = Admin {
+            pool: pool.clone(),
+            sessions: session_store.clone(),
+            clock: clock.clone(),
+        };
+        let events = AccountEvents {
+            accounts: accounts.clone(),
+            audit: AuditLog::new(pool.clone()),
+            webhooks: webhooks.clone(),
+            clock: clock.clone(),
+        };
+        let upkeep = Upkeep {
+            accounts: accounts.clone(),
+            providers: providers.clone(),
+            upstreams: upstreams.clone(),
+            events: events.clone(),
+            clock: clock.clone(),
+            renewal_locks: RenewalLocks::new(hot.leases),
+            worker_id: FlowId::random().to_string().into(),
+        };
+        let runner = FlowRunner {
+            flows: hot.flows.clone(),
+            providers: providers.clone(),
+            upstreams: upstreams.clone(),
             secrets,
-            users,
-            hasher,
-            two_factor,
-            providers: Arc::new(providers),
-            connectable: Arc::new(picker),
-            clock,
+            clock: clock.clone(),
             flow_ttl: config.flow_ttl,
-            check_interval: config.account_check_interval,
-            worker_id: crate::flows::flow::FlowId::random().to_string().into(),
-            redis: redis.clone(),
-            renewal_locks: crate::accounts::upkeep::RenewalLocks::new(redis),
-            audit: crate::apps::events::AuditLog::new(pool.clone()),
+            accounts: accounts.clone(),
+            sessions: session_store.clone(),
+            events: events.clone(),
+            upkeep: upkeep.clone(),
+            admin: admin.clone(),
+        };
+        let sudo = Sudo {
+            sessions: session_store.clone(),
+            users: users.clone(),
+            hasher: hasher.clone(),
+            throttle: throttle.clone(),
+            two_factor: two_factor.clone(),
+            clock: clock.clone(),
+        };
+        Ok(Engine {
+            local_accounts: LocalAccounts {
+                users: users.clone(),
+                hasher: hasher.clone(),
+                throttle: throttle.clone(),
+                clock: clock.clone(),
+                runner: runner.clone(),
+            },
+            registration: Registration {
+                pool: pool.clone(),
+                users: users.clone(),
+                hasher: hasher.clone(),
+                throttle: throttle.clone(),
+                clock: clock.clone(),
+            },
+            account_security: AccountSecurity {
+                pool: pool.clone(),
+                users,
+                hasher,
+                sudo: sudo.clone(),
+                sessions: session_list.clone(),
+            },
+            second_factor: SecondFactorSettings {
+                two_factor: two_factor.clone(),
+                sessions: session_list.clone(),
+                clock: clock.clone(),
+            },
+            health: AccountHealth {
+                accounts: accounts.clone(),
+                providers: providers.clone(),
+                upstreams,
+                events: events.clone(),
+                clock: clock.clone(),
+                check_interval: config.account_check_interval,
+            },
+            app_credentials: AppCredentials {
+                upkeep: upkeep.clone(),
+                events: events.clone(),
+            },
+            flows: hot.flows,
+            api_rate: hot.api_rate,
+            api_keys: ApiKeyStore::new(pool.clone(), clock.clone()),
+            runner,
+            sudo,
+            session_list,
+            admin,
+            events,
+            upkeep,
+            session_store,
+            accounts,
+            webhooks,
+            two_factor,
+            throttle,
+            providers,
+            clock,
             pool,
         })
     }
 
-    /// Adds (or replaces) a provider; the engine runs its flows like every other's.
-    pub fn with_provider(mut self, provider: impl Provider) -> Engine {
-        let provider: Arc<dyn AnyProvider> = Arc::new(provider);
-        let mut providers = (*self.providers).clone();
-        providers.insert(provider.name(), provider);
-        self.providers = Arc::new(providers);
+    /// Adds (or replaces) a provider; the engine (and its clones) run its flows like every
+    /// other's.
+    pub fn with_provider(self, provider: impl Provider) -> Engine {
+        self.providers
+            .add(Arc::new(provider) as Arc<dyn AnyProvider>);
         self
     }
 
-    /// The connected accounts.
+    /// The connected accounts' store, for tools and tests (the app calls the methods below).
     pub fn accounts(&self) -> &AccountStore {
         &self.accounts
     }
 
-    /// The API keys of the users' own apps.
+    /// The API keys' store, for tools and tests.
     pub fn api_keys(&self) -> &ApiKeyStore {
         &self.api_keys
     }
 
+    /// The database, for tools (loadgen seeds and checks through it) and tests.
     pub fn pool(&self) -> &Pool {
         &self.pool
     }
 
+    /// The second factor's store, for tools and tests.
     pub fn two_factor(&self) -> &TwoFactor {
         &self.two_factor
     }
@@ -250,17 +353,19 @@ impl Engine {
         self.clock.now()
     }
 
+    // Sessions
+
     /// Opens a new session for `user_id`: always a fresh token (ASVS 3.2.1).
     pub async fn open_session(&self, user_id: UserId) -> Result<SessionToken, ErrorCode> {
-        self.sessions.create(user_id, self.clock.now()).await
+        self.session_store.create(user_id, self.clock.now()).await
     }
 
     pub async fn session_user(&self, token: &SessionToken) -> Result<Option<User>, ErrorCode> {
-        self.sessions.user_of(token, self.clock.now()).await
+        self.session_store.user_of(token, self.clock.now()).await
     }
 
     pub async fn close_session(&self, token: &SessionToken) -> Result<(), ErrorCode> {
-        self.sessions.delete(token).await
+        self.session_store.delete(token).await
     }
 
     /// Drops expired flows and sessions; the server calls this every minute.
@@ -269,8 +374,448 @@ impl Engine {
         let flows = self.flows.purge_expired(now).await?;
         self.two_factor.purge_expired(now).await?;
         self.throttle.purge_expired(now).await?;
-        let sessions = self.sessions.purge_expired(now).await?;
+        let sessions = self.session_store.purge_expired(now).await?;
         Ok((flows, sessions))
+    }
+
+    // The app API
+
+    /// Takes one request token from API key `key_id`'s bucket: `Ok` to serve, or the seconds
+    /// to wait (shared by every instance with Redis).
+    pub async fn take_api_token(
+        &self,
+        key_id: &str,
+        per_second: f64,
+        burst: f64,
+    ) -> Result<(), u64> {
+        self.api_rate.take(key_id, per_second, burst).await
+    }
+
+    /// The users' webhook URLs and deliveries.
+    pub fn webhooks(&self) -> &WebhookStore {
+        &self.webhooks
+    }
+
+    /// Sends the webhook deliveries due now; returns how many were attempted.
+    pub async fn deliver_webhooks_now(&self) -> Result<usize, ErrorCode> {
+        self.webhooks.deliver_now().await
+    }
+
+    /// Runs [`Engine::deliver_webhooks_now`] every `every` until the task is dropped.
+    pub fn spawn_webhook_delivery(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        self.webhooks.spawn_delivery(every)
+    }
+
+    // Sessions
+
+    /// How long an unused session lives, in seconds (`STEPGATE_SESSION_IDLE`).
+    pub fn session_idle_seconds(&self) -> i64 {
+        self.session_list.session_idle_seconds()
+    }
+
+    /// Notes which browser (`User-Agent`) and address opened the session, for the list.
+    pub async fn note_session_client(
+        &self,
+        session: &SessionToken,
+        user_agent: Option<&str>,
+        address: Option<IpAddr>,
+    ) -> Result<(), ErrorCode> {
+        self.session_list
+            .note_session_client(session, user_agent, address)
+            .await
+    }
+
+    /// The live sessions of `current`'s user, most recently used first; `not_signed_in`
+    /// without a live `current`.
+    pub async fn list_sessions(
+        &self,
+        current: &SessionToken,
+    ) -> Result<Vec<SessionInfo>, ErrorCode> {
+        self.session_list.list_sessions(current).await
+    }
+
+    /// Ends the session the list names `id` (one of `current`'s user's); `not_found` if there
+    /// is none. True when that was `current` itself (this browser is signed out).
+    pub async fn end_session(&self, current: &SessionToken, id: &str) -> Result<bool, ErrorCode> {
+        self.session_list.end_session(current, id).await
+    }
+
+    /// Ends every session of `current`'s user but `current`; how many ended.
+    pub async fn end_other_sessions(&self, current: &SessionToken) -> Result<u64, ErrorCode> {
+        self.session_list.end_other_sessions(current).await
+    }
+
+    // Admin
+
+    /// Whether `user` is an admin (and not disabled).
+    pub async fn is_admin(&self, user: &User) -> Result<bool, ErrorCode> {
+        self.admin.is_admin(user).await
+    }
+
+    /// Every account, oldest first.
+    pub async fn admin_accounts(&self, admin: &User) -> Result<Vec<AccountRow>, ErrorCode> {
+        self.admin.admin_accounts(admin).await
+    }
+
+    /// The latest invites (never their tokens), newest first.
+    pub async fn admin_invites(
+        &self,
+        admin: &User,
+        limit: i64,
+    ) -> Result<Vec<InviteSummary>, ErrorCode> {
+        self.admin.admin_invites(admin, limit).await
+    }
+
+    /// The latest admin acts, newest first.
+    pub async fn admin_audit_log(
+        &self,
+        admin: &User,
+        limit: i64,
+    ) -> Result<Vec<AdminAuditEntry>, ErrorCode> {
+        self.admin.admin_audit_log(admin, limit).await
+    }
+
+    /// A new invite link's token (single use, seven days): shown to the admin this once.
+    pub async fn admin_create_invite(&self, admin: &User) -> Result<NewInvite, ErrorCode> {
+        self.admin.admin_create_invite(admin).await
+    }
+
+    /// Disables account `target`: its sessions end now, its API keys are refused from now on,
+    /// and it cannot sign in until enabled again. An admin cannot disable their own account.
+    pub async fn admin_disable(&self, admin: &User, target: UserId) -> Result<(), ErrorCode> {
+        self.admin.admin_disable(admin, target).await
+    }
+
+    /// Enables account `target` again: it may sign in (its old sessions stay ended).
+    pub async fn admin_enable(&self, admin: &User, target: UserId) -> Result<(), ErrorCode> {
+        self.admin.admin_enable(admin, target).await
+    }
+
+    /// Turns account `target`'s TOTP off (its owner lost the authenticator): the password alone
+    /// signs in, and 2FA can be set up again. Its sessions end, as when 2FA is turned off.
+    /// `two_factor_off` when it was not on.
+    pub async fn admin_reset_second_factor(
+        &self,
+        admin: &User,
+        target: UserId,
+    ) -> Result<(), ErrorCode> {
+        self.admin.admin_reset_second_factor(admin, target).await
+    }
+
+    // LocalAccounts
+
+    /// Creates a local account outside the registration rules: never the admin, no invite, no
+    /// throttle (the demo account, and tests). The sign-up page registers through
+    /// [`Engine::sign_up`]. Nothing is written unless every check passes.
+    pub async fn register(
+        &self,
+        email: &str,
+        password: &str,
+        confirm: &str,
+    ) -> Result<User, ErrorCode> {
+        self.local_accounts.register(email, password, confirm).await
+    }
+
+    /// Creates the account if its email is free; `true` when it was created.
+    pub async fn ensure_user(&self, email: &str, password: &str) -> Result<bool, ErrorCode> {
+        self.local_accounts.ensure_user(email, password).await
+    }
+
+    /// Signs in to a local account with email and password, throttled per account and per
+    /// client `address` (see [`crate::sign_in::throttle`]): a throttled try is refused before
+    /// any hashing. Otherwise this is the `local` provider's first step.
+    pub async fn sign_in(
+        &self,
+        owner: Option<String>,
+        email: &str,
+        password: &str,
+        address: Option<IpAddr>,
+    ) -> Result<Progress, SignInRefusal> {
+        self.local_accounts
+            .sign_in(owner, email, password, address)
+            .await
+    }
+
+    // Registration
+
+    /// Whether this Stepgate has its admin yet (if not, the next registration is free).
+    pub async fn has_admin(&self) -> Result<bool, ErrorCode> {
+        self.registration.has_admin().await
+    }
+
+    /// Registers an account by the rules of `request.mode` (see the module's note). Nothing is
+    /// written unless every check passes; a refused invite is named in words (unknown, used,
+    /// expired).
+    pub async fn sign_up(&self, request: SignUp<'_>) -> Result<SignedUp, SignUpRefusal> {
+        self.registration.sign_up(request).await
+    }
+
+    // Sudo
+
+    /// The session's user and whether it is confirmed now; `None` for no live session.
+    pub async fn sudo_state(&self, session: &SessionToken) -> Result<Option<SudoState>, ErrorCode> {
+        self.sudo.sudo_state(session).await
+    }
+
+    /// The session's user if it confirmed who it is within the last [`SUDO_SECONDS`]:
+    /// `not_signed_in` without a live session, `confirm_identity_required` otherwise.
+    pub async fn require_sudo(&self, session: &SessionToken) -> Result<User, ErrorCode> {
+        self.sudo.require_sudo(session).await
+    }
+
+    /// Confirms the session's user: the password, then (when 2FA is on) a current `code`.
+    /// Throttled like a sign-in from `address`. On success this session is confirmed for
+    /// [`SUDO_SECONDS`].
+    pub async fn confirm_identity(
+        &self,
+        session: &SessionToken,
+        password: &str,
+        code: Option<&str>,
+        address: Option<IpAddr>,
+    ) -> Result<(), SignInRefusal> {
+        self.sudo
+            .confirm_identity(session, password, code, address)
+            .await
+    }
+
+    // AccountSecurity
+
+    /// Turns TOTP off for the session's user. The session must be confirmed (sudo), and with
+    /// 2FA on that confirmation took a current code, so no second code is asked here (one
+    /// would also have to wait for the next time step: a code is accepted once).
+    pub async fn turn_off_totp(&self, session: &SessionToken) -> Result<(), ErrorCode> {
+        self.account_security.turn_off_totp(session).await
+    }
+
+    /// Changes the session's user's password: the current one (throttled like a sign-in),
+    /// then the new one twice under the rules of registering. Every other session of the user
+    /// ends; `session` stays. How many ended.
+    pub async fn change_password(
+        &self,
+        session: &SessionToken,
+        current: &str,
+        new: &str,
+        confirm: &str,
+        address: Option<IpAddr>,
+    ) -> Result<u64, SignInRefusal> {
+        self.account_security
+            .change_password(session, current, new, confirm, address)
+            .await
+    }
+
+    // SecondFactorSettings
+
+    /// Whether `user` has TOTP on, and how.
+    pub async fn totp_status(&self, user: &User) -> Result<Option<TotpStatus>, ErrorCode> {
+        self.second_factor.totp_status(user).await
+    }
+
+    /// The TOTP site's `action=add` link for `user`, with a fresh single-use registration
+    /// token; the site sends the user back to `callback_url`.
+    pub async fn totp_site_setup_link(
+        &self,
+        user: &User,
+        callback_url: &str,
+    ) -> Result<String, ErrorCode> {
+        self.second_factor
+            .totp_site_setup_link(user, callback_url)
+            .await
+    }
+
+    /// The TOTP site's callback for the signed-in `user` of `session`. With 2FA on, every
+    /// other session of the user ends (each was opened without the second factor).
+    pub async fn complete_totp_site_setup(
+        &self,
+        user: &User,
+        session: &SessionToken,
+        callback: &RegistrationCallback,
+    ) -> Result<(), ErrorCode> {
+        self.second_factor
+            .complete_totp_site_setup(user, session, callback)
+            .await
+    }
+
+    /// A new authenticator-app secret for `user`, pending until a valid code confirms it.
+    pub async fn begin_app_enrollment(&self, user: &User) -> Result<AppEnrollment, ErrorCode> {
+        self.second_factor.begin_app_enrollment(user).await
+    }
+
+    /// Turns TOTP on once the authenticator app shows a valid code; every other session of
+    /// the user ends (each was opened without the second factor).
+    pub async fn confirm_app_enrollment(
+        &self,
+        user: &User,
+        session: &SessionToken,
+        code: &str,
+    ) -> Result<(), ErrorCode> {
+        self.second_factor
+            .confirm_app_enrollment(user, session, code)
+            .await
+    }
+
+    /// Turns TOTP off; a current code is required.
+    pub async fn disable_totp(&self, user: &User, code: &str) -> Result<(), ErrorCode> {
+        self.second_factor.disable_totp(user, code).await
+    }
+
+    // AccountEvents
+
+    /// Records `event` of `account` (see the module doc).
+    pub async fn account_event(
+        &self,
+        user_id: UserId,
+        account: &ConnectedAccount,
+        event: AccountEvent,
+    ) {
+        self.events.account_event(user_id, account, event).await
+    }
+
+    /// The account's audit log, newest first (its owner's only).
+    pub async fn audit_log(
+        &self,
+        user_id: UserId,
+        account_id: i64,
+    ) -> Result<Vec<AuditEntry>, ErrorCode> {
+        self.events.audit_log(user_id, account_id).await
+    }
+
+    /// Removes the user's account and its secrets, and tells the audit log and the webhook.
+    pub async fn remove_account(&self, user_id: UserId, account_id: i64) -> Result<(), ErrorCode> {
+        self.events.remove_account(user_id, account_id).await
+    }
+
+    // AccountHealth
+
+    /// Claims the user's accounts due for a check and checks them on background tasks.
+    /// Returns the ids being checked (the page shows them as "checking…").
+    pub async fn check_accounts_in_background(
+        &self,
+        user_id: UserId,
+    ) -> Result<Vec<i64>, ErrorCode> {
+        self.health.check_accounts_in_background(user_id).await
+    }
+
+    /// Checks the user's accounts due for a check and waits for the answers (tests, tools).
+    pub async fn check_accounts_now(
+        &self,
+        user_id: UserId,
+    ) -> Result<Vec<(i64, CheckOutcome)>, ErrorCode> {
+        self.health.check_accounts_now(user_id).await
+    }
+
+    /// What the reauth form of account `account_id` starts with: its provider's name and the
+    /// first form's values (the account name; for some providers more, e.g. Lynk & Co's VIN).
+    pub async fn reauth_prefill(
+        &self,
+        user_id: UserId,
+        account_id: i64,
+    ) -> Result<(ConnectedAccount, Input), ErrorCode> {
+        self.health.reauth_prefill(user_id, account_id).await
+    }
+
+    // Upkeep
+
+    /// One pass of the upkeep: leases the accounts due now and renews them. Returns how many
+    /// it handled.
+    pub async fn run_due_renewals(&self) -> Result<usize, ErrorCode> {
+        self.upkeep.run_due_renewals().await
+    }
+
+    /// Runs [`Engine::run_due_renewals`] every `every` until the task is dropped.
+    pub fn spawn_upkeep(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        self.upkeep.spawn_upkeep(every)
+    }
+
+    // AppCredentials
+
+    /// The fresh credentials of account `account_id` of `user_id`: `not_found` when it is not
+    /// theirs, `needs_sign_in` when the provider refused its tokens, the provider's error when
+    /// a needed renewal could not reach it.
+    pub async fn app_credentials(
+        &self,
+        user_id: UserId,
+        account_id: i64,
+    ) -> Result<serde_json::Value, ErrorCode> {
+        self.app_credentials
+            .app_credentials(user_id, account_id)
+            .await
+    }
+
+    /// [`Engine::app_credentials`] read by API key `key_id` (its public part): the read goes
+    /// into the account's audit log, naming the key.
+    pub async fn app_credentials_for_key(
+        &self,
+        user_id: UserId,
+        account_id: i64,
+        key_id: &str,
+    ) -> Result<serde_json::Value, ErrorCode> {
+        self.app_credentials
+            .app_credentials_for_key(user_id, account_id, key_id)
+            .await
+    }
+
+    // FlowRunner
+
+    /// The providers a user can connect: (name, title), in the picker's order.
+    pub fn connectable(&self) -> &[(&'static str, &'static str)] {
+        self.runner.connectable()
+    }
+
+    /// The title of connectable provider `name` ("Librus").
+    pub fn title_of(&self, name: &str) -> Option<&'static str> {
+        self.runner.title_of(name)
+    }
+
+    /// The first form of `provider` (what its connect page shows before anything is sent).
+    pub fn first_view(&self, provider: &str) -> Result<StepView, ErrorCode> {
+        self.runner.first_view(provider)
+    }
+
+    /// The step a flow of `provider` waits at, for its owner (to render it again after a
+    /// reload).
+    pub async fn flow_view(
+        &self,
+        provider: &str,
+        flow_id: &str,
+        owner: Option<&str>,
+    ) -> Result<FlowView, ErrorCode> {
+        self.runner.flow_view(provider, flow_id, owner).await
+    }
+
+    /// Runs the first step of `provider`'s flow, for `purpose`, in the browser session `owner`.
+    pub async fn start_flow(
+        &self,
+        provider_name: &str,
+        purpose: Purpose,
+        owner: Option<String>,
+        input: &Input,
+    ) -> Result<Progress, StepError> {
+        self.runner
+            .start_flow(provider_name, purpose, owner, input)
+            .await
+    }
+
+    /// Runs the next step of a stored flow (see [`Engine::live_flow`] for who may).
+    pub async fn submit_flow(
+        &self,
+        flow_id: &str,
+        owner: Option<&str>,
+        input: &Input,
+    ) -> Result<Progress, StepError> {
+        self.runner.submit_flow(flow_id, owner, input).await
+    }
+
+    /// [`Engine::submit_flow`] for a page of `provider`: another provider's flow is refused.
+    pub async fn submit_provider_flow(
+        &self,
+        provider: &str,
+        flow_id: &str,
+        owner: Option<&str>,
+        input: &Input,
+    ) -> Result<Progress, StepError> {
+        self.runner
+            .submit_provider_flow(provider, flow_id, owner, input)
+            .await
     }
 }
 

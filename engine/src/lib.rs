@@ -39,7 +39,9 @@ pub(crate) mod test_support;
 #[cfg(feature = "server")]
 pub use accounts::health::DEFAULT_CHECK_INTERVAL;
 #[cfg(feature = "server")]
-pub use engine::{Completion, Engine, EngineConfig, Progress, DEFAULT_REDIS_PREFIX};
+pub use engine::{Engine, EngineConfig, DEFAULT_REDIS_PREFIX};
 pub use error::ErrorCode;
+#[cfg(feature = "server")]
+pub use flows::runner::{Completion, Progress};
 #[cfg(feature = "server")]
 pub use sign_in::local_accounts::SignInRefusal;

@@ -7,9 +7,7 @@
 //!
 //! Nothing here logs a key or a credential: errors are logged by the engine with their code only.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
@@ -38,42 +36,10 @@ pub const RATE_LIMIT: RateLimit = RateLimit {
     burst: 20.0,
 };
 
-/// Buckets kept before idle full ones are dropped (revoked keys, keys not used for a while).
-const MAX_BUCKETS: usize = 10_000;
-
-/// In-memory token buckets, one per key id, for a Stepgate without Redis (one instance); with
-/// Redis the engine keeps the buckets there, shared by all instances.
-struct Buckets {
-    limit: RateLimit,
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
-}
-
-impl Buckets {
-    /// Takes one token from `key_id`'s bucket, or says how many seconds until one is there.
-    fn take(&self, key_id: &str, now: Instant) -> Result<(), u64> {
-        let RateLimit { per_second, burst } = self.limit;
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(key_id) {
-            buckets.retain(|_, (tokens, at)| {
-                *tokens + now.duration_since(*at).as_secs_f64() * per_second < burst
-            });
-        }
-        let (tokens, at) = buckets.entry(key_id.to_owned()).or_insert((burst, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * per_second).min(burst);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(((1.0 - *tokens) / per_second).ceil().max(1.0) as u64)
-        }
-    }
-}
-
 #[derive(Clone)]
 struct ApiState {
     engine: Engine,
-    buckets: Arc<Buckets>,
+    limit: RateLimit,
     openapi: Arc<String>,
 }
 
@@ -149,16 +115,12 @@ impl FromRequestParts<ApiState> for Caller {
             })
             .ok_or(ErrorCode::InvalidApiKey)?;
         let caller = state.engine.api_keys().authenticate(key).await?;
-        let RateLimit { per_second, burst } = state.buckets.limit;
-        // Several instances share Redis' bucket; one instance alone keeps its own.
-        let taken = match state
+        let RateLimit { per_second, burst } = state.limit;
+        // The engine keeps the buckets: in Redis (shared by every instance) or in memory.
+        let taken = state
             .engine
             .take_api_token(&caller.key_id, per_second, burst)
-            .await
-        {
-            Some(taken) => taken,
-            None => state.buckets.take(&caller.key_id, Instant::now()),
-        };
+            .await;
         if let Err(seconds) = taken {
             return Err(ApiError {
                 retry_after: Some(seconds),
@@ -358,10 +320,7 @@ pub fn router_with(engine: Engine, limit: RateLimit) -> Router {
         .expect("the OpenAPI document serialises");
     let state = ApiState {
         engine,
-        buckets: Arc::new(Buckets {
-            limit,
-            buckets: Mutex::new(HashMap::new()),
-        }),
+        limit,
         openapi: Arc::new(openapi),
     };
     Router::new()
@@ -645,7 +604,7 @@ mod tests {
                 StatusCode::OK
             );
         }
-        // A second router has buckets of its own in memory; only Redis' bucket says no here.
+        // A second router over the same Redis draws from the same bucket.
         instance_a.router = instance_b;
         let (status, response) = instance_a.get("/api/v1/accounts", Some(&key)).await;
         assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);

@@ -5,10 +5,19 @@
 use serde_json::json;
 
 use crate::accounts::store::ConnectedAccount;
+use crate::accounts::upkeep::Upkeep;
+use crate::apps::events::AccountEvents;
 use crate::sign_in::users::UserId;
-use crate::{Engine, ErrorCode};
+use crate::ErrorCode;
 
-impl Engine {
+/// The credentials handed to the users' own apps, renewed first when due.
+#[derive(Clone)]
+pub struct AppCredentials {
+    pub(crate) upkeep: Upkeep,
+    pub(crate) events: AccountEvents,
+}
+
+impl AppCredentials {
     /// The fresh credentials of account `account_id` of `user_id`: `not_found` when it is not
     /// theirs, `needs_sign_in` when the provider refused its tokens, the provider's error when
     /// a needed renewal could not reach it.
@@ -32,7 +41,7 @@ impl Engine {
         let read = crate::apps::events::AccountEvent::ApiRead {
             key_id: key_id.to_owned(),
         };
-        self.account_event(user_id, &account, read).await;
+        self.events.account_event(user_id, &account, read).await;
         Ok(answer)
     }
 
@@ -42,8 +51,9 @@ impl Engine {
         user_id: UserId,
         account_id: i64,
     ) -> Result<(ConnectedAccount, serde_json::Value), ErrorCode> {
-        let (account, secrets) = self.fresh_account(user_id, account_id).await?;
+        let (account, secrets) = self.upkeep.fresh_account(user_id, account_id).await?;
         let provider = self
+            .upkeep
             .providers
             .get(account.provider.as_str())
             .ok_or(ErrorCode::NotFound)?;

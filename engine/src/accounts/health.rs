@@ -4,11 +4,17 @@
 //! page never waits on an upstream. A rejection marks the account "needs sign-in" (the reauth
 //! flow clears it); an unreachable upstream only makes it "degraded".
 
+use crate::accounts::store::AccountStore;
 use crate::accounts::store::{AccountStatus, CheckOutcome, ConnectedAccount};
 use crate::apps::events::AccountEvent;
+use crate::apps::events::AccountEvents;
+use crate::base::clock::Clock;
+use crate::flows::upstream::Upstreams;
+use crate::providers::ProviderRegistry;
 use crate::providers::{Health, Input};
 use crate::sign_in::users::UserId;
-use crate::{Engine, ErrorCode};
+use crate::ErrorCode;
+use std::sync::Arc;
 
 /// An account is checked again at most this often (seconds) from page views, unless
 /// configured otherwise ([`crate::EngineConfig::account_check_interval`]).
@@ -16,7 +22,19 @@ pub const DEFAULT_CHECK_INTERVAL: i64 = 60;
 #[cfg(test)]
 const CHECK_INTERVAL: i64 = DEFAULT_CHECK_INTERVAL;
 
-impl Engine {
+/// Health checks of connected accounts (see the module doc).
+#[derive(Clone)]
+pub struct AccountHealth {
+    pub(crate) accounts: AccountStore,
+    pub(crate) providers: ProviderRegistry,
+    pub(crate) upstreams: Upstreams,
+    pub(crate) events: AccountEvents,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// See [`crate::EngineConfig::account_check_interval`].
+    pub(crate) check_interval: i64,
+}
+
+impl AccountHealth {
     /// Claims the user's accounts due for a check and checks them on background tasks.
     /// Returns the ids being checked (the page shows them as "checking…").
     pub async fn check_accounts_in_background(
@@ -86,7 +104,7 @@ impl Engine {
             tracing::error!(account = account.id, %code, "recording a health check failed");
         }
         if let Some(event) = event {
-            self.account_event(user_id, account, event).await;
+            self.events.account_event(user_id, account, event).await;
         }
         outcome
     }
@@ -135,6 +153,7 @@ mod tests {
     use crate::test_support::{engine_with, input, register_owner, test_config};
     use crate::view::{FieldKind, FieldSpec, StepView};
     use crate::Completion;
+    use crate::Engine;
     use crate::Progress;
 
     /// Connects account `account` at once, keeping `token`; its check answers by the token:

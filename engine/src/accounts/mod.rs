@@ -7,5 +7,6 @@
 
 pub mod app_credentials;
 pub mod health;
+pub mod leases;
 pub mod store;
 pub mod upkeep;

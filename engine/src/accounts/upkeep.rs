@@ -21,17 +21,20 @@
 //! leases them there in the same statement, so it needs no Redis lease; an app read that gets
 //! the Redis lease while the upkeep holds the database one waits for the database lease.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::accounts::leases::{Gate, RenewalLocks};
+use crate::accounts::store::AccountStore;
 use crate::accounts::store::{AccountStatus, ClaimedRenewal, ConnectedAccount, RenewalOutcome};
 use crate::apps::events::AccountEvent;
+use crate::apps::events::AccountEvents;
+use crate::base::clock::Clock;
+use crate::flows::upstream::Upstreams;
 use crate::providers::Health;
+use crate::providers::ProviderRegistry;
 use crate::sign_in::users::UserId;
-use crate::store::redis::Redis;
-use crate::store::redis_counters::{lease_acquire, lease_held, lease_release};
-use crate::{Engine, ErrorCode};
+use crate::ErrorCode;
 
 /// An account is renewed at least this often, whatever its tokens' lifetime (Nango's rule).
 pub const MAX_RENEWAL_INTERVAL: i64 = 24 * 3600;
@@ -67,84 +70,21 @@ pub fn backoff(failures: u32) -> i64 {
         .min(MAX_BACKOFF)
 }
 
-/// One lock per account for the callers of one process, and with Redis the leases that stand
-/// for them across instances (see the module doc).
-#[derive(Clone, Default)]
-pub(crate) struct RenewalLocks {
-    local: Arc<Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>>,
-    redis: Option<Redis>,
+/// Renewals: scheduled, leased across instances, backed off, and made on demand before an app
+/// reads an account (see the module doc).
+#[derive(Clone)]
+pub struct Upkeep {
+    pub(crate) accounts: AccountStore,
+    pub(crate) providers: ProviderRegistry,
+    pub(crate) upstreams: Upstreams,
+    pub(crate) events: AccountEvents,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) renewal_locks: RenewalLocks,
+    /// This process's name as a renewal lease holder (random per engine).
+    pub(crate) worker_id: Arc<str>,
 }
 
-/// Where an app read stands at an account's Redis lease.
-enum Gate {
-    /// No Redis: the database lease alone.
-    Open,
-    /// This read holds the Redis lease (with this token) until it gives it back.
-    Held(String),
-    /// Another read, here or on another instance, holds it.
-    Busy,
-}
-
-fn redis_error(e: redis::RedisError) -> ErrorCode {
-    tracing::error!(error = %e, "a renewal lease in Redis failed");
-    ErrorCode::Unknown
-}
-
-fn lease_name(account_id: i64) -> String {
-    format!("renewal:{account_id}")
-}
-
-impl RenewalLocks {
-    /// The locks of one engine; across instances through `redis` when there is one.
-    pub(crate) fn new(redis: Option<Redis>) -> Self {
-        Self {
-            local: Default::default(),
-            redis,
-        }
-    }
-
-    fn of(&self, account_id: i64) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.local.lock().unwrap_or_else(|e| e.into_inner());
-        // Locks nobody waits on are dropped as the map is used, so it stays small.
-        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
-        locks.entry(account_id).or_default().clone()
-    }
-
-    /// Takes the account's Redis lease until `until` if there is Redis and it is free.
-    async fn enter(&self, account_id: i64, now: i64, until: i64) -> Result<Gate, ErrorCode> {
-        let Some(redis) = &self.redis else {
-            return Ok(Gate::Open);
-        };
-        let token = crate::flows::flow::FlowId::random().to_string();
-        let name = lease_name(account_id);
-        let got = lease_acquire(redis, &name, &token, now, until)
-            .await
-            .map_err(redis_error)?;
-        Ok(if got { Gate::Held(token) } else { Gate::Busy })
-    }
-
-    /// Gives the account's Redis lease back if `gate` holds it (a failure is only logged: the
-    /// lease runs out by itself).
-    async fn leave(&self, account_id: i64, gate: Gate) {
-        if let (Some(redis), Gate::Held(token)) = (&self.redis, gate) {
-            if let Err(e) = lease_release(redis, &lease_name(account_id), &token).await {
-                redis_error(e);
-            }
-        }
-    }
-
-    /// Whether someone holds the account's Redis lease.
-    async fn busy(&self, account_id: i64) -> Result<bool, ErrorCode> {
-        match &self.redis {
-            Some(redis) => lease_held(redis, &lease_name(account_id))
-                .await
-                .map_err(redis_error),
-            None => Ok(false),
-        }
-    }
-}
-
-impl Engine {
+impl Upkeep {
     /// The lease holder's name for this engine (one per process).
     fn worker(&self) -> &str {
         &self.worker_id
@@ -231,7 +171,9 @@ impl Engine {
         {
             Ok(true) => {
                 if let Some(event) = event {
-                    self.account_event(claimed.user_id, account, event).await;
+                    self.events
+                        .account_event(claimed.user_id, account, event)
+                        .await;
                 }
             }
             Ok(false) => tracing::warn!(
@@ -398,12 +340,14 @@ mod tests {
     use sandbox::flameconnect::{self as double, FlameConnectSandbox};
 
     use super::*;
+    use crate::accounts::leases::{lease_acquire, lease_held, lease_name, lease_release};
     use crate::accounts::store::AccountStatus;
     use crate::base::clock::ManualClock;
     use crate::providers::Purpose;
     use crate::test_support::{
         connected, engine_with, input, provider_config, register_owner, OWNER,
     };
+    use crate::Engine;
 
     /// Tokens that live ten minutes, so the first renewal is due five minutes in.
     const LIFETIME: i64 = 600;
@@ -507,8 +451,8 @@ mod tests {
         assert_eq!(account.status, AccountStatus::Active);
         // The provider rotated the refresh token: the old one is spent, so only the stored
         // new one can renew from here on.
-        let provider = &s.engine.providers["flameconnect"];
-        let mut http = s.engine.upstreams.session();
+        let provider = s.engine.runner.providers.get("flameconnect").unwrap();
+        let mut http = s.engine.runner.upstreams.session();
         assert_eq!(
             provider.renew(&mut http, s.engine.now(), &before).await,
             Health::Rejected
@@ -574,10 +518,15 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn with_redis_an_app_read_waits_while_another_instance_holds_the_renewal_lease() {
         let s = setup().await;
-        let Some(redis) = s.engine.renewal_locks.redis.clone() else {
+        let Some(url) = crate::test_support::test_redis_url() else {
             eprintln!("renewal lease in Redis: skipped, STEPGATE_TEST_REDIS_URL is not set");
             return;
         };
+        // The engine's own Redis: the same URL under the prefix its test directory remembers.
+        let prefix = crate::test_support::test_redis_prefix(s.dir.path());
+        let redis = crate::store::redis::Redis::connect(&url, &prefix)
+            .await
+            .unwrap();
         let name = lease_name(s.account.id);
         s.clock.advance(LIFETIME - 60);
         let now = s.engine.now();

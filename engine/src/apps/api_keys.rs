@@ -19,7 +19,7 @@ use sqlx::Row;
 use crate::store::db::Pool;
 
 use crate::base::clock::Clock;
-use crate::engine::MAX_FIELD_BYTES;
+use crate::base::fields::MAX_FIELD_BYTES;
 use crate::sign_in::users::UserId;
 use crate::ErrorCode;
 

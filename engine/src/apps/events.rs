@@ -8,9 +8,13 @@ use sqlx::Row;
 
 use crate::store::db::Pool;
 
+use crate::accounts::store::AccountStore;
 use crate::accounts::store::ConnectedAccount;
+use crate::apps::webhooks::WebhookStore;
+use crate::base::clock::Clock;
 use crate::sign_in::users::UserId;
-use crate::{Engine, ErrorCode};
+use crate::ErrorCode;
+use std::sync::Arc;
 
 /// Something that happened to a connected account.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,7 +145,16 @@ impl AuditLog {
     }
 }
 
-impl Engine {
+/// Records what happens to connected accounts and tells the users' webhooks.
+#[derive(Clone)]
+pub struct AccountEvents {
+    pub(crate) accounts: AccountStore,
+    pub(crate) audit: AuditLog,
+    pub(crate) webhooks: WebhookStore,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl AccountEvents {
     /// Records `event` of `account` (see the module doc).
     pub async fn account_event(
         &self,

@@ -33,8 +33,8 @@ use crate::store::db::Pool;
 use crate::apps::webhook_destination::{Destinations, Refusal, WebhookAllow};
 use crate::base::clock::Clock;
 use crate::base::crypto::SecretBox;
+use crate::base::fields::MAX_FIELD_BYTES;
 use crate::dates::rfc3339;
-use crate::engine::{Engine, MAX_FIELD_BYTES};
 use crate::sign_in::users::UserId;
 use crate::ErrorCode;
 
@@ -558,26 +558,21 @@ async fn send(
     }
 }
 
-impl Engine {
-    /// The users' webhook URLs and deliveries.
-    pub fn webhooks(&self) -> &WebhookStore {
-        &self.webhooks
-    }
-
+impl WebhookStore {
     /// Sends the webhook deliveries due now; returns how many were attempted.
-    pub async fn deliver_webhooks_now(&self) -> Result<usize, ErrorCode> {
-        self.webhooks.deliver_due(self.clock.now()).await
+    pub async fn deliver_now(&self) -> Result<usize, ErrorCode> {
+        self.deliver_due(self.clock.now()).await
     }
 
-    /// Runs [`Engine::deliver_webhooks_now`] every `every` until the task is dropped.
-    pub fn spawn_webhook_delivery(&self, every: Duration) -> tokio::task::JoinHandle<()> {
-        let engine = self.clone();
+    /// Runs [`WebhookStore::deliver_now`] every `every` until the task is dropped.
+    pub fn spawn_delivery(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let store = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                match engine.deliver_webhooks_now().await {
+                match store.deliver_now().await {
                     Ok(0) => {}
                     Ok(n) => tracing::debug!(deliveries = n, "sent due webhooks"),
                     Err(code) => tracing::warn!(%code, "the webhook delivery pass failed"),
@@ -592,6 +587,7 @@ mod tests {
     use super::*;
     use crate::apps::webhook_destination::TableResolver;
     use crate::test_support::{engine_in, engine_with, test_config};
+    use crate::Engine;
     use std::sync::atomic::{AtomicU16, Ordering};
     use std::sync::Mutex;
 
@@ -929,7 +925,7 @@ mod tests {
         }
         let other = WebhookStore::new(
             engine.pool().clone(),
-            engine.secrets.clone(),
+            engine.runner.secrets.clone(),
             engine.clock.clone(),
             WebhookAllow::parse("127.0.0.1").unwrap(),
         );

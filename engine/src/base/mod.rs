@@ -6,4 +6,5 @@
 pub mod clock;
 pub mod crypto;
 pub mod email;
+pub mod fields;
 pub mod secrets;

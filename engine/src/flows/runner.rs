@@ -5,13 +5,51 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::accounts::store::AccountStore;
+use crate::accounts::store::ConnectedAccount;
+use crate::accounts::upkeep::Upkeep;
 use crate::apps::events::AccountEvent;
-use crate::engine::{check_field_sizes, Completion, Engine, Progress};
+use crate::apps::events::AccountEvents;
+use crate::base::clock::Clock;
+use crate::base::crypto::SecretBox;
+use crate::base::fields::check_field_sizes;
 use crate::flows::flow::{Flow, FlowId, FlowKind, MAX_ATTEMPTS};
+use crate::flows::store::FlowStore;
 use crate::flows::upstream::HttpSession;
+use crate::flows::upstream::Upstreams;
+use crate::providers::ProviderRegistry;
 use crate::providers::{AnyProvider, Input, NewAccount, Purpose, Step, StepContext, StepError};
+use crate::sign_in::admin::Admin;
+use crate::sign_in::sessions::SessionStore;
+use crate::sign_in::sessions::SessionToken;
+use crate::sign_in::users::UserId;
 use crate::view::{FlowView, StepView};
 use crate::ErrorCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What a finished flow produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Completion {
+    /// A local account proved who it is: the app opens a session for it.
+    /// The session is open already: the app sets its cookie. (The engine opens it so that
+    /// completing a flow and opening its session cannot come apart in a crash.)
+    SignedIn {
+        user_id: UserId,
+        session: SessionToken,
+    },
+    /// A third-party account was connected (and stored).
+    Connected(ConnectedAccount),
+    /// A connected account was signed in again: its secrets were replaced in place.
+    Reauthenticated(ConnectedAccount),
+}
+
+/// Where a flow stands after a step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    Next(FlowView),
+    Done(Completion),
+}
 
 /// What is sealed into a flow between steps.
 #[derive(Serialize, Deserialize)]
@@ -45,19 +83,36 @@ async fn within_deadline<S>(
     })
 }
 
-impl Engine {
-    fn provider(&self, name: &str) -> Result<&std::sync::Arc<dyn AnyProvider>, ErrorCode> {
+/// Runs every provider's flows by the same rules (see the module doc).
+#[derive(Clone)]
+pub struct FlowRunner {
+    pub(crate) flows: Arc<dyn FlowStore>,
+    pub(crate) providers: ProviderRegistry,
+    pub(crate) upstreams: Upstreams,
+    /// Seals flow state (bound to the flow id).
+    pub(crate) secrets: SecretBox,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) flow_ttl: Duration,
+    pub(crate) accounts: AccountStore,
+    pub(crate) sessions: SessionStore,
+    pub(crate) events: AccountEvents,
+    pub(crate) upkeep: Upkeep,
+    pub(crate) admin: Admin,
+}
+
+impl FlowRunner {
+    fn provider(&self, name: &str) -> Result<Arc<dyn AnyProvider>, ErrorCode> {
         self.providers.get(name).ok_or(ErrorCode::NotFound)
     }
 
     /// The providers a user can connect: (name, title), in the picker's order.
     pub fn connectable(&self) -> &[(&'static str, &'static str)] {
-        &self.connectable
+        self.providers.connectable()
     }
 
     /// The title of connectable provider `name` ("Librus").
     pub fn title_of(&self, name: &str) -> Option<&'static str> {
-        self.connectable
+        self.connectable()
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, title)| *title)
@@ -310,7 +365,7 @@ impl Engine {
             None => self.sessions.create(user_id, now).await?,
         };
         // A disabled account's password may be right; it is refused all the same (admin.rs).
-        self.admit_signed_in(user_id, &session).await?;
+        self.admin.admit_signed_in(user_id, &session).await?;
         Ok(Progress::Done(Completion::SignedIn { user_id, session }))
     }
 
@@ -324,8 +379,13 @@ impl Engine {
         match purpose {
             Purpose::Connect { user_id } => {
                 let mut stored = self.accounts.add(user_id, provider, &account, now).await?;
-                stored.renew_due_at = Some(self.schedule_first_renewal(&stored, &account).await?);
-                self.account_event(user_id, &stored, AccountEvent::Connected)
+                stored.renew_due_at = Some(
+                    self.upkeep
+                        .schedule_first_renewal(&stored, &account)
+                        .await?,
+                );
+                self.events
+                    .account_event(user_id, &stored, AccountEvent::Connected)
                     .await;
                 Ok(Progress::Done(Completion::Connected(stored)))
             }
@@ -339,8 +399,13 @@ impl Engine {
                     .accounts
                     .reauth(user_id, account_id, provider, &account, now)
                     .await?;
-                stored.renew_due_at = Some(self.schedule_first_renewal(&stored, &account).await?);
-                self.account_event(user_id, &stored, AccountEvent::SignedInAgain)
+                stored.renew_due_at = Some(
+                    self.upkeep
+                        .schedule_first_renewal(&stored, &account)
+                        .await?,
+                );
+                self.events
+                    .account_event(user_id, &stored, AccountEvent::SignedInAgain)
                     .await;
                 Ok(Progress::Done(Completion::Reauthenticated(stored)))
             }
@@ -368,6 +433,7 @@ mod tests {
     use crate::providers::Provider;
     use crate::test_support::{engine_in, engine_with, input, start, submit, test_config};
     use crate::view::{CodeChannel, FieldKind, FieldSpec};
+    use crate::Engine;
 
     /// Plays a third party on a free port: `/set` sets a session cookie, `/check` answers
     /// whether it came back.
@@ -555,7 +621,7 @@ mod tests {
             .unwrap()
             .id;
         let flow = started(&engine, user_id).await;
-        let deadline = engine.upstreams.step_deadline();
+        let deadline = engine.runner.upstreams.step_deadline();
         let began = std::time::Instant::now();
         let answer = engine
             .submit_flow(&flow, Some("o"), &input(&[("code", "many")]))

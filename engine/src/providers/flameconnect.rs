@@ -562,7 +562,7 @@ mod tests {
     use sandbox::flameconnect::{self as double, FlameConnectSandbox};
 
     use super::{AuthRequest, FlameConnectProvider, Kept, MANUAL_LABEL};
-    use crate::engine::Progress;
+    use crate::flows::runner::Progress;
     use crate::providers::b2c::{read_redirect, Email, Redirected};
     use crate::providers::{Health, Provider, StepError};
     use crate::test_support::{

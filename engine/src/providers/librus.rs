@@ -407,7 +407,7 @@ mod tests {
     use sandbox::librus::{self as double, LibrusSandbox};
 
     use crate::accounts::store::{AccountStatus, CheckOutcome};
-    use crate::engine::{Completion, Progress};
+    use crate::flows::runner::{Completion, Progress};
     use crate::providers::{Health, Provider};
     use crate::providers::{Purpose, StepError};
     use crate::test_support::{connected, ProviderSetup};

@@ -810,7 +810,7 @@ mod tests {
     use sandbox::lynkco::{self as double, LynkcoSandbox};
 
     use super::{LynkcoProvider, LynkcoState, MANUAL_LABEL};
-    use crate::engine::Progress;
+    use crate::flows::runner::Progress;
     use crate::providers::{Health, Provider, StepError};
     use crate::test_support::{
         answer_to_fault, connected, html_input_value, manual_link, past_the_pages, rss_mib,

@@ -5,7 +5,8 @@
 //! and seals flows, counts attempts, enforces expiry, seals tokens and refuses an account that
 //! is already connected.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
@@ -353,6 +354,45 @@ pub fn earliest(secrets: &serde_json::Value, names: &[&str]) -> Option<i64> {
         .iter()
         .filter_map(|name| secrets.get(*name)?.as_i64())
         .min()
+}
+
+/// The providers an engine runs, by name: `local` and the connectable ones, and any a test adds
+/// ([`crate::Engine::with_provider`]). Cheap to clone; clones share one table.
+#[derive(Clone)]
+pub struct ProviderRegistry {
+    by_name: Arc<RwLock<HashMap<&'static str, Arc<dyn AnyProvider>>>>,
+    /// The connectable ones as (name, title), in the picker's order.
+    connectable: Arc<Vec<(&'static str, &'static str)>>,
+}
+
+impl ProviderRegistry {
+    /// `local` and every [`connectable`] provider.
+    pub fn new(local: Arc<dyn AnyProvider>) -> Self {
+        let connectable = connectable();
+        let picker = connectable.iter().map(|p| (p.name(), p.title())).collect();
+        let mut by_name = HashMap::from([(local.name(), local)]);
+        by_name.extend(connectable.into_iter().map(|p| (p.name(), p)));
+        Self {
+            by_name: Arc::new(RwLock::new(by_name)),
+            connectable: Arc::new(picker),
+        }
+    }
+
+    /// Adds (or replaces) a provider; every clone of the registry sees it.
+    pub fn add(&self, provider: Arc<dyn AnyProvider>) {
+        let mut by_name = self.by_name.write().unwrap_or_else(|e| e.into_inner());
+        by_name.insert(provider.name(), provider);
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<dyn AnyProvider>> {
+        let by_name = self.by_name.read().unwrap_or_else(|e| e.into_inner());
+        by_name.get(name).cloned()
+    }
+
+    /// The providers a user can connect: (name, title), in the picker's order.
+    pub fn connectable(&self) -> &[(&'static str, &'static str)] {
+        &self.connectable
+    }
 }
 
 /// The third-party providers a signed-in user can connect, in the order the picker shows them.

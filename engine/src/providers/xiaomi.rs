@@ -993,7 +993,7 @@ mod tests {
 
     use super::XiaomiState;
     use crate::accounts::store::{AccountStatus, CheckOutcome};
-    use crate::engine::{Completion, Progress};
+    use crate::flows::runner::{Completion, Progress};
     use crate::providers::{Health, Provider};
     use crate::providers::{Purpose, StepError};
     use crate::test_support::{connected, input, ProviderSetup, OWNER};

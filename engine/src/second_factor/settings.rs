@@ -1,16 +1,29 @@
 //! The security settings of a signed-in user, as the app calls them: the engine supplies the
 //! time and the TOTP site, so the app passes neither (no `engine.now()` in the app).
 
+use crate::base::clock::Clock;
 use crate::second_factor::enrolment::{AppEnrollment, RegistrationCallback};
 use crate::second_factor::two_factor::TotpStatus;
+use crate::second_factor::two_factor::TwoFactor;
+use crate::sign_in::session_list::Sessions;
 use crate::sign_in::sessions::SessionToken;
 use crate::sign_in::users::User;
-use crate::{Engine, ErrorCode};
+use crate::ErrorCode;
+use std::sync::Arc;
 
-impl Engine {
+/// Turning TOTP on (by the web TOTP site or an authenticator app) and off with a code; turning
+/// it on ends the user's other sessions.
+#[derive(Clone)]
+pub struct SecondFactorSettings {
+    pub(crate) two_factor: TwoFactor,
+    pub(crate) sessions: Sessions,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl SecondFactorSettings {
     /// Whether `user` has TOTP on, and how.
     pub async fn totp_status(&self, user: &User) -> Result<Option<TotpStatus>, ErrorCode> {
-        self.two_factor().status(user.id).await
+        self.two_factor.status(user.id).await
     }
 
     /// The TOTP site's `action=add` link for `user`, with a fresh single-use registration
@@ -20,8 +33,8 @@ impl Engine {
         user: &User,
         callback_url: &str,
     ) -> Result<String, ErrorCode> {
-        let tf = self.two_factor();
-        let token = tf.begin_site_enrollment(user.id, self.now()).await?;
+        let tf = &self.two_factor;
+        let token = tf.begin_site_enrollment(user.id, self.clock.now()).await?;
         Ok(tf.site.registration_link(&user.email, callback_url, &token))
     }
 
@@ -33,17 +46,17 @@ impl Engine {
         session: &SessionToken,
         callback: &RegistrationCallback,
     ) -> Result<(), ErrorCode> {
-        self.two_factor()
-            .complete_site_enrollment(user.id, callback, self.now())
+        self.two_factor
+            .complete_site_enrollment(user.id, callback, self.clock.now())
             .await?;
-        self.end_sessions_but(user.id, session).await?;
+        self.sessions.end_sessions_but(user.id, session).await?;
         Ok(())
     }
 
     /// A new authenticator-app secret for `user`, pending until a valid code confirms it.
     pub async fn begin_app_enrollment(&self, user: &User) -> Result<AppEnrollment, ErrorCode> {
-        self.two_factor()
-            .begin_app_enrollment(user.id, &user.email, self.now())
+        self.two_factor
+            .begin_app_enrollment(user.id, &user.email, self.clock.now())
             .await
     }
 
@@ -55,15 +68,17 @@ impl Engine {
         session: &SessionToken,
         code: &str,
     ) -> Result<(), ErrorCode> {
-        self.two_factor()
-            .confirm_app_enrollment(user.id, code, self.now())
+        self.two_factor
+            .confirm_app_enrollment(user.id, code, self.clock.now())
             .await?;
-        self.end_sessions_but(user.id, session).await?;
+        self.sessions.end_sessions_but(user.id, session).await?;
         Ok(())
     }
 
     /// Turns TOTP off; a current code is required.
     pub async fn disable_totp(&self, user: &User, code: &str) -> Result<(), ErrorCode> {
-        self.two_factor().disable(user.id, code, self.now()).await
+        self.two_factor
+            .disable(user.id, code, self.clock.now())
+            .await
     }
 }

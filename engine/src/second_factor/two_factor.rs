@@ -45,7 +45,9 @@ pub struct TwoFactor {
 impl TwoFactor {
     pub fn new(pool: Pool, secrets: SecretBox, site: TotpSite) -> Self {
         Self {
-            attempts: crate::second_factor::attempts::SecondFactorAttempts::new(pool.clone(), None),
+            attempts: crate::second_factor::attempts::SecondFactorAttempts::in_database(
+                pool.clone(),
+            ),
             pool,
             secrets,
             site,

@@ -1,5 +1,5 @@
 //! Checking a TOTP code: a claim on the account's second-factor attempts first
-//! (`second_factor_attempts.rs`: counted before the code is looked at, so a burst is capped),
+//! (`attempts.rs`: counted before the code is looked at, so a burst is capped),
 //! then the code, then the replay check, which advances the last accepted step atomically
 //! (compare-and-set) so that a code is accepted once.
 //!
@@ -15,13 +15,12 @@ pub use crate::second_factor::attempts::{
 use crate::second_factor::totp;
 use crate::second_factor::two_factor::{db_error, TwoFactor};
 use crate::sign_in::users::UserId;
-use crate::store::redis::Redis;
 use crate::ErrorCode;
 
 impl TwoFactor {
-    /// Keeps the attempt counts in `redis` (when given) instead of the database.
-    pub fn with_redis(mut self, redis: Option<Redis>) -> Self {
-        self.attempts = SecondFactorAttempts::new(self.pool.clone(), redis);
+    /// Keeps the attempt counts in `attempts` (the engine's choice: the database or Redis).
+    pub fn with_attempts(mut self, attempts: SecondFactorAttempts) -> Self {
+        self.attempts = attempts;
         self
     }
 
@@ -92,15 +91,17 @@ mod tests {
     /// `STEPGATE_TEST_REDIS_URL` is set.
     async fn enrolled(dir: &tempfile::TempDir) -> (TwoFactor, UserId) {
         let (tf, user) = crate::test_support::enrolled(dir).await;
-        let redis = match crate::test_support::test_redis_url() {
-            Some(url) => Some(
-                Redis::connect(&url, &crate::store::redis::test_prefix())
-                    .await
-                    .unwrap(),
-            ),
-            None => None,
+        let attempts = match crate::test_support::test_redis_url() {
+            Some(url) => SecondFactorAttempts::new(std::sync::Arc::new(
+                crate::second_factor::attempts::RedisSecondFactorCounts::new(
+                    crate::store::redis::Redis::connect(&url, &crate::store::redis::test_prefix())
+                        .await
+                        .unwrap(),
+                ),
+            )),
+            None => return (tf, user),
         };
-        (tf.with_redis(redis), user)
+        (tf.with_attempts(attempts), user)
     }
 
     #[tokio::test]

@@ -4,17 +4,32 @@
 
 use std::net::IpAddr;
 
-use crate::engine::{Engine, MAX_FIELD_BYTES};
+use crate::base::fields::MAX_FIELD_BYTES;
 use crate::second_factor::two_factor::db_error;
+use crate::sign_in::password::PasswordHasher;
+use crate::sign_in::session_list::Sessions;
 use crate::sign_in::sessions::SessionToken;
+use crate::sign_in::sudo::Sudo;
+use crate::sign_in::users::UserStore;
+use crate::store::db::Pool;
 use crate::{ErrorCode, SignInRefusal};
 
-impl Engine {
+/// Turning 2FA off and changing the password (both after sudo).
+#[derive(Clone)]
+pub struct AccountSecurity {
+    pub(crate) pool: Pool,
+    pub(crate) users: UserStore,
+    pub(crate) hasher: PasswordHasher,
+    pub(crate) sudo: Sudo,
+    pub(crate) sessions: Sessions,
+}
+
+impl AccountSecurity {
     /// Turns TOTP off for the session's user. The session must be confirmed (sudo), and with
     /// 2FA on that confirmation took a current code, so no second code is asked here (one
     /// would also have to wait for the next time step: a code is accepted once).
     pub async fn turn_off_totp(&self, session: &SessionToken) -> Result<(), ErrorCode> {
-        let user = self.require_sudo(session).await?;
+        let user = self.sudo.require_sudo(session).await?;
         let removed = sqlx::query("DELETE FROM totp_credentials WHERE user_id = $1")
             .bind(user.id)
             .execute(&self.pool)
@@ -24,7 +39,7 @@ impl Engine {
             return Err(ErrorCode::TwoFactorOff);
         }
         tracing::info!(user_id = user.id, "two-factor authentication turned off");
-        self.end_sessions_but(user.id, session).await?;
+        self.sessions.end_sessions_but(user.id, session).await?;
         Ok(())
     }
 
@@ -39,7 +54,7 @@ impl Engine {
         confirm: &str,
         address: Option<IpAddr>,
     ) -> Result<u64, SignInRefusal> {
-        let user = self.require_sudo(session).await?;
+        let user = self.sudo.require_sudo(session).await?;
         for field in [current, new, confirm] {
             if field.is_empty() {
                 return Err(ErrorCode::MissingFields.into());
@@ -52,10 +67,12 @@ impl Engine {
         if new != confirm {
             return Err(ErrorCode::PasswordMismatch.into());
         }
-        self.check_current_password(&user, current, address).await?;
+        self.sudo
+            .check_current_password(&user, current, address)
+            .await?;
         let hash = self.hasher.hash(new).await?;
         self.users.set_password_hash(user.id, &hash).await?;
-        let ended = self.end_sessions_but(user.id, session).await?;
+        let ended = self.sessions.end_sessions_but(user.id, session).await?;
         tracing::info!(user_id = user.id, ended, "password changed");
         Ok(ended)
     }

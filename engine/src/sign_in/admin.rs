@@ -9,10 +9,14 @@
 
 use sqlx::Row;
 
+use crate::base::clock::Clock;
 use crate::sign_in::invites::{InviteStore, InviteSummary, NewInvite};
+use crate::sign_in::sessions::SessionStore;
 use crate::sign_in::sessions::SessionToken;
 use crate::sign_in::users::{User, UserId};
-use crate::{Engine, ErrorCode};
+use crate::store::db::Pool;
+use crate::ErrorCode;
+use std::sync::Arc;
 
 /// One account as the admin page lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,7 +111,16 @@ async fn record(
     Ok(())
 }
 
-impl Engine {
+/// What an admin does (the list of users, invites, disabling, resetting a second factor), each
+/// act checked to be an admin's and logged.
+#[derive(Clone)]
+pub struct Admin {
+    pub(crate) pool: Pool,
+    pub(crate) sessions: SessionStore,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl Admin {
     /// Whether `user` is an admin (and not disabled).
     pub async fn is_admin(&self, user: &User) -> Result<bool, ErrorCode> {
         let found: Option<i64> =
@@ -379,6 +392,7 @@ mod tests {
     use super::*;
     use crate::sign_in::registration::{RegistrationMode, SignUp};
     use crate::test_support::{engine_in, input, signed_in_user, start, submit};
+    use crate::Engine;
     use crate::{Completion, Progress};
 
     const PASSWORD: &str = "correct-horse-battery-staple-17";

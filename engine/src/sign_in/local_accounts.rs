@@ -5,12 +5,19 @@
 
 use std::net::IpAddr;
 
+use crate::base::clock::Clock;
 use crate::base::email::Email;
-use crate::engine::{check_field_sizes, Engine, Progress, MAX_FIELD_BYTES};
+use crate::base::fields::{check_field_sizes, MAX_FIELD_BYTES};
+use crate::flows::runner::FlowRunner;
+use crate::flows::runner::Progress;
 use crate::providers::{Input, Purpose, StepError};
+use crate::sign_in::password::PasswordHasher;
 use crate::sign_in::throttle::SignInAttempt;
+use crate::sign_in::throttle::SignInThrottle;
 use crate::sign_in::users::User;
+use crate::sign_in::users::UserStore;
 use crate::ErrorCode;
+use std::sync::Arc;
 
 /// Why a sign-in was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +64,18 @@ pub(crate) fn new_account_fields(
     Ok(email)
 }
 
-impl Engine {
+/// Local accounts: created outside the registration rules (the demo account, tests) and signed
+/// in to with a password (the `local` provider's flow, throttled first).
+#[derive(Clone)]
+pub struct LocalAccounts {
+    pub(crate) users: UserStore,
+    pub(crate) hasher: PasswordHasher,
+    pub(crate) throttle: SignInThrottle,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) runner: FlowRunner,
+}
+
+impl LocalAccounts {
     /// Creates a local account outside the registration rules: never the admin, no invite, no
     /// throttle (the demo account, and tests). The sign-up page registers through
     /// [`Engine::sign_up`]. Nothing is written unless every check passes.
@@ -112,6 +130,7 @@ impl Engine {
             });
         }
         let progress = match self
+            .runner
             .start_flow("local", Purpose::SignIn, owner, &input)
             .await
         {
@@ -135,6 +154,7 @@ impl Engine {
 mod tests {
     use super::*;
     use crate::test_support::{engine_in, input, start};
+    use crate::Engine;
 
     async fn user_count(engine: &Engine) -> i64 {
         sqlx::query_scalar("SELECT COUNT(*) FROM users")
@@ -397,14 +417,14 @@ mod tests {
                 WRONG
             );
         }
-        let checks = engine.hasher.checks_run();
+        let checks = engine.local_accounts.hasher.checks_run();
         for _ in 0..50 {
             assert!(matches!(
                 try_password(&engine, "h@example.org", "nope-nope", "192.0.2.3").await,
                 Err(SignInRefusal::Throttled { .. })
             ));
         }
-        assert_eq!(engine.hasher.checks_run(), checks);
+        assert_eq!(engine.local_accounts.hasher.checks_run(), checks);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -521,7 +541,7 @@ mod tests {
             .await
             .unwrap();
         {
-            let _every_slot = engine.hasher.occupy_all().await;
+            let _every_slot = engine.local_accounts.hasher.occupy_all().await;
             for _ in 0..6 {
                 assert_eq!(
                     try_password(

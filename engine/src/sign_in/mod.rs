@@ -15,4 +15,5 @@ pub mod session_list;
 pub mod sessions;
 pub mod sudo;
 pub mod throttle;
+pub mod throttle_counters;
 pub mod users;

@@ -14,10 +14,16 @@
 
 use std::net::IpAddr;
 
+use crate::base::clock::Clock;
 use crate::base::email::Email;
 use crate::sign_in::invites::InviteStore;
+use crate::sign_in::password::PasswordHasher;
+use crate::sign_in::throttle::SignInThrottle;
+use crate::sign_in::users::UserStore;
 use crate::sign_in::users::{User, UserId};
-use crate::{Engine, ErrorCode};
+use crate::store::db::Pool;
+use crate::ErrorCode;
+use std::sync::Arc;
 
 /// `STEPGATE_REGISTRATION`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -93,7 +99,17 @@ fn db_error(e: sqlx::Error) -> ErrorCode {
     ErrorCode::Unknown
 }
 
-impl Engine {
+/// Who may sign up and how (the mode, invites, the first account as the admin).
+#[derive(Clone)]
+pub struct Registration {
+    pub(crate) pool: Pool,
+    pub(crate) users: UserStore,
+    pub(crate) hasher: PasswordHasher,
+    pub(crate) throttle: SignInThrottle,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl Registration {
     /// Whether this Stepgate has its admin yet (if not, the next registration is free).
     pub async fn has_admin(&self) -> Result<bool, ErrorCode> {
         let found: Option<i64> = sqlx::query_scalar("SELECT slot FROM first_admin")
@@ -136,7 +152,7 @@ impl Engine {
             request.confirm,
         )?;
         if let Some(invite) = request.invite {
-            if invite.len() > crate::engine::MAX_FIELD_BYTES {
+            if invite.len() > crate::base::fields::MAX_FIELD_BYTES {
                 return Err(ErrorCode::FieldTooLong.into());
             }
         }
@@ -262,6 +278,7 @@ mod tests {
     use super::*;
     use crate::sign_in::invites::INVITE_TTL_SECONDS;
     use crate::test_support::engine_in;
+    use crate::Engine;
 
     const PASSWORD: &str = "correct-horse-battery-staple-17";
 
@@ -360,6 +377,7 @@ mod tests {
             .unwrap();
         assert!(owner.is_admin);
         let demo = engine
+            .local_accounts
             .users
             .find_by_email(&Email::parse("demo@stepgate.test").unwrap())
             .await
@@ -603,7 +621,7 @@ mod tests {
             assert!(n < 100, "never throttled");
         }
         let users = user_count(&engine).await;
-        let hashing = engine.hasher.occupy_all().await;
+        let hashing = engine.local_accounts.hasher.occupy_all().await;
         // With every hashing slot taken, an unthrottled try would wait and say server_busy.
         for m in 0..20 {
             let email = format!("more{m}@example.org");

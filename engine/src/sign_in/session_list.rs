@@ -7,10 +7,13 @@ use std::net::IpAddr;
 
 use sha2::{Digest, Sha256};
 
-use crate::engine::Engine;
+use crate::base::clock::Clock;
+use crate::sign_in::sessions::SessionStore;
 use crate::sign_in::sessions::SessionToken;
 use crate::sign_in::users::UserId;
+use crate::store::db::Pool;
 use crate::ErrorCode;
+use std::sync::Arc;
 
 /// The longest `User-Agent` kept for a session (they are short; anything longer is junk).
 const MAX_USER_AGENT: usize = 512;
@@ -91,7 +94,15 @@ pub fn os_family(user_agent: &str) -> &'static str {
     }
 }
 
-impl Engine {
+/// The sessions a user can see and end (the list on `/settings/sessions`).
+#[derive(Clone)]
+pub struct Sessions {
+    pub(crate) pool: Pool,
+    pub(crate) sessions: SessionStore,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl Sessions {
     /// How long an unused session lives, in seconds (`STEPGATE_SESSION_IDLE`).
     pub fn session_idle_seconds(&self) -> i64 {
         self.sessions.idle()
@@ -130,7 +141,8 @@ impl Engine {
         current: &SessionToken,
     ) -> Result<Vec<SessionInfo>, ErrorCode> {
         let user = self
-            .session_user(current)
+            .sessions
+            .user_of(current, self.clock.now())
             .await?
             .ok_or(ErrorCode::NotSignedIn)?;
         let now = self.clock.now();
@@ -171,7 +183,8 @@ impl Engine {
     /// is none. True when that was `current` itself (this browser is signed out).
     pub async fn end_session(&self, current: &SessionToken, id: &str) -> Result<bool, ErrorCode> {
         let user = self
-            .session_user(current)
+            .sessions
+            .user_of(current, self.clock.now())
             .await?
             .ok_or(ErrorCode::NotSignedIn)?;
         let hashes: Vec<String> =
@@ -197,7 +210,8 @@ impl Engine {
     /// Ends every session of `current`'s user but `current`; how many ended.
     pub async fn end_other_sessions(&self, current: &SessionToken) -> Result<u64, ErrorCode> {
         let user = self
-            .session_user(current)
+            .sessions
+            .user_of(current, self.clock.now())
             .await?
             .ok_or(ErrorCode::NotSignedIn)?;
         self.end_sessions_but(user.id, current).await

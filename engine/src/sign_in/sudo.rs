@@ -11,12 +11,19 @@
 
 use std::net::IpAddr;
 
+use crate::base::clock::Clock;
 use crate::base::email::Email;
-use crate::engine::{Engine, MAX_FIELD_BYTES};
+use crate::base::fields::MAX_FIELD_BYTES;
+use crate::second_factor::two_factor::TwoFactor;
+use crate::sign_in::password::PasswordHasher;
+use crate::sign_in::sessions::SessionStore;
 use crate::sign_in::sessions::SessionToken;
 use crate::sign_in::throttle::SignInAttempt;
+use crate::sign_in::throttle::SignInThrottle;
 use crate::sign_in::users::User;
+use crate::sign_in::users::UserStore;
 use crate::{ErrorCode, SignInRefusal};
+use std::sync::Arc;
 
 /// How long one confirmation holds (GitHub's sudo mode holds a few hours; ten minutes is enough
 /// for one act, and is what the settings pages say).
@@ -30,7 +37,19 @@ pub struct SudoState {
     pub confirmed_until: Option<i64>,
 }
 
-impl Engine {
+/// Confirming it's you before a sensitive act: the password (throttled like a sign-in) and,
+/// with 2FA on, a code.
+#[derive(Clone)]
+pub struct Sudo {
+    pub(crate) sessions: SessionStore,
+    pub(crate) users: UserStore,
+    pub(crate) hasher: PasswordHasher,
+    pub(crate) throttle: SignInThrottle,
+    pub(crate) two_factor: TwoFactor,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl Sudo {
     /// The session's user and whether it is confirmed now; `None` for no live session.
     pub async fn sudo_state(&self, session: &SessionToken) -> Result<Option<SudoState>, ErrorCode> {
         let now = self.clock.now();
@@ -68,7 +87,8 @@ impl Engine {
         address: Option<IpAddr>,
     ) -> Result<(), SignInRefusal> {
         let user = self
-            .session_user(session)
+            .sessions
+            .user_of(session, self.clock.now())
             .await?
             .ok_or(ErrorCode::NotSignedIn)?;
         if password.is_empty() {
@@ -79,10 +99,10 @@ impl Engine {
         }
         self.check_current_password(&user, password, address)
             .await?;
-        if self.two_factor().status(user.id).await?.is_some() {
+        if self.two_factor.status(user.id).await?.is_some() {
             let code = code.map(str::trim).filter(|c| !c.is_empty());
             let code = code.ok_or(ErrorCode::MissingFields)?;
-            self.two_factor()
+            self.two_factor
                 .verify(user.id, code, self.clock.now())
                 .await?;
         }
@@ -140,6 +160,7 @@ impl Engine {
 pub(crate) mod tests {
     use super::*;
     use crate::test_support::engine_in;
+    use crate::Engine;
 
     pub(crate) const PASSWORD: &str = "correct-horse-battery-staple-17";
 
@@ -220,7 +241,7 @@ pub(crate) mod tests {
                 Err(SignInRefusal::Code(ErrorCode::WrongPassword))
             );
         }
-        let checks = engine.hasher.checks_run();
+        let checks = engine.local_accounts.hasher.checks_run();
         assert_eq!(
             engine
                 .confirm_identity(&session, PASSWORD, None, from("192.0.2.2"))
@@ -229,7 +250,7 @@ pub(crate) mod tests {
             "the same counters as sign-in: even the right password waits"
         );
         assert_eq!(
-            engine.hasher.checks_run(),
+            engine.local_accounts.hasher.checks_run(),
             checks,
             "a throttled try hashes nothing"
         );

@@ -123,7 +123,10 @@ pub async fn test_database_url(dir: &std::path::Path) -> String {
         return url;
     }
     DRIVERS.call_once(sqlx::any::install_default_drivers);
-    let name = format!("sg_{}", crate::flows::flow::FlowId::random());
+    let name = format!(
+        "sg_{:032x}",
+        rand::Rng::gen::<u128>(&mut rand::thread_rng())
+    );
     let mut conn = sqlx::AnyConnection::connect(&admin)
         .await
         .expect("STEPGATE_TEST_DATABASE_URL: cannot connect");

@@ -6,4 +6,3 @@
 
 pub mod db;
 pub mod redis;
-pub mod redis_counters;
