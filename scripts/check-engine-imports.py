@@ -5,7 +5,8 @@
 - Only the facade (`engine.rs`) names `crate::Engine`; the rooms below never reach back up.
 - A folder imports only the folders its row in ALLOWED names (the README's table).
 
-Run: python3 scripts/check-engine-imports.py [--graph]   (exit status 1 on a violation)
+Run: python3 scripts/check-engine-imports.py [--graph] [--root DIR]   (exit status 1 on a
+violation; DIR defaults to engine/src). `cargo test -p engine` runs it (engine/tests/imports.rs).
 """
 
 import os
@@ -146,6 +147,9 @@ def folder(module):
 
 
 def main():
+    global ROOT
+    if "--root" in sys.argv:
+        ROOT = sys.argv[sys.argv.index("--root") + 1]
     known = modules()
     graph = {}
     for module, path in known.items():

@@ -1,5 +1,5 @@
 //! Server functions of the admin page (`pages/admin.rs`) and of the header every signed-in page
-//! shows. Thin: the engine decides who is an admin and does the acts (`engine/src/admin.rs`).
+//! shows. Thin: the engine decides who is an admin and does the acts (`engine/src/sign_in/admin.rs`).
 //!
 //! A new invite link reaches the page once through a one-minute cookie sent only to
 //! `/admin/users` (`one_time_secret.rs` says why), so it is in no URL the admin did not open,

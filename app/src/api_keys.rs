@@ -1,5 +1,5 @@
 //! Server functions of the API keys page (`pages/api_keys.rs`): what the page shows, creating a
-//! key, revoking one. Thin: the engine keeps the keys (`engine/src/api_keys.rs`).
+//! key, revoking one. Thin: the engine keeps the keys (`engine/src/apps/api_keys.rs`).
 //!
 //! The new key's secret reaches the page once through a one-minute cookie sent only to
 //! `/settings/api-keys` (`one_time_secret.rs` says why and how), so it stays in no URL, no log

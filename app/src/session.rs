@@ -301,7 +301,7 @@ pub fn confirm_link(next: &str) -> String {
 }
 
 /// The signed-in user, if this session confirmed who it is within the last ten minutes
-/// (`engine/src/sudo.rs`). Otherwise `confirm_identity_required`, and a plain form post is sent
+/// (`engine/src/sign_in/sudo.rs`). Otherwise `confirm_identity_required`, and a plain form post is sent
 /// to the confirm page, which comes back to the page the form was on.
 pub async fn require_sudo() -> Result<engine::sign_in::users::User, AppError> {
     require_sudo_keeping(&[]).await

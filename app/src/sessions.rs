@@ -1,6 +1,6 @@
 //! Server functions of the sessions page (`pages/sessions.rs`) and of the password change
-//! (`pages/password.rs`). Thin: the engine keeps the sessions (`engine/src/session_list.rs`)
-//! and checks the passwords (`engine/src/account_security.rs`).
+//! (`pages/password.rs`). Thin: the engine keeps the sessions (`engine/src/sign_in/session_list.rs`)
+//! and checks the passwords (`engine/src/sign_in/account_security.rs`).
 
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};

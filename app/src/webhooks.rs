@@ -1,6 +1,6 @@
 //! Server functions of the webhooks page (`pages/webhooks.rs`): what the page shows, saving the
 //! URL, removing it. Thin: the engine keeps the URL, its secret and the deliveries
-//! (`engine/src/webhooks.rs`).
+//! (`engine/src/apps/webhooks.rs`).
 //!
 //! The signing secret reaches the page once through a one-minute cookie sent only to
 //! `/settings/webhooks` (`one_time_secret.rs` says why and how), so it is never in a URL or a

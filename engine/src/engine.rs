@@ -78,7 +78,7 @@ pub struct EngineConfig {
     /// What every Redis key starts with (several Stepgates, or tests, may share one Redis).
     pub redis_prefix: String,
     /// `STEPGATE_WEBHOOK_ALLOW`: internal addresses and host names webhooks may reach all the
-    /// same (`webhook_destination.rs`). Empty: none.
+    /// same (`apps/webhook_destination.rs`). Empty: none.
     pub webhook_allow: crate::apps::webhook_destination::WebhookAllow,
     /// `STEPGATE_SESSION_IDLE`: seconds a session may go unused before it ends (besides its
     /// 12-hour lifetime).

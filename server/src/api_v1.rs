@@ -1,6 +1,6 @@
 //! The app API (`/api/v1`): a user's own apps read the connected accounts an API key was given,
 //! with their fresh credentials. Every request carries `Authorization: Bearer sgk_…`
-//! (`engine/src/api_keys.rs`); answers are JSON, errors `{"code", "message"}` with the status
+//! (`engine/src/apps/api_keys.rs`); answers are JSON, errors `{"code", "message"}` with the status
 //! of the one table (`ErrorCode::http_status`), and never cached. Each key may make
 //! [`RATE_LIMIT`] requests. The OpenAPI document at `/api/v1/openapi.json` is generated from
 //! the handlers and types below (utoipa), so it cannot drift from them.

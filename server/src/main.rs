@@ -90,9 +90,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
     );
     tokio::spawn(purge_expired_every_minute(engine.clone()));
-    // Webhooks are sent within a second of their event, retries when due (engine/src/webhooks.rs).
+    // Webhooks are sent within a second of their event, retries when due (engine/src/apps/webhooks.rs).
     engine.spawn_webhook_delivery(Duration::from_secs(1));
-    // Connected accounts are renewed before their tokens expire (engine/src/upkeep.rs).
+    // Connected accounts are renewed before their tokens expire (engine/src/accounts/upkeep.rs).
     engine.spawn_upkeep(config.upkeep_interval);
 
     let routes = generate_route_list(App);

@@ -1,7 +1,7 @@
 //! Renewal leases across the callers of one process and across instances: one lock per account
 //! in the process, and behind [`SharedLeases`] the leases that stand for it across instances
 //! (Redis' [`RedisLeases`], or [`DatabaseLeaseOnly`] where the database lease alone decides).
-//! `Engine::open` chooses one; `upkeep.rs` says how the leases and the database's fence work
+//! `Engine::open` chooses one; `accounts/upkeep.rs` says how the leases and the database's fence work
 //! together.
 
 use std::collections::HashMap;

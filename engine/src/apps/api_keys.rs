@@ -3,7 +3,7 @@
 //! A key reads `sgk_<key id>_<secret>`: 64 random bits of public id (16 hex digits), which
 //! finds the row, and 256 random bits of secret (64 hex digits), of which only a SHA-256 is
 //! kept, so neither a database copy nor a log line can be replayed as a key (the same rule as
-//! session cookies, `sessions.rs`). Hex keeps the key URL-safe and free of the `_` separator.
+//! session cookies, `sign_in/sessions.rs`). Hex keeps the key URL-safe and free of the `_` separator.
 //! A key is scoped to the connected accounts its user picked; removing an account removes it
 //! from every scope (`ON DELETE CASCADE`), revoking a key deletes its row. A key may expire
 //! (30, 90 or 365 days after it was made, or never): an expired key is refused with

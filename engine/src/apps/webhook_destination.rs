@@ -13,7 +13,7 @@
 //!
 //! The delivery then connects to exactly the addresses that were judged ([`Checked::pin`]): a
 //! second lookup could answer differently (DNS rebinding). Redirects are never followed
-//! (`webhooks.rs`).
+//! (`apps/webhooks.rs`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;

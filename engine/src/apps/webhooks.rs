@@ -12,10 +12,10 @@
 //! The secret is shown once, when the URL is saved. Signing needs it back, so it is kept sealed
 //! with [`SecretBox`] bound to its user (a hash would not do, and a database copy must not be
 //! able to sign). Deliveries are rows: a pass leases the due ones (like the token renewals in
-//! `accounts.rs`, so two instances never send one delivery at once), sends each with a 10 s
+//! `accounts/store.rs`, so two instances never send one delivery at once), sends each with a 10 s
 //! timeout, and on anything but a 2xx tries again after [`RETRY_AFTER`], then gives up.
 //! Webhook URLs are the user's own, so they get their own HTTP client, not the upstream map,
-//! and go only where `webhook_destination.rs` lets them: judged on save and again at every
+//! and go only where `apps/webhook_destination.rs` lets them: judged on save and again at every
 //! attempt, which connects to the addresses just judged.
 
 use std::sync::Arc;

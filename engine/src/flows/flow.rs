@@ -93,7 +93,7 @@ pub struct Flow {
     /// Wrong answers so far (see [`MAX_ATTEMPTS`]).
     pub attempts: u32,
     /// Why the flow runs, the provider's state and the upstream cookie jar, sealed with
-    /// AES-256-GCM and bound to this flow's id (engine/src/flow_runner.rs): session cookies
+    /// AES-256-GCM and bound to this flow's id (engine/src/flows/runner.rs): session cookies
     /// and PKCE verifiers are never in the database in clear.
     pub state: Vec<u8>,
     /// What the browser is shown at this step (so a reloaded page can render it again).

@@ -219,7 +219,7 @@ impl SecondFactorCounts for RedisSecondFactorCounts {
 /// free tries back (three codes in a million per day).
 pub const SECOND_FACTOR_FAILURES_TTL_SECONDS: i64 = 24 * 3600;
 
-/// Claims one second-factor check (`second_factor_attempts.rs`). KEYS[1]: the account's count
+/// Claims one second-factor check (`second_factor/attempts.rs`). KEYS[1]: the account's count
 /// (`f` wrong in a row, `l` last claim at). ARGV: now, free failures, first wait, max wait,
 /// expiry in ms. Answers 0 when the claim was counted (`f` + 1, `l` = now), else the seconds
 /// left to wait, writing nothing. The rule is `second_factor_attempts::backoff_after`.

@@ -35,7 +35,7 @@ pub struct TwoFactor {
     secrets: SecretBox,
     /// The web TOTP service the setup popup and the code step link to.
     pub site: TotpSite,
-    /// Guesses per account, claimed before any code is checked (`second_factor_attempts.rs`).
+    /// Guesses per account, claimed before any code is checked (`second_factor/attempts.rs`).
     pub(crate) attempts: crate::second_factor::attempts::SecondFactorAttempts,
     /// How many codes were compared with a secret (tests count the real checks).
     #[cfg(test)]

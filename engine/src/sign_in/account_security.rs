@@ -1,5 +1,5 @@
 //! What a signed-in user changes about their own sign-in: turning 2FA off and changing the
-//! password (sensitive acts: the session must have confirmed its user, `sudo.rs`). Both end
+//! password (sensitive acts: the session must have confirmed its user, `sign_in/sudo.rs`). Both end
 //! the user's other sessions, which were opened under the old rules.
 
 use std::net::IpAddr;

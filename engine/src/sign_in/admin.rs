@@ -1,10 +1,10 @@
-//! What the admin (the first account, see `registration.rs`) sees and does on `/admin/users`:
+//! What the admin (the first account, see `sign_in/registration.rs`) sees and does on `/admin/users`:
 //! every account with its sign-in facts, invites, disabling and enabling an account, resetting
 //! its second factor. Each act checks that the caller is an admin and is written to the admin
 //! audit log (who, what, whom, when) in the same transaction as the act itself.
 //!
 //! Disabling takes effect at once: the account's sessions are deleted with the flag, its API
-//! keys are refused from then on (`api_keys.rs` reads the flag on every call), and a sign-in
+//! keys are refused from then on (`apps/api_keys.rs` reads the flag on every call), and a sign-in
 //! that completes later is refused ([`Engine::admit_signed_in`]).
 
 use sqlx::Row;

@@ -293,7 +293,7 @@ mod tests {
         assert_eq!(answer, Err(ErrorCode::FieldTooLong));
     }
 
-    // First-factor throttling (sign_in_throttle.rs), through the engine as the app uses it.
+    // First-factor throttling (sign_in/throttle.rs), through the engine as the app uses it.
 
     fn from(address: &str) -> Option<IpAddr> {
         Some(address.parse().unwrap())

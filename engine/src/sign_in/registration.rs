@@ -6,9 +6,9 @@
 //!   own transaction (the one-row `first_admin` table), so two first registrations at once make
 //!   one admin and refuse the other (unless registration is open).
 //! - `open`: anyone may register. `invite` (the default): only with an unused, unexpired invite
-//!   (`invites.rs`), spent in the same transaction. `closed`: nobody.
+//!   (`sign_in/invites.rs`), spent in the same transaction. `closed`: nobody.
 //! - Each registration from a client address is claimed against that address's throttle before
-//!   the password is hashed (`sign_in_throttle.rs`, [`crate::sign_in::throttle::REGISTRATION_RULE`]).
+//!   the password is hashed (`sign_in/throttle.rs`, [`crate::sign_in::throttle::REGISTRATION_RULE`]).
 //! - The demo account ([`Engine::ensure_user`]) is made outside these rules and is never the
 //!   admin.
 

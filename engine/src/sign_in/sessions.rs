@@ -79,7 +79,7 @@ fn db_error(e: sqlx::Error) -> ErrorCode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LiveSession {
     pub user: User,
-    /// Until when (unix seconds) its user confirmed who they are ("sudo", `sudo.rs`).
+    /// Until when (unix seconds) its user confirmed who they are ("sudo", `sign_in/sudo.rs`).
     pub confirmed_until: Option<i64>,
 }
 
