@@ -152,7 +152,7 @@ pub async fn connected_accounts() -> Result<Vec<AccountRow>, AppError> {
         tracing::warn!(%code, "could not start the accounts' health checks");
     }
     let now = engine.now();
-    let accounts = engine.accounts().list(user.id).await?;
+    let accounts = engine.connected_accounts(user.id).await?;
     Ok(accounts
         .into_iter()
         .map(|a| row_of(&engine, a, now))
@@ -168,7 +168,7 @@ pub async fn account_statuses() -> Result<Vec<AccountRow>, AppError> {
     let user = signed_in_user().await?;
     let engine = engine()?;
     let now = engine.now();
-    let accounts = engine.accounts().list(user.id).await?;
+    let accounts = engine.connected_accounts(user.id).await?;
     Ok(accounts
         .into_iter()
         .map(|a| row_of(&engine, a, now))
@@ -346,43 +346,36 @@ fn back_to_step(
     error: AppError,
 ) {
     use engine::ErrorCode;
-    use leptos::server_fn::error::ServerFnUrlError;
-    use leptos::server_fn::ServerFn;
 
-    if !crate::session::is_plain_form_post() {
-        return;
-    }
     // An ended flow starts over from the first form.
     let ended = matches!(
         error.code,
         ErrorCode::FlowExpired | ErrorCode::TooManyAttempts
     );
-    let base = format!("http://stepgate/accounts/connect/{provider}");
-    let Ok(mut url) = ServerFnUrlError::new(SubmitConnectStep::PATH, error).to_url(&base) else {
-        return;
-    };
-    {
-        let mut query = url.query_pairs_mut();
-        if let (Some(flow), false) = (flow_id, ended) {
-            query.append_pair("flow", flow);
-        }
-        if let Some(account) = reauth {
-            query.append_pair("reauth", &account.to_string());
-        }
-        for (name, value) in fields {
-            // Only what the page shows again, and never a secret (passwords, codes, URLs that
-            // carry one: `FieldSpec::secret`): those are typed again.
-            let echoed = shown.iter().any(|f| f.name == *name && !f.secret);
-            if echoed && value.len() <= 512 {
-                query.append_pair(&format!("value.{name}"), value);
-            }
+    let mut query: Vec<(String, String)> = Vec::new();
+    if let (Some(flow), false) = (flow_id, ended) {
+        query.push(("flow".into(), flow.into()));
+    }
+    if let Some(account) = reauth {
+        query.push(("reauth".into(), account.to_string()));
+    }
+    for (name, value) in fields {
+        // Only what the page shows again, and never a secret (passwords, codes, URLs that
+        // carry one: `FieldSpec::secret`): those are typed again.
+        let echoed = shown.iter().any(|f| f.name == *name && !f.secret);
+        if echoed && value.len() <= 512 {
+            query.push((format!("value.{name}"), value.clone()));
         }
     }
-    leptos_axum::redirect(&format!(
-        "{}?{}",
-        url.path(),
-        url.query().unwrap_or_default()
-    ));
+    let query: Vec<(&str, &str)> = query
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    crate::api::ssr::back_to_form_with::<SubmitConnectStep>(
+        &format!("/accounts/connect/{provider}"),
+        &query,
+        error,
+    );
 }
 
 /// Deletes a connected account and its tokens, then shows the list again.
@@ -444,11 +437,10 @@ pub async fn account_page(account_id: i64) -> Result<AccountDetail, AppError> {
 
     let user = signed_in_user().await?;
     let engine = engine()?;
-    let account = engine.accounts().get(user.id, account_id).await?;
+    let account = engine.connected_account(user.id, account_id).await?;
     let audit = engine.audit_log(user.id, account_id).await?;
     let key_names: HashMap<String, String> = engine
-        .api_keys()
-        .list(user.id)
+        .list_api_keys(user.id)
         .await?
         .into_iter()
         .map(|key| (key.id, key.name))

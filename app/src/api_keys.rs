@@ -80,8 +80,7 @@ pub async fn api_keys_view() -> Result<ApiKeysPageData, AppError> {
     let user = signed_in_user().await?;
     let engine = engine()?;
     let accounts: Vec<ScopeChoice> = engine
-        .accounts()
-        .list(user.id)
+        .connected_accounts(user.id)
         .await?
         .into_iter()
         .map(|a| ScopeChoice {
@@ -101,8 +100,7 @@ pub async fn api_keys_view() -> Result<ApiKeysPageData, AppError> {
     };
     let now = engine.now();
     let keys = engine
-        .api_keys()
-        .list(user.id)
+        .list_api_keys(user.id)
         .await?
         .into_iter()
         .map(|k| KeyRow {
@@ -169,8 +167,7 @@ pub async fn create_api_key(
     let user =
         require_sudo_keeping(&[("name", &name), ("scope", &scope), ("expires", &expires)]).await?;
     let (_, secret) = engine()?
-        .api_keys()
-        .create_expiring(user.id, &name, &account_ids, days)
+        .create_api_key(user.id, &name, &account_ids, days)
         .await?;
     ssr::keep_new_key(secret.as_str());
     leptos_axum::redirect(&format!("{}?created=1", ssr::PAGE));
@@ -183,7 +180,7 @@ pub async fn revoke_api_key(key_id: String) -> Result<(), AppError> {
     use crate::session::{engine, signed_in_user};
 
     let user = signed_in_user().await?;
-    engine()?.api_keys().revoke(user.id, &key_id).await?;
+    engine()?.revoke_api_key(user.id, &key_id).await?;
     leptos_axum::redirect(&format!("{}?revoked=1", ssr::PAGE));
     Ok(())
 }

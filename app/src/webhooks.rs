@@ -134,10 +134,9 @@ pub async fn webhooks_view() -> Result<WebhooksPageData, AppError> {
 
     let user = signed_in_user().await?;
     let engine = engine()?;
-    let endpoint = engine.webhooks().endpoint(user.id).await?;
+    let endpoint = engine.webhook_endpoint(user.id).await?;
     let deliveries = engine
-        .webhooks()
-        .deliveries(user.id, LOG_LENGTH)
+        .webhook_deliveries(user.id, LOG_LENGTH)
         .await?
         .into_iter()
         .map(ssr::row)
@@ -160,7 +159,7 @@ pub async fn save_webhook(url: String) -> Result<(), AppError> {
     // A sensitive act: confirm it's you first. (The URL does not ride along in the confirm
     // page's address: one may carry a token, and addresses end up in logs and history.)
     let user = require_sudo().await?;
-    let secret = match engine()?.webhooks().set_url(user.id, &url).await {
+    let secret = match engine()?.set_webhook_url(user.id, &url).await {
         Ok(secret) => secret,
         Err(code) => {
             ssr::back_to_page(&url, code.into());
@@ -179,7 +178,7 @@ pub async fn remove_webhook() -> Result<(), AppError> {
 
     // A sensitive act: confirm it's you first.
     let user = require_sudo().await?;
-    engine()?.webhooks().remove(user.id).await?;
+    engine()?.remove_webhook(user.id).await?;
     leptos_axum::redirect(&format!("{}?removed=1", ssr::PAGE));
     Ok(())
 }

@@ -12,10 +12,10 @@ use crate::accounts::health::AccountHealth;
 use crate::accounts::leases::{DatabaseLeaseOnly, RedisLeases, RenewalLocks, SharedLeases};
 use crate::accounts::store::{AccountStore, CheckOutcome, ConnectedAccount};
 use crate::accounts::upkeep::Upkeep;
-use crate::apps::api_keys::ApiKeyStore;
+use crate::apps::api_keys::{ApiCaller, ApiKey, ApiKeySecret, ApiKeyStore};
 use crate::apps::api_rate::{ApiRateBuckets, MemoryApiRate, RedisApiRate};
 use crate::apps::events::{AccountEvent, AccountEvents, AuditEntry, AuditLog};
-use crate::apps::webhooks::WebhookStore;
+use crate::apps::webhooks::{Delivery, WebhookSecret, WebhookStore};
 use crate::base::clock::{Clock, SystemClock};
 use crate::base::crypto::SecretBox;
 use crate::base::secrets::SecretKey;
@@ -391,7 +391,83 @@ impl Engine {
         self.api_rate.take(key_id, per_second, burst).await
     }
 
-    /// The users' webhook URLs and deliveries.
+    /// The user's connected accounts, oldest first.
+    pub async fn connected_accounts(
+        &self,
+        user_id: UserId,
+    ) -> Result<Vec<ConnectedAccount>, ErrorCode> {
+        self.accounts.list(user_id).await
+    }
+
+    /// One of the user's connected accounts; `not_found` when it is not theirs.
+    pub async fn connected_account(
+        &self,
+        user_id: UserId,
+        account_id: i64,
+    ) -> Result<ConnectedAccount, ErrorCode> {
+        self.accounts.get(user_id, account_id).await
+    }
+
+    /// The user's API keys.
+    pub async fn list_api_keys(&self, user_id: UserId) -> Result<Vec<ApiKey>, ErrorCode> {
+        self.api_keys.list(user_id).await
+    }
+
+    /// Makes an API key for `account_ids` of the user, living `days` (`None`: until revoked);
+    /// the secret is shown once.
+    pub async fn create_api_key(
+        &self,
+        user_id: UserId,
+        name: &str,
+        account_ids: &[i64],
+        days: Option<u32>,
+    ) -> Result<(ApiKey, ApiKeySecret), ErrorCode> {
+        self.api_keys
+            .create_expiring(user_id, name, account_ids, days)
+            .await
+    }
+
+    pub async fn revoke_api_key(&self, user_id: UserId, key_id: &str) -> Result<(), ErrorCode> {
+        self.api_keys.revoke(user_id, key_id).await
+    }
+
+    /// The live key `key` (as an app sends it), or why it is refused.
+    pub async fn authenticate_api_key(&self, key: &str) -> Result<ApiCaller, ErrorCode> {
+        self.api_keys.authenticate(key).await
+    }
+
+    /// The user's webhook URL and when it was set, if there is one.
+    pub async fn webhook_endpoint(
+        &self,
+        user_id: UserId,
+    ) -> Result<Option<(String, i64)>, ErrorCode> {
+        self.webhooks.endpoint(user_id).await
+    }
+
+    /// The user's last `limit` webhook deliveries, newest first.
+    pub async fn webhook_deliveries(
+        &self,
+        user_id: UserId,
+        limit: i64,
+    ) -> Result<Vec<Delivery>, ErrorCode> {
+        self.webhooks.deliveries(user_id, limit).await
+    }
+
+    /// Sets the user's webhook URL (checked against the destination policy); its signing
+    /// secret is shown once.
+    pub async fn set_webhook_url(
+        &self,
+        user_id: UserId,
+        url: &str,
+    ) -> Result<WebhookSecret, ErrorCode> {
+        self.webhooks.set_url(user_id, url).await
+    }
+
+    pub async fn remove_webhook(&self, user_id: UserId) -> Result<(), ErrorCode> {
+        self.webhooks.remove(user_id).await
+    }
+
+    /// The webhooks' store, for tests and tools.
     pub fn webhooks(&self) -> &WebhookStore {
         &self.webhooks
     }

@@ -97,6 +97,71 @@ pub struct ActionSpec {
 }
 
 /// The step a flow waits at, as rendered by the client.
+/// A form's submit button: what it does, which says what it reads and what it reads while the
+/// step runs. On the wire it is its label (`"Connect"`), as it always was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum Submit {
+    /// Sends the sign-in details: "Connect", then "Connecting…".
+    Connect,
+    /// Sends a code: "Verify", then "Verify…".
+    Verify,
+    /// Any other button ("Connect with URL"), then its label with "…".
+    Labelled(String),
+}
+
+impl Submit {
+    pub fn label(&self) -> &str {
+        match self {
+            Submit::Connect => "Connect",
+            Submit::Verify => "Verify",
+            Submit::Labelled(label) => label,
+        }
+    }
+
+    /// What the button reads while its step runs.
+    pub fn busy_label(&self) -> String {
+        match self {
+            Submit::Connect => "Connecting…".to_owned(),
+            other => format!("{}…", other.label()),
+        }
+    }
+}
+
+impl From<String> for Submit {
+    fn from(label: String) -> Self {
+        match label.as_str() {
+            "Connect" => Submit::Connect,
+            "Verify" => Submit::Verify,
+            _ => Submit::Labelled(label),
+        }
+    }
+}
+
+impl From<&str> for Submit {
+    fn from(label: &str) -> Self {
+        Submit::from(label.to_owned())
+    }
+}
+
+impl PartialEq<str> for Submit {
+    fn eq(&self, label: &str) -> bool {
+        self.label() == label
+    }
+}
+
+impl PartialEq<&str> for Submit {
+    fn eq(&self, label: &&str) -> bool {
+        self.label() == *label
+    }
+}
+
+impl From<Submit> for String {
+    fn from(submit: Submit) -> Self {
+        submit.label().to_owned()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum StepView {
@@ -112,7 +177,7 @@ pub enum StepView {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         intro: Option<String>,
         fields: Vec<FieldSpec>,
-        submit: String,
+        submit: Submit,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         links: Vec<LinkSpec>,
         /// Other buttons, shown before the form's fields.
@@ -131,12 +196,12 @@ impl StepView {
     }
 
     /// A form with these fields and this button, nothing else.
-    pub fn form(fields: Vec<FieldSpec>, submit: &str) -> Self {
+    pub fn form(fields: Vec<FieldSpec>, submit: impl Into<Submit>) -> Self {
         StepView::Form {
             alert: None,
             intro: None,
             fields,
-            submit: submit.to_owned(),
+            submit: submit.into(),
             links: Vec::new(),
             actions: Vec::new(),
         }

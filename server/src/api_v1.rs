@@ -114,7 +114,7 @@ impl FromRequestParts<ApiState> for Caller {
                 scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
             })
             .ok_or(ErrorCode::InvalidApiKey)?;
-        let caller = state.engine.api_keys().authenticate(key).await?;
+        let caller = state.engine.authenticate_api_key(key).await?;
         let RateLimit { per_second, burst } = state.limit;
         // The engine keeps the buckets: in Redis (shared by every instance) or in memory.
         let taken = state
@@ -206,7 +206,7 @@ async fn list_accounts(
     State(state): State<ApiState>,
     Caller(caller): Caller,
 ) -> Result<Json<AccountList>, ApiError> {
-    let accounts = state.engine.accounts().list(caller.user_id).await?;
+    let accounts = state.engine.connected_accounts(caller.user_id).await?;
     Ok(Json(AccountList {
         accounts: accounts
             .into_iter()

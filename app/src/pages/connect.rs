@@ -105,7 +105,7 @@ fn StepForm(step: ConnectStepView) -> impl IntoView {
         alert,
         intro,
         fields,
-        submit: label,
+        submit: button,
         links,
         actions,
     } = step.view.clone()
@@ -119,11 +119,8 @@ fn StepForm(step: ConnectStepView) -> impl IntoView {
             .filter(|e| e.field.as_deref() == Some(name))
             .is_some()
     };
-    let busy = if label == "Connect" {
-        "Connecting…".to_owned()
-    } else {
-        format!("{label}…")
-    };
+    let busy = button.busy_label();
+    let label = button.label().to_owned();
     let heading = match &step.reauth {
         Some(_) => format!("Sign in to {} again", step.title),
         None => format!("Connect {}", step.title),

@@ -4,14 +4,35 @@ use std::fmt;
 
 use crate::ErrorCode;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Email(String);
+/// An email address, checked for shape. Two addresses are the same when their lower-case
+/// forms are ([`Email::as_str`]: Stepgate's account key); a provider is sent the address as
+/// the person typed it ([`Email::as_typed`]), since some keep its case.
+#[derive(Debug, Clone)]
+pub struct Email {
+    normalised: String,
+    typed: String,
+}
+
+impl PartialEq for Email {
+    fn eq(&self, other: &Self) -> bool {
+        self.normalised == other.normalised
+    }
+}
+
+impl Eq for Email {}
+
+impl std::hash::Hash for Email {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.normalised.hash(state)
+    }
+}
 
 impl Email {
     /// Trims, lower-cases and checks the shape of an address (RFC 5321 length limits; one `@`;
     /// a dotted domain of letters, digits and hyphens). Deliverability is not checked.
     pub fn parse(raw: &str) -> Result<Email, ErrorCode> {
-        let email = raw.trim().to_lowercase();
+        let typed = raw.trim();
+        let email = typed.to_lowercase();
         if email.is_empty() {
             return Err(ErrorCode::MissingFields);
         }
@@ -36,20 +57,29 @@ impl Email {
                     && label.chars().all(|c| c.is_alphanumeric() || c == '-')
             });
         if local_ok && domain_ok {
-            Ok(Email(email))
+            Ok(Email {
+                typed: typed.to_owned(),
+                normalised: email,
+            })
         } else {
             Err(ErrorCode::InvalidEmail)
         }
     }
 
+    /// Lower case: the account key (and what Stepgate stores).
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.normalised
+    }
+
+    /// Trimmed, in the case it was typed (what a provider is sent).
+    pub fn as_typed(&self) -> &str {
+        &self.typed
     }
 }
 
 impl fmt::Display for Email {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.normalised)
     }
 }
 
@@ -92,5 +122,24 @@ mod tests {
     fn over_254_characters_is_refused() {
         let long = format!("{}@example.org", "a".repeat(250));
         assert_eq!(Email::parse(&long), Err(ErrorCode::InvalidEmail));
+    }
+
+    #[test]
+    fn keeps_the_typed_case_for_providers_and_compares_in_lower_case() {
+        let email = Email::parse(" Demo@LynkCo.test ").unwrap();
+        assert_eq!(email.as_typed(), "Demo@LynkCo.test");
+        assert_eq!(email.as_str(), "demo@lynkco.test");
+        assert_eq!(email, Email::parse("demo@lynkco.TEST").unwrap());
+        for bad in [
+            "demo",
+            "@lynkco.test",
+            "demo@lynkco",
+            "de mo@lynkco.test",
+            "a@b@c.test",
+            "a@.test",
+            "a@b..test",
+        ] {
+            assert_eq!(Email::parse(bad), Err(ErrorCode::InvalidEmail), "{bad}");
+        }
     }
 }

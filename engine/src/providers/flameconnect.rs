@@ -210,7 +210,7 @@ async fn sign_in(
                 )
                 .form(&[
                     ("request_type", "RESPONSE"),
-                    ("email", email.as_str()),
+                    ("email", email.as_typed()),
                     ("password", password),
                 ]),
         )
@@ -309,11 +309,11 @@ async fn redeem(
     // The account B2C signed in (on the manual way the browser may have used another address).
     let signed_in = jwt_email(id_token)
         .and_then(|e| Email::parse(&e).ok())
-        .filter(|e| e.key() != email.key())
+        .filter(|e| e != email)
         .unwrap_or_else(|| email.clone());
     Ok(NewAccount {
-        account_id: slugify(signed_in.as_str()),
-        display_name: signed_in.as_str().to_owned(),
+        account_id: slugify(signed_in.as_typed()),
+        display_name: signed_in.as_typed().to_owned(),
         secrets: secrets(now, &tokens, None),
     })
 }
@@ -370,7 +370,7 @@ fn manual(cx: &StepContext<'_>, email: &Email, why: Why) -> Step<FlameConnectSta
         step: STEP_MANUAL,
         view: b2c::manual_view(&MANUAL_WORDS, why, &link),
         state: FlameConnectState::Manual {
-            email: email.as_str().to_owned(),
+            email: email.as_typed().to_owned(),
             verifier: request.pkce.verifier,
             state: request.state,
             nonce: request.nonce,

@@ -59,7 +59,7 @@ use super::{Health, Input, NewAccount, Provider, Step, StepContext, StepError};
 use crate::flows::upstream::{
     Followed, HttpSession, RedirectPolicy, UpstreamRequest, UpstreamResponse,
 };
-use crate::view::{FieldKind, FieldSpec, StepView};
+use crate::view::{FieldKind, FieldSpec, StepView, Submit};
 use crate::ErrorCode;
 
 /// Lynk & Co's own hosts: redirects are followed to these only (B2C routes its GET steps
@@ -312,7 +312,7 @@ async fn sign_in(
         &trans,
         &[
             ("request_type", "RESPONSE"),
-            ("signInName", email.as_str()),
+            ("signInName", email.as_typed()),
             ("password", password),
         ],
         "password",
@@ -357,7 +357,7 @@ async fn sign_in(
     }
     let page_view_id = page_view_id(&phone_page, "confirmed")?;
     Ok(LynkcoState::Code {
-        email: email.as_str().to_owned(),
+        email: email.as_typed().to_owned(),
         vin: vin.as_str().to_owned(),
         verifier: pkce.verifier,
         csrf,
@@ -497,11 +497,11 @@ async fn finish(
         .as_deref()
         .and_then(jwt_email)
         .and_then(|e| Email::parse(&e).ok())
-        .filter(|e| e.key() != email.key())
+        .filter(|e| e != email)
         .unwrap_or_else(|| email.clone());
     Ok(NewAccount {
-        account_id: signed_in.key(),
-        display_name: signed_in.as_str().to_owned(),
+        account_id: signed_in.as_str().to_owned(),
+        display_name: signed_in.as_typed().to_owned(),
         secrets: secrets(now, &tokens, &ccc, vin.as_str()),
     })
 }
@@ -578,7 +578,7 @@ fn manual(cx: &StepContext<'_>, email: &Email, vin: &Vin, why: Why) -> Step<Lynk
         step: STEP_MANUAL,
         view: manual_view(cx, &pkce.challenge, why),
         state: LynkcoState::Manual {
-            email: email.as_str().to_owned(),
+            email: email.as_typed().to_owned(),
             vin: vin.as_str().to_owned(),
             verifier: pkce.verifier,
         },
@@ -596,7 +596,7 @@ fn code_view() -> StepView {
             "Verification code",
             FieldKind::Code,
         )],
-        submit: "Verify".to_owned(),
+        submit: Submit::Verify,
         links: Vec::new(),
         actions: Vec::new(),
     }
@@ -654,7 +654,7 @@ impl Provider for LynkcoProvider {
                 view: code_view(),
                 state,
             },
-            Err(error) => failed(cx, error, email.as_str(), vin.as_str()),
+            Err(error) => failed(cx, error, email.as_typed(), vin.as_str()),
         }
     }
 
@@ -887,7 +887,7 @@ mod tests {
         else {
             panic!("a form expected: {view:?}");
         };
-        (fields, submit, intro.as_deref())
+        (fields, submit.label(), intro.as_deref())
     }
 
     #[tokio::test]

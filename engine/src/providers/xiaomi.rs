@@ -46,7 +46,7 @@ use super::{required, Health, Input, NewAccount, Provider, Step, StepContext, St
 use crate::flows::upstream::{
     Followed, HttpSession, RedirectPolicy, UpstreamRequest, UpstreamResponse,
 };
-use crate::view::{ActionSpec, FieldKind, FieldSpec, LinkSpec, StepView};
+use crate::view::{ActionSpec, FieldKind, FieldSpec, LinkSpec, StepView, Submit};
 use crate::ErrorCode;
 
 const ACCOUNT: &str = "https://account.xiaomi.com";
@@ -725,7 +725,7 @@ fn two_factor_view(cx: &StepContext<'_>, notification: &Url) -> StepView {
         fields: vec![FieldSpec::new(URL_FIELD, "Authenticated URL", FieldKind::Url)
             .hint("The whole address the Xiaomi verification page ends on.")
             .secret()],
-        submit: "Connect with URL".to_owned(),
+        submit: Submit::Labelled("Connect with URL".to_owned()),
         links: vec![LinkSpec {
             label: "Open Xiaomi verification page".to_owned(),
             url: cx.http.map().browser_url(notification).to_string(),
@@ -751,7 +751,7 @@ fn code_view(channel: Channel, masked: Option<&str>) -> StepView {
             "Verification code",
             FieldKind::Code,
         )],
-        submit: "Verify".to_owned(),
+        submit: Submit::Verify,
         links: Vec::new(),
         actions: vec![ActionSpec {
             label: RESEND_CODE_LABEL.to_owned(),
