@@ -5,7 +5,8 @@
 //! Everything that starts doubles or points Stepgate at them derives from this table: the
 //! sandbox binary, and through `sandbox --print-env` / `sandbox --print-json` the scripts
 //! (`scripts/run.sh`, `scripts/lib/serve-release.sh`) and the Playwright config; `loadgen`
-//! links it. A new provider's hosts are one line each here.
+//! links it. A new provider's hosts are one line each here, and its demo password one line in
+//! [`DEMO_PASSWORDS`] (the at-rest check reads them through `sandbox --print-demo-passwords`).
 
 use crate::{flameconnect, librus, lynkco, xiaomi};
 
@@ -65,6 +66,15 @@ pub const DOUBLES: [Double; 7] = [
         addr_var: "STEPGATE_SANDBOX_FLAMECONNECT_ADDR",
         port_offset: 7,
     },
+];
+
+/// Every double's demo password: what the at-rest check looks for in Stepgate's data after
+/// the suite (`sandbox --print-demo-passwords`). A new provider's is one line here.
+pub const DEMO_PASSWORDS: [&str; 4] = [
+    librus::DEMO_PASSWORD,
+    xiaomi::DEMO_PASSWORD,
+    lynkco::DEMO_PASSWORD,
+    flameconnect::DEMO_PASSWORD,
 ];
 
 /// The sandbox's own address when `STEPGATE_SANDBOX_ADDR` is unset.
@@ -149,6 +159,14 @@ pub fn json(addresses: &[(&'static Double, String)]) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_demo_passwords_are_distinct_and_long_enough_to_look_for() {
+        for (i, a) in DEMO_PASSWORDS.iter().enumerate() {
+            assert!(a.len() >= 8, "{a}");
+            assert!(!DEMO_PASSWORDS[i + 1..].contains(a), "{a}");
+        }
+    }
 
     #[test]
     fn each_double_has_its_own_origin_variable_name_and_port() {

@@ -5,6 +5,7 @@
 //! `sandbox --print-env` prints, instead of serving, shell `export` lines for every double's
 //! address and `STEPGATE_UPSTREAMS` (for `eval`); `sandbox --print-json` the same as JSON. Both
 //! follow `STEPGATE_SANDBOX_ADDR` and any address variable already set (`doubles.rs`).
+//! `sandbox --print-demo-passwords` prints the doubles' demo passwords as a JSON array.
 
 use sandbox::doubles::{self, Double};
 use sandbox::{flameconnect, librus, lynkco, totp_site, xiaomi};
@@ -29,11 +30,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("{}", doubles::json(&addresses));
             return Ok(());
         }
-        Some(other) => {
-            return Err(
-                format!("unknown argument `{other}` (try --print-env or --print-json)").into(),
-            )
+        Some("--print-demo-passwords") => {
+            println!("{}", serde_json::json!(doubles::DEMO_PASSWORDS));
+            return Ok(());
         }
+        Some(other) => return Err(format!(
+            "unknown argument `{other}` (try --print-env, --print-json or --print-demo-passwords)"
+        )
+        .into()),
     }
     let at = |origin: &str| {
         let double: &Double = doubles::double_of(origin);

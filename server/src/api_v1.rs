@@ -350,11 +350,30 @@ mod tests {
     use tower::ServiceExt;
 
     struct TestApi {
-        _dir: tempfile::TempDir,
+        dir: tempfile::TempDir,
+        redis_prefix: String,
         engine: Engine,
         router: Router,
         user: i64,
         account: i64,
+    }
+
+    /// The engine's configuration over the database in `dir`; in the Postgres + Redis run of
+    /// the suite the buckets are kept in Redis under `redis_prefix`.
+    async fn config_in(dir: &tempfile::TempDir, redis_prefix: &str) -> engine::EngineConfig {
+        let mut config = engine::EngineConfig::new(
+            engine::store::db::test_database_url(dir.path()).await,
+            SecretKey::load_or_create(Some(&"03".repeat(32)), dir.path()).unwrap(),
+            TotpSite {
+                base_url: "http://totp.test".into(),
+                issuer: "Stepgate".into(),
+            },
+        );
+        config.redis_url = std::env::var("STEPGATE_TEST_REDIS_URL")
+            .ok()
+            .filter(|url| !url.is_empty());
+        config.redis_prefix = redis_prefix.to_owned();
+        config
     }
 
     async fn api(limit: RateLimit) -> TestApi {
@@ -366,19 +385,8 @@ mod tests {
         clock: std::sync::Arc<dyn engine::base::clock::Clock>,
     ) -> TestApi {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = engine::EngineConfig::new(
-            engine::store::db::test_database_url(dir.path()).await,
-            SecretKey::load_or_create(Some(&"03".repeat(32)), dir.path()).unwrap(),
-            TotpSite {
-                base_url: "http://totp.test".into(),
-                issuer: "Stepgate".into(),
-            },
-        );
-        // The Postgres + Redis run of the suite checks the buckets kept in Redis.
-        config.redis_url = std::env::var("STEPGATE_TEST_REDIS_URL")
-            .ok()
-            .filter(|url| !url.is_empty());
-        config.redis_prefix = format!("test:{}:", engine::flows::flow::FlowId::random());
+        let redis_prefix = format!("test:{}:", engine::flows::flow::FlowId::random());
+        let config = config_in(&dir, &redis_prefix).await;
         let engine = Engine::open_with_clock(config, clock).await.unwrap();
         let user = engine
             .register(
@@ -404,7 +412,8 @@ mod tests {
             .unwrap();
         TestApi {
             router: router_with(engine.clone(), limit),
-            _dir: dir,
+            dir,
+            redis_prefix,
             engine,
             user: user.id,
             account: account.id,
@@ -597,14 +606,18 @@ mod tests {
         };
         let mut instance_a = api(limit).await;
         let key = instance_a.key(&[]).await;
-        let instance_b = router_with(instance_a.engine.clone(), limit);
+        // Another instance: its own engine (and memory) over the same database and Redis.
+        let other_engine = Engine::open(config_in(&instance_a.dir, &instance_a.redis_prefix).await)
+            .await
+            .unwrap();
+        let instance_b = router_with(other_engine, limit);
         for _ in 0..3 {
             assert_eq!(
                 instance_a.get("/api/v1/accounts", Some(&key)).await.0,
                 StatusCode::OK
             );
         }
-        // A second router over the same Redis draws from the same bucket.
+        // The other instance has no bucket of its own in memory; only Redis' bucket says no.
         instance_a.router = instance_b;
         let (status, response) = instance_a.get("/api/v1/accounts", Some(&key)).await;
         assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);

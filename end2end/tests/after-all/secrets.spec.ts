@@ -10,7 +10,12 @@ import * as path from "node:path";
 import { dataDir, doubles, e2eRedisUrl, scaledOut, serverLogs } from "../../playwright.config";
 import { postgresDump } from "../stored-data";
 
-const PASSWORDS = ["librus-demo", "xiaomi-demo", "lynkco-demo", "flame-demo"];
+// The doubles' demo passwords, from their one table (sandbox/src/doubles.rs).
+const PASSWORDS: string[] = JSON.parse(
+  execFileSync(path.join(__dirname, "..", "..", "..", "target", "release", "sandbox"), ["--print-demo-passwords"], {
+    encoding: "utf8",
+  }),
+);
 
 /** Every key and string, hash, list, set and sorted-set value in Redis, one per line. */
 function redisValues(): string {
@@ -36,6 +41,7 @@ function redisValues(): string {
 }
 
 test("no third-party secret is in the database or the log in clear", async ({ request }) => {
+  expect(PASSWORDS, "one demo password per connectable provider").toHaveLength(4);
   const issued: string[] = await (await request.get(`http://${doubles.librusApi}/testing/issued`)).json();
   // The suite connected Librus, Xiaomi, Lynk & Co and FlameConnect accounts: plenty to look for.
   expect(issued.length).toBeGreaterThan(10);

@@ -401,7 +401,7 @@ impl ProviderRegistry {
 /// and one line here; its double under `sandbox/src/` (a `pub mod` in `sandbox/src/lib.rs` and
 /// its start in `sandbox/src/main.rs`) and one line per host in `sandbox/src/doubles.rs`, from
 /// which the scripts, the Playwright config and loadgen take ports and `STEPGATE_UPSTREAMS`;
-/// its Playwright spec; and its demo password in `end2end/tests/after-all/secrets.spec.ts`.
+/// its Playwright spec; and its demo password, one line in `DEMO_PASSWORDS` there too.
 pub fn connectable() -> Vec<std::sync::Arc<dyn AnyProvider>> {
     vec![
         std::sync::Arc::new(librus::LibrusProvider),
