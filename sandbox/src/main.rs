@@ -34,10 +34,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("{}", serde_json::json!(doubles::DEMO_PASSWORDS));
             return Ok(());
         }
-        Some(other) => return Err(format!(
+        Some(other) => {
+            return Err(format!(
             "unknown argument `{other}` (try --print-env, --print-json or --print-demo-passwords)"
         )
-        .into()),
+            .into())
+        }
     }
     let at = |origin: &str| {
         let double: &Double = doubles::double_of(origin);
