@@ -160,19 +160,20 @@ pub struct Engine {
     pub(crate) webhooks: WebhookStore,
     two_factor: TwoFactor,
     throttle: SignInThrottle,
-    // The services, one per concern.
-    pub(crate) runner: FlowRunner,
-    pub(crate) local_accounts: LocalAccounts,
-    pub(crate) registration: Registration,
-    pub(crate) session_list: Sessions,
-    pub(crate) sudo: Sudo,
-    pub(crate) account_security: AccountSecurity,
-    pub(crate) admin: Admin,
-    pub(crate) second_factor: SecondFactorSettings,
-    pub(crate) events: AccountEvents,
-    pub(crate) health: AccountHealth,
-    pub(crate) upkeep: Upkeep,
-    pub(crate) app_credentials: AppCredentials,
+    // The services, one per concern. Behind `Arc`s: they hold each other's clones, and an
+    // `Engine` is cloned into every request's futures, which must stay small.
+    pub(crate) runner: Arc<FlowRunner>,
+    pub(crate) local_accounts: Arc<LocalAccounts>,
+    pub(crate) registration: Arc<Registration>,
+    pub(crate) session_list: Arc<Sessions>,
+    pub(crate) sudo: Arc<Sudo>,
+    pub(crate) account_security: Arc<AccountSecurity>,
+    pub(crate) admin: Arc<Admin>,
+    pub(crate) second_factor: Arc<SecondFactorSettings>,
+    pub(crate) events: Arc<AccountEvents>,
+    pub(crate) health: Arc<AccountHealth>,
+    pub(crate) upkeep: Arc<Upkeep>,
+    pub(crate) app_credentials: Arc<AppCredentials>,
 }
 
 impl Engine {
@@ -263,53 +264,53 @@ impl Engine {
             clock: clock.clone(),
         };
         Ok(Engine {
-            local_accounts: LocalAccounts {
+            local_accounts: Arc::new(LocalAccounts {
                 users: users.clone(),
                 hasher: hasher.clone(),
                 throttle: throttle.clone(),
                 clock: clock.clone(),
                 runner: runner.clone(),
-            },
-            registration: Registration {
+            }),
+            registration: Arc::new(Registration {
                 pool: pool.clone(),
                 users: users.clone(),
                 hasher: hasher.clone(),
                 throttle: throttle.clone(),
                 clock: clock.clone(),
-            },
-            account_security: AccountSecurity {
+            }),
+            account_security: Arc::new(AccountSecurity {
                 pool: pool.clone(),
                 users,
                 hasher,
                 sudo: sudo.clone(),
                 sessions: session_list.clone(),
-            },
-            second_factor: SecondFactorSettings {
+            }),
+            second_factor: Arc::new(SecondFactorSettings {
                 two_factor: two_factor.clone(),
                 sessions: session_list.clone(),
                 clock: clock.clone(),
-            },
-            health: AccountHealth {
+            }),
+            health: Arc::new(AccountHealth {
                 accounts: accounts.clone(),
                 providers: providers.clone(),
                 upstreams,
                 events: events.clone(),
                 clock: clock.clone(),
                 check_interval: config.account_check_interval,
-            },
-            app_credentials: AppCredentials {
+            }),
+            app_credentials: Arc::new(AppCredentials {
                 upkeep: upkeep.clone(),
                 events: events.clone(),
-            },
+            }),
             flows: hot.flows,
             api_rate: hot.api_rate,
             api_keys: ApiKeyStore::new(pool.clone(), clock.clone()),
-            runner,
-            sudo,
-            session_list,
-            admin,
-            events,
-            upkeep,
+            runner: Arc::new(runner),
+            sudo: Arc::new(sudo),
+            session_list: Arc::new(session_list),
+            admin: Arc::new(admin),
+            events: Arc::new(events),
+            upkeep: Arc::new(upkeep),
             session_store,
             accounts,
             webhooks,
@@ -899,6 +900,14 @@ impl Engine {
 mod tests {
     use super::*;
     use crate::test_support::engine_in;
+
+    #[test]
+    fn an_engine_stays_small_enough_to_clone_into_every_request() {
+        // Each server function holds an `Engine` in its future; with the services inline it was
+        // 36 KiB and nested page renders overflowed a worker thread's stack.
+        let size = std::mem::size_of::<Engine>();
+        assert!(size <= 8 * 1024, "an Engine is {size} bytes");
+    }
 
     #[tokio::test]
     async fn sessions_are_fresh_tokens_that_end_when_closed() {
