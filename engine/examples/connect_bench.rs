@@ -398,7 +398,57 @@ impl Script<'_> {
             .insert(name.to_owned(), value.to_owned());
     }
 
+    /// Sends one request; a GET that B2C answers with a routing hop (a redirect to the same
+    /// path on its own host, as the real tenant sends) is sent again there, as every real
+    /// client does.
     async fn send(
+        &mut self,
+        method: Method,
+        real: &str,
+        headers: &[(&'static str, &str)],
+        body: Body<'_>,
+    ) -> Answer {
+        let get = method == Method::GET;
+        let mut answer = self.send_once(method, real, headers, body).await;
+        let mut at = real.to_owned();
+        for _ in 0..10 {
+            if !get || !(300..400).contains(&answer.status) {
+                break;
+            }
+            let Some(next) = answer.location().map(|l| self.real_url(&at, &l)) else {
+                break;
+            };
+            let same_path = |u: &str| {
+                Url::parse(u)
+                    .ok()
+                    .map(|u| (u.origin(), u.path().to_owned()))
+            };
+            if same_path(&next) != same_path(&at) {
+                break;
+            }
+            answer = self
+                .send_once(Method::GET, &next, headers, Body::Empty)
+                .await;
+            at = next;
+        }
+        answer
+    }
+
+    /// `location` as a real URL: relative ones resolved against `at`, the doubles' own
+    /// addresses mapped back to the real origins.
+    fn real_url(&self, at: &str, location: &str) -> String {
+        for (real, base) in self.bare.map.iter() {
+            if let Some(rest) = location.strip_prefix(base.as_str()) {
+                return format!("{real}{rest}");
+            }
+        }
+        Url::parse(at)
+            .and_then(|at| at.join(location))
+            .map(|u| u.to_string())
+            .unwrap_or_else(|_| location.to_owned())
+    }
+
+    async fn send_once(
         &mut self,
         method: Method,
         real: &str,
