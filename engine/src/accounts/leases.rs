@@ -122,7 +122,7 @@ impl RedisLeases {
 #[async_trait]
 impl SharedLeases for RedisLeases {
     async fn enter(&self, account_id: i64, now: i64, until: i64) -> Result<Gate, ErrorCode> {
-        let token = random_token();
+        let token = crate::flows::flow::FlowId::random().to_string();
         let got = lease_acquire(&self.redis, &lease_name(account_id), &token, now, until)
             .await
             .map_err(redis_error)?;
@@ -140,12 +140,6 @@ impl SharedLeases for RedisLeases {
             .await
             .map_err(redis_error)
     }
-}
-
-/// A lease holder's token: random, so no two holders share one.
-fn random_token() -> String {
-    use rand::Rng;
-    format!("{:032x}", rand::thread_rng().gen::<u128>())
 }
 
 /// Gives a lease back only if `ARGV[1]` still holds it (a holder whose lease ran out and was
