@@ -28,6 +28,9 @@ pub struct TwoFactorStatus {
     pub two_factor_on: bool,
     /// True when the seed lives at the web TOTP provider (a seed id is stored).
     pub via_totp_site: bool,
+    pub recovery_codes_left: i64,
+    /// A set just made, shown this once.
+    pub new_recovery_codes: Option<Vec<String>>,
 }
 
 /// A new authenticator-app secret, shown once while the app is set up.
@@ -64,6 +67,15 @@ pub(crate) mod ssr {
         engine: &Engine,
         session: &SessionToken,
     ) -> Result<(), AppError> {
+        go_signed_in_to(engine, session, "/").await
+    }
+
+    /// [`go_home_signed_in`], landing on `page` (a path of ours) instead of home.
+    pub async fn go_signed_in_to(
+        engine: &Engine,
+        session: &SessionToken,
+        page: &str,
+    ) -> Result<(), AppError> {
         if let Some(old) = session_token() {
             engine.close_session(&old).await?;
         }
@@ -74,7 +86,7 @@ pub(crate) mod ssr {
             .await?;
         set_session_cookie(session);
         clear_login_cookie();
-        leptos_axum::redirect("/");
+        leptos_axum::redirect(page);
         Ok(())
     }
 
@@ -315,12 +327,25 @@ pub async fn security_status() -> Result<TwoFactorStatus, AppError> {
     use crate::session::{engine, signed_in_user};
 
     let user = signed_in_user().await?;
-    let status = engine()?.totp_status(&user).await?;
+    let engine = engine()?;
+    let status = engine.totp_status(&user).await?;
     Ok(TwoFactorStatus {
+        recovery_codes_left: engine.recovery_codes_left(&user).await?,
+        new_recovery_codes: crate::recovery_codes::ssr::take_new_codes(),
         email: user.email,
         two_factor_on: status.is_some(),
         via_totp_site: status.is_some_and(|s| s.seed_id.is_some()),
     })
+}
+
+/// Whether the signed-in account has 2FA on, and nothing else: the setup popup's polling asks
+/// this (the full status would take the new recovery codes meant for the reloaded page).
+#[server(prefix = "/api", endpoint = "two_factor_is_on")]
+pub async fn two_factor_is_on() -> Result<bool, AppError> {
+    use crate::session::{engine, signed_in_user};
+
+    let user = signed_in_user().await?;
+    Ok(engine()?.totp_status(&user).await?.is_some())
 }
 
 /// The TOTP site's `action=add` link with a fresh single-use registration token. Fetched
@@ -353,16 +378,20 @@ pub async fn begin_app_enrollment() -> Result<AppEnrollmentView, AppError> {
     })
 }
 
-/// Turns 2FA on once the authenticator app shows a valid code.
+/// Turns 2FA on once the authenticator app shows a valid code; the first recovery codes go
+/// to the page's next rendering (the island reloads it).
 #[server(prefix = "/api", endpoint = "confirm_app_enrollment")]
 pub async fn confirm_app_enrollment(code: String) -> Result<(), AppError> {
     use crate::session::{engine, signed_in_user};
 
     let user = signed_in_user().await?;
     let token = crate::session::current_session()?;
-    engine()?
+    let codes = engine()?
         .confirm_app_enrollment(&user, &token, &code)
         .await?;
+    if let Some(codes) = codes {
+        crate::recovery_codes::ssr::keep_new_codes(&codes);
+    }
     Ok(())
 }
 

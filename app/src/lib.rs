@@ -9,6 +9,7 @@ pub mod error;
 #[cfg(feature = "ssr")]
 pub mod one_time_secret;
 pub mod pages;
+pub mod recovery_codes;
 #[cfg(feature = "ssr")]
 pub mod session;
 pub mod sessions;
@@ -30,7 +31,7 @@ use pages::{
     login::LoginPage,
     password::PasswordPage,
     register::RegisterPage,
-    second_factor::SecondFactorPage,
+    second_factor::{RecoveryCodePage, SecondFactorPage},
     security::SecurityPage,
     sessions::SessionsPage,
     webhooks::WebhooksPage,
@@ -107,6 +108,7 @@ pub fn App() -> impl IntoView {
                     // Async: the page says up front whether an invite is needed.
                     <Route path=path!("register") view=RegisterPage ssr=SsrMode::Async/>
                     <Route path=path!("login/code") view=SecondFactorPage ssr=SsrMode::Async/>
+                    <Route path=path!("login/recovery") view=RecoveryCodePage/>
                     <Route path=path!("settings/security") view=SecurityPage ssr=SsrMode::Async/>
                     <Route path=path!("settings/api-keys") view=ApiKeysPage ssr=SsrMode::Async/>
                     <Route path=path!("settings/confirm") view=ConfirmPage ssr=SsrMode::Async/>

@@ -41,3 +41,16 @@ pub fn take(cookie_name: &str, path: &str, valid: impl Fn(&str) -> bool) -> Opti
     set(cookie_name, path, "", 0);
     Some(secret)
 }
+
+/// [`hand_over`] as a `Set-Cookie` header value, for a handler outside the server functions
+/// (the TOTP site's callback); `https` picks the cookie's name and `Secure`, as there.
+pub fn hand_over_header(cookie_name: &str, path: &str, secret: &str, https: bool) -> String {
+    let (name, secure) = if https {
+        (secure_name(cookie_name), "; Secure")
+    } else {
+        (cookie_name.to_owned(), "")
+    };
+    format!(
+        "{name}={secret}; Path={path}; HttpOnly; SameSite=Strict{secure}; Max-Age={HAND_OVER_SECONDS}"
+    )
+}

@@ -21,7 +21,7 @@ use crate::base::crypto::SecretBox;
 use crate::base::secrets::SecretKey;
 use crate::flows::flow::{FlowId, DEFAULT_FLOW_TTL};
 use crate::flows::redis_store::RedisFlowStore;
-use crate::flows::runner::{FlowRunner, Progress};
+use crate::flows::runner::{Completion, FlowRunner, Progress};
 use crate::flows::store::{FlowStore, SqliteFlowStore};
 use crate::flows::upstream::{UpstreamMap, Upstreams, DEFAULT_STEP_TIMEOUT};
 use crate::providers::{
@@ -29,6 +29,7 @@ use crate::providers::{
 };
 use crate::second_factor::attempts::{RedisSecondFactorCounts, SecondFactorAttempts};
 use crate::second_factor::enrolment::{AppEnrollment, RegistrationCallback};
+use crate::second_factor::recovery_codes::RecoveryCodes;
 use crate::second_factor::settings::SecondFactorSettings;
 use crate::second_factor::totp_site::TotpSite;
 use crate::second_factor::two_factor::{TotpStatus, TwoFactor};
@@ -284,6 +285,8 @@ impl Engine {
                 hasher,
                 sudo: sudo.clone(),
                 sessions: session_list.clone(),
+                two_factor: two_factor.clone(),
+                clock: clock.clone(),
             }),
             second_factor: Arc::new(SecondFactorSettings {
                 two_factor: two_factor.clone(),
@@ -700,13 +703,14 @@ impl Engine {
     }
 
     /// The TOTP site's callback for the signed-in `user` of `session`. With 2FA on, every
-    /// other session of the user ends (each was opened without the second factor).
+    /// other session of the user ends (each was opened without the second factor). The first
+    /// recovery codes, when the account had none, to be shown once.
     pub async fn complete_totp_site_setup(
         &self,
         user: &User,
         session: &SessionToken,
         callback: &RegistrationCallback,
-    ) -> Result<(), ErrorCode> {
+    ) -> Result<Option<RecoveryCodes>, ErrorCode> {
         self.second_factor
             .complete_totp_site_setup(user, session, callback)
             .await
@@ -718,16 +722,59 @@ impl Engine {
     }
 
     /// Turns TOTP on once the authenticator app shows a valid code; every other session of
-    /// the user ends (each was opened without the second factor).
+    /// the user ends (each was opened without the second factor). The first recovery codes,
+    /// when the account had none, to be shown once.
     pub async fn confirm_app_enrollment(
         &self,
         user: &User,
         session: &SessionToken,
         code: &str,
-    ) -> Result<(), ErrorCode> {
+    ) -> Result<Option<RecoveryCodes>, ErrorCode> {
         self.second_factor
             .confirm_app_enrollment(user, session, code)
             .await
+    }
+
+    /// How many unused recovery codes `user` has.
+    pub async fn recovery_codes_left(&self, user: &User) -> Result<i64, ErrorCode> {
+        self.second_factor.recovery_codes_left(user).await
+    }
+
+    /// A new set of recovery codes for the session's user, after sudo; the old set dies.
+    pub async fn new_recovery_codes(
+        &self,
+        session: &SessionToken,
+    ) -> Result<RecoveryCodes, ErrorCode> {
+        self.account_security.new_recovery_codes(session).await
+    }
+
+    /// The code step of sign-in flow `flow_id`, answered with a recovery code instead of the
+    /// TOTP code. Signing in so is logged and told to the user's webhook
+    /// (`second_factor.recovery_code_used`, with how many codes are left).
+    pub async fn sign_in_with_recovery_code(
+        &self,
+        flow_id: &str,
+        owner: Option<&str>,
+        code: &str,
+    ) -> Result<Progress, StepError> {
+        let input: Input = [("recovery_code".to_owned(), code.to_owned())].into();
+        let progress = self
+            .runner
+            .submit_provider_flow("local", flow_id, owner, &input)
+            .await?;
+        if let Progress::Done(Completion::SignedIn { user_id, .. }) = &progress {
+            let left = self.two_factor.recovery_codes_left(*user_id).await?;
+            let data = serde_json::json!({ "recovery_codes_left": left });
+            self.webhooks
+                .enqueue(
+                    *user_id,
+                    "second_factor.recovery_code_used",
+                    &data,
+                    self.now(),
+                )
+                .await?;
+        }
+        Ok(progress)
     }
 
     /// Turns TOTP off; a current code is required.

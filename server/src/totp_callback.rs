@@ -6,6 +6,7 @@ use axum::extract::Query;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use engine::second_factor::enrolment::RegistrationCallback;
+use engine::second_factor::recovery_codes::RecoveryCodes;
 use engine::sign_in::sessions::token_from_cookie_header;
 use engine::{Engine, ErrorCode};
 
@@ -18,8 +19,13 @@ pub async fn handle(
     Query(callback): Query<RegistrationCallback>,
 ) -> Response {
     let result = complete(&engine, &headers, &callback).await;
+    // The first recovery codes go to the security page, which the opener reloads.
+    let first_codes = match &result {
+        Ok((Some(codes), https)) => Some(app::recovery_codes::ssr::new_codes_cookie(codes, *https)),
+        _ => None,
+    };
     let (status, body) = match result {
-        Ok(()) => (
+        Ok(_) => (
             StatusCode::OK,
             page(
                 stylesheet,
@@ -38,7 +44,7 @@ pub async fn handle(
             ),
         ),
     };
-    (
+    let mut response = (
         status,
         // The seed is in this URL: keep it out of caches and of any Referer.
         [
@@ -47,14 +53,18 @@ pub async fn handle(
         ],
         Html(body),
     )
-        .into_response()
+        .into_response();
+    if let Some(cookie) = first_codes.and_then(|c| header::HeaderValue::from_str(&c).ok()) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
 }
 
 async fn complete(
     engine: &Engine,
     headers: &HeaderMap,
     callback: &RegistrationCallback,
-) -> Result<(), ErrorCode> {
+) -> Result<(Option<RecoveryCodes>, bool), ErrorCode> {
     // Over https only the `__Host-` cookie counts, as in the app (`app/src/session.rs`).
     let https = headers
         .get("x-forwarded-proto")
@@ -70,9 +80,10 @@ async fn complete(
         .session_user(&token)
         .await?
         .ok_or(ErrorCode::NotSignedIn)?;
-    engine
+    let codes = engine
         .complete_totp_site_setup(&user, &token, callback)
-        .await
+        .await?;
+    Ok((codes, https))
 }
 
 fn escape(text: &str) -> String {

@@ -44,7 +44,10 @@ const ADMIN_PAGE: &str = "/admin/users";
 
 /// Pages only visitors see: no lookup, no header links there.
 fn is_signed_out_page(path: &str) -> bool {
-    matches!(path, "/login" | "/register" | "/login/code")
+    matches!(
+        path,
+        "/login" | "/register" | "/login/code" | "/login/recovery"
+    )
 }
 
 /// Whether `path` is in the section at `section` (`/accounts/connect` is in Accounts).

@@ -4,7 +4,8 @@ use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
 
 use crate::api::{second_factor_step, CodeStep, VerifyCode};
-use crate::components::{CodeInput, ErrorBanner, TotpPopupButton};
+use crate::components::{CodeInput, ErrorBanner, Field, TotpPopupButton};
+use crate::recovery_codes::UseRecoveryCode;
 
 /// `/login/code?flow=…`: the second factor of a sign-in. The code can be typed, pasted, or sent
 /// back by the TOTP provider's popup. Works as a plain form post without WebAssembly.
@@ -20,7 +21,14 @@ pub fn SecondFactorPage() -> impl IntoView {
             <Suspense fallback=|| view! { <p role="status">"Loading…"</p> }>
                 {move || Suspend::new(async move {
                     match step.await {
-                        Ok(step) => view! { <CodeForm step/> }.into_any(),
+                        Ok(step) => {
+                            let recovery = format!("/login/recovery?flow={}", step.flow_id);
+                            view! {
+                                <CodeForm step/>
+                                <p class="aside"><a href=recovery>"Use a recovery code"</a></p>
+                            }
+                                .into_any()
+                        }
                         Err(e) => {
                             set_status(e.clone());
                             view! {
@@ -88,5 +96,40 @@ fn CodeForm(step: CodeStep) -> impl IntoView {
             </button>
         </ActionForm>
         <TotpPopupButton deep_link=step.deep_link.clone() on_code=submit/>
+    }
+}
+
+/// `/login/recovery?flow=…`: the code step answered with a recovery code instead (the
+/// authenticator is not at hand). A plain form; a refused code comes back with its sentence.
+#[component]
+pub fn RecoveryCodePage() -> impl IntoView {
+    let use_code = ServerAction::<UseRecoveryCode>::new();
+    let error = Signal::derive(move || use_code.value().get().and_then(Result::err));
+    let flow = use_query_map()
+        .read_untracked()
+        .get("flow")
+        .unwrap_or_default();
+    let back = format!("/login/code?flow={flow}");
+    let ended = move || {
+        error
+            .get()
+            .is_some_and(|e| matches!(e.code, ErrorCode::FlowExpired | ErrorCode::TooManyAttempts))
+    };
+    view! {
+        <Title text="Recovery code · Stepgate"/>
+        <section class="card" aria-labelledby="recovery-title">
+            <h1 id="recovery-title">"Use a recovery code"</h1>
+            <p>"Enter one of the recovery codes you saved when you turned on two-factor authentication. Each code works once."</p>
+            <ActionForm action=use_code>
+                <ErrorBanner error/>
+                <Show when=ended>
+                    <p><a href="/login">"Start again"</a></p>
+                </Show>
+                <input type="hidden" name="flow_id" value=flow/>
+                <Field label="Recovery code" name="recovery_code" kind="text" autocomplete="off"/>
+                <button type="submit" data-busy="Checking…">"Sign in"</button>
+            </ActionForm>
+            <p class="aside"><a href=back>"Use your authenticator instead"</a></p>
+        </section>
     }
 }

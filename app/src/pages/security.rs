@@ -4,11 +4,12 @@ use leptos_router::components::Redirect;
 use leptos_router::hooks::use_query_map;
 
 use crate::api::{
-    security_status, totp_site_setup_link, AppEnrollmentView, BeginAppEnrollment,
+    security_status, totp_site_setup_link, two_factor_is_on, AppEnrollmentView, BeginAppEnrollment,
     ConfirmAppEnrollment, DisableTwoFactor,
 };
 use crate::components::{use_hydrated, CodeInput, ErrorBanner, NotReadyNotice};
 use crate::error::AppError;
+use crate::recovery_codes::MakeRecoveryCodes;
 use engine::ErrorCode;
 
 /// `/settings/security`: turn TOTP on (through the web TOTP provider's popup, or with an
@@ -35,6 +36,7 @@ pub fn SecurityPage() -> impl IntoView {
                                 }}
                             </p>
                             <TurnOff disable/>
+                            <RecoveryCodesSection left=s.recovery_codes_left new_codes=s.new_recovery_codes/>
                         }
                             .into_any(),
                         Ok(_) => view! {
@@ -50,6 +52,7 @@ pub fn SecurityPage() -> impl IntoView {
                     }
                 })}
             </Suspense>
+            <script src="/copy-secret.js" defer></script>
             <h2>"Password"</h2>
             <p><a href="/settings/password">"Change password"</a> " (your other sessions are signed out)"</p>
             <p class="aside"><a href="/">"Back home"</a></p>
@@ -106,7 +109,7 @@ fn TotpSiteSetup() -> impl IntoView {
             move || {
                 if waiting.get_untracked() {
                     leptos::task::spawn_local(async {
-                        if security_status().await.is_ok_and(|s| s.two_factor_on) {
+                        if two_factor_is_on().await.unwrap_or(false) {
                             reload_page();
                         }
                     });
@@ -255,6 +258,69 @@ fn TurnOff(disable: ServerAction<DisableTwoFactor>) -> impl IntoView {
                 view! { <p class="hint">"Turning it off asks for your password and a current code first."</p> }.into_any()
             }}
             <button type="submit" class="secondary" data-busy="Turning off…">"Turn off 2FA"</button>
+        </ActionForm>
+    }
+}
+
+/// "Recovery codes": a set just made, shown this once (copy, download as a text file), how many
+/// are left, and "Make new recovery codes" (after "Confirm it's you"; the old set dies). Plain
+/// forms; `public/copy-secret.js` drives "Copy".
+#[component]
+fn RecoveryCodesSection(left: i64, new_codes: Option<Vec<String>>) -> impl IntoView {
+    let make = ServerAction::<MakeRecoveryCodes>::new();
+    let error = Signal::derive(move || make.value().get().and_then(Result::err));
+    let recovered = use_query_map().read_untracked().get("recovered").is_some();
+    let left_text = match left {
+        0 => "You have no recovery codes left. Make a new set so that a lost phone does not lock you out.".to_owned(),
+        1 => "1 recovery code left.".to_owned(),
+        n => format!("{n} recovery codes left."),
+    };
+    let shown = new_codes.map(|codes| {
+        let text = format!(
+            "Stepgate recovery codes: each signs in once, in place of a second factor.\n\n{}\n",
+            codes.join("\n")
+        );
+        let download = format!(
+            "data:text/plain;charset=utf-8,{}",
+            text.bytes()
+                .map(|b| if b.is_ascii_alphanumeric() || b == b'-' {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                })
+                .collect::<String>()
+        );
+        let rows = codes.len();
+        view! {
+            <div class="new-key">
+                <p class="ok" role="status">
+                    "Your new recovery codes. Save them now: they are shown only this once, and each signs in once when your second factor is not at hand."
+                </p>
+                <label for="recovery-codes">"Recovery codes"</label>
+                <textarea id="recovery-codes" class="recovery-codes" readonly rows=rows spellcheck="false">
+                    {codes.join("\n")}
+                </textarea>
+                <div class="new-key-row">
+                    <button type="button" class="secondary" data-copy="recovery-codes">"Copy"</button>
+                    <a class="button secondary" href=download download="stepgate-recovery-codes.txt">"Download"</a>
+                </div>
+                <p class="hint" role="status" aria-live="polite" id="recovery-codes-copied"></p>
+            </div>
+        }
+    });
+    view! {
+        <h2>"Recovery codes"</h2>
+        {recovered.then(|| view! {
+            <p role="status" class="notice">
+                "You signed in with a recovery code; it cannot be used again. If your authenticator is lost, turn two-factor authentication off and set it up again."
+            </p>
+        })}
+        {shown}
+        <p class="recovery-left" data-left=left>{left_text}</p>
+        <ActionForm action=make>
+            <ErrorBanner error/>
+            <p class="hint">"A new set replaces the old one: the old codes stop working."</p>
+            <button type="submit" class="secondary" data-busy="Making codes…">"Make new recovery codes"</button>
         </ActionForm>
     }
 }

@@ -1,5 +1,5 @@
-// After the whole suite: no third-party password, token or cookie value the doubles handed out
-// appears in clear in Stepgate's database or its log (they are sealed, or never kept). On SQLite
+// After the whole suite: no third-party password, token or cookie value the doubles handed out,
+// and no recovery code Stepgate showed, appears in clear in Stepgate's database or its log (they are sealed, or never kept). On SQLite
 // that is the database files; scaled out (playwright.config.ts), a text dump of the Postgres
 // database, every value left in Redis, and every instance's log.
 import { expect, test } from "@playwright/test";
@@ -40,13 +40,18 @@ function redisValues(): string {
   return file;
 }
 
-test("no third-party secret is in the database or the log in clear", async ({ request }) => {
+test("no third-party secret and no recovery code is in the database or the log in clear", async ({ request }) => {
   expect(PASSWORDS, "one demo password per connectable provider").toHaveLength(4);
   const issued: string[] = await (await request.get(`http://${doubles.librusApi}/testing/issued`)).json();
   // The suite connected Librus, Xiaomi, Lynk & Co and FlameConnect accounts: plenty to look for.
   expect(issued.length).toBeGreaterThan(10);
   const xiaomiHash = crypto.createHash("md5").update("xiaomi-demo").digest("hex").toUpperCase();
-  const secrets = [...new Set([...issued, ...PASSWORDS, xiaomiHash])].filter((s) => s.length >= 8);
+  // The recovery codes the suite was shown (recovery-codes.spec.ts), as shown and as compared.
+  const shown = path.join(dataDir, "recovery-codes-shown.txt");
+  const recoveryCodes = fs.readFileSync(shown, "utf8").split("\n").filter((c) => c !== "");
+  expect(recoveryCodes.length).toBeGreaterThanOrEqual(30);
+  const recoveryForms = recoveryCodes.flatMap((c) => [c, c.replaceAll("-", "")]);
+  const secrets = [...new Set([...issued, ...PASSWORDS, xiaomiHash, ...recoveryForms])].filter((s) => s.length >= 8);
 
   let files: string[];
   if (scaledOut) {

@@ -1,6 +1,7 @@
 //! `local`: Stepgate's own accounts. Step one checks email and password (argon2id); when the
 //! account has TOTP turned on, step two (`totp`) asks for a code, whose deep link points at the
 //! user's seed on the TOTP site (the web TOTP service, [`crate::second_factor::totp_site`]).
+//! A recovery code (`recovery_code` instead of `code`) stands in for the TOTP code there.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -142,6 +143,20 @@ impl Provider for LocalProvider {
         input: &Input,
     ) -> Step<LocalState> {
         let LocalState::Totp { user_id } = state;
+        if let Some(recovery_code) = input.get("recovery_code") {
+            return match self
+                .two_factor
+                .use_recovery_code(user_id, recovery_code, cx.now)
+                .await
+            {
+                Ok(_) => Step::SignedIn { user_id },
+                Err(ErrorCode::RateLimited) => Step::Wait(ErrorCode::RateLimited.into()),
+                Err(ErrorCode::InvalidCode | ErrorCode::MissingFields) => {
+                    Step::Retry(StepError::new(ErrorCode::InvalidCode).on("recovery_code"))
+                }
+                Err(other) => Step::abort(other),
+            };
+        }
         let Ok(code) = required(input, "code") else {
             // An empty submit is a wrong answer, not the end of the flow.
             return Step::Retry(StepError::new(ErrorCode::InvalidCode).on("code"));
@@ -374,6 +389,68 @@ mod tests {
             a.two_factor().codes_checked() + b.two_factor().codes_checked(),
             checked,
             "the right code was refused without being checked"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_recovery_code_stands_in_for_the_totp_code_once_and_the_webhook_is_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _) = engine_in(&dir).await;
+        let (user, _) = user_with_totp(&engine, "lost@example.org").await;
+        engine
+            .set_webhook_url(user.id, "http://127.0.0.1:9/hook")
+            .await
+            .unwrap();
+        let codes = engine
+            .two_factor()
+            .new_recovery_codes(user.id, engine.now())
+            .await
+            .unwrap();
+        let credentials = input(&[
+            ("email", "lost@example.org"),
+            ("password", "password-1-quiet-harbor"),
+        ]);
+        let code_step = || async {
+            let Ok(Progress::Next(view)) =
+                start(&engine, "local", Some("o".into()), &credentials).await
+            else {
+                panic!("the password should lead to the code step");
+            };
+            view.flow_id
+        };
+        let flow = code_step().await;
+        let wrong = engine
+            .sign_in_with_recovery_code(&flow, Some("o"), "aaaa-bbbb-cccc-dddd")
+            .await;
+        assert_eq!(
+            wrong.map(|_| ()).map_err(|e| e.code),
+            Err(ErrorCode::InvalidCode)
+        );
+        let signed_in = engine
+            .sign_in_with_recovery_code(&flow, Some("o"), &codes.0[0])
+            .await
+            .map_err(|e| e.code);
+        assert_eq!(
+            crate::test_support::signed_in_user(signed_in),
+            Some(user.id)
+        );
+        let told = engine.webhook_deliveries(user.id, 10).await.unwrap();
+        assert_eq!(told.len(), 1);
+        assert_eq!(told[0].event_type, "second_factor.recovery_code_used");
+        let body: String = sqlx::query_scalar("SELECT body FROM webhook_deliveries")
+            .fetch_one(engine.pool())
+            .await
+            .unwrap();
+        assert!(body.contains("\"recovery_codes_left\":9"), "{body}");
+
+        // The same code on a new sign-in is gone.
+        let flow = code_step().await;
+        let again = engine
+            .sign_in_with_recovery_code(&flow, Some("o"), &codes.0[0])
+            .await;
+        assert_eq!(
+            again.map(|_| ()).map_err(|e| e.code),
+            Err(ErrorCode::InvalidCode)
         );
     }
 }

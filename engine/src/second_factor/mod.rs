@@ -1,4 +1,4 @@
-//! The second factor: TOTP codes, enrolment (by the web TOTP site or an authenticator app),
+//! The second factor: TOTP codes, recovery codes, enrolment (by the web TOTP site or an authenticator app),
 //! verification and its back-off, and the settings that turn it on and off.
 //!
 //! Who imports what: Imports `base`, `store` and `sign_in::users` (whose factor it is); never the rest of `sign_in`.
@@ -6,6 +6,7 @@
 
 pub mod attempts;
 pub mod enrolment;
+pub mod recovery_codes;
 pub mod settings;
 pub mod totp;
 pub mod totp_site;

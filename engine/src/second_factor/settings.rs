@@ -3,6 +3,7 @@
 
 use crate::base::clock::Clock;
 use crate::second_factor::enrolment::{AppEnrollment, RegistrationCallback};
+use crate::second_factor::recovery_codes::RecoveryCodes;
 use crate::second_factor::two_factor::TotpStatus;
 use crate::second_factor::two_factor::TwoFactor;
 use crate::sign_in::session_list::Sessions;
@@ -39,18 +40,21 @@ impl SecondFactorSettings {
     }
 
     /// The TOTP site's callback for the signed-in `user` of `session`. With 2FA on, every
-    /// other session of the user ends (each was opened without the second factor).
+    /// other session of the user ends (each was opened without the second factor). The
+    /// account's first recovery codes, when it had none, to be shown once.
     pub async fn complete_totp_site_setup(
         &self,
         user: &User,
         session: &SessionToken,
         callback: &RegistrationCallback,
-    ) -> Result<(), ErrorCode> {
+    ) -> Result<Option<RecoveryCodes>, ErrorCode> {
         self.two_factor
             .complete_site_enrollment(user.id, callback, self.clock.now())
             .await?;
         self.sessions.end_sessions_but(user.id, session).await?;
-        Ok(())
+        self.two_factor
+            .first_recovery_codes(user.id, self.clock.now())
+            .await
     }
 
     /// A new authenticator-app secret for `user`, pending until a valid code confirms it.
@@ -61,18 +65,26 @@ impl SecondFactorSettings {
     }
 
     /// Turns TOTP on once the authenticator app shows a valid code; every other session of
-    /// the user ends (each was opened without the second factor).
+    /// the user ends (each was opened without the second factor). The account's first
+    /// recovery codes, when it had none, to be shown once.
     pub async fn confirm_app_enrollment(
         &self,
         user: &User,
         session: &SessionToken,
         code: &str,
-    ) -> Result<(), ErrorCode> {
+    ) -> Result<Option<RecoveryCodes>, ErrorCode> {
         self.two_factor
             .confirm_app_enrollment(user.id, code, self.clock.now())
             .await?;
         self.sessions.end_sessions_but(user.id, session).await?;
-        Ok(())
+        self.two_factor
+            .first_recovery_codes(user.id, self.clock.now())
+            .await
+    }
+
+    /// How many unused recovery codes `user` has.
+    pub async fn recovery_codes_left(&self, user: &User) -> Result<i64, ErrorCode> {
+        self.two_factor.recovery_codes_left(user.id).await
     }
 
     /// Turns TOTP off; a current code is required.

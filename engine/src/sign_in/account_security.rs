@@ -1,11 +1,13 @@
-//! What a signed-in user changes about their own sign-in: turning 2FA off and changing the
-//! password (sensitive acts: the session must have confirmed its user, `sign_in/sudo.rs`). Both end
+//! What a signed-in user changes about their own sign-in: turning 2FA off, a new set of
+//! recovery codes and changing the password (sensitive acts: the session must have confirmed its user, `sign_in/sudo.rs`). Both end
 //! the user's other sessions, which were opened under the old rules.
 
 use std::net::IpAddr;
 
+use crate::base::clock::Clock;
 use crate::base::fields::MAX_FIELD_BYTES;
-use crate::second_factor::two_factor::db_error;
+use crate::second_factor::recovery_codes::RecoveryCodes;
+use crate::second_factor::two_factor::{db_error, TwoFactor};
 use crate::sign_in::password::PasswordHasher;
 use crate::sign_in::session_list::Sessions;
 use crate::sign_in::sessions::SessionToken;
@@ -22,9 +24,26 @@ pub struct AccountSecurity {
     pub(crate) hasher: PasswordHasher,
     pub(crate) sudo: Sudo,
     pub(crate) sessions: Sessions,
+    pub(crate) two_factor: TwoFactor,
+    pub(crate) clock: std::sync::Arc<dyn Clock>,
 }
 
 impl AccountSecurity {
+    /// A new set of recovery codes for the session's user (sudo first: the set in hand is
+    /// a way in); the old set stops working. `two_factor_off` without a second factor.
+    pub async fn new_recovery_codes(
+        &self,
+        session: &SessionToken,
+    ) -> Result<RecoveryCodes, ErrorCode> {
+        let user = self.sudo.require_sudo(session).await?;
+        if self.two_factor.status(user.id).await?.is_none() {
+            return Err(ErrorCode::TwoFactorOff);
+        }
+        self.two_factor
+            .new_recovery_codes(user.id, self.clock.now())
+            .await
+    }
+
     /// Turns TOTP off for the session's user. The session must be confirmed (sudo), and with
     /// 2FA on that confirmation took a current code, so no second code is asked here (one
     /// would also have to wait for the next time step: a code is accepted once).
@@ -38,6 +57,8 @@ impl AccountSecurity {
         if removed.rows_affected() == 0 {
             return Err(ErrorCode::TwoFactorOff);
         }
+        // No factor left for them to stand in for.
+        self.two_factor.drop_recovery_codes(user.id).await?;
         tracing::info!(user_id = user.id, "two-factor authentication turned off");
         self.sessions.end_sessions_but(user.id, session).await?;
         Ok(())
@@ -95,7 +116,16 @@ mod tests {
         let session = engine.open_session(user.id).await.unwrap();
         let secret = enable_app_totp(&engine, &user, &session).await;
         assert_eq!(
+            engine.recovery_codes_left(&user).await,
+            Ok(10),
+            "first set made"
+        );
+        assert_eq!(
             engine.turn_off_totp(&session).await,
+            Err(ErrorCode::ConfirmIdentityRequired)
+        );
+        assert_eq!(
+            engine.new_recovery_codes(&session).await.map(|c| c.0.len()),
             Err(ErrorCode::ConfirmIdentityRequired)
         );
         assert!(engine.totp_status(&user).await.unwrap().is_some());
@@ -107,8 +137,21 @@ mod tests {
             .await
             .unwrap();
         let other = engine.open_session(user.id).await.unwrap();
+        assert_eq!(
+            engine.new_recovery_codes(&session).await.map(|c| c.0.len()),
+            Ok(10)
+        );
         engine.turn_off_totp(&session).await.unwrap();
         assert_eq!(engine.totp_status(&user).await.unwrap(), None);
+        assert_eq!(
+            engine.recovery_codes_left(&user).await,
+            Ok(0),
+            "codes dropped"
+        );
+        assert_eq!(
+            engine.new_recovery_codes(&session).await.map(|c| c.0.len()),
+            Err(ErrorCode::TwoFactorOff)
+        );
         assert_eq!(
             engine.session_user(&other).await.unwrap(),
             None,

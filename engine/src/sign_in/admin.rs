@@ -335,11 +335,16 @@ impl Admin {
         if removed == 0 {
             return Err(ErrorCode::TwoFactorOff);
         }
-        sqlx::query("DELETE FROM totp_pending WHERE user_id = $1")
-            .bind(target)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
+        for sql in [
+            "DELETE FROM totp_pending WHERE user_id = $1",
+            "DELETE FROM recovery_codes WHERE user_id = $1",
+        ] {
+            sqlx::query(sql)
+                .bind(target)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        }
         // The admin's own sessions stay: resetting one's own factor must not sign one out.
         if target != admin.id {
             sqlx::query("DELETE FROM sessions WHERE user_id = $1")
@@ -636,6 +641,11 @@ mod tests {
         let (admin, _) = admin_and_user(&engine).await;
         let (user, _) = crate::test_support::user_with_totp(&engine, "lost@example.org").await;
         let session = engine.open_session(user.id).await.unwrap();
+        engine
+            .two_factor()
+            .new_recovery_codes(user.id, engine.now())
+            .await
+            .unwrap();
         let form = input(&[
             ("email", "lost@example.org"),
             ("password", "password-1-quiet-harbor"),
@@ -651,6 +661,11 @@ mod tests {
             .await
             .unwrap();
         assert!(engine.totp_status(&user).await.unwrap().is_none());
+        assert_eq!(
+            engine.recovery_codes_left(&user).await,
+            Ok(0),
+            "codes dropped"
+        );
         assert_eq!(engine.session_user(&session).await.unwrap(), None);
         assert!(matches!(
             sign_in().await,
