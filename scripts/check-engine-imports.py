@@ -36,9 +36,9 @@ NARROW = {
     ("second_factor", "sign_in"): {"sign_in::users", "sign_in::sessions", "sign_in::session_list"},
     # Providers drive flows; the runner drives providers.
     ("providers", "flows"): {"flows::flow", "flows::upstream"},
-    # The local provider checks a password and a second factor.
+    # The local provider checks a password and a second factor (a TOTP code or a passkey).
     ("providers", "sign_in"): {"sign_in::users", "sign_in::password"},
-    ("providers", "second_factor"): {"second_factor::two_factor"},
+    ("providers", "second_factor"): {"second_factor::two_factor", "second_factor::passkeys"},
     # A password sign-in is the local provider's flow.
     ("sign_in", "flows"): {"flows::runner"},
     ("apps", "sign_in"): {"sign_in::users"},

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds Stepgate (release, wasm-opt'd) and runs it at http://127.0.0.1:3000 with an embedded
+# Builds Stepgate (release, wasm-opt'd) and runs it at http://localhost:3000 with an embedded
 # SQLite database in ./data, a demo account, and the simulated providers (the sandbox) at
 # http://127.0.0.1:3100. Ctrl-C stops both. For trying Stepgate out: the demo account's password
 # is published and anyone who reaches the port may register (STEPGATE_REGISTRATION=open).
@@ -16,7 +16,9 @@ export LEPTOS_SITE_ROOT="${LEPTOS_SITE_ROOT:-target/site}"
 export STEPGATE_DATA="${STEPGATE_DATA:-./data}"
 export STEPGATE_SANDBOX_ADDR="${STEPGATE_SANDBOX_ADDR:-127.0.0.1:3100}"
 export STEPGATE_TOTP_PROVIDER_URL="${STEPGATE_TOTP_PROVIDER_URL:-http://$STEPGATE_SANDBOX_ADDR}"
-export STEPGATE_APP_ORIGIN="${STEPGATE_APP_ORIGIN:-http://$LEPTOS_SITE_ADDR}"
+# Browsers reach it as localhost, not 127.0.0.1: passkeys (WebAuthn) refuse IP addresses.
+export STEPGATE_PUBLIC_URL="${STEPGATE_PUBLIC_URL:-http://localhost:${LEPTOS_SITE_ADDR##*:}}"
+export STEPGATE_APP_ORIGIN="${STEPGATE_APP_ORIGIN:-$STEPGATE_PUBLIC_URL}"
 # The demo account (never an admin: the first account you register is) and open registration.
 export STEPGATE_DEMO="${STEPGATE_DEMO:-1}"
 export STEPGATE_REGISTRATION="${STEPGATE_REGISTRATION:-open}"

@@ -16,9 +16,15 @@ pub struct Account {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CodeStep {
     pub flow_id: String,
+    /// Whether a TOTP code is asked for (an account with passkeys alone is asked for one of
+    /// them only).
+    pub totp: bool,
     /// The TOTP provider's page for this account's seed.
     pub deep_link: String,
     pub digits: u8,
+    /// Options for `navigator.credentials.get` (JSON) when one of the account's passkeys may
+    /// answer instead.
+    pub passkey_options: Option<String>,
 }
 
 /// The account's second factor, for the security settings page.
@@ -29,6 +35,9 @@ pub struct TwoFactorStatus {
     /// True when the seed lives at the web TOTP provider (a seed id is stored).
     pub via_totp_site: bool,
     pub recovery_codes_left: i64,
+    /// Whether the account has a passkey (a second factor too: recovery codes are its way
+    /// back as well).
+    pub has_passkeys: bool,
     /// A set just made, shown this once.
     pub new_recovery_codes: Option<Vec<String>>,
 }
@@ -198,10 +207,20 @@ pub async fn second_factor_step(flow: String) -> Result<CodeStep, AppError> {
         StepView::Code {
             channel: CodeChannel::Totp { deep_link },
             digits,
+            passkey,
         } => Ok(CodeStep {
             flow_id: view.flow_id,
+            totp: true,
             deep_link,
             digits,
+            passkey_options: passkey,
+        }),
+        StepView::Passkey { options } => Ok(CodeStep {
+            flow_id: view.flow_id,
+            totp: false,
+            deep_link: String::new(),
+            digits: 6,
+            passkey_options: Some(options),
         }),
         _ => Err(engine::ErrorCode::FlowExpired.into()),
     }
@@ -331,6 +350,7 @@ pub async fn security_status() -> Result<TwoFactorStatus, AppError> {
     let status = engine.totp_status(&user).await?;
     Ok(TwoFactorStatus {
         recovery_codes_left: engine.recovery_codes_left(&user).await?,
+        has_passkeys: !engine.passkeys(&user).await?.is_empty(),
         new_recovery_codes: crate::recovery_codes::ssr::take_new_codes(),
         email: user.email,
         two_factor_on: status.is_some(),

@@ -9,6 +9,7 @@ pub mod error;
 #[cfg(feature = "ssr")]
 pub mod one_time_secret;
 pub mod pages;
+pub mod passkeys;
 pub mod recovery_codes;
 #[cfg(feature = "ssr")]
 pub mod session;

@@ -4,6 +4,7 @@
 // named after its data folder (so a restart finds it again), and its own Redis key prefix.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
+import * as fs from "node:fs";
 import * as path from "node:path";
 import { e2eDatabaseUrl, e2eRedisUrl, upstreams } from "../playwright.config";
 import { SANDBOX } from "./helpers";
@@ -11,10 +12,22 @@ import { SANDBOX } from "./helpers";
 const root = path.resolve(__dirname, "..", "..");
 const PG_BIN = process.env.STEPGATE_PG_BIN ?? "/usr/lib/postgresql/15/bin";
 
+/** The Postgres database of an own server whose data folder is `dataDir` (scaled out only). */
+export function ownDatabaseUrl(dataDir: string): string | undefined {
+  if (!e2eDatabaseUrl) return undefined;
+  const url = new URL(e2eDatabaseUrl);
+  url.pathname = `/${ownDatabaseName(dataDir)}`;
+  return url.toString();
+}
+
+function ownDatabaseName(dataDir: string): string {
+  return `own_${path.basename(dataDir).toLowerCase().replace(/[^a-z0-9]/g, "_")}`;
+}
+
 /** DATABASE_URL and Redis settings for an own server scaled out; none on SQLite. */
 function scaledOutEnv(dataDir: string): Record<string, string> {
   if (!e2eDatabaseUrl) return {};
-  const name = `own_${path.basename(dataDir).toLowerCase().replace(/[^a-z0-9]/g, "_")}`;
+  const name = ownDatabaseName(dataDir);
   const psql = (sql: string) =>
     execFileSync(path.join(PG_BIN, "psql"), ["-X", "-qtA", "-v", "ON_ERROR_STOP=1", "-c", sql, e2eDatabaseUrl!], {
       encoding: "utf8",
@@ -37,6 +50,7 @@ export async function startOwnServer(
   port: number,
   dataDir: string,
   env: Record<string, string | null> = {},
+  log?: string,
 ): Promise<ChildProcess> {
   const base = `http://127.0.0.1:${port}`;
   const merged: Record<string, string | null | undefined> = {
@@ -57,7 +71,8 @@ export async function startOwnServer(
   );
   const server = spawn(path.join(root, "target", "release", "server"), [], {
     cwd: root,
-    stdio: "ignore",
+    // With `log`, its output goes to that file (for tests that read what it logged).
+    stdio: log ? ["ignore", fs.openSync(log, "a"), fs.openSync(log, "a")] : "ignore",
     env: serverEnv,
   });
   for (let i = 0; i < 100; i++) {

@@ -29,6 +29,7 @@ use crate::providers::{
 };
 use crate::second_factor::attempts::{RedisSecondFactorCounts, SecondFactorAttempts};
 use crate::second_factor::enrolment::{AppEnrollment, RegistrationCallback};
+use crate::second_factor::passkeys::{self, PasskeyRegistrationStart, PasskeySummary, Passkeys};
 use crate::second_factor::recovery_codes::RecoveryCodes;
 use crate::second_factor::settings::SecondFactorSettings;
 use crate::second_factor::totp_site::TotpSite;
@@ -84,6 +85,9 @@ pub struct EngineConfig {
     /// `STEPGATE_SESSION_IDLE`: seconds a session may go unused before it ends (besides its
     /// 12-hour lifetime).
     pub session_idle: i64,
+    /// `STEPGATE_PUBLIC_URL`: where browsers reach Stepgate. Its host is the passkeys' relying
+    /// party; with an IP address (or none) passkeys are off (WebAuthn refuses addresses).
+    pub public_url: Option<String>,
 }
 
 impl EngineConfig {
@@ -109,6 +113,7 @@ impl EngineConfig {
             redis_prefix: DEFAULT_REDIS_PREFIX.into(),
             webhook_allow: Default::default(),
             session_idle: crate::sign_in::sessions::DEFAULT_IDLE_SECONDS,
+            public_url: None,
         }
     }
 }
@@ -202,6 +207,12 @@ impl Engine {
         let secrets = SecretBox::new(&config.secret_key);
         let two_factor = TwoFactor::new(pool.clone(), secrets.clone(), config.totp_site)
             .with_attempts(hot.second_factor);
+        let passkeys = Passkeys::new(
+            pool.clone(),
+            secrets.clone(),
+            passkeys::relying_party(config.public_url.as_deref()),
+            two_factor.attempts.clone(),
+        );
         let throttle = SignInThrottle::new(hot.throttle);
         let session_store = SessionStore::new(pool.clone()).with_idle(config.session_idle);
         let accounts = AccountStore::new(pool.clone(), secrets.clone());
@@ -216,6 +227,7 @@ impl Engine {
             users.clone(),
             hasher.clone(),
             two_factor.clone(),
+            passkeys.clone(),
         )));
 
         let session_list = Sessions {
@@ -290,6 +302,7 @@ impl Engine {
             }),
             second_factor: Arc::new(SecondFactorSettings {
                 two_factor: two_factor.clone(),
+                passkeys,
                 sessions: session_list.clone(),
                 clock: clock.clone(),
             }),
@@ -775,6 +788,83 @@ impl Engine {
                 .await?;
         }
         Ok(progress)
+    }
+
+    // Passkeys
+
+    /// Whether passkeys can be used here (`STEPGATE_PUBLIC_URL` names a host, not an address).
+    pub fn passkeys_available(&self) -> bool {
+        self.second_factor.passkeys.available()
+    }
+
+    /// `user`'s passkeys, oldest first.
+    pub async fn passkeys(&self, user: &User) -> Result<Vec<PasskeySummary>, ErrorCode> {
+        self.second_factor.passkeys(user).await
+    }
+
+    /// Options for adding a passkey to `user` (`navigator.credentials.create`), and the sealed
+    /// state the browser sends back with its answer.
+    pub async fn start_passkey_registration(
+        &self,
+        user: &User,
+    ) -> Result<PasskeyRegistrationStart, ErrorCode> {
+        self.second_factor.start_passkey_registration(user).await
+    }
+
+    /// Keeps the passkey the browser made, named `name`. As the account's first second factor,
+    /// it ends the user's other sessions and makes the first recovery codes (shown once).
+    pub async fn finish_passkey_registration(
+        &self,
+        user: &User,
+        session: &SessionToken,
+        name: &str,
+        sealed_state: &str,
+        answer: &str,
+    ) -> Result<(PasskeySummary, Option<RecoveryCodes>), ErrorCode> {
+        self.second_factor
+            .finish_passkey_registration(user, session, name, sealed_state, answer)
+            .await
+    }
+
+    /// Removes `user`'s passkey `credential_id` (the app confirms it's them first).
+    pub async fn remove_passkey(&self, user: &User, credential_id: &str) -> Result<(), ErrorCode> {
+        self.second_factor.remove_passkey(user, credential_id).await
+    }
+
+    /// Starts "Sign in with a passkey" in the browser session `owner`: a flow whose step asks
+    /// any discoverable passkey of this Stepgate (`StepView::Passkey`).
+    pub async fn start_passkey_sign_in(&self, owner: Option<String>) -> Result<FlowView, StepError> {
+        let input: Input = [(
+            crate::providers::local::PASSKEY_SIGN_IN.to_owned(),
+            String::new(),
+        )]
+        .into();
+        match self
+            .runner
+            .start_flow("local", Purpose::SignIn, owner, &input)
+            .await?
+        {
+            Progress::Next(view) => Ok(view),
+            Progress::Done(_) => Err(ErrorCode::Unknown.into()),
+        }
+    }
+
+    /// A passkey's `answer` (the browser's `PublicKeyCredential` as JSON) to sign-in flow
+    /// `flow_id`: a sign-in by passkey alone, or the second factor after the password.
+    pub async fn sign_in_with_passkey(
+        &self,
+        flow_id: &str,
+        owner: Option<&str>,
+        answer: &str,
+    ) -> Result<Progress, StepError> {
+        let input: Input = [(
+            crate::providers::local::PASSKEY_ANSWER.to_owned(),
+            answer.to_owned(),
+        )]
+        .into();
+        self.runner
+            .submit_provider_flow("local", flow_id, owner, &input)
+            .await
     }
 
     /// Turns TOTP off; a current code is required.

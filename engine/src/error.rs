@@ -154,11 +154,23 @@ pub enum ErrorCode {
     /// An upstream answer of a shape the provider does not know (the service changed).
     #[error("upstream_out_of_shape")]
     UpstreamOutOfShape,
+    /// A passkey answer that did not prove the account: not one of its passkeys, no user
+    /// verification, a signature that does not check, or a counter that went back (a cloned
+    /// authenticator).
+    #[error("passkey_refused")]
+    PasskeyRefused,
+    /// A passkey's name that is empty or over 64 characters.
+    #[error("passkey_name_invalid")]
+    PasskeyNameInvalid,
+    /// Passkeys need the server's public address to be a host name (`STEPGATE_PUBLIC_URL`):
+    /// WebAuthn refuses IP addresses.
+    #[error("passkeys_unavailable")]
+    PasskeysUnavailable,
 }
 
 impl ErrorCode {
     /// Every code, for the table test and for documentation.
-    pub const ALL: [ErrorCode; 56] = [
+    pub const ALL: [ErrorCode; 59] = [
         ErrorCode::InvalidAuth,
         ErrorCode::InvalidCode,
         ErrorCode::MissingFields,
@@ -215,6 +227,9 @@ impl ErrorCode {
         ErrorCode::UpstreamTooLarge,
         ErrorCode::BadRedirect,
         ErrorCode::UpstreamOutOfShape,
+        ErrorCode::PasskeyRefused,
+        ErrorCode::PasskeyNameInvalid,
+        ErrorCode::PasskeysUnavailable,
     ];
 
     /// The user-facing sentence for this code: the one table of error strings.
@@ -328,6 +343,15 @@ impl ErrorCode {
             ErrorCode::UpstreamOutOfShape => {
                 "The provider answered in a way Stepgate does not understand (it may have changed). Please try again later."
             }
+            ErrorCode::PasskeyRefused => {
+                "That passkey was not accepted. Try again, or use another way to sign in."
+            }
+            ErrorCode::PasskeyNameInvalid => {
+                "Give the passkey a name of 1 to 64 characters, such as the device it is on."
+            }
+            ErrorCode::PasskeysUnavailable => {
+                "Passkeys are not available on this Stepgate: its public address is an IP address, and passkeys need a host name (such as localhost)."
+            }
         }
     }
 
@@ -373,6 +397,8 @@ impl ErrorCode {
             CannotDisableSelf => 409,
             Unknown => 500,
             UpstreamTooLarge | BadRedirect | UpstreamOutOfShape => 502,
+            PasskeyRefused | PasskeyNameInvalid => 400,
+            PasskeysUnavailable => 404,
         }
     }
 
@@ -435,6 +461,9 @@ impl ErrorCode {
             ErrorCode::UpstreamTooLarge => "upstream_too_large",
             ErrorCode::BadRedirect => "bad_redirect",
             ErrorCode::UpstreamOutOfShape => "upstream_out_of_shape",
+            ErrorCode::PasskeyRefused => "passkey_refused",
+            ErrorCode::PasskeyNameInvalid => "passkey_name_invalid",
+            ErrorCode::PasskeysUnavailable => "passkeys_unavailable",
         }
     }
 }

@@ -48,8 +48,14 @@ pub(crate) async fn test_config(dir: &Path) -> EngineConfig {
     // Tests' webhook receivers listen on 127.0.0.1 (the policy's own tests allow nothing).
     config.webhook_allow =
         crate::apps::webhook_destination::WebhookAllow::parse("127.0.0.1").unwrap();
+    // Passkeys need a host name (WebAuthn refuses addresses); the tests' authenticators
+    // answer for this origin (`second_factor/soft_authenticator.rs`).
+    config.public_url = Some(PASSKEY_ORIGIN.into());
     config
 }
+
+/// The origin test engines serve passkeys for.
+pub(crate) const PASSKEY_ORIGIN: &str = "http://localhost:3000";
 
 /// The Redis server of the Postgres + Redis run of the suite, if this is that run.
 pub(crate) fn test_redis_url() -> Option<String> {

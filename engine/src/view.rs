@@ -165,8 +165,17 @@ impl From<Submit> for String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum StepView {
-    /// A one-time code is needed.
-    Code { channel: CodeChannel, digits: u8 },
+    /// A one-time code is needed. With `passkey`, one of the account's passkeys may answer
+    /// instead: the options for `navigator.credentials.get` (JSON).
+    Code {
+        channel: CodeChannel,
+        digits: u8,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        passkey: Option<String>,
+    },
+    /// A passkey is asked for, with these options for `navigator.credentials.get` (JSON): the
+    /// second factor of an account with passkeys and no TOTP, or a sign-in by passkey alone.
+    Passkey { options: String },
     /// A form of the provider's fields, with a submit button. `intro` says what the step is
     /// (e.g. that a code was sent); `links` are shown with it.
     Form {

@@ -63,6 +63,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     engine_config.redis_prefix = config.redis_prefix.clone();
     engine_config.webhook_allow = config.webhook_allow.clone();
     engine_config.session_idle = config.session_idle;
+    engine_config.public_url = Some(config.public_url.clone());
     let engine = Engine::open(engine_config).await?;
     let settings = app::session::ServerSettings {
         public_url: config.public_url.clone(),
@@ -141,9 +142,16 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!(
-        "Stepgate listening on http://{addr} (data in {})",
+        "Stepgate listening on http://{addr}, open {} (data in {})",
+        config.public_url,
         config.data_dir.display()
     );
+    if !engine.passkeys_available() {
+        println!(
+            "Passkeys are off: STEPGATE_PUBLIC_URL ({}) must name a host, not an IP address",
+            config.public_url
+        );
+    }
     // The peer address feeds first-factor throttling (per client address).
     axum::serve(
         listener,

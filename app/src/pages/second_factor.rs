@@ -5,6 +5,7 @@ use leptos_router::hooks::use_query_map;
 
 use crate::api::{second_factor_step, CodeStep, VerifyCode};
 use crate::components::{CodeInput, ErrorBanner, Field, TotpPopupButton};
+use crate::passkeys::VerifyPasskey;
 use crate::recovery_codes::UseRecoveryCode;
 
 /// `/login/code?flow=…`: the second factor of a sign-in. The code can be typed, pasted, or sent
@@ -23,8 +24,19 @@ pub fn SecondFactorPage() -> impl IntoView {
                     match step.await {
                         Ok(step) => {
                             let recovery = format!("/login/recovery?flow={}", step.flow_id);
+                            let passkey = step.passkey_options.clone().map(|options| {
+                                view! {
+                                    <PasskeyOption
+                                        flow_id=step.flow_id.clone()
+                                        options
+                                        alone=!step.totp
+                                    />
+                                }
+                            });
+                            let code = step.totp.then(|| view! { <CodeForm step/> });
                             view! {
-                                <CodeForm step/>
+                                {code}
+                                {passkey}
                                 <p class="aside"><a href=recovery>"Use a recovery code"</a></p>
                             }
                                 .into_any()
@@ -41,6 +53,33 @@ pub fn SecondFactorPage() -> impl IntoView {
                 })}
             </Suspense>
         </section>
+    }
+}
+
+/// "Use a passkey": one of the account's passkeys as the second factor, run by
+/// `public/passkeys.js` (shown only where the browser has passkeys) and posted in the hidden
+/// form; `alone` when the account has no TOTP code to offer beside it.
+#[component]
+fn PasskeyOption(flow_id: String, options: String, alone: bool) -> impl IntoView {
+    let verify = ServerAction::<VerifyPasskey>::new();
+    let error = Signal::derive(move || verify.value().get().and_then(Result::err));
+    view! {
+        {alone.then(|| view! { <p>"Use your passkey to finish signing in."</p> })}
+        <noscript>
+            <p class="hint">"Signing in with a passkey needs JavaScript. Without it, use a recovery code."</p>
+        </noscript>
+        <div class="passkey-option" data-passkey-verify data-options=options hidden>
+            <ErrorBanner error/>
+            <button type="button" class=if alone { "" } else { "secondary" } data-passkey-start data-busy="Waiting for your passkey…">
+                "Use a passkey"
+            </button>
+            <p class="hint" role="status" aria-live="polite" data-passkey-status></p>
+            <ActionForm action=verify attr:data-passkey-form="">
+                <input type="hidden" name="flow_id" value=flow_id/>
+                <input type="hidden" name="passkey" value=""/>
+            </ActionForm>
+        </div>
+        <script src="/passkeys.js" defer></script>
     }
 }
 

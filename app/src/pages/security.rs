@@ -9,6 +9,7 @@ use crate::api::{
 };
 use crate::components::{use_hydrated, CodeInput, ErrorBanner, NotReadyNotice};
 use crate::error::AppError;
+use crate::passkeys::{passkey_settings, AddPasskey, RemovePasskey};
 use crate::recovery_codes::MakeRecoveryCodes;
 use engine::ErrorCode;
 
@@ -39,10 +40,13 @@ pub fn SecurityPage() -> impl IntoView {
                             <RecoveryCodesSection left=s.recovery_codes_left new_codes=s.new_recovery_codes/>
                         }
                             .into_any(),
-                        Ok(_) => view! {
+                        Ok(s) => view! {
                             <p>"Two-factor authentication is off. Turn it on to be asked for a code at every sign-in."</p>
                             <TotpSiteSetup/>
                             <AppSetup/>
+                            {s.has_passkeys.then(|| view! {
+                                <RecoveryCodesSection left=s.recovery_codes_left new_codes=s.new_recovery_codes/>
+                            })}
                         }
                             .into_any(),
                         Err(AppError { code: ErrorCode::NotSignedIn, .. }) => {
@@ -53,6 +57,7 @@ pub fn SecurityPage() -> impl IntoView {
                 })}
             </Suspense>
             <script src="/copy-secret.js" defer></script>
+            <PasskeysSection/>
             <h2>"Password"</h2>
             <p><a href="/settings/password">"Change password"</a> " (your other sessions are signed out)"</p>
             <p class="aside"><a href="/">"Back home"</a></p>
@@ -322,5 +327,94 @@ fn RecoveryCodesSection(left: i64, new_codes: Option<Vec<String>>) -> impl IntoV
             <p class="hint">"A new set replaces the old one: the old codes stop working."</p>
             <button type="submit" class="secondary" data-busy="Making codes…">"Make new recovery codes"</button>
         </ActionForm>
+    }
+}
+
+/// "Passkeys": the account's passkeys (name, when added, when last used, "Remove" after
+/// "Confirm it's you") and "Add a passkey" under a name the user gives. The ceremony needs
+/// JavaScript (`public/passkeys.js`, which shows the form where the browser has passkeys);
+/// nothing here is an island.
+#[component]
+fn PasskeysSection() -> impl IntoView {
+    let add = ServerAction::<AddPasskey>::new();
+    let remove = ServerAction::<RemovePasskey>::new();
+    let add_error = Signal::derive(move || add.value().get().and_then(Result::err));
+    let remove_error = Signal::derive(move || remove.value().get().and_then(Result::err));
+    let query = use_query_map();
+    let done = query.read_untracked().get("passkey");
+    let typed_name = query.read_untracked().get("passkey_name").unwrap_or_default();
+    let settings = Resource::new_blocking(|| (), |_| passkey_settings());
+    view! {
+        <h2 id="passkeys-title">"Passkeys"</h2>
+        <Suspense fallback=|| view! { <p role="status">"Loading…"</p> }>
+            {move || {
+                let (done, typed_name) = (done.clone(), typed_name.clone());
+                Suspend::new(async move {
+                    let settings = match settings.await {
+                        Ok(settings) => settings,
+                        Err(e) if e.code == ErrorCode::NotSignedIn => return ().into_any(),
+                        Err(e) => return view! { <p role="alert" class="error">{e.message()}</p> }.into_any(),
+                    };
+                    if !settings.available {
+                        return view! {
+                            <p class="hint">{ErrorCode::PasskeysUnavailable.message()}</p>
+                        }
+                            .into_any();
+                    }
+                    let note = match done.as_deref() {
+                        Some("added") => Some("Passkey added. It signs you in after your password, or on its own with “Sign in with a passkey”."),
+                        Some("removed") => Some("Passkey removed."),
+                        _ => None,
+                    };
+                    let has_any = !settings.passkeys.is_empty();
+                    let rows = settings.passkeys.into_iter().map(|p| {
+                        let label = format!("Remove passkey {}", p.name);
+                        let last = p
+                            .last_used_at
+                            .map(|t| format!("{} UTC", engine::dates::utc_minute(t)))
+                            .unwrap_or_else(|| "Never".to_owned());
+                        view! {
+                            <tr>
+                                <td>{p.name.clone()}</td>
+                                <td>{format!("{} UTC", engine::dates::utc_minute(p.created_at))}</td>
+                                <td>{last}</td>
+                                <td>
+                                    <ActionForm action=remove>
+                                        <input type="hidden" name="id" value=p.id/>
+                                        <button type="submit" class="secondary" aria-label=label data-busy="Removing…">"Remove"</button>
+                                    </ActionForm>
+                                </td>
+                            </tr>
+                        }
+                    }).collect_view();
+                    let listed = view! {
+                        <table aria-labelledby="passkeys-title">
+                            <thead><tr><th scope="col">"Name"</th><th scope="col">"Added"</th><th scope="col">"Last used"</th><th scope="col"><span class="visually-hidden">"Actions"</span></th></tr></thead>
+                            <tbody>{rows}</tbody>
+                        </table>
+                    };
+                    view! {
+                        {note.map(|note| view! { <p role="status" class="ok">{note}</p> })}
+                        <ErrorBanner error=remove_error/>
+                        <p class="hint">"A passkey signs you in with your device's screen lock instead of a code: after your password, or on its own."</p>
+                        {if has_any { listed.into_any() } else { view! { <p>"No passkeys yet."</p> }.into_any() }}
+                        <noscript><p class="hint">"Adding a passkey needs JavaScript."</p></noscript>
+                        <ActionForm action=add attr:data-passkey-add="" attr:hidden=true>
+                            <ErrorBanner error=add_error/>
+                            <div class="field">
+                                <label for="passkey-name">"Passkey name"</label>
+                                <input id="passkey-name" name="name" type="text" required=true maxlength="64" autocomplete="off" placeholder="This laptop" value=typed_name/>
+                            </div>
+                            <input type="hidden" name="state" value=""/>
+                            <input type="hidden" name="passkey" value=""/>
+                            <button type="submit" data-busy="Waiting for your passkey…">"Add a passkey"</button>
+                            <p class="hint" role="status" aria-live="polite" data-passkey-status></p>
+                        </ActionForm>
+                        <script src="/passkeys.js" defer></script>
+                    }
+                        .into_any()
+                })
+            }}
+        </Suspense>
     }
 }

@@ -781,6 +781,7 @@ mod tests {
                 view: StepView::Code {
                     channel: CodeChannel::Sms,
                     digits: 6,
+                    passkey: None,
                 },
                 state: CodeState { user_id: 42 },
             }

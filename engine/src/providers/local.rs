@@ -1,13 +1,20 @@
 //! `local`: Stepgate's own accounts. Step one checks email and password (argon2id); when the
-//! account has TOTP turned on, step two (`totp`) asks for a code, whose deep link points at the
-//! user's seed on the TOTP site (the web TOTP service, [`crate::second_factor::totp_site`]).
-//! A recovery code (`recovery_code` instead of `code`) stands in for the TOTP code there.
+//! account has a second factor, step two (`totp`) asks for it: a TOTP code, whose deep link
+//! points at the user's seed on the TOTP site (the web TOTP service,
+//! [`crate::second_factor::totp_site`]), or one of the account's passkeys (`passkey` carries
+//! the browser's answer), or both offered side by side. A recovery code (`recovery_code`
+//! instead of `code`) stands in for either there.
+//!
+//! "Sign in with a passkey" starts here too (`passkey_sign_in` instead of email and password):
+//! a discoverable passkey answers step `passkey` alone, naming its account itself.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use webauthn_rs::prelude::{DiscoverableAuthentication, PasskeyAuthentication};
 
 use super::{required, Input, Provider, Step, StepContext, StepError};
 use crate::base::email::Email;
+use crate::second_factor::passkeys::Passkeys;
 use crate::second_factor::two_factor::TwoFactor;
 use crate::sign_in::password::PasswordHasher;
 use crate::sign_in::users::{UserCredentials, UserId, UserStore};
@@ -16,27 +23,49 @@ use crate::ErrorCode;
 
 /// The step name of the second factor.
 pub const TOTP_STEP: &str = "totp";
+/// The step name of a sign-in by passkey alone.
+pub const PASSKEY_STEP: &str = "passkey";
+/// The input that starts a sign-in by passkey alone (instead of email and password).
+pub const PASSKEY_SIGN_IN: &str = "passkey_sign_in";
+/// The input that carries the browser's passkey answer (`PublicKeyCredential`, as JSON).
+pub const PASSKEY_ANSWER: &str = "passkey";
 
-/// What a sign-in keeps while it waits for the code.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What a sign-in keeps while it waits for the next factor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum LocalState {
-    /// The password was right; the account's TOTP code is due.
-    Totp { user_id: UserId },
+    /// The password was right; the account's second factor is due: its TOTP code (when it has
+    /// TOTP) or one of its passkeys (the ceremony's state, when it has passkeys).
+    Totp {
+        user_id: UserId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        passkey: Option<PasskeyAuthentication>,
+    },
+    /// "Sign in with a passkey": any discoverable passkey of this Stepgate may answer.
+    Passkey {
+        discoverable: DiscoverableAuthentication,
+    },
 }
 
 pub struct LocalProvider {
     users: UserStore,
     hasher: PasswordHasher,
     two_factor: TwoFactor,
+    passkeys: Passkeys,
 }
 
 impl LocalProvider {
-    pub fn new(users: UserStore, hasher: PasswordHasher, two_factor: TwoFactor) -> Self {
+    pub fn new(
+        users: UserStore,
+        hasher: PasswordHasher,
+        two_factor: TwoFactor,
+        passkeys: Passkeys,
+    ) -> Self {
         Self {
             users,
             hasher,
             two_factor,
+            passkeys,
         }
     }
 
@@ -61,21 +90,56 @@ impl LocalProvider {
         credentials: UserCredentials,
     ) -> Result<Step<LocalState>, ErrorCode> {
         let user = credentials.user;
-        let Some(totp) = self.two_factor.status(user.id).await? else {
-            return Ok(Step::SignedIn { user_id: user.id });
+        let totp = self.two_factor.status(user.id).await?;
+        let passkey = self.passkeys.start_second_factor(user.id).await?;
+        let (options, passkey) = match passkey {
+            Some((options, state)) => (Some(options), Some(state)),
+            None => (None, None),
         };
-        let deep_link = self
-            .two_factor
-            .site
-            .deep_link(totp.seed_id.as_deref(), &user.email);
+        let view = match (totp, options) {
+            (Some(totp), options) => {
+                let deep_link = self
+                    .two_factor
+                    .site
+                    .deep_link(totp.seed_id.as_deref(), &user.email);
+                StepView::Code {
+                    channel: CodeChannel::Totp { deep_link },
+                    digits: totp.digits,
+                    passkey: options,
+                }
+            }
+            (None, Some(options)) => StepView::Passkey { options },
+            (None, None) => return Ok(Step::SignedIn { user_id: user.id }),
+        };
         Ok(Step::Show {
             step: TOTP_STEP,
-            view: StepView::Code {
-                channel: CodeChannel::Totp { deep_link },
-                digits: totp.digits,
+            view,
+            state: LocalState::Totp {
+                user_id: user.id,
+                passkey,
             },
-            state: LocalState::Totp { user_id: user.id },
         })
+    }
+
+    fn start_passkey_sign_in(&self) -> Result<Step<LocalState>, ErrorCode> {
+        let (options, discoverable) = self.passkeys.start_discoverable()?;
+        Ok(Step::Show {
+            step: PASSKEY_STEP,
+            view: StepView::Passkey { options },
+            state: LocalState::Passkey { discoverable },
+        })
+    }
+}
+
+/// A refused passkey keeps the flow for another try (another passkey, or the same again).
+fn passkey_step(result: Result<UserId, ErrorCode>) -> Step<LocalState> {
+    match result {
+        Ok(user_id) => Step::SignedIn { user_id },
+        Err(ErrorCode::RateLimited) => Step::Wait(ErrorCode::RateLimited.into()),
+        Err(ErrorCode::PasskeyRefused) => {
+            Step::Retry(StepError::new(ErrorCode::PasskeyRefused).on(PASSKEY_ANSWER))
+        }
+        Err(other) => Step::abort(other),
     }
 }
 
@@ -129,6 +193,9 @@ impl Provider for LocalProvider {
     }
 
     async fn start(&self, _cx: &mut StepContext<'_>, input: &Input) -> Step<LocalState> {
+        if input.contains_key(PASSKEY_SIGN_IN) {
+            return self.start_passkey_sign_in().unwrap_or_else(Step::from);
+        }
         let result = match self.check_password(input).await {
             Ok(credentials) => self.after_password(credentials).await,
             Err(code) => Err(code),
@@ -142,7 +209,30 @@ impl Provider for LocalProvider {
         state: LocalState,
         input: &Input,
     ) -> Step<LocalState> {
-        let LocalState::Totp { user_id } = state;
+        let (user_id, passkey) = match state {
+            LocalState::Totp { user_id, passkey } => (user_id, passkey),
+            LocalState::Passkey { discoverable } => {
+                let Some(answer) = input.get(PASSKEY_ANSWER) else {
+                    return Step::Retry(StepError::new(ErrorCode::PasskeyRefused));
+                };
+                return passkey_step(
+                    self.passkeys
+                        .finish_discoverable(discoverable, answer, cx.now)
+                        .await,
+                );
+            }
+        };
+        if let Some(answer) = input.get(PASSKEY_ANSWER) {
+            let Some(state) = passkey else {
+                // This account was asked for a code, not a passkey.
+                return Step::Retry(StepError::new(ErrorCode::PasskeyRefused));
+            };
+            let checked = self
+                .passkeys
+                .finish_second_factor(user_id, &state, answer, cx.now)
+                .await;
+            return passkey_step(checked.map(|()| user_id));
+        }
         if let Some(recovery_code) = input.get("recovery_code") {
             return match self
                 .two_factor
@@ -209,7 +299,8 @@ mod tests {
                 channel: CodeChannel::Totp {
                     deep_link: "http://totp.test/dashboard/simple-totp?serviceName=Stepgate&accountIdentifier=two%40example.org".into()
                 },
-                digits: 6
+                digits: 6,
+                passkey: None,
             }
         );
         // A reloaded page gets the same step back.

@@ -5,6 +5,7 @@
 //! The map of every folder is `engine/README.md`.
 
 pub mod attempts;
+pub mod passkeys;
 pub mod enrolment;
 pub mod recovery_codes;
 pub mod settings;
@@ -12,3 +13,5 @@ pub mod totp;
 pub mod totp_site;
 pub mod two_factor;
 pub mod verification;
+#[cfg(test)]
+pub(crate) mod soft_authenticator;

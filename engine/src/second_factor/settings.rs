@@ -3,6 +3,7 @@
 
 use crate::base::clock::Clock;
 use crate::second_factor::enrolment::{AppEnrollment, RegistrationCallback};
+use crate::second_factor::passkeys::{PasskeyRegistrationStart, PasskeySummary, Passkeys};
 use crate::second_factor::recovery_codes::RecoveryCodes;
 use crate::second_factor::two_factor::TotpStatus;
 use crate::second_factor::two_factor::TwoFactor;
@@ -12,11 +13,12 @@ use crate::sign_in::users::User;
 use crate::ErrorCode;
 use std::sync::Arc;
 
-/// Turning TOTP on (by the web TOTP site or an authenticator app) and off with a code; turning
-/// it on ends the user's other sessions.
+/// Turning TOTP on (by the web TOTP site or an authenticator app) and off with a code, adding
+/// and removing passkeys; turning the first second factor on ends the user's other sessions.
 #[derive(Clone)]
 pub struct SecondFactorSettings {
     pub(crate) two_factor: TwoFactor,
+    pub(crate) passkeys: Passkeys,
     pub(crate) sessions: Sessions,
     pub(crate) clock: Arc<dyn Clock>,
 }
@@ -92,5 +94,53 @@ impl SecondFactorSettings {
         self.two_factor
             .disable(user.id, code, self.clock.now())
             .await
+    }
+
+    /// `user`'s passkeys, oldest first.
+    pub async fn passkeys(&self, user: &User) -> Result<Vec<PasskeySummary>, ErrorCode> {
+        self.passkeys.list(user.id).await
+    }
+
+    /// Options for adding a passkey to `user`, and the sealed state the browser sends back.
+    pub async fn start_passkey_registration(
+        &self,
+        user: &User,
+    ) -> Result<PasskeyRegistrationStart, ErrorCode> {
+        self.passkeys
+            .start_registration(user.id, &user.email, self.clock.now())
+            .await
+    }
+
+    /// Keeps the passkey the browser made. When it is the account's first second factor,
+    /// every other session of the user ends (each was opened with the password alone) and the
+    /// first recovery codes are made, to be shown once.
+    pub async fn finish_passkey_registration(
+        &self,
+        user: &User,
+        session: &SessionToken,
+        name: &str,
+        sealed_state: &str,
+        answer: &str,
+    ) -> Result<(PasskeySummary, Option<RecoveryCodes>), ErrorCode> {
+        let first = self.two_factor.status(user.id).await?.is_none()
+            && !self.passkeys.has_any(user.id).await?;
+        let added = self
+            .passkeys
+            .finish_registration(user.id, name, sealed_state, answer, self.clock.now())
+            .await?;
+        if !first {
+            return Ok((added, None));
+        }
+        self.sessions.end_sessions_but(user.id, session).await?;
+        let codes = self
+            .two_factor
+            .first_recovery_codes(user.id, self.clock.now())
+            .await?;
+        Ok((added, codes))
+    }
+
+    /// Removes `user`'s passkey `credential_id` (the app asks "Confirm it's you" first).
+    pub async fn remove_passkey(&self, user: &User, credential_id: &str) -> Result<(), ErrorCode> {
+        self.passkeys.remove(user.id, credential_id).await
     }
 }

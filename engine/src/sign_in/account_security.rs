@@ -57,8 +57,15 @@ impl AccountSecurity {
         if removed.rows_affected() == 0 {
             return Err(ErrorCode::TwoFactorOff);
         }
-        // No factor left for them to stand in for.
-        self.two_factor.drop_recovery_codes(user.id).await?;
+        // No factor left for them to stand in for (passkeys are one, too).
+        let passkeys: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM passkeys WHERE user_id = $1")
+            .bind(user.id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)?;
+        if passkeys == 0 {
+            self.two_factor.drop_recovery_codes(user.id).await?;
+        }
         tracing::info!(user_id = user.id, "two-factor authentication turned off");
         self.sessions.end_sessions_but(user.id, session).await?;
         Ok(())

@@ -314,7 +314,8 @@ impl Admin {
         tx.commit().await.map_err(db_error)
     }
 
-    /// Turns account `target`'s TOTP off (its owner lost the authenticator): the password alone
+    /// Turns account `target`'s TOTP off and removes its passkeys (its owner lost the
+    /// authenticator): the password alone
     /// signs in, and 2FA can be set up again. Its sessions end, as when 2FA is turned off.
     /// `two_factor_off` when it was not on.
     pub async fn admin_reset_second_factor(
@@ -331,6 +332,14 @@ impl Admin {
             .await
             .map_err(db_error)?
             .rows_affected();
+        // Passkeys are a second factor too: a lost phone may hold them.
+        let removed = removed
+            + sqlx::query("DELETE FROM passkeys WHERE user_id = $1")
+                .bind(target)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?
+                .rows_affected();
         let email = self.email_of(&mut tx, target).await?;
         if removed == 0 {
             return Err(ErrorCode::TwoFactorOff);
