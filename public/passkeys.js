@@ -135,7 +135,9 @@
         status.textContent = why(error);
       });
     });
-    if (PublicKeyCredential.isConditionalMediationAvailable) {
+    // After a refused passkey the page says why; autofill waits for the user to choose again.
+    var refused = signIn.querySelector("[role=alert]");
+    if (!refused && PublicKeyCredential.isConditionalMediationAvailable) {
       PublicKeyCredential.isConditionalMediationAvailable().then(function (available) {
         if (!available) return;
         ask("conditional").catch(function () { /* autofill not used, or aborted by the button */ });

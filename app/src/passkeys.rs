@@ -104,7 +104,9 @@ pub async fn passkey_sign_in_options() -> Result<PasskeyCeremony, AppError> {
     use engine::view::StepView;
 
     let login = SessionToken::random();
-    let view = engine()?.start_passkey_sign_in(Some(login.digest())).await?;
+    let view = engine()?
+        .start_passkey_sign_in(Some(login.digest()))
+        .await?;
     let StepView::Passkey { options } = view.step else {
         return Err(engine::ErrorCode::Unknown.into());
     };

@@ -61,6 +61,34 @@ async function credentials(authenticator: { cdp: CDPSession; id: string }): Prom
   return credentials as Credential[];
 }
 
+/**
+ * Chromium's virtual authenticator answers the autofill (conditional) request of /login at once,
+ * as if the user had picked the passkey from the email field's suggestions. To test the other
+ * ways in, the autofill's ceremony is refused (its options request answered 503, which the page
+ * ignores) until `allow()`; "Sign in with a passkey" asks for options of its own.
+ */
+async function holdAutofill(page: Page): Promise<{ allow: () => void }> {
+  let allowed = false;
+  await page.route("**/api/passkey_sign_in_options", (route) =>
+    allowed
+      ? route.continue()
+      : route.fulfill({ status: 503, contentType: "application/json", body: '{"code":"server_busy"}' }),
+  );
+  return { allow: () => (allowed = true) };
+}
+
+/** /login with its autofill request refused (see `holdAutofill`), then "Sign in with a passkey". */
+async function signInWithPasskeyButton(page: Page): Promise<void> {
+  const autofill = await holdAutofill(page);
+  // Allowed only once the autofill's request has had its refusal.
+  const refused = page.waitForResponse("**/api/passkey_sign_in_options");
+  await page.goto("/login");
+  expect((await refused).status()).toBe(503);
+  autofill.allow();
+  await page.getByRole("button", { name: "Sign in with a passkey" }).click();
+  await page.unrouteAll();
+}
+
 async function addPasskey(page: Page, name: string): Promise<void> {
   await page.goto("/settings/security");
   await page.getByLabel("Passkey name").fill(name);
@@ -70,18 +98,29 @@ async function addPasskey(page: Page, name: string): Promise<void> {
   await expect(page.getByRole("cell", { name, exact: true })).toBeVisible();
 }
 
-async function signOut(page: Page): Promise<void> {
+/** Signs out, landing on /login; its autofill is held unless `autofill` (see `holdAutofill`). */
+async function signOut(page: Page, options: { autofill?: boolean } = {}): Promise<void> {
+  if (!options.autofill) await holdAutofill(page);
   await page.goto("/");
+  const refused = options.autofill ? undefined : page.waitForResponse("**/api/passkey_sign_in_options");
   await page.getByRole("button", { name: "Sign out" }).click();
   await expect(page).toHaveURL(/\/login$/);
+  await expect(page.getByLabel("Email")).toHaveAttribute("autocomplete", "username webauthn");
+  if (refused) {
+    // Unrouted only after the autofill's request has had its refusal.
+    expect((await refused).status()).toBe(503);
+    await page.unrouteAll();
+  }
 }
 
 async function password(page: Page, email: string): Promise<void> {
+  await holdAutofill(page);
   await page.goto("/login");
   await page.getByLabel("Email").fill(email);
   await page.getByLabel("Password").fill(PASSWORD);
   await page.getByRole("button", { name: "Sign in", exact: true }).click();
   await expect(page).toHaveURL(/\/login\/code\?flow=[0-9a-f]{32}$/);
+  await page.unrouteAll();
 }
 
 async function expectSignedIn(page: Page, email: string): Promise<void> {
@@ -121,7 +160,12 @@ test("add a passkey, then sign in with the password and the passkey, with the pa
 
   // The passkey alone, from /login: no email typed.
   await signOut(page);
-  await page.getByRole("button", { name: "Sign in with a passkey" }).click();
+  await signInWithPasskeyButton(page);
+  await expectSignedIn(page, email);
+
+  // The browser's autofill: the email field offers the passkey (conditional mediation), and
+  // picking it signs in (the virtual authenticator picks at once).
+  await signOut(page, { autofill: true });
   await expectSignedIn(page, email);
 
   // Removed after "Confirm it's you" (password only: the account has no TOTP).
@@ -130,9 +174,10 @@ test("add a passkey, then sign in with the password and the passkey, with the pa
   await expect(page).toHaveURL(/\/settings\/security\?passkey=removed$/);
   await expect(page.getByText("No passkeys yet.")).toBeVisible();
 
-  // The authenticator still holds it, but Stepgate does not any more.
+  // The authenticator still holds it, but Stepgate does not any more. (The refusal page does
+  // not start the autofill again, so a refused passkey is not offered in a loop.)
   await signOut(page);
-  await page.getByRole("button", { name: "Sign in with a passkey" }).click();
+  await signInWithPasskeyButton(page);
   await expect(page).toHaveURL(/\/login/);
   await expect(page.getByRole("alert")).toHaveText(
     "That passkey was not accepted. Try again, or use another way to sign in.",

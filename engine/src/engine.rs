@@ -833,7 +833,10 @@ impl Engine {
 
     /// Starts "Sign in with a passkey" in the browser session `owner`: a flow whose step asks
     /// any discoverable passkey of this Stepgate (`StepView::Passkey`).
-    pub async fn start_passkey_sign_in(&self, owner: Option<String>) -> Result<FlowView, StepError> {
+    pub async fn start_passkey_sign_in(
+        &self,
+        owner: Option<String>,
+    ) -> Result<FlowView, StepError> {
         let input: Input = [(
             crate::providers::local::PASSKEY_SIGN_IN.to_owned(),
             String::new(),

@@ -342,7 +342,10 @@ fn PasskeysSection() -> impl IntoView {
     let remove_error = Signal::derive(move || remove.value().get().and_then(Result::err));
     let query = use_query_map();
     let done = query.read_untracked().get("passkey");
-    let typed_name = query.read_untracked().get("passkey_name").unwrap_or_default();
+    let typed_name = query
+        .read_untracked()
+        .get("passkey_name")
+        .unwrap_or_default();
     let settings = Resource::new_blocking(|| (), |_| passkey_settings());
     view! {
         <h2 id="passkeys-title">"Passkeys"</h2>

@@ -5,13 +5,13 @@
 //! The map of every folder is `engine/README.md`.
 
 pub mod attempts;
-pub mod passkeys;
 pub mod enrolment;
+pub mod passkeys;
 pub mod recovery_codes;
 pub mod settings;
+#[cfg(test)]
+pub(crate) mod soft_authenticator;
 pub mod totp;
 pub mod totp_site;
 pub mod two_factor;
 pub mod verification;
-#[cfg(test)]
-pub(crate) mod soft_authenticator;

@@ -267,11 +267,7 @@ impl Passkeys {
         let pending: PendingRegistration = data_encoding::BASE64URL_NOPAD
             .decode(sealed_state.as_bytes())
             .ok()
-            .and_then(|sealed| {
-                self.secrets
-                    .open(&sealed, &registration_aad(user_id))
-                    .ok()
-            })
+            .and_then(|sealed| self.secrets.open(&sealed, &registration_aad(user_id)).ok())
             .and_then(|plain| serde_json::from_slice(&plain).ok())
             .ok_or(ErrorCode::PasskeyRefused)?;
         if pending.user_id != user_id || pending.expires_at <= now {
@@ -353,9 +349,8 @@ impl Passkeys {
             return Ok(None);
         }
         let keys: Vec<Passkey> = stored.into_iter().map(|s| s.passkey).collect();
-        let (options, state): (RequestChallengeResponse, _) = webauthn
-            .start_passkey_authentication(&keys)
-            .map_err(|e| {
+        let (options, state): (RequestChallengeResponse, _) =
+            webauthn.start_passkey_authentication(&keys).map_err(|e| {
                 tracing::error!(error = %e, "passkey authentication could not start");
                 ErrorCode::Unknown
             })?;
@@ -380,10 +375,13 @@ impl Passkeys {
     /// Options for "Sign in with a passkey" (any discoverable passkey of this Stepgate), and
     /// the state to keep in the flow.
     pub fn start_discoverable(&self) -> Result<(String, DiscoverableAuthentication), ErrorCode> {
-        let (options, state) = self.webauthn()?.start_discoverable_authentication().map_err(|e| {
-            tracing::error!(error = %e, "passkey sign-in could not start");
-            ErrorCode::Unknown
-        })?;
+        let (options, state) = self
+            .webauthn()?
+            .start_discoverable_authentication()
+            .map_err(|e| {
+                tracing::error!(error = %e, "passkey sign-in could not start");
+                ErrorCode::Unknown
+            })?;
         Ok((to_json(&options)?, state))
     }
 
@@ -420,7 +418,10 @@ impl Passkeys {
     async fn record_use(
         &self,
         user_id: UserId,
-        result: Result<webauthn_rs::prelude::AuthenticationResult, webauthn_rs::prelude::WebauthnError>,
+        result: Result<
+            webauthn_rs::prelude::AuthenticationResult,
+            webauthn_rs::prelude::WebauthnError,
+        >,
         now: i64,
     ) -> Result<(), ErrorCode> {
         let result = match result {
@@ -431,7 +432,10 @@ impl Passkeys {
             }
         };
         let id = credential_key(result.cred_id());
-        let Some(mut stored) = self.stored_by_id(&id).await?.filter(|s| s.user_id == user_id)
+        let Some(mut stored) = self
+            .stored_by_id(&id)
+            .await?
+            .filter(|s| s.user_id == user_id)
         else {
             return Err(ErrorCode::PasskeyRefused);
         };
@@ -453,7 +457,11 @@ impl Passkeys {
         match used {
             Ok(done) if done.rows_affected() == 1 => {}
             Ok(_) => {
-                tracing::warn!(user_id, counter, "a passkey's counter went back: a cloned authenticator? refused");
+                tracing::warn!(
+                    user_id,
+                    counter,
+                    "a passkey's counter went back: a cloned authenticator? refused"
+                );
                 return Err(ErrorCode::PasskeyRefused);
             }
             Err(e) => {
@@ -542,7 +550,9 @@ mod tests {
         authenticator: &mut SoftAuthenticator,
         options: &serde_json::Value,
     ) -> Result<Progress, ErrorCode> {
-        let answer = authenticator.get(options).expect("a passkey for these options");
+        let answer = authenticator
+            .get(options)
+            .expect("a passkey for these options");
         engine
             .sign_in_with_passkey(flow_id, Some("o"), &answer.to_string())
             .await
@@ -612,7 +622,10 @@ mod tests {
         let mut authenticator = SoftAuthenticator::new(PASSKEY_ORIGIN);
         add_passkey(&engine, &user, &session, &mut authenticator, "Key").await;
 
-        let view = engine.start_passkey_sign_in(Some("o".into())).await.unwrap();
+        let view = engine
+            .start_passkey_sign_in(Some("o".into()))
+            .await
+            .unwrap();
         let options = asked(&view.step);
         // No account named: any discoverable passkey of this Stepgate may answer.
         assert!(options["publicKey"]["allowCredentials"]
@@ -629,7 +642,10 @@ mod tests {
         assert_eq!(signed_in_user(done), Some(user.id));
 
         // Another browser session cannot answer someone else's flow.
-        let view = engine.start_passkey_sign_in(Some("o".into())).await.unwrap();
+        let view = engine
+            .start_passkey_sign_in(Some("o".into()))
+            .await
+            .unwrap();
         let options = asked(&view.step);
         let stolen = authenticator.get(&options).unwrap().to_string();
         assert_eq!(
@@ -713,7 +729,8 @@ mod tests {
             .to_string();
         let finish = |user: &User, session: &SessionToken, name: &str| {
             let (user, session, name) = (user.clone(), session.clone(), name.to_owned());
-            let (engine, state, made) = (engine.clone(), started.sealed_state.clone(), made.clone());
+            let (engine, state, made) =
+                (engine.clone(), started.sealed_state.clone(), made.clone());
             async move {
                 engine
                     .finish_passkey_registration(&user, &session, &name, &state, &made)
@@ -756,9 +773,18 @@ mod tests {
         );
         engine.remove_passkey(&user, &id).await.unwrap();
 
-        let view = engine.start_passkey_sign_in(Some("o".into())).await.unwrap();
+        let view = engine
+            .start_passkey_sign_in(Some("o".into()))
+            .await
+            .unwrap();
         assert_eq!(
-            answer(&engine, &view.flow_id, &mut authenticator, &asked(&view.step)).await,
+            answer(
+                &engine,
+                &view.flow_id,
+                &mut authenticator,
+                &asked(&view.step)
+            )
+            .await,
             Err(ErrorCode::PasskeyRefused)
         );
         let credentials = input(&[("email", "gone@example.org"), ("password", PASSWORD)]);
