@@ -820,6 +820,46 @@ mod tests {
         assert_eq!(counter_of(&a, user.id).await, 2);
     }
 
+    /// A lost phone may hold the passkeys: an admin's reset of the second factor removes them
+    /// (with the recovery codes), and the password alone signs in again.
+    #[tokio::test]
+    async fn an_admin_reset_removes_the_passkeys() {
+        use crate::sign_in::registration::{RegistrationMode, SignUp};
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _) = engine_in(&dir).await;
+        let sign_up = |email| SignUp {
+            mode: RegistrationMode::Open,
+            email,
+            password: PASSWORD,
+            confirm: PASSWORD,
+            invite: None,
+            address: None,
+        };
+        let admin = engine.sign_up(sign_up("admin@example.org")).await.unwrap();
+        let user = engine
+            .sign_up(sign_up("phone@example.org"))
+            .await
+            .unwrap()
+            .user;
+        let session = engine.open_session(user.id).await.unwrap();
+        let mut authenticator = SoftAuthenticator::new(PASSKEY_ORIGIN);
+        add_passkey(&engine, &user, &session, &mut authenticator, "Lost phone").await;
+        assert!(matches!(
+            after_password(&engine, "phone@example.org").await.1,
+            StepView::Passkey { .. }
+        ));
+
+        engine
+            .admin_reset_second_factor(&admin.user, user.id)
+            .await
+            .unwrap();
+        assert!(engine.passkeys(&user).await.unwrap().is_empty());
+        assert_eq!(engine.recovery_codes_left(&user).await, Ok(0));
+        let credentials = input(&[("email", "phone@example.org"), ("password", PASSWORD)]);
+        let done = start(&engine, "local", Some("o".into()), &credentials).await;
+        assert_eq!(signed_in_user(done), Some(user.id));
+    }
+
     #[test]
     fn passkeys_need_a_host_name() {
         assert!(relying_party(Some("http://localhost:3000")).is_some());

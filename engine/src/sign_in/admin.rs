@@ -25,6 +25,7 @@ pub struct AccountRow {
     pub email: String,
     pub created_at: i64,
     pub last_sign_in_at: Option<i64>,
+    /// A TOTP seed or a passkey: a second factor the admin can reset.
     pub two_factor_on: bool,
     /// Sessions not yet expired.
     pub live_sessions: i64,
@@ -151,7 +152,8 @@ impl Admin {
             "SELECT u.id, u.email, u.created_at, u.last_sign_in_at, u.is_admin, u.disabled_at,
                  (SELECT COUNT(*) FROM sessions s WHERE s.user_id = u.id AND s.expires_at > $1)
                      AS live_sessions,
-                 (SELECT COUNT(*) FROM totp_credentials t WHERE t.user_id = u.id) AS totp
+                 (SELECT COUNT(*) FROM totp_credentials t WHERE t.user_id = u.id)
+                   + (SELECT COUNT(*) FROM passkeys p WHERE p.user_id = u.id) AS second_factors
              FROM users u ORDER BY u.id",
         )
         .bind(self.clock.now())
@@ -161,13 +163,13 @@ impl Admin {
         rows.into_iter()
             .map(|row| {
                 let is_admin: i64 = row.try_get("is_admin").map_err(db_error)?;
-                let totp: i64 = row.try_get("totp").map_err(db_error)?;
+                let second_factors: i64 = row.try_get("second_factors").map_err(db_error)?;
                 Ok(AccountRow {
                     id: row.try_get("id").map_err(db_error)?,
                     email: row.try_get("email").map_err(db_error)?,
                     created_at: row.try_get("created_at").map_err(db_error)?,
                     last_sign_in_at: row.try_get("last_sign_in_at").map_err(db_error)?,
-                    two_factor_on: totp > 0,
+                    two_factor_on: second_factors > 0,
                     live_sessions: row.try_get("live_sessions").map_err(db_error)?,
                     is_admin: is_admin == 1,
                     disabled_at: row.try_get("disabled_at").map_err(db_error)?,
