@@ -126,6 +126,27 @@ pub(crate) fn input(pairs: &[(&str, &str)]) -> Input {
         .collect()
 }
 
+/// Registers `email` with `password` as open registration does (the first account of an
+/// installation is its admin).
+pub(crate) async fn sign_up_open(
+    engine: &Engine,
+    email: &str,
+    password: &str,
+) -> crate::sign_in::registration::SignedUp {
+    use crate::sign_in::registration::{RegistrationMode, SignUp};
+    engine
+        .sign_up(SignUp {
+            mode: RegistrationMode::Open,
+            email,
+            password,
+            confirm: password,
+            invite: None,
+            address: None,
+        })
+        .await
+        .unwrap()
+}
+
 /// Registers the user who owns the accounts in a test: `owner@example.org`.
 pub(crate) async fn register_owner(engine: &Engine) -> UserId {
     engine

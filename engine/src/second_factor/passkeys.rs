@@ -824,22 +824,12 @@ mod tests {
     /// (with the recovery codes), and the password alone signs in again.
     #[tokio::test]
     async fn an_admin_reset_removes_the_passkeys() {
-        use crate::sign_in::registration::{RegistrationMode, SignUp};
+        use crate::test_support::sign_up_open;
         let dir = tempfile::tempdir().unwrap();
         let (engine, _) = engine_in(&dir).await;
-        let sign_up = |email| SignUp {
-            mode: RegistrationMode::Open,
-            email,
-            password: PASSWORD,
-            confirm: PASSWORD,
-            invite: None,
-            address: None,
-        };
-        let admin = engine.sign_up(sign_up("admin@example.org")).await.unwrap();
-        let user = engine
-            .sign_up(sign_up("phone@example.org"))
+        let admin = sign_up_open(&engine, "admin@example.org", PASSWORD).await;
+        let user = sign_up_open(&engine, "phone@example.org", PASSWORD)
             .await
-            .unwrap()
             .user;
         let session = engine.open_session(user.id).await.unwrap();
         let mut authenticator = SoftAuthenticator::new(PASSKEY_ORIGIN);

@@ -406,8 +406,7 @@ impl Admin {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sign_in::registration::{RegistrationMode, SignUp};
-    use crate::test_support::{engine_in, input, signed_in_user, start, submit};
+    use crate::test_support::{engine_in, input, sign_up_open, signed_in_user, start, submit};
     use crate::Engine;
     use crate::{Completion, Progress};
 
@@ -415,16 +414,8 @@ mod tests {
 
     /// The admin (first account) and one more account, in open mode.
     async fn admin_and_user(engine: &Engine) -> (User, User) {
-        let sign_up = |email: &'static str| SignUp {
-            mode: RegistrationMode::Open,
-            email,
-            password: PASSWORD,
-            confirm: PASSWORD,
-            invite: None,
-            address: None,
-        };
-        let admin = engine.sign_up(sign_up("admin@example.org")).await.unwrap();
-        let user = engine.sign_up(sign_up("user@example.org")).await.unwrap();
+        let admin = sign_up_open(engine, "admin@example.org", PASSWORD).await;
+        let user = sign_up_open(engine, "user@example.org", PASSWORD).await;
         assert!(admin.is_admin && !user.is_admin);
         (admin.user, user.user)
     }
