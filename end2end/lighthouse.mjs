@@ -14,17 +14,23 @@ const pages = process.argv.slice(3).length ? process.argv.slice(3) : ["login", "
 const outDir = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..", "target", "lighthouse");
 fs.mkdirSync(outDir, { recursive: true });
 
-const chrome = await chromeLauncher.launch({
-  chromePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium",
-  chromeFlags: [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-  ],
-});
+// A fresh browser per page: each is measured as a new visitor's (the cookies a page sets, such
+// as /login's passkey autofill, would otherwise ride along to the next).
+const launch = () =>
+  chromeLauncher.launch({
+    chromePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium",
+    chromeFlags: [
+      "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+    ],
+  });
+let chrome;
 let failed = false;
 try {
   console.log("page      performance  accessibility  best-practices  FCP      LCP      TBT     TTI");
   for (const page of pages) {
+    if (chrome) await chrome.kill();
+    chrome = await launch();
     const { url, cookie } = await pageTarget(origin, page);
     const result = await lighthouse(url, {
       port: chrome.port,
@@ -54,6 +60,6 @@ try {
     }
   }
 } finally {
-  await chrome.kill();
+  if (chrome) await chrome.kill();
 }
 process.exit(failed ? 1 : 0);

@@ -7,6 +7,6 @@ cd "$(dirname "$0")/.."
 APP_PORT=${LIGHTHOUSE_APP_PORT:-3500}
 SANDBOX_PORT=${LIGHTHOUSE_SANDBOX_PORT:-3600}
 # On localhost, so /login is measured with "Sign in with a passkey" on it.
-PUBLIC_HOST=localhost
+PUBLIC_HOST=${PUBLIC_HOST:-localhost}
 source scripts/lib/serve-release.sh
 node end2end/lighthouse.mjs "$APP_ORIGIN" "$@"

@@ -95,22 +95,29 @@ pub async fn passkey_settings() -> Result<PasskeyOverview, AppError> {
     })
 }
 
-/// "Sign in with a passkey" on `/login`: a new sign-in flow (in a new login cookie) whose step
-/// any discoverable passkey of this Stepgate may answer.
+/// "Sign in with a passkey" on `/login` (and its autofill, asked on every view of the page): a
+/// new sign-in flow whose step any discoverable passkey of this Stepgate may answer. It belongs
+/// to the browser's login cookie, made only when there is none: viewing `/login` must not cut off
+/// a sign-in waiting at its code step in another tab.
 #[server(prefix = "/api", endpoint = "passkey_sign_in_options")]
 pub async fn passkey_sign_in_options() -> Result<PasskeyCeremony, AppError> {
-    use crate::session::{engine, set_login_cookie};
+    use crate::session::{engine, login_token, set_login_cookie};
     use engine::sign_in::sessions::SessionToken;
     use engine::view::StepView;
 
-    let login = SessionToken::random();
+    let (login, new) = match login_token() {
+        Some(login) => (login, false),
+        None => (SessionToken::random(), true),
+    };
     let view = engine()?
         .start_passkey_sign_in(Some(login.digest()))
         .await?;
     let StepView::Passkey { options } = view.step else {
         return Err(engine::ErrorCode::Unknown.into());
     };
-    set_login_cookie(&login);
+    if new {
+        set_login_cookie(&login);
+    }
     Ok(PasskeyCeremony {
         options,
         state: view.flow_id,

@@ -204,6 +204,13 @@ test("a passkey is offered beside the TOTP code, and a recovery code stands in f
   await password(page, email);
   // Both ways in on one step.
   await expect(page.getByLabel("Verification code")).toBeVisible();
+  // /login viewed in another tab meanwhile (its autofill asks for a ceremony of its own) does
+  // not cut this sign-in off: the login cookie it belongs to is kept.
+  const otherTab = await page.context().newPage();
+  const autofillAsked = otherTab.waitForResponse("**/api/passkey_sign_in_options");
+  await otherTab.goto("/login");
+  expect((await autofillAsked).status()).toBe(200);
+  await otherTab.close();
   await page.getByRole("button", { name: "Use a passkey" }).click();
   await expectSignedIn(page, email);
 
