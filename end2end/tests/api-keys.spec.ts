@@ -67,9 +67,24 @@ test("an app reads the accounts a key was given, until the key is revoked", asyn
   const list = await get(page.request, "/api/v1/accounts", key);
   expect(list.status()).toBe(200);
   expect(list.headers()["cache-control"]).toBe("no-store");
-  expect(await list.json()).toEqual({
-    accounts: [{ id: accountId, provider: "flameconnect", name: FLAME.email, status: "active" }],
+  const listed = await list.json();
+  expect(listed).toEqual({
+    accounts: [
+      {
+        id: accountId,
+        provider: "flameconnect",
+        name: FLAME.email,
+        status: "active",
+        last_renewed_at: null,
+        next_renewal_at: expect.any(Number),
+        last_error: null,
+      },
+    ],
   });
+  // One account's health by itself, the same as in the list.
+  const one = await get(page.request, `/api/v1/accounts/${accountId}`, key);
+  expect(one.status()).toBe(200);
+  expect(await one.json()).toEqual(listed.accounts[0]);
 
   const credentials = await get(page.request, `/api/v1/accounts/${accountId}/credentials`, key);
   expect(credentials.status()).toBe(200);
@@ -166,12 +181,15 @@ test("each key is rate limited", async ({ page }) => {
   expect((await limited[0].json()).code).toBe("rate_limited");
 });
 
-test("the OpenAPI document is served and names both paths", async ({ request }) => {
+test("the OpenAPI document is served and names every path, with the accounts' health", async ({ request }) => {
   const answer = await request.get("/api/v1/openapi.json");
   expect(answer.status()).toBe(200);
   const doc = await answer.json();
   expect(doc.openapi).toMatch(/^3\./);
   expect(Object.keys(doc.paths)).toEqual(
-    expect.arrayContaining(["/api/v1/accounts", "/api/v1/accounts/{id}/credentials"]),
+    expect.arrayContaining(["/api/v1/accounts", "/api/v1/accounts/{id}", "/api/v1/accounts/{id}/credentials"]),
+  );
+  expect(Object.keys(doc.components.schemas.Account.properties)).toEqual(
+    expect.arrayContaining(["status", "last_renewed_at", "next_renewal_at", "last_error"]),
   );
 });

@@ -148,6 +148,25 @@ pub struct Account {
     /// again on Stepgate) or `degraded` (the provider could not be asked at the last check).
     #[schema(example = "active")]
     status: String,
+    /// When Stepgate last renewed the account's tokens (unix seconds); `null` before the first
+    /// renewal.
+    #[schema(example = 1_765_000_000)]
+    last_renewed_at: Option<i64>,
+    /// When Stepgate renews them next (unix seconds); `null` when none is scheduled (the
+    /// account needs sign-in, or its provider's tokens do not expire).
+    #[schema(example = 1_765_003_000)]
+    next_renewal_at: Option<i64>,
+    /// Why the last check or renewal could not reach the provider; `null` when it could.
+    last_error: Option<AccountError>,
+}
+
+/// A failure kept on an account: its stable code and the sentence users read.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountError {
+    #[schema(example = "timeout")]
+    code: String,
+    #[schema(example = "The provider took too long to answer. Please try again.")]
+    message: String,
 }
 
 impl From<ConnectedAccount> for Account {
@@ -157,6 +176,12 @@ impl From<ConnectedAccount> for Account {
             provider: a.provider,
             name: a.display_name,
             status: a.status.as_str().to_owned(),
+            last_renewed_at: a.renewed_at,
+            next_renewal_at: a.renew_due_at,
+            last_error: a.last_error.map(|code| AccountError {
+                code: code.as_str().to_owned(),
+                message: code.message().to_owned(),
+            }),
         }
     }
 }
@@ -216,6 +241,40 @@ async fn list_accounts(
     }))
 }
 
+/// The account id of a path, if the caller's key may read that account.
+fn readable_id(caller: &ApiCaller, id: &str) -> Result<i64, ApiError> {
+    let id: i64 = id.parse().map_err(|_| ErrorCode::NotFound)?;
+    if !caller.may_read(id) {
+        return Err(ErrorCode::AccountNotInScope.into());
+    }
+    Ok(id)
+}
+
+/// One account the key may read: its status and renewal times (no credentials).
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/{id}",
+    tag = "accounts",
+    security(("api_key" = [])),
+    params(("id" = i64, Path, description = "The account's id (from `/api/v1/accounts`)")),
+    responses(
+        (status = 200, description = "The account's health", body = Account),
+        (status = 401, description = "`invalid_api_key`, or `api_key_expired`", body = ApiError),
+        (status = 403, description = "`account_not_in_scope`: the key was not given this account", body = ApiError),
+        (status = 404, description = "`not_found`: no such account", body = ApiError),
+        (status = 429, description = "`rate_limited` (see `Retry-After`)", body = ApiError),
+    )
+)]
+async fn get_account(
+    State(state): State<ApiState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Account>, ApiError> {
+    let id = readable_id(&caller, &id)?;
+    let account = state.engine.connected_account(caller.user_id, id).await?;
+    Ok(Json(Account::from(account)))
+}
+
 /// One account's fresh credentials.
 #[utoipa::path(
     get,
@@ -238,10 +297,7 @@ async fn account_credentials(
     Caller(caller): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<AccountCredentials>, ApiError> {
-    let id: i64 = id.parse().map_err(|_| ErrorCode::NotFound)?;
-    if !caller.may_read(id) {
-        return Err(ErrorCode::AccountNotInScope.into());
-    }
+    let id = readable_id(&caller, &id)?;
     let answer = state
         .engine
         .app_credentials_for_key(caller.user_id, id, &caller.key_id)
@@ -303,8 +359,8 @@ impl Modify for BearerKey {
         version = "1",
         description = "Read the connected accounts an API key was given, with fresh credentials."
     ),
-    paths(list_accounts, account_credentials, openapi_json),
-    components(schemas(Account, AccountList, AccountCredentials, ApiError)),
+    paths(list_accounts, get_account, account_credentials, openapi_json),
+    components(schemas(Account, AccountError, AccountList, AccountCredentials, ApiError)),
     modifiers(&BearerKey)
 )]
 pub struct ApiDoc;
@@ -325,6 +381,7 @@ pub fn router_with(engine: Engine, limit: RateLimit) -> Router {
     };
     Router::new()
         .route("/api/v1/accounts", get(list_accounts))
+        .route("/api/v1/accounts/{id}", get(get_account))
         .route(
             "/api/v1/accounts/{id}/credentials",
             get(account_credentials),
@@ -464,12 +521,79 @@ mod tests {
         assert_eq!(
             body,
             serde_json::json!({"accounts": [{
-                "id": api.account, "provider": "librus", "name": "demo.parent", "status": "active"
+                "id": api.account, "provider": "librus", "name": "demo.parent", "status": "active",
+                "last_renewed_at": null, "next_renewal_at": null, "last_error": null
             }]})
         );
         let empty = api.key(&[]).await;
         let (_, body) = api.json("/api/v1/accounts", Some(&empty)).await;
         assert_eq!(body, serde_json::json!({"accounts": []}));
+    }
+
+    /// An app sees an account's health without reading its credentials: an unreachable
+    /// provider shows as `degraded` with the code and sentence, a good check clears it.
+    #[tokio::test]
+    async fn an_accounts_health_is_in_the_api() {
+        let api = api(RATE_LIMIT).await;
+        let key = api.key(&[api.account]).await;
+        let path = format!("/api/v1/accounts/{}", api.account);
+        let (status, body) = api.json(&path, Some(&key)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            (
+                &body["status"],
+                &body["last_error"],
+                &body["last_renewed_at"]
+            ),
+            (
+                &serde_json::json!("active"),
+                &serde_json::Value::Null,
+                &serde_json::Value::Null
+            )
+        );
+        let stored = api
+            .engine
+            .connected_account(api.user, api.account)
+            .await
+            .unwrap();
+        let unreachable = engine::accounts::store::CheckOutcome::Unreachable(ErrorCode::Timeout);
+        api.engine
+            .accounts()
+            .finish_check(&stored, api.user, &unreachable, api.engine.now())
+            .await
+            .unwrap();
+        let (_, body) = api.json(&path, Some(&key)).await;
+        assert_eq!(body["status"], "degraded");
+        assert_eq!(
+            body["last_error"],
+            serde_json::json!({"code": "timeout", "message": ErrorCode::Timeout.message()})
+        );
+        let (_, list) = api.json("/api/v1/accounts", Some(&key)).await;
+        assert_eq!(list["accounts"][0], body);
+
+        let accepted = engine::accounts::store::CheckOutcome::Accepted(None);
+        api.engine
+            .accounts()
+            .finish_check(&stored, api.user, &accepted, api.engine.now())
+            .await
+            .unwrap();
+        let (_, body) = api.json(&path, Some(&key)).await;
+        assert_eq!(
+            (&body["status"], &body["last_error"]),
+            (&serde_json::json!("active"), &serde_json::Value::Null)
+        );
+
+        let unscoped = api.key(&[]).await;
+        let (status, body) = api.json(&path, Some(&unscoped)).await;
+        assert_eq!(
+            (status, &body["code"]),
+            (
+                StatusCode::FORBIDDEN,
+                &serde_json::json!("account_not_in_scope")
+            )
+        );
+        let (status, _) = api.json("/api/v1/accounts/x", Some(&key)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
     }
 
     #[tokio::test]
