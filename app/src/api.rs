@@ -350,7 +350,7 @@ pub async fn security_status() -> Result<TwoFactorStatus, AppError> {
     let status = engine.totp_status(&user).await?;
     Ok(TwoFactorStatus {
         recovery_codes_left: engine.recovery_codes_left(&user).await?,
-        has_passkeys: !engine.passkeys(&user).await?.is_empty(),
+        has_passkeys: engine.has_passkeys(&user).await?,
         new_recovery_codes: crate::recovery_codes::ssr::take_new_codes(),
         email: user.email,
         two_factor_on: status.is_some(),

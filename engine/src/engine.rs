@@ -298,6 +298,7 @@ impl Engine {
                 sudo: sudo.clone(),
                 sessions: session_list.clone(),
                 two_factor: two_factor.clone(),
+                passkeys: passkeys.clone(),
                 clock: clock.clone(),
             }),
             second_factor: Arc::new(SecondFactorSettings {
@@ -800,6 +801,11 @@ impl Engine {
     /// `user`'s passkeys, oldest first.
     pub async fn passkeys(&self, user: &User) -> Result<Vec<PasskeySummary>, ErrorCode> {
         self.second_factor.passkeys(user).await
+    }
+
+    /// Whether `user` has a passkey (a second factor, like TOTP).
+    pub async fn has_passkeys(&self, user: &User) -> Result<bool, ErrorCode> {
+        self.second_factor.passkeys.has_any(user.id).await
     }
 
     /// Options for adding a passkey to `user` (`navigator.credentials.create`), and the sealed

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 use crate::base::clock::Clock;
 use crate::base::fields::MAX_FIELD_BYTES;
+use crate::second_factor::passkeys::Passkeys;
 use crate::second_factor::recovery_codes::RecoveryCodes;
 use crate::second_factor::two_factor::{db_error, TwoFactor};
 use crate::sign_in::password::PasswordHasher;
@@ -25,6 +26,7 @@ pub struct AccountSecurity {
     pub(crate) sudo: Sudo,
     pub(crate) sessions: Sessions,
     pub(crate) two_factor: TwoFactor,
+    pub(crate) passkeys: Passkeys,
     pub(crate) clock: std::sync::Arc<dyn Clock>,
 }
 
@@ -58,12 +60,7 @@ impl AccountSecurity {
             return Err(ErrorCode::TwoFactorOff);
         }
         // No factor left for them to stand in for (passkeys are one, too).
-        let passkeys: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM passkeys WHERE user_id = $1")
-            .bind(user.id)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db_error)?;
-        if passkeys == 0 {
+        if !self.passkeys.has_any(user.id).await? {
             self.two_factor.drop_recovery_codes(user.id).await?;
         }
         tracing::info!(user_id = user.id, "two-factor authentication turned off");
