@@ -1,6 +1,7 @@
 // The accounts page without WebAssembly: rows whose health check is under way say
 // "Checking…"; this asks the server every second until every check has answered, then shows
-// each row's status (and "Sign in again" where the provider refused the account's tokens).
+// each row's status (and "Sign in again" and "Send a sign-in link" where the provider refused
+// the account's tokens).
 (function () {
   var tries = 0;
   function pending() {
@@ -15,8 +16,9 @@
       cell.dataset.status = row.status;
       cell.querySelector(".status-label").textContent = row.status_label;
       cell.querySelector(".status-problem").textContent = row.problem || "";
-      var reauth = tr.querySelector("form.reauth");
-      if (reauth) reauth.hidden = row.status !== "needs_sign_in";
+      tr.querySelectorAll("form.reauth").forEach(function (form) {
+        form.hidden = row.status !== "needs_sign_in";
+      });
     });
   }
   function poll() {

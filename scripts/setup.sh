@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs what building and testing Stepgate needs, skipping whatever is already present.
-# Usage: scripts/setup.sh [--with-browser] [--with-services]
+# Usage: scripts/setup.sh [--with-browser] [--with-services] [--with-python]
 #   --with-browser:  Chromium and the Playwright packages (only the end-to-end tests need them)
 #   --with-services: Debian's postgresql and redis-server (the Postgres + Redis test runs and the
 #                    benchmarks start their own throw-away servers with scripts/lib/services.sh)
+#   --with-python:   the virtualenv .tools/python-venv with the Python client (clients/python)
+#                    and its test packages from PyPI (scripts/python-tests.sh)
 # Everything comes from the Rust, npm and Debian package registries: cargo-leptos must not
 # try to download its tools from the internet, so each one is put on PATH first.
 set -euo pipefail
@@ -13,11 +15,13 @@ CARGO_LEPTOS_VERSION=0.3.10   # 0.3.11 needs rustc 1.96
 BINARYEN_VERSION=132          # Debian's binaryen 108 produces wasm that fails at start-up
 with_browser=false
 with_services=false
+with_python=false
 for arg in "$@"; do
   case "$arg" in
     --with-browser) with_browser=true ;;
     --with-services) with_services=true ;;
-    *) echo "usage: scripts/setup.sh [--with-browser] [--with-services]" >&2; exit 2 ;;
+    --with-python) with_python=true ;;
+    *) echo "usage: scripts/setup.sh [--with-browser] [--with-services] [--with-python]" >&2; exit 2 ;;
   esac
 done
 
@@ -90,5 +94,24 @@ if $with_services; then
     if [ -x /etc/init.d/redis-server ] && redis-cli -p 6379 ping >/dev/null 2>&1; then
       as_root /etc/init.d/redis-server stop >/dev/null || true
     fi
+  fi
+fi
+
+if $with_python; then
+  venv=.tools/python-venv
+  if [ ! -x "$venv/bin/pip" ] && ! python3 -m venv "$venv" >/dev/null 2>&1; then
+    # Debian keeps ensurepip (which venv needs) in its own package.
+    say "Installing Debian's python3-venv"
+    as_root apt-get -o DPkg::Lock::Timeout=600 update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq python3-venv >/dev/null
+    python3 -m venv --clear "$venv"
+  fi
+  # The client is installed editable, so only a changed pyproject.toml (its dependencies) needs pip.
+  stamp="$venv/.clients-python-pyproject.sha256"
+  wanted=$(sha256sum clients/python/pyproject.toml | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+    say "Installing the Python client and its test packages into $venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -e 'clients/python[dev]'
+    echo "$wanted" >"$stamp"
   fi
 fi

@@ -6,10 +6,12 @@
 #   3. Playwright end-to-end tests against one release server on SQLite, in Debian's Chromium
 #   4. the same Playwright suite against two release servers sharing Postgres + Redis behind a
 #      round-robin proxy (end2end/round-robin-proxy.mjs: each request to the other instance)
+#   5. the Python client's unit tests, and its integration tests against that release build
+#      (scripts/python-tests.sh: a server and sandbox of their own)
 # Ends with one line per run and one summary line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh --with-browser --with-services
+bash scripts/setup.sh --with-browser --with-services --with-python
 export PATH="$HOME/.cargo/bin:$PWD/.tools/node_modules/.bin:$PATH"
 # shellcheck source=lib/services.sh
 source scripts/lib/services.sh
@@ -56,6 +58,9 @@ if $services; then
   ) || status=1
 fi
 
+echo "==> Python client tests (unit, and integration against the release build)"
+NO_BUILD=1 bash scripts/python-tests.sh 2>&1 | tee "$logs/python.txt" || status=1
+
 count() { # count <passed|failed> <cargo log>
   awk -v what="$1" '/^test result:/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ "^" what) s += $i } END { print s + 0 }' "$2"
 }
@@ -75,6 +80,11 @@ grep -q '^test result:' "$logs/cargo-sqlite.txt" || rust_failed=$((rust_failed +
 grep -q '^test result:' "$logs/cargo-postgres.txt" || rust_pg_failed=$((rust_pg_failed + 1))
 read -r e2e_passed e2e_failed e2e_skipped < <(e2e_count "$PWD/end2end/playwright-report/results.json")
 read -r e2e_pg_passed e2e_pg_failed e2e_pg_skipped < <(e2e_count "$PWD/end2end/playwright-report/results-scaled-out.json")
+# "python client: N passed, M failed"; no such line (the run broke off) counts as one failure.
+python_line=$(grep '^python client:' "$logs/python.txt" | tail -n 1 || true)
+py_passed=$(awk '{ print $3 + 0 }' <<<"$python_line")
+py_failed=$(awk '{ print $5 + 0 }' <<<"$python_line")
+[ -n "$python_line" ] || py_failed=1
 # Tests that did not run (the after-all check waits for every other test to pass).
 not_run() { [ "$1" = 0 ] || echo " ($1 did not run)"; }
 
@@ -83,8 +93,9 @@ echo "rust (sqlite): $rust_passed passed, $rust_failed failed"
 echo "rust (postgres+redis): $rust_pg_passed passed, $rust_pg_failed failed"
 echo "end-to-end (sqlite, 1 instance): $e2e_passed passed, $e2e_failed failed$(not_run "$e2e_skipped")"
 echo "end-to-end (postgres+redis, 2 instances, round-robin): $e2e_pg_passed passed, $e2e_pg_failed failed$(not_run "$e2e_pg_skipped")"
-passed=$((rust_passed + rust_pg_passed + e2e_passed + e2e_pg_passed))
-failed=$((rust_failed + rust_pg_failed + e2e_failed + e2e_pg_failed))
+echo "python client (unit + integration): $py_passed passed, $py_failed failed"
+passed=$((rust_passed + rust_pg_passed + e2e_passed + e2e_pg_passed + py_passed))
+failed=$((rust_failed + rust_pg_failed + e2e_failed + e2e_pg_failed + py_failed))
 echo "summary: $passed passed, $failed failed"
 [ "$failed" = 0 ] || status=1
 exit $status

@@ -56,7 +56,7 @@ impl RowStatus {
             RowStatus::Checking => "Checking…",
             RowStatus::NeedsSignIn => "Needs sign-in",
             RowStatus::Degraded => "Provider unreachable",
-            RowStatus::Active => "Active",
+            RowStatus::Active => "Connected",
         }
     }
 }
@@ -359,21 +359,11 @@ fn back_to_step(
     if let Some(account) = reauth {
         query.push(("reauth".into(), account.to_string()));
     }
-    for (name, value) in fields {
-        // Only what the page shows again, and never a secret (passwords, codes, URLs that
-        // carry one: `FieldSpec::secret`): those are typed again.
-        let echoed = shown.iter().any(|f| f.name == *name && !f.secret);
-        if echoed && value.len() <= 512 {
-            query.push((format!("value.{name}"), value.clone()));
-        }
-    }
-    let query: Vec<(&str, &str)> = query
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_str()))
-        .collect();
-    crate::api::ssr::back_to_form_with::<SubmitConnectStep>(
+    crate::components::back_to_step::<SubmitConnectStep>(
         &format!("/accounts/connect/{provider}"),
-        &query,
+        query,
+        fields,
+        shown,
         error,
     );
 }
@@ -421,11 +411,20 @@ fn activity_words(
         "renewed" => "Tokens renewed.".to_owned(),
         "needs_sign_in" => "The provider refused the tokens: needs sign-in.".to_owned(),
         "unreachable" => format!("Could not reach the provider: {failure}"),
+        "recovered" => "Working again.".to_owned(),
         "api_read" => match entry.api_key.as_ref().and_then(|k| key_names.get(k)) {
             Some(name) => format!("Credentials read with API key “{name}”."),
             None => "Credentials read with an API key since revoked.".to_owned(),
         },
+        "api_proxy" => match entry.api_key.as_ref().and_then(|k| key_names.get(k)) {
+            Some(name) => format!("Provider API called through Stepgate with API key “{name}”."),
+            None => "Provider API called with an API key since revoked.".to_owned(),
+        },
         "removed" => "Removed.".to_owned(),
+        "sign_in_link_made" => "Sign-in link made.".to_owned(),
+        "sign_in_link_made_for_apps" => "Sign-in link made for your apps.".to_owned(),
+        "sign_in_link_revoked" => "Sign-in link revoked.".to_owned(),
+        "signed_in_with_link" => "Signed in again with a sign-in link.".to_owned(),
         other => other.to_owned(),
     }
 }

@@ -14,6 +14,7 @@ pub mod recovery_codes;
 #[cfg(feature = "ssr")]
 pub mod session;
 pub mod sessions;
+pub mod sign_in_links;
 pub mod webhooks;
 
 use leptos::prelude::*;
@@ -35,6 +36,7 @@ use pages::{
     second_factor::{RecoveryCodePage, SecondFactorPage},
     security::SecurityPage,
     sessions::SessionsPage,
+    sign_in_link::{is_link_page, SignInLinkOpenPage, SignInLinkPage},
     webhooks::WebhooksPage,
 };
 
@@ -93,11 +95,22 @@ pub fn App() -> impl IntoView {
             == "/")
             .then_some("page")
     };
+    // A sign-in link's visitor has no Stepgate account: no link to its pages.
+    let brand = move || {
+        let path = leptos_router::hooks::use_location()
+            .pathname
+            .get_untracked();
+        if is_link_page(&path) {
+            view! { <span class="brand">"Stepgate"</span> }.into_any()
+        } else {
+            view! { <a href="/" class="brand" aria-current=is_home>"Stepgate"</a> }.into_any()
+        }
+    };
     view! {
         <Title text="Stepgate"/>
         <Router>
             <header class="masthead">
-                <a href="/" class="brand" aria-current=is_home>"Stepgate"</a>
+                {brand()}
                 <components::SiteNav/>
             </header>
             <main>
@@ -122,6 +135,10 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("accounts/connect") view=ConnectPickerPage ssr=SsrMode::Async/>
                     <Route path=path!("accounts/connect/:provider") view=ConnectPage ssr=SsrMode::Async/>
                     <Route path=path!("admin/users") view=AdminPage ssr=SsrMode::Async/>
+                    // Async: opening a link answers with its cookie and a redirect, or with the
+                    // refusal's status; the link's pages with their statuses too.
+                    <Route path=path!("sign-in-link/:token") view=SignInLinkOpenPage ssr=SsrMode::Async/>
+                    <Route path=path!("sign-in-link") view=SignInLinkPage ssr=SsrMode::Async/>
                 </Routes>
             </main>
         </Router>

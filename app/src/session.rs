@@ -25,6 +25,8 @@ const SECURE_LOGIN_COOKIE: &str = "__Host-stepgate_login";
 pub struct ServerSettings {
     /// How browsers reach Stepgate, without a trailing slash.
     pub public_url: String,
+    /// `STEPGATE_PUBLIC_URL` was set: otherwise `public_url` is only the listening address.
+    pub public_url_set: bool,
     /// Stepgate runs behind a proxy that appends the client's address to `X-Forwarded-For`.
     pub trust_proxy: bool,
     /// `STEPGATE_REGISTRATION`: who may register (the sign-up page and the admin page say so).
@@ -52,6 +54,33 @@ pub fn is_https(parts: &Parts) -> bool {
             .get("x-forwarded-proto")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.eq_ignore_ascii_case("https"))
+}
+
+/// Where links shown to the visitor should point: `STEPGATE_PUBLIC_URL` when it is set, else
+/// the origin this request came to (the listening address may be `0.0.0.0`, or not what a
+/// phone can reach), else the listening address.
+pub fn link_base() -> Option<String> {
+    let settings = settings().ok()?;
+    if settings.public_url_set {
+        return Some(settings.public_url);
+    }
+    let origin = request().and_then(|parts| {
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        // A proxy says which host the browser used only when we trust it.
+        let host = settings
+            .trust_proxy
+            .then(|| header("x-forwarded-host"))
+            .flatten()
+            .or_else(|| header(http::header::HOST.as_str()))?;
+        // A host header is a name and a port: nothing that could turn the link into another URL.
+        let plain = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+        let scheme = if is_https(&parts) { "https" } else { "http" };
+        plain.then(|| format!("{scheme}://{host}"))
+    });
+    Some(origin.unwrap_or(settings.public_url))
 }
 
 /// The `Cookie` headers the browser sent.

@@ -38,6 +38,8 @@ pub struct WebhooksPageData {
     pub deliveries: Vec<DeliveryRow>,
     /// The signing secret just made, shown this once.
     pub new_secret: Option<String>,
+    /// The user lets apps have sign-in links (the `account.needs_sign_in` webhook, the API).
+    pub sign_in_links_for_apps: bool,
 }
 
 #[cfg(feature = "ssr")]
@@ -147,6 +149,7 @@ pub async fn webhooks_view() -> Result<WebhooksPageData, AppError> {
         since,
         deliveries,
         new_secret: ssr::take_new_secret(),
+        sign_in_links_for_apps: engine.sign_in_links_for_apps(user.id).await?,
     })
 }
 

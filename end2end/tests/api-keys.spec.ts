@@ -92,6 +92,23 @@ test("an app reads the accounts a key was given, until the key is revoked", asyn
   expect(body).toMatchObject({ account_id: accountId, provider: "flameconnect", name: FLAME.email });
   expect(body.credentials.access_token).toEqual(expect.any(String));
 
+  // The proxy calls FlameConnect's own API with that token; the app never sends one. The
+  // account's page tells it in its activity.
+  const fires = await page.request.get(`/api/v1/accounts/${accountId}/proxy/api/Fires/GetFires`, {
+    headers: { Authorization: `Bearer ${key}`, app_name: "FlameConnect", Cookie: "stepgate_session=app" },
+  });
+  expect(fires.status()).toBe(200);
+  expect(fires.headers()["set-cookie"]).toBeUndefined();
+  expect(await fires.json()).toEqual(expect.arrayContaining([expect.objectContaining({ FriendlyName: "Living room" })]));
+  const elsewhere = await page.request.get(`/api/v1/accounts/${accountId}/proxy/api/Fires/GetFires`, {
+    headers: { Authorization: `Bearer ${key}`, "Stepgate-Origin": "https://example.org" },
+  });
+  expect(elsewhere.status()).toBe(403);
+  expect(elsewhere.headers()["stepgate-error"]).toBe("proxy_not_allowed");
+  await page.goto(`/accounts/account?id=${accountId}`);
+  await expect(page.getByText("Provider API called through Stepgate with API key “Home app”.")).toBeVisible();
+
+  await page.goto("/settings/api-keys");
   await page.reload();
   await expect(row.locator("td.key-used")).toHaveText(/^\d{4}-\d\d-\d\d \d\d:\d\d UTC$/);
 
@@ -187,7 +204,13 @@ test("the OpenAPI document is served and names every path, with the accounts' he
   const doc = await answer.json();
   expect(doc.openapi).toMatch(/^3\./);
   expect(Object.keys(doc.paths)).toEqual(
-    expect.arrayContaining(["/api/v1/accounts", "/api/v1/accounts/{id}", "/api/v1/accounts/{id}/credentials"]),
+    expect.arrayContaining([
+      "/api/v1/accounts",
+      "/api/v1/accounts/{id}",
+      "/api/v1/accounts/{id}/credentials",
+      "/api/v1/accounts/{id}/proxy/{path}",
+      "/api/v1/accounts/{id}/sign-in-link",
+    ]),
   );
   expect(Object.keys(doc.components.schemas.Account.properties)).toEqual(
     expect.arrayContaining(["status", "last_renewed_at", "next_renewal_at", "last_error"]),

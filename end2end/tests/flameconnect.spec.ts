@@ -40,8 +40,8 @@ test("connect FlameConnect", async ({ page }) => {
   await expect(page).toHaveURL(/\/accounts\?connected=\d+$/);
   await expect(page.getByRole("status").first()).toHaveText("Account connected.");
   await expect(row(page, DEMO.email)).toBeVisible();
-  // The health check run by opening the page settles on "Active".
-  await expect(row(page, DEMO.email).locator("td.account-status")).toContainText("Active");
+  // The health check run by opening the page settles on "Connected".
+  await expect(row(page, DEMO.email).locator("td.account-status")).toContainText("Connected");
 });
 
 test("a wrong FlameConnect password is refused and the email is kept", async ({ page }) => {
@@ -65,7 +65,7 @@ test("reauth of a rejected account updates it in place", async ({ page }) => {
   await expect(page).toHaveURL(/\/accounts\?connected=\d+$/);
   const id = new URL(page.url()).searchParams.get("connected")!;
   const status = row(page, DEMO.email).locator("td.account-status");
-  await expect(status).toContainText("Active");
+  await expect(status).toContainText("Connected");
   const connectedAt = await row(page, DEMO.email).locator("td").nth(3).textContent();
 
   await revoke(page, DEMO.email);
@@ -87,14 +87,14 @@ test("reauth of a rejected account updates it in place", async ({ page }) => {
   await expect(row(page, DEMO.email)).toHaveCount(1);
   await expect(row(page, DEMO.email).locator(`xpath=self::tr[@data-account="${id}"]`)).toHaveCount(1);
   await expect(row(page, DEMO.email).locator("td").nth(3)).toHaveText(connectedAt!);
-  await expect(status).toContainText("Active");
+  await expect(status).toContainText("Connected");
   await expect(row(page, DEMO.email).getByRole("button", { name: "Sign in again" })).toBeHidden();
 });
 
 test("a reauth into another account is refused and changes nothing", async ({ page }) => {
   await connectFlameConnect(page, DEMO.email, DEMO.password);
   await expect(page).toHaveURL(/\/accounts\?connected=\d+$/);
-  await expect(row(page, DEMO.email).locator("td.account-status")).toContainText("Active");
+  await expect(row(page, DEMO.email).locator("td.account-status")).toContainText("Connected");
   await revoke(page, DEMO.email);
   await page.goto("/accounts");
   await expect(row(page, DEMO.email).locator("td.account-status")).toContainText("Needs sign-in");
@@ -115,7 +115,7 @@ test("an unreachable provider marks the account degraded, not needing sign-in", 
   await connectFlameConnect(page, DEMO.email, DEMO.password);
   await expect(page).toHaveURL(/\/accounts\?connected=\d+$/);
   const status = row(page, DEMO.email).locator("td.account-status");
-  await expect(status).toContainText("Active");
+  await expect(status).toContainText("Connected");
   const faults = `http://${doubles.flameconnect}/testing/faults`;
   expect((await page.request.post(faults, { data: { step: "refresh", fault: "503" } })).ok()).toBe(true);
   try {
@@ -127,7 +127,7 @@ test("an unreachable provider marks the account degraded, not needing sign-in", 
     await page.request.post(faults, { data: { step: "all", fault: "none" } });
   }
   await page.goto("/accounts");
-  await expect(status).toContainText("Active");
+  await expect(status).toContainText("Connected");
 });
 
 test("B2C's routing hops on authorize and confirmed are followed to a connected account", async ({ page }) => {

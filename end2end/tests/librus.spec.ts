@@ -39,7 +39,7 @@ test("connect Librus: the account is listed, and can be removed", async ({ page 
   await expect(page.getByRole("status")).toHaveText("Account connected.");
   const row = page.getByRole("row", { name: /Librus/ });
   await expect(row).toContainText(DEMO.login);
-  await expect(row.locator("td.account-status")).toContainText("Active");
+  await expect(row.locator("td.account-status")).toContainText("Connected");
 
   await row.getByRole("link", { name: `Remove Librus account ${DEMO.login}` }).click();
   await expect(page.getByText(`Remove the Librus account ${DEMO.login}?`, { exact: false })).toBeVisible();

@@ -161,7 +161,7 @@ test("sign in again to a rejected Lynk & Co account: email and VIN filled in, a 
   await expectConnected(page);
   const id = new URL(page.url()).searchParams.get("connected")!;
   const row = page.locator(`tr[data-account="${id}"]`);
-  await expect(row.locator("td.account-status")).toContainText("Active");
+  await expect(row.locator("td.account-status")).toContainText("Connected");
 
   // Lynk & Co stops accepting the account's refresh token.
   const revoked = await page.request.post(`http://${doubles.lynkcoB2c}/testing/revoke`, { data: { account: DEMO.email } });
@@ -178,7 +178,7 @@ test("sign in again to a rejected Lynk & Co account: email and VIN filled in, a 
   await page.getByLabel("Verification code").fill(await smsCode(page, sent));
   await page.getByRole("button", { name: "Verify" }).click();
   await expect(page).toHaveURL(new RegExp(`/accounts\\?reauthed=${id}$`));
-  await expect(row.locator("td.account-status")).toContainText("Active");
+  await expect(row.locator("td.account-status")).toContainText("Connected");
   await expect(page.getByRole("row", { name: /Lynk & Co/ })).toHaveCount(1);
 });
 

@@ -10,6 +10,10 @@ use std::time::Duration;
 use crate::accounts::app_credentials::AppCredentials;
 use crate::accounts::health::AccountHealth;
 use crate::accounts::leases::{DatabaseLeaseOnly, RedisLeases, RenewalLocks, SharedLeases};
+use crate::accounts::proxy::{ApiProxy, ProxyAnswer, ProxyRequest};
+use crate::accounts::sign_in_links::{
+    SignInLinkMade, SignInLinkSummary, SignInLinkTicket, SignInLinks,
+};
 use crate::accounts::store::{AccountStore, CheckOutcome, ConnectedAccount};
 use crate::accounts::upkeep::Upkeep;
 use crate::apps::api_keys::{ApiCaller, ApiKey, ApiKeySecret, ApiKeyStore};
@@ -22,6 +26,7 @@ use crate::base::secrets::SecretKey;
 use crate::flows::flow::{FlowId, DEFAULT_FLOW_TTL};
 use crate::flows::redis_store::RedisFlowStore;
 use crate::flows::runner::{Completion, FlowRunner, Progress};
+use crate::flows::sign_in_link_flow::{SignInLinkFlows, SignInLinkPage};
 use crate::flows::store::{FlowStore, SqliteFlowStore};
 use crate::flows::upstream::{UpstreamMap, Upstreams, DEFAULT_STEP_TIMEOUT};
 use crate::providers::{
@@ -179,7 +184,10 @@ pub struct Engine {
     pub(crate) events: Arc<AccountEvents>,
     pub(crate) health: Arc<AccountHealth>,
     pub(crate) upkeep: Arc<Upkeep>,
+    pub(crate) sign_in_links: Arc<SignInLinks>,
+    pub(crate) link_flows: Arc<SignInLinkFlows>,
     pub(crate) app_credentials: Arc<AppCredentials>,
+    pub(crate) proxy: Arc<ApiProxy>,
 }
 
 impl Engine {
@@ -222,6 +230,14 @@ impl Engine {
             clock.clone(),
             config.webhook_allow,
         );
+        let sign_in_links = SignInLinks::new(
+            pool.clone(),
+            clock.clone(),
+            &config.secret_key,
+            accounts.clone(),
+            webhooks.clone(),
+            config.public_url.clone(),
+        );
         let upstreams = Upstreams::new(config.upstreams, config.step_timeout);
         let providers = ProviderRegistry::new(Arc::new(LocalProvider::new(
             users.clone(),
@@ -245,6 +261,7 @@ impl Engine {
             audit: AuditLog::new(pool.clone()),
             webhooks: webhooks.clone(),
             clock: clock.clone(),
+            sign_in_links: Some(Arc::new(sign_in_links.clone())),
         };
         let upkeep = Upkeep {
             accounts: accounts.clone(),
@@ -267,6 +284,7 @@ impl Engine {
             events: events.clone(),
             upkeep: upkeep.clone(),
             admin: admin.clone(),
+            sign_in_links: sign_in_links.clone(),
         };
         let sudo = Sudo {
             sessions: session_store.clone(),
@@ -277,6 +295,11 @@ impl Engine {
             clock: clock.clone(),
         };
         Ok(Engine {
+            link_flows: Arc::new(SignInLinkFlows {
+                links: sign_in_links.clone(),
+                runner: runner.clone(),
+            }),
+            sign_in_links: Arc::new(sign_in_links),
             local_accounts: Arc::new(LocalAccounts {
                 users: users.clone(),
                 hasher: hasher.clone(),
@@ -306,6 +329,11 @@ impl Engine {
                 passkeys,
                 sessions: session_list.clone(),
                 clock: clock.clone(),
+            }),
+            proxy: Arc::new(ApiProxy {
+                upkeep: upkeep.clone(),
+                events: events.clone(),
+                upstreams: upstreams.clone(),
             }),
             health: Arc::new(AccountHealth {
                 accounts: accounts.clone(),
@@ -393,6 +421,7 @@ impl Engine {
         self.two_factor.purge_expired(now).await?;
         self.throttle.purge_expired(now).await?;
         let sessions = self.session_store.purge_expired(now).await?;
+        self.sign_in_links.purge_expired(now).await?;
         Ok((flows, sessions))
     }
 
@@ -975,6 +1004,124 @@ impl Engine {
         self.app_credentials
             .app_credentials_for_key(user_id, account_id, key_id)
             .await
+    }
+
+    // ApiProxy
+
+    /// Sends an app's `request` (API key `key_id`) to the provider's API of account
+    /// `account_id` with its credentials put in (`accounts::proxy`).
+    pub async fn proxy_api_request(
+        &self,
+        user_id: UserId,
+        account_id: i64,
+        key_id: &str,
+        request: ProxyRequest,
+    ) -> Result<ProxyAnswer, ErrorCode> {
+        self.proxy
+            .forward(user_id, account_id, key_id, request)
+            .await
+    }
+
+    // Sign-in links
+
+    /// A new sign-in link to the user's account `account_id`, shown to its owner once:
+    /// `{base}/sign-in-link/{token}`, `base` being where the owner reached Stepgate (without
+    /// one, `STEPGATE_PUBLIC_URL`). `not_found` when the account is not theirs.
+    pub async fn make_sign_in_link(
+        &self,
+        user_id: UserId,
+        account_id: i64,
+        base: Option<&str>,
+    ) -> Result<SignInLinkMade, ErrorCode> {
+        self.sign_in_links.make(user_id, account_id, base).await
+    }
+
+    /// The live sign-in links to the user's account `account_id`, newest first.
+    pub async fn sign_in_links(
+        &self,
+        user_id: UserId,
+        account_id: i64,
+    ) -> Result<Vec<SignInLinkSummary>, ErrorCode> {
+        self.sign_in_links.live(user_id, account_id).await
+    }
+
+    /// Revokes live sign-in link `link_id` to the user's account `account_id`.
+    pub async fn revoke_sign_in_link(
+        &self,
+        user_id: UserId,
+        account_id: i64,
+        link_id: &str,
+    ) -> Result<(), ErrorCode> {
+        self.sign_in_links
+            .revoke(user_id, account_id, link_id)
+            .await
+    }
+
+    /// Revokes every live sign-in link to the user's account `account_id`; how many.
+    pub async fn revoke_sign_in_links(
+        &self,
+        user_id: UserId,
+        account_id: i64,
+    ) -> Result<u64, ErrorCode> {
+        self.sign_in_links.revoke_all(user_id, account_id).await
+    }
+
+    /// The live sign-in link the user's apps have for account `account_id` (the same URL while
+    /// it lives), or a new one: `sign_in_links_off` unless the user lets apps have them,
+    /// `not_found` when the account is not theirs.
+    pub async fn app_sign_in_link(
+        &self,
+        user_id: UserId,
+        account_id: i64,
+    ) -> Result<SignInLinkMade, ErrorCode> {
+        self.sign_in_links.for_apps(user_id, account_id).await
+    }
+
+    /// Whether the user lets their apps have sign-in links (webhook and API).
+    pub async fn sign_in_links_for_apps(&self, user_id: UserId) -> Result<bool, ErrorCode> {
+        self.sign_in_links.for_apps_allowed(user_id).await
+    }
+
+    /// Lets the user's apps have sign-in links, or not (off revokes those they have).
+    pub async fn set_sign_in_links_for_apps(
+        &self,
+        user_id: UserId,
+        on: bool,
+    ) -> Result<(), ErrorCode> {
+        self.sign_in_links.allow_for_apps(user_id, on).await
+    }
+
+    /// Opens sign-in link `token` in a browser: the ticket its pages keep instead, or why the
+    /// link is refused (`sign_in_link_invalid`, `_used`, `_expired`).
+    pub async fn open_sign_in_link(&self, token: &str) -> Result<SignInLinkTicket, ErrorCode> {
+        self.sign_in_links.open(token).await
+    }
+
+    /// What the page of `ticket`'s link shows: its account and the step of its flow `flow_id`.
+    pub async fn sign_in_link_page(
+        &self,
+        ticket: &SignInLinkTicket,
+        flow_id: Option<&str>,
+    ) -> Result<SignInLinkPage, ErrorCode> {
+        self.link_flows.page(ticket, flow_id).await
+    }
+
+    /// One step of `ticket`'s link: the first form (no `flow_id`) or a later one.
+    pub async fn submit_sign_in_link_step(
+        &self,
+        ticket: &SignInLinkTicket,
+        flow_id: Option<&str>,
+        input: &Input,
+    ) -> Result<Progress, StepError> {
+        self.link_flows.submit(ticket, flow_id, input).await
+    }
+
+    /// The account `ticket`'s link signed in again, once it has (`None` while it is live).
+    pub async fn finished_sign_in_link(
+        &self,
+        ticket: &SignInLinkTicket,
+    ) -> Result<Option<ConnectedAccount>, ErrorCode> {
+        self.sign_in_links.finished_by_ticket(ticket).await
     }
 
     // FlowRunner

@@ -166,11 +166,26 @@ pub enum ErrorCode {
     /// WebAuthn refuses IP addresses.
     #[error("passkeys_unavailable")]
     PasskeysUnavailable,
+    /// An API proxy request to an origin or path its account's provider does not declare.
+    #[error("proxy_not_allowed")]
+    ProxyNotAllowed,
+    /// A sign-in link that does not exist (mistyped) or was revoked by the account's owner.
+    #[error("sign_in_link_invalid")]
+    SignInLinkInvalid,
+    /// A sign-in link that has already signed its account in.
+    #[error("sign_in_link_used")]
+    SignInLinkUsed,
+    /// A sign-in link past its 24 hours.
+    #[error("sign_in_link_expired")]
+    SignInLinkExpired,
+    /// An app asked for a sign-in link, but the account's owner has not let apps have them.
+    #[error("sign_in_links_off")]
+    SignInLinksOff,
 }
 
 impl ErrorCode {
     /// Every code, for the table test and for documentation.
-    pub const ALL: [ErrorCode; 59] = [
+    pub const ALL: [ErrorCode; 64] = [
         ErrorCode::InvalidAuth,
         ErrorCode::InvalidCode,
         ErrorCode::MissingFields,
@@ -230,6 +245,11 @@ impl ErrorCode {
         ErrorCode::PasskeyRefused,
         ErrorCode::PasskeyNameInvalid,
         ErrorCode::PasskeysUnavailable,
+        ErrorCode::ProxyNotAllowed,
+        ErrorCode::SignInLinkInvalid,
+        ErrorCode::SignInLinkUsed,
+        ErrorCode::SignInLinkExpired,
+        ErrorCode::SignInLinksOff,
     ];
 
     /// The user-facing sentence for this code: the one table of error strings.
@@ -352,6 +372,21 @@ impl ErrorCode {
             ErrorCode::PasskeysUnavailable => {
                 "Passkeys are not available on this Stepgate: its public address is an IP address, and passkeys need a host name (such as localhost)."
             }
+            ErrorCode::ProxyNotAllowed => {
+                "Stepgate does not pass requests to that address: it is not one of the provider's API addresses."
+            }
+            ErrorCode::SignInLinkInvalid => {
+                "This sign-in link is not valid (it may have been revoked). Ask the account's owner for a new one."
+            }
+            ErrorCode::SignInLinkUsed => {
+                "This sign-in link was already used. Ask the account's owner for a new one."
+            }
+            ErrorCode::SignInLinkExpired => {
+                "This sign-in link has expired. Ask the account's owner for a new one."
+            }
+            ErrorCode::SignInLinksOff => {
+                "The account's owner has not allowed apps to get sign-in links."
+            }
         }
     }
 
@@ -399,6 +434,9 @@ impl ErrorCode {
             UpstreamTooLarge | BadRedirect | UpstreamOutOfShape => 502,
             PasskeyRefused | PasskeyNameInvalid => 400,
             PasskeysUnavailable => 404,
+            ProxyNotAllowed | SignInLinksOff => 403,
+            SignInLinkInvalid => 404,
+            SignInLinkUsed | SignInLinkExpired => 410,
         }
     }
 
@@ -464,6 +502,11 @@ impl ErrorCode {
             ErrorCode::PasskeyRefused => "passkey_refused",
             ErrorCode::PasskeyNameInvalid => "passkey_name_invalid",
             ErrorCode::PasskeysUnavailable => "passkeys_unavailable",
+            ErrorCode::ProxyNotAllowed => "proxy_not_allowed",
+            ErrorCode::SignInLinkInvalid => "sign_in_link_invalid",
+            ErrorCode::SignInLinkUsed => "sign_in_link_used",
+            ErrorCode::SignInLinkExpired => "sign_in_link_expired",
+            ErrorCode::SignInLinksOff => "sign_in_links_off",
         }
     }
 }

@@ -279,6 +279,11 @@ impl<D: Deref<Target = Hosts>> ProviderSetup<D> {
             .unwrap()
     }
 
+    /// The folder of the test's database (and its other files).
+    pub(crate) fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// Closes the engine and opens a new one on the same database: a server restart.
     pub(crate) async fn reopen(&mut self) {
         self.engine.pool.close().await;

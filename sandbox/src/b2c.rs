@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::api::ApiDesk;
 use crate::faults::{Faults, Style};
 use crate::util::{self, Clock};
 
@@ -104,6 +105,9 @@ pub(crate) struct Config {
     pub msal: bool,
     pub brand: &'static str,
     pub steps: &'static [&'static str],
+    /// The provider's API takes this tenant's access tokens (FlameConnect); Lynk & Co's takes
+    /// the CCC token instead.
+    pub api_takes_access_tokens: bool,
 }
 
 impl Config {
@@ -204,7 +208,7 @@ struct Inner {
     txs: HashMap<String, Transaction>,
     codes: HashMap<String, AuthCode>,
     refresh_tokens: HashMap<String, RefreshToken>,
-    /// Live access tokens by `jti` (revocation removes them).
+    /// Live access tokens (and tokens registered with them) by `jti`; revocation removes them.
     access_tokens: HashMap<String, usize>,
     inbox: Vec<InboxMessage>,
     refreshes: usize,
@@ -222,6 +226,8 @@ pub(crate) struct Tenant {
     inner: Arc<Mutex<Inner>>,
     pub faults: Faults,
     pub clock: Clock,
+    /// The provider's data endpoints: which tokens they take, the last request.
+    pub api: ApiDesk,
 }
 
 macro_rules! fault {
@@ -430,6 +436,7 @@ impl Tenant {
             })),
             faults: Faults::new(cfg.steps),
             clock: Clock::default(),
+            api: ApiDesk::default(),
         }
     }
 
@@ -499,7 +506,8 @@ impl Tenant {
         self.lock().access_lifetime = lifetime;
     }
 
-    /// Every refresh and access token of `email` stops working; answers how many there were.
+    /// Every refresh and access token of `email` (and token registered for it, see
+    /// [`Self::register_token`]) stops working; answers how many there were.
     pub fn revoke(&self, email: &str) -> usize {
         let Some(account) = self.account_index(email) else {
             return 0;
@@ -522,6 +530,17 @@ impl Tenant {
             .accounts
             .iter()
             .position(|a| a.email.eq_ignore_ascii_case(email))
+    }
+
+    /// A token signed here for another audience (Lynk & Co's CCC token) that revocation ends
+    /// with the account's access tokens.
+    pub(crate) fn register_token(&self, jti: &str, account: usize) {
+        self.lock().access_tokens.insert(jti.to_owned(), account);
+    }
+
+    /// The account of a token registered (or issued) here and not revoked since.
+    pub(crate) fn live_token(&self, jti: &str) -> Option<usize> {
+        self.lock().access_tokens.get(jti).copied()
     }
 
     /// The account of a live access token (signed here, `aud` ours, not expired, not revoked).
@@ -649,7 +668,16 @@ impl Inner {
         util::found(&format!("{}{sep}{q}", cfg.redirect_uri), &[])
     }
 
-    fn tokens(&mut self, cfg: &Config, account: usize, nonce: Option<&str>, now: i64) -> Value {
+    /// A token answer; the access token's `jti` is admitted to the data endpoints (`api`) when
+    /// they take access tokens.
+    fn tokens(
+        &mut self,
+        cfg: &Config,
+        api: &ApiDesk,
+        account: usize,
+        nonce: Option<&str>,
+        now: i64,
+    ) -> Value {
         let a = &cfg.accounts[account];
         let iat = now / 1000;
         let lifetime = self.access_lifetime.as_secs() as i64;
@@ -686,6 +714,9 @@ impl Inner {
         let refresh_token = format!("eyJraWQiOiJjcGltY29yZV8wOSJ9.{}", url_token(120));
         for s in [&access_token, &id_token, &refresh_token] {
             util::record_secret(s);
+        }
+        if cfg.api_takes_access_tokens {
+            api.admit(&jti);
         }
         self.access_tokens.insert(jti, account);
         self.refresh_tokens.insert(
@@ -1364,7 +1395,7 @@ async fn token(
                 );
             }
             let (account, nonce) = (code.account, code.nonce.clone());
-            Json(inner.tokens(cfg, account, nonce.as_deref(), now)).into_response()
+            Json(inner.tokens(cfg, &t.api, account, nonce.as_deref(), now)).into_response()
         }
         "refresh_token" => {
             t.lock().refreshes += 1;
@@ -1399,7 +1430,7 @@ async fn token(
                     r.account
                 }
             };
-            Json(inner.tokens(cfg, account, None, now)).into_response()
+            Json(inner.tokens(cfg, &t.api, account, None, now)).into_response()
         }
         other => oauth_error(
             StatusCode::BAD_REQUEST,

@@ -23,7 +23,7 @@ pub struct Double {
     pub port_offset: u16,
 }
 
-pub const DOUBLES: [Double; 7] = [
+pub const DOUBLES: [Double; 11] = [
     Double {
         name: "librusApi",
         origin: librus::API_ORIGIN,
@@ -65,6 +65,31 @@ pub const DOUBLES: [Double; 7] = [
         origin: flameconnect::ORIGIN,
         addr_var: "STEPGATE_SANDBOX_FLAMECONNECT_ADDR",
         port_offset: 7,
+    },
+    // The providers' data APIs (what Stepgate's API proxy forwards to).
+    Double {
+        name: "flameconnectApi",
+        origin: flameconnect::API_ORIGIN,
+        addr_var: "STEPGATE_SANDBOX_FLAMECONNECT_API_ADDR",
+        port_offset: 8,
+    },
+    Double {
+        name: "xiaomiApi",
+        origin: xiaomi::API_ORIGIN,
+        addr_var: "STEPGATE_SANDBOX_XIAOMI_API_ADDR",
+        port_offset: 9,
+    },
+    Double {
+        name: "lynkcoDelegatedDriver",
+        origin: lynkco::DELEGATED_DRIVER_ORIGIN,
+        addr_var: "STEPGATE_SANDBOX_LYNKCO_DELEGATED_DRIVER_ADDR",
+        port_offset: 10,
+    },
+    Double {
+        name: "lynkcoUserLifecycle",
+        origin: lynkco::USER_LIFECYCLE_ORIGIN,
+        addr_var: "STEPGATE_SANDBOX_LYNKCO_USER_LIFECYCLE_ADDR",
+        port_offset: 11,
     },
 ];
 
@@ -190,6 +215,7 @@ mod tests {
         assert_eq!(addresses[0].1, "127.0.0.1:3301");
         assert_eq!(addresses[3].1, "10.0.0.9:9000");
         assert_eq!(addresses[6].1, "127.0.0.1:3307");
+        assert_eq!(addresses[10].1, "127.0.0.1:3311");
         let upstreams = upstreams(&addresses);
         assert!(upstreams.starts_with("https://api.librus.pl=http://127.0.0.1:3301 "));
         assert!(upstreams.contains("https://sts.api.io.mi.com=http://10.0.0.9:9000"));

@@ -4,16 +4,30 @@
 //! POST (field `email`), `confirmed` → a same-origin hop → `msal…://auth/?state=…&code=…`, and
 //! the token endpoint (PKCE; an `id_token` carrying the authorize `nonce`). No MFA.
 //!
+//! Beside it, the FlameConnect API (`mobileapi.gdhv-iot.com`): `GET /api/Fires/GetFires` with
+//! `Authorization: Bearer <access token>` lists the user's fires, as the `flameconnect` client
+//! reads them; any other token gets ASP.NET's 401.
+//!
 //! The B2C machinery is [`crate::b2c`]'s. URLs and cookies name the real origin only.
 
 use std::time::Duration;
 
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::{json, Value};
+
 use crate::b2c::{self, Account, Config, Tenant};
+use crate::faults::Style;
 use crate::hosts::Hosts;
 
 pub use crate::b2c::AUTH_CODE_LIFETIME;
 
 pub const ORIGIN: &str = "https://gdhvb2cflameconnect.b2clogin.com";
+/// The FlameConnect API.
+pub const API_ORIGIN: &str = "https://mobileapi.gdhv-iot.com";
 pub const TENANT: &str = "gdhvb2cflameconnect.onmicrosoft.com";
 /// Mixed case, as MSAL's authority and `p=` name it; B2C's own links lower-case it.
 pub const POLICY: &str = "B2C_1A_FirePhoneSignUpOrSignInWithPhoneOrEmail";
@@ -30,7 +44,8 @@ pub const ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// Fault step names: `discovery` (openid-configuration), `authorize`, `self_asserted` (the
 /// password POST, and the browser form's "Sign in"), `confirmed` (CombinedSigninAndSignup/
-/// confirmed and the hop after it), `token` (authorization_code grant), `refresh`.
+/// confirmed and the hop after it), `token` (authorization_code grant), `refresh`. The API:
+/// `fires` (GetFires).
 pub const STEPS: &[&str] = &[
     "discovery",
     "authorize",
@@ -38,7 +53,11 @@ pub const STEPS: &[&str] = &[
     "confirmed",
     "token",
     "refresh",
+    "fires",
 ];
+
+/// The body of the API's 401 (ASP.NET Web API's own words).
+pub const API_DENIED: &str = "Authorization has been denied for this request.";
 
 /// The tenant's ID, as in the issuer (the double's own value).
 const TENANT_ID: &str = "0b1c6a5e-6f1d-4a53-9d4f-6a1b2c3d4e5f";
@@ -76,12 +95,110 @@ static CONFIG: Config = Config {
     msal: true,
     brand: "FlameConnect",
     steps: STEPS,
+    api_takes_access_tokens: true,
 };
 
-/// The FlameConnect B2C host, served on its own port (for tests and the binary). Faults,
-/// latency and `upstreams()` come from [`Hosts`].
+const API_STYLE: Style = Style {
+    unavailable: (
+        "{\"Message\":\"The service is unavailable.\"}",
+        "application/json; charset=utf-8",
+    ),
+    json_prefix: "",
+};
+
+/// Each account's fires, in `GetFires`' shape (every field `flameconnect` reads).
+fn fires_of(account: usize) -> Value {
+    let fire = |id: &str, name: &str, brand: &str, product: &str, model: &str, state: u8| {
+        json!({
+            "FireId": id,
+            "FriendlyName": name,
+            "Brand": brand,
+            "ProductType": product,
+            "ProductModel": model,
+            "ItemCode": "SBX-0001",
+            "IoTConnectionState": state,
+            "WithHeat": true,
+            "IsIotFire": true,
+        })
+    };
+    match ACCOUNTS[account].email {
+        DEMO_EMAIL => json!([
+            fire(
+                "sbx-fire-0001",
+                "Living room",
+                "Dimplex",
+                "Bold Ignite XL",
+                "BIX-50",
+                2
+            ),
+            fire(
+                "sbx-fire-0002",
+                "Bedroom",
+                "Faber",
+                "e-MatriX",
+                "EMX-800",
+                1
+            ),
+        ]),
+        _ => json!([fire(
+            "sbx-fire-0101",
+            "Study",
+            "Dimplex",
+            "Optiflame",
+            "OPF-30",
+            2
+        )]),
+    }
+}
+
+fn api_denied() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [
+            (header::CONTENT_TYPE, "application/json; charset=utf-8"),
+            (header::WWW_AUTHENTICATE, "Bearer"),
+        ],
+        json!({"Message": API_DENIED}).to_string(),
+    )
+        .into_response()
+}
+
+/// `GET /api/Fires/GetFires` with `Authorization: Bearer <access token>`: a live access token
+/// of this tenant (signed, not expired, not revoked) that the data endpoints still take.
+async fn get_fires(State(t): State<Tenant>, headers: HeaderMap) -> Response {
+    if let Some(r) = t.faults.check("fires", &API_STYLE).await {
+        return r;
+    }
+    let account = crate::api::bearer(&headers).and_then(|token| {
+        let account = t.access_token_account(token)?;
+        let claims = b2c::jwt_claims(token)?;
+        t.api.admits(claims["jti"].as_str()?).then_some(account)
+    });
+    match account {
+        Some(account) => (
+            [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+            fires_of(account).to_string(),
+        )
+            .into_response(),
+        None => api_denied(),
+    }
+}
+
+/// The router of mobileapi.gdhv-iot.com (every request recorded).
+fn api_router(tenant: Tenant) -> Router {
+    let (faults, desk) = (tenant.faults.clone(), tenant.api.clone());
+    let router = Router::new()
+        .route("/api/Fires/GetFires", get(get_fires))
+        .with_state(tenant)
+        .merge(crate::faults::routes(faults));
+    crate::api::recorded(router, API_ORIGIN, desk, |_| true)
+}
+
+/// The FlameConnect B2C host and API host, each served on its own port (for tests and the
+/// binary). Faults, latency, `upstreams()` and the API controls come from [`Hosts`].
 pub struct FlameConnectSandbox {
     pub addr: std::net::SocketAddr,
+    pub api_addr: std::net::SocketAddr,
     tenant: Tenant,
     hosts: Hosts,
 }
@@ -94,22 +211,28 @@ impl std::ops::Deref for FlameConnectSandbox {
 }
 
 impl FlameConnectSandbox {
-    /// On 127.0.0.1 with a port chosen by the system.
+    /// Both hosts on 127.0.0.1 with ports chosen by the system.
     pub async fn spawn() -> FlameConnectSandbox {
-        Self::spawn_at("127.0.0.1:0")
+        Self::spawn_at("127.0.0.1:0", "127.0.0.1:0")
             .await
             .expect("bind the FlameConnect sandbox")
     }
 
-    pub async fn spawn_at(addr: &str) -> std::io::Result<FlameConnectSandbox> {
+    /// The B2C host on `addr`, the API on `api_addr`.
+    pub async fn spawn_at(addr: &str, api_addr: &str) -> std::io::Result<FlameConnectSandbox> {
         let tenant = Tenant::new(&CONFIG, ACCESS_TOKEN_LIFETIME);
         let hosts = Hosts::serve(
             tenant.faults.clone(),
-            vec![(ORIGIN, addr, b2c::router(tenant.clone()))],
+            tenant.api.clone(),
+            vec![
+                (ORIGIN, addr, b2c::router(tenant.clone())),
+                (API_ORIGIN, api_addr, api_router(tenant.clone())),
+            ],
         )
         .await?;
         Ok(FlameConnectSandbox {
             addr: hosts.addr_of(ORIGIN),
+            api_addr: hosts.addr_of(API_ORIGIN),
             tenant,
             hosts,
         })

@@ -12,6 +12,11 @@
 //! step answers 400 `invalid_request`); codes are one-time and bound to the Synergia `state`;
 //! the classic flow that starts at api.librus.pl gets no `oauth_token` (TokenInfo: 403 "Brak
 //! dostępu"). Every URL it emits names the real origins.
+//!
+//! The gateway's data endpoints (`Me`, `Grades`) take the three cookies of one live, activated
+//! session whose `oauth_token` the [`ApiDesk`] still takes; an expired, unknown or invalidated
+//! token gets 401 `TokenIsExpired` (what `refreshToken` cures), a session not yet activated by
+//! UserInfo 403 "Brak dostępu".
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -25,6 +30,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
+use crate::api::ApiDesk;
 use crate::faults::{Fault, Faults, Style};
 use crate::hosts::Hosts;
 use crate::util::{self, Clock};
@@ -58,7 +64,7 @@ pub const TOKEN_LIFETIME: Duration = Duration::from_secs(30 * 60);
 /// Fault step names. api.librus.pl: `root` (GET /), `authorize` (GET OAuth/Authorization),
 /// `login` (POST OAuth/Authorization), `2fa`, `perform_login`, `grant`. synergia.librus.pl:
 /// `entry` (portalRodzina without code), `callback` (with code), `token_info`, `user_info`,
-/// `me`, `refresh`.
+/// `me`, `refresh`, `grades`.
 pub const STEPS: &[&str] = &[
     "root",
     "authorize",
@@ -72,6 +78,7 @@ pub const STEPS: &[&str] = &[
     "user_info",
     "me",
     "refresh",
+    "grades",
 ];
 
 const STYLE: Style = Style {
@@ -86,7 +93,10 @@ const STYLE: Style = Style {
 struct Account {
     login: &'static str,
     password: &'static str,
+    /// The gateway's `UserIdentifier` (digits and `u`); `Me`'s `UserId` is its number.
     user_id: &'static str,
+    /// `Me`'s `Account.Id`.
+    account_id: u64,
     first_name: &'static str,
     last_name: &'static str,
     go_to_grant: bool,
@@ -97,6 +107,7 @@ const ACCOUNTS: &[Account] = &[
         login: DEMO_LOGIN,
         password: DEMO_PASSWORD,
         user_id: "1234567u",
+        account_id: 2345678,
         first_name: "Anna",
         last_name: "Demo",
         go_to_grant: false,
@@ -105,6 +116,7 @@ const ACCOUNTS: &[Account] = &[
         login: DEMO_GRANT_LOGIN,
         password: DEMO_GRANT_PASSWORD,
         user_id: "7654321u",
+        account_id: 8765432,
         first_name: "Jan",
         last_name: "Grant",
         go_to_grant: true,
@@ -154,6 +166,8 @@ pub struct Librus {
     inner: Arc<Mutex<Inner>>,
     faults: Faults,
     clock: Clock,
+    /// Which `oauth_token`s the data endpoints take; the last request they received.
+    api: ApiDesk,
 }
 
 impl Default for Librus {
@@ -168,6 +182,7 @@ impl Librus {
             inner: Arc::default(),
             faults: Faults::new(STEPS),
             clock: Clock::default(),
+            api: ApiDesk::default(),
         }
     }
 
@@ -235,19 +250,27 @@ pub fn api_router(librus: Librus) -> Router {
         .merge(crate::faults::routes(faults))
 }
 
-/// The router of synergia.librus.pl.
+/// The router of synergia.librus.pl (requests to the gateway's data endpoints recorded).
 pub fn synergia_router(librus: Librus) -> Router {
-    let faults = librus.faults.clone();
-    Router::new()
+    let (faults, desk) = (librus.faults.clone(), librus.api.clone());
+    let router = Router::new()
         .route("/loguj/portalRodzina", get(portal))
         .route("/gateway/api/2.0/Auth/TokenInfo", get(token_info))
         .route("/gateway/api/2.0/Auth/UserInfo/{id}", get(user_info))
         .route("/gateway/api/2.0/Me", get(me))
+        .route("/gateway/api/2.0/Grades", get(grades))
         .route("/refreshToken", get(refresh))
         .route("/uczen/index", get(landing))
         .route("/testing/revoke", post(revoke_http))
         .with_state(librus)
-        .merge(crate::faults::routes(faults))
+        .merge(crate::faults::routes(faults));
+    crate::api::recorded(router, SYNERGIA_ORIGIN, desk, is_gateway_data)
+}
+
+/// A gateway path other than the login's own `Auth/…` calls.
+fn is_gateway_data(path: &str) -> bool {
+    path.strip_prefix("/gateway/api/2.0/")
+        .is_some_and(|rest| !rest.starts_with("Auth/"))
 }
 
 macro_rules! fault {
@@ -537,6 +560,7 @@ async fn portal(State(l): State<Librus>, uri: Uri, headers: HeaderMap) -> Respon
                 expires_ms: now + TOKEN_LIFETIME.as_millis() as i64,
             },
         );
+        l.api.admit(&token);
         set.push(util::set_cookie("oauth_token", &token));
         set.push(util::clear_cookie(STATE_COOKIE));
     }
@@ -593,20 +617,94 @@ async fn user_info(
         .into_response()
 }
 
-/// A gateway endpoint that works only after UserInfo activated the session.
-async fn me(State(l): State<Librus>, headers: HeaderMap) -> Response {
-    fault!(l, "me");
+fn token_expired() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({"Status": "Error", "Code": "TokenIsExpired", "Message": "Access token is expired"})),
+    )
+        .into_response()
+}
+
+/// The account of a data request: a live session and `oauth_token` the desk still takes
+/// (else 401 `TokenIsExpired`), activated by UserInfo (else 403 "Brak dostępu").
+fn data_access(l: &Librus, headers: &HeaderMap) -> Result<&'static Account, fn() -> Response> {
     let inner = l.lock();
-    let Some(sid) = api_access(&l, &inner, &headers) else {
-        return no_access();
+    let token = util::cookies(headers)
+        .remove("oauth_token")
+        .unwrap_or_default();
+    let Some(sid) = api_access(l, &inner, headers).filter(|_| l.api.admits(&token)) else {
+        return Err(token_expired);
     };
     let s = &inner.syn_sessions[&sid];
     if !s.activated {
-        return no_access();
+        return Err(no_access);
     }
-    let a = &ACCOUNTS[s.user];
-    Json(json!({"Me": {"Account": {"Login": a.login, "FirstName": a.first_name, "LastName": a.last_name}}}))
-        .into_response()
+    Ok(&ACCOUNTS[s.user])
+}
+
+/// `Me`'s `UserId`: the number of the `UserIdentifier`.
+fn user_number(a: &Account) -> u64 {
+    a.user_id.trim_end_matches('u').parse().unwrap_or_default()
+}
+
+/// `GET /gateway/api/2.0/Me`.
+async fn me(State(l): State<Librus>, headers: HeaderMap) -> Response {
+    fault!(l, "me");
+    let a = match data_access(&l, &headers) {
+        Ok(a) => a,
+        Err(refusal) => return refusal(),
+    };
+    Json(json!({"Me": {
+        "Account": {
+            "Id": a.account_id,
+            "UserId": user_number(a),
+            "FirstName": a.first_name,
+            "LastName": a.last_name,
+            "Login": a.login,
+            "IsPremium": false,
+        },
+        "User": {"FirstName": a.first_name, "LastName": a.last_name},
+    }}))
+    .into_response()
+}
+
+/// `GET /gateway/api/2.0/Grades`: a few grades of the account's child.
+async fn grades(State(l): State<Librus>, headers: HeaderMap) -> Response {
+    fault!(l, "grades");
+    let a = match data_access(&l, &headers) {
+        Ok(a) => a,
+        Err(refusal) => return refusal(),
+    };
+    let gateway = format!("{SYNERGIA_ORIGIN}/gateway/api/2.0");
+    let link = |kind: &str, id: u64| json!({"Id": id, "Url": format!("{gateway}/{kind}/{id}")});
+    let grade = |id: u64, subject: u64, grade: &str, date: &str| {
+        json!({
+            "Id": id,
+            "Lesson": link("Lessons", 500 + subject),
+            "Subject": link("Subjects", subject),
+            "Student": link("Users", user_number(a) + 1),
+            "Category": link("Grades/Categories", 11),
+            "AddedBy": link("Users", 77),
+            "Grade": grade,
+            "Date": date,
+            "AddDate": format!("{date} 09:12:44"),
+            "Semester": 1,
+            "IsConstituent": true,
+            "IsSemester": false,
+            "IsSemesterProposition": false,
+            "IsFinal": false,
+            "IsFinalProposition": false,
+        })
+    };
+    Json(json!({
+        "Grades": [
+            grade(1_000_001, 31, "5", "2025-10-06"),
+            grade(1_000_002, 32, "4+", "2025-10-13"),
+            grade(1_000_003, 31, "3", "2025-11-03"),
+        ],
+        "Url": format!("{gateway}/Grades"),
+    }))
+    .into_response()
 }
 
 /// `GET /refreshToken` with `DZIENNIKSID`/`SDZIENNIKSID`: a new `oauth_token` (the old one stops).
@@ -629,6 +727,7 @@ async fn refresh(State(l): State<Librus>, headers: HeaderMap) -> Response {
             expires_ms: l.clock.now_ms() + TOKEN_LIFETIME.as_millis() as i64,
         },
     );
+    l.api.admit(&token);
     let mut r = Json(json!({"status": "ok"})).into_response();
     util::add_cookies(&mut r, &[util::set_cookie("oauth_token", &token)]);
     r
@@ -675,6 +774,7 @@ impl LibrusSandbox {
         let librus = Librus::new();
         let hosts = Hosts::serve(
             librus.faults.clone(),
+            librus.api.clone(),
             vec![
                 (API_ORIGIN, api, api_router(librus.clone())),
                 (SYNERGIA_ORIGIN, synergia, synergia_router(librus.clone())),

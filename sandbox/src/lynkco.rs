@@ -1,20 +1,23 @@
 //! A strict double of the Lynk & Co login (`shared/protocols.md` §1 and its corrections): the
 //! Azure AD B2C tenant on `login.lynkco.com` (custom policy `B2C_1A_signin_mfa`: password, then
 //! an SMS code, then a PKCE code for `msauth://…`) and the IAM service that trades the access
-//! token for the CCC token (`POST /validate-session`).
+//! token for the CCC token (`POST /validate-session`), and the two connected-car services the
+//! client reads the vehicle list from with `Authorization: Bearer <CCC token>`
+//! (`delegated-driver-tls…/vehicle/{vin}/drivers`, `user-lifecycle-tls…/users/{userId}/
+//! activevehicles`).
 //!
 //! The B2C machinery is [`crate::b2c`]'s; this file holds Lynk & Co's constants, accounts and
-//! the IAM host. Codes "sent" by SMS land in the inbox (`GET /inbox`, `/inbox.json` on the B2C
-//! host). URLs and cookies name the real origins only.
+//! the other hosts. Codes "sent" by SMS land in the inbox (`GET /inbox`, `/inbox.json` on the
+//! B2C host). URLs and cookies name the real origins only.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
@@ -27,6 +30,10 @@ pub use crate::b2c::{InboxMessage, AUTH_CODE_LIFETIME, CODE_LIFETIME, MAX_CODE_F
 
 pub const B2C_ORIGIN: &str = "https://login.lynkco.com";
 pub const IAM_ORIGIN: &str = "https://iam-service-prod.westeurope.cloudapp.azure.com";
+/// `GET /delegated-driver/api/delegateddriver/v1/vehicle/{vin}/drivers`.
+pub const DELEGATED_DRIVER_ORIGIN: &str = "https://delegated-driver-tls.aion.connectedcar.cloud";
+/// `GET /user-lifecycle/api/provisioning/v1/users/{userId}/activevehicles`.
+pub const USER_LIFECYCLE_ORIGIN: &str = "https://user-lifecycle-tls.aion.connectedcar.cloud";
 pub const TENANT: &str = "lynkcoprod.onmicrosoft.com";
 /// The refresh grant names the tenant by this ID in its path.
 pub const TENANT_ID: &str = "dc6c7c0c-5ba7-414a-a7d1-d62ca1f73d13";
@@ -42,6 +49,16 @@ pub const DEMO_EMAIL: &str = "demo@lynkco.test";
 pub const OTHER_EMAIL: &str = "other@lynkco.test";
 pub const DEMO_PASSWORD: &str = "lynkco-demo";
 pub const DEMO_VIN: &str = "LYVXFEDC0KL123456";
+/// The demo account's connected-car user ID (`drivers[0].userId`; not the B2C `oid`).
+pub const DEMO_USER_ID: &str = "c0c5a7e2-31d4-4f6b-8a9e-5d2f1b3c4a01";
+pub const OTHER_VIN: &str = "LYVXFEDC0KL654321";
+pub const OTHER_USER_ID: &str = "c0c5a7e2-31d4-4f6b-8a9e-5d2f1b3c4a02";
+
+/// Who owns which car: (account email, connected-car user ID, VIN).
+const GARAGE: &[(&str, &str, &str)] = &[
+    (DEMO_EMAIL, DEMO_USER_ID, DEMO_VIN),
+    (OTHER_EMAIL, OTHER_USER_ID, OTHER_VIN),
+];
 
 /// Default lifetime of an access token (see [`LynkcoSandbox::set_access_token_lifetime`]).
 pub const ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
@@ -52,7 +69,8 @@ pub const CCC_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 /// browser form's "Sign in"), `confirmed` (CombinedSigninAndSignup/confirmed, which sends the
 /// SMS), `verify` (the code POST, and the browser's "Verify"), `redirect`
 /// (api/SelfAsserted/confirmed), `token` (authorization_code grant), `refresh` (refresh_token
-/// grant). iam-service: `validate_session`.
+/// grant). iam-service: `validate_session`. delegated-driver: `drivers`. user-lifecycle:
+/// `active_vehicles`.
 pub const STEPS: &[&str] = &[
     "authorize",
     "self_asserted",
@@ -62,6 +80,8 @@ pub const STEPS: &[&str] = &[
     "token",
     "refresh",
     "validate_session",
+    "drivers",
+    "active_vehicles",
 ];
 
 const ACCOUNTS: &[Account] = &[
@@ -98,6 +118,7 @@ static CONFIG: Config = Config {
     msal: false,
     brand: "Lynk & Co",
     steps: STEPS,
+    api_takes_access_tokens: false,
 };
 
 const IAM_STYLE: Style = Style {
@@ -167,25 +188,102 @@ async fn validate_session(State(l): State<Lynkco>, headers: HeaderMap, body: Byt
     let now = l.tenant.clock.now_ms() / 1000;
     let lifetime = l.ccc_lifetime.lock().expect("ccc lifetime").as_secs() as i64;
     let a = &ACCOUNTS[account];
+    let jti = b2c::uuid();
     let ccc = b2c::jwt(&json!({
         "iss": IAM_ORIGIN,
         "sub": a.oid,
         "aud": "ccc",
         "iat": now,
         "exp": now + lifetime,
-        "jti": b2c::uuid(),
+        "jti": jti,
         "deviceUuid": device,
         "email": a.email,
     }));
     util::record_secret(&ccc);
+    // Revoking the account ends it too; the data endpoints take it until invalidated.
+    l.tenant.register_token(&jti, account);
+    l.tenant.api.admit(&jti);
     Json(json!({"cccToken": ccc})).into_response()
 }
 
-/// Both Lynk & Co hosts, served on their own ports (for tests and the binary). Faults, latency
-/// and `upstreams()` come from [`Hosts`].
+impl Lynkco {
+    /// The account of the request's `Authorization: Bearer <CCC token>`: issued by
+    /// validate-session here, not expired, not revoked, not invalidated.
+    fn ccc_account(&self, headers: &HeaderMap) -> Option<usize> {
+        let claims = b2c::jwt_claims(crate::api::bearer(headers)?)?;
+        let jti = claims["jti"].as_str()?;
+        let live = claims["aud"] == "ccc"
+            && claims["iss"] == IAM_ORIGIN
+            && claims["exp"].as_i64()? * 1000 > self.tenant.clock.now_ms()
+            && self.tenant.api.admits(jti);
+        let account = self.tenant.live_token(jti)?;
+        live.then_some(account)
+    }
+}
+
+fn unauthorized() -> Response {
+    iam_error(
+        StatusCode::UNAUTHORIZED,
+        "Unauthorized: invalid or expired token",
+    )
+}
+
+/// `GET /delegated-driver/api/delegateddriver/v1/vehicle/{vin}/drivers`: the car's drivers,
+/// only to its owner.
+async fn drivers(State(l): State<Lynkco>, Path(vin): Path<String>, headers: HeaderMap) -> Response {
+    if let Some(r) = l.tenant.faults.check("drivers", &IAM_STYLE).await {
+        return r;
+    }
+    let Some(account) = l.ccc_account(&headers) else {
+        return unauthorized();
+    };
+    let Some(&(owner, user_id, _)) = GARAGE.iter().find(|(_, _, v)| *v == vin) else {
+        return iam_error(StatusCode::NOT_FOUND, "Vehicle not found");
+    };
+    if owner != ACCOUNTS[account].email {
+        return iam_error(
+            StatusCode::FORBIDDEN,
+            "Forbidden: not a driver of this vehicle",
+        );
+    }
+    Json(json!({"drivers": [{"userId": user_id}]})).into_response()
+}
+
+/// `GET /user-lifecycle/api/provisioning/v1/users/{userId}/activevehicles`: the user's cars,
+/// only to that user.
+async fn active_vehicles(
+    State(l): State<Lynkco>,
+    Path(user_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = l.tenant.faults.check("active_vehicles", &IAM_STYLE).await {
+        return r;
+    }
+    let Some(account) = l.ccc_account(&headers) else {
+        return unauthorized();
+    };
+    let email = ACCOUNTS[account].email;
+    let Some(&(_, own_id, _)) = GARAGE.iter().find(|(e, _, _)| *e == email) else {
+        return iam_error(StatusCode::FORBIDDEN, "Forbidden");
+    };
+    if user_id != own_id {
+        return iam_error(StatusCode::FORBIDDEN, "Forbidden: another user's vehicles");
+    }
+    let roles: Vec<Value> = GARAGE
+        .iter()
+        .filter(|(e, _, _)| *e == email)
+        .map(|(_, _, vin)| json!({"vin": vin, "role": "owner"}))
+        .collect();
+    Json(json!({ "roles": roles })).into_response()
+}
+
+/// The Lynk & Co hosts, each served on its own port (for tests and the binary). Faults,
+/// latency, `upstreams()` and the API controls come from [`Hosts`].
 pub struct LynkcoSandbox {
     pub b2c_addr: std::net::SocketAddr,
     pub iam_addr: std::net::SocketAddr,
+    pub delegated_driver_addr: std::net::SocketAddr,
+    pub user_lifecycle_addr: std::net::SocketAddr,
     lynkco: Lynkco,
     hosts: Hosts,
 }
@@ -198,34 +296,73 @@ impl std::ops::Deref for LynkcoSandbox {
 }
 
 impl LynkcoSandbox {
-    /// Both hosts on 127.0.0.1 with ports chosen by the system.
+    /// Every host on 127.0.0.1 with ports chosen by the system.
     pub async fn spawn() -> LynkcoSandbox {
-        Self::spawn_at("127.0.0.1:0", "127.0.0.1:0")
+        Self::spawn_at("127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0")
             .await
             .expect("bind the Lynk & Co sandbox")
     }
 
-    pub async fn spawn_at(b2c_addr: &str, iam_addr: &str) -> std::io::Result<LynkcoSandbox> {
+    /// The hosts on the given addresses: B2C, IAM, delegated-driver, user-lifecycle.
+    pub async fn spawn_at(
+        b2c_addr: &str,
+        iam_addr: &str,
+        delegated_driver_addr: &str,
+        user_lifecycle_addr: &str,
+    ) -> std::io::Result<LynkcoSandbox> {
         let lynkco = Lynkco {
             tenant: Tenant::new(&CONFIG, ACCESS_TOKEN_LIFETIME),
             ccc_lifetime: Arc::new(Mutex::new(CCC_TOKEN_LIFETIME)),
         };
         let faults = lynkco.tenant.faults.clone();
+        let desk = lynkco.tenant.api.clone();
         let iam = Router::new()
             .route("/validate-session", post(validate_session))
             .with_state(lynkco.clone())
             .merge(crate::faults::routes(faults.clone()));
+        let delegated_driver = Router::new()
+            .route(
+                "/delegated-driver/api/delegateddriver/v1/vehicle/{vin}/drivers",
+                get(drivers),
+            )
+            .with_state(lynkco.clone())
+            .merge(crate::faults::routes(faults.clone()));
+        let user_lifecycle = Router::new()
+            .route(
+                "/user-lifecycle/api/provisioning/v1/users/{user_id}/activevehicles",
+                get(active_vehicles),
+            )
+            .with_state(lynkco.clone())
+            .merge(crate::faults::routes(faults.clone()));
         let hosts = Hosts::serve(
             faults,
+            desk.clone(),
             vec![
                 (B2C_ORIGIN, b2c_addr, b2c::router(lynkco.tenant.clone())),
                 (IAM_ORIGIN, iam_addr, iam),
+                (
+                    DELEGATED_DRIVER_ORIGIN,
+                    delegated_driver_addr,
+                    crate::api::recorded(
+                        delegated_driver,
+                        DELEGATED_DRIVER_ORIGIN,
+                        desk.clone(),
+                        |_| true,
+                    ),
+                ),
+                (
+                    USER_LIFECYCLE_ORIGIN,
+                    user_lifecycle_addr,
+                    crate::api::recorded(user_lifecycle, USER_LIFECYCLE_ORIGIN, desk, |_| true),
+                ),
             ],
         )
         .await?;
         Ok(LynkcoSandbox {
             b2c_addr: hosts.addr_of(B2C_ORIGIN),
             iam_addr: hosts.addr_of(IAM_ORIGIN),
+            delegated_driver_addr: hosts.addr_of(DELEGATED_DRIVER_ORIGIN),
+            user_lifecycle_addr: hosts.addr_of(USER_LIFECYCLE_ORIGIN),
             lynkco,
             hosts,
         })
@@ -246,8 +383,8 @@ impl LynkcoSandbox {
         self.lynkco.tenant.clock.advance(by);
     }
 
-    /// Every refresh and access token of `email` stops working (as when the user signs out
-    /// everywhere or changes the password).
+    /// Every refresh, access and CCC token of `email` stops working (as when the user signs
+    /// out everywhere or changes the password).
     pub fn revoke(&self, email: &str) {
         self.lynkco.tenant.revoke(email);
     }

@@ -1,6 +1,6 @@
 //! Simulated third-party services for the demo and the end-to-end tests, each host on its own
-//! origin: the web TOTP provider, Librus (api + synergia), Xiaomi (account + sts), Lynk & Co
-//! (B2C + IAM) and FlameConnect (B2C).
+//! origin: the web TOTP provider, Librus (api + synergia), Xiaomi (account + sts + API), Lynk &
+//! Co (B2C + IAM + delegated-driver + user-lifecycle) and FlameConnect (B2C + API).
 //!
 //! `sandbox --print-env` prints, instead of serving, shell `export` lines for every double's
 //! address and `STEPGATE_UPSTREAMS` (for `eval`); `sandbox --print-json` the same as JSON. Both
@@ -66,13 +66,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let librus =
         librus::LibrusSandbox::spawn_at(&at(librus::API_ORIGIN), &at(librus::SYNERGIA_ORIGIN))
             .await?;
-    let xiaomi =
-        xiaomi::XiaomiSandbox::spawn_at(&at(xiaomi::ACCOUNT_ORIGIN), &at(xiaomi::STS_ORIGIN))
-            .await?;
-    let lynkco =
-        lynkco::LynkcoSandbox::spawn_at(&at(lynkco::B2C_ORIGIN), &at(lynkco::IAM_ORIGIN)).await?;
-    let flameconnect =
-        flameconnect::FlameConnectSandbox::spawn_at(&at(flameconnect::ORIGIN)).await?;
+    let xiaomi = xiaomi::XiaomiSandbox::spawn_at(
+        &at(xiaomi::ACCOUNT_ORIGIN),
+        &at(xiaomi::STS_ORIGIN),
+        &at(xiaomi::API_ORIGIN),
+    )
+    .await?;
+    let lynkco = lynkco::LynkcoSandbox::spawn_at(
+        &at(lynkco::B2C_ORIGIN),
+        &at(lynkco::IAM_ORIGIN),
+        &at(lynkco::DELEGATED_DRIVER_ORIGIN),
+        &at(lynkco::USER_LIFECYCLE_ORIGIN),
+    )
+    .await?;
+    let flameconnect = flameconnect::FlameConnectSandbox::spawn_at(
+        &at(flameconnect::ORIGIN),
+        &at(flameconnect::API_ORIGIN),
+    )
+    .await?;
 
     println!(
         "Stepgate sandbox (simulated TOTP provider) on http://{addr}, talking to {app_origin}"
@@ -90,8 +101,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         librus::CAPTCHA_LOGIN
     );
     println!(
-        "Xiaomi double: account.xiaomi.com on http://{}, sts.api.io.mi.com on http://{}",
-        xiaomi.account_addr, xiaomi.sts_addr
+        "Xiaomi double: account.xiaomi.com on http://{}, sts.api.io.mi.com on http://{}, api.io.mi.com on http://{}",
+        xiaomi.account_addr, xiaomi.sts_addr, xiaomi.api_addr
     );
     println!(
         "  demo accounts (password {}): {} (no 2FA), {} (2FA by SMS), {} (2FA by email), {} (2FA by SMS, then the confirm-phone page), {} (captcha)",
@@ -107,8 +118,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         xiaomi.account_addr
     );
     println!(
-        "Lynk & Co double: login.lynkco.com on http://{}, iam-service on http://{}",
-        lynkco.b2c_addr, lynkco.iam_addr
+        "Lynk & Co double: login.lynkco.com on http://{}, iam-service on http://{}, delegated-driver on http://{}, user-lifecycle on http://{}",
+        lynkco.b2c_addr, lynkco.iam_addr, lynkco.delegated_driver_addr, lynkco.user_lifecycle_addr
     );
     println!(
         "  demo accounts (password {}): {}, {} (SMS code after the password)",
@@ -118,8 +129,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("  codes sent by SMS: http://{}/inbox", lynkco.b2c_addr);
     println!(
-        "FlameConnect double: gdhvb2cflameconnect.b2clogin.com on http://{}",
-        flameconnect.addr
+        "FlameConnect double: gdhvb2cflameconnect.b2clogin.com on http://{}, mobileapi.gdhv-iot.com on http://{}",
+        flameconnect.addr, flameconnect.api_addr
     );
     println!(
         "  demo accounts (password {}): {}, {}",
@@ -129,6 +140,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!(
         "Faults: POST /testing/faults {{\"step\":\"…\",\"fault\":\"stall|503|garbage|shape|reset|endless|loopback|loop|http|none\"}} on any host"
+    );
+    println!(
+        "Data APIs: POST /testing/invalidate-api-tokens, GET /testing/last-api-request on any host of a provider"
     );
     println!(
         "For Stepgate: STEPGATE_UPSTREAMS=\"{} {} {} {}\"",

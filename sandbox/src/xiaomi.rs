@@ -1,7 +1,9 @@
 //! A strict double of the Xiaomi account login (`shared/protocols.md` §4 and its corrections):
 //! `account.xiaomi.com` (password login, identity service for 2FA, a browser verification page
 //! and an inbox of the codes it "sent") and `sts.api.io.mi.com` (the one-time STS URL that sets
-//! `serviceToken`).
+//! `serviceToken`), and the Mi Cloud API's `POST /app/home/device_list` on `api.io.mi.com`,
+//! signed as the clients sign it (see [`sign_api_request`]) with the `ssecurity` the login
+//! handed out with that `serviceToken`.
 //!
 //! Every JSON answer of account.xiaomi.com starts with `&&&START&&&`. URLs in `Location`, JSON
 //! and cookies name the real origins; only the browser pages (authStart and the inbox) use
@@ -17,16 +19,24 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
 use md5::{Digest, Md5};
+use rand::RngCore;
 use serde::Serialize;
 use serde_json::{json, Value};
+use sha2::Sha256;
 
+use crate::api::ApiDesk;
 use crate::faults::{Faults, Style};
 use crate::hosts::Hosts;
 use crate::util::{self, Clock};
 
 pub const ACCOUNT_ORIGIN: &str = "https://account.xiaomi.com";
 pub const STS_ORIGIN: &str = "https://sts.api.io.mi.com";
+/// The Mi Cloud API (the China server; regional ones are `{country}.api.io.mi.com`).
+pub const API_ORIGIN: &str = "https://api.io.mi.com";
 /// The `callback` of the login form.
 pub const STS_CALLBACK: &str = "https://sts.api.io.mi.com/sts";
 /// The literal prefix of every account.xiaomi.com JSON answer.
@@ -60,11 +70,19 @@ pub const ERR_WRONG_CODE: i64 = 70014;
 /// The double's code for malformed requests (missing `_sign`, unknown context or session, …).
 pub const ERR_BAD_REQUEST: i64 = 10017;
 
+/// The API's `code` for a missing, unknown, revoked or invalidated `serviceToken` (401).
+pub const API_AUTH_ERR: i64 = 3;
+/// The API's `code` for a wrong signature, or a nonce out of its window or used before (401);
+/// the `message` says which.
+pub const API_BAD_SIGNATURE: i64 = -2;
+/// How far a nonce's minute may be from the server's.
+pub const NONCE_WINDOW_MINUTES: i64 = 5;
+
 /// Fault step names. account.xiaomi.com: `service_login`, `login` (serviceLoginAuth2),
 /// `auth_start` (the browser page), `identity_list`, `send_ticket` (also the page's "Send
 /// code"), `verify` (verifyPhone/verifyEmail and the page's "Verify"), `result_check`,
 /// `login_end` (serviceLoginAuth2/end), `confirm_phone` (the confirm-phone page).
-/// sts.api.io.mi.com: `sts`.
+/// sts.api.io.mi.com: `sts`. api.io.mi.com: `device_list`.
 pub const STEPS: &[&str] = &[
     "service_login",
     "login",
@@ -76,6 +94,7 @@ pub const STEPS: &[&str] = &[
     "login_end",
     "confirm_phone",
     "sts",
+    "device_list",
 ];
 
 const ACCOUNT_STYLE: Style = Style {
@@ -208,6 +227,14 @@ struct StsTicket {
     ssign: String,
     used: bool,
     issued_ms: i64,
+    /// Handed out with this URL; the `serviceToken` it gives signs API calls with it.
+    ssecurity: String,
+}
+
+/// What a `serviceToken` stands for.
+struct ServiceSession {
+    account: usize,
+    ssecurity: String,
 }
 
 struct Issued {
@@ -224,7 +251,9 @@ struct Inner {
     /// By `auth` parameter.
     tickets: HashMap<String, StsTicket>,
     pass_tokens: HashMap<String, usize>,
-    service_tokens: HashMap<String, usize>,
+    service_tokens: HashMap<String, ServiceSession>,
+    /// API nonces used, by `(account, nonce)`, with their minute (pruned past the window).
+    api_nonces: HashMap<(usize, String), i64>,
     inbox: Vec<InboxMessage>,
 }
 
@@ -234,6 +263,8 @@ pub struct Xiaomi {
     inner: Arc<Mutex<Inner>>,
     faults: Faults,
     clock: Clock,
+    /// Which `serviceToken`s the API takes; the last request it received.
+    api: ApiDesk,
 }
 
 impl Default for Xiaomi {
@@ -248,6 +279,7 @@ impl Xiaomi {
             inner: Arc::default(),
             faults: Faults::new(STEPS),
             clock: Clock::default(),
+            api: ApiDesk::default(),
         }
     }
 
@@ -284,7 +316,7 @@ impl Xiaomi {
         let mut inner = self.lock();
         let before = inner.pass_tokens.len() + inner.service_tokens.len();
         inner.pass_tokens.retain(|_, a| *a != account);
-        inner.service_tokens.retain(|_, a| *a != account);
+        inner.service_tokens.retain(|_, s| s.account != account);
         before - inner.pass_tokens.len() - inner.service_tokens.len()
     }
 
@@ -357,6 +389,17 @@ pub fn sts_router(xiaomi: Xiaomi) -> Router {
         .merge(crate::faults::routes(faults))
 }
 
+/// The router of api.io.mi.com (every request recorded).
+pub fn api_router(xiaomi: Xiaomi) -> Router {
+    let (faults, desk) = (xiaomi.faults.clone(), xiaomi.api.clone());
+    let router = Router::new()
+        .route("/app/home/device_list", post(device_list))
+        .route("/testing/revoke", post(revoke_http))
+        .with_state(xiaomi)
+        .merge(crate::faults::routes(faults));
+    crate::api::recorded(router, API_ORIGIN, desk, |_| true)
+}
+
 macro_rules! fault {
     ($x:expr, $step:expr) => {
         if let Some(r) = $x.faults.check($step, &ACCOUNT_STYLE).await {
@@ -418,6 +461,11 @@ impl Inner {
             util::encode(&nonce),
             util::encode(&ssign)
         );
+        let issued = Issued {
+            url,
+            ssecurity: util::b64_token(16),
+            psecurity: util::b64_token(16),
+        };
         self.tickets.insert(
             auth,
             StsTicket {
@@ -427,13 +475,9 @@ impl Inner {
                 ssign,
                 used: false,
                 issued_ms: now,
+                ssecurity: issued.ssecurity.clone(),
             },
         );
-        let issued = Issued {
-            url,
-            ssecurity: util::b64_token(16),
-            psecurity: util::b64_token(16),
-        };
         util::record_secret(&issued.ssecurity);
         util::record_secret(&issued.psecurity);
         issued
@@ -1090,9 +1134,12 @@ async fn sts(State(x): State<Xiaomi>, uri: Uri) -> Response {
         return denied();
     }
     t.used = true;
-    let account = t.account;
+    let (account, ssecurity) = (t.account, t.ssecurity.clone());
     let token = util::b64_token(96);
-    inner.service_tokens.insert(token.clone(), account);
+    inner
+        .service_tokens
+        .insert(token.clone(), ServiceSession { account, ssecurity });
+    x.api.admit(&token);
     let a = &ACCOUNTS[account];
     with_cookies(
         ([(header::CONTENT_TYPE, "text/plain")], "ok").into_response(),
@@ -1102,6 +1149,166 @@ async fn sts(State(x): State<Xiaomi>, uri: Uri) -> Response {
             util::set_cookie("cUserId", a.c_user_id),
         ],
     )
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Mi Cloud API (PiotrMachowski's extractor `execute_api_call`, micloud).
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// A fresh API nonce for the time `millis`: base64 of 8 random bytes and the minute
+/// (`millis / 60000`) as 4 big-endian bytes.
+pub fn api_nonce(millis: i64) -> String {
+    let mut bytes = [0u8; 12];
+    rand::rngs::OsRng.fill_bytes(&mut bytes[..8]);
+    bytes[8..].copy_from_slice(&((millis / 60_000) as u32).to_be_bytes());
+    STANDARD.encode(bytes)
+}
+
+/// `base64(sha256(b64decode(ssecurity) + b64decode(nonce)))`; `None` if either is not base64.
+fn signed_nonce(ssecurity: &str, nonce: &str) -> Option<String> {
+    let mut bytes = STANDARD.decode(ssecurity).ok()?;
+    bytes.extend(STANDARD.decode(nonce).ok()?);
+    Some(STANDARD.encode(<Sha256 as sha2::Digest>::digest(&bytes)))
+}
+
+fn signature(path: &str, ssecurity: &str, nonce: &str, params: &[(&str, &str)]) -> Option<String> {
+    let signed_nonce = signed_nonce(ssecurity, nonce)?;
+    let mut parts = vec![path.to_owned(), signed_nonce.clone(), nonce.to_owned()];
+    parts.extend(params.iter().map(|(k, v)| format!("{k}={v}")));
+    let mut mac = HmacSha256::new_from_slice(&STANDARD.decode(&signed_nonce).ok()?).ok()?;
+    mac.update(parts.join("&").as_bytes());
+    Some(STANDARD.encode(mac.finalize().into_bytes()))
+}
+
+/// The `signature` of an API call: `base64(hmac_sha256(key = b64decode(signed_nonce), msg =
+/// "&".join([path, signed_nonce, nonce] + ["k=v" for each param in order])))`, where `path` is
+/// the URL's path without `/app` (`/home/device_list`) and `params` are the call's parameters
+/// other than `signature` and `_nonce` (for `device_list`: `data`), values not encoded.
+///
+/// Panics unless `ssecurity` and `nonce` are base64 (as the login and [`api_nonce`] give).
+pub fn sign_api_request(
+    path: &str,
+    ssecurity: &str,
+    nonce: &str,
+    params: &[(&str, &str)],
+) -> String {
+    signature(path, ssecurity, nonce, params).expect("base64 ssecurity and nonce")
+}
+
+/// The minute a nonce names, if it is 12 bytes of base64.
+fn nonce_minute(nonce: &str) -> Option<i64> {
+    let bytes: [u8; 12] = STANDARD.decode(nonce).ok()?.try_into().ok()?;
+    Some(u32::from_be_bytes(bytes[8..].try_into().ok()?) as i64)
+}
+
+fn api_error(code: i64, message: &str) -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({"code": code, "message": message})),
+    )
+        .into_response()
+}
+
+/// The devices of an account, in `device_list`'s shape.
+fn devices_of(account: usize) -> Value {
+    let a = &ACCOUNTS[account];
+    let token = hex::encode(Md5::digest(format!("sandbox-device-{}", a.user_id)));
+    json!([{
+        "did": format!("{}", 400_000_000 + account),
+        "uid": a.user_id.parse::<i64>().unwrap_or_default(),
+        "name": "Robot vacuum",
+        "model": "roborock.vacuum.s5",
+        "localip": "192.168.1.50",
+        "mac": "50:EC:50:00:00:01",
+        "token": token,
+        "isOnline": true,
+    }])
+}
+
+/// `POST /app/home/device_list` with cookies `userId` and `serviceToken` and the parameters
+/// `data`, `_nonce` and `signature` in the query or an urlencoded body (clients send either).
+async fn device_list(
+    State(x): State<Xiaomi>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = x.faults.check("device_list", &STS_STYLE).await {
+        return r;
+    }
+    let cookies = util::cookies(&headers);
+    let now_minute = x.clock.now_ms() / 60_000;
+    let mut inner = x.lock();
+    let session = cookies.get("serviceToken").and_then(|token| {
+        let s = inner.service_tokens.get(token)?;
+        let user_ok =
+            cookies.get("userId").map(String::as_str) == Some(ACCOUNTS[s.account].user_id);
+        (user_ok && x.api.admits(token)).then(|| (s.account, s.ssecurity.clone()))
+    });
+    let Some((account, ssecurity)) = session else {
+        return api_error(API_AUTH_ERR, "auth err");
+    };
+    let mut params: Vec<(String, String)> =
+        form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let urlencoded = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        });
+    if urlencoded {
+        params.extend(form_urlencoded::parse(&body).into_owned());
+    }
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let (Some(nonce), Some(given)) = (param("_nonce"), param("signature")) else {
+        return api_error(API_BAD_SIGNATURE, "invalid signature");
+    };
+    let Some(minute) = nonce_minute(nonce) else {
+        return api_error(API_BAD_SIGNATURE, "invalid signature");
+    };
+    let signed: Vec<(&str, &str)> = params
+        .iter()
+        .filter(|(k, _)| k != "signature" && k != "_nonce")
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let path = uri.path().strip_prefix("/app").unwrap_or(uri.path());
+    if signature(path, &ssecurity, nonce, &signed).as_deref() != Some(given) {
+        return api_error(API_BAD_SIGNATURE, "invalid signature");
+    }
+    if (minute - now_minute).abs() > NONCE_WINDOW_MINUTES {
+        return api_error(API_BAD_SIGNATURE, "nonce expired");
+    }
+    inner
+        .api_nonces
+        .retain(|_, m| (*m - now_minute).abs() <= NONCE_WINDOW_MINUTES);
+    if inner
+        .api_nonces
+        .insert((account, nonce.to_owned()), minute)
+        .is_some()
+    {
+        return api_error(API_BAD_SIGNATURE, "nonce replayed");
+    }
+    let data_ok = param("data")
+        .and_then(|d| serde_json::from_str::<Value>(d).ok())
+        .is_some_and(|d| d.is_object());
+    if !data_ok {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"code": -1, "message": "data must be a JSON object"})),
+        )
+            .into_response();
+    }
+    Json(json!({"code": 0, "message": "ok", "result": {"list": devices_of(account), "hasMore": false}}))
+        .into_response()
 }
 
 async fn inbox_json(State(x): State<Xiaomi>) -> Json<Vec<InboxMessage>> {
@@ -1137,12 +1344,13 @@ async fn inbox_page(State(x): State<Xiaomi>) -> Response {
     )
 }
 
-/// Both Xiaomi hosts, served on their own ports (for tests and the binary). Faults, latency
-/// and `upstreams()` come from [`Hosts`].
+/// The Xiaomi hosts, each served on its own port (for tests and the binary). Faults, latency,
+/// `upstreams()` and the API controls come from [`Hosts`].
 pub struct XiaomiSandbox {
     pub xiaomi: Xiaomi,
     pub account_addr: std::net::SocketAddr,
     pub sts_addr: std::net::SocketAddr,
+    pub api_addr: std::net::SocketAddr,
     hosts: Hosts,
 }
 
@@ -1154,26 +1362,30 @@ impl std::ops::Deref for XiaomiSandbox {
 }
 
 impl XiaomiSandbox {
-    /// Both hosts on 127.0.0.1 with ports chosen by the system.
+    /// Every host on 127.0.0.1 with ports chosen by the system.
     pub async fn spawn() -> XiaomiSandbox {
-        Self::spawn_at("127.0.0.1:0", "127.0.0.1:0")
+        Self::spawn_at("127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0")
             .await
             .expect("bind the Xiaomi sandbox")
     }
 
-    pub async fn spawn_at(account: &str, sts: &str) -> std::io::Result<XiaomiSandbox> {
+    /// The hosts on the given addresses: account, STS, API.
+    pub async fn spawn_at(account: &str, sts: &str, api: &str) -> std::io::Result<XiaomiSandbox> {
         let xiaomi = Xiaomi::new();
         let hosts = Hosts::serve(
             xiaomi.faults.clone(),
+            xiaomi.api.clone(),
             vec![
                 (ACCOUNT_ORIGIN, account, account_router(xiaomi.clone())),
                 (STS_ORIGIN, sts, sts_router(xiaomi.clone())),
+                (API_ORIGIN, api, api_router(xiaomi.clone())),
             ],
         )
         .await?;
         Ok(XiaomiSandbox {
             account_addr: hosts.addr_of(ACCOUNT_ORIGIN),
             sts_addr: hosts.addr_of(STS_ORIGIN),
+            api_addr: hosts.addr_of(API_ORIGIN),
             xiaomi,
             hosts,
         })
@@ -1196,5 +1408,38 @@ impl XiaomiSandbox {
     /// Every `passToken` and `serviceToken` of `user` stops working.
     pub fn revoke(&self, user: &str) {
         self.xiaomi.revoke(user);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Worked out independently with Python's `hashlib`/`hmac`, the way PiotrMachowski's
+    /// extractor signs (`generate_nonce`, `signed_nonce`, `generate_signature`).
+    #[test]
+    fn the_signature_matches_the_extractors_for_a_known_call() {
+        let ssecurity = "AAECAwQFBgcICQoLDA0ODw==";
+        let nonce = "AQIDBAUGBwgBsFUV";
+        assert_eq!(nonce_minute(nonce), Some(1_700_000_000_000 / 60_000));
+        assert_eq!(
+            signed_nonce(ssecurity, nonce).unwrap(),
+            "5ep+rMHy/Bph+UDBR3Cb6aW2JDdKFCrVRtJBDO5BLUQ="
+        );
+        let data = r#"{"getVirtualModel":false,"getHuamiDevices":0}"#;
+        assert_eq!(
+            sign_api_request("/home/device_list", ssecurity, nonce, &[("data", data)]),
+            "JbxFY1bUVgANhq7Ncm2kpKLkJUFoszxRc0Y4TO1X3CM="
+        );
+    }
+
+    #[test]
+    fn a_nonce_carries_its_minute_after_eight_random_bytes() {
+        let millis = 1_700_000_123_456;
+        let (a, b) = (api_nonce(millis), api_nonce(millis));
+        assert_ne!(a, b);
+        assert_eq!(nonce_minute(&a), Some(millis / 60_000));
+        assert_eq!(nonce_minute("AQIDBAUG"), None);
+        assert_eq!(nonce_minute("not base64!"), None);
     }
 }

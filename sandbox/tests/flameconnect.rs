@@ -620,3 +620,195 @@ async fn every_fault_kind_meets_some_step() {
     let list = f.c.get(&format!("{ORIGIN}/testing/faults")).await.json();
     assert_eq!(list["steps"].as_array().unwrap().len(), STEPS.len());
 }
+
+// ---------------------------------------------------------------------------------------------
+// The API (mobileapi.gdhv-iot.com), as `flameconnect`'s client calls it.
+
+const API: &str = "https://mobileapi.gdhv-iot.com";
+
+async fn get_fires(c: &Client, authorization: &str) -> Resp {
+    let mut headers = vec![
+        ("app_name", "FlameConnect"),
+        ("api_version", "1.0"),
+        ("app_version", "2.22.0"),
+    ];
+    if !authorization.is_empty() {
+        headers.push(("Authorization", authorization));
+    }
+    c.send_raw(
+        Method::GET,
+        &format!("{API}/api/Fires/GetFires"),
+        "",
+        &headers,
+        None,
+    )
+    .await
+}
+
+fn assert_denied(r: &Resp) {
+    assert_eq!(r.status, 401, "{}", r.text);
+    assert_eq!(r.json(), json!({"Message": API_DENIED}));
+    assert_eq!(r.headers["www-authenticate"], "Bearer");
+}
+
+#[tokio::test]
+async fn get_fires_lists_the_users_fires_for_a_live_access_token() {
+    let sb = FlameConnectSandbox::spawn().await;
+    assert!(sb
+        .upstreams()
+        .contains(&format!("{API}=http://{}", sb.api_addr)));
+    let (mut f, tokens) = Flow::signed_in(&sb).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let r = get_fires(&f.c, &format!("Bearer {access}")).await;
+    let fires = r.ok_json();
+    assert_eq!(fires[0]["FriendlyName"], "Living room");
+    for key in [
+        "FireId",
+        "FriendlyName",
+        "Brand",
+        "ProductType",
+        "ProductModel",
+        "ItemCode",
+        "IoTConnectionState",
+        "WithHeat",
+        "IsIotFire",
+    ] {
+        assert!(!fires[0][key].is_null(), "{key}");
+    }
+
+    // The request is kept as received, here and over HTTP (from any host of the service).
+    let last = sb.last_api_request().unwrap();
+    assert_eq!(
+        (last.origin, last.method.as_str(), last.path.as_str()),
+        (API_ORIGIN, "GET", "/api/Fires/GetFires")
+    );
+    assert_eq!(
+        last.header("authorization"),
+        Some(format!("Bearer {access}").as_str())
+    );
+    assert_eq!(last.header("app_name"), Some("FlameConnect"));
+    assert_eq!(last.header("cookie"), None);
+    let over_http = f.c.get(&format!("{ORIGIN}/testing/last-api-request")).await;
+    let j = over_http.ok_json();
+    assert_eq!(j["path"], "/api/Fires/GetFires");
+    assert_eq!(j["origin"], API);
+    assert!(j["headers"]
+        .as_array()
+        .unwrap()
+        .contains(&json!(["authorization", format!("Bearer {access}")])));
+    // The controls themselves are not data requests.
+    assert_eq!(sb.last_api_request().unwrap(), last);
+
+    // The other account sees its own fires.
+    let (_, other) = {
+        let (mut f, code) = Flow::to_code(&sb, OTHER_EMAIL).await;
+        let verifier = f.verifier.clone();
+        let tokens = f.token(&code, &verifier).await.ok_json();
+        (f, tokens)
+    };
+    let theirs = get_fires(
+        &f.c,
+        &format!("Bearer {}", other["access_token"].as_str().unwrap()),
+    )
+    .await
+    .ok_json();
+    assert_ne!(theirs, fires);
+}
+
+#[tokio::test]
+async fn get_fires_refuses_missing_forged_other_and_expired_tokens() {
+    let sb = FlameConnectSandbox::spawn().await;
+    let (mut f, tokens) = Flow::signed_in(&sb).await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    assert_denied(&get_fires(&f.c, "").await);
+    assert_denied(&get_fires(&f.c, &format!("Basic {access}")).await);
+    assert_denied(&get_fires(&f.c, &format!("Bearer {access}x")).await);
+    // Claims changed under the old signature.
+    let parts: Vec<&str> = access.split('.').collect();
+    let mut claims = jwt_payload(&access);
+    claims["exp"] = json!(claims["exp"].as_i64().unwrap() + 3600);
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(claims.to_string()),
+        parts[2]
+    );
+    assert_denied(&get_fires(&f.c, &format!("Bearer {forged}")).await);
+    // The id_token and the refresh token are not access tokens.
+    for other in ["id_token", "refresh_token"] {
+        let t = tokens[other].as_str().unwrap();
+        assert_denied(&get_fires(&f.c, &format!("Bearer {t}")).await);
+    }
+    assert_eq!(
+        get_fires(&f.c, &format!("bearer {access}")).await.status,
+        200
+    );
+
+    sb.advance_clock(ACCESS_TOKEN_LIFETIME + Duration::from_secs(1));
+    assert_denied(&get_fires(&f.c, &format!("Bearer {access}")).await);
+    let renewed = f
+        .refresh(tokens["refresh_token"].as_str().unwrap())
+        .await
+        .ok_json();
+    let fresh = renewed["access_token"].as_str().unwrap();
+    assert_eq!(
+        get_fires(&f.c, &format!("Bearer {fresh}")).await.status,
+        200
+    );
+
+    // Revocation ends the access token at once.
+    sb.revoke(DEMO_EMAIL);
+    assert_denied(&get_fires(&f.c, &format!("Bearer {fresh}")).await);
+}
+
+#[tokio::test]
+async fn invalidated_access_tokens_are_refused_while_a_refresh_still_works() {
+    let sb = FlameConnectSandbox::spawn().await;
+    let (mut f, tokens) = Flow::signed_in(&sb).await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(sb.invalidate_api_tokens(), 1);
+    assert_denied(&get_fires(&f.c, &format!("Bearer {access}")).await);
+    let renewed = f
+        .refresh(tokens["refresh_token"].as_str().unwrap())
+        .await
+        .ok_json();
+    let fresh = renewed["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        get_fires(&f.c, &format!("Bearer {fresh}")).await.status,
+        200
+    );
+
+    // Over HTTP, on the API host as on the B2C host.
+    for host in [API, ORIGIN] {
+        let r =
+            f.c.post_json(&format!("{host}/testing/invalidate-api-tokens"), json!({}))
+                .await;
+        assert_eq!(r.ok_json()["invalidated"], if host == API { 1 } else { 0 });
+    }
+    assert_denied(&get_fires(&f.c, &format!("Bearer {fresh}")).await);
+    let again = f
+        .refresh(renewed["refresh_token"].as_str().unwrap())
+        .await
+        .ok_json();
+    let token = again["access_token"].as_str().unwrap();
+    assert_eq!(
+        get_fires(&f.c, &format!("Bearer {token}")).await.status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn get_fires_meets_its_faults() {
+    let sb = FlameConnectSandbox::spawn().await;
+    let (f, tokens) = Flow::signed_in(&sb).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    sb.set_fault_times("fires", Fault::Unavailable503, 1);
+    assert_eq!(
+        get_fires(&f.c, &format!("Bearer {access}")).await.status,
+        503
+    );
+    assert_eq!(
+        get_fires(&f.c, &format!("Bearer {access}")).await.status,
+        200
+    );
+}

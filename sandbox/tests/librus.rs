@@ -403,3 +403,163 @@ async fn faults_switch_over_http_on_either_host() {
         .await;
     assert_eq!(bad.status, 400);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The gateway's data endpoints (Me, Grades), as an app reads them with the session's cookies.
+
+const ME: &str = "https://synergia.librus.pl/gateway/api/2.0/Me";
+const GRADES: &str = "https://synergia.librus.pl/gateway/api/2.0/Grades";
+
+/// A full login, then TokenInfo and UserInfo (which activate the API access).
+async fn activated(sb: &LibrusSandbox, user: &str, pass: &str) -> Client {
+    let mut c = full_login(sb, user, pass).await;
+    let info = c
+        .get(&format!("{SYN}/gateway/api/2.0/Auth/TokenInfo"))
+        .await
+        .ok_json();
+    let id = info["UserIdentifier"].as_str().unwrap().to_owned();
+    c.get(&format!("{SYN}/gateway/api/2.0/Auth/UserInfo/{id}"))
+        .await
+        .ok_json();
+    c
+}
+
+/// The three cookies of `c`'s session as one header, with `name` replaced by `value` (or left
+/// out when `value` is empty).
+fn cookies_with(c: &Client, name: &str, value: &str) -> String {
+    ["DZIENNIKSID", "SDZIENNIKSID", "oauth_token"]
+        .iter()
+        .filter_map(|n| {
+            let v = if *n == name {
+                value.to_owned()
+            } else {
+                c.cookie(SYN, n).unwrap()
+            };
+            (!v.is_empty()).then(|| format!("{n}={v}"))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn assert_token_expired(r: &Resp) {
+    assert_eq!(r.status, 401, "{}", r.text);
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"Status": "Error", "Code": "TokenIsExpired", "Message": "Access token is expired"})
+    );
+}
+
+#[tokio::test]
+async fn me_and_grades_answer_an_activated_session() {
+    let sb = LibrusSandbox::spawn().await;
+    let mut c = activated(&sb, DEMO_LOGIN, DEMO_PASSWORD).await;
+    let me = c.get(ME).await.ok_json();
+    let account = &me["Me"]["Account"];
+    assert_eq!(account["Login"], DEMO_LOGIN);
+    assert_eq!(account["UserId"], 1234567);
+    assert_eq!(account["IsPremium"], false);
+    assert!(account["Id"].is_u64());
+    assert_eq!(
+        (&account["FirstName"], &account["LastName"]),
+        (
+            &me["Me"]["User"]["FirstName"],
+            &me["Me"]["User"]["LastName"]
+        )
+    );
+    let grades = c.get(GRADES).await.ok_json();
+    assert!(!grades["Grades"].as_array().unwrap().is_empty());
+    assert_real(&grades.to_string());
+
+    // The last data request is kept (the login's Auth/… calls are not data requests).
+    let last = sb.last_api_request().unwrap();
+    assert_eq!(
+        (last.origin, last.method.as_str(), last.path.as_str()),
+        (SYNERGIA_ORIGIN, "GET", "/gateway/api/2.0/Grades")
+    );
+    assert!(last.header("cookie").unwrap().contains("oauth_token="));
+    c.get(&format!("{SYN}/gateway/api/2.0/Auth/TokenInfo"))
+        .await
+        .ok_json();
+    let j = c
+        .get(&format!("{API}/testing/last-api-request"))
+        .await
+        .ok_json();
+    assert_eq!(j["path"], "/gateway/api/2.0/Grades");
+    assert_eq!(j["method"], "GET");
+}
+
+#[tokio::test]
+async fn the_gateway_refuses_a_missing_wrong_or_mixed_cookie_with_token_is_expired() {
+    let sb = LibrusSandbox::spawn().await;
+    let c = activated(&sb, DEMO_LOGIN, DEMO_PASSWORD).await;
+    let other = activated(&sb, DEMO_GRANT_LOGIN, DEMO_GRANT_PASSWORD).await;
+    let get = |cookie: String| {
+        let c = &c;
+        async move {
+            c.send_raw(reqwest::Method::GET, ME, &cookie, &[], None)
+                .await
+        }
+    };
+    assert_eq!(get(cookies_with(&c, "", "")).await.status, 200);
+    for name in ["DZIENNIKSID", "SDZIENNIKSID", "oauth_token"] {
+        assert_token_expired(&get(cookies_with(&c, name, "")).await);
+        assert_token_expired(&get(cookies_with(&c, name, "0123456789abcdef")).await);
+        // The other session's value: the three must belong together.
+        let theirs = other.cookie(SYN, name).unwrap();
+        assert_token_expired(&get(cookies_with(&c, name, &theirs)).await);
+    }
+    assert_token_expired(&get(String::new()).await);
+}
+
+#[tokio::test]
+async fn an_expired_oauth_token_is_refused_until_refresh_token_renews_it() {
+    let sb = LibrusSandbox::spawn().await;
+    let mut c = activated(&sb, DEMO_LOGIN, DEMO_PASSWORD).await;
+    sb.advance_clock(TOKEN_LIFETIME + Duration::from_secs(1));
+    assert_token_expired(&c.get(ME).await);
+    assert_token_expired(&c.get(GRADES).await);
+    c.get(&format!("{SYN}/refreshToken")).await.ok_json();
+    assert_eq!(c.get(ME).await.status, 200);
+    // Revocation ends the session itself.
+    sb.revoke(DEMO_LOGIN);
+    assert_token_expired(&c.get(ME).await);
+}
+
+#[tokio::test]
+async fn invalidated_tokens_are_refused_by_the_data_endpoints_while_refresh_still_works() {
+    let sb = LibrusSandbox::spawn().await;
+    let mut c = activated(&sb, DEMO_LOGIN, DEMO_PASSWORD).await;
+    assert_eq!(sb.invalidate_api_tokens(), 1);
+    assert_token_expired(&c.get(ME).await);
+    assert_token_expired(&c.get(GRADES).await);
+    // The login's own calls still work.
+    assert_eq!(
+        c.get(&format!("{SYN}/gateway/api/2.0/Auth/TokenInfo"))
+            .await
+            .status,
+        200
+    );
+    c.get(&format!("{SYN}/refreshToken")).await.ok_json();
+    assert_eq!(c.get(ME).await.status, 200);
+
+    // Over HTTP, on either host.
+    let r = c
+        .post_json(
+            &format!("{API}/testing/invalidate-api-tokens"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(r.ok_json()["invalidated"], 1);
+    assert_token_expired(&c.get(ME).await);
+    c.get(&format!("{SYN}/refreshToken")).await.ok_json();
+    assert_eq!(c.get(GRADES).await.status, 200);
+}
+
+#[tokio::test]
+async fn grades_meet_their_faults() {
+    let sb = LibrusSandbox::spawn().await;
+    let mut c = activated(&sb, DEMO_LOGIN, DEMO_PASSWORD).await;
+    sb.set_fault_times("grades", Fault::Unavailable503, 1);
+    assert_eq!(c.get(GRADES).await.status, 503);
+    assert_eq!(c.get(GRADES).await.status, 200);
+}

@@ -7,6 +7,7 @@ mod common;
 
 use std::time::Duration;
 
+use base64::Engine as _;
 use common::{
     assert_sign_in_form, enc, jwt_payload, s256, shown_redirect_url, urlencoded, Client, Resp,
 };
@@ -876,4 +877,189 @@ async fn hostile_fault_switches_answer_as_named() {
     drop(answer);
     sb.clear_faults();
     assert_eq!(c.get_routed(&asked).await.status, 200);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The vehicle list (delegated-driver, user-lifecycle), as Hass-Lynk-Co reads it with the CCC
+// token.
+
+const DRIVERS: &str = "https://delegated-driver-tls.aion.connectedcar.cloud/delegated-driver/api/delegateddriver/v1/vehicle";
+const USERS: &str =
+    "https://user-lifecycle-tls.aion.connectedcar.cloud/user-lifecycle/api/provisioning/v1/users";
+
+/// Signed in, with a CCC token from validate-session.
+async fn with_ccc(sb: &LynkcoSandbox, email: &str) -> (Login, Value, String) {
+    let (mut l, code) = Login::to_code(sb, email).await;
+    let verifier = l.verifier.clone();
+    let tokens = l.token(&code, &verifier).await.ok_json();
+    let ccc = validate_session(&l.c, tokens["access_token"].as_str().unwrap())
+        .await
+        .ok_json()["cccToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (l, tokens, ccc)
+}
+
+async fn with_bearer(c: &Client, url: &str, token: &str) -> Resp {
+    let authorization = format!("Bearer {token}");
+    c.send_raw(
+        Method::GET,
+        url,
+        "",
+        &[
+            ("accept", "application/json"),
+            ("content-type", "application/json"),
+            ("Authorization", &authorization),
+        ],
+        None,
+    )
+    .await
+}
+
+async fn drivers(c: &Client, vin: &str, ccc: &str) -> Resp {
+    with_bearer(c, &format!("{DRIVERS}/{vin}/drivers"), ccc).await
+}
+
+async fn vehicles(c: &Client, user_id: &str, ccc: &str) -> Resp {
+    with_bearer(c, &format!("{USERS}/{user_id}/activevehicles"), ccc).await
+}
+
+#[tokio::test]
+async fn the_vehicle_list_answers_the_owner_with_a_ccc_token() {
+    let sb = LynkcoSandbox::spawn().await;
+    let (l, _, ccc) = with_ccc(&sb, DEMO_EMAIL).await;
+    let d = drivers(&l.c, DEMO_VIN, &ccc).await.ok_json();
+    assert_eq!(d, json!({"drivers": [{"userId": DEMO_USER_ID}]}));
+    let user_id = d["drivers"][0]["userId"].as_str().unwrap();
+    let v = vehicles(&l.c, user_id, &ccc).await.ok_json();
+    assert_eq!(v, json!({"roles": [{"vin": DEMO_VIN, "role": "owner"}]}));
+
+    let last = sb.last_api_request().unwrap();
+    assert_eq!(
+        (last.origin, last.method.as_str()),
+        (USER_LIFECYCLE_ORIGIN, "GET")
+    );
+    assert_eq!(
+        last.path,
+        format!("/user-lifecycle/api/provisioning/v1/users/{DEMO_USER_ID}/activevehicles")
+    );
+    assert_eq!(
+        last.header("authorization"),
+        Some(format!("Bearer {ccc}").as_str())
+    );
+    drivers(&l.c, DEMO_VIN, &ccc).await.ok_json();
+    let j =
+        l.c.send_raw(
+            Method::GET,
+            &format!("{B2C}/testing/last-api-request"),
+            "",
+            &[],
+            None,
+        )
+        .await
+        .ok_json();
+    assert_eq!(
+        j["origin"],
+        "https://delegated-driver-tls.aion.connectedcar.cloud"
+    );
+    assert!(j["path"].as_str().unwrap().ends_with("/drivers"));
+
+    // Someone else's car or user: 403; a car nobody has: 404.
+    assert_eq!(drivers(&l.c, OTHER_VIN, &ccc).await.status, 403);
+    assert_eq!(drivers(&l.c, "LYVXFEDC0KL000000", &ccc).await.status, 404);
+    assert_eq!(vehicles(&l.c, OTHER_USER_ID, &ccc).await.status, 403);
+    // The other account sees its own.
+    let (o, _, theirs) = with_ccc(&sb, OTHER_EMAIL).await;
+    assert_eq!(
+        vehicles(&o.c, OTHER_USER_ID, &theirs).await.ok_json()["roles"][0]["vin"],
+        OTHER_VIN
+    );
+}
+
+#[tokio::test]
+async fn the_vehicle_list_refuses_missing_forged_access_and_expired_tokens() {
+    let sb = LynkcoSandbox::spawn().await;
+    let (l, tokens, ccc) = with_ccc(&sb, DEMO_EMAIL).await;
+    let unauthorized = |r: Resp| {
+        assert_eq!(r.status, 401, "{}", r.text);
+        assert_eq!(r.json()["code"], 401);
+    };
+    let bare =
+        l.c.send_raw(
+            Method::GET,
+            &format!("{DRIVERS}/{DEMO_VIN}/drivers"),
+            "",
+            &[],
+            None,
+        )
+        .await;
+    unauthorized(bare);
+    // The B2C access token is not a CCC token.
+    let access = tokens["access_token"].as_str().unwrap();
+    unauthorized(drivers(&l.c, DEMO_VIN, access).await);
+    let parts: Vec<&str> = ccc.split('.').collect();
+    let mut claims = jwt_payload(&ccc);
+    claims["sub"] = json!("someone-else");
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string()),
+        parts[2]
+    );
+    unauthorized(drivers(&l.c, DEMO_VIN, &forged).await);
+    unauthorized(vehicles(&l.c, DEMO_USER_ID, &format!("{ccc}x")).await);
+
+    sb.advance_clock(CCC_TOKEN_LIFETIME + Duration::from_secs(1));
+    unauthorized(drivers(&l.c, DEMO_VIN, &ccc).await);
+    unauthorized(vehicles(&l.c, DEMO_USER_ID, &ccc).await);
+}
+
+#[tokio::test]
+async fn invalidated_ccc_tokens_are_refused_while_a_renewal_still_works() {
+    let sb = LynkcoSandbox::spawn().await;
+    let (mut l, tokens, ccc) = with_ccc(&sb, DEMO_EMAIL).await;
+    assert_eq!(sb.invalidate_api_tokens(), 1);
+    assert_eq!(drivers(&l.c, DEMO_VIN, &ccc).await.status, 401);
+    assert_eq!(vehicles(&l.c, DEMO_USER_ID, &ccc).await.status, 401);
+    // Renewal as the client does it: refresh, then validate-session.
+    let renewed = refresh(&mut l.c, tokens["refresh_token"].as_str().unwrap())
+        .await
+        .ok_json();
+    let fresh = validate_session(&l.c, renewed["access_token"].as_str().unwrap())
+        .await
+        .ok_json()["cccToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(drivers(&l.c, DEMO_VIN, &fresh).await.status, 200);
+
+    // Over HTTP, on any of the service's hosts.
+    let r =
+        l.c.post_json(&format!("{IAM}/testing/invalidate-api-tokens"), json!({}))
+            .await;
+    assert_eq!(r.ok_json()["invalidated"], 1);
+    assert_eq!(drivers(&l.c, DEMO_VIN, &fresh).await.status, 401);
+    let again = validate_session(&l.c, renewed["access_token"].as_str().unwrap())
+        .await
+        .ok_json()["cccToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(vehicles(&l.c, DEMO_USER_ID, &again).await.status, 200);
+
+    // Revoking the account ends its CCC tokens too.
+    sb.revoke(DEMO_EMAIL);
+    assert_eq!(vehicles(&l.c, DEMO_USER_ID, &again).await.status, 401);
+}
+
+#[tokio::test]
+async fn the_vehicle_list_meets_its_faults() {
+    let sb = LynkcoSandbox::spawn().await;
+    let (l, _, ccc) = with_ccc(&sb, DEMO_EMAIL).await;
+    sb.set_fault_times("drivers", Fault::Unavailable503, 1);
+    sb.set_fault_times("active_vehicles", Fault::Unavailable503, 1);
+    assert_eq!(drivers(&l.c, DEMO_VIN, &ccc).await.status, 503);
+    assert_eq!(vehicles(&l.c, DEMO_USER_ID, &ccc).await.status, 503);
+    assert_eq!(drivers(&l.c, DEMO_VIN, &ccc).await.status, 200);
 }

@@ -500,3 +500,310 @@ fn url_param(url: &str, name: &str) -> String {
         .map(|(_, v)| v.into_owned())
         .unwrap_or_else(|| panic!("no {name} in {url}"))
 }
+
+// ---------------------------------------------------------------------------------------------
+// The Mi Cloud API (`POST /app/home/device_list`), signed as PiotrMachowski's extractor and
+// micloud sign it.
+
+const API: &str = "https://api.io.mi.com";
+const DEVICE_LIST: &str = "https://api.io.mi.com/app/home/device_list";
+const DATA: &str = r#"{"getVirtualModel":false,"getHuamiDevices":0}"#;
+
+/// What a signed-in client keeps for the API.
+struct ApiSession {
+    c: Client,
+    user_id: String,
+    service_token: String,
+    ssecurity: String,
+}
+
+impl ApiSession {
+    async fn start(sb: &XiaomiSandbox) -> ApiSession {
+        let mut c = client(sb);
+        let j = password_login(&mut c, DEMO_USER, &hash(DEMO_PASSWORD))
+            .await
+            .json();
+        sts(&mut c, j["location"].as_str().unwrap()).await;
+        ApiSession {
+            user_id: c.cookie(STS, "userId").unwrap(),
+            service_token: c.cookie(STS, "serviceToken").unwrap(),
+            ssecurity: j["ssecurity"].as_str().unwrap().to_owned(),
+            c,
+        }
+    }
+
+    /// The extractor's cookies.
+    fn cookie(&self) -> String {
+        format!(
+            "userId={}; yetAnotherServiceToken={t}; serviceToken={t}; locale=en_GB; timezone=GMT+02:00",
+            self.user_id,
+            t = self.service_token
+        )
+    }
+
+    /// `signature`, `_nonce` and `data`, signed with `ssecurity` for the minute of `millis`.
+    fn fields(&self, millis: i64) -> Vec<(String, String)> {
+        let nonce = api_nonce(millis);
+        let signature = sign_api_request(
+            "/home/device_list",
+            &self.ssecurity,
+            &nonce,
+            &[("data", DATA)],
+        );
+        vec![
+            ("signature".into(), signature),
+            ("_nonce".into(), nonce),
+            ("data".into(), DATA.into()),
+        ]
+    }
+
+    async fn call(&self, cookie: &str, fields: &[(String, String)], in_query: bool) -> Resp {
+        let pairs: Vec<(&str, &str)> = fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let encoded = common::urlencoded(&pairs);
+        let (url, body) = if in_query {
+            (format!("{DEVICE_LIST}?{encoded}"), None)
+        } else {
+            (
+                DEVICE_LIST.to_owned(),
+                Some(("application/x-www-form-urlencoded", encoded)),
+            )
+        };
+        self.c
+            .send_raw(
+                reqwest::Method::POST,
+                &url,
+                cookie,
+                &[("x-xiaomi-protocal-flag-cli", "PROTOCAL-HTTP2")],
+                body,
+            )
+            .await
+    }
+
+    async fn device_list(&self, fields: &[(String, String)]) -> Resp {
+        self.call(&self.cookie(), fields, false).await
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn assert_refused(r: &Resp, code: i64, message: &str) {
+    assert_eq!(r.status, 401, "{}", r.text);
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"code": code, "message": message})
+    );
+}
+
+#[tokio::test]
+async fn a_signed_device_list_call_passes_in_the_body_or_the_query() {
+    let sb = XiaomiSandbox::spawn().await;
+    let s = ApiSession::start(&sb).await;
+    let r = s.device_list(&s.fields(now_ms())).await.ok_json();
+    assert_eq!((&r["code"], &r["message"]), (&0.into(), &"ok".into()));
+    let device = &r["result"]["list"][0];
+    for key in ["did", "name", "model", "localip"] {
+        assert!(device[key].is_string(), "{key}");
+    }
+    let token = device["token"].as_str().unwrap();
+    assert!(token.len() == 32 && token.bytes().all(|b| b.is_ascii_hexdigit()));
+
+    let last = sb.last_api_request().unwrap();
+    assert_eq!(
+        (last.origin, last.method.as_str(), last.path.as_str()),
+        (API_ORIGIN, "POST", "/app/home/device_list")
+    );
+    assert!(last.body.starts_with("signature="));
+    assert!(last.header("cookie").unwrap().contains(&s.service_token));
+
+    // In the query string, as the extractor's `params=` sends them.
+    let r = s.call(&s.cookie(), &s.fields(now_ms()), true).await;
+    assert_eq!(r.ok_json()["code"], 0);
+    let mut c = client(&sb);
+    let j = c
+        .get(&format!("{API}/testing/last-api-request"))
+        .await
+        .ok_json();
+    assert!(j["path"]
+        .as_str()
+        .unwrap()
+        .starts_with("/app/home/device_list?signature="));
+    assert_eq!(j["body"], "");
+    // A nonce four minutes old is still in its window.
+    let r = s.device_list(&s.fields(now_ms() - 4 * 60_000)).await;
+    assert_eq!(r.ok_json()["code"], 0);
+}
+
+#[tokio::test]
+async fn device_list_refuses_a_missing_forged_or_foreign_service_token_with_auth_err() {
+    let sb = XiaomiSandbox::spawn().await;
+    let s = ApiSession::start(&sb).await;
+    let fields = s.fields(now_ms());
+    let auth_err = |r: Resp| assert_refused(&r, API_AUTH_ERR, "auth err");
+    auth_err(s.call("", &fields, false).await);
+    auth_err(
+        s.call(
+            &format!("userId={}; serviceToken=AAAA{}", s.user_id, s.service_token),
+            &fields,
+            false,
+        )
+        .await,
+    );
+    // Another user's userId beside the token.
+    auth_err(
+        s.call(
+            &format!("userId=6100000002; serviceToken={}", s.service_token),
+            &fields,
+            false,
+        )
+        .await,
+    );
+    // Revoked.
+    sb.revoke(DEMO_USER);
+    auth_err(s.device_list(&fields).await);
+}
+
+#[tokio::test]
+async fn device_list_refuses_a_wrong_signature_a_stale_nonce_and_a_replayed_one() {
+    let sb = XiaomiSandbox::spawn().await;
+    let s = ApiSession::start(&sb).await;
+    let invalid = |r: Resp| assert_refused(&r, API_BAD_SIGNATURE, "invalid signature");
+
+    // Wrong: another ssecurity, other data, no signature, a nonce that is not one.
+    let nonce = api_nonce(now_ms());
+    let other_ssecurity = "AAECAwQFBgcICQoLDA0ODw==";
+    let forged = sign_api_request(
+        "/home/device_list",
+        other_ssecurity,
+        &nonce,
+        &[("data", DATA)],
+    );
+    let with = |signature: &str, nonce: &str, data: &str| {
+        vec![
+            ("signature".to_owned(), signature.to_owned()),
+            ("_nonce".to_owned(), nonce.to_owned()),
+            ("data".to_owned(), data.to_owned()),
+        ]
+    };
+    invalid(s.device_list(&with(&forged, &nonce, DATA)).await);
+    let mut tampered = s.fields(now_ms());
+    tampered[2].1 = r#"{"getVirtualModel":true,"getHuamiDevices":1}"#.into();
+    invalid(s.device_list(&tampered).await);
+    let mut unsigned = s.fields(now_ms());
+    unsigned.remove(0);
+    invalid(s.device_list(&unsigned).await);
+    let short = "AQIDBAUGBwg=";
+    let signed = sign_api_request("/home/device_list", &s.ssecurity, short, &[("data", DATA)]);
+    invalid(s.device_list(&with(&signed, short, DATA)).await);
+
+    // Stale: more than five minutes off, either way (correctly signed).
+    for off in [-6 * 60_000, 6 * 60_000] {
+        let r = s.device_list(&s.fields(now_ms() + off)).await;
+        assert_refused(&r, API_BAD_SIGNATURE, "nonce expired");
+    }
+    // The double's clock moving on does the same to a nonce made now.
+    let fields = s.fields(now_ms());
+    sb.advance_clock(Duration::from_secs(6 * 60));
+    assert_refused(
+        &s.device_list(&fields).await,
+        API_BAD_SIGNATURE,
+        "nonce expired",
+    );
+
+    // Replayed: the same call twice.
+    let fields = s.fields(now_ms() + 6 * 60_000);
+    assert_eq!(s.device_list(&fields).await.ok_json()["code"], 0);
+    assert_refused(
+        &s.device_list(&fields).await,
+        API_BAD_SIGNATURE,
+        "nonce replayed",
+    );
+
+    // Signed, but `data` is not JSON.
+    let nonce = api_nonce(now_ms() + 6 * 60_000);
+    let signature = sign_api_request("/home/device_list", &s.ssecurity, &nonce, &[("data", "x")]);
+    assert_eq!(
+        s.device_list(&with(&signature, &nonce, "x")).await.status,
+        400
+    );
+}
+
+#[tokio::test]
+async fn invalidated_service_tokens_get_auth_err_while_the_pass_token_renews_them() {
+    let sb = XiaomiSandbox::spawn().await;
+    let mut s = ApiSession::start(&sb).await;
+    assert_eq!(sb.invalidate_api_tokens(), 1);
+    assert_refused(
+        &s.device_list(&s.fields(now_ms())).await,
+        API_AUTH_ERR,
+        "auth err",
+    );
+
+    // Renewal as the clients do it: serviceLogin with the passToken, then its STS URL.
+    let again =
+        s.c.get(&format!("{ACC}/pass/serviceLogin?sid=xiaomiio&_json=true"))
+            .await
+            .json();
+    assert_eq!(again["code"], 0);
+    sts(&mut s.c, again["location"].as_str().unwrap()).await;
+    let old_ssecurity = std::mem::replace(
+        &mut s.ssecurity,
+        again["ssecurity"].as_str().unwrap().to_owned(),
+    );
+    s.service_token = s.c.cookie(STS, "serviceToken").unwrap();
+    assert_eq!(
+        s.device_list(&s.fields(now_ms())).await.ok_json()["code"],
+        0
+    );
+    // A serviceToken signs with the ssecurity handed out with it, not an older one.
+    let nonce = api_nonce(now_ms());
+    let signature = sign_api_request(
+        "/home/device_list",
+        &old_ssecurity,
+        &nonce,
+        &[("data", DATA)],
+    );
+    let stale_key = vec![
+        ("signature".to_owned(), signature),
+        ("_nonce".to_owned(), nonce),
+        ("data".to_owned(), DATA.to_owned()),
+    ];
+    assert_refused(
+        &s.device_list(&stale_key).await,
+        API_BAD_SIGNATURE,
+        "invalid signature",
+    );
+
+    // Over HTTP, on any of the service's hosts.
+    let r =
+        s.c.post_json(
+            &format!("{STS}/testing/invalidate-api-tokens"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(r.ok_json()["invalidated"], 1);
+    assert_refused(
+        &s.device_list(&s.fields(now_ms())).await,
+        API_AUTH_ERR,
+        "auth err",
+    );
+}
+
+#[tokio::test]
+async fn device_list_meets_its_faults() {
+    let sb = XiaomiSandbox::spawn().await;
+    let s = ApiSession::start(&sb).await;
+    sb.set_fault_times("device_list", Fault::Unavailable503, 1);
+    assert_eq!(s.device_list(&s.fields(now_ms())).await.status, 503);
+    assert_eq!(
+        s.device_list(&s.fields(now_ms())).await.ok_json()["code"],
+        0
+    );
+}

@@ -1,5 +1,5 @@
 # Sourced by the measuring scripts: builds the release site if needed and starts the server and
-# the sandbox on spare ports (APP_PORT, SANDBOX_PORT and the seven ports after it) with a
+# the sandbox on spare ports (APP_PORT, SANDBOX_PORT and the eleven ports after it) with a
 # throw-away data folder; sets APP_ORIGIN; stops both on exit. PUBLIC_HOST=localhost serves
 # the pages as http://localhost:APP_PORT (passkeys on: WebAuthn refuses IP addresses).
 bash scripts/setup.sh --with-browser >/dev/null

@@ -49,6 +49,11 @@ pub async fn honest_statuses(request: Request, next: Next) -> Response {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    // The API proxy takes an app's body for the provider (its own cap, up to 1 MiB) and its
+    // answers are the provider's, passed on untouched.
+    if crate::api_v1::is_proxy_path(request.uri().path()) {
+        return next.run(request).await;
+    }
     if let Some(length) = declared.filter(|&n| n > MAX_BODY_BYTES as u64) {
         if length <= DRAIN_BYTES {
             let _ = axum::body::to_bytes(request.into_body(), DRAIN_BYTES as usize).await;
@@ -57,7 +62,9 @@ pub async fn honest_statuses(request: Request, next: Next) -> Response {
     }
     // A body without a length is cut off at the limit; reading it then fails (invalid_request).
     let request = request.map(|body| Body::new(http_body_util::Limited::new(body, MAX_BODY_BYTES)));
-    let is_api = request.uri().path().starts_with("/api/");
+    // Server functions: those under /api/, and the one a sign-in link's steps post to.
+    let is_api = request.uri().path().starts_with("/api/")
+        || request.uri().path() == app::pages::sign_in_link::LINK_STEP_PATH;
 
     let response = next.run(request).await;
     if !is_api || response.status() != StatusCode::INTERNAL_SERVER_ERROR || !is_json(&response) {

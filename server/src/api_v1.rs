@@ -9,18 +9,25 @@
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router};
+use engine::accounts::proxy::{ProxyRequest, REQUEST_LIMIT};
 use engine::accounts::store::ConnectedAccount;
 use engine::apps::api_keys::ApiCaller;
 use engine::{Engine, ErrorCode};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
+
+/// The header on Stepgate's own error answers, naming the code.
+pub const STEPGATE_ERROR: HeaderName = HeaderName::from_static("stepgate-error");
+/// The request header naming which of the provider's API origins a proxied request goes to.
+pub const STEPGATE_ORIGIN: HeaderName = HeaderName::from_static("stepgate-origin");
 
 /// Requests one key may make: `per_second` on average, `burst` at once.
 #[derive(Debug, Clone, Copy)]
@@ -52,6 +59,11 @@ pub struct ApiError {
     code: String,
     /// The sentence for people.
     message: String,
+    /// With `needs_sign_in`, when the account's owner lets apps have sign-in links: a
+    /// single-use link (24 hours) that whoever holds the phone opens to sign the account in
+    /// again, with no Stepgate session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sign_in_link: Option<String>,
     #[serde(skip)]
     #[schema(ignore)]
     status: StatusCode,
@@ -73,6 +85,7 @@ impl From<ErrorCode> for ApiError {
         ApiError {
             code: code.as_str().to_owned(),
             message: code.message().to_owned(),
+            sign_in_link: None,
             status,
             retry_after: None,
         }
@@ -82,7 +95,12 @@ impl From<ErrorCode> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, retry_after) = (self.status, self.retry_after);
+        let code = HeaderValue::from_str(&self.code).ok();
         let mut response = (status, Json(self)).into_response();
+        // Tells Stepgate's own refusals from a provider's answers passed on by the proxy.
+        if let Some(code) = code {
+            response.headers_mut().insert(STEPGATE_ERROR, code);
+        }
         if let Some(seconds) = retry_after {
             response
                 .headers_mut()
@@ -126,6 +144,7 @@ impl FromRequestParts<ApiState> for Caller {
                 retry_after: Some(seconds),
                 // The code's own sentence speaks of wrong codes; an app reads this one.
                 message: "Too many requests with this API key. Wait, then try again.".into(),
+                sign_in_link: None,
                 ..ApiError::from(ErrorCode::RateLimited)
             });
         }
@@ -241,6 +260,74 @@ async fn list_accounts(
     }))
 }
 
+/// `needs_sign_in` gets the account's sign-in link for apps, when its owner allows them one
+/// (a failure to make one leaves the answer as it was: the link is a help, not the answer).
+async fn with_sign_in_link(
+    engine: &Engine,
+    caller: &ApiCaller,
+    account_id: i64,
+    code: ErrorCode,
+) -> ApiError {
+    let mut error = ApiError::from(code);
+    if code == ErrorCode::NeedsSignIn
+        && engine
+            .sign_in_links_for_apps(caller.user_id)
+            .await
+            .unwrap_or(false)
+    {
+        error.sign_in_link = engine
+            .app_sign_in_link(caller.user_id, account_id)
+            .await
+            .ok()
+            .map(|made| made.url);
+    }
+    error
+}
+
+/// A sign-in link made for an app.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SignInLink {
+    /// Open it on the phone that gets the codes; it works once, for this account only.
+    #[schema(example = "https://stepgate.example.org/sign-in-link/3f…")]
+    url: String,
+    /// When it stops working (unix seconds): 24 hours after it was made.
+    #[schema(example = 1_765_086_400)]
+    expires_at: i64,
+}
+
+/// A single-use sign-in link for the account (24 hours), to push to whoever holds the phone
+/// that gets its codes. The account's live link for apps when there is one, else a new one.
+/// Only when the account's owner allows apps to have sign-in links (Settings → Webhooks).
+#[utoipa::path(
+    post,
+    path = "/api/v1/accounts/{id}/sign-in-link",
+    tag = "accounts",
+    security(("api_key" = [])),
+    params(("id" = i64, Path, description = "The account's id (from `/api/v1/accounts`)")),
+    responses(
+        (status = 201, description = "The link", body = SignInLink),
+        (status = 401, description = "`invalid_api_key`, or `api_key_expired`", body = ApiError),
+        (status = 403, description = "`account_not_in_scope`, or `sign_in_links_off`: the owner does not let apps have sign-in links", body = ApiError),
+        (status = 404, description = "`not_found`: no such account", body = ApiError),
+        (status = 429, description = "`rate_limited` (see `Retry-After`)", body = ApiError),
+    )
+)]
+async fn make_sign_in_link(
+    State(state): State<ApiState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<SignInLink>), ApiError> {
+    let id = readable_id(&caller, &id)?;
+    let made = state.engine.app_sign_in_link(caller.user_id, id).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(SignInLink {
+            url: made.url,
+            expires_at: made.expires_at,
+        }),
+    ))
+}
+
 /// The account id of a path, if the caller's key may read that account.
 fn readable_id(caller: &ApiCaller, id: &str) -> Result<i64, ApiError> {
     let id: i64 = id.parse().map_err(|_| ErrorCode::NotFound)?;
@@ -287,7 +374,7 @@ async fn get_account(
         (status = 401, description = "`invalid_api_key`, or `api_key_expired`", body = ApiError),
         (status = 403, description = "`account_not_in_scope`: the key was not given this account", body = ApiError),
         (status = 404, description = "`not_found`: no such account", body = ApiError),
-        (status = 409, description = "`needs_sign_in`: the provider refused the account's sign-in; the user must sign in again on Stepgate", body = ApiError),
+        (status = 409, description = "`needs_sign_in`: the provider refused the account's sign-in; the user must sign in again on Stepgate (`sign_in_link` says where, when the owner allows apps sign-in links)", body = ApiError),
         (status = 429, description = "`rate_limited` (see `Retry-After`)", body = ApiError),
         (status = 503, description = "`cannot_connect`, `timeout` or `service_unavailable`: the provider could not renew the tokens now", body = ApiError),
     )
@@ -298,16 +385,117 @@ async fn account_credentials(
     Path(id): Path<String>,
 ) -> Result<Json<AccountCredentials>, ApiError> {
     let id = readable_id(&caller, &id)?;
-    let answer = state
+    let answer = match state
         .engine
         .app_credentials_for_key(caller.user_id, id, &caller.key_id)
-        .await?;
+        .await
+    {
+        Ok(answer) => answer,
+        Err(code) => return Err(with_sign_in_link(&state.engine, &caller, id, code).await),
+    };
     let credentials = serde_json::from_value(answer).map_err(|_| {
         // Not the error's text: it may quote a value, and these are secrets.
         tracing::error!(account_id = id, "app credentials out of shape");
         ErrorCode::Unknown
     })?;
     Ok(Json(credentials))
+}
+
+/// Whether `path` is the API proxy's (`/api/v1/accounts/{id}/proxy/…`).
+pub fn is_proxy_path(path: &str) -> bool {
+    proxied_part(path).is_some()
+}
+
+/// The account id and the rest of a proxy path, as sent (still percent-encoded).
+fn proxied_part(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix("/api/v1/accounts/")?;
+    let (id, rest) = rest.split_once('/')?;
+    let rest = rest.strip_prefix("proxy/")?;
+    Some((id, rest))
+}
+
+/// Calls the provider's own API with the account's credentials put in.
+///
+/// The request (any method; its query, body up to 1 MiB and content type) goes to
+/// `{origin}/{path}`: `origin` is the provider's first API origin, or the one named in
+/// `Stepgate-Origin` (one the provider declares). Only headers the API takes go along (never the
+/// caller's `Cookie` or `Authorization`). The provider's answer comes back as it is (status,
+/// body, content type; never `Set-Cookie`), streamed, at most 16 MiB. Stepgate's own refusals
+/// carry `Stepgate-Error: <code>` and a JSON `{code, message}` body.
+///
+/// | provider | origins (first is the default) | credentials |
+/// |---|---|---|
+/// | `flameconnect` | `https://mobileapi.gdhv-iot.com` under `/api/` | `Authorization: Bearer` access token |
+/// | `librus` | `https://synergia.librus.pl` under `/gateway/api/2.0/` | the Synergia session cookies |
+/// | `lynkco` | `https://user-lifecycle-tls.aion.connectedcar.cloud` under `/user-lifecycle/`, `https://delegated-driver-tls.aion.connectedcar.cloud` under `/delegated-driver/` | `Authorization: Bearer` CCC token |
+/// | `xiaomi` | `https://api.io.mi.com` (and `de.`, `us.`, `sg.`, `ru.`, `tw.`, `in.`, `i2.`) under `/app/` | session cookies and a request signed with `ssecurity` (send the parameters, e.g. `data`, as a form) |
+#[utoipa::path(
+    post,
+    path = "/api/v1/accounts/{id}/proxy/{path}",
+    tag = "accounts",
+    security(("api_key" = [])),
+    params(
+        ("id" = i64, Path, description = "The account's id (from `/api/v1/accounts`)"),
+        ("path" = String, Path, description = "The path on the provider's API, e.g. `api/Fires/GetFires`"),
+        ("Stepgate-Origin" = Option<String>, Header, description = "One of the provider's API origins; the first when absent"),
+    ),
+    request_body(content = String, description = "Passed on as it is, with its content type (at most 1 MiB)", content_type = "*/*"),
+    responses(
+        (status = 200, description = "The provider's answer, passed on (any status it gives: 2xx, 4xx, 5xx)", content_type = "*/*"),
+        (status = 401, description = "`invalid_api_key`, or `api_key_expired`", body = ApiError),
+        (status = 403, description = "`account_not_in_scope`, or `proxy_not_allowed`: an origin or path the provider does not declare", body = ApiError),
+        (status = 404, description = "`not_found`: no such account", body = ApiError),
+        (status = 409, description = "`needs_sign_in`: the provider refused the credentials, also after one renewal", body = ApiError),
+        (status = 413, description = "`request_too_large`: a body over 1 MiB", body = ApiError),
+        (status = 429, description = "`rate_limited` (see `Retry-After`)", body = ApiError),
+        (status = 502, description = "`upstream_too_large`: the provider's answer says it is over 16 MiB", body = ApiError),
+        (status = 503, description = "`cannot_connect`, `timeout` or `service_unavailable`: the provider could not be reached", body = ApiError),
+    )
+)]
+async fn proxy(
+    State(state): State<ApiState>,
+    Caller(caller): Caller,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (id, path) = proxied_part(uri.path()).ok_or(ErrorCode::NotFound)?;
+    let id = readable_id(&caller, id)?;
+    let body = axum::body::to_bytes(body, REQUEST_LIMIT)
+        .await
+        .map_err(|_| ErrorCode::RequestTooLarge)?;
+    let origin = headers
+        .get(&STEPGATE_ORIGIN)
+        .map(|v| v.to_str().map(str::to_owned))
+        .transpose()
+        .map_err(|_| ErrorCode::ProxyNotAllowed)?;
+    let headers = headers
+        .iter()
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
+        .collect();
+    let request = ProxyRequest {
+        method,
+        origin,
+        path: path.to_owned(),
+        query: uri.query().map(str::to_owned),
+        headers,
+        body: body.to_vec(),
+    };
+    let answer = match state
+        .engine
+        .proxy_api_request(caller.user_id, id, &caller.key_id, request)
+        .await
+    {
+        Ok(answer) => answer,
+        Err(code) => return Err(with_sign_in_link(&state.engine, &caller, id, code).await),
+    };
+    let mut response = Response::new(Body::from_stream(answer.body));
+    *response.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    response.headers_mut().extend(answer.headers);
+    Ok(response)
 }
 
 /// This document.
@@ -357,10 +545,24 @@ impl Modify for BearerKey {
     info(
         title = "Stepgate app API",
         version = "1",
-        description = "Read the connected accounts an API key was given, with fresh credentials."
+        description = "Read the connected accounts an API key was given, with fresh credentials; call their providers' APIs through the proxy; get sign-in links for accounts that need one."
     ),
-    paths(list_accounts, get_account, account_credentials, openapi_json),
-    components(schemas(Account, AccountError, AccountList, AccountCredentials, ApiError)),
+    paths(
+        list_accounts,
+        get_account,
+        account_credentials,
+        proxy,
+        make_sign_in_link,
+        openapi_json
+    ),
+    components(schemas(
+        Account,
+        AccountError,
+        AccountList,
+        AccountCredentials,
+        SignInLink,
+        ApiError
+    )),
     modifiers(&BearerKey)
 )]
 pub struct ApiDoc;
@@ -385,6 +587,11 @@ pub fn router_with(engine: Engine, limit: RateLimit) -> Router {
         .route(
             "/api/v1/accounts/{id}/credentials",
             get(account_credentials),
+        )
+        .route("/api/v1/accounts/{id}/proxy/{*path}", any(proxy))
+        .route(
+            "/api/v1/accounts/{id}/sign-in-link",
+            axum::routing::post(make_sign_in_link),
         )
         .route("/api/v1/openapi.json", get(openapi_json))
         .route("/api/v1/{*rest}", any(not_found))
@@ -758,6 +965,10 @@ mod tests {
         for status in ["200", "401", "403", "404", "409", "429", "503"] {
             assert!(credentials["responses"][status].is_object(), "{status}");
         }
+        let proxy = &doc["paths"]["/api/v1/accounts/{id}/proxy/{path}"]["post"];
+        for status in ["200", "403", "409", "413", "502"] {
+            assert!(proxy["responses"][status].is_object(), "{status}");
+        }
         assert_eq!(
             doc["components"]["securitySchemes"]["api_key"]["scheme"],
             "bearer"
@@ -793,6 +1004,403 @@ mod tests {
             doc.contains("api_key_expired"),
             "the OpenAPI document names it"
         );
+    }
+
+    /// A stand-in for FlameConnect's API that answers what it was sent: method, path, query,
+    /// headers and body (and tries to set a cookie); `/api/status/{n}` answers status `n`,
+    /// `/api/big` a body whose length says it is over the proxy's cap, `/api/endless` one that
+    /// never ends.
+    async fn echo_upstream() -> String {
+        use axum::extract::Request;
+        async fn echo(request: Request) -> Response {
+            let (parts, body) = request.into_parts();
+            let body = axum::body::to_bytes(body, 1 << 21).await.unwrap();
+            let headers: serde_json::Map<String, serde_json::Value> = parts
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().into()))
+                .collect();
+            let seen = serde_json::json!({
+                "method": parts.method.as_str(),
+                "path": parts.uri.path(),
+                "query": parts.uri.query(),
+                "headers": headers,
+                "body": String::from_utf8_lossy(&body),
+            });
+            (
+                [
+                    (header::SET_COOKIE, "upstream_session=secret; Path=/"),
+                    (
+                        header::HeaderName::from_static("x-upstream-internal"),
+                        "node-7",
+                    ),
+                    (header::ETAG, "\"v1\""),
+                ],
+                Json(seen),
+            )
+                .into_response()
+        }
+        let app = Router::new()
+            .route(
+                "/api/status/{n}",
+                any(|Path(n): Path<u16>| async move {
+                    (
+                        StatusCode::from_u16(n).unwrap(),
+                        [(header::CONTENT_TYPE, "text/plain")],
+                        format!("upstream said {n}"),
+                    )
+                }),
+            )
+            .route("/api/big", get(|| async { vec![b'x'; 17 << 20] }))
+            .route(
+                "/api/endless",
+                get(|| async {
+                    let chunk = axum::body::Bytes::from(vec![b'x'; 64 * 1024]);
+                    let endless = futures_util::StreamExt::map(
+                        futures_util::stream::repeat(chunk),
+                        Ok::<_, std::io::Error>,
+                    );
+                    Body::from_stream(endless)
+                }),
+            )
+            .fallback(echo);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        format!("http://{addr}")
+    }
+
+    struct ProxyApi {
+        api: TestApi,
+        account: i64,
+        key: String,
+    }
+
+    /// An API whose engine sends FlameConnect's API origin to [`echo_upstream`], with a
+    /// FlameConnect account (token `upstream-token-1`) and a key for it.
+    async fn proxy_api(limit: RateLimit) -> ProxyApi {
+        let dir = tempfile::tempdir().unwrap();
+        let redis_prefix = format!("test:{}:", engine::flows::flow::FlowId::random());
+        let mut config = config_in(&dir, &redis_prefix).await;
+        let echo = echo_upstream().await;
+        config.upstreams = engine::flows::upstream::UpstreamMap::parse(&format!(
+            "https://mobileapi.gdhv-iot.com={echo}"
+        ))
+        .unwrap();
+        let engine = Engine::open(config).await.unwrap();
+        let user = engine
+            .register(
+                "proxy@example.org",
+                "password-1-quiet-harbor",
+                "password-1-quiet-harbor",
+            )
+            .await
+            .unwrap();
+        let account = engine
+            .accounts()
+            .add(
+                user.id,
+                "flameconnect",
+                &NewAccount {
+                    account_id: "fire@example.org".into(),
+                    display_name: "fire@example.org".into(),
+                    secrets: serde_json::json!({
+                        "access_token": "upstream-token-1",
+                        "refresh_token": "refresh-token-1",
+                        "expires_at": engine.now() + 3600,
+                    }),
+                },
+                engine.now(),
+            )
+            .await
+            .unwrap();
+        let api = TestApi {
+            router: router_with(engine.clone(), limit),
+            dir,
+            redis_prefix,
+            engine,
+            user: user.id,
+            account: account.id,
+        };
+        let key = api.key(&[account.id]).await;
+        ProxyApi {
+            account: account.id,
+            key,
+            api,
+        }
+    }
+
+    impl ProxyApi {
+        fn path(&self, rest: &str) -> String {
+            format!("/api/v1/accounts/{}/proxy/{rest}", self.account)
+        }
+
+        async fn send(&self, request: axum::http::request::Builder, body: Body) -> Response {
+            let request = request
+                .header(header::AUTHORIZATION, format!("Bearer {}", self.key))
+                .body(body)
+                .unwrap();
+            self.api.router.clone().oneshot(request).await.unwrap()
+        }
+    }
+
+    async fn body_json(response: Response) -> serde_json::Value {
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_proxy_puts_the_token_in_and_drops_the_callers_cookie_and_authorization() {
+        let p = proxy_api(RATE_LIMIT).await;
+        let response = p
+            .send(
+                Request::post(p.path("api/Fires/SetMode?fire=7&mode=on"))
+                    .header(header::COOKIE, "stepgate_session=mine")
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .header("app_name", "FlameConnect")
+                    .header("x-forwarded-for", "10.0.0.1")
+                    .header(header::ACCEPT, "application/json"),
+                Body::from(r#"{"on":true}"#),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let headers = response.headers();
+        assert!(
+            headers.get(header::SET_COOKIE).is_none(),
+            "no upstream cookie back"
+        );
+        assert!(headers.get("x-upstream-internal").is_none());
+        assert_eq!(headers[header::ETAG], "\"v1\"");
+        assert!(headers.get(STEPGATE_ERROR).is_none());
+        let seen = body_json(response).await;
+        assert_eq!(seen["method"], "POST");
+        assert_eq!(seen["path"], "/api/Fires/SetMode");
+        assert_eq!(seen["query"], "fire=7&mode=on");
+        assert_eq!(seen["body"], r#"{"on":true}"#);
+        let upstream = &seen["headers"];
+        assert_eq!(upstream["authorization"], "Bearer upstream-token-1");
+        assert_eq!(upstream["content-type"], "application/json");
+        assert_eq!(upstream["app_name"], "FlameConnect");
+        assert_eq!(upstream["accept"], "application/json");
+        for dropped in ["cookie", "x-forwarded-for", "stepgate-origin"] {
+            assert!(upstream.get(dropped).is_none(), "{dropped}: {upstream}");
+        }
+        assert!(
+            !upstream.to_string().contains(&p.key),
+            "the API key stays here"
+        );
+
+        // The call is in the account's activity, naming the key; no credential is.
+        let log = p.api.engine.audit_log(p.api.user, p.account).await.unwrap();
+        assert_eq!(log[0].event, "api_proxy");
+        let key_id = p.api.engine.api_keys().list(p.api.user).await.unwrap()[0]
+            .id
+            .clone();
+        assert_eq!(log[0].api_key.as_deref(), Some(key_id.as_str()));
+        let audit: Vec<String> = sqlx::query_scalar(
+            "SELECT event || ' ' || COALESCE(code, '') || ' ' || COALESCE(api_key, '') FROM account_audit",
+        )
+        .fetch_all(p.api.engine.pool())
+        .await
+        .unwrap();
+        assert!(!audit.is_empty());
+        assert!(
+            audit.iter().all(|row| !row.contains("upstream-token")),
+            "{audit:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_proxy_passes_the_providers_answers_on_and_marks_its_own_refusals() {
+        let p = proxy_api(RATE_LIMIT).await;
+        for status in [404u16, 500, 503, 429] {
+            let response = p
+                .send(
+                    Request::get(p.path(&format!("api/status/{status}"))),
+                    Body::empty(),
+                )
+                .await;
+            assert_eq!(response.status().as_u16(), status);
+            assert!(response.headers().get(STEPGATE_ERROR).is_none(), "{status}");
+            let bytes = axum::body::to_bytes(response.into_body(), 1024)
+                .await
+                .unwrap();
+            assert_eq!(bytes, format!("upstream said {status}").as_bytes());
+        }
+
+        // An origin or a path the provider does not declare.
+        for (origin, path) in [
+            (Some("https://evil.example.test"), "api/Fires/GetFires"),
+            (None, "other/thing"),
+            (None, "api/../admin"),
+            (None, "api/%2e%2e/admin"),
+        ] {
+            let mut request = Request::get(p.path(path));
+            if let Some(origin) = origin {
+                request = request.header(STEPGATE_ORIGIN, origin);
+            }
+            let response = p.send(request, Body::empty()).await;
+            assert_eq!(response.status(), StatusCode::FORBIDDEN, "{path}");
+            assert_eq!(response.headers()[STEPGATE_ERROR], "proxy_not_allowed");
+            assert_eq!(body_json(response).await["code"], "proxy_not_allowed");
+        }
+
+        // Too much: a body over 1 MiB, an answer that says it is over 16 MiB, one that never
+        // ends (cut short: the app sees a broken body, never 16 MiB in our memory).
+        let response = p
+            .send(
+                Request::post(p.path("api/x")),
+                Body::from(vec![b'a'; REQUEST_LIMIT + 1]),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(response.headers()[STEPGATE_ERROR], "request_too_large");
+        let response = p.send(Request::get(p.path("api/big")), Body::empty()).await;
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(response.headers()[STEPGATE_ERROR], "upstream_too_large");
+        let response = p
+            .send(Request::get(p.path("api/endless")), Body::empty())
+            .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "the status went before the body"
+        );
+        assert!(axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .is_err());
+    }
+
+    /// The server compresses answers for clients that take gzip (httpx, browsers): a proxied
+    /// answer goes through that layer whole, to its end.
+    #[tokio::test]
+    async fn a_proxied_answer_streams_through_compression_to_its_end() {
+        let p = proxy_api(RATE_LIMIT).await;
+        let compressed = p
+            .api
+            .router
+            .clone()
+            .layer(tower_http::compression::CompressionLayer::new());
+        let request = Request::get(p.path("api/Fires/GetFires"))
+            .header(header::AUTHORIZATION, format!("Bearer {}", p.key))
+            .header(header::ACCEPT_ENCODING, "gzip")
+            .body(Body::empty())
+            .unwrap();
+        let response = compressed.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()[header::CONTENT_ENCODING], "gzip");
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await;
+        assert!(bytes.is_ok_and(|b| !b.is_empty()));
+    }
+
+    #[tokio::test]
+    async fn the_proxy_keeps_to_the_keys_scope_and_rate() {
+        let p = proxy_api(RateLimit {
+            per_second: 0.5,
+            burst: 2.0,
+        })
+        .await;
+        let unscoped = p.api.key(&[]).await;
+        let request = Request::get(p.path("api/Fires/GetFires"))
+            .header(header::AUTHORIZATION, format!("Bearer {unscoped}"))
+            .body(Body::empty())
+            .unwrap();
+        let response = p.api.router.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert_eq!(response.headers()[STEPGATE_ERROR], "account_not_in_scope");
+        let request = Request::get(p.path("api/Fires/GetFires"))
+            .body(Body::empty())
+            .unwrap();
+        let response = p.api.router.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+        for _ in 0..2 {
+            let response = p
+                .send(Request::get(p.path("api/Fires/GetFires")), Body::empty())
+                .await;
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+        let response = p
+            .send(Request::get(p.path("api/Fires/GetFires")), Body::empty())
+            .await;
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        assert_eq!(response.headers()[STEPGATE_ERROR], "rate_limited");
+    }
+
+    /// Apps get sign-in links only when the owner allows it: from the route, and in the 409
+    /// of an account that needs sign-in (the same live link, not a new one per answer).
+    #[tokio::test]
+    async fn an_app_gets_a_sign_in_link_when_the_owner_allows_it() {
+        use engine::accounts::store::CheckOutcome;
+
+        let api = api(RATE_LIMIT).await;
+        let key = api.key(&[api.account]).await;
+        let path = format!("/api/v1/accounts/{}/sign-in-link", api.account);
+        let post = |key: String| {
+            let request = Request::post(path.clone())
+                .header(header::AUTHORIZATION, format!("Bearer {key}"))
+                .body(Body::empty())
+                .unwrap();
+            let router = api.router.clone();
+            async move {
+                let response = router.oneshot(request).await.unwrap();
+                (response.status(), body_json(response).await)
+            }
+        };
+        let (status, body) = post(key.clone()).await;
+        assert_eq!(
+            (status, &body["code"]),
+            (
+                StatusCode::FORBIDDEN,
+                &serde_json::json!("sign_in_links_off")
+            )
+        );
+
+        api.engine
+            .set_sign_in_links_for_apps(api.user, true)
+            .await
+            .unwrap();
+        let (status, made) = post(key.clone()).await;
+        assert_eq!(status, StatusCode::CREATED, "{made}");
+        let url = made["url"].as_str().unwrap().to_owned();
+        assert!(url.contains("/sign-in-link/"), "{url}");
+        assert!(made["expires_at"].as_i64().unwrap() > api.engine.now() + 23 * 3600);
+        let unscoped = api.key(&[]).await;
+        assert_eq!(post(unscoped).await.0, StatusCode::FORBIDDEN);
+
+        let account = api
+            .engine
+            .accounts()
+            .get(api.user, api.account)
+            .await
+            .unwrap();
+        api.engine
+            .accounts()
+            .finish_check(
+                &account,
+                api.user,
+                &CheckOutcome::Rejected,
+                api.engine.now(),
+            )
+            .await
+            .unwrap();
+        let credentials = format!("/api/v1/accounts/{}/credentials", api.account);
+        let (status, body) = api.json(&credentials, Some(&key)).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(body["code"], "needs_sign_in");
+        assert_eq!(body["sign_in_link"], url, "the live link, not another");
+        let (_, again) = api.json(&credentials, Some(&key)).await;
+        assert_eq!(again["sign_in_link"], url);
+
+        api.engine
+            .set_sign_in_links_for_apps(api.user, false)
+            .await
+            .unwrap();
+        let (_, body) = api.json(&credentials, Some(&key)).await;
+        assert!(body.get("sign_in_link").is_none(), "{body}");
     }
 
     #[test]

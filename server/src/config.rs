@@ -28,6 +28,9 @@ pub struct Config {
     pub totp_provider_url: String,
     /// `STEPGATE_PUBLIC_URL`: how browsers reach Stepgate (for the provider's callback).
     pub public_url: String,
+    /// `STEPGATE_PUBLIC_URL` was set (otherwise `public_url` is the listening address, and a
+    /// link made for the owner points where their browser reached Stepgate).
+    pub public_url_set: bool,
     /// `STEPGATE_DEMO` (default off; `1` or `true` turns it on): create the demo account (never
     /// an admin). Its password is published, so it is for trying Stepgate out only.
     pub demo: bool,
@@ -200,9 +203,11 @@ impl Config {
             .unwrap_or_else(|_| "http://127.0.0.1:3100".into())
             .trim_end_matches('/')
             .to_owned();
-        let public_url = std::env::var("STEPGATE_PUBLIC_URL")
+        let given_public_url = std::env::var("STEPGATE_PUBLIC_URL")
             .ok()
-            .filter(|u| !u.is_empty())
+            .filter(|u| !u.is_empty());
+        let public_url_set = given_public_url.is_some();
+        let public_url = given_public_url
             .unwrap_or_else(|| format!("http://{site_addr}"))
             .trim_end_matches('/')
             .to_owned();
@@ -223,6 +228,7 @@ impl Config {
             session_idle,
             totp_provider_url,
             public_url,
+            public_url_set,
         })
     }
 }

@@ -67,6 +67,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let engine = Engine::open(engine_config).await?;
     let settings = app::session::ServerSettings {
         public_url: config.public_url.clone(),
+        public_url_set: config.public_url_set,
         trust_proxy: config.trust_proxy,
         registration: config.registration,
     };

@@ -8,7 +8,9 @@
 //!   open (its codes come back by `postMessage`) while cutting any opener that is not ours. The
 //!   provider's callback page sends none: it must still reach the page that opened the popup.
 //! - `Referrer-Policy: same-origin`, unless the answer set its own: the TOTP callback's
-//!   `no-referrer` stays (its URL carries the seed).
+//!   `no-referrer` stays (its URL carries the seed), and a sign-in link (`/sign-in-link/{token}`)
+//!   gets `no-referrer` too. The link's later pages hold no token and keep `same-origin`: under
+//!   `no-referrer` their forms would post with `Origin: null`, which `same_origin.rs` refuses.
 //! - `Strict-Transport-Security` when the browser came over https.
 //! - Fingerprinted `/pkg/` files are immutable for a year; every page and API answer is
 //!   `no-store`, since pages carry flows, codes and secrets.
@@ -28,6 +30,15 @@ pub struct HeaderPolicy {
 
 /// The path of the page the TOTP provider sends its popup back to.
 const POPUP_CALLBACK: &str = crate::totp_callback::PATH;
+
+/// The referrer policy of the answer at `path` (one that sets its own keeps it).
+fn referrer_policy(path: &str) -> &'static str {
+    if app::pages::sign_in_link::is_link_token_page(path) {
+        "no-referrer"
+    } else {
+        "same-origin"
+    }
+}
 
 pub fn content_security_policy(nonce: &str) -> String {
     [
@@ -94,7 +105,7 @@ pub async fn add(State(policy): State<HeaderPolicy>, mut request: Request, next:
     );
     set(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     if !own_referrer_policy {
-        set(header::REFERRER_POLICY, "same-origin");
+        set(header::REFERRER_POLICY, referrer_policy(&path));
     }
     set(header::X_FRAME_OPTIONS, "DENY");
     if path != POPUP_CALLBACK {
@@ -182,6 +193,15 @@ mod tests {
         assert_eq!(policies, ["no-referrer"]);
         let login = get("/login".into()).await;
         assert_eq!(login.headers()[header::REFERRER_POLICY], "same-origin");
+    }
+
+    #[test]
+    fn a_sign_in_link_sends_no_referrer() {
+        assert_eq!(referrer_policy("/sign-in-link/abc.def"), "no-referrer");
+        // Its later pages hold no token; their forms must post with their origin.
+        assert_eq!(referrer_policy("/sign-in-link"), "same-origin");
+        assert_eq!(referrer_policy("/sign-in-link/step"), "same-origin");
+        assert_eq!(referrer_policy("/accounts/account"), "same-origin");
     }
 
     #[test]

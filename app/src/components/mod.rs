@@ -5,6 +5,7 @@ mod error_banner;
 mod field;
 mod needs_wasm;
 mod one_time_secret;
+mod provider_step;
 mod signed_in;
 mod totp_popup;
 
@@ -13,5 +14,8 @@ pub use error_banner::ErrorBanner;
 pub use field::Field;
 pub use needs_wasm::{use_hydrated, NotReadyNotice};
 pub use one_time_secret::OneTimeSecret;
+#[cfg(feature = "ssr")]
+pub use provider_step::back_to_step;
+pub use provider_step::{StepInputs, StepNotes};
 pub use signed_in::{SignedIn, SiteNav};
 pub use totp_popup::{code_from_message, TotpPopupButton};

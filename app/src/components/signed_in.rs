@@ -42,12 +42,13 @@ const SECTIONS: [(&str, &str); 5] = [
 ];
 const ADMIN_PAGE: &str = "/admin/users";
 
-/// Pages only visitors see: no lookup, no header links there.
+/// Pages only visitors see: no lookup, no header links there (a sign-in link's pages are for
+/// someone without a Stepgate account).
 fn is_signed_out_page(path: &str) -> bool {
     matches!(
         path,
         "/login" | "/register" | "/login/code" | "/login/recovery"
-    )
+    ) || crate::pages::sign_in_link::is_link_page(path)
 }
 
 /// Whether `path` is in the section at `section` (`/accounts/connect` is in Accounts).
@@ -117,6 +118,8 @@ mod tests {
         assert!(!in_section("/accountsx", "/accounts"));
         assert!(!in_section("/settings/api-keys", "/settings/security"));
         assert!(is_signed_out_page("/login"));
+        assert!(is_signed_out_page("/sign-in-link"));
+        assert!(!is_signed_out_page("/sign-in-links"));
         assert!(!is_signed_out_page("/"));
     }
 }

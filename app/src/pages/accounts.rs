@@ -6,8 +6,12 @@ use leptos_router::hooks::use_query_map;
 use crate::accounts::{
     account_page, connected_accounts, AccountDetail, AccountRow, RemoveAccount, RowStatus,
 };
-use crate::components::ErrorBanner;
+use crate::components::{ErrorBanner, OneTimeSecret};
 use crate::error::AppError;
+use crate::sign_in_links::{
+    account_sign_in_links, AccountLinks, LinkRow, MakeSignInLink, RevokeSignInLink,
+    RevokeSignInLinks,
+};
 use engine::ErrorCode;
 
 /// A date people read: `2026-11-25 14:03 UTC` (the server renders it; no client clock).
@@ -60,6 +64,7 @@ fn AccountTable(rows: Vec<AccountRow>) -> impl IntoView {
     if rows.is_empty() {
         return view! { <p>"No accounts connected yet."</p> }.into_any();
     }
+    let make_link = ServerAction::<MakeSignInLink>::new();
     view! {
         <table class="accounts">
             <caption class="visually-hidden">"Your connected accounts"</caption>
@@ -78,6 +83,7 @@ fn AccountTable(rows: Vec<AccountRow>) -> impl IntoView {
                     .map(|row| {
                         let remove = format!("Remove {} account {}", row.provider, row.name);
                         let again = format!("Sign in again to {} account {}", row.provider, row.name);
+                        let send = format!("Send a sign-in link for {} account {}", row.provider, row.name);
                         let reauth_hidden = row.status != RowStatus::NeedsSignIn;
                         view! {
                             <tr data-account=row.id.to_string()>
@@ -101,6 +107,14 @@ fn AccountTable(rows: Vec<AccountRow>) -> impl IntoView {
                                         <input type="hidden" name="reauth" value=row.id.to_string()/>
                                         <button type="submit" aria-label=again>"Sign in again"</button>
                                     </form>
+                                    // Or whoever has the phone that gets the codes signs in
+                                    // there (the link is shown on the account's page).
+                                    <ActionForm action=make_link attr:class="inline reauth" attr:hidden=reauth_hidden>
+                                        <input type="hidden" name="account_id" value=row.id.to_string()/>
+                                        <button type="submit" class="secondary" aria-label=send data-busy="Making a link…">
+                                            "Send a sign-in link"
+                                        </button>
+                                    </ActionForm>
                                     <a class="button secondary" href=format!("/accounts/remove?account={}", row.id) aria-label=remove>
                                         "Remove"
                                     </a>
@@ -177,11 +191,15 @@ pub fn AccountDetailPage() -> impl IntoView {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     let detail = Resource::new_blocking(move || id, account_page);
+    let links = Resource::new_blocking(move || id, account_sign_in_links);
     view! {
         <Suspense fallback=|| view! { <p role="status">"Loading…"</p> }>
             {move || Suspend::new(async move {
                 match detail.await {
-                    Ok(detail) => view! { <AccountDetailView detail/> }.into_any(),
+                    Ok(detail) => {
+                        let links = links.await.unwrap_or(AccountLinks { links: Vec::new(), new_link: None });
+                        view! { <AccountDetailView detail links/> }.into_any()
+                    }
                     Err(AppError { code: ErrorCode::NotSignedIn, .. }) => {
                         view! { <Redirect path="/login"/> }.into_any()
                     }
@@ -201,8 +219,10 @@ pub fn AccountDetailPage() -> impl IntoView {
 }
 
 #[component]
-fn AccountDetailView(detail: AccountDetail) -> impl IntoView {
+fn AccountDetailView(detail: AccountDetail, links: AccountLinks) -> impl IntoView {
     let row = detail.row;
+    let make_link = ServerAction::<MakeSignInLink>::new();
+    let make_error = Signal::derive(move || make_link.value().get().and_then(Result::err));
     let heading = format!("{} account {}", row.provider, row.name);
     let when =
         |at: Option<i64>, none: &'static str| at.map(utc_minute).unwrap_or_else(|| none.to_owned());
@@ -223,12 +243,19 @@ fn AccountDetailView(detail: AccountDetail) -> impl IntoView {
                 <dt>"Last error"</dt>
                 <dd>{detail.last_error.clone().unwrap_or_else(|| "none".to_owned())}</dd>
             </dl>
+            <ErrorBanner error=make_error/>
             {needs_sign_in.then(|| view! {
-                <form method="get" action=format!("/accounts/connect/{}", row.provider_name) class="inline">
-                    <input type="hidden" name="reauth" value=row.id.to_string()/>
-                    <button type="submit">"Sign in again"</button>
-                </form>
+                <div class="actions">
+                    <form method="get" action=format!("/accounts/connect/{}", row.provider_name) class="inline">
+                        <input type="hidden" name="reauth" value=row.id.to_string()/>
+                        <button type="submit">"Sign in again"</button>
+                    </form>
+                    " "
+                    // Whoever has the phone that gets the codes signs in there instead.
+                    <SendLinkForm action=make_link account_id=row.id/>
+                </div>
             })}
+            <SignInLinks account_id=row.id links make_link=(!needs_sign_in).then_some(make_link)/>
             <h2>"Activity"</h2>
             {if detail.activity.is_empty() {
                 view! { <p>"Nothing yet."</p> }.into_any()
@@ -256,5 +283,161 @@ fn AccountDetailView(detail: AccountDetail) -> impl IntoView {
                 <a href=format!("/accounts/remove?account={}", row.id)>"Remove this account"</a>
             </p>
         </section>
+        <script src="/copy-secret.js" defer></script>
+    }
+}
+
+/// "Send a sign-in link": makes one and shows it once on this page.
+#[component]
+fn SendLinkForm(action: ServerAction<MakeSignInLink>, account_id: i64) -> impl IntoView {
+    view! {
+        <ActionForm action attr:class="inline">
+            <input type="hidden" name="account_id" value=account_id.to_string()/>
+            <button type="submit" class="secondary" data-busy="Making a link…">"Send a sign-in link"</button>
+        </ActionForm>
+    }
+}
+
+/// The account's sign-in links: what they are, the one just made (shown once), the live ones
+/// with "Revoke". `make_link`: the "Send a sign-in link" button, when the page has not shown
+/// it next to "Sign in again".
+#[component]
+fn SignInLinks(
+    account_id: i64,
+    links: AccountLinks,
+    make_link: Option<ServerAction<MakeSignInLink>>,
+) -> impl IntoView {
+    let revoke = ServerAction::<RevokeSignInLink>::new();
+    let revoke_all = ServerAction::<RevokeSignInLinks>::new();
+    let revoke_error = Signal::derive(move || {
+        revoke
+            .value()
+            .get()
+            .and_then(Result::err)
+            .or_else(|| revoke_all.value().get().and_then(Result::err))
+    });
+    let note = use_query_map().read_untracked().get("link");
+    let notice = match note.as_deref() {
+        Some("revoked") => Some("Sign-in link revoked. It no longer opens."),
+        Some("all_revoked") => Some("Every sign-in link to this account is revoked."),
+        _ => None,
+    };
+    let several = links.links.len() > 1;
+    view! {
+        <h2>"Sign-in links"</h2>
+        <p>
+            "A sign-in link opens this account's sign-in steps on another device, with no Stepgate              account: send it to whoever has the phone that gets the codes. It works once, for 24              hours, and only for this account."
+        </p>
+        {notice.map(|text| view! { <p role="status" class="ok">{text}</p> })}
+        <ErrorBanner error=revoke_error/>
+        {links.new_link.map(|url| view! {
+            <OneTimeSecret id="sign-in-link" label="Sign-in link" value=url
+                notice="Sign-in link made. Open this link on the phone that gets the codes. It works once, for 24 hours, and only for this account. Copy it now: it is not shown again."/>
+        })}
+        {make_link.map(|action| view! { <p><SendLinkForm action account_id/></p> })}
+        {if links.links.is_empty() {
+            view! { <p>"No live sign-in links."</p> }.into_any()
+        } else {
+            let labels = revoke_labels(&links.links);
+            view! {
+                <table class="accounts sign-in-links">
+                    <caption class="visually-hidden">"Live sign-in links to this account"</caption>
+                    <thead>
+                        <tr>
+                            <th scope="col">"Made"</th>
+                            <th scope="col">"Expires"</th>
+                            <th scope="col">"For"</th>
+                            <th scope="col"><span class="visually-hidden">"Actions"</span></th>
+                        </tr>
+                    </thead>
+                    <tbody>
+                        {links
+                            .links
+                            .into_iter()
+                            .zip(labels)
+                            .map(|(link, label)| view! {
+                                <tr>
+                                    <td>{utc_minute(link.created_at)}</td>
+                                    <td>{utc_minute(link.expires_at)}</td>
+                                    <td>{if link.for_apps { "Your apps" } else { "You" }}</td>
+                                    <td class="row-actions">
+                                        <ActionForm action=revoke attr:class="inline">
+                                            <input type="hidden" name="account_id" value=account_id.to_string()/>
+                                            <input type="hidden" name="link_id" value=link.id/>
+                                            <button type="submit" class="secondary" aria-label=label data-busy="Revoking…">"Revoke"</button>
+                                        </ActionForm>
+                                    </td>
+                                </tr>
+                            })
+                            .collect_view()}
+                    </tbody>
+                </table>
+                {several.then(|| view! {
+                    <ActionForm action=revoke_all attr:class="inline">
+                        <input type="hidden" name="account_id" value=account_id.to_string()/>
+                        <button type="submit" class="danger" data-busy="Revoking…">"Revoke all sign-in links"</button>
+                    </ActionForm>
+                })}
+            }
+                .into_any()
+        }}
+    }
+}
+
+/// Each "Revoke" button's accessible name: when the link was made and for whom, numbered when
+/// two links share both (made the same minute), so each names one link.
+fn revoke_labels(links: &[LinkRow]) -> Vec<String> {
+    let plain: Vec<String> = links
+        .iter()
+        .map(|link| {
+            let whom = if link.for_apps { "your apps" } else { "you" };
+            format!(
+                "Revoke sign-in link made {} for {whom}",
+                utc_minute(link.created_at)
+            )
+        })
+        .collect();
+    plain
+        .iter()
+        .enumerate()
+        .map(|(i, label)| {
+            let same = plain.iter().filter(|l| *l == label).count();
+            if same == 1 {
+                label.clone()
+            } else {
+                let nth = plain[..=i].iter().filter(|l| *l == label).count();
+                format!("{label} ({nth} of {same})")
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_revoke_button_names_one_link() {
+        let link = |created_at, for_apps| LinkRow {
+            id: String::new(),
+            created_at,
+            expires_at: created_at + 86_400,
+            for_apps,
+        };
+        let labels = revoke_labels(&[
+            link(60, false),
+            link(61, false),
+            link(60, true),
+            link(0, false),
+        ]);
+        assert_eq!(
+            labels,
+            [
+                "Revoke sign-in link made 1970-01-01 00:01 UTC for you (1 of 2)",
+                "Revoke sign-in link made 1970-01-01 00:01 UTC for you (2 of 2)",
+                "Revoke sign-in link made 1970-01-01 00:01 UTC for your apps",
+                "Revoke sign-in link made 1970-01-01 00:00 UTC for you",
+            ]
+        );
     }
 }

@@ -4,9 +4,9 @@ use leptos_router::components::Redirect;
 use leptos_router::hooks::{use_params_map, use_query_map};
 
 use crate::accounts::{connect_step, connectable_providers, ConnectStepView, SubmitConnectStep};
-use crate::components::ErrorBanner;
+use crate::components::{StepInputs, StepNotes};
 use crate::error::AppError;
-use engine::view::{FieldKind, FieldSpec, StepView};
+use engine::view::StepView;
 use engine::ErrorCode;
 
 /// `/accounts/connect`: one link per provider.
@@ -87,20 +87,6 @@ pub fn ConnectPage() -> impl IntoView {
 fn StepForm(step: ConnectStepView) -> impl IntoView {
     let submit = ServerAction::<SubmitConnectStep>::new();
     let error = Signal::derive(move || submit.value().get().and_then(Result::err));
-    let query = use_query_map();
-    let values = step.values.clone();
-    // What the user typed before a refusal, else what the step starts with (a reauth's name).
-    let echoed = move |name: &str| {
-        query
-            .read_untracked()
-            .get(&format!("value.{name}"))
-            .or_else(|| {
-                values
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .map(|(_, v)| v.clone())
-            })
-    };
     let StepView::Form {
         alert,
         intro,
@@ -113,14 +99,6 @@ fn StepForm(step: ConnectStepView) -> impl IntoView {
         return view! { <p role="alert" class="error">{ErrorCode::Unknown.message()}</p> }
             .into_any();
     };
-    let field_error = move |name: &str| {
-        error
-            .get_untracked()
-            .filter(|e| e.field.as_deref() == Some(name))
-            .is_some()
-    };
-    let busy = button.busy_label();
-    let label = button.label().to_owned();
     let heading = match &step.reauth {
         Some(_) => format!("Sign in to {} again", step.title),
         None => format!("Connect {}", step.title),
@@ -133,94 +111,15 @@ fn StepForm(step: ConnectStepView) -> impl IntoView {
         <section class="card" aria-labelledby="connect-title">
             <h1 id="connect-title">{heading}</h1>
             {reauth_note.map(|text| view! { <p>{text}</p> })}
-            // Why this step replaced the expected one: announced at once, not only written.
-            {alert.map(|text| view! { <div role="alert" class="notice"><p>{text}</p></div> })}
-            {intro.map(|text| view! { <p>{text}</p> })}
-            {(!links.is_empty()).then(|| view! {
-                <ul class="links">
-                    {links
-                        .into_iter()
-                        .map(|link| view! {
-                            <li><a href=link.url target="_blank" rel="noopener noreferrer">{link.label}</a></li>
-                        })
-                        .collect_view()}
-                </ul>
-            })}
+            <StepNotes alert intro links/>
             <ActionForm action=submit>
-                <ErrorBanner error/>
                 <input type="hidden" name="provider" value=step.provider.clone()/>
                 <input type="hidden" name="flow_id" value=step.flow_id.clone().unwrap_or_default()/>
                 {step.reauth.as_ref().map(|(id, _)| view! { <input type="hidden" name="reauth" value=id.to_string()/> })}
-                {(!actions.is_empty()).then(|| view! {
-                    <div class="actions">
-                        {actions
-                            .into_iter()
-                            .map(|action| {
-                                let busy = format!("{}…", action.label);
-                                view! {
-                                    // Its own submit: the fields below need not be filled in.
-                                    <button
-                                        type="submit"
-                                        class="secondary"
-                                        name=format!("fields[{}]", action.name)
-                                        value=action.value
-                                        formnovalidate=true
-                                        data-busy=busy
-                                    >
-                                        {action.label}
-                                    </button>
-                                }
-                            })
-                            .collect_view()}
-                    </div>
-                })}
-                {fields
-                    .into_iter()
-                    .map(|field| {
-                        let invalid = field_error(&field.name);
-                        let value = echoed(&field.name);
-                        view! { <StepField field invalid value/> }
-                    })
-                    .collect_view()}
-                <button type="submit" data-busy=busy>{label}</button>
+                <StepInputs error actions fields submit=button values=step.values.clone()/>
             </ActionForm>
             <p class="aside"><a href="/accounts">"Cancel"</a></p>
         </section>
     }
     .into_any()
-}
-
-/// One field a provider declared.
-#[component]
-fn StepField(field: FieldSpec, invalid: bool, value: Option<String>) -> impl IntoView {
-    let id = format!("field-{}", field.name);
-    let hint_id = format!("{id}-hint");
-    let (kind, inputmode) = match field.kind {
-        FieldKind::Text => ("text", None),
-        FieldKind::Email => ("email", None),
-        FieldKind::Password => ("password", None),
-        FieldKind::Code => ("text", Some("numeric")),
-        // Not `type=url`: the browser's check would hide the provider's specific message (a
-        // cut-off paste, another host) behind a generic one.
-        FieldKind::Url => ("text", Some("url")),
-    };
-    let described = field.hint.is_some().then(|| hint_id.clone());
-    view! {
-        <div class="field">
-            <label for=id.clone()>{field.label.clone()}</label>
-            <input
-                id=id
-                name=format!("fields[{}]", field.name)
-                type=kind
-                inputmode=inputmode
-                autocomplete=field.autocomplete.clone()
-                required=true
-                maxlength="1024"
-                aria-invalid=invalid.then_some("true")
-                aria-describedby=described
-                value=value.unwrap_or_default()
-            />
-            {field.hint.map(|hint| view! { <p id=hint_id class="hint">{hint}</p> })}
-        </div>
-    }
 }

@@ -12,4 +12,5 @@ pub mod register;
 pub mod second_factor;
 pub mod security;
 pub mod sessions;
+pub mod sign_in_link;
 pub mod webhooks;

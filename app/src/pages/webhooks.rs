@@ -4,11 +4,12 @@ use leptos_router::hooks::use_query_map;
 
 use crate::components::{ErrorBanner, OneTimeSecret, SignedIn};
 use crate::pages::accounts::utc_minute;
+use crate::sign_in_links::SetSignInLinksForApps;
 use crate::webhooks::{webhooks_view, DeliveryRow, RemoveWebhook, SaveWebhook};
 use engine::ErrorCode;
 
-/// `/settings/webhooks`: one URL that receives `account.connected`, `account.needs_sign_in` and
-/// `account.removed` as signed JSON (Standard Webhooks); its signing secret is shown once when
+/// `/settings/webhooks`: one URL that receives `account.connected`, `account.needs_sign_in`,
+/// `account.recovered` and `account.removed` as signed JSON (Standard Webhooks); its signing secret is shown once when
 /// saved; the latest deliveries below. Plain server-rendered forms; `public/copy-secret.js` only
 /// adds the "Copy" button's clipboard write.
 #[component]
@@ -38,8 +39,17 @@ pub fn WebhooksPage() -> impl IntoView {
         })
     });
     let remove_error = Signal::derive(move || remove.value().get().and_then(Result::err));
+    let links = ServerAction::<SetSignInLinksForApps>::new();
+    let links_error = Signal::derive(move || links.value().get().and_then(Result::err));
     let query = use_query_map();
     let removed = query.read_untracked().get("removed").is_some();
+    let links_saved = match query.read_untracked().get("links").as_deref() {
+        Some("on") => Some("Saved. Apps now get sign-in links."),
+        Some("off") => Some("Saved. Apps get no sign-in links, and those they had are revoked."),
+        _ => None,
+    };
+    // Back from "Confirm it's you" with the box the refused form had ticked.
+    let links_wanted = query.read_untracked().get("sign_in_links").is_some();
     // The URL as typed before a refused plain form post (`webhooks.rs` sends it back).
     let typed = query.read_untracked().get("value.url");
     view! {
@@ -48,11 +58,12 @@ pub fn WebhooksPage() -> impl IntoView {
             <h1 id="webhooks-title">"Webhooks"</h1>
             <p>
                 "Stepgate posts " <code>"account.connected"</code> ", " <code>"account.needs_sign_in"</code>
-                " and " <code>"account.removed"</code>
+                ", " <code>"account.recovered"</code> " (it works again) and " <code>"account.removed"</code>
                 " to your URL as JSON, signed the Standard Webhooks way (headers "
                 <code>"webhook-id"</code> ", " <code>"webhook-timestamp"</code> ", "
                 <code>"webhook-signature"</code>
-                "), and tries again for a few hours when it does not answer 2xx. No token is ever sent."
+                "), and tries again for a few hours when it does not answer 2xx. No token is ever sent "
+                "(a sign-in link only if you give apps sign-in links, below)."
             </p>
             {removed.then(|| view! { <p role="status" class="ok">"Webhook removed. Nothing more is sent."</p> })}
             <ErrorBanner error=remove_error/>
@@ -95,6 +106,24 @@ pub fn WebhooksPage() -> impl IntoView {
                         <button type="submit" class="danger" data-busy="Removing…">"Remove webhook"</button>
                     </ActionForm>
                 })}
+                <h2>"Sign-in links for apps"</h2>
+                {links_saved.map(|text| view! { <p role="status" class="ok">{text}</p> })}
+                <ActionForm action=links attr:class="sign-in-links-for-apps">
+                    <ErrorBanner error=links_error/>
+                    <p class="checkbox">
+                        <input id="sign-in-links-for-apps" name="on" type="checkbox" value="on"
+                            checked=page.sign_in_links_for_apps || links_wanted
+                            aria-describedby="sign-in-links-for-apps-hint"/>
+                        <label for="sign-in-links-for-apps">"Give apps sign-in links"</label>
+                    </p>
+                    <p id="sign-in-links-for-apps-hint" class="hint">
+                        "When an account needs sign-in, its webhook and the API include a single-use sign-in link "
+                        "(" <code>"sign_in_link"</code> "): an app can send it to the phone that gets the codes, and "
+                        "whoever opens it signs that account in again. Each link works once, for 24 hours; the "
+                        "account's page lists it and can revoke it. Turning this off revokes the links apps have."
+                    </p>
+                    <button type="submit" class="secondary" data-busy="Saving…">"Apply sign-in link choice"</button>
+                </ActionForm>
                 <h2>"Deliveries"</h2>
                 <DeliveryLog deliveries=page.deliveries/>
             }}/>

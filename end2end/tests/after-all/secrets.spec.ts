@@ -1,5 +1,5 @@
 // After the whole suite: no third-party password, token or cookie value the doubles handed out,
-// and no recovery code Stepgate showed, appears in clear in Stepgate's database or its log (they are sealed, or never kept). On SQLite
+// no recovery code and no sign-in link Stepgate showed, appears in clear in Stepgate's database or its log (they are sealed, or never kept). On SQLite
 // that is the database files; scaled out (playwright.config.ts), a text dump of the Postgres
 // database, every value left in Redis, and every instance's log.
 import { expect, test } from "@playwright/test";
@@ -51,7 +51,22 @@ test("no third-party secret and no recovery code is in the database or the log i
   const recoveryCodes = fs.readFileSync(shown, "utf8").split("\n").filter((c) => c !== "");
   expect(recoveryCodes.length).toBeGreaterThanOrEqual(30);
   const recoveryForms = recoveryCodes.flatMap((c) => [c, c.replaceAll("-", "")]);
-  const secrets = [...new Set([...issued, ...PASSWORDS, xiaomiHash, ...recoveryForms])].filter((s) => s.length >= 8);
+  // The sign-in links the suite was shown (sign-in-links.spec.ts): their tokens, and the MAC
+  // half alone (the id half is stored; it opens nothing).
+  const linksShown = path.join(dataDir, "sign-in-links-shown.txt");
+  const linkTokens = fs.existsSync(linksShown)
+    ? fs
+        .readFileSync(linksShown, "utf8")
+        .split("\n")
+        .filter((l) => l !== "")
+        .flatMap((link) => {
+          const token = link.split("/").pop()!;
+          return [token, token.split(".")[1]];
+        })
+    : [];
+  const secrets = [...new Set([...issued, ...PASSWORDS, xiaomiHash, ...recoveryForms, ...linkTokens])].filter(
+    (s) => s.length >= 8,
+  );
 
   let files: string[];
   if (scaledOut) {

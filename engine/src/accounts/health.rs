@@ -106,6 +106,9 @@ impl AccountHealth {
         if let Some(event) = event {
             self.events.account_event(user_id, account, event).await;
         }
+        if let CheckOutcome::Accepted(_) = outcome {
+            self.events.recovered_if_it_was_down(user_id, account).await;
+        }
         outcome
     }
 

@@ -175,6 +175,11 @@ impl Upkeep {
                         .account_event(claimed.user_id, account, event)
                         .await;
                 }
+                if let RenewalOutcome::Renewed { .. } | RenewalOutcome::Unchanged { .. } = outcome {
+                    self.events
+                        .recovered_if_it_was_down(claimed.user_id, account)
+                        .await;
+                }
             }
             Ok(false) => tracing::warn!(
                 account = account.id,
@@ -226,8 +231,41 @@ impl Upkeep {
         user_id: UserId,
         account_id: i64,
     ) -> Result<(ConnectedAccount, serde_json::Value), ErrorCode> {
+        self.renewed_when(user_id, account_id, |account, secrets| {
+            self.renewal_wanted(account, secrets)
+        })
+        .await
+    }
+
+    /// Account `account_id` renewed because its provider refused the secrets renewed at
+    /// `refused_renewed_at` (the API proxy's 401): renewed now, unless a renewal since then
+    /// (by another request, in this or another instance) already replaced them. Concurrent
+    /// refusals of one account share one renewal, as [`Upkeep::fresh_account`]'s reads do.
+    pub(crate) async fn renewed_after_refusal(
+        &self,
+        user_id: UserId,
+        account_id: i64,
+        refused_renewed_at: Option<i64>,
+    ) -> Result<(ConnectedAccount, serde_json::Value), ErrorCode> {
+        self.renewed_when(user_id, account_id, |account, _| {
+            if account.status == AccountStatus::NeedsSignIn {
+                return Err(ErrorCode::NeedsSignIn);
+            }
+            Ok(account.renewed_at == refused_renewed_at)
+        })
+        .await
+    }
+
+    /// The account and its secrets, renewed first when `wanted` says so (asked again under
+    /// the account's lock and after every wait, so one renewal serves every waiting caller).
+    async fn renewed_when(
+        &self,
+        user_id: UserId,
+        account_id: i64,
+        wanted: impl Fn(&ConnectedAccount, &serde_json::Value) -> Result<bool, ErrorCode>,
+    ) -> Result<(ConnectedAccount, serde_json::Value), ErrorCode> {
         let (account, secrets) = self.accounts.get_with_secrets(user_id, account_id).await?;
-        if !self.renewal_wanted(&account, &secrets)? {
+        if !wanted(&account, &secrets)? {
             return Ok((account, secrets));
         }
         let lock = self.renewal_locks.of(account_id);
@@ -236,7 +274,7 @@ impl Upkeep {
         loop {
             // Again under the lock: the caller before may have renewed it meanwhile.
             let (account, secrets) = self.accounts.get_with_secrets(user_id, account_id).await?;
-            if !self.renewal_wanted(&account, &secrets)? {
+            if !wanted(&account, &secrets)? {
                 return Ok((account, secrets));
             }
             let now = self.clock.now();

@@ -1,6 +1,7 @@
 //! What happens to a connected account, told once: each event is written to the account's audit
 //! log (shown on its page; never a secret) and, for the events a user's apps subscribe to
-//! (`account.connected`, `account.needs_sign_in`, `account.removed`), sent to the user's
+//! (`account.connected`, `account.needs_sign_in`, `account.recovered`, `account.removed`), sent
+//! to the user's
 //! webhook. Failing to record an event never fails what caused it: it is logged instead.
 
 use serde::{Deserialize, Serialize};
@@ -27,11 +28,26 @@ pub enum AccountEvent {
     NeedsSignIn,
     /// A renewal or check could not reach the provider.
     Unreachable(ErrorCode),
+    /// It works again after it needed sign-in or could not be renewed or checked: told once,
+    /// when it turns back (after the event that shows it, e.g. `renewed` or `signed_in_again`).
+    Recovered,
     /// An app read its credentials with API key `key_id` (its public part, `sgk_<id>`).
     ApiRead {
         key_id: String,
     },
+    /// An app called the provider's API through the proxy with API key `key_id`.
+    ApiProxied {
+        key_id: String,
+    },
     Removed,
+    /// A sign-in link was made for it: by its owner, or (`for_apps`) for the owner's apps.
+    SignInLinkMade {
+        for_apps: bool,
+    },
+    /// Its owner revoked a sign-in link.
+    SignInLinkRevoked,
+    /// Signed in again through a sign-in link (in place of `SignedInAgain`).
+    SignedInWithLink,
 }
 
 impl AccountEvent {
@@ -43,8 +59,14 @@ impl AccountEvent {
             AccountEvent::Renewed => "renewed",
             AccountEvent::NeedsSignIn => "needs_sign_in",
             AccountEvent::Unreachable(_) => "unreachable",
+            AccountEvent::Recovered => "recovered",
             AccountEvent::ApiRead { .. } => "api_read",
+            AccountEvent::ApiProxied { .. } => "api_proxy",
             AccountEvent::Removed => "removed",
+            AccountEvent::SignInLinkMade { for_apps: false } => "sign_in_link_made",
+            AccountEvent::SignInLinkMade { for_apps: true } => "sign_in_link_made_for_apps",
+            AccountEvent::SignInLinkRevoked => "sign_in_link_revoked",
+            AccountEvent::SignedInWithLink => "signed_in_with_link",
         }
     }
 
@@ -53,6 +75,7 @@ impl AccountEvent {
         match self {
             AccountEvent::Connected => Some("account.connected"),
             AccountEvent::NeedsSignIn => Some("account.needs_sign_in"),
+            AccountEvent::Recovered => Some("account.recovered"),
             AccountEvent::Removed => Some("account.removed"),
             _ => None,
         }
@@ -95,7 +118,9 @@ impl AuditLog {
     ) -> Result<(), ErrorCode> {
         let (code, key) = match event {
             AccountEvent::Unreachable(code) => (Some(code.as_str()), None),
-            AccountEvent::ApiRead { key_id } => (None, Some(key_id.as_str())),
+            AccountEvent::ApiRead { key_id } | AccountEvent::ApiProxied { key_id } => {
+                (None, Some(key_id.as_str()))
+            }
             _ => (None, None),
         };
         sqlx::query(
@@ -145,6 +170,16 @@ impl AuditLog {
     }
 }
 
+/// The sign-in link an `account.needs_sign_in` webhook carries when the account's owner lets
+/// apps have them (`accounts/sign_in_links.rs` makes it; a trait, so this room does not import
+/// that one).
+#[async_trait::async_trait]
+pub trait LinksForWebhooks: Send + Sync {
+    /// The link's URL, or `None` when the owner has not opted in (or it could not be made).
+    async fn link_for_webhook(&self, user_id: UserId, account: &ConnectedAccount)
+        -> Option<String>;
+}
+
 /// Records what happens to connected accounts and tells the users' webhooks.
 #[derive(Clone)]
 pub struct AccountEvents {
@@ -152,6 +187,8 @@ pub struct AccountEvents {
     pub(crate) audit: AuditLog,
     pub(crate) webhooks: WebhookStore,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Sign-in links for the `account.needs_sign_in` webhook.
+    pub(crate) sign_in_links: Option<Arc<dyn LinksForWebhooks>>,
 }
 
 impl AccountEvents {
@@ -167,7 +204,16 @@ impl AccountEvents {
             tracing::error!(account = account.id, %code, event = event.name(), "an account event was not recorded");
         }
         if let Some(kind) = event.webhook_type() {
-            self.send_webhook(user_id, kind, account, now).await;
+            self.send_webhook(user_id, kind, account, &event, now).await;
+        }
+    }
+
+    /// [`AccountEvent::Recovered`] when `before` (the account as it was before something that
+    /// proved it works) needed sign-in or was degraded.
+    pub async fn recovered_if_it_was_down(&self, user_id: UserId, before: &ConnectedAccount) {
+        if before.status != crate::accounts::store::AccountStatus::Active {
+            self.account_event(user_id, before, AccountEvent::Recovered)
+                .await;
         }
     }
 
@@ -194,6 +240,7 @@ impl AccountEvents {
         user_id: UserId,
         kind: &str,
         account: &ConnectedAccount,
+        event: &AccountEvent,
         now: i64,
     ) {
         // What apps need to find the account; never a token.
@@ -202,7 +249,19 @@ impl AccountEvents {
             "provider": account.provider,
             "name": account.display_name,
         });
-        if let Err(code) = self.webhooks.enqueue(user_id, kind, &data, now).await {
+        // With the owner's opt-in, a sign-in link apps can push to the phone; sealed until sent.
+        let link = match (event, &self.sign_in_links) {
+            (AccountEvent::NeedsSignIn, Some(links)) => {
+                links.link_for_webhook(user_id, account).await
+            }
+            _ => None,
+        };
+        let secret = link.map(|url| serde_json::json!({ "sign_in_link": url }));
+        if let Err(code) = self
+            .webhooks
+            .enqueue_with_secret(user_id, kind, &data, secret.as_ref(), now)
+            .await
+        {
             tracing::error!(account = account.id, %code, kind, "a webhook was not queued");
         }
     }
@@ -296,5 +355,74 @@ mod tests {
         assert!(raw
             .iter()
             .all(|(e, c)| !e.contains("token") && c.as_deref().is_none_or(|c| c.len() < 40)));
+    }
+
+    /// `account.recovered` is told once when an account works again: after a degraded spell
+    /// (a good renewal) and after needing sign-in (signed in again); not after a good check
+    /// of an account that was fine.
+    #[tokio::test]
+    async fn an_account_that_works_again_is_told_as_recovered_once() {
+        let s = ProviderSetup::new("flameconnect", FlameConnectSandbox::spawn().await).await;
+        s.engine
+            .webhooks()
+            .set_url(s.user_id, "http://127.0.0.1:9/stepgate-hook")
+            .await
+            .unwrap();
+        let credentials = [
+            ("email", double::DEMO_EMAIL),
+            ("password", double::DEMO_PASSWORD),
+        ];
+        let account = connected(s.start(&credentials).await);
+        s.check().await;
+        s.sandbox
+            .set_fault("refresh", sandbox::faults::Fault::Unavailable503);
+        s.check().await;
+        s.check().await;
+        s.sandbox.clear_faults();
+        s.check().await;
+        s.check().await;
+        s.sandbox.revoke(double::DEMO_EMAIL);
+        s.check().await;
+        let reauth = crate::providers::Purpose::Reauth {
+            user_id: s.user_id,
+            account_id: account.id,
+        };
+        let again = s.start_for(reauth, &credentials).await;
+        assert!(again.is_ok(), "{again:?}");
+        let log = s.engine.audit_log(s.user_id, account.id).await.unwrap();
+        assert_eq!(
+            events(&log),
+            [
+                "connected",
+                "renewed",
+                "unreachable",
+                "unreachable",
+                "renewed",
+                "recovered",
+                "renewed",
+                "needs_sign_in",
+                "signed_in_again",
+                "recovered"
+            ]
+        );
+        let sent: Vec<String> = s
+            .engine
+            .webhooks()
+            .deliveries(s.user_id, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .rev()
+            .map(|d| d.event_type)
+            .collect();
+        assert_eq!(
+            sent,
+            [
+                "account.connected",
+                "account.recovered",
+                "account.needs_sign_in",
+                "account.recovered"
+            ]
+        );
     }
 }

@@ -7,7 +7,8 @@
 //! `webhook-timestamp` (unix seconds of the attempt) and `webhook-signature: v1,<base64
 //! HMAC-SHA256 over "{id}.{timestamp}.{body}" keyed with the decoded secret>`. The body is
 //! `{"type", "timestamp" (RFC 3339), "data"}` and never holds a token: callers pass only ids,
-//! provider and account names.
+//! provider and account names. The one secret a delivery may carry, a sign-in link (with its
+//! owner's opt-in), is stored sealed beside the body and joins its `data` only when sent.
 //!
 //! The secret is shown once, when the URL is saved. Signing needs it back, so it is kept sealed
 //! with [`SecretBox`] bound to its user (a hash would not do, and a database copy must not be
@@ -143,6 +144,30 @@ fn parse_url(url: &str) -> Result<String, ErrorCode> {
 
 fn associated_data(user_id: UserId) -> String {
     format!("webhook:user:{user_id}")
+}
+
+fn delivery_associated_data(id: &str) -> String {
+    format!("webhook:delivery:{id}")
+}
+
+/// `body` with the sealed part of its data put back, as it is sent. A sealed part that does
+/// not open (a changed key) is left out: the event still goes, without it.
+fn with_secret(secrets: &SecretBox, id: &str, body: String, sealed: Option<&[u8]>) -> String {
+    let Some(sealed) = sealed else { return body };
+    let opened = secrets
+        .open(sealed, delivery_associated_data(id).as_bytes())
+        .ok()
+        .and_then(|plain| serde_json::from_slice::<serde_json::Value>(&plain).ok());
+    let (Some(serde_json::Value::Object(secret)), Ok(mut event)) =
+        (opened, serde_json::from_str::<serde_json::Value>(&body))
+    else {
+        tracing::error!(delivery = id, "a webhook's sealed data does not open");
+        return body;
+    };
+    if let Some(data) = event.get_mut("data").and_then(|d| d.as_object_mut()) {
+        data.extend(secret);
+    }
+    event.to_string()
 }
 
 fn random_bytes<const N: usize>() -> [u8; N] {
@@ -301,6 +326,21 @@ impl WebhookStore {
         data: &serde_json::Value,
         now: i64,
     ) -> Result<(), ErrorCode> {
+        self.enqueue_with_secret(user_id, event_type, data, None, now)
+            .await
+    }
+
+    /// [`WebhookStore::enqueue`], and `secret` (an object: a sign-in link) added to `data`
+    /// when it is sent. Until then it is kept sealed, bound to the delivery: the stored body
+    /// never holds it.
+    pub async fn enqueue_with_secret(
+        &self,
+        user_id: UserId,
+        event_type: &str,
+        data: &serde_json::Value,
+        secret: Option<&serde_json::Value>,
+        now: i64,
+    ) -> Result<(), ErrorCode> {
         let id = format!("msg_{}", hex::encode(random_bytes::<16>()));
         let body = serde_json::json!({
             "type": event_type,
@@ -308,15 +348,22 @@ impl WebhookStore {
             "data": data,
         })
         .to_string();
+        let sealed = secret.map(|secret| {
+            self.secrets.seal(
+                secret.to_string().as_bytes(),
+                delivery_associated_data(&id).as_bytes(),
+            )
+        });
         let added = sqlx::query(
-            "INSERT INTO webhook_deliveries (id, user_id, event_type, body, created_at, next_attempt_at)
-             SELECT $1, user_id, $2, $3, $4, $5 FROM webhook_endpoints WHERE user_id = $6",
+            "INSERT INTO webhook_deliveries (id, user_id, event_type, body, created_at, next_attempt_at, sealed_data)
+             SELECT $1, user_id, $2, $3, $4, $5, $6 FROM webhook_endpoints WHERE user_id = $7",
         )
         .bind(&id)
         .bind(event_type)
         .bind(&body)
         .bind(now)
         .bind(now)
+        .bind(sealed)
         .bind(user_id)
         .execute(&self.pool)
         .await
@@ -390,7 +437,7 @@ impl WebhookStore {
              -- Checked again on the row itself: on Postgres a concurrent claim that waited for
              -- this row's lock must see the lease just taken, not its subquery's old snapshot.
              AND (lease_until IS NULL OR lease_until < $4)
-             RETURNING id, user_id, body, attempts",
+             RETURNING id, user_id, body, attempts, sealed_data",
         )
         .bind(now + LEASE_SECONDS)
         .bind(&*self.owner)
@@ -406,6 +453,8 @@ impl WebhookStore {
             let id: String = row.try_get("id").map_err(db_error)?;
             let user_id: UserId = row.try_get("user_id").map_err(db_error)?;
             let body: String = row.try_get("body").map_err(db_error)?;
+            let sealed: Option<Vec<u8>> = row.try_get("sealed_data").map_err(db_error)?;
+            let body = with_secret(&self.secrets, &id, body, sealed.as_deref());
             let attempts: i64 = row.try_get("attempts").map_err(db_error)?;
             let Some((url, key)) = self.signing_endpoint(user_id).await? else {
                 self.give_up(&id, "no webhook URL").await?;

@@ -38,6 +38,17 @@ impl SecretKey {
         &self.0
     }
 
+    /// A key for one purpose alone, derived from this one (HMAC-SHA256 keyed with it over
+    /// `label`, HKDF's expand step with one block): what it signs, the master key's other uses
+    /// can neither sign nor open, and it changes when the master key does.
+    pub fn derive(&self, label: &str) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let mut mac =
+            Hmac::<sha2::Sha256>::new_from_slice(&self.0).expect("HMAC takes keys of any length");
+        mac.update(label.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     /// `env_key` (the value of `STEPGATE_KEY`) wins; otherwise the key file in `data_dir`,
     /// which is created with mode 0600 when it does not exist.
     pub fn load_or_create(env_key: Option<&str>, data_dir: &Path) -> Result<SecretKey, KeyError> {
@@ -86,6 +97,15 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn derived_keys_differ_by_label_and_by_master_key() {
+        let key = SecretKey([1; 32]);
+        assert_eq!(key.derive("a"), key.derive("a"));
+        assert_ne!(key.derive("a"), key.derive("b"));
+        assert_ne!(key.derive("a"), SecretKey([2; 32]).derive("a"));
+        assert_ne!(&key.derive("a"), key.as_bytes());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::accounts::sign_in_links::SignInLinks;
 use crate::accounts::store::AccountStore;
 use crate::accounts::store::ConnectedAccount;
 use crate::accounts::upkeep::Upkeep;
@@ -58,6 +59,10 @@ struct SealedFlow {
     state: serde_json::Value,
     /// The upstream cookie jar ([`HttpSession::save`]).
     http: String,
+    /// The sign-in link this reauth runs for (`accounts/sign_in_links.rs`): finishing it uses
+    /// the link. (Absent from flows sealed before links existed.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    link: Option<String>,
 }
 
 fn flow_aad(id: &FlowId) -> Vec<u8> {
@@ -98,6 +103,8 @@ pub struct FlowRunner {
     pub(crate) events: AccountEvents,
     pub(crate) upkeep: Upkeep,
     pub(crate) admin: Admin,
+    /// Checks and uses the sign-in link a reauth runs for.
+    pub(crate) sign_in_links: SignInLinks,
 }
 
 impl FlowRunner {
@@ -187,6 +194,41 @@ impl FlowRunner {
         owner: Option<String>,
         input: &Input,
     ) -> Result<Progress, StepError> {
+        self.start_flow_for(provider_name, purpose, owner, input, None)
+            .await
+    }
+
+    /// [`FlowRunner::start_flow`] of a reauth that sign-in link `link` runs: the link must be
+    /// live when the flow finishes, and finishing it uses the link.
+    pub(crate) async fn start_linked_flow(
+        &self,
+        provider_name: &str,
+        purpose: Purpose,
+        owner: String,
+        input: &Input,
+        link: &str,
+    ) -> Result<Progress, StepError> {
+        if !matches!(purpose, Purpose::Reauth { .. }) {
+            return Err(ErrorCode::Unknown.into());
+        }
+        self.start_flow_for(
+            provider_name,
+            purpose,
+            Some(owner),
+            input,
+            Some(link.to_owned()),
+        )
+        .await
+    }
+
+    async fn start_flow_for(
+        &self,
+        provider_name: &str,
+        purpose: Purpose,
+        owner: Option<String>,
+        input: &Input,
+        link: Option<String>,
+    ) -> Result<Progress, StepError> {
         check_field_sizes(input)?;
         let provider = self.provider(provider_name)?.clone();
         let mut http = self.upstreams.session();
@@ -216,6 +258,7 @@ impl FlowRunner {
                         purpose,
                         state,
                         http: http.save()?,
+                        link,
                     },
                 )?;
                 flow.view = Some(view.clone());
@@ -228,7 +271,10 @@ impl FlowRunner {
             // Nothing is stored yet: a first step's error is simply the answer.
             Step::Retry(e) | Step::Wait(e) | Step::Abort(e) => Err(e),
             Step::SignedIn { user_id } => self.signed_in(purpose, user_id, None).await,
-            Step::Connected(account) => self.connected(purpose, provider.name(), account).await,
+            Step::Connected(account) => {
+                self.connected(purpose, provider.name(), account, link.as_deref())
+                    .await
+            }
         }
     }
 
@@ -273,6 +319,7 @@ impl FlowRunner {
             http: &mut http,
         };
         let purpose = sealed.purpose;
+        let link = sealed.link.clone();
         let step = provider.submit(&mut cx, sealed.state.clone(), input);
         match within_deadline(self.upstreams.step_deadline(), step).await {
             Step::Show { step, view, state } => {
@@ -287,6 +334,7 @@ impl FlowRunner {
                         purpose,
                         state,
                         http: http.save()?,
+                        link,
                     },
                 )?;
                 self.flows.update(&next).await.map_err(ErrorCode::from)?;
@@ -305,6 +353,7 @@ impl FlowRunner {
                         purpose,
                         state: sealed.state,
                         http: http.save()?,
+                        link,
                     },
                 )?;
                 self.flows.update(&kept).await.map_err(ErrorCode::from)?;
@@ -337,7 +386,9 @@ impl FlowRunner {
                 done
             }
             Step::Connected(account) => {
-                let done = self.connected(purpose, provider.name(), account).await;
+                let done = self
+                    .connected(purpose, provider.name(), account, link.as_deref())
+                    .await;
                 self.flows.remove(&id).await.map_err(ErrorCode::from)?;
                 done
             }
@@ -369,13 +420,20 @@ impl FlowRunner {
         Ok(Progress::Done(Completion::SignedIn { user_id, session }))
     }
 
+    /// Stores what a connect or reauth flow signed in to. `link`: the sign-in link the reauth
+    /// runs for.
     async fn connected(
         &self,
         purpose: Purpose,
         provider: &str,
         account: NewAccount,
+        link: Option<&str>,
     ) -> Result<Progress, StepError> {
         let now = self.clock.now();
+        if link.is_some() && !matches!(purpose, Purpose::Reauth { .. }) {
+            tracing::error!(provider, "a sign-in link ran something other than a reauth");
+            return Err(ErrorCode::Unknown.into());
+        }
         match purpose {
             Purpose::Connect { user_id } => {
                 let mut stored = self.accounts.add(user_id, provider, &account, now).await?;
@@ -395,18 +453,33 @@ impl FlowRunner {
                 user_id,
                 account_id,
             } => {
+                if let Some(link) = link {
+                    // Revoked, used or expired while its steps ran: it renews nothing.
+                    self.sign_in_links
+                        .check_live(link, user_id, account_id)
+                        .await?;
+                }
+                let before = self.accounts.get(user_id, account_id).await?;
                 let mut stored = self
                     .accounts
                     .reauth(user_id, account_id, provider, &account, now)
                     .await?;
+                // Only a reauth that signed in to that very account uses the link (another
+                // one is `wrong_account` above, and the link stays open for another try).
+                let event = match link {
+                    Some(link) => {
+                        self.sign_in_links.mark_used(link).await?;
+                        AccountEvent::SignedInWithLink
+                    }
+                    None => AccountEvent::SignedInAgain,
+                };
                 stored.renew_due_at = Some(
                     self.upkeep
                         .schedule_first_renewal(&stored, &account)
                         .await?,
                 );
-                self.events
-                    .account_event(user_id, &stored, AccountEvent::SignedInAgain)
-                    .await;
+                self.events.account_event(user_id, &stored, event).await;
+                self.events.recovered_if_it_was_down(user_id, &before).await;
                 Ok(Progress::Done(Completion::Reauthenticated(stored)))
             }
             Purpose::SignIn => {

@@ -178,7 +178,8 @@ pub struct UpstreamRequest {
     method: Method,
     url: Url,
     headers: Vec<(HeaderName, String)>,
-    body: Option<(&'static str, Vec<u8>)>,
+    /// The content type (none: the body goes without one) and the bytes.
+    body: Option<(Option<String>, Vec<u8>)>,
     /// The most of the answer's body that is read.
     limit: usize,
 }
@@ -219,14 +220,50 @@ impl UpstreamRequest {
         let body = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(fields)
             .finish();
-        self.body = Some(("application/x-www-form-urlencoded", body.into_bytes()));
+        self.body = Some((
+            Some("application/x-www-form-urlencoded".to_owned()),
+            body.into_bytes(),
+        ));
         self
     }
 
     /// A JSON body.
     pub fn json(mut self, value: &serde_json::Value) -> Self {
-        self.body = Some(("application/json", value.to_string().into_bytes()));
+        self.body = Some((
+            Some("application/json".to_owned()),
+            value.to_string().into_bytes(),
+        ));
         self
+    }
+
+    /// A body as an app sent it (the API proxy), with its own content type if it had one.
+    pub fn raw_body(mut self, content_type: Option<String>, bytes: Vec<u8>) -> Self {
+        self.body = Some((content_type, bytes));
+        self
+    }
+
+    /// The same request to another URL.
+    pub fn with_url(mut self, url: Url) -> Self {
+        self.url = url;
+        self
+    }
+
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// The body's content type and bytes, if it has a body.
+    pub fn body(&self) -> Option<(Option<&str>, &[u8])> {
+        self.body
+            .as_ref()
+            .map(|(content_type, bytes)| (content_type.as_deref(), bytes.as_slice()))
+    }
+
+    /// Whether a header of this name is set (names compare without case).
+    pub fn has_header(&self, name: &str) -> bool {
+        self.headers
+            .iter()
+            .any(|(n, _)| n.as_str().eq_ignore_ascii_case(name))
     }
 
     pub fn url(&self) -> &Url {
@@ -329,9 +366,10 @@ impl HttpSession {
             builder = builder.header(name, value);
         }
         if let Some((content_type, body)) = request.body {
-            builder = builder
-                .header(reqwest::header::CONTENT_TYPE, content_type)
-                .body(body);
+            if let Some(content_type) = content_type {
+                builder = builder.header(reqwest::header::CONTENT_TYPE, content_type);
+            }
+            builder = builder.body(body);
         }
         let response = builder
             .send()
@@ -400,6 +438,102 @@ impl HttpSession {
     pub fn redirect_target(&self, response: &UpstreamResponse) -> Option<Url> {
         let next = response.location()?;
         Some(self.map().real_url(&next))
+    }
+}
+
+/// An upstream's answer whose body is still to be read: the API proxy streams it on to the app
+/// ([`Upstreams::send_streamed`]).
+pub struct StreamedResponse {
+    pub status: u16,
+    pub headers: HeaderMap,
+    url: Url,
+    response: reqwest::Response,
+    limit: usize,
+}
+
+/// A body read piece by piece.
+pub type BodyStream = std::pin::Pin<
+    Box<dyn futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send>,
+>;
+
+impl StreamedResponse {
+    /// The body as a stream that fails (and so cuts the answer short) past the request's cap:
+    /// a body that says it is longer was refused before this.
+    pub fn into_body(self) -> BodyStream {
+        let StreamedResponse {
+            url,
+            response,
+            limit,
+            ..
+        } = self;
+        let state = (response, url, 0usize);
+        // Fused: a layer on the way (compression) may poll again after the end.
+        Box::pin(futures_util::StreamExt::fuse(futures_util::stream::unfold(
+            Some(state),
+            move |state| async move {
+                let (mut response, url, read) = state?;
+                match response.chunk().await {
+                    Ok(Some(chunk)) if read + chunk.len() > limit => {
+                        tracing::warn!(url = %loggable(&url), limit, "a proxied answer was over its size cap; it was cut short");
+                        Some((Err(std::io::Error::other("upstream_too_large")), None))
+                    }
+                    Ok(Some(chunk)) => {
+                        let read = read + chunk.len();
+                        Some((Ok(chunk), Some((response, url, read))))
+                    }
+                    Ok(None) => None,
+                    Err(e) => Some((
+                        Err(std::io::Error::other(transport_error(&url, &e).as_str())),
+                        None,
+                    )),
+                }
+            },
+        )))
+    }
+}
+
+impl Upstreams {
+    /// Sends one request with no cookie jar (the caller put in every header it needs) and no
+    /// redirect followed, within `timeout` (the answer's whole body included), and gives the
+    /// answer with its body unread. A body that says it is over the request's cap is refused
+    /// at once (`upstream_too_large`).
+    pub async fn send_streamed(
+        &self,
+        request: UpstreamRequest,
+        timeout: Duration,
+    ) -> Result<StreamedResponse, ErrorCode> {
+        let target = self.map.connect_url(&request.url);
+        let mut builder = self
+            .client
+            .request(request.method.clone(), target.as_str())
+            .timeout(timeout);
+        for (name, value) in &request.headers {
+            builder = builder.header(name, value);
+        }
+        if let Some((content_type, body)) = request.body {
+            if let Some(content_type) = content_type {
+                builder = builder.header(reqwest::header::CONTENT_TYPE, content_type);
+            }
+            builder = builder.body(body);
+        }
+        let response = builder
+            .send()
+            .await
+            .map_err(|e| transport_error(&request.url, &e))?;
+        if response
+            .content_length()
+            .is_some_and(|length| length > request.limit as u64)
+        {
+            tracing::warn!(url = %loggable(&request.url), limit = request.limit, "a proxied answer said it was over its size cap");
+            return Err(ErrorCode::UpstreamTooLarge);
+        }
+        Ok(StreamedResponse {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            url: request.url,
+            response,
+            limit: request.limit,
+        })
     }
 }
 

@@ -43,6 +43,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use url::Url;
 
+use super::api::{self, ApiBase, ProviderApi};
 use super::b2c::{
     self, b2c_status, bounded, check_id_token, header, is_app_redirect, jwt_email, keep_equals,
     page_settings, read_redirect, read_tokens, redirect_error, sha256_hex, slugify, status_error,
@@ -522,7 +523,31 @@ impl Provider for FlameConnectProvider {
     fn app_credentials(&self, secrets: &Value) -> Value {
         super::pick(secrets, &["access_token", "expires_at"])
     }
+
+    fn api(&self) -> Option<&'static ProviderApi> {
+        Some(&API)
+    }
+
+    /// FlameConnect's API takes the access token as a bearer token.
+    fn authorize_api_request(
+        &self,
+        request: UpstreamRequest,
+        secrets: &Value,
+        _now: i64,
+    ) -> Result<UpstreamRequest, ErrorCode> {
+        api::bearer(request, secrets.get("access_token").and_then(Value::as_str))
+    }
 }
+
+/// The fireplaces' API (the app sends its `app_name`, `api_version` and `app_version` headers as
+/// the FlameConnect app does).
+const API: ProviderApi = ProviderApi {
+    bases: &[ApiBase {
+        origin: "https://mobileapi.gdhv-iot.com",
+        path_prefix: "/api/",
+    }],
+    extra_headers: &["app_name", "api_version", "app_version"],
+};
 
 async fn refresh(http: &mut HttpSession, now: i64, kept: &Value) -> Health {
     let Some(refresh_token) = kept.get("refresh_token").and_then(Value::as_str) else {

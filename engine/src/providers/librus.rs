@@ -18,6 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Deserialize;
 
+use super::api::{self, ApiBase, ProviderApi};
 use super::fixed_url;
 use super::{required, Health, Input, NewAccount, Provider, Step, StepContext, StepError};
 use crate::flows::upstream::{
@@ -34,6 +35,15 @@ const HOSTS: RedirectPolicy = RedirectPolicy::new(&["api.librus.pl", "synergia.l
 pub const WHOLE_LOGIN: Duration = Duration::from_secs(30);
 /// The cookies that make a Synergia session.
 pub const SESSION_COOKIES: [&str; 3] = ["DZIENNIKSID", "SDZIENNIKSID", "oauth_token"];
+
+/// Synergia's JSON API (grades, timetables, `Me`), reached with the session cookies.
+const GATEWAY: ProviderApi = ProviderApi {
+    bases: &[ApiBase {
+        origin: SYNERGIA,
+        path_prefix: "/gateway/api/2.0/",
+    }],
+    extra_headers: &[],
+};
 
 /// Librus' login answer.
 #[derive(Deserialize)]
@@ -319,6 +329,21 @@ impl Provider for LibrusProvider {
                 "user_identifier",
             ],
         )
+    }
+
+    fn api(&self) -> Option<&'static ProviderApi> {
+        Some(&GATEWAY)
+    }
+
+    /// Synergia's gateway takes the session's three cookies (no token header).
+    fn authorize_api_request(
+        &self,
+        request: UpstreamRequest,
+        secrets: &serde_json::Value,
+        _now: i64,
+    ) -> Result<UpstreamRequest, ErrorCode> {
+        let cookie = |name: &'static str| (name, secrets.get(name).and_then(|v| v.as_str()));
+        api::cookies(request, &SESSION_COOKIES.map(cookie))
     }
 }
 

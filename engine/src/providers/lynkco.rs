@@ -49,6 +49,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use url::Url;
 
+use super::api::{self, ApiBase, ProviderApi};
 use super::b2c::{
     self, b2c_status, bounded, header, is_app_redirect, jwt_email, jwt_exp, read_redirect,
     read_tokens, redirect_error, status_error, B2cStatus, Email, Granted, ManualWords, Paste, Pkce,
@@ -77,6 +78,21 @@ const VALIDATE_SESSION: &str =
     "https://iam-service-prod.westeurope.cloudapp.azure.com/validate-session";
 /// The `p` query value: the mixed-case policy name.
 const POLICY: &str = "B2C_1A_signin_mfa";
+/// The connected-car APIs the app uses: the vehicle list (`user-lifecycle`) first, and the
+/// drivers of a vehicle (`delegated-driver`, where a user's id is read).
+const CONNECTED_CAR: ProviderApi = ProviderApi {
+    bases: &[
+        ApiBase {
+            origin: "https://user-lifecycle-tls.aion.connectedcar.cloud",
+            path_prefix: "/user-lifecycle/",
+        },
+        ApiBase {
+            origin: "https://delegated-driver-tls.aion.connectedcar.cloud",
+            path_prefix: "/delegated-driver/",
+        },
+    ],
+    extra_headers: &[],
+};
 /// The newer app's client (Hass-Lynk-Co ee48faaa).
 const CLIENT_ID: &str = "c3e13a0c-8ba7-4ea5-9a21-ecd75830b9e9";
 /// The redirect URI's value (its `%2F`s are part of it; a query encodes it once more).
@@ -747,6 +763,21 @@ impl Provider for LynkcoProvider {
                 "vin",
             ],
         )
+    }
+
+    fn api(&self) -> Option<&'static ProviderApi> {
+        Some(&CONNECTED_CAR)
+    }
+
+    /// The connected-car APIs take the CCC token as a bearer token (the B2C access token only
+    /// ever goes to `validate-session`).
+    fn authorize_api_request(
+        &self,
+        request: UpstreamRequest,
+        secrets: &Value,
+        _now: i64,
+    ) -> Result<UpstreamRequest, ErrorCode> {
+        api::bearer(request, secrets.get("ccc_token").and_then(Value::as_str))
     }
 
     /// The email and the VIN, so signing in again needs only the password.

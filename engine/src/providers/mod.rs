@@ -12,17 +12,19 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::flows::upstream::HttpSession;
+use crate::flows::upstream::{HttpSession, UpstreamRequest};
 use crate::sign_in::users::UserId;
 use crate::view::StepView;
 use crate::ErrorCode;
 
+pub mod api;
 pub mod b2c;
 pub mod flameconnect;
 pub mod librus;
 pub mod local;
 pub mod lynkco;
 pub mod xiaomi;
+pub mod xiaomi_api;
 
 /// The fields a user submitted at a step, by name.
 pub type Input = BTreeMap<String, String>;
@@ -213,6 +215,23 @@ pub trait Provider: Send + Sync + 'static {
     /// secrets, never a refresh token or anything else that only renews them.
     fn app_credentials(&self, secrets: &serde_json::Value) -> serde_json::Value;
 
+    /// The provider's own API, as the API proxy may reach it (`None`: the proxy has nowhere to
+    /// send this provider's requests).
+    fn api(&self) -> Option<&'static api::ProviderApi> {
+        None
+    }
+
+    /// Puts the account's credentials into an app's `request` for [`Provider::api`] (a bearer
+    /// token, cookies, a signature): `needs_sign_in` when the kept secrets lack what it takes.
+    fn authorize_api_request(
+        &self,
+        _request: UpstreamRequest,
+        _secrets: &serde_json::Value,
+        _now: i64,
+    ) -> Result<UpstreamRequest, ErrorCode> {
+        Err(ErrorCode::ProxyNotAllowed)
+    }
+
     /// What the first form is filled in with when the user signs in to account
     /// `display_name` again (reauth): by default the first field holds the account name.
     fn reauth_prefill(&self, display_name: &str, _secrets: &serde_json::Value) -> Input {
@@ -244,6 +263,13 @@ pub trait AnyProvider: Send + Sync {
     fn expires_at(&self, secrets: &serde_json::Value) -> Option<i64>;
     fn app_credentials(&self, secrets: &serde_json::Value) -> serde_json::Value;
     fn reauth_prefill(&self, display_name: &str, secrets: &serde_json::Value) -> Input;
+    fn api(&self) -> Option<&'static api::ProviderApi>;
+    fn authorize_api_request(
+        &self,
+        request: UpstreamRequest,
+        secrets: &serde_json::Value,
+        now: i64,
+    ) -> Result<UpstreamRequest, ErrorCode>;
 }
 
 fn to_json<S: Serialize>(state: S) -> serde_json::Value {
@@ -305,6 +331,19 @@ impl<P: Provider> AnyProvider for P {
 
     fn reauth_prefill(&self, display_name: &str, secrets: &serde_json::Value) -> Input {
         Provider::reauth_prefill(self, display_name, secrets)
+    }
+
+    fn api(&self) -> Option<&'static api::ProviderApi> {
+        Provider::api(self)
+    }
+
+    fn authorize_api_request(
+        &self,
+        request: UpstreamRequest,
+        secrets: &serde_json::Value,
+        now: i64,
+    ) -> Result<UpstreamRequest, ErrorCode> {
+        Provider::authorize_api_request(self, request, secrets, now)
     }
 }
 

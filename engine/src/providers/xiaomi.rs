@@ -950,6 +950,20 @@ impl Provider for XiaomiProvider {
     fn app_credentials(&self, secrets: &Value) -> Value {
         super::pick(secrets, &["serviceToken", "userId", "ssecurity", "cUserId"])
     }
+
+    fn api(&self) -> Option<&'static super::api::ProviderApi> {
+        Some(&super::xiaomi_api::API)
+    }
+
+    /// The device API takes the session's cookies and a signature made with `ssecurity`.
+    fn authorize_api_request(
+        &self,
+        request: crate::flows::upstream::UpstreamRequest,
+        secrets: &Value,
+        now: i64,
+    ) -> Result<crate::flows::upstream::UpstreamRequest, ErrorCode> {
+        super::xiaomi_api::sign(request, secrets, now.saturating_mul(1000))
+    }
 }
 
 /// `serviceLogin` with the kept `passToken`: `Ok(Some(answer))` when the session still logs
