@@ -1,6 +1,7 @@
 // The sign-in surface as an attacker and a slow phone see it: first-factor throttling, honest
 // HTTP statuses, the Content-Security-Policy the app really runs under, and no dead clicks.
 import { expect, test, type Page } from "@playwright/test";
+import { scaledOut } from "../playwright.config";
 import * as http from "node:http";
 import {
   DEMO,
@@ -352,5 +353,22 @@ test.describe("no dead clicks before the WebAssembly runs", () => {
     for (const name of ["Set up with TOTP provider", "Set up with an authenticator app"]) {
       await expect(page.getByRole("button", { name })).toBeEnabled();
     }
+  });
+});
+
+test("a load balancer's health checks: live, and ready with each part named", async ({ request }) => {
+  const live = await request.get("/health/live");
+  expect(live.status()).toBe(200);
+  expect(await live.json()).toEqual({ status: "live" });
+  const ready = await request.get("/health/ready");
+  expect(ready.status()).toBe(200);
+  expect(ready.headers()["cache-control"]).toBe("no-store");
+  expect(await ready.json()).toEqual({
+    status: "ready",
+    database: "ok",
+    migrations: "ok",
+    // Scaled out, the instances share Redis; on one SQLite instance there is none.
+    redis: scaledOut ? "ok" : "not_used",
+    shutting_down: false,
   });
 });

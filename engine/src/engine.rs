@@ -161,6 +161,8 @@ impl HotState {
 #[derive(Clone)]
 pub struct Engine {
     pub(crate) pool: Pool,
+    /// The Redis hot state lives in, when there is one (readiness looks at it).
+    redis: Option<Redis>,
     pub(crate) clock: Arc<dyn Clock>,
     providers: ProviderRegistry,
     pub(crate) flows: Arc<dyn FlowStore>,
@@ -203,11 +205,12 @@ impl Engine {
         // With Redis, what is short-lived and hot lives there (pending flows, throttle and
         // back-off counters, renewal leases, API rate buckets) so instances share it; without,
         // the database (and memory for the API's buckets). Chosen here, once.
-        let hot = match &config.redis_url {
-            Some(url) => HotState::in_redis(
-                Redis::connect_for_engine(url, &config.redis_prefix).await?,
-                clock.clone(),
-            ),
+        let redis = match &config.redis_url {
+            Some(url) => Some(Redis::connect_for_engine(url, &config.redis_prefix).await?),
+            None => None,
+        };
+        let hot = match &redis {
+            Some(redis) => HotState::in_redis(redis.clone(), clock.clone()),
             None => HotState::in_database(&pool),
         };
         let users = UserStore::new(pool.clone());
@@ -364,6 +367,7 @@ impl Engine {
             providers,
             clock,
             pool,
+            redis,
         })
     }
 
@@ -388,6 +392,12 @@ impl Engine {
     /// The database, for tools (loadgen seeds and checks through it) and tests.
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// Whether this instance can serve now: the database (and its migrations) and Redis, each
+    /// looked at within a bound (`/health/ready`).
+    pub async fn readiness(&self) -> crate::store::readiness::Readiness {
+        crate::store::readiness::look(&self.pool, self.redis.as_ref()).await
     }
 
     /// The second factor's store, for tools and tests.

@@ -47,6 +47,10 @@ pub struct Config {
     /// `STEPGATE_UPKEEP_INTERVAL` (seconds, default 15): how often the token upkeep looks for
     /// accounts due for renewal.
     pub upkeep_interval: std::time::Duration,
+    /// `STEPGATE_SHUTDOWN_DELAY` (seconds, default 0): on a stop signal, how long
+    /// `/health/ready` answers 503 (so a load balancer stops sending requests here) before
+    /// the server stops taking new connections and drains.
+    pub shutdown_delay: std::time::Duration,
     /// `STEPGATE_REGISTRATION` (`open`, `invite` or `closed`; default `invite`): who may
     /// register once the first account (the admin) exists.
     pub registration: engine::sign_in::registration::RegistrationMode,
@@ -175,6 +179,12 @@ impl Config {
             })?),
             Err(_) => std::time::Duration::from_secs(15),
         };
+        let shutdown_delay = match std::env::var("STEPGATE_SHUTDOWN_DELAY") {
+            Ok(text) => std::time::Duration::from_secs(text.parse().map_err(|_| {
+                format!("STEPGATE_SHUTDOWN_DELAY: `{text}` is not a number of seconds")
+            })?),
+            Err(_) => std::time::Duration::ZERO,
+        };
         let registration = match std::env::var("STEPGATE_REGISTRATION") {
             Ok(text) if !text.is_empty() => {
                 engine::sign_in::registration::RegistrationMode::parse(&text).ok_or_else(|| {
@@ -223,6 +233,7 @@ impl Config {
             step_timeout,
             account_check_interval,
             upkeep_interval,
+            shutdown_delay,
             registration,
             webhook_allow,
             session_idle,

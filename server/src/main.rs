@@ -4,6 +4,7 @@
 mod api_errors;
 mod api_v1;
 mod config;
+mod health;
 mod same_origin;
 mod security_headers;
 mod totp_callback;
@@ -98,6 +99,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     engine.spawn_upkeep(config.upkeep_interval);
 
     let routes = generate_route_list(App);
+    let shutting_down = health::ShuttingDown::default();
     let app = Router::new()
         .route(
             totp_callback::PATH,
@@ -130,6 +132,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         // The app API: GET-only with a bearer key, so the same-origin check lets it through;
         // its answers already carry their real statuses.
         .merge(api_v1::router(engine.clone()))
+        .merge(health::router(engine.clone(), shutting_down.clone()))
         .layer(axum::middleware::from_fn(api_errors::honest_statuses))
         .layer(axum::middleware::from_fn(
             same_origin::refuse_cross_site_posts,
@@ -158,7 +161,12 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal())
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        // Not ready from now on; a balancer polling /health/ready moves away meanwhile.
+        shutting_down.start();
+        tokio::time::sleep(config.shutdown_delay).await;
+    })
     .await?;
     Ok(())
 }

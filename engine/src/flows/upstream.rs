@@ -348,47 +348,31 @@ impl HttpSession {
     /// Sends one request (no redirect followed). Transport failures become `timeout` or
     /// `cannot_connect`; what the answer means is the provider's business.
     pub async fn send(&mut self, request: UpstreamRequest) -> Result<UpstreamResponse, ErrorCode> {
-        let target = self.upstreams.map.connect_url(&request.url);
-        let mut builder = self
-            .upstreams
-            .client
-            .request(request.method.clone(), target.as_str())
-            .timeout(self.upstreams.step_timeout);
         let cookies: Vec<String> = self
             .jar
             .get_request_values(&request.url)
             .map(|(name, value)| format!("{name}={value}"))
             .collect();
-        if !cookies.is_empty() {
-            builder = builder.header(COOKIE, cookies.join("; "));
-        }
-        for (name, value) in &request.headers {
-            builder = builder.header(name, value);
-        }
-        if let Some((content_type, body)) = request.body {
-            if let Some(content_type) = content_type {
-                builder = builder.header(reqwest::header::CONTENT_TYPE, content_type);
-            }
-            builder = builder.body(body);
-        }
-        let response = builder
-            .send()
-            .await
-            .map_err(|e| transport_error(&request.url, &e))?;
+        let cookie = (!cookies.is_empty()).then(|| cookies.join("; "));
+        let (url, limit) = (request.url.clone(), request.limit);
+        let response = self
+            .upstreams
+            .dispatch(request, self.upstreams.step_timeout, cookie)
+            .await?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         for value in headers.get_all(SET_COOKIE) {
             if let Ok(text) = value.to_str() {
                 // Stored under the real URL: the double's address never reaches the jar.
-                let _ = self.jar.parse(text, &request.url);
+                let _ = self.jar.parse(text, &url);
             }
         }
-        let body = read_capped(response, &request.url, request.limit).await?;
+        let body = read_capped(response, &url, limit).await?;
         Ok(UpstreamResponse {
             status,
             headers,
             body,
-            url: request.url,
+            url,
         })
     }
 
@@ -502,11 +486,41 @@ impl Upstreams {
         request: UpstreamRequest,
         timeout: Duration,
     ) -> Result<StreamedResponse, ErrorCode> {
+        let (url, limit) = (request.url.clone(), request.limit);
+        let response = self.dispatch(request, timeout, None).await?;
+        if response
+            .content_length()
+            .is_some_and(|length| length > limit as u64)
+        {
+            tracing::warn!(url = %loggable(&url), limit, "a proxied answer said it was over its size cap");
+            return Err(ErrorCode::UpstreamTooLarge);
+        }
+        Ok(StreamedResponse {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            url,
+            response,
+            limit,
+        })
+    }
+
+    /// Sends `request` to where the map points its origin (with `cookie` as its `Cookie`
+    /// header, if any), within `timeout`; transport failures become `timeout` or
+    /// `cannot_connect`. The answer's body is left unread.
+    async fn dispatch(
+        &self,
+        request: UpstreamRequest,
+        timeout: Duration,
+        cookie: Option<String>,
+    ) -> Result<reqwest::Response, ErrorCode> {
         let target = self.map.connect_url(&request.url);
         let mut builder = self
             .client
             .request(request.method.clone(), target.as_str())
             .timeout(timeout);
+        if let Some(cookie) = cookie {
+            builder = builder.header(COOKIE, cookie);
+        }
         for (name, value) in &request.headers {
             builder = builder.header(name, value);
         }
@@ -516,24 +530,10 @@ impl Upstreams {
             }
             builder = builder.body(body);
         }
-        let response = builder
+        builder
             .send()
             .await
-            .map_err(|e| transport_error(&request.url, &e))?;
-        if response
-            .content_length()
-            .is_some_and(|length| length > request.limit as u64)
-        {
-            tracing::warn!(url = %loggable(&request.url), limit = request.limit, "a proxied answer said it was over its size cap");
-            return Err(ErrorCode::UpstreamTooLarge);
-        }
-        Ok(StreamedResponse {
-            status: response.status().as_u16(),
-            headers: response.headers().clone(),
-            url: request.url,
-            response,
-            limit: request.limit,
-        })
+            .map_err(|e| transport_error(&request.url, &e))
     }
 }
 
