@@ -42,7 +42,8 @@ export const e2eDatabaseUrl = process.env.STEPGATE_E2E_DATABASE_URL || undefined
 export const e2eRedisUrl = process.env.STEPGATE_E2E_REDIS_URL || undefined;
 export const scaledOut = e2eDatabaseUrl !== undefined;
 export const instanceCount = scaledOut ? 2 : 1;
-/** Each instance's log, in the data folder (the after-all secrets check reads them). */
+/** Each instance's log, in the data folder (the after-all secrets check reads them). Scaled
+ * out, the second instance logs JSON lines (STEPGATE_LOG_FORMAT=json), the first text. */
 export const serverLogs = scaledOut
   ? Array.from({ length: instanceCount }, (_, i) => path.join(dataDir, `server-${i + 1}.log`))
   : [path.join(dataDir, "server.log")];
@@ -99,6 +100,7 @@ const appServers = scaledOut
             DATABASE_URL: e2eDatabaseUrl!,
             ...(e2eRedisUrl ? { STEPGATE_REDIS_URL: e2eRedisUrl } : {}),
             STEPGATE_KEY: process.env.STEPGATE_E2E_KEY!,
+            ...(i === 1 ? { STEPGATE_LOG_FORMAT: "json" } : {}),
           },
         };
       }),

@@ -5,6 +5,7 @@ mod api_errors;
 mod api_v1;
 mod config;
 mod health;
+mod request_log;
 mod same_origin;
 mod security_headers;
 mod totp_callback;
@@ -21,14 +22,28 @@ use leptos_axum::{generate_route_list, LeptosRoutes};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn".into()),
-        )
-        // No log line shows a URL's password (a DATABASE_URL quoted in an error, say).
-        .with_writer(|| config::RedactingWriter(std::io::stdout()))
-        .init();
+    let format = match request_log::LogFormat::from_env() {
+        Ok(format) => format,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,sqlx=warn".into());
+    // No log line shows a URL's password (a DATABASE_URL quoted in an error, say).
+    let writer = || config::RedactingWriter(std::io::stdout());
+    match format {
+        request_log::LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(writer)
+            .init(),
+        request_log::LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(writer)
+            .init(),
+    }
     match run().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -142,7 +157,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             security_headers::add,
         ))
         // gzip or brotli, as the browser asks: the .wasm shrinks to about a third.
-        .layer(tower_http::compression::CompressionLayer::new());
+        .layer(tower_http::compression::CompressionLayer::new())
+        // Outermost: every answer (refusals of the layers above included) gets its id and line.
+        .layer(axum::middleware::from_fn(request_log::tag));
 
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!(

@@ -85,6 +85,17 @@ test("no third-party secret and no recovery code is in the database or the log i
     files.push(...serverLogs);
   }
   for (const log of serverLogs) expect(fs.existsSync(log), `${path.basename(log)} exists`).toBe(true);
+  if (scaledOut) {
+    // The second instance logs JSON: every log line parses, and each request's lines carry its id.
+    const lines = fs
+      .readFileSync(serverLogs[1], "utf8")
+      .split("\n")
+      .filter((l) => l.startsWith("{"))
+      .map((l) => JSON.parse(l));
+    const requests = lines.filter((l) => l.fields?.message === "request");
+    expect(requests.length).toBeGreaterThan(50);
+    for (const line of requests) expect(line.span?.request_id).toMatch(/^[0-9a-f]{24}$/);
+  }
   for (const file of files) {
     const bytes = fs.readFileSync(file);
     // pg_dump writes bytea as hex: a secret kept unsealed in a bytea column would show that way.
