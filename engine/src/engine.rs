@@ -216,6 +216,12 @@ impl Engine {
         let users = UserStore::new(pool.clone());
         let hasher = PasswordHasher::new(config.hash_slots).with_queue_wait(config.hash_queue_wait);
         let secrets = SecretBox::new(&config.secret_key);
+        crate::store::key_check::verify_or_record(&pool, &secrets, clock.now())
+            .await
+            .map_err(|e| match e {
+                crate::store::key_check::KeyCheckError::Database(e) => e,
+                wrong => sqlx::Error::Configuration(wrong.to_string().into()),
+            })?;
         let two_factor = TwoFactor::new(pool.clone(), secrets.clone(), config.totp_site)
             .with_attempts(hot.second_factor);
         let passkeys = Passkeys::new(

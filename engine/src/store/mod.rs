@@ -5,5 +5,6 @@
 //! The map of every folder is `engine/README.md`.
 
 pub mod db;
+pub mod key_check;
 pub mod readiness;
 pub mod redis;
