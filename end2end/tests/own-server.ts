@@ -37,6 +37,8 @@ function scaledOutEnv(dataDir: string): Record<string, string> {
   url.pathname = `/${name}`;
   return {
     DATABASE_URL: url.toString(),
+    // On Postgres a key must be given (no key file per instance); the run's key serves.
+    STEPGATE_KEY: process.env.STEPGATE_E2E_KEY!,
     ...(e2eRedisUrl ? { STEPGATE_REDIS_URL: e2eRedisUrl, STEPGATE_REDIS_PREFIX: `${name}:` } : {}),
   };
 }

@@ -136,6 +136,36 @@ impl<W: std::io::Write> std::io::Write for RedactingWriter<W> {
     }
 }
 
+/// The master key: `STEPGATE_KEY`, else the file `STEPGATE_KEY_FILE` (created when missing),
+/// else `secret.key` in the data folder, with a warning: a copy of the folder then carries the
+/// key that opens it. On Postgres the key must be given: a key file made per instance would
+/// leave each instance with its own key, and another instance's users locked out.
+fn load_key(
+    data_dir: &std::path::Path,
+    database_url: &str,
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<SecretKey, String> {
+    let set = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+    if let Some(key) = set("STEPGATE_KEY") {
+        return SecretKey::load_or_create(Some(&key), data_dir).map_err(|e| e.to_string());
+    }
+    if let Some(file) = set("STEPGATE_KEY_FILE") {
+        return SecretKey::load_or_create_file(std::path::Path::new(&file))
+            .map_err(|e| format!("STEPGATE_KEY_FILE: {e}"));
+    }
+    if engine::store::db::Dialect::of_url(database_url)
+        == Some(engine::store::db::Dialect::Postgres)
+    {
+        return Err("on Postgres every instance must use one key: set STEPGATE_KEY or STEPGATE_KEY_FILE (no key file is made in each instance's data folder)".into());
+    }
+    let key = SecretKey::load_or_create(None, data_dir).map_err(|e| e.to_string())?;
+    tracing::warn!(
+        "the key file is in the data folder ({}): a copy of the folder (a backup) then carries the key that opens it. Keep it elsewhere and set STEPGATE_KEY_FILE, or set STEPGATE_KEY",
+        data_dir.join(engine::base::secrets::KEY_FILE_NAME).display()
+    );
+    Ok(key)
+}
+
 impl Config {
     pub fn from_env(site_addr: std::net::SocketAddr) -> Result<Config, Box<dyn std::error::Error>> {
         let data_dir =
@@ -153,8 +183,7 @@ impl Config {
             .ok()
             .filter(|p| !p.is_empty())
             .unwrap_or_else(|| engine::DEFAULT_REDIS_PREFIX.into());
-        let key =
-            SecretKey::load_or_create(std::env::var("STEPGATE_KEY").ok().as_deref(), &data_dir)?;
+        let key = load_key(&data_dir, &database_url, |name| std::env::var(name).ok())?;
         let demo = flag("STEPGATE_DEMO", false);
         let trust_proxy = flag("STEPGATE_TRUST_PROXY", false);
         let upstreams = engine::flows::upstream::UpstreamMap::parse(
@@ -346,5 +375,51 @@ mod tests {
             mode(&data.join(engine::base::secrets::KEY_FILE_NAME)),
             0o600
         );
+    }
+
+    /// A lookup of environment variables from `pairs` (the process' own are left alone).
+    fn vars(pairs: Vec<(&'static str, String)>) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.clone())
+        }
+    }
+
+    #[test]
+    fn the_key_comes_from_the_variable_the_key_file_or_the_data_folder_but_never_per_instance_on_postgres(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let postgres = "postgres://stepgate@db.internal/stepgate";
+        let refused = load_key(dir.path(), postgres, vars(vec![])).unwrap_err();
+        assert!(
+            refused.contains("STEPGATE_KEY or STEPGATE_KEY_FILE"),
+            "{refused}"
+        );
+        assert!(
+            !dir.path().join("secret.key").exists(),
+            "no key file made per instance"
+        );
+
+        let key_file = dir.path().join("elsewhere.key");
+        let file_var = || vars(vec![("STEPGATE_KEY_FILE", key_file.display().to_string())]);
+        let from_file = load_key(dir.path(), postgres, file_var()).unwrap();
+        assert!(key_file.exists(), "created where STEPGATE_KEY_FILE says");
+        let again = load_key(dir.path(), postgres, file_var()).unwrap();
+        assert_eq!(from_file.as_bytes(), again.as_bytes());
+
+        let from_env = load_key(
+            dir.path(),
+            postgres,
+            vars(vec![("STEPGATE_KEY", "cd".repeat(32))]),
+        )
+        .unwrap();
+        assert_eq!(from_env.as_bytes(), &[0xcd; 32]);
+
+        // SQLite without either: the data folder's file, as before (with a warning).
+        let sqlite = engine::store::db::sqlite_url_in(dir.path());
+        load_key(dir.path(), &sqlite, vars(vec![])).unwrap();
+        assert!(dir.path().join("secret.key").exists());
     }
 }

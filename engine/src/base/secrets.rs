@@ -57,7 +57,13 @@ impl SecretKey {
                 .map(SecretKey)
                 .ok_or(KeyError::BadEnvKey);
         }
-        let path = data_dir.join(KEY_FILE_NAME);
+        Self::load_or_create_file(&data_dir.join(KEY_FILE_NAME))
+    }
+
+    /// The key in the file at `path` (`STEPGATE_KEY_FILE`), which is created with mode 0600
+    /// when it does not exist.
+    pub fn load_or_create_file(path: &Path) -> Result<SecretKey, KeyError> {
+        let path = path.to_path_buf();
         match std::fs::read_to_string(&path) {
             Ok(text) => parse_hex_key(&text)
                 .map(SecretKey)
