@@ -260,14 +260,19 @@ async fn list_accounts(
     }))
 }
 
-/// `needs_sign_in` gets the account's sign-in link for apps, when its owner allows them one
-/// (a failure to make one leaves the answer as it was: the link is a help, not the answer).
-async fn with_sign_in_link(
+/// An engine answer about account `account_id`, its `needs_sign_in` with the account's sign-in
+/// link for apps when its owner allows them one (a failure to make one leaves the answer as it
+/// was: the link is a help, not the answer).
+async fn or_with_sign_in_link<T>(
     engine: &Engine,
     caller: &ApiCaller,
     account_id: i64,
-    code: ErrorCode,
-) -> ApiError {
+    answer: Result<T, ErrorCode>,
+) -> Result<T, ApiError> {
+    let code = match answer {
+        Ok(answer) => return Ok(answer),
+        Err(code) => code,
+    };
     let mut error = ApiError::from(code);
     if code == ErrorCode::NeedsSignIn
         && engine
@@ -281,7 +286,7 @@ async fn with_sign_in_link(
             .ok()
             .map(|made| made.url);
     }
-    error
+    Err(error)
 }
 
 /// A sign-in link made for an app.
@@ -385,14 +390,11 @@ async fn account_credentials(
     Path(id): Path<String>,
 ) -> Result<Json<AccountCredentials>, ApiError> {
     let id = readable_id(&caller, &id)?;
-    let answer = match state
+    let answer = state
         .engine
         .app_credentials_for_key(caller.user_id, id, &caller.key_id)
-        .await
-    {
-        Ok(answer) => answer,
-        Err(code) => return Err(with_sign_in_link(&state.engine, &caller, id, code).await),
-    };
+        .await;
+    let answer = or_with_sign_in_link(&state.engine, &caller, id, answer).await?;
     let credentials = serde_json::from_value(answer).map_err(|_| {
         // Not the error's text: it may quote a value, and these are secrets.
         tracing::error!(account_id = id, "app credentials out of shape");
@@ -484,14 +486,11 @@ async fn proxy(
         headers,
         body: body.to_vec(),
     };
-    let answer = match state
+    let answer = state
         .engine
         .proxy_api_request(caller.user_id, id, &caller.key_id, request)
-        .await
-    {
-        Ok(answer) => answer,
-        Err(code) => return Err(with_sign_in_link(&state.engine, &caller, id, code).await),
-    };
+        .await;
+    let answer = or_with_sign_in_link(&state.engine, &caller, id, answer).await?;
     let mut response = Response::new(Body::from_stream(answer.body));
     *response.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
     response.headers_mut().extend(answer.headers);

@@ -177,11 +177,7 @@ fn digest(token: &str) -> String {
 
 /// Equal digests, compared in constant time (how many leading characters match is not told).
 fn same_digest(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    crate::base::crypto::constant_time_eq(a.as_bytes(), b.as_bytes())
 }
 
 /// The links' own key (derived from the master key).

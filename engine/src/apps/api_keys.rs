@@ -101,11 +101,6 @@ fn secret_hash(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }
 
-/// Equal digests, compared without an early exit.
-fn same_digest(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn is_hex(text: &str, len: usize) -> bool {
     text.len() == len && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
@@ -277,7 +272,7 @@ impl ApiKeyStore {
             .ok()
             .and_then(|b| b.try_into().ok())
             .ok_or(ErrorCode::InvalidApiKey)?;
-        if !same_digest(&stored, &secret_hash(secret)) {
+        if !crate::base::crypto::constant_time_eq(&stored, &secret_hash(secret)) {
             return Err(ErrorCode::InvalidApiKey);
         }
         let user_id: UserId = row.try_get("user_id").map_err(db_error)?;

@@ -278,6 +278,19 @@ mod tests {
         log.iter().rev().map(|e| e.event.as_str()).collect()
     }
 
+    /// The owner's webhook deliveries' event types, oldest first.
+    async fn webhooks_sent<D>(s: &ProviderSetup<D>) -> Vec<String> {
+        s.engine
+            .webhooks()
+            .deliveries(s.user_id, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .rev()
+            .map(|d| d.event_type)
+            .collect()
+    }
+
     #[tokio::test]
     async fn an_accounts_life_is_in_its_audit_log_and_its_webhook_without_secrets() {
         let s = ProviderSetup::new("flameconnect", FlameConnectSandbox::spawn().await).await;
@@ -314,16 +327,7 @@ mod tests {
             .unwrap();
         let log = s.engine.audit_log(s.user_id, account.id).await.unwrap();
         assert_eq!(log[0].event, "removed");
-        let sent: Vec<String> = s
-            .engine
-            .webhooks()
-            .deliveries(s.user_id, 10)
-            .await
-            .unwrap()
-            .into_iter()
-            .rev()
-            .map(|d| d.event_type)
-            .collect();
+        let sent = webhooks_sent(&s).await;
         assert_eq!(
             sent,
             [
@@ -405,16 +409,7 @@ mod tests {
                 "recovered"
             ]
         );
-        let sent: Vec<String> = s
-            .engine
-            .webhooks()
-            .deliveries(s.user_id, 10)
-            .await
-            .unwrap()
-            .into_iter()
-            .rev()
-            .map(|d| d.event_type)
-            .collect();
+        let sent = webhooks_sent(&s).await;
         assert_eq!(
             sent,
             [

@@ -10,6 +10,12 @@ use crate::base::secrets::SecretKey;
 
 const NONCE_BYTES: usize = 12;
 
+/// Whether `a` and `b` are equal, compared without an early exit (how many leading bytes
+/// match is not told by the time taken): for codes, digests and tags a caller sent.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the secret could not be decrypted (wrong key, or not this row's)")]
 pub struct DecryptError;

@@ -52,15 +52,13 @@ pub fn matching_step(secret: &[u8], code: &str, now: i64, digits: u8) -> Option<
     let mut found = None;
     for step in (current - SKEW_STEPS)..=(current + SKEW_STEPS) {
         let expected = code_at_step(secret, step, digits);
-        if constant_time_eq(expected.as_bytes(), code.as_bytes()) && found.is_none() {
+        if crate::base::crypto::constant_time_eq(expected.as_bytes(), code.as_bytes())
+            && found.is_none()
+        {
             found = Some(step);
         }
     }
     found
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Keeps the digits of what the user typed or pasted ("123 456", "123-456" → "123456").
