@@ -55,7 +55,6 @@ if (scaledOut && !process.env.STEPGATE_E2E_KEY) {
 
 // What every instance gets (plus its address, data folder and, scaled out, database and Redis).
 const serverEnv = {
-  LEPTOS_SITE_ROOT: path.join(root, "target", "site"),
   STEPGATE_DEMO: "1",
   // Every spec registers its own users; the invite-only default has its own server (admin.spec.ts).
   STEPGATE_REGISTRATION: "open",
@@ -74,7 +73,7 @@ const serverEnv = {
   STEPGATE_WEBHOOK_ALLOW: "127.0.0.1",
   RUST_LOG: "info,sqlx=warn",
 };
-const serverBinary = path.join(root, "target", "release", "server");
+const serverBinary = path.join(root, "target", "release", "stepgate");
 
 // The server's log is kept in the data folder too, for the after-all secrets check.
 function serverCommand(instanceDataDir: string, log: string): string {
@@ -125,7 +124,13 @@ const appServers = scaledOut
         reuseExistingServer: false,
         timeout: 60_000,
         stdout: "pipe" as const,
-        env: { ...serverEnv, LEPTOS_SITE_ADDR: `127.0.0.1:${port}`, STEPGATE_DATA: dataDir },
+        env: {
+          ...serverEnv,
+          LEPTOS_SITE_ADDR: `127.0.0.1:${port}`,
+          STEPGATE_DATA: dataDir,
+          // Its own key, not the machine user's default key file.
+          STEPGATE_KEY_FILE: path.join(dataDir, "secret.key"),
+        },
       },
     ];
 

@@ -30,7 +30,7 @@ for arg in "$@"; do
 done
 
 if $build; then
-  if [ ! -x target/release/server ] || [ ! -d target/site ] || [ -n "$(find app engine server frontend style public Cargo.toml Cargo.lock -newer target/release/server -type f -print -quit)" ]; then
+  if [ ! -x target/release/stepgate ] || [ ! -d target/site ] || [ -n "$(find app engine server frontend style public Cargo.toml Cargo.lock -newer target/release/stepgate -type f -print -quit)" ]; then
     bash scripts/setup.sh
     cargo leptos build --release --precompress
   fi

@@ -12,7 +12,6 @@ cargo leptos build --release --precompress
 cargo build --release -p sandbox
 
 export LEPTOS_SITE_ADDR="${LEPTOS_SITE_ADDR:-127.0.0.1:3000}"
-export LEPTOS_SITE_ROOT="${LEPTOS_SITE_ROOT:-target/site}"
 export STEPGATE_DATA="${STEPGATE_DATA:-./data}"
 export STEPGATE_SANDBOX_ADDR="${STEPGATE_SANDBOX_ADDR:-127.0.0.1:3100}"
 export STEPGATE_TOTP_PROVIDER_URL="${STEPGATE_TOTP_PROVIDER_URL:-http://$STEPGATE_SANDBOX_ADDR}"
@@ -31,4 +30,4 @@ eval "$(target/release/sandbox --print-env)"
 target/release/sandbox &
 sandbox_pid=$!
 trap 'kill "$sandbox_pid" 2>/dev/null || true' EXIT INT TERM
-target/release/server
+target/release/stepgate serve

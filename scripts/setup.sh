@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs what building and testing Stepgate needs, skipping whatever is already present.
-# Usage: scripts/setup.sh [--with-browser] [--with-services] [--with-python]
+# Usage: scripts/setup.sh [--with-browser] [--with-services] [--with-python] [--with-podman]
 #   --with-browser:  Chromium and the Playwright packages (only the end-to-end tests need them)
 #   --with-services: Debian's postgresql and redis-server (the Postgres + Redis test runs and the
 #                    benchmarks start their own throw-away servers with scripts/lib/services.sh)
 #   --with-python:   the virtualenv .tools/python-venv with the Python client (clients/python)
 #                    and its test packages from PyPI (scripts/python-tests.sh)
+#   --with-podman:   Debian's podman, runc and mmdebstrap (scripts/packaging-tests.sh builds and
+#                    runs the container image and the systemd unit on a Debian base it makes)
 # Everything comes from the Rust, npm and Debian package registries: cargo-leptos must not
 # try to download its tools from the internet, so each one is put on PATH first.
 set -euo pipefail
@@ -16,12 +18,14 @@ BINARYEN_VERSION=132          # Debian's binaryen 108 produces wasm that fails a
 with_browser=false
 with_services=false
 with_python=false
+with_podman=false
 for arg in "$@"; do
   case "$arg" in
     --with-browser) with_browser=true ;;
     --with-services) with_services=true ;;
     --with-python) with_python=true ;;
-    *) echo "usage: scripts/setup.sh [--with-browser] [--with-services] [--with-python]" >&2; exit 2 ;;
+    --with-podman) with_podman=true ;;
+    *) echo "usage: scripts/setup.sh [--with-browser] [--with-services] [--with-python] [--with-podman]" >&2; exit 2 ;;
   esac
 done
 
@@ -113,5 +117,19 @@ if $with_python; then
     say "Installing the Python client and its test packages into $venv"
     "$venv/bin/pip" install -q --disable-pip-version-check -e 'clients/python[dev]'
     echo "$wanted" >"$stamp"
+  fi
+fi
+
+if $with_podman; then
+  # runc as well as podman's crun: crun 1.8 refuses hosts with cgroup v1 and v2 mixed. mmdebstrap
+  # makes the Debian base image from deb.debian.org, as no container registry may be reachable.
+  packages=()
+  for tool in podman runc mmdebstrap; do
+    command -v "$tool" >/dev/null 2>&1 || packages+=("$tool")
+  done
+  if [ ${#packages[@]} -gt 0 ]; then
+    say "Installing Debian's ${packages[*]}"
+    as_root apt-get -o DPkg::Lock::Timeout=600 update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${packages[@]}" >/dev/null
   fi
 fi

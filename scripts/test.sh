@@ -8,10 +8,13 @@
 #      round-robin proxy (end2end/round-robin-proxy.mjs: each request to the other instance)
 #   5. the Python client's unit tests, and its integration tests against that release build
 #      (scripts/python-tests.sh: a server and sandbox of their own)
+#   6. the packaging: the systemd unit (systemd-analyze verify and security) and the container
+#      image built and run with podman, the unit under systemd in a container
+#      (scripts/packaging-tests.sh)
 # Ends with one line per run and one summary line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh --with-browser --with-services --with-python
+bash scripts/setup.sh --with-browser --with-services --with-python --with-podman
 export PATH="$HOME/.cargo/bin:$PWD/.tools/node_modules/.bin:$PATH"
 # shellcheck source=lib/services.sh
 source scripts/lib/services.sh
@@ -61,6 +64,9 @@ fi
 echo "==> Python client tests (unit, and integration against the release build)"
 NO_BUILD=1 bash scripts/python-tests.sh 2>&1 | tee "$logs/python.txt" || status=1
 
+echo "==> Packaging tests (systemd unit, container image)"
+bash scripts/packaging-tests.sh 2>&1 | tee "$logs/packaging.txt" || status=1
+
 count() { # count <passed|failed> <cargo log>
   awk -v what="$1" '/^test result:/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ "^" what) s += $i } END { print s + 0 }' "$2"
 }
@@ -85,6 +91,10 @@ python_line=$(grep '^python client:' "$logs/python.txt" | tail -n 1 || true)
 py_passed=$(awk '{ print $3 + 0 }' <<<"$python_line")
 py_failed=$(awk '{ print $5 + 0 }' <<<"$python_line")
 [ -n "$python_line" ] || py_failed=1
+packaging_line=$(grep '^packaging:' "$logs/packaging.txt" | tail -n 1 || true)
+pk_passed=$(awk '{ print $2 + 0 }' <<<"$packaging_line")
+pk_failed=$(awk '{ print $4 + 0 }' <<<"$packaging_line")
+[ -n "$packaging_line" ] || pk_failed=1
 # Tests that did not run (the after-all check waits for every other test to pass).
 not_run() { [ "$1" = 0 ] || echo " ($1 did not run)"; }
 
@@ -94,8 +104,9 @@ echo "rust (postgres+redis): $rust_pg_passed passed, $rust_pg_failed failed"
 echo "end-to-end (sqlite, 1 instance): $e2e_passed passed, $e2e_failed failed$(not_run "$e2e_skipped")"
 echo "end-to-end (postgres+redis, 2 instances, round-robin): $e2e_pg_passed passed, $e2e_pg_failed failed$(not_run "$e2e_pg_skipped")"
 echo "python client (unit + integration): $py_passed passed, $py_failed failed"
-passed=$((rust_passed + rust_pg_passed + e2e_passed + e2e_pg_passed + py_passed))
-failed=$((rust_failed + rust_pg_failed + e2e_failed + e2e_pg_failed + py_failed))
+echo "packaging (systemd unit, container): $pk_passed passed, $pk_failed failed"
+passed=$((rust_passed + rust_pg_passed + e2e_passed + e2e_pg_passed + py_passed + pk_passed))
+failed=$((rust_failed + rust_pg_failed + e2e_failed + e2e_pg_failed + py_failed + pk_failed))
 echo "summary: $passed passed, $failed failed"
 [ "$failed" = 0 ] || status=1
 exit $status

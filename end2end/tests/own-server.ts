@@ -58,8 +58,9 @@ export async function startOwnServer(
   const merged: Record<string, string | null | undefined> = {
     ...process.env,
     LEPTOS_SITE_ADDR: `127.0.0.1:${port}`,
-    LEPTOS_SITE_ROOT: path.join(root, "target", "site"),
     STEPGATE_DATA: dataDir,
+    // Its own key (scaled out, STEPGATE_KEY below wins), not the machine user's default file.
+    STEPGATE_KEY_FILE: path.join(dataDir, "secret.key"),
     STEPGATE_DEMO: "0",
     STEPGATE_REGISTRATION: "open",
     STEPGATE_TOTP_PROVIDER_URL: SANDBOX,
@@ -71,7 +72,7 @@ export async function startOwnServer(
   const serverEnv = Object.fromEntries(
     Object.entries(merged).filter((entry): entry is [string, string] => typeof entry[1] === "string"),
   );
-  const server = spawn(path.join(root, "target", "release", "server"), [], {
+  const server = spawn(path.join(root, "target", "release", "stepgate"), [], {
     cwd: root,
     // With `log`, its output goes to that file (for tests that read what it logged).
     stdio: log ? ["ignore", fs.openSync(log, "a"), fs.openSync(log, "a")] : "ignore",

@@ -95,14 +95,14 @@ test.beforeAll(async () => {
   });
   await waitFor(`http://${doubles.flameconnect}/testing/faults`);
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "stepgate-upstream-faults-"));
-  server = spawn(path.join(root, "target", "release", "server"), [], {
+  server = spawn(path.join(root, "target", "release", "stepgate"), [], {
     cwd: root,
     stdio: "ignore",
     env: {
       ...process.env,
       LEPTOS_SITE_ADDR: `127.0.0.1:${base}`,
-      LEPTOS_SITE_ROOT: path.join(root, "target", "site"),
       STEPGATE_DATA: dataDir,
+      STEPGATE_KEY_FILE: path.join(dataDir, "secret.key"),
       STEPGATE_DEMO: "0",
       STEPGATE_REGISTRATION: "open",
       STEPGATE_TOTP_PROVIDER_URL: `http://${host(0)}`,

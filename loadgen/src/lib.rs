@@ -109,7 +109,7 @@ impl Instance {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let child = Command::new(repo_root().join("target/release/server"))
+        let child = Command::new(repo_root().join("target/release/stepgate"))
             .current_dir(repo_root())
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
@@ -296,7 +296,6 @@ impl Rig {
             std::fs::create_dir_all(&data)?;
             let mut env: Vec<(String, String)> = vec![
                 ("LEPTOS_SITE_ADDR".into(), format!("127.0.0.1:{port}")),
-                ("LEPTOS_SITE_ROOT".into(), "target/site".into()),
                 ("STEPGATE_DATA".into(), data.display().to_string()),
                 ("DATABASE_URL".into(), self.database_url.clone()),
                 ("STEPGATE_KEY".into(), self.key_hex.clone()),

@@ -21,10 +21,10 @@ doubles_env=$(STEPGATE_SANDBOX_ADDR=127.0.0.1:$SANDBOX_PORT STEPGATE_UPSTREAMS= 
 sandbox_pid=$!
 (
   eval "$doubles_env"
-  LEPTOS_SITE_ADDR=127.0.0.1:$APP_PORT LEPTOS_SITE_ROOT=target/site STEPGATE_DATA=$data STEPGATE_DEMO=0 \
+  LEPTOS_SITE_ADDR=127.0.0.1:$APP_PORT STEPGATE_DATA=$data STEPGATE_KEY_FILE=$data/secret.key STEPGATE_DEMO=0 \
     STEPGATE_REGISTRATION=open STEPGATE_PUBLIC_URL=$APP_ORIGIN \
     STEPGATE_TOTP_PROVIDER_URL=http://127.0.0.1:$SANDBOX_PORT RUST_LOG=warn \
-    exec target/release/server >/dev/null 2>&1
+    exec target/release/stepgate >/dev/null 2>&1
 ) &
 server_pid=$!
 trap 'kill $server_pid $sandbox_pid 2>/dev/null || true; rm -rf "$data"' EXIT

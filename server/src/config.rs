@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use engine::base::secrets::SecretKey;
+use engine::base::secrets::{Keyring, KEY_FILE_NAME};
 
 pub const DEMO_EMAIL: &str = "demo@stepgate.test";
 pub const DEMO_PASSWORD: &str = "quiet-lantern-ferry";
@@ -10,7 +10,8 @@ pub const DEMO_PASSWORD: &str = "quiet-lantern-ferry";
 pub const TOTP_ISSUER: &str = "Stepgate";
 
 pub struct Config {
-    /// `STEPGATE_DATA`: the SQLite file and the key file live here.
+    /// `STEPGATE_DATA`: the SQLite file lives here (and the key file did, before it moved to
+    /// [`default_key_file`]).
     pub data_dir: PathBuf,
     /// `DATABASE_URL`, else `sqlite://$STEPGATE_DATA/stepgate.db`. `postgres://…` lets
     /// several instances share one database.
@@ -20,9 +21,9 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// `STEPGATE_REDIS_PREFIX` (default `stepgate:`): what this Stepgate's Redis keys start with.
     pub redis_prefix: String,
-    /// From `STEPGATE_KEY` or `$STEPGATE_DATA/secret.key`: encrypts secrets at rest. Loaded
-    /// (and the file created) at start-up so a bad key stops the server before it serves.
-    pub key: SecretKey,
+    /// The keys that seal secrets at rest, newest first (see [`load_keys`]). Loaded (and the
+    /// key file created) at start-up so a bad key stops the server before it serves.
+    pub key: Keyring,
     /// `STEPGATE_TOTP_PROVIDER_URL`: the web TOTP provider (its origin is the only one whose
     /// messages the sign-in page accepts).
     pub totp_provider_url: String,
@@ -136,34 +137,83 @@ impl<W: std::io::Write> std::io::Write for RedactingWriter<W> {
     }
 }
 
-/// The master key: `STEPGATE_KEY`, else the file `STEPGATE_KEY_FILE` (created when missing),
-/// else `secret.key` in the data folder, with a warning: a copy of the folder then carries the
-/// key that opens it. On Postgres the key must be given: a key file made per instance would
-/// leave each instance with its own key, and another instance's users locked out.
-fn load_key(
+/// Where the key file is when `STEPGATE_KEY_FILE` does not say: outside the data folder, so a
+/// copy of that folder (a backup) does not carry the key that opens it. Under systemd the
+/// service's configuration folder (`ConfigurationDirectory=`, which systemd makes and keeps
+/// for the service, the first of several), else the user's configuration folder
+/// (`$XDG_CONFIG_HOME/stepgate`, else `~/.config/stepgate`). `None` when none is known.
+pub fn default_key_file(var: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let set = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+    if let Some(dirs) = set("CONFIGURATION_DIRECTORY") {
+        let first = dirs.split(':').next().unwrap_or_default();
+        return Some(PathBuf::from(first).join(KEY_FILE_NAME));
+    }
+    let config_home = set("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| set("HOME").map(|home| PathBuf::from(home).join(".config")))?;
+    Some(config_home.join("stepgate").join(KEY_FILE_NAME))
+}
+
+/// The keys, newest first: `STEPGATE_KEYS` (several, comma or space separated), else
+/// `STEPGATE_KEY` (one), else the key file `STEPGATE_KEY_FILE` (created when missing), else the
+/// key file in the data folder where it used to be made (read with a warning saying how to
+/// move it), else the one at [`default_key_file`] (created when missing). On Postgres the keys
+/// must be given (a variable or a named key file): a key file made per instance would leave
+/// each instance with its own key, and another instance's users locked out.
+pub fn load_keys(
     data_dir: &std::path::Path,
     database_url: &str,
     var: impl Fn(&str) -> Option<String>,
-) -> Result<SecretKey, String> {
+) -> Result<Keyring, String> {
     let set = |name: &str| var(name).filter(|v| !v.trim().is_empty());
-    if let Some(key) = set("STEPGATE_KEY") {
-        return SecretKey::load_or_create(Some(&key), data_dir).map_err(|e| e.to_string());
+    match (set("STEPGATE_KEYS"), set("STEPGATE_KEY")) {
+        (Some(_), Some(_)) => {
+            return Err("set STEPGATE_KEYS or STEPGATE_KEY, not both (STEPGATE_KEYS holds every key, newest first)".into())
+        }
+        (Some(keys), None) => {
+            return Keyring::parse_list(&keys, "STEPGATE_KEYS").map_err(|e| e.to_string())
+        }
+        (None, Some(key)) => {
+            return Keyring::parse_list(&key, "STEPGATE_KEY")
+                .ok()
+                .filter(|ring| ring.keys().len() == 1)
+                .ok_or_else(|| "STEPGATE_KEY must be 64 hex digits (several keys go in STEPGATE_KEYS)".into())
+        }
+        (None, None) => {}
     }
     if let Some(file) = set("STEPGATE_KEY_FILE") {
-        return SecretKey::load_or_create_file(std::path::Path::new(&file))
+        return Keyring::load_or_create_file(std::path::Path::new(&file))
             .map_err(|e| format!("STEPGATE_KEY_FILE: {e}"));
     }
     if engine::store::db::Dialect::of_url(database_url)
         == Some(engine::store::db::Dialect::Postgres)
     {
-        return Err("on Postgres every instance must use one key: set STEPGATE_KEY or STEPGATE_KEY_FILE (no key file is made in each instance's data folder)".into());
+        return Err("on Postgres every instance must use the same keys: set STEPGATE_KEYS, STEPGATE_KEY or STEPGATE_KEY_FILE (no key file is looked for or made for each instance)".into());
     }
-    let key = SecretKey::load_or_create(None, data_dir).map_err(|e| e.to_string())?;
-    tracing::warn!(
-        "the key file is in the data folder ({}): a copy of the folder (a backup) then carries the key that opens it. Keep it elsewhere and set STEPGATE_KEY_FILE, or set STEPGATE_KEY",
-        data_dir.join(engine::base::secrets::KEY_FILE_NAME).display()
-    );
-    Ok(key)
+    let default = default_key_file(&var);
+    let old_place = data_dir.join(KEY_FILE_NAME);
+    if old_place.exists() && !default.as_ref().is_some_and(|d| d.exists()) {
+        let keys = Keyring::read_file(&old_place).map_err(|e| e.to_string())?;
+        let moved = default
+            .as_ref()
+            .map(|d| {
+                format!(
+                    "`mkdir -p -m 700 {} && mv {} {}`",
+                    d.parent().unwrap_or(d).display(),
+                    old_place.display(),
+                    d.display()
+                )
+            })
+            .unwrap_or_else(|| "move it elsewhere and set STEPGATE_KEY_FILE".into());
+        tracing::warn!(
+            "the key file is in the data folder ({}): a copy of the folder (a backup) then carries the key that opens it. Move it out: {moved} (or set STEPGATE_KEY_FILE to where it goes)",
+            old_place.display()
+        );
+        return Ok(keys);
+    }
+    let default = default.ok_or("no place for the key file is known (no CONFIGURATION_DIRECTORY, XDG_CONFIG_HOME or HOME): set STEPGATE_KEY_FILE, STEPGATE_KEYS or STEPGATE_KEY")?;
+    Keyring::load_or_create_file(&default)
+        .map_err(|e| format!("the key file {}: {e}", default.display()))
 }
 
 impl Config {
@@ -183,7 +233,7 @@ impl Config {
             .ok()
             .filter(|p| !p.is_empty())
             .unwrap_or_else(|| engine::DEFAULT_REDIS_PREFIX.into());
-        let key = load_key(&data_dir, &database_url, |name| std::env::var(name).ok())?;
+        let key = load_keys(&data_dir, &database_url, |name| std::env::var(name).ok())?;
         let demo = flag("STEPGATE_DEMO", false);
         let trust_proxy = flag("STEPGATE_TRUST_PROXY", false);
         let upstreams = engine::flows::upstream::UpstreamMap::parse(
@@ -370,11 +420,16 @@ mod tests {
         // Again on an existing folder: fine, and unchanged.
         create_data_dir(&data).unwrap();
         assert_eq!(mode(&data), 0o700);
-        SecretKey::load_or_create(None, &data).unwrap();
-        assert_eq!(
-            mode(&data.join(engine::base::secrets::KEY_FILE_NAME)),
-            0o600
-        );
+        let home = dir.path().join("home");
+        load_keys(
+            &data,
+            &engine::store::db::sqlite_url_in(&data),
+            vars(vec![("HOME", home.display().to_string())]),
+        )
+        .unwrap();
+        let key_folder = home.join(".config").join("stepgate");
+        assert_eq!(mode(&key_folder.join(KEY_FILE_NAME)), 0o600);
+        assert_eq!(mode(&key_folder), 0o700);
     }
 
     /// A lookup of environment variables from `pairs` (the process' own are left alone).
@@ -387,39 +442,225 @@ mod tests {
         }
     }
 
+    const POSTGRES: &str = "postgres://stepgate@db.internal/stepgate";
+
+    fn hex_keys(ring: &Keyring) -> Vec<String> {
+        ring.keys().iter().map(|k| k.to_hex()).collect()
+    }
+
     #[test]
-    fn the_key_comes_from_the_variable_the_key_file_or_the_data_folder_but_never_per_instance_on_postgres(
-    ) {
+    fn keys_come_from_the_variables_or_a_named_key_file_and_on_postgres_must_be_given() {
         let dir = tempfile::tempdir().unwrap();
-        let postgres = "postgres://stepgate@db.internal/stepgate";
-        let refused = load_key(dir.path(), postgres, vars(vec![])).unwrap_err();
+        let home = || ("HOME", dir.path().join("home").display().to_string());
+        let refused = load_keys(dir.path(), POSTGRES, vars(vec![home()])).unwrap_err();
         assert!(
-            refused.contains("STEPGATE_KEY or STEPGATE_KEY_FILE"),
+            refused.contains("STEPGATE_KEYS, STEPGATE_KEY or STEPGATE_KEY_FILE"),
             "{refused}"
         );
         assert!(
-            !dir.path().join("secret.key").exists(),
+            !dir.path().join("home").exists() && !dir.path().join(KEY_FILE_NAME).exists(),
             "no key file made per instance"
         );
 
         let key_file = dir.path().join("elsewhere.key");
         let file_var = || vars(vec![("STEPGATE_KEY_FILE", key_file.display().to_string())]);
-        let from_file = load_key(dir.path(), postgres, file_var()).unwrap();
+        let from_file = load_keys(dir.path(), POSTGRES, file_var()).unwrap();
         assert!(key_file.exists(), "created where STEPGATE_KEY_FILE says");
-        let again = load_key(dir.path(), postgres, file_var()).unwrap();
-        assert_eq!(from_file.as_bytes(), again.as_bytes());
+        assert_eq!(from_file.file(), Some(key_file.as_path()));
+        let again = load_keys(dir.path(), POSTGRES, file_var()).unwrap();
+        assert_eq!(again.keys(), from_file.keys());
 
-        let from_env = load_key(
+        let one = load_keys(
             dir.path(),
-            postgres,
-            vars(vec![("STEPGATE_KEY", "cd".repeat(32))]),
+            POSTGRES,
+            vars(vec![("STEPGATE_KEY", "cd".repeat(32)), home()]),
         )
         .unwrap();
-        assert_eq!(from_env.as_bytes(), &[0xcd; 32]);
+        assert_eq!(hex_keys(&one), ["cd".repeat(32)]);
+        assert_eq!(
+            one.file(),
+            None,
+            "keys from the environment are not read again"
+        );
+        let several = format!(
+            "{},{} {}",
+            "01".repeat(32),
+            "02".repeat(32),
+            "03".repeat(32)
+        );
+        let ring = load_keys(
+            dir.path(),
+            POSTGRES,
+            vars(vec![
+                ("STEPGATE_KEYS", several),
+                ("STEPGATE_KEY_FILE", key_file.display().to_string()),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            hex_keys(&ring),
+            ["01".repeat(32), "02".repeat(32), "03".repeat(32)],
+            "newest first, and the variables win over the key file"
+        );
+        assert_eq!(ring.newest().to_hex(), "01".repeat(32));
 
-        // SQLite without either: the data folder's file, as before (with a warning).
-        let sqlite = engine::store::db::sqlite_url_in(dir.path());
-        load_key(dir.path(), &sqlite, vars(vec![])).unwrap();
-        assert!(dir.path().join("secret.key").exists());
+        for (vars_given, expected) in [
+            (
+                vec![("STEPGATE_KEYS", format!("{} oops", "01".repeat(32)))],
+                "STEPGATE_KEYS: key 2 is not 64 hex digits",
+            ),
+            (
+                vec![(
+                    "STEPGATE_KEY",
+                    format!("{},{}", "01".repeat(32), "02".repeat(32)),
+                )],
+                "several keys go in STEPGATE_KEYS",
+            ),
+            (
+                vec![
+                    ("STEPGATE_KEYS", "01".repeat(32)),
+                    ("STEPGATE_KEY", "02".repeat(32)),
+                ],
+                "not both",
+            ),
+        ] {
+            let refused = load_keys(dir.path(), POSTGRES, vars(vars_given)).unwrap_err();
+            assert!(refused.contains(expected), "{refused}");
+        }
+    }
+
+    #[test]
+    fn a_key_file_holds_several_keys_newest_first_with_comments() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("keys");
+        std::fs::write(
+            &key_file,
+            format!(
+                "# rotated in May\n{}\n\n{}  # the first key\n",
+                "aa".repeat(32),
+                "bb".repeat(32)
+            ),
+        )
+        .unwrap();
+        let ring = load_keys(
+            dir.path(),
+            POSTGRES,
+            vars(vec![("STEPGATE_KEY_FILE", key_file.display().to_string())]),
+        )
+        .unwrap();
+        assert_eq!(hex_keys(&ring), ["aa".repeat(32), "bb".repeat(32)]);
+        std::fs::write(&key_file, "# none yet\n").unwrap();
+        let refused = load_keys(
+            dir.path(),
+            POSTGRES,
+            vars(vec![("STEPGATE_KEY_FILE", key_file.display().to_string())]),
+        )
+        .unwrap_err();
+        assert!(refused.contains("holds no key"), "{refused}");
+    }
+
+    #[test]
+    fn the_default_key_file_is_outside_the_data_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        create_data_dir(&data).unwrap();
+        let sqlite = engine::store::db::sqlite_url_in(&data);
+        let path = |p: &std::path::Path| p.display().to_string();
+        let home = dir.path().join("home");
+        let xdg = dir.path().join("xdg");
+        let systemd = dir.path().join("etc-stepgate");
+
+        assert_eq!(
+            default_key_file(vars(vec![
+                ("HOME", path(&home)),
+                ("XDG_CONFIG_HOME", path(&xdg)),
+                (
+                    "CONFIGURATION_DIRECTORY",
+                    format!("{}:/etc/other", path(&systemd))
+                ),
+            ])),
+            Some(systemd.join(KEY_FILE_NAME)),
+            "systemd's ConfigurationDirectory= first"
+        );
+        assert_eq!(
+            default_key_file(vars(vec![
+                ("HOME", path(&home)),
+                ("XDG_CONFIG_HOME", path(&xdg))
+            ])),
+            Some(xdg.join("stepgate").join(KEY_FILE_NAME))
+        );
+        assert_eq!(default_key_file(vars(vec![])), None);
+
+        let made = load_keys(&data, &sqlite, vars(vec![("HOME", path(&home))])).unwrap();
+        let expected = home.join(".config").join("stepgate").join(KEY_FILE_NAME);
+        assert_eq!(made.file(), Some(expected.as_path()));
+        assert!(
+            !data.join(KEY_FILE_NAME).exists(),
+            "nothing in the data folder"
+        );
+        let again = load_keys(&data, &sqlite, vars(vec![("HOME", path(&home))])).unwrap();
+        assert_eq!(again.keys(), made.keys());
+
+        // On Postgres the keys must be named: no default place is looked at, none is made.
+        assert!(load_keys(&data, POSTGRES, vars(vec![("HOME", path(&home))])).is_err());
+        assert!(load_keys(&data, POSTGRES, vars(vec![("XDG_CONFIG_HOME", path(&xdg))])).is_err());
+        assert!(!xdg.exists());
+
+        let refused = load_keys(&data, &sqlite, vars(vec![])).unwrap_err();
+        assert!(refused.contains("STEPGATE_KEY_FILE"), "{refused}");
+    }
+
+    #[test]
+    fn a_key_file_in_the_data_folder_is_still_read_with_a_warning_saying_how_to_move_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        create_data_dir(&data).unwrap();
+        let old = Keyring::load_or_create_file(&data.join(KEY_FILE_NAME)).unwrap();
+        let home = dir.path().join("home");
+        let env = || vars(vec![("HOME", home.display().to_string())]);
+        let sqlite = engine::store::db::sqlite_url_in(&data);
+
+        let (ring, logged) = logged_while(|| load_keys(&data, &sqlite, env()).unwrap());
+        assert_eq!(ring.keys(), old.keys());
+        let default = home.join(".config").join("stepgate").join(KEY_FILE_NAME);
+        assert!(!default.exists(), "no second key made at the default place");
+        assert!(
+            logged.contains("the key file is in the data folder")
+                && logged.contains(&format!("mv {}", data.join(KEY_FILE_NAME).display()))
+                && logged.contains(&default.display().to_string()),
+            "{logged}"
+        );
+
+        // Moved as told: read from the new place, without a warning.
+        std::fs::create_dir_all(default.parent().unwrap()).unwrap();
+        std::fs::rename(data.join(KEY_FILE_NAME), &default).unwrap();
+        let (moved, logged) = logged_while(|| load_keys(&data, &sqlite, env()).unwrap());
+        assert_eq!(moved.keys(), old.keys());
+        assert!(!logged.contains("data folder"), "{logged}");
+    }
+
+    /// What `f` returns, and what it logged.
+    fn logged_while<T>(f: impl FnOnce() -> T) -> (T, String) {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let out = tracing::subscriber::with_default(subscriber, f);
+        let logged = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        (out, logged)
     }
 }

@@ -120,7 +120,7 @@ impl AccountHealth {
             Ok(secrets) => secrets,
             Err(code) => return CheckOutcome::Unreachable(code),
         };
-        let mut http = self.upstreams.session();
+        let mut http = self.upstreams.session().labelled(provider.name(), "check");
         match provider.check(&mut http, self.clock.now(), &secrets).await {
             Health::Accepted(renewed) => CheckOutcome::Accepted(renewed),
             Health::Rejected => CheckOutcome::Rejected,

@@ -11,5 +11,6 @@ pub mod health;
 pub mod leases;
 pub mod proxy;
 pub mod sign_in_links;
+pub mod status_counts;
 pub mod store;
 pub mod upkeep;

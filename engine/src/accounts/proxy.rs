@@ -133,7 +133,7 @@ impl ApiProxy {
         let now = self.upkeep.clock.now();
         let request = provider.authorize_api_request(request, secrets, now)?;
         self.upstreams
-            .send_streamed(request, UPSTREAM_TIMEOUT)
+            .send_streamed(provider.name(), request, UPSTREAM_TIMEOUT)
             .await
     }
 

@@ -27,7 +27,7 @@ use crate::accounts::store::{AccountStore, ConnectedAccount};
 use crate::apps::events::{AccountEvent, AuditLog, LinksForWebhooks};
 use crate::apps::webhooks::WebhookStore;
 use crate::base::clock::Clock;
-use crate::base::secrets::SecretKey;
+use crate::base::crypto::SecretBox;
 use crate::sign_in::users::UserId;
 use crate::store::db::Pool;
 use crate::ErrorCode;
@@ -180,33 +180,58 @@ fn same_digest(a: &str, b: &str) -> bool {
     crate::base::crypto::constant_time_eq(a.as_bytes(), b.as_bytes())
 }
 
-/// The links' own key (derived from the master key).
+/// The links' own keys, derived from the master keys: links and tickets are made with the
+/// newest and checked against every key of the ring, so a key rotation does not void the links
+/// that are out (their rows keep only digests, which no re-seal can renew).
 #[derive(Clone)]
-struct LinkKey([u8; 32]);
+struct LinkKey(SecretBox);
+
+fn mac_over(key: &[u8; 32], text: &str) -> Hmac<Sha256> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(text.as_bytes());
+    mac
+}
+
+fn token_with(key: &[u8; 32], id: &str) -> String {
+    let tag = mac_over(key, &format!("link:{id}")).finalize().into_bytes();
+    format!("{id}.{}", BASE64URL_NOPAD.encode(&tag))
+}
 
 impl LinkKey {
-    fn mac_over(&self, text: &str) -> Hmac<Sha256> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
-        mac.update(text.as_bytes());
-        mac
+    /// The derived key of each master key, newest first.
+    fn keys(&self) -> Vec<[u8; 32]> {
+        self.0
+            .keyring()
+            .keys()
+            .iter()
+            .map(|key| key.derive(KEY_LABEL))
+            .collect()
+    }
+
+    fn newest(&self) -> [u8; 32] {
+        self.0.keyring().newest().derive(KEY_LABEL)
     }
 
     /// Link `id`'s token: always the same for one id and key.
     fn token(&self, id: &str) -> String {
-        let tag = self.mac_over(&format!("link:{id}")).finalize().into_bytes();
-        format!("{id}.{}", BASE64URL_NOPAD.encode(&tag))
+        token_with(&self.newest(), id)
+    }
+
+    /// Link `id`'s token under each key of the ring, newest first (a link made before a
+    /// rotation has one of the older).
+    fn tokens(&self, id: &str) -> Vec<String> {
+        self.keys().iter().map(|key| token_with(key, id)).collect()
     }
 
     fn ticket(&self, id: &str) -> SignInLinkTicket {
         let nonce = random_hex();
-        let tag = self
-            .mac_over(&format!("ticket:{id}.{nonce}"))
+        let tag = mac_over(&self.newest(), &format!("ticket:{id}.{nonce}"))
             .finalize()
             .into_bytes();
         SignInLinkTicket(format!("{id}.{nonce}.{}", BASE64URL_NOPAD.encode(&tag)))
     }
 
-    /// Whether we issued `ticket` (checked in constant time).
+    /// Whether we issued `ticket`, under any key of the ring (checked in constant time).
     fn issued(&self, ticket: &SignInLinkTicket) -> bool {
         let Some((signed, tag)) = ticket.0.rsplit_once('.') else {
             return false;
@@ -214,9 +239,11 @@ impl LinkKey {
         let Ok(tag) = BASE64URL_NOPAD.decode(tag.as_bytes()) else {
             return false;
         };
-        self.mac_over(&format!("ticket:{signed}"))
-            .verify_slice(&tag)
-            .is_ok()
+        self.keys().iter().any(|key| {
+            mac_over(key, &format!("ticket:{signed}"))
+                .verify_slice(&tag)
+                .is_ok()
+        })
     }
 }
 
@@ -269,7 +296,7 @@ impl SignInLinks {
     pub fn new(
         pool: Pool,
         clock: Arc<dyn Clock>,
-        master_key: &SecretKey,
+        secrets: &SecretBox,
         accounts: AccountStore,
         webhooks: WebhookStore,
         public_url: Option<String>,
@@ -278,20 +305,16 @@ impl SignInLinks {
             audit: AuditLog::new(pool.clone()),
             pool,
             clock,
-            key: LinkKey(master_key.derive(KEY_LABEL)),
+            key: LinkKey(secrets.clone()),
             accounts,
             webhooks,
             public_url: public_url.map(|url| url.trim_end_matches('/').to_owned()),
         }
     }
 
-    fn url(&self, base: Option<&str>, id: &str) -> String {
+    fn url(&self, base: Option<&str>, token: &str) -> String {
         let base = base.or(self.public_url.as_deref()).unwrap_or_default();
-        format!(
-            "{}{LINK_PATH}/{}",
-            base.trim_end_matches('/'),
-            self.key.token(id)
-        )
+        format!("{}{LINK_PATH}/{token}", base.trim_end_matches('/'))
     }
 
     async fn record(&self, user_id: UserId, account_id: i64, event: AccountEvent) {
@@ -327,6 +350,7 @@ impl SignInLinks {
     ) -> Result<Option<SignInLinkMade>, ErrorCode> {
         let now = self.clock.now();
         let id = random_hex();
+        let token = self.key.token(&id);
         let expires_at = now + SIGN_IN_LINK_TTL_SECONDS;
         let inserted = sqlx::query(
             "INSERT INTO sign_in_links (id, user_id, account_id, digest, made_for, created_at, expires_at)
@@ -336,7 +360,7 @@ impl SignInLinks {
         .bind(&id)
         .bind(user_id)
         .bind(account_id)
-        .bind(digest(&self.key.token(&id)))
+        .bind(digest(&token))
         .bind(made_for.as_str())
         .bind(now)
         .bind(expires_at)
@@ -354,7 +378,7 @@ impl SignInLinks {
         )
         .await;
         Ok(Some(SignInLinkMade {
-            url: self.url(base, &id),
+            url: self.url(base, &token),
             expires_at,
         }))
     }
@@ -537,9 +561,15 @@ impl SignInLinks {
         let id: String = row.try_get("id").map_err(db_error)?;
         let stored: String = row.try_get("digest").map_err(db_error)?;
         let expires_at: i64 = row.try_get("expires_at").map_err(db_error)?;
-        if expires_at > now && same_digest(&digest(&self.key.token(&id)), &stored) {
+        // Made under any key of the ring: shown again with the token it was made with.
+        let token = self
+            .key
+            .tokens(&id)
+            .into_iter()
+            .find(|token| same_digest(&digest(token), &stored));
+        if let Some(token) = token.filter(|_| expires_at > now) {
             return Ok(Some(SignInLinkMade {
-                url: self.url(None, &id),
+                url: self.url(None, &token),
                 expires_at,
             }));
         }

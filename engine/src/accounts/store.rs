@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use crate::store::db::Pool;
+use crate::store::reseal::{self, ResealPass, SealedColumn};
 
 use crate::base::crypto::SecretBox;
 use crate::providers::NewAccount;
@@ -115,6 +116,15 @@ fn db_error(e: sqlx::Error) -> ErrorCode {
 fn associated_data(user_id: UserId, provider: &str, account_key: &str) -> Vec<u8> {
     format!("connected_account:{user_id}:{provider}:{account_key}").into_bytes()
 }
+
+/// The accounts' sealed secrets, bound to user, provider and account key.
+const SEALED: SealedColumn = SealedColumn {
+    table: "connected_accounts",
+    id: "id",
+    id_is_text: false,
+    column: "secrets_sealed",
+    more_columns: ", user_id, provider, account_key",
+};
 
 #[derive(Clone)]
 pub struct AccountStore {
@@ -370,6 +380,32 @@ impl AccountStore {
             })?;
         let secrets = serde_json::from_slice(&plain).map_err(|_| ErrorCode::Unknown)?;
         Ok((account, secrets))
+    }
+
+    /// One batch of a re-seal pass over the accounts' secrets (`store/reseal.rs`).
+    pub async fn reseal_batch(
+        &self,
+        pass: &mut ResealPass,
+        limit: usize,
+    ) -> Result<usize, ErrorCode> {
+        reseal::reseal_batch(
+            &self.pool,
+            &self.secrets,
+            &SEALED,
+            |row| {
+                let provider: String = row.try_get("provider")?;
+                let account_key: String = row.try_get("account_key")?;
+                Ok(associated_data(
+                    row.try_get("user_id")?,
+                    &provider,
+                    &account_key,
+                ))
+            },
+            pass,
+            limit,
+        )
+        .await
+        .map_err(db_error)
     }
 
     /// Deletes the account and its secrets; `not_found` if it is not this user's.

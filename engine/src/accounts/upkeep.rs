@@ -30,6 +30,7 @@ use crate::accounts::store::{AccountStatus, ClaimedRenewal, ConnectedAccount, Re
 use crate::apps::events::AccountEvent;
 use crate::apps::events::AccountEvents;
 use crate::base::clock::Clock;
+use crate::base::metrics;
 use crate::flows::upstream::Upstreams;
 use crate::providers::Health;
 use crate::providers::ProviderRegistry;
@@ -142,6 +143,19 @@ impl Upkeep {
     async fn renew_leased(&self, claimed: &ClaimedRenewal) -> RenewalOutcome {
         let account = &claimed.account;
         let outcome = self.renewal_outcome(claimed.user_id, account).await;
+        let provider = self
+            .providers
+            .get(account.provider.as_str())
+            .map_or("unknown", |p| p.name());
+        metrics::renewal(
+            provider,
+            match &outcome {
+                RenewalOutcome::Renewed { .. } => "renewed",
+                RenewalOutcome::Unchanged { .. } => "unchanged",
+                RenewalOutcome::Rejected => "rejected",
+                RenewalOutcome::Unreachable { .. } => "unreachable",
+            },
+        );
         match &outcome {
             RenewalOutcome::Rejected => tracing::info!(
                 account = account.id,
@@ -204,7 +218,7 @@ impl Upkeep {
             Ok(secrets) => secrets,
             Err(code) => return unreachable(code, failures),
         };
-        let mut http = self.upstreams.session();
+        let mut http = self.upstreams.session().labelled(provider.name(), "renew");
         match provider.renew(&mut http, now, &secrets).await {
             Health::Accepted(Some(renewed)) => {
                 let after = self.clock.now();

@@ -35,6 +35,7 @@ use crate::apps::webhook_destination::{Destinations, Refusal, WebhookAllow};
 use crate::base::clock::Clock;
 use crate::base::crypto::SecretBox;
 use crate::base::fields::MAX_FIELD_BYTES;
+use crate::base::metrics;
 use crate::dates::rfc3339;
 use crate::sign_in::users::UserId;
 use crate::ErrorCode;
@@ -501,6 +502,7 @@ impl WebhookStore {
     }
 
     async fn give_up(&self, id: &str, why: &str) -> Result<(), ErrorCode> {
+        metrics::webhook_delivery("failed");
         sqlx::query(
             "UPDATE webhook_deliveries
              SET status = 'failed', next_attempt_at = NULL, last_error = $1,
@@ -537,6 +539,10 @@ impl WebhookStore {
             (false, Some(after)) => ("pending", Some(now + after)),
             (false, None) => ("failed", None),
         };
+        metrics::webhook_delivery(match state {
+            "pending" => "retrying",
+            done => done,
+        });
         if !delivered {
             tracing::info!(
                 delivery = id,
@@ -628,6 +634,55 @@ impl WebhookStore {
                 }
             }
         })
+    }
+}
+
+/// Which sealed webhook values a re-seal pass walks: the endpoints' signing secrets (bound to
+/// their user) or the deliveries' sealed data (bound to the delivery; NULL when there is none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookSealed {
+    Secrets,
+    DeliveryData,
+}
+
+impl WebhookStore {
+    /// One batch of a re-seal pass over `which` (`store/reseal.rs`).
+    pub async fn reseal_batch(
+        &self,
+        which: WebhookSealed,
+        pass: &mut crate::store::reseal::ResealPass,
+        limit: usize,
+    ) -> Result<usize, ErrorCode> {
+        use crate::store::reseal::{reseal_batch, SealedColumn};
+        match which {
+            WebhookSealed::Secrets => {
+                let column = SealedColumn {
+                    table: "webhook_endpoints",
+                    id: "user_id",
+                    id_is_text: false,
+                    column: "secret_sealed",
+                    more_columns: "",
+                };
+                let aad =
+                    |row: &sqlx::any::AnyRow| Ok(associated_data(row.try_get("id")?).into_bytes());
+                reseal_batch(&self.pool, &self.secrets, &column, aad, pass, limit).await
+            }
+            WebhookSealed::DeliveryData => {
+                let column = SealedColumn {
+                    table: "webhook_deliveries",
+                    id: "id",
+                    id_is_text: true,
+                    column: "sealed_data",
+                    more_columns: "",
+                };
+                let aad = |row: &sqlx::any::AnyRow| {
+                    let id: String = row.try_get("id")?;
+                    Ok(delivery_associated_data(&id).into_bytes())
+                };
+                reseal_batch(&self.pool, &self.secrets, &column, aad, pass, limit).await
+            }
+        }
+        .map_err(db_error)
     }
 }
 

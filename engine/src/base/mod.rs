@@ -7,4 +7,5 @@ pub mod clock;
 pub mod crypto;
 pub mod email;
 pub mod fields;
+pub mod metrics;
 pub mod secrets;

@@ -8,9 +8,11 @@ use async_trait::async_trait;
 use redis::Script;
 
 use crate::base::clock::Clock;
+use crate::base::crypto::SecretBox;
 use crate::flows::flow::{Flow, FlowId, FlowKind};
-use crate::flows::store::{FlowStore, StoreError, StoreResult};
+use crate::flows::store::{state_associated_data, FlowStore, StoreError, StoreResult};
 use crate::store::redis::{millis_until, Redis};
+use crate::store::reseal::{judge, Cursor, ResealPass, Verdict};
 
 /// How long an expired flow is kept after its deadline, so a late submit still reads
 /// `flow_expired` (as the database store answers until the next purge) rather than nothing.
@@ -65,6 +67,30 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 return redis.call('HINCRBY', KEYS[1], 'a', 1)",
     )
 });
+
+/// Replaces a flow's sealed state (ARGV: the state read, the state re-sealed) only if it is
+/// still the one read: a step saved meanwhile is newer (compare-and-set). The key's expiry is
+/// left as it is.
+static RESEAL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('HGET', KEYS[1], 'x') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'x', ARGV[2])
+return 1",
+    )
+});
+
+/// `text` with the characters `SCAN MATCH` reads as a pattern escaped.
+fn glob_escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
 
 /// Pending flows in Redis: one hash per flow under `<prefix>flow:<id>`, expiring
 /// [`FLOW_GRACE_SECONDS`] after the flow's own deadline. Removing is an atomic take (`DEL`
@@ -217,6 +243,58 @@ impl FlowStore for RedisFlowStore {
     /// deadline).
     async fn purge_expired(&self, _now: i64) -> StoreResult<u64> {
         Ok(0)
+    }
+
+    /// Walks the flows with `SCAN` (its cursor is the pass's); a flow met twice (`SCAN` may
+    /// return a key again) is under the newest key the second time and skipped.
+    async fn reseal_batch(
+        &self,
+        secrets: &SecretBox,
+        pass: &mut ResealPass,
+        limit: usize,
+    ) -> StoreResult<usize> {
+        let cursor = match &pass.after {
+            Cursor::Done => return Ok(0),
+            Cursor::Text(cursor) => cursor.clone(),
+            _ => "0".to_owned(),
+        };
+        let prefix = self.redis.key("flow:");
+        let (next, keys): (String, Vec<String>) = redis::cmd("SCAN")
+            .arg(&cursor)
+            .arg("MATCH")
+            .arg(format!("{}*", glob_escaped(&prefix)))
+            .arg("COUNT")
+            .arg(limit)
+            .query_async(&mut self.redis.conn())
+            .await?;
+        for key in &keys {
+            let sealed: Option<Vec<u8>> = redis::cmd("HGET")
+                .arg(key)
+                .arg(STATE)
+                .query_async(&mut self.redis.conn())
+                .await?;
+            let Some(sealed) = sealed.filter(|s| !secrets.is_under_newest(s)) else {
+                continue;
+            };
+            let id = key.strip_prefix(&prefix).unwrap_or(key);
+            if let Verdict::Reseal(resealed) =
+                judge(secrets, pass, &sealed, &state_associated_data(id))
+            {
+                let replaced: i64 = RESEAL
+                    .key(key)
+                    .arg(sealed.as_slice())
+                    .arg(resealed.as_slice())
+                    .invoke_async(&mut self.redis.conn())
+                    .await?;
+                pass.count.resealed += u64::from(replaced == 1);
+            }
+        }
+        pass.after = if next == "0" {
+            Cursor::Done
+        } else {
+            Cursor::Text(next)
+        };
+        Ok(keys.len())
     }
 }
 

@@ -14,6 +14,7 @@ use crate::apps::events::AccountEvents;
 use crate::base::clock::Clock;
 use crate::base::crypto::SecretBox;
 use crate::base::fields::check_field_sizes;
+use crate::base::metrics;
 use crate::flows::flow::{Flow, FlowId, FlowKind, MAX_ATTEMPTS};
 use crate::flows::store::FlowStore;
 use crate::flows::upstream::HttpSession;
@@ -65,8 +66,24 @@ struct SealedFlow {
     link: Option<String>,
 }
 
-fn flow_aad(id: &FlowId) -> Vec<u8> {
-    format!("flow:{id}").into_bytes()
+/// The `purpose` label of the flow metrics.
+fn purpose_label(purpose: Purpose) -> &'static str {
+    match purpose {
+        Purpose::SignIn => "sign_in",
+        Purpose::Connect { .. } => "connect",
+        Purpose::Reauth { .. } => "reauth",
+    }
+}
+
+/// Counts a sign-in step's outcome (a local sign-in flow's first step or a later one).
+fn count_sign_in(second_factor: bool, answer: &Result<Progress, StepError>) {
+    let done = answer
+        .as_ref()
+        .map(|progress| matches!(progress, Progress::Done(_)))
+        .map_err(|e| e.code);
+    if let Some(outcome) = metrics::SignInOutcome::of_step(second_factor, done) {
+        metrics::sign_in(outcome);
+    }
 }
 
 fn kind_of(purpose: Purpose) -> FlowKind {
@@ -132,14 +149,20 @@ impl FlowRunner {
 
     fn seal_state(&self, flow: &mut Flow, sealed: &SealedFlow) -> Result<(), ErrorCode> {
         let plain = serde_json::to_vec(sealed).map_err(|_| ErrorCode::Unknown)?;
-        flow.state = self.secrets.seal(&plain, &flow_aad(&flow.id));
+        flow.state = self.secrets.seal(
+            &plain,
+            &crate::flows::store::state_associated_data(&flow.id.to_string()),
+        );
         Ok(())
     }
 
     fn unseal(&self, flow: &Flow) -> Result<SealedFlow, ErrorCode> {
         let plain = self
             .secrets
-            .open(&flow.state, &flow_aad(&flow.id))
+            .open(
+                &flow.state,
+                &crate::flows::store::state_associated_data(&flow.id.to_string()),
+            )
             .map_err(|_| {
                 tracing::error!(flow = %flow.id, "a flow's state did not decrypt");
                 ErrorCode::FlowExpired
@@ -221,7 +244,36 @@ impl FlowRunner {
         .await
     }
 
+    /// [`FlowRunner::first_step`], counted: a started flow (of a provider that exists), and
+    /// its end when the first step ended it.
     async fn start_flow_for(
+        &self,
+        provider_name: &str,
+        purpose: Purpose,
+        owner: Option<String>,
+        input: &Input,
+        link: Option<String>,
+    ) -> Result<Progress, StepError> {
+        let answer = self
+            .first_step(provider_name, purpose, owner, input, link)
+            .await;
+        if let Ok(provider) = self.provider(provider_name) {
+            let (provider, purpose_label) = (provider.name(), purpose_label(purpose));
+            metrics::flow_started(provider, purpose_label);
+            match &answer {
+                Ok(Progress::Next(_)) => {}
+                Ok(Progress::Done(_)) => metrics::flow_completed(provider, purpose_label),
+                // Nothing was stored: the flow ends here.
+                Err(e) => metrics::flow_failed(provider, purpose_label, e.code),
+            }
+        }
+        if purpose == Purpose::SignIn {
+            count_sign_in(false, &answer);
+        }
+        answer
+    }
+
+    async fn first_step(
         &self,
         provider_name: &str,
         purpose: Purpose,
@@ -231,7 +283,7 @@ impl FlowRunner {
     ) -> Result<Progress, StepError> {
         check_field_sizes(input)?;
         let provider = self.provider(provider_name)?.clone();
-        let mut http = self.upstreams.session();
+        let mut http = self.upstreams.session().labelled(provider.name(), "start");
         let mut cx = StepContext {
             purpose,
             now: self.clock.now(),
@@ -312,7 +364,10 @@ impl FlowRunner {
         let id = flow.id;
         let provider = self.provider(&flow.provider)?.clone();
         let sealed = self.unseal(&flow)?;
-        let mut http: HttpSession = self.upstreams.restore(&sealed.http)?;
+        let mut http: HttpSession = self
+            .upstreams
+            .restore(&sealed.http)?
+            .labelled(provider.name(), &flow.step);
         let mut cx = StepContext {
             purpose: sealed.purpose,
             now: self.clock.now(),
@@ -321,78 +376,101 @@ impl FlowRunner {
         let purpose = sealed.purpose;
         let link = sealed.link.clone();
         let step = provider.submit(&mut cx, sealed.state.clone(), input);
-        match within_deadline(self.upstreams.step_deadline(), step).await {
-            Step::Show { step, view, state } => {
-                let mut next = Flow {
-                    step: step.to_owned(),
-                    view: Some(view.clone()),
-                    ..flow
-                };
-                self.seal_state(
-                    &mut next,
-                    &SealedFlow {
-                        purpose,
-                        state,
-                        http: http.save()?,
-                        link,
-                    },
-                )?;
-                self.flows.update(&next).await.map_err(ErrorCode::from)?;
-                Ok(Progress::Next(FlowView {
-                    flow_id: next.id.to_string(),
-                    step: view,
-                }))
-            }
-            Step::Wait(error) => Err(error),
-            Step::Retry(error) => {
-                // The answer was wrong; cookies the upstream set on the way are kept.
-                let mut kept = flow;
-                self.seal_state(
-                    &mut kept,
-                    &SealedFlow {
-                        purpose,
-                        state: sealed.state,
-                        http: http.save()?,
-                        link,
-                    },
-                )?;
-                self.flows.update(&kept).await.map_err(ErrorCode::from)?;
-                let attempts = self
-                    .flows
-                    .record_attempt(&id)
-                    .await
-                    .map_err(ErrorCode::from)?
-                    .ok_or(ErrorCode::FlowExpired)?;
-                if attempts >= MAX_ATTEMPTS {
-                    self.flows.remove(&id).await.map_err(ErrorCode::from)?;
-                    return Err(ErrorCode::TooManyAttempts.into());
+        let step = within_deadline(self.upstreams.step_deadline(), step).await;
+        // Whether the stored flow is removed, whatever the answer: then an error ends it.
+        let ends = matches!(
+            step,
+            Step::Abort(_) | Step::SignedIn { .. } | Step::Connected(_)
+        );
+        let retried = matches!(step, Step::Retry(_));
+        // In a block, so that every answer (an early `?` too) is counted below.
+        let answer: Result<Progress, StepError> = async {
+            match step {
+                Step::Show { step, view, state } => {
+                    let mut next = Flow {
+                        step: step.to_owned(),
+                        view: Some(view.clone()),
+                        ..flow
+                    };
+                    self.seal_state(
+                        &mut next,
+                        &SealedFlow {
+                            purpose,
+                            state,
+                            http: http.save()?,
+                            link,
+                        },
+                    )?;
+                    self.flows.update(&next).await.map_err(ErrorCode::from)?;
+                    Ok(Progress::Next(FlowView {
+                        flow_id: next.id.to_string(),
+                        step: view,
+                    }))
                 }
-                Err(error)
-            }
-            Step::Abort(error) => {
-                // No silent retries: a failed flow is discarded with its upstream session.
-                self.flows.remove(&id).await.map_err(ErrorCode::from)?;
-                Err(error)
-            }
-            // The result is written before the flow is removed: a crash in between leaves a
-            // flow that can be completed again (its session is replaced, its account found
-            // connected), never a removed flow without its result. Two submits racing to
-            // complete one flow are kept apart by the provider (a code is accepted once) and
-            // by the result's own uniqueness (one session per flow, one account per upstream
-            // account).
-            Step::SignedIn { user_id } => {
-                let done = self.signed_in(purpose, user_id, Some(&id)).await;
-                self.flows.remove(&id).await.map_err(ErrorCode::from)?;
-                done
-            }
-            Step::Connected(account) => {
-                let done = self
-                    .connected(purpose, provider.name(), account, link.as_deref())
-                    .await;
-                self.flows.remove(&id).await.map_err(ErrorCode::from)?;
-                done
+                Step::Wait(error) => Err(error),
+                Step::Retry(error) => {
+                    // The answer was wrong; cookies the upstream set on the way are kept.
+                    let mut kept = flow;
+                    self.seal_state(
+                        &mut kept,
+                        &SealedFlow {
+                            purpose,
+                            state: sealed.state,
+                            http: http.save()?,
+                            link,
+                        },
+                    )?;
+                    self.flows.update(&kept).await.map_err(ErrorCode::from)?;
+                    let attempts = self
+                        .flows
+                        .record_attempt(&id)
+                        .await
+                        .map_err(ErrorCode::from)?
+                        .ok_or(ErrorCode::FlowExpired)?;
+                    if attempts >= MAX_ATTEMPTS {
+                        self.flows.remove(&id).await.map_err(ErrorCode::from)?;
+                        return Err(ErrorCode::TooManyAttempts.into());
+                    }
+                    Err(error)
+                }
+                Step::Abort(error) => {
+                    // No silent retries: a failed flow is discarded with its upstream session.
+                    self.flows.remove(&id).await.map_err(ErrorCode::from)?;
+                    Err(error)
+                }
+                // The result is written before the flow is removed: a crash in between leaves a
+                // flow that can be completed again (its session is replaced, its account found
+                // connected), never a removed flow without its result. Two submits racing to
+                // complete one flow are kept apart by the provider (a code is accepted once) and
+                // by the result's own uniqueness (one session per flow, one account per upstream
+                // account).
+                Step::SignedIn { user_id } => {
+                    let done = self.signed_in(purpose, user_id, Some(&id)).await;
+                    self.flows.remove(&id).await.map_err(ErrorCode::from)?;
+                    done
+                }
+                Step::Connected(account) => {
+                    let done = self
+                        .connected(purpose, provider.name(), account, link.as_deref())
+                        .await;
+                    self.flows.remove(&id).await.map_err(ErrorCode::from)?;
+                    done
+                }
             }
         }
+        .await;
+        let (name, purpose_label) = (provider.name(), purpose_label(purpose));
+        match &answer {
+            Ok(Progress::Done(_)) => metrics::flow_completed(name, purpose_label),
+            Err(e) if ends || (retried && e.code == ErrorCode::TooManyAttempts) => {
+                metrics::flow_failed(name, purpose_label, e.code)
+            }
+            _ => {}
+        }
+        if purpose == Purpose::SignIn {
+            count_sign_in(true, &answer);
+        }
+        answer
     }
 
     /// Opens the session a sign-in ends with; one completing a stored flow is that flow's.

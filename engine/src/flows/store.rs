@@ -5,7 +5,9 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use crate::store::db::Pool;
+use crate::store::reseal::{self, ResealPass, SealedColumn};
 
+use crate::base::crypto::SecretBox;
 use crate::flows::flow::{Flow, FlowId, FlowKind};
 use crate::ErrorCode;
 
@@ -43,7 +45,29 @@ pub trait FlowStore: Send + Sync {
     async fn remove(&self, id: &FlowId) -> StoreResult<bool>;
     /// Drops every flow whose deadline has passed; returns how many.
     async fn purge_expired(&self, now: i64) -> StoreResult<u64>;
+    /// One batch of a re-seal pass over the flows' sealed state (`store/reseal.rs`); returns
+    /// how many flows it looked at.
+    async fn reseal_batch(
+        &self,
+        secrets: &SecretBox,
+        pass: &mut ResealPass,
+        limit: usize,
+    ) -> StoreResult<usize>;
 }
+
+/// What a flow's sealed state is bound to: its id (a state copied onto another flow does not
+/// open there).
+pub fn state_associated_data(id: &str) -> Vec<u8> {
+    format!("flow:{id}").into_bytes()
+}
+
+const SEALED_STATE: SealedColumn = SealedColumn {
+    table: "flows",
+    id: "id",
+    id_is_text: true,
+    column: "state",
+    more_columns: "",
+};
 
 #[derive(Clone)]
 pub struct SqliteFlowStore {
@@ -153,6 +177,19 @@ impl FlowStore for SqliteFlowStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())
+    }
+
+    async fn reseal_batch(
+        &self,
+        secrets: &SecretBox,
+        pass: &mut ResealPass,
+        limit: usize,
+    ) -> StoreResult<usize> {
+        let aad = |row: &sqlx::any::AnyRow| {
+            let id: String = row.try_get("id")?;
+            Ok(state_associated_data(&id))
+        };
+        Ok(reseal::reseal_batch(&self.pool, secrets, &SEALED_STATE, aad, pass, limit).await?)
     }
 }
 

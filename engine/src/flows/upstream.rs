@@ -27,6 +27,7 @@ use reqwest::header::{HeaderMap, HeaderName, COOKIE, LOCATION, SET_COOKIE};
 use reqwest::Method;
 use url::Url;
 
+use crate::base::metrics;
 use crate::ErrorCode;
 
 /// How long one upstream request may take, unless configured otherwise.
@@ -156,6 +157,7 @@ impl Upstreams {
         HttpSession {
             upstreams: self.clone(),
             jar: CookieStore::new(),
+            labels: MetricLabels::default(),
         }
     }
 
@@ -168,7 +170,24 @@ impl Upstreams {
         Ok(HttpSession {
             upstreams: self.clone(),
             jar,
+            labels: MetricLabels::default(),
         })
+    }
+}
+
+/// Whom a session's requests are counted for (`stepgate_upstream_requests_total`).
+struct MetricLabels {
+    provider: &'static str,
+    step: String,
+}
+
+impl Default for MetricLabels {
+    /// Requests whose caller did not say (tests, and callers not labelled yet).
+    fn default() -> Self {
+        MetricLabels {
+            provider: "unknown",
+            step: "unknown".to_owned(),
+        }
     }
 }
 
@@ -313,6 +332,7 @@ impl UpstreamResponse {
 pub struct HttpSession {
     upstreams: Upstreams,
     jar: CookieStore,
+    labels: MetricLabels,
 }
 
 impl HttpSession {
@@ -332,6 +352,16 @@ impl HttpSession {
         self.upstreams.map()
     }
 
+    /// The same session, its requests counted as `provider`'s step `step` (a step name of the
+    /// provider's, or `start`, `check`, `renew`: bounded, never from a request).
+    pub fn labelled(mut self, provider: &'static str, step: &str) -> Self {
+        self.labels = MetricLabels {
+            provider,
+            step: step.to_owned(),
+        };
+        self
+    }
+
     /// The value of cookie `name` the jar would send to `url`.
     pub fn cookie(&self, url: &Url, name: &str) -> Option<String> {
         self.jar
@@ -348,6 +378,21 @@ impl HttpSession {
     /// Sends one request (no redirect followed). Transport failures become `timeout` or
     /// `cannot_connect`; what the answer means is the provider's business.
     pub async fn send(&mut self, request: UpstreamRequest) -> Result<UpstreamResponse, ErrorCode> {
+        let started = std::time::Instant::now();
+        let answer = self.send_unmeasured(request).await;
+        metrics::upstream_request(
+            self.labels.provider,
+            &self.labels.step,
+            answer.as_ref().map(|a| a.status).map_err(|code| *code),
+            started.elapsed(),
+        );
+        answer
+    }
+
+    async fn send_unmeasured(
+        &mut self,
+        request: UpstreamRequest,
+    ) -> Result<UpstreamResponse, ErrorCode> {
         let cookies: Vec<String> = self
             .jar
             .get_request_values(&request.url)
@@ -477,17 +522,30 @@ impl StreamedResponse {
 }
 
 impl Upstreams {
-    /// Sends one request with no cookie jar (the caller put in every header it needs) and no
-    /// redirect followed, within `timeout` (the answer's whole body included), and gives the
-    /// answer with its body unread. A body that says it is over the request's cap is refused
-    /// at once (`upstream_too_large`).
+    /// Sends one request of `provider`'s API (the proxy; counted as its step `api_proxy`) with
+    /// no cookie jar (the caller put in every header it needs) and no redirect followed, within
+    /// `timeout` (the answer's whole body included), and gives the answer with its body unread.
+    /// A body that says it is over the request's cap is refused at once (`upstream_too_large`).
     pub async fn send_streamed(
         &self,
+        provider: &'static str,
         request: UpstreamRequest,
         timeout: Duration,
     ) -> Result<StreamedResponse, ErrorCode> {
         let (url, limit) = (request.url.clone(), request.limit);
-        let response = self.dispatch(request, timeout, None).await?;
+        // Timed to the answer's head: its body streams on to the app at the app's pace.
+        let started = std::time::Instant::now();
+        let response = self.dispatch(request, timeout, None).await;
+        metrics::upstream_request(
+            provider,
+            "api_proxy",
+            response
+                .as_ref()
+                .map(|r| r.status().as_u16())
+                .map_err(|c| *c),
+            started.elapsed(),
+        );
+        let response = response?;
         if response
             .content_length()
             .is_some_and(|length| length > limit as u64)

@@ -28,6 +28,7 @@ use webauthn_rs::prelude::{
 };
 
 use crate::base::crypto::SecretBox;
+use crate::base::metrics;
 use crate::second_factor::attempts::SecondFactorAttempts;
 use crate::second_factor::two_factor::db_error;
 use crate::sign_in::users::UserId;
@@ -365,6 +366,18 @@ impl Passkeys {
         answer: &str,
         now: i64,
     ) -> Result<(), ErrorCode> {
+        let checked = self.check_second_factor(user_id, state, answer, now).await;
+        metrics::second_factor_try(metrics::SecondFactor::Passkey, &checked);
+        checked
+    }
+
+    async fn check_second_factor(
+        &self,
+        user_id: UserId,
+        state: &PasskeyAuthentication,
+        answer: &str,
+        now: i64,
+    ) -> Result<(), ErrorCode> {
         let webauthn = self.webauthn()?;
         let credential: PublicKeyCredential = parse_answer(answer)?;
         self.attempts.claim(user_id, now).await?;
@@ -387,6 +400,17 @@ impl Passkeys {
 
     /// The account whose passkey answered `start_discoverable`'s options.
     pub async fn finish_discoverable(
+        &self,
+        state: DiscoverableAuthentication,
+        answer: &str,
+        now: i64,
+    ) -> Result<UserId, ErrorCode> {
+        let checked = self.check_discoverable(state, answer, now).await;
+        metrics::second_factor_try(metrics::SecondFactor::Passkey, &checked);
+        checked
+    }
+
+    async fn check_discoverable(
         &self,
         state: DiscoverableAuthentication,
         answer: &str,

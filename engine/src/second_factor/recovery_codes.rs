@@ -6,6 +6,7 @@
 //! (`attempts.rs`), then a single `DELETE` of its digest decides, so a code works once even when
 //! sent twice at the same moment. A new set replaces the old one in one transaction.
 
+use crate::base::metrics;
 use crate::second_factor::two_factor::{db_error, TwoFactor};
 use crate::sign_in::users::UserId;
 use crate::ErrorCode;
@@ -119,6 +120,17 @@ impl TwoFactor {
     /// guess first (`rate_limited` while the account waits), then deleted; `invalid_code` when it
     /// is not (or no longer) one of the set. How many are left after it.
     pub async fn use_recovery_code(
+        &self,
+        user_id: UserId,
+        code: &str,
+        now: i64,
+    ) -> Result<i64, ErrorCode> {
+        let answer = self.take_recovery_code(user_id, code, now).await;
+        metrics::second_factor_try(metrics::SecondFactor::RecoveryCode, &answer);
+        answer
+    }
+
+    async fn take_recovery_code(
         &self,
         user_id: UserId,
         code: &str,

@@ -11,6 +11,7 @@ use crate::store::db::Pool;
 use crate::base::crypto::SecretBox;
 use crate::second_factor::totp_site::TotpSite;
 use crate::sign_in::users::UserId;
+use crate::store::reseal::{self, ResealPass, SealedColumn};
 use crate::ErrorCode;
 
 /// A user's second factor, as far as the UI may know it.
@@ -27,6 +28,26 @@ pub(crate) fn db_error(e: sqlx::Error) -> ErrorCode {
 
 fn associated_data(user_id: UserId) -> Vec<u8> {
     format!("stepgate:totp-secret:user:{user_id}").into_bytes()
+}
+
+/// Enabled TOTP seeds, and seeds waiting for their first code: both sealed to their user.
+const SEEDS: SealedColumn = SealedColumn {
+    table: "totp_credentials",
+    id: "user_id",
+    id_is_text: false,
+    column: "secret_sealed",
+    more_columns: "",
+};
+const PENDING_SEEDS: SealedColumn = SealedColumn {
+    table: "totp_pending",
+    ..SEEDS
+};
+
+/// Which of the two tables of seeds a re-seal pass walks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeedTable {
+    Enabled,
+    Pending,
 }
 
 #[derive(Clone)]
@@ -83,6 +104,29 @@ impl TwoFactor {
     /// Seals `user_id`'s TOTP secret for storage (bound to the user).
     pub(crate) fn seal(&self, user_id: UserId, secret: &[u8]) -> Vec<u8> {
         self.secrets.seal(secret, &associated_data(user_id))
+    }
+
+    /// One batch of a re-seal pass over the seeds of `table` (`store/reseal.rs`).
+    pub async fn reseal_batch(
+        &self,
+        table: SeedTable,
+        pass: &mut ResealPass,
+        limit: usize,
+    ) -> Result<usize, ErrorCode> {
+        let column = match table {
+            SeedTable::Enabled => &SEEDS,
+            SeedTable::Pending => &PENDING_SEEDS,
+        };
+        reseal::reseal_batch(
+            &self.pool,
+            &self.secrets,
+            column,
+            |row| Ok(associated_data(sqlx::Row::try_get(row, "id")?)),
+            pass,
+            limit,
+        )
+        .await
+        .map_err(db_error)
     }
 
     /// Opens a stored TOTP secret of `user_id`.

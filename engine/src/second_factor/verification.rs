@@ -8,6 +8,7 @@
 
 use sqlx::Row;
 
+use crate::base::metrics;
 use crate::second_factor::attempts::SecondFactorAttempts;
 pub use crate::second_factor::attempts::{
     FIRST_BACKOFF_SECONDS, FREE_FAILURES, MAX_BACKOFF_SECONDS,
@@ -28,6 +29,12 @@ impl TwoFactor {
     /// account waits), then the code is checked, then the replay check advances the last
     /// accepted step atomically (compare-and-set). A wrong or replayed code keeps its claim.
     pub async fn verify(&self, user_id: UserId, code: &str, now: i64) -> Result<(), ErrorCode> {
+        let answer = self.check_code(user_id, code, now).await;
+        metrics::second_factor_try(metrics::SecondFactor::Totp, &answer);
+        answer
+    }
+
+    async fn check_code(&self, user_id: UserId, code: &str, now: i64) -> Result<(), ErrorCode> {
         let code = totp::normalise_code(code);
         if code.is_empty() {
             return Err(ErrorCode::MissingFields);

@@ -3,6 +3,10 @@
 //! its second factor. Each act checks that the caller is an admin and is written to the admin
 //! audit log (who, what, whom, when) in the same transaction as the act itself.
 //!
+//! The operator at the server's command line (`stepgate user …`) does the same acts through the
+//! `operator_*` methods, by email and without an admin account (holding the database and its key
+//! is the authority there): the same code paths, logged with [`COMMAND_LINE_ACTOR`] as the actor.
+//!
 //! Disabling takes effect at once: the account's sessions are deleted with the flag, its API
 //! keys are refused from then on (`apps/api_keys.rs` reads the flag on every call), and a sign-in
 //! that completes later is refused ([`Engine::admit_signed_in`]).
@@ -10,7 +14,8 @@
 use sqlx::Row;
 
 use crate::base::clock::Clock;
-use crate::sign_in::invites::{InviteStore, InviteSummary, NewInvite};
+use crate::base::email::Email;
+use crate::sign_in::invites::{InviteStore, InviteSummary, NewInvite, INVITE_TTL_SECONDS};
 use crate::sign_in::sessions::SessionStore;
 use crate::sign_in::sessions::SessionToken;
 use crate::sign_in::users::{User, UserId};
@@ -27,6 +32,8 @@ pub struct AccountRow {
     pub last_sign_in_at: Option<i64>,
     /// A TOTP seed or a passkey: a second factor the admin can reset.
     pub two_factor_on: bool,
+    /// TOTP seeds and passkeys, counted.
+    pub second_factors: i64,
     /// Sessions not yet expired.
     pub live_sessions: i64,
     pub is_admin: bool,
@@ -40,27 +47,35 @@ pub enum AdminAction {
     AccountDisabled,
     AccountEnabled,
     SecondFactorReset,
+    /// Only from the command line (`stepgate user add`).
+    AccountAdded,
+    /// Only from the command line (`stepgate user make-admin`, `user add --admin`).
+    AdminGranted,
 }
 
 impl AdminAction {
+    const ALL: [AdminAction; 6] = [
+        AdminAction::InviteCreated,
+        AdminAction::AccountDisabled,
+        AdminAction::AccountEnabled,
+        AdminAction::SecondFactorReset,
+        AdminAction::AccountAdded,
+        AdminAction::AdminGranted,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             AdminAction::InviteCreated => "invite_created",
             AdminAction::AccountDisabled => "account_disabled",
             AdminAction::AccountEnabled => "account_enabled",
             AdminAction::SecondFactorReset => "second_factor_reset",
+            AdminAction::AccountAdded => "account_added",
+            AdminAction::AdminGranted => "admin_granted",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [
-            AdminAction::InviteCreated,
-            AdminAction::AccountDisabled,
-            AdminAction::AccountEnabled,
-            AdminAction::SecondFactorReset,
-        ]
-        .into_iter()
-        .find(|a| a.as_str() == text)
+        Self::ALL.into_iter().find(|a| a.as_str() == text)
     }
 
     /// In words, for the log on the page.
@@ -70,6 +85,8 @@ impl AdminAction {
             AdminAction::AccountDisabled => "disabled the account",
             AdminAction::AccountEnabled => "enabled the account",
             AdminAction::SecondFactorReset => "reset the second factor of",
+            AdminAction::AccountAdded => "added the account",
+            AdminAction::AdminGranted => "made an admin of",
         }
     }
 }
@@ -78,10 +95,71 @@ impl AdminAction {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminAuditEntry {
     pub at: i64,
+    /// The admin's email, or [`COMMAND_LINE_ACTOR`].
     pub admin_email: String,
     pub action: AdminAction,
     pub target_email: Option<String>,
 }
+
+/// Who the audit log names for an act done at the server's command line (no account did it).
+pub const COMMAND_LINE_ACTOR: &str = "command line";
+
+/// Who does an admin act: an admin signed in on the page, or the operator at the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Actor<'a> {
+    Admin(&'a User),
+    CommandLine,
+}
+
+impl Actor<'_> {
+    fn id(self) -> Option<UserId> {
+        match self {
+            Actor::Admin(user) => Some(user.id),
+            Actor::CommandLine => None,
+        }
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            Actor::Admin(user) => &user.email,
+            Actor::CommandLine => COMMAND_LINE_ACTOR,
+        }
+    }
+}
+
+/// Why the operator's command was refused: one sentence for the terminal, and a stable
+/// [`code`](OperatorError::code) for scripts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OperatorError {
+    #[error("no account has the email {0}")]
+    NoSuchAccount(String),
+    #[error("{0} is the only admin: make another account an admin first (stepgate user make-admin EMAIL)")]
+    LastAdmin(String),
+    #[error("an invite must last from 1 to {max} days, not {0}", max = MAX_INVITE_DAYS)]
+    InviteLifetime(i64),
+    #[error("{}", .0.message())]
+    Refused(ErrorCode),
+}
+
+impl OperatorError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            OperatorError::NoSuchAccount(_) => "no_such_account",
+            OperatorError::LastAdmin(_) => "last_admin",
+            OperatorError::InviteLifetime(_) => "invite_lifetime",
+            OperatorError::Refused(code) => code.as_str(),
+        }
+    }
+}
+
+impl From<ErrorCode> for OperatorError {
+    fn from(code: ErrorCode) -> Self {
+        OperatorError::Refused(code)
+    }
+}
+
+/// The longest invite the command line makes (the page's are [`INVITE_TTL_SECONDS`]).
+pub const MAX_INVITE_DAYS: i64 = 90;
 
 fn db_error(e: sqlx::Error) -> ErrorCode {
     tracing::error!(error = %e, "admin store failed");
@@ -90,7 +168,7 @@ fn db_error(e: sqlx::Error) -> ErrorCode {
 
 async fn record(
     conn: &mut sqlx::AnyConnection,
-    admin: &User,
+    actor: Actor<'_>,
     action: AdminAction,
     target: Option<(UserId, &str)>,
     now: i64,
@@ -100,15 +178,15 @@ async fn record(
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(now)
-    .bind(admin.id)
-    .bind(&admin.email)
+    .bind(actor.id())
+    .bind(actor.name())
     .bind(action.as_str())
     .bind(target.map(|(id, _)| id))
     .bind(target.map(|(_, email)| email.to_owned()))
     .execute(conn)
     .await
     .map_err(db_error)?;
-    tracing::info!(admin = admin.id, action = action.as_str(), target = ?target.map(|(id, _)| id), "admin act");
+    tracing::info!(admin = actor.name(), action = action.as_str(), target = ?target.map(|(id, _)| id), "admin act");
     Ok(())
 }
 
@@ -122,6 +200,16 @@ pub struct Admin {
 }
 
 impl Admin {
+    /// The admin's acts over `pool` alone, for the command line (`stepgate user …`), which
+    /// opens the engine only to reach its database.
+    pub fn new(pool: Pool, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            sessions: SessionStore::new(pool.clone()),
+            pool,
+            clock,
+        }
+    }
+
     /// Whether `user` is an admin (and not disabled).
     pub async fn is_admin(&self, user: &User) -> Result<bool, ErrorCode> {
         let found: Option<i64> =
@@ -148,6 +236,10 @@ impl Admin {
     /// Every account, oldest first.
     pub async fn admin_accounts(&self, admin: &User) -> Result<Vec<AccountRow>, ErrorCode> {
         self.require_admin(admin).await?;
+        self.accounts().await
+    }
+
+    async fn accounts(&self) -> Result<Vec<AccountRow>, ErrorCode> {
         let rows = sqlx::query(
             "SELECT u.id, u.email, u.created_at, u.last_sign_in_at, u.is_admin, u.disabled_at,
                  (SELECT COUNT(*) FROM sessions s WHERE s.user_id = u.id AND s.expires_at > $1)
@@ -170,6 +262,7 @@ impl Admin {
                     created_at: row.try_get("created_at").map_err(db_error)?,
                     last_sign_in_at: row.try_get("last_sign_in_at").map_err(db_error)?,
                     two_factor_on: second_factors > 0,
+                    second_factors,
                     live_sessions: row.try_get("live_sessions").map_err(db_error)?,
                     is_admin: is_admin == 1,
                     disabled_at: row.try_get("disabled_at").map_err(db_error)?,
@@ -195,6 +288,10 @@ impl Admin {
         limit: i64,
     ) -> Result<Vec<AdminAuditEntry>, ErrorCode> {
         self.require_admin(admin).await?;
+        self.audit_log(limit).await
+    }
+
+    async fn audit_log(&self, limit: i64) -> Result<Vec<AdminAuditEntry>, ErrorCode> {
         let rows = sqlx::query(
             "SELECT at, admin_email, action, target_email FROM admin_audit
              ORDER BY at DESC, id DESC LIMIT $1",
@@ -226,10 +323,15 @@ impl Admin {
     /// A new invite link's token (single use, seven days): shown to the admin this once.
     pub async fn admin_create_invite(&self, admin: &User) -> Result<NewInvite, ErrorCode> {
         self.require_admin(admin).await?;
+        self.create_invite(Actor::Admin(admin), INVITE_TTL_SECONDS)
+            .await
+    }
+
+    async fn create_invite(&self, actor: Actor<'_>, lifetime: i64) -> Result<NewInvite, ErrorCode> {
         let now = self.clock.now();
         let mut tx = self.pool.begin().await.map_err(db_error)?;
-        let invite = InviteStore::create(&mut tx, admin.id, now).await?;
-        record(&mut tx, admin, AdminAction::InviteCreated, None, now).await?;
+        let invite = InviteStore::create(&mut tx, actor.id(), now, lifetime).await?;
+        record(&mut tx, actor, AdminAction::InviteCreated, None, now).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(invite)
     }
@@ -255,6 +357,11 @@ impl Admin {
         if target == admin.id {
             return Err(ErrorCode::CannotDisableSelf);
         }
+        self.disable(Actor::Admin(admin), target).await.map(drop)
+    }
+
+    /// `false` when it was disabled already (nothing done, nothing logged).
+    async fn disable(&self, actor: Actor<'_>, target: UserId) -> Result<bool, ErrorCode> {
         let now = self.clock.now();
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         // The flag first, then the sessions: a sign-in completing meanwhile either finds the
@@ -269,8 +376,7 @@ impl Admin {
                 .rows_affected();
         let email = self.email_of(&mut tx, target).await?;
         if flagged == 0 {
-            // Disabled already: nothing to do, nothing to log.
-            return Ok(());
+            return Ok(false);
         }
         sqlx::query("DELETE FROM sessions WHERE user_id = $1")
             .bind(target)
@@ -279,18 +385,24 @@ impl Admin {
             .map_err(db_error)?;
         record(
             &mut tx,
-            admin,
+            actor,
             AdminAction::AccountDisabled,
             Some((target, &email)),
             now,
         )
         .await?;
-        tx.commit().await.map_err(db_error)
+        tx.commit().await.map_err(db_error)?;
+        Ok(true)
     }
 
     /// Enables account `target` again: it may sign in (its old sessions stay ended).
     pub async fn admin_enable(&self, admin: &User, target: UserId) -> Result<(), ErrorCode> {
         self.require_admin(admin).await?;
+        self.enable(Actor::Admin(admin), target).await.map(drop)
+    }
+
+    /// `false` when it was enabled already.
+    async fn enable(&self, actor: Actor<'_>, target: UserId) -> Result<bool, ErrorCode> {
         let now = self.clock.now();
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         let cleared = sqlx::query(
@@ -303,17 +415,18 @@ impl Admin {
         .rows_affected();
         let email = self.email_of(&mut tx, target).await?;
         if cleared == 0 {
-            return Ok(());
+            return Ok(false);
         }
         record(
             &mut tx,
-            admin,
+            actor,
             AdminAction::AccountEnabled,
             Some((target, &email)),
             now,
         )
         .await?;
-        tx.commit().await.map_err(db_error)
+        tx.commit().await.map_err(db_error)?;
+        Ok(true)
     }
 
     /// Turns account `target`'s TOTP off and removes its passkeys (its owner lost the
@@ -326,6 +439,10 @@ impl Admin {
         target: UserId,
     ) -> Result<(), ErrorCode> {
         self.require_admin(admin).await?;
+        self.reset_second_factor(Actor::Admin(admin), target).await
+    }
+
+    async fn reset_second_factor(&self, actor: Actor<'_>, target: UserId) -> Result<(), ErrorCode> {
         let now = self.clock.now();
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         let removed = sqlx::query("DELETE FROM totp_credentials WHERE user_id = $1")
@@ -357,7 +474,7 @@ impl Admin {
                 .map_err(db_error)?;
         }
         // The admin's own sessions stay: resetting one's own factor must not sign one out.
-        if target != admin.id {
+        if actor.id() != Some(target) {
             sqlx::query("DELETE FROM sessions WHERE user_id = $1")
                 .bind(target)
                 .execute(&mut *tx)
@@ -366,13 +483,163 @@ impl Admin {
         }
         record(
             &mut tx,
-            admin,
+            actor,
             AdminAction::SecondFactorReset,
             Some((target, &email)),
             now,
         )
         .await?;
         tx.commit().await.map_err(db_error)
+    }
+
+    /// Makes `target` an admin; the first admin also fills the `first_admin` slot, so a new
+    /// installation's next registration is no longer the free one. `false` when it was one.
+    async fn grant_admin(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        actor: Actor<'_>,
+        target: &User,
+    ) -> Result<bool, ErrorCode> {
+        let granted = sqlx::query("UPDATE users SET is_admin = 1 WHERE id = $1 AND is_admin = 0")
+            .bind(target.id)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?
+            .rows_affected();
+        sqlx::query(
+            "INSERT INTO first_admin (slot, user_id) VALUES (1, $1) ON CONFLICT (slot) DO NOTHING",
+        )
+        .bind(target.id)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+        if granted == 0 {
+            return Ok(false);
+        }
+        let now = self.clock.now();
+        record(
+            conn,
+            actor,
+            AdminAction::AdminGranted,
+            Some((target.id, &target.email)),
+            now,
+        )
+        .await?;
+        Ok(true)
+    }
+
+    // The operator at the command line: the same acts, by email, logged as the command line's.
+
+    /// The account with `email` (trimmed, any case).
+    pub async fn operator_find(&self, email: &str) -> Result<User, OperatorError> {
+        let typed = email.trim().to_owned();
+        let Ok(email) = Email::parse(email) else {
+            return Err(OperatorError::NoSuchAccount(typed));
+        };
+        let id: Option<UserId> = sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
+            .bind(email.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        match id {
+            Some(id) => Ok(User {
+                id,
+                email: email.as_str().to_owned(),
+            }),
+            None => Err(OperatorError::NoSuchAccount(typed)),
+        }
+    }
+
+    /// Every account, oldest first (what the admin page lists).
+    pub async fn operator_accounts(&self) -> Result<Vec<AccountRow>, OperatorError> {
+        Ok(self.accounts().await?)
+    }
+
+    /// The latest admin acts, newest first.
+    pub async fn operator_audit_log(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<AdminAuditEntry>, OperatorError> {
+        Ok(self.audit_log(limit).await?)
+    }
+
+    /// A new single-use invite that works for `days` (1 to [`MAX_INVITE_DAYS`]).
+    pub async fn operator_create_invite(&self, days: i64) -> Result<NewInvite, OperatorError> {
+        if !(1..=MAX_INVITE_DAYS).contains(&days) {
+            return Err(OperatorError::InviteLifetime(days));
+        }
+        Ok(self
+            .create_invite(Actor::CommandLine, days * 24 * 60 * 60)
+            .await?)
+    }
+
+    /// Disables the account with `email` as the page does; `false` when it was disabled
+    /// already. The last enabled admin is refused: nobody could run the admin page after.
+    pub async fn operator_disable(&self, email: &str) -> Result<bool, OperatorError> {
+        let user = self.operator_find(email).await?;
+        if self.is_admin(&user).await? {
+            let others: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM users WHERE is_admin = 1 AND disabled_at IS NULL AND id <> $1",
+            )
+            .bind(user.id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)?;
+            if others == 0 {
+                return Err(OperatorError::LastAdmin(user.email));
+            }
+        }
+        Ok(self.disable(Actor::CommandLine, user.id).await?)
+    }
+
+    /// Enables the account with `email` again; `false` when it was not disabled.
+    pub async fn operator_enable(&self, email: &str) -> Result<bool, OperatorError> {
+        let user = self.operator_find(email).await?;
+        Ok(self.enable(Actor::CommandLine, user.id).await?)
+    }
+
+    /// Removes the TOTP seed, passkeys and recovery codes of the account with `email` and ends
+    /// its sessions, as the page's reset does; `false` when it had no second factor.
+    pub async fn operator_reset_second_factor(&self, email: &str) -> Result<bool, OperatorError> {
+        let user = self.operator_find(email).await?;
+        match self.reset_second_factor(Actor::CommandLine, user.id).await {
+            Ok(()) => Ok(true),
+            Err(ErrorCode::TwoFactorOff) => Ok(false),
+            Err(code) => Err(code.into()),
+        }
+    }
+
+    /// Makes the account with `email` an admin; `false` when it was one already.
+    pub async fn operator_make_admin(&self, email: &str) -> Result<bool, OperatorError> {
+        let user = self.operator_find(email).await?;
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let granted = self.grant_admin(&mut tx, Actor::CommandLine, &user).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(granted)
+    }
+
+    /// Logs that the command line created `user` (through [`crate::Engine::register`], the
+    /// password rules included) and, with `admin`, makes it an admin in the same transaction.
+    pub async fn operator_account_added(
+        &self,
+        user: &User,
+        admin: bool,
+    ) -> Result<(), OperatorError> {
+        let now = self.clock.now();
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        record(
+            &mut tx,
+            Actor::CommandLine,
+            AdminAction::AccountAdded,
+            Some((user.id, &user.email)),
+            now,
+        )
+        .await?;
+        if admin {
+            self.grant_admin(&mut tx, Actor::CommandLine, user).await?;
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(())
     }
 
     /// Called once a sign-in opened `session` for `user_id`: notes the sign-in, or, when the
@@ -677,5 +944,99 @@ mod tests {
             engine.admin_reset_second_factor(&admin, user.id).await,
             Err(ErrorCode::TwoFactorOff)
         );
+    }
+
+    /// The command line's acts go the page's way (sessions end, the factor goes) and each is
+    /// logged as the command line's; an unknown email and the last admin are refused in words.
+    #[tokio::test]
+    async fn the_operator_acts_by_email_without_an_admin_account_and_is_logged() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, clock) = engine_in(&dir).await;
+        let operator = Admin::new(engine.pool().clone(), Arc::new(clock.clone()));
+        let first = engine
+            .register("first@example.org", PASSWORD, PASSWORD)
+            .await
+            .unwrap();
+        assert!(!engine.has_admin().await.unwrap());
+        operator.operator_account_added(&first, true).await.unwrap();
+        assert!(
+            engine.has_admin().await.unwrap(),
+            "the first admin fills the slot"
+        );
+        assert!(engine.is_admin(&first).await.unwrap());
+        assert_eq!(
+            operator.operator_disable(" FIRST@example.org ").await,
+            Err(OperatorError::LastAdmin("first@example.org".into()))
+        );
+
+        let (user, _) = crate::test_support::user_with_totp(&engine, "totp@example.org").await;
+        let session = engine.open_session(user.id).await.unwrap();
+        assert_eq!(
+            operator.operator_reset_second_factor(&user.email).await,
+            Ok(true)
+        );
+        assert!(engine.totp_status(&user).await.unwrap().is_none());
+        assert_eq!(engine.session_user(&session).await.unwrap(), None);
+        assert_eq!(
+            operator.operator_reset_second_factor(&user.email).await,
+            Ok(false)
+        );
+
+        let session = engine.open_session(user.id).await.unwrap();
+        assert_eq!(operator.operator_disable(&user.email).await, Ok(true));
+        assert_eq!(engine.session_user(&session).await.unwrap(), None);
+        assert_eq!(operator.operator_disable(&user.email).await, Ok(false));
+        assert_eq!(operator.operator_enable(&user.email).await, Ok(true));
+        assert_eq!(operator.operator_make_admin(&user.email).await, Ok(true));
+        assert_eq!(operator.operator_make_admin(&user.email).await, Ok(false));
+        // With a second admin the first may go.
+        assert_eq!(operator.operator_disable(&first.email).await, Ok(true));
+
+        let invite = operator.operator_create_invite(2).await.unwrap();
+        assert_eq!(invite.expires_at, engine.now() + 2 * 24 * 60 * 60);
+        assert_eq!(
+            invite.link("https://sg.example.org/"),
+            format!(
+                "https://sg.example.org/register?invite={}",
+                invite.token.as_str()
+            )
+        );
+        assert_eq!(
+            operator.operator_create_invite(0).await.map(|_| ()),
+            Err(OperatorError::InviteLifetime(0))
+        );
+
+        let unknown = operator
+            .operator_enable("nobody@example.org")
+            .await
+            .unwrap_err();
+        assert_eq!(unknown.code(), "no_such_account");
+        assert_eq!(
+            unknown.to_string(),
+            "no account has the email nobody@example.org"
+        );
+
+        let log = operator.operator_audit_log(20).await.unwrap();
+        let lines: Vec<(AdminAction, Option<&str>)> = log
+            .iter()
+            .rev()
+            .map(|e| (e.action, e.target_email.as_deref()))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                (AdminAction::AccountAdded, Some("first@example.org")),
+                (AdminAction::AdminGranted, Some("first@example.org")),
+                (AdminAction::SecondFactorReset, Some("totp@example.org")),
+                (AdminAction::AccountDisabled, Some("totp@example.org")),
+                (AdminAction::AccountEnabled, Some("totp@example.org")),
+                (AdminAction::AdminGranted, Some("totp@example.org")),
+                (AdminAction::AccountDisabled, Some("first@example.org")),
+                (AdminAction::InviteCreated, None),
+            ]
+        );
+        assert!(log.iter().all(|e| e.admin_email == COMMAND_LINE_ACTOR));
+        // The page shows the same log to an admin.
+        assert_eq!(engine.admin_audit_log(&user, 20).await.unwrap(), log);
     }
 }

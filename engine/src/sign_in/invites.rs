@@ -60,6 +60,17 @@ pub struct NewInvite {
     pub expires_at: i64,
 }
 
+impl NewInvite {
+    /// The link to hand out: Stepgate's sign-up page with the invite filled in.
+    pub fn link(&self, public_url: &str) -> String {
+        format!(
+            "{}/register?invite={}",
+            public_url.trim_end_matches('/'),
+            self.token.as_str()
+        )
+    }
+}
+
 /// An invite as the admin page lists it (never its token).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InviteSummary {
@@ -85,14 +96,16 @@ impl InviteStore {
         Self { pool }
     }
 
-    /// Makes an invite by `admin`, inside the transaction that records the act.
+    /// Makes an invite that works for `lifetime` seconds, by `admin` (`None`: the command
+    /// line), inside the transaction that records the act.
     pub(crate) async fn create(
         conn: &mut sqlx::AnyConnection,
-        admin: UserId,
+        admin: Option<UserId>,
         now: i64,
+        lifetime: i64,
     ) -> Result<NewInvite, ErrorCode> {
         let token = InviteToken::random();
-        let expires_at = now + INVITE_TTL_SECONDS;
+        let expires_at = now + lifetime;
         sqlx::query(
             "INSERT INTO invites (digest, created_by, created_at, expires_at) VALUES ($1, $2, $3, $4)",
         )

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use crate::base::clock::Clock;
 use crate::base::email::Email;
 use crate::base::fields::{check_field_sizes, MAX_FIELD_BYTES};
+use crate::base::metrics;
 use crate::flows::runner::FlowRunner;
 use crate::flows::runner::Progress;
 use crate::providers::{Input, Purpose, StepError};
@@ -125,6 +126,7 @@ impl LocalAccounts {
         let attempt = SignInAttempt::new(&Email::parse(email)?, address);
         if let Err(throttled) = self.throttle.claim(&attempt, self.clock.now()).await? {
             tracing::warn!(retry_after = throttled.retry_after, "throttled a sign-in");
+            metrics::sign_in(metrics::SignInOutcome::Throttled);
             return Err(SignInRefusal::Throttled {
                 retry_after: throttled.retry_after,
             });

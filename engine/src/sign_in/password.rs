@@ -13,6 +13,7 @@ use argon2::password_hash::{
 use argon2::{Algorithm, Argon2, Params, Version};
 use tokio::sync::Semaphore;
 
+use crate::base::metrics;
 use crate::ErrorCode;
 
 /// OWASP Password Storage Cheat Sheet, second argon2id option.
@@ -117,10 +118,18 @@ impl PasswordHasher {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, ErrorCode> {
-        let _slot = tokio::time::timeout(self.queue_wait, self.slots.acquire())
-            .await
-            .map_err(|_| ErrorCode::ServerBusy)?
-            .map_err(|_| ErrorCode::Unknown)?;
+        let queued = metrics::HashQueued::enter();
+        let slot = tokio::time::timeout(self.queue_wait, self.slots.acquire()).await;
+        let _slot = match slot {
+            Ok(slot) => {
+                drop(queued);
+                slot.map_err(|_| ErrorCode::Unknown)?
+            }
+            Err(_) => {
+                queued.refused();
+                return Err(ErrorCode::ServerBusy);
+            }
+        };
         tokio::task::spawn_blocking(work).await.map_err(|e| {
             tracing::error!(error = %e, "password hashing task failed");
             ErrorCode::Unknown

@@ -44,6 +44,13 @@ pub fn dialect(pool: &Pool) -> Dialect {
 /// Opens the database at `url` (`sqlite://…`, created if missing, or `postgres://…`) and brings
 /// its schema up to date.
 pub async fn connect(url: &str) -> Result<Pool, sqlx::Error> {
+    let pool = open_without_migrating(url).await?;
+    migrate(&pool).await?;
+    Ok(pool)
+}
+
+/// Opens the database at `url` as it is (`stepgate check` looks before it changes anything).
+pub async fn open_without_migrating(url: &str) -> Result<Pool, sqlx::Error> {
     DRIVERS.call_once(sqlx::any::install_default_drivers);
     let dialect = Dialect::of_url(url).ok_or_else(|| {
         sqlx::Error::Configuration(
@@ -85,11 +92,17 @@ pub async fn connect(url: &str) -> Result<Pool, sqlx::Error> {
                 .await?
         }
     };
-    match dialect {
-        Dialect::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
-        Dialect::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
-    }
     Ok(pool)
+}
+
+/// Applies the migrations `pool`'s database lacks (several instances starting at once: sqlx
+/// takes a lock, so each migration runs once).
+pub async fn migrate(pool: &Pool) -> Result<(), sqlx::Error> {
+    match dialect(pool) {
+        Dialect::Sqlite => sqlx::migrate!("./migrations/sqlite").run(pool).await?,
+        Dialect::Postgres => sqlx::migrate!("./migrations/postgres").run(pool).await?,
+    }
+    Ok(())
 }
 
 /// Connections one instance opens to Postgres (`STEPGATE_DB_POOL`, default 16): with N

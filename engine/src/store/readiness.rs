@@ -75,6 +75,22 @@ pub async fn look(pool: &Pool, redis: Option<&Redis>) -> Readiness {
     }
 }
 
+/// The migrations this build has that the database lacks, oldest first (all of them for a
+/// database never migrated: it has no `_sqlx_migrations` table yet).
+pub async fn missing_migrations(pool: &Pool) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query("SELECT 1").execute(pool).await?;
+    let applied = applied(pool).await.unwrap_or_default();
+    Ok(known_versions(dialect(pool))
+        .into_iter()
+        .filter(|v| !applied.contains(v))
+        .collect())
+}
+
+/// How many migrations this build has.
+pub fn migrations_known(pool: &Pool) -> usize {
+    known_versions(dialect(pool)).len()
+}
+
 /// The versions of the migrations applied successfully.
 async fn applied(pool: &Pool) -> Result<Vec<i64>, sqlx::Error> {
     sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = TRUE")
@@ -82,7 +98,7 @@ async fn applied(pool: &Pool) -> Result<Vec<i64>, sqlx::Error> {
         .await
 }
 
-async fn ping(redis: &Redis) -> redis::RedisResult<()> {
+pub async fn ping(redis: &Redis) -> redis::RedisResult<()> {
     let mut conn = redis.conn();
     redis::cmd("PING").query_async::<String>(&mut conn).await?;
     Ok(())

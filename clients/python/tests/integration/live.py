@@ -27,9 +27,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 
 REPO = Path(__file__).resolve().parents[4]
-SERVER = REPO / "target" / "release" / "server"
+SERVER = REPO / "target" / "release" / "stepgate"
 SANDBOX = REPO / "target" / "release" / "sandbox"
-SITE_ROOT = REPO / "target" / "site"
 START_TIMEOUT = 60.0
 
 T = TypeVar("T")
@@ -178,8 +177,8 @@ def running_stepgate() -> Iterator[Deployment]:
         server_env = {
             **base_env,
             "LEPTOS_SITE_ADDR": f"127.0.0.1:{app_port}",
-            "LEPTOS_SITE_ROOT": str(SITE_ROOT),
             "STEPGATE_DATA": str(workdir / "data"),
+            "STEPGATE_KEY_FILE": str(workdir / "secret.key"),
             "STEPGATE_DEMO": "0",
             "STEPGATE_REGISTRATION": "open",
             "STEPGATE_PUBLIC_URL": app_origin,
