@@ -327,6 +327,20 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// What a test's log subscriber wrote.
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
     #[test]
     fn passwords_in_urls_are_redacted() {
         assert_eq!(
@@ -369,20 +383,8 @@ mod tests {
 
     #[test]
     fn log_lines_never_carry_a_url_password() {
-        use std::sync::{Arc, Mutex};
         use tracing_subscriber::fmt::MakeWriter;
 
-        #[derive(Clone, Default)]
-        struct Buffer(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Buffer {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         #[derive(Clone)]
         struct Make(Buffer);
         impl<'a> MakeWriter<'a> for Make {
@@ -641,18 +643,6 @@ mod tests {
 
     /// What `f` returns, and what it logged.
     fn logged_while<T>(f: impl FnOnce() -> T) -> (T, String) {
-        use std::sync::{Arc, Mutex};
-        #[derive(Clone, Default)]
-        struct Buffer(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Buffer {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         let buffer = Buffer::default();
         let writer = buffer.clone();
         let subscriber = tracing_subscriber::fmt()

@@ -11,7 +11,7 @@ use engine::store::db::Dialect;
 
 use crate::config::Config;
 
-type CliResult = Result<(), Box<dyn std::error::Error>>;
+use super::CliResult;
 
 /// The configured SQLite file, or the one line that says what to do on Postgres instead.
 fn sqlite_file(config: &Config, file: &Path) -> Result<std::path::PathBuf, String> {

@@ -13,7 +13,7 @@ use engine::Engine;
 
 use crate::config::Config;
 
-type KeyResult = Result<(), Box<dyn Error>>;
+use super::CliResult;
 
 /// Rows per batch: each batch is one short transaction.
 const DEFAULT_BATCH: usize = 200;
@@ -74,11 +74,11 @@ impl Target {
     }
 }
 
-pub async fn run(config: &Config, command: KeyCommand) -> KeyResult {
+pub async fn run(config: &Config, command: KeyCommand) -> CliResult {
     run_on(&Target::of(config), command).await
 }
 
-async fn run_on(config: &Target, command: KeyCommand) -> KeyResult {
+async fn run_on(config: &Target, command: KeyCommand) -> CliResult {
     match command {
         KeyCommand::Rotate { batch } => match config.keys.file() {
             Some(_) => {
@@ -184,7 +184,7 @@ async fn open_engine(config: &Target) -> Result<Engine, Box<dyn Error>> {
     Ok(Engine::open(engine_config).await?)
 }
 
-async fn reseal(config: &Target, batch: usize) -> KeyResult {
+async fn reseal(config: &Target, batch: usize) -> CliResult {
     let engine = open_engine(config).await?;
     println!(
         "Re-sealing under key {} (from {}), {batch} per batch:",
@@ -207,15 +207,11 @@ async fn reseal(config: &Target, batch: usize) -> KeyResult {
     for (kind, count) in &report.kinds {
         println!("  {}: {} re-sealed", kind.name(), count.resealed);
     }
-    let check = engine
-        .sealed_with_old_keys()
-        .await
-        .map_err(|code| format!("checking what the old keys still seal failed: {code}"))?;
-    print_verdict(&engine, &check);
+    tell_what_old_keys_seal(&engine).await?;
     Ok(())
 }
 
-async fn status(config: &Target) -> KeyResult {
+async fn status(config: &Target) -> CliResult {
     let engine = open_engine(config).await?;
     let ring = engine.keyring();
     println!(
@@ -223,12 +219,18 @@ async fn status(config: &Target) -> KeyResult {
         source(&ring),
         ids(&ring)
     );
+    tell_what_old_keys_seal(&engine).await?;
+    Ok(())
+}
+
+/// Looks at what the older keys still seal and says so ([`print_verdict`]).
+async fn tell_what_old_keys_seal(engine: &Engine) -> Result<SealedReport, String> {
     let check = engine
         .sealed_with_old_keys()
         .await
         .map_err(|code| format!("checking what the old keys still seal failed: {code}"))?;
-    print_verdict(&engine, &check);
-    Ok(())
+    print_verdict(engine, &check);
+    Ok(check)
 }
 
 /// The last line of a rotation: may the old keys go, and if not, what still needs them.
@@ -282,14 +284,10 @@ fn print_verdict(engine: &Engine, check: &SealedReport) {
     );
 }
 
-async fn drop_old(config: &Target) -> KeyResult {
+async fn drop_old(config: &Target) -> CliResult {
     let Some(path) = config.keys.file() else {
         let engine = open_engine(config).await?;
-        let check = engine
-            .sealed_with_old_keys()
-            .await
-            .map_err(|code| format!("checking failed: {code}"))?;
-        print_verdict(&engine, &check);
+        let check = tell_what_old_keys_seal(&engine).await?;
         if check.old_keys_unused() {
             println!("The keys come from the environment: keep only the first key of STEPGATE_KEYS (id {}) on every instance, and restart.", id_of(config.keys.newest()));
         }

@@ -13,7 +13,7 @@ use engine::{Engine, ErrorCode};
 
 use crate::config::Config;
 
-type CliResult = Result<(), Box<dyn std::error::Error>>;
+use super::CliResult;
 
 /// Where `user add` reads the new password from when it is set (else standard input).
 pub const NEW_PASSWORD_VAR: &str = "STEPGATE_NEW_PASSWORD";
