@@ -18,8 +18,11 @@ SANDBOX_PORT=${BENCH_SANDBOX_PORT:-3620}
 source scripts/lib/serve-release.sh
 cargo build --release -q -p engine --example api_bench
 keys_file="$data/bench-keys.txt"
-STEPGATE_UPSTREAMS="https://gdhvb2cflameconnect.b2clogin.com=http://$(double 7)" \
+# The engine is pointed at the same doubles as the server (STEPGATE_UPSTREAMS from the table).
+(
+  eval "$doubles_env"
   target/release/examples/api_bench setup "$data" "$KEYS" "$keys_file"
+)
 echo "$(wc -l <"$keys_file") FlameConnect accounts, one user and one API key each, on $APP_ORIGIN"
 echo "GET /api/v1/accounts/{id}/credentials, ${SECONDS_PER_RUN} s per run after 1 s of warm-up:"
 printf '  %11s %6s %9s %10s %8s %8s %8s  %s\n' "connections" keys requests "requests/s" "p50 ms" \
