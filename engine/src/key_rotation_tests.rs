@@ -31,6 +31,28 @@ mod tests {
         SecretKey([42; 32])
     }
 
+    /// The FlameConnect demo account, connected for `user` with `secrets` sealed at rest.
+    async fn flameconnect_account(
+        engine: &Engine,
+        user: crate::sign_in::users::UserId,
+        secrets: serde_json::Value,
+    ) -> crate::accounts::store::ConnectedAccount {
+        engine
+            .accounts()
+            .add(
+                user,
+                "flameconnect",
+                &NewAccount {
+                    account_id: "demo@flameconnect.test".into(),
+                    display_name: "Demo".into(),
+                    secrets,
+                },
+                START,
+            )
+            .await
+            .unwrap()
+    }
+
     async fn open(dir: &tempfile::TempDir, keys: Vec<SecretKey>, at: i64) -> Engine {
         let mut config = test_config(dir.path()).await;
         assert_eq!(
@@ -105,20 +127,7 @@ mod tests {
             other => panic!("the code step expected, got {other:?}"),
         };
         let tokens = serde_json::json!({"refresh_token": "rt-before-the-rotation"});
-        let account = before
-            .accounts()
-            .add(
-                user.id,
-                "flameconnect",
-                &NewAccount {
-                    account_id: "demo@flameconnect.test".into(),
-                    display_name: "Demo".into(),
-                    secrets: tokens.clone(),
-                },
-                START,
-            )
-            .await
-            .unwrap();
+        let account = flameconnect_account(&before, user.id, tokens.clone()).await;
         let (url, seen) = receiver().await;
         let webhook_secret = before.webhooks().set_url(user.id, &url).await.unwrap();
         let link =
@@ -272,20 +281,9 @@ mod tests {
             .register("links@example.org", PASSWORD, PASSWORD)
             .await
             .unwrap();
-        let account = before
-            .accounts()
-            .add(
-                user.id,
-                "flameconnect",
-                &NewAccount {
-                    account_id: "demo@flameconnect.test".into(),
-                    display_name: "Demo".into(),
-                    secrets: serde_json::json!({"refresh_token": "rt"}),
-                },
-                START,
-            )
-            .await
-            .unwrap();
+        let account =
+            flameconnect_account(&before, user.id, serde_json::json!({"refresh_token": "rt"}))
+                .await;
         before
             .set_sign_in_links_for_apps(user.id, true)
             .await
