@@ -412,10 +412,17 @@ fn activity_words(
         "needs_sign_in" => "The provider refused the tokens: needs sign-in.".to_owned(),
         "unreachable" => format!("Could not reach the provider: {failure}"),
         "recovered" => "Working again.".to_owned(),
-        "api_read" => match entry.api_key.as_ref().and_then(|k| key_names.get(k)) {
-            Some(name) => format!("Credentials read with API key “{name}”."),
-            None => "Credentials read with an API key since revoked.".to_owned(),
-        },
+        "api_read" => {
+            // Counted per key and minute: "read 12 times" in the minute ending at `at`.
+            let times = match entry.reads {
+                Some(n) if n > 1 => format!(" {n} times"),
+                _ => String::new(),
+            };
+            match entry.api_key.as_ref().and_then(|k| key_names.get(k)) {
+                Some(name) => format!("Credentials read{times} with API key “{name}”."),
+                None => format!("Credentials read{times} with an API key since revoked."),
+            }
+        }
         "api_proxy" => match entry.api_key.as_ref().and_then(|k| key_names.get(k)) {
             Some(name) => format!("Provider API called through Stepgate with API key “{name}”."),
             None => "Provider API called with an API key since revoked.".to_owned(),

@@ -19,6 +19,7 @@ use crate::accounts::upkeep::Upkeep;
 use crate::apps::api_keys::{ApiCaller, ApiKey, ApiKeySecret, ApiKeyStore};
 use crate::apps::api_rate::{ApiRateBuckets, MemoryApiRate, RedisApiRate};
 use crate::apps::events::{AccountEvent, AccountEvents, AuditEntry, AuditLog};
+use crate::apps::read_counts::ReadCounts;
 use crate::apps::webhooks::{Delivery, WebhookSealed, WebhookSecret, WebhookStore};
 use crate::base::clock::{Clock, SystemClock};
 use crate::base::crypto::SecretBox;
@@ -276,6 +277,7 @@ impl Engine {
             webhooks: webhooks.clone(),
             clock: clock.clone(),
             sign_in_links: Some(Arc::new(sign_in_links.clone())),
+            reads: ReadCounts::new(pool.clone()),
         };
         let upkeep = Upkeep {
             accounts: accounts.clone(),
@@ -287,6 +289,7 @@ impl Engine {
             worker_id: FlowId::random().to_string().into(),
         };
         let runner = FlowRunner {
+            pool: pool.clone(),
             flows: hot.flows.clone(),
             providers: providers.clone(),
             upstreams: upstreams.clone(),
@@ -1047,6 +1050,17 @@ impl Engine {
         self.events.remove_account(user_id, account_id).await
     }
 
+    /// Writes the apps' reads counted so far (`apps/read_counts.rs`); the server calls it
+    /// when it shuts down. Returns how many reads it wrote.
+    pub async fn flush_read_counts(&self) -> Result<i64, ErrorCode> {
+        self.events.reads.flush().await
+    }
+
+    /// Runs [`Engine::flush_read_counts`] every `every` until the task is dropped.
+    pub fn spawn_read_count_flusher(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        self.events.reads.spawn_flusher(every)
+    }
+
     // AccountHealth
 
     /// Claims the user's accounts due for a check and checks them on background tasks.
@@ -1104,8 +1118,8 @@ impl Engine {
             .await
     }
 
-    /// [`Engine::app_credentials`] read by API key `key_id` (its public part): the read goes
-    /// into the account's audit log, naming the key.
+    /// [`Engine::app_credentials`] read by API key `key_id` (its public part): the read is
+    /// counted in the account's audit log, naming the key (`apps/read_counts.rs`).
     pub async fn app_credentials_for_key(
         &self,
         user_id: UserId,

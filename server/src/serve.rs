@@ -79,6 +79,9 @@ pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
     engine.spawn_webhook_delivery(Duration::from_secs(1));
     // Connected accounts are renewed before their tokens expire (engine/src/accounts/upkeep.rs).
     engine.spawn_upkeep(config.upkeep_interval);
+    // The apps' credential reads are counted in memory and written every second
+    // (engine/src/apps/read_counts.rs), and once more below when the server stops.
+    engine.spawn_read_count_flusher(engine::apps::read_counts::FLUSH_EVERY);
 
     let routes = generate_route_list(App);
     let shutting_down = health::ShuttingDown::default();
@@ -174,6 +177,11 @@ pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
         tokio::time::sleep(config.shutdown_delay).await;
     })
     .await?;
+    // Every request has been answered: the reads they counted go to the database.
+    match engine.flush_read_counts().await {
+        Ok(reads) => tracing::info!(reads, "read counts written at shutdown"),
+        Err(code) => tracing::error!(%code, "read counts could not be written at shutdown"),
+    }
     Ok(())
 }
 

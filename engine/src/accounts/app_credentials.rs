@@ -29,8 +29,8 @@ impl AppCredentials {
         Ok(self.credentials_read(user_id, account_id).await?.1)
     }
 
-    /// [`Engine::app_credentials`] read by API key `key_id` (its public part): the read goes
-    /// into the account's audit log, naming the key.
+    /// [`Engine::app_credentials`] read by API key `key_id` (its public part): the read is
+    /// counted in the account's audit log, naming the key (`apps/read_counts.rs`).
     pub async fn app_credentials_for_key(
         &self,
         user_id: UserId,

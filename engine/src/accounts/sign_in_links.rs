@@ -29,7 +29,7 @@ use crate::apps::webhooks::WebhookStore;
 use crate::base::clock::Clock;
 use crate::base::crypto::SecretBox;
 use crate::sign_in::users::UserId;
-use crate::store::db::Pool;
+use crate::store::db::{Conn, Pool};
 use crate::ErrorCode;
 
 /// How long a link works.
@@ -689,13 +689,18 @@ impl SignInLinks {
         row.refusal(self.clock.now()).map_or(Ok(()), Err)
     }
 
-    /// Marks link `link_id` used: its account was signed in through it.
-    pub async fn mark_used(&self, link_id: &str) -> Result<(), ErrorCode> {
+    /// Marks link `link_id` used, on `conn` (the reauth's finishing transaction): its account
+    /// was signed in through it.
+    pub(crate) async fn mark_used_in(
+        &self,
+        conn: &mut Conn,
+        link_id: &str,
+    ) -> Result<(), ErrorCode> {
         let done =
             sqlx::query("UPDATE sign_in_links SET used_at = $1 WHERE id = $2 AND used_at IS NULL")
                 .bind(self.clock.now())
                 .bind(link_id)
-                .execute(&self.pool)
+                .execute(&mut *conn)
                 .await
                 .map_err(db_error)?;
         if done.rows_affected() == 0 {

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use crate::store::db::Pool;
+use crate::store::db::{Conn, Pool};
 use crate::store::reseal::{self, ResealPass, SealedColumn};
 
 use crate::base::crypto::SecretBox;
@@ -146,13 +146,29 @@ impl AccountStore {
         account: &NewAccount,
         now: i64,
     ) -> Result<ConnectedAccount, ErrorCode> {
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        self.add_in(&mut conn, user_id, provider, account, now, None)
+            .await
+    }
+
+    /// [`AccountStore::add`] on `conn` (a finishing flow's transaction), due for its first
+    /// renewal at `renew_due_at`.
+    pub(crate) async fn add_in(
+        &self,
+        conn: &mut Conn,
+        user_id: UserId,
+        provider: &str,
+        account: &NewAccount,
+        now: i64,
+        renew_due_at: Option<i64>,
+    ) -> Result<ConnectedAccount, ErrorCode> {
         let sealed = self.secrets.seal(
             account.secrets.to_string().as_bytes(),
             &associated_data(user_id, provider, &account.account_id),
         );
         let inserted = sqlx::query(
-            "INSERT INTO connected_accounts (user_id, provider, account_key, display_name, secrets_sealed, connected_at)
-             VALUES ($1, $2, $3, $4, $5, $6)
+            "INSERT INTO connected_accounts (user_id, provider, account_key, display_name, secrets_sealed, connected_at, renew_due_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (user_id, provider, account_key) DO NOTHING
              RETURNING id",
         )
@@ -162,7 +178,8 @@ impl AccountStore {
         .bind(&account.display_name)
         .bind(sealed)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .bind(renew_due_at)
+        .fetch_optional(&mut *conn)
         .await
         .map_err(db_error)?;
         let id: i64 = inserted
@@ -180,7 +197,7 @@ impl AccountStore {
             check_finished_at: None,
             last_error: None,
             renewed_at: None,
-            renew_due_at: None,
+            renew_due_at,
         })
     }
 
@@ -190,12 +207,23 @@ impl AccountStore {
         user_id: UserId,
         account_id: i64,
     ) -> Result<ConnectedAccount, ErrorCode> {
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        self.get_in(&mut conn, user_id, account_id).await
+    }
+
+    /// [`AccountStore::get`] on `conn`.
+    pub(crate) async fn get_in(
+        &self,
+        conn: &mut Conn,
+        user_id: UserId,
+        account_id: i64,
+    ) -> Result<ConnectedAccount, ErrorCode> {
         let row = sqlx::query(&format!(
             "SELECT {ACCOUNT_COLUMNS} FROM connected_accounts WHERE id = $1 AND user_id = $2"
         ))
         .bind(account_id)
         .bind(user_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *conn)
         .await
         .map_err(db_error)?
         .ok_or(ErrorCode::NotFound)?;
@@ -205,22 +233,21 @@ impl AccountStore {
     /// Signs account `account_id` in again: its secrets (and name) are replaced in place, so
     /// its id and connected-at stay, and the needs-sign-in mark is cleared. The flow must have
     /// signed in to the same upstream account: another one is `wrong_account`, and nothing
-    /// changes.
-    pub async fn reauth(
+    /// changes. On `conn` (the finishing flow's transaction), with `stored` the account as read
+    /// there; due for renewal at `renew_due_at`.
+    pub(crate) async fn reauth_in(
         &self,
+        conn: &mut Conn,
         user_id: UserId,
-        account_id: i64,
-        provider: &str,
+        stored: &ConnectedAccount,
         account: &NewAccount,
         now: i64,
+        renew_due_at: Option<i64>,
     ) -> Result<ConnectedAccount, ErrorCode> {
-        let stored = self.get(user_id, account_id).await?;
-        if stored.provider != provider {
-            return Err(ErrorCode::NotFound);
-        }
         if stored.account_key != account.account_id {
             return Err(ErrorCode::WrongAccount);
         }
+        let (account_id, provider) = (stored.id, stored.provider.as_str());
         let sealed = self.secrets.seal(
             account.secrets.to_string().as_bytes(),
             &associated_data(user_id, provider, &stored.account_key),
@@ -228,24 +255,25 @@ impl AccountStore {
         let done = sqlx::query(
             "UPDATE connected_accounts
              SET secrets_sealed = $1, display_name = $2, status = 'active', last_error = NULL,
-                 check_finished_at = $3, renew_failures = 0
-             WHERE id = $4 AND user_id = $5 AND provider = $6 AND account_key = $7",
+                 check_finished_at = $3, renew_failures = 0, renew_due_at = $4
+             WHERE id = $5 AND user_id = $6 AND provider = $7 AND account_key = $8",
         )
         .bind(sealed)
         .bind(&account.display_name)
         .bind(now)
+        .bind(renew_due_at)
         .bind(account_id)
         .bind(user_id)
         .bind(provider)
         .bind(&stored.account_key)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await
         .map_err(db_error)?;
         if done.rows_affected() == 0 {
             // Removed while the reauth ran.
             return Err(ErrorCode::NotFound);
         }
-        self.get(user_id, account_id).await
+        self.get_in(conn, user_id, account_id).await
     }
 
     /// Claims the user's accounts whose last check finished and started at least `min_age`

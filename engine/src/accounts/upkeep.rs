@@ -91,20 +91,18 @@ impl Upkeep {
         &self.worker_id
     }
 
-    /// Schedules the first renewal of an account just connected (or signed in again) with
-    /// `account`'s secrets; returns when it is due.
-    pub(crate) async fn schedule_first_renewal(
+    /// When the first renewal of an account of `provider` just connected (or signed in again)
+    /// with `account`'s secrets is due (stored with the account, in its transaction).
+    pub(crate) fn first_renewal_due(
         &self,
-        stored: &ConnectedAccount,
+        provider: &str,
         account: &crate::providers::NewAccount,
-    ) -> Result<i64, ErrorCode> {
+    ) -> i64 {
         let expires = self
             .providers
-            .get(stored.provider.as_str())
+            .get(provider)
             .and_then(|p| p.expires_at(&account.secrets));
-        let due = next_due(self.clock.now(), expires);
-        self.accounts.schedule_renewal(stored.id, due).await?;
-        Ok(due)
+        next_due(self.clock.now(), expires)
     }
 
     /// One pass of the upkeep: leases the accounts due now and renews them. Returns how many

@@ -7,10 +7,11 @@
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use crate::store::db::Pool;
+use crate::store::db::{Conn, Pool};
 
 use crate::accounts::store::AccountStore;
 use crate::accounts::store::ConnectedAccount;
+use crate::apps::read_counts::ReadCounts;
 use crate::apps::webhooks::WebhookStore;
 use crate::base::clock::Clock;
 use crate::sign_in::users::UserId;
@@ -32,6 +33,7 @@ pub enum AccountEvent {
     /// when it turns back (after the event that shows it, e.g. `renewed` or `signed_in_again`).
     Recovered,
     /// An app read its credentials with API key `key_id` (its public part, `sgk_<id>`).
+    /// Counted per minute (`apps/read_counts.rs`), not written one by one.
     ApiRead {
         key_id: String,
     },
@@ -92,6 +94,9 @@ pub struct AuditEntry {
     pub code: Option<ErrorCode>,
     /// The API key (its public part) that read the credentials, for reads.
     pub api_key: Option<String>,
+    /// For `api_read`: how many reads the key made in the minute ending at `at`.
+    #[serde(default)]
+    pub reads: Option<i64>,
 }
 
 fn db_error(e: sqlx::Error) -> ErrorCode {
@@ -116,6 +121,18 @@ impl AuditLog {
         event: &AccountEvent,
         at: i64,
     ) -> Result<(), ErrorCode> {
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        Self::record_in(&mut conn, user_id, account_id, event, at).await
+    }
+
+    /// [`AuditLog::record`] on `conn` (in the transaction of what it records).
+    pub(crate) async fn record_in(
+        conn: &mut Conn,
+        user_id: UserId,
+        account_id: i64,
+        event: &AccountEvent,
+        at: i64,
+    ) -> Result<(), ErrorCode> {
         let (code, key) = match event {
             AccountEvent::Unreachable(code) => (Some(code.as_str()), None),
             AccountEvent::ApiRead { key_id } | AccountEvent::ApiProxied { key_id } => {
@@ -133,7 +150,7 @@ impl AuditLog {
         .bind(event.name())
         .bind(code)
         .bind(key)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await
         .map_err(db_error)?;
         Ok(())
@@ -164,6 +181,7 @@ impl AuditLog {
                     event: row.try_get("event").map_err(db_error)?,
                     code: code.and_then(|c| serde_json::from_value(c.into()).ok()),
                     api_key: row.try_get("api_key").map_err(db_error)?,
+                    reads: None,
                 })
             })
             .collect()
@@ -189,6 +207,8 @@ pub struct AccountEvents {
     pub(crate) clock: Arc<dyn Clock>,
     /// Sign-in links for the `account.needs_sign_in` webhook.
     pub(crate) sign_in_links: Option<Arc<dyn LinksForWebhooks>>,
+    /// The apps' credential reads, counted (shown in the audit log).
+    pub(crate) reads: ReadCounts,
 }
 
 impl AccountEvents {
@@ -200,12 +220,57 @@ impl AccountEvents {
         event: AccountEvent,
     ) {
         let now = self.clock.now();
+        if let AccountEvent::ApiRead { key_id } = &event {
+            // Hot: counted in memory, written in batches (read_counts.rs).
+            self.reads.count(user_id, account.id, key_id, now);
+            return;
+        }
         if let Err(code) = self.audit.record(user_id, account.id, &event, now).await {
             tracing::error!(account = account.id, %code, event = event.name(), "an account event was not recorded");
         }
         if let Some(kind) = event.webhook_type() {
             self.send_webhook(user_id, kind, account, &event, now).await;
         }
+    }
+
+    /// Records `event` of `account` on `conn`, in the transaction of what caused it: its audit
+    /// line and its webhook delivery commit with it, or neither does. For the events a
+    /// finishing flow tells (no sign-in link rides along: that is `needs_sign_in`'s alone).
+    pub(crate) async fn record_in(
+        &self,
+        conn: &mut Conn,
+        user_id: UserId,
+        account: &ConnectedAccount,
+        event: AccountEvent,
+        now: i64,
+    ) -> Result<(), ErrorCode> {
+        debug_assert!(!matches!(
+            event,
+            AccountEvent::NeedsSignIn | AccountEvent::ApiRead { .. }
+        ));
+        AuditLog::record_in(conn, user_id, account.id, &event, now).await?;
+        if let Some(kind) = event.webhook_type() {
+            self.webhooks
+                .enqueue_in(conn, user_id, kind, &webhook_data(account), None, now)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// [`AccountEvents::record_in`] of [`AccountEvent::Recovered`] when `before` (the account
+    /// as it was) needed sign-in or was degraded.
+    pub(crate) async fn recovered_in(
+        &self,
+        conn: &mut Conn,
+        user_id: UserId,
+        before: &ConnectedAccount,
+        now: i64,
+    ) -> Result<(), ErrorCode> {
+        if before.status == crate::accounts::store::AccountStatus::Active {
+            return Ok(());
+        }
+        self.record_in(conn, user_id, before, AccountEvent::Recovered, now)
+            .await
     }
 
     /// [`AccountEvent::Recovered`] when `before` (the account as it was before something that
@@ -223,7 +288,23 @@ impl AccountEvents {
         user_id: UserId,
         account_id: i64,
     ) -> Result<Vec<AuditEntry>, ErrorCode> {
-        self.audit.list(user_id, account_id, 100).await
+        const SHOWN: i64 = 100;
+        // What this instance counted so far is shown at once (another instance's within its
+        // next flush, a second).
+        let _ = self.reads.flush().await;
+        let mut entries = self.audit.list(user_id, account_id, SHOWN).await?;
+        let reads = self.reads.list(user_id, account_id, SHOWN).await?;
+        entries.extend(reads.into_iter().map(|r| AuditEntry {
+            at: r.last_at,
+            event: "api_read".into(),
+            code: None,
+            api_key: Some(r.api_key),
+            reads: Some(r.reads),
+        }));
+        // Newest first; the sort is stable, so events of one second keep their order.
+        entries.sort_by_key(|e| std::cmp::Reverse(e.at));
+        entries.truncate(SHOWN as usize);
+        Ok(entries)
     }
 
     /// Removes the user's account and its secrets, and tells the audit log and the webhook.
@@ -243,12 +324,7 @@ impl AccountEvents {
         event: &AccountEvent,
         now: i64,
     ) {
-        // What apps need to find the account; never a token.
-        let data = serde_json::json!({
-            "account_id": account.id,
-            "provider": account.provider,
-            "name": account.display_name,
-        });
+        let data = webhook_data(account);
         // With the owner's opt-in, a sign-in link apps can push to the phone; sealed until sent.
         let link = match (event, &self.sign_in_links) {
             (AccountEvent::NeedsSignIn, Some(links)) => {
@@ -265,6 +341,15 @@ impl AccountEvents {
             tracing::error!(account = account.id, %code, kind, "a webhook was not queued");
         }
     }
+}
+
+/// What a webhook tells of an account: what apps need to find it; never a token.
+fn webhook_data(account: &ConnectedAccount) -> serde_json::Value {
+    serde_json::json!({
+        "account_id": account.id,
+        "provider": account.provider,
+        "name": account.display_name,
+    })
 }
 
 #[cfg(test)]

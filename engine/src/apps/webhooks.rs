@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use sqlx::Row;
 
-use crate::store::db::Pool;
+use crate::store::db::{Conn, Pool};
 
 use crate::apps::webhook_destination::{Destinations, Refusal, WebhookAllow};
 use crate::base::clock::Clock;
@@ -342,6 +342,21 @@ impl WebhookStore {
         secret: Option<&serde_json::Value>,
         now: i64,
     ) -> Result<(), ErrorCode> {
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        self.enqueue_in(&mut conn, user_id, event_type, data, secret, now)
+            .await
+    }
+
+    /// [`WebhookStore::enqueue_with_secret`] on `conn` (in the transaction of the event).
+    pub(crate) async fn enqueue_in(
+        &self,
+        conn: &mut Conn,
+        user_id: UserId,
+        event_type: &str,
+        data: &serde_json::Value,
+        secret: Option<&serde_json::Value>,
+        now: i64,
+    ) -> Result<(), ErrorCode> {
         let id = format!("msg_{}", hex::encode(random_bytes::<16>()));
         let body = serde_json::json!({
             "type": event_type,
@@ -366,7 +381,7 @@ impl WebhookStore {
         .bind(now)
         .bind(sealed)
         .bind(user_id)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await
         .map_err(db_error)?;
         if added.rows_affected() > 0 {
@@ -381,7 +396,7 @@ impl WebhookStore {
             .bind(user_id)
             .bind(user_id)
             .bind(KEPT_PER_USER)
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await
             .map_err(db_error)?;
         }

@@ -11,6 +11,7 @@ use crate::base::clock::Clock;
 use crate::base::crypto::SecretBox;
 use crate::flows::flow::{Flow, FlowId, FlowKind};
 use crate::flows::store::{state_associated_data, FlowStore, StoreError, StoreResult};
+use crate::store::db::Conn;
 use crate::store::redis::{millis_until, Redis};
 use crate::store::reseal::{judge, Cursor, ResealPass, Verdict};
 
@@ -237,6 +238,11 @@ impl FlowStore for RedisFlowStore {
             .query_async(&mut self.redis.conn())
             .await?;
         Ok(removed == 1)
+    }
+
+    /// Not in the database's transaction: the runner removes the flow after its commit.
+    async fn remove_in(&self, _conn: &mut Conn, _id: &FlowId) -> StoreResult<Option<bool>> {
+        Ok(None)
     }
 
     /// Nothing to do: each flow's key expires by itself ([`FLOW_GRACE_SECONDS`] after its

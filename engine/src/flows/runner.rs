@@ -25,6 +25,7 @@ use crate::sign_in::admin::Admin;
 use crate::sign_in::sessions::SessionStore;
 use crate::sign_in::sessions::SessionToken;
 use crate::sign_in::users::UserId;
+use crate::store::db::Pool;
 use crate::view::{FlowView, StepView};
 use crate::ErrorCode;
 use std::sync::Arc;
@@ -108,6 +109,8 @@ async fn within_deadline<S>(
 /// Runs every provider's flows by the same rules (see the module doc).
 #[derive(Clone)]
 pub struct FlowRunner {
+    /// A finished flow's result is written in one transaction of this database.
+    pub(crate) pool: Pool,
     pub(crate) flows: Arc<dyn FlowStore>,
     pub(crate) providers: ProviderRegistry,
     pub(crate) upstreams: Upstreams,
@@ -324,7 +327,7 @@ impl FlowRunner {
             Step::Retry(e) | Step::Wait(e) | Step::Abort(e) => Err(e),
             Step::SignedIn { user_id } => self.signed_in(purpose, user_id, None).await,
             Step::Connected(account) => {
-                self.connected(purpose, provider.name(), account, link.as_deref())
+                self.connected(None, purpose, provider.name(), account, link.as_deref())
                     .await
             }
         }
@@ -438,23 +441,20 @@ impl FlowRunner {
                     self.flows.remove(&id).await.map_err(ErrorCode::from)?;
                     Err(error)
                 }
-                // The result is written before the flow is removed: a crash in between leaves a
-                // flow that can be completed again (its session is replaced, its account found
-                // connected), never a removed flow without its result. Two submits racing to
-                // complete one flow are kept apart by the provider (a code is accepted once) and
-                // by the result's own uniqueness (one session per flow, one account per upstream
-                // account).
-                Step::SignedIn { user_id } => {
-                    let done = self.signed_in(purpose, user_id, Some(&id)).await;
-                    self.flows.remove(&id).await.map_err(ErrorCode::from)?;
-                    done
-                }
+                // The result and the flow's removal are one transaction (`finish`). Two submits
+                // racing to complete one flow are kept apart by the provider (a code is accepted
+                // once) and by the result's own uniqueness (one session per flow, one account per
+                // upstream account).
+                Step::SignedIn { user_id } => self.signed_in(purpose, user_id, Some(&id)).await,
                 Step::Connected(account) => {
-                    let done = self
-                        .connected(purpose, provider.name(), account, link.as_deref())
-                        .await;
-                    self.flows.remove(&id).await.map_err(ErrorCode::from)?;
-                    done
+                    self.connected(
+                        Some(&id),
+                        purpose,
+                        provider.name(),
+                        account,
+                        link.as_deref(),
+                    )
+                    .await
                 }
             }
         }
@@ -473,7 +473,8 @@ impl FlowRunner {
         answer
     }
 
-    /// Opens the session a sign-in ends with; one completing a stored flow is that flow's.
+    /// Opens the session a sign-in ends with; one completing a stored flow is that flow's,
+    /// written in the transaction that removes the flow.
     async fn signed_in(
         &self,
         purpose: Purpose,
@@ -487,9 +488,12 @@ impl FlowRunner {
         let now = self.clock.now();
         let session = match flow {
             Some(id) => {
-                self.sessions
-                    .create_for_flow(user_id, &id.to_string(), now)
-                    .await?
+                let mut tx = self.begin().await?;
+                let session =
+                    SessionStore::create_for_flow_in(&mut tx, user_id, &id.to_string(), now)
+                        .await?;
+                self.finish(tx, Some(id)).await?;
+                session
             }
             None => self.sessions.create(user_id, now).await?,
         };
@@ -498,10 +502,47 @@ impl FlowRunner {
         Ok(Progress::Done(Completion::SignedIn { user_id, session }))
     }
 
-    /// Stores what a connect or reauth flow signed in to. `link`: the sign-in link the reauth
-    /// runs for.
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, ErrorCode> {
+        self.pool.begin().await.map_err(|e| {
+            tracing::error!(error = %e, "a flow's result could not be stored");
+            ErrorCode::Unknown
+        })
+    }
+
+    /// Removes flow `id` (if any) in `tx`, the transaction that wrote its result, and commits:
+    /// a finished flow is its result, its renewal schedule, audit line and webhook, and its
+    /// removal, or none of them. Flows in Redis are removed right after the commit; a crash in
+    /// between leaves a flow that completes again to the same result (its session replaced,
+    /// its account found connected), never a removed flow without its result.
+    async fn finish(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Any>,
+        id: Option<&FlowId>,
+    ) -> Result<(), ErrorCode> {
+        let removed_in_tx = match id {
+            Some(id) => self
+                .flows
+                .remove_in(&mut tx, id)
+                .await
+                .map_err(ErrorCode::from)?
+                .is_some(),
+            None => true,
+        };
+        tx.commit().await.map_err(|e| {
+            tracing::error!(error = %e, "a flow's result could not be committed");
+            ErrorCode::Unknown
+        })?;
+        if let (Some(id), false) = (id, removed_in_tx) {
+            self.flows.remove(id).await.map_err(ErrorCode::from)?;
+        }
+        Ok(())
+    }
+
+    /// Stores what a connect or reauth flow signed in to, and ends flow `flow` (when stored)
+    /// in the same transaction. `link`: the sign-in link the reauth runs for.
     async fn connected(
         &self,
+        flow: Option<&FlowId>,
         purpose: Purpose,
         provider: &str,
         account: NewAccount,
@@ -512,17 +553,18 @@ impl FlowRunner {
             tracing::error!(provider, "a sign-in link ran something other than a reauth");
             return Err(ErrorCode::Unknown.into());
         }
+        let due = self.upkeep.first_renewal_due(provider, &account);
         match purpose {
             Purpose::Connect { user_id } => {
-                let mut stored = self.accounts.add(user_id, provider, &account, now).await?;
-                stored.renew_due_at = Some(
-                    self.upkeep
-                        .schedule_first_renewal(&stored, &account)
-                        .await?,
-                );
+                let mut tx = self.begin().await?;
+                let stored = self
+                    .accounts
+                    .add_in(&mut tx, user_id, provider, &account, now, Some(due))
+                    .await?;
                 self.events
-                    .account_event(user_id, &stored, AccountEvent::Connected)
-                    .await;
+                    .record_in(&mut tx, user_id, &stored, AccountEvent::Connected, now)
+                    .await?;
+                self.finish(tx, flow).await?;
                 Ok(Progress::Done(Completion::Connected(stored)))
             }
             // The same steps signed in again: that account's secrets are replaced in place
@@ -537,27 +579,31 @@ impl FlowRunner {
                         .check_live(link, user_id, account_id)
                         .await?;
                 }
-                let before = self.accounts.get(user_id, account_id).await?;
-                let mut stored = self
+                let mut tx = self.begin().await?;
+                let before = self.accounts.get_in(&mut tx, user_id, account_id).await?;
+                if before.provider != provider {
+                    return Err(ErrorCode::NotFound.into());
+                }
+                let stored = self
                     .accounts
-                    .reauth(user_id, account_id, provider, &account, now)
+                    .reauth_in(&mut tx, user_id, &before, &account, now, Some(due))
                     .await?;
                 // Only a reauth that signed in to that very account uses the link (another
                 // one is `wrong_account` above, and the link stays open for another try).
                 let event = match link {
                     Some(link) => {
-                        self.sign_in_links.mark_used(link).await?;
+                        self.sign_in_links.mark_used_in(&mut tx, link).await?;
                         AccountEvent::SignedInWithLink
                     }
                     None => AccountEvent::SignedInAgain,
                 };
-                stored.renew_due_at = Some(
-                    self.upkeep
-                        .schedule_first_renewal(&stored, &account)
-                        .await?,
-                );
-                self.events.account_event(user_id, &stored, event).await;
-                self.events.recovered_if_it_was_down(user_id, &before).await;
+                self.events
+                    .record_in(&mut tx, user_id, &stored, event, now)
+                    .await?;
+                self.events
+                    .recovered_in(&mut tx, user_id, &before, now)
+                    .await?;
+                self.finish(tx, flow).await?;
                 Ok(Progress::Done(Completion::Reauthenticated(stored)))
             }
             Purpose::SignIn => {
@@ -803,6 +849,86 @@ mod tests {
             Ok(Progress::Next(view)) => view.flow_id,
             other => panic!("the code step should be shown, got {other:?}"),
         }
+    }
+
+    /// Makes every insert into `table` fail from now on (a fault injected in the database).
+    async fn fail_inserts_into(engine: &Engine, table: &str) {
+        use crate::store::db::{dialect, Dialect};
+        let statements = match dialect(&engine.pool) {
+            Dialect::Sqlite => vec![format!(
+                "CREATE TRIGGER injected_fault BEFORE INSERT ON {table}
+                 BEGIN SELECT RAISE(ABORT, 'injected fault'); END"
+            )],
+            Dialect::Postgres => vec![
+                "CREATE FUNCTION injected_fault() RETURNS trigger AS $$
+                 BEGIN RAISE EXCEPTION 'injected fault'; END $$ LANGUAGE plpgsql"
+                    .to_owned(),
+                format!(
+                    "CREATE TRIGGER injected_fault BEFORE INSERT ON {table}
+                     FOR EACH ROW EXECUTE FUNCTION injected_fault()"
+                ),
+            ],
+        };
+        for statement in statements {
+            sqlx::query(&statement).execute(&engine.pool).await.unwrap();
+        }
+    }
+
+    async fn count(engine: &Engine, table: &str) -> i64 {
+        sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(&engine.pool)
+            .await
+            .unwrap()
+    }
+
+    /// A connect's result is one transaction: when a write after the account's fails (its
+    /// audit line), there is no account, no renewal schedule, no audit line, no webhook; the
+    /// flow stays and completes once the fault is gone, with each written once.
+    #[tokio::test]
+    async fn a_failure_after_the_account_write_leaves_nothing_behind() {
+        use crate::store::db::{dialect, Dialect};
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, user_id) = engine(&dir).await;
+        engine
+            .set_webhook_url(user_id, "http://127.0.0.1:9/stepgate-hook")
+            .await
+            .unwrap();
+        let flow_id = started(&engine, user_id).await;
+        fail_inserts_into(&engine, "account_audit").await;
+
+        let failed = engine
+            .submit_flow(&flow_id, Some("o"), &input(&[("code", "right")]))
+            .await;
+        assert_eq!(failed.unwrap_err().code, ErrorCode::Unknown);
+        for table in ["connected_accounts", "account_audit", "webhook_deliveries"] {
+            assert_eq!(count(&engine, table).await, 0, "{table}");
+        }
+        let id: FlowId = flow_id.parse().unwrap();
+        assert!(
+            engine.flows.get(&id).await.unwrap().is_some(),
+            "the flow stays"
+        );
+
+        let drop = match dialect(&engine.pool) {
+            Dialect::Sqlite => "DROP TRIGGER injected_fault",
+            Dialect::Postgres => "DROP TRIGGER injected_fault ON account_audit",
+        };
+        sqlx::query(drop).execute(&engine.pool).await.unwrap();
+        let done = engine
+            .submit_flow(&flow_id, Some("o"), &input(&[("code", "right")]))
+            .await;
+        let Ok(Progress::Done(Completion::Connected(account))) = done else {
+            panic!("connected expected, got {done:?}");
+        };
+        let stored = engine.accounts.get(user_id, account.id).await.unwrap();
+        assert!(stored.renew_due_at.is_some(), "scheduled with the account");
+        for table in ["connected_accounts", "account_audit", "webhook_deliveries"] {
+            assert_eq!(count(&engine, table).await, 1, "{table}");
+        }
+        assert!(
+            engine.flows.get(&id).await.unwrap().is_none(),
+            "the flow is gone"
+        );
     }
 
     #[tokio::test]

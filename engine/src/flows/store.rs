@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use sqlx::Row;
 
-use crate::store::db::Pool;
+use crate::store::db::{Conn, Pool};
 use crate::store::reseal::{self, ResealPass, SealedColumn};
 
 use crate::base::crypto::SecretBox;
@@ -43,6 +43,10 @@ pub trait FlowStore: Send + Sync {
     async fn record_attempt(&self, id: &FlowId) -> StoreResult<Option<u32>>;
     /// Removes a flow; `true` if it was there. Used to consume a flow exactly once.
     async fn remove(&self, id: &FlowId) -> StoreResult<bool>;
+    /// Removes a flow on `conn`, in the transaction that stores its result, when flows live in
+    /// that database (`Some`: whether it was there); `None` from a store elsewhere (Redis),
+    /// whose caller removes it with [`FlowStore::remove`] right after the commit.
+    async fn remove_in(&self, conn: &mut Conn, id: &FlowId) -> StoreResult<Option<bool>>;
     /// Drops every flow whose deadline has passed; returns how many.
     async fn purge_expired(&self, now: i64) -> StoreResult<u64>;
     /// One batch of a re-seal pass over the flows' sealed state (`store/reseal.rs`); returns
@@ -164,11 +168,16 @@ impl FlowStore for SqliteFlowStore {
     }
 
     async fn remove(&self, id: &FlowId) -> StoreResult<bool> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(self.remove_in(&mut conn, id).await? == Some(true))
+    }
+
+    async fn remove_in(&self, conn: &mut Conn, id: &FlowId) -> StoreResult<Option<bool>> {
         let done = sqlx::query("DELETE FROM flows WHERE id = $1")
             .bind(id.to_string())
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(Some(done.rows_affected() == 1))
     }
 
     async fn purge_expired(&self, now: i64) -> StoreResult<u64> {

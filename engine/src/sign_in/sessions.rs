@@ -1,7 +1,7 @@
 //! Signed-in sessions. The cookie carries 256 random bits; the database keeps only their
 //! SHA-256, so neither a database copy nor a log line can be replayed as a cookie.
 
-use crate::store::db::Pool;
+use crate::store::db::{Conn, Pool};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
@@ -131,6 +131,17 @@ impl SessionStore {
         flow_id: &str,
         now: i64,
     ) -> Result<SessionToken, ErrorCode> {
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        Self::create_for_flow_in(&mut conn, user_id, flow_id, now).await
+    }
+
+    /// [`SessionStore::create_for_flow`] on `conn` (the flow's finishing transaction).
+    pub(crate) async fn create_for_flow_in(
+        conn: &mut Conn,
+        user_id: UserId,
+        flow_id: &str,
+        now: i64,
+    ) -> Result<SessionToken, ErrorCode> {
         let token = SessionToken::random();
         sqlx::query(
             "INSERT INTO sessions (token_hash, user_id, created_at, expires_at, flow_id)
@@ -143,7 +154,7 @@ impl SessionStore {
         .bind(now)
         .bind(now + SESSION_TTL_SECONDS)
         .bind(flow_id)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await
         .map_err(db_error)?;
         Ok(token)

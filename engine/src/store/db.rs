@@ -16,6 +16,9 @@ static DRIVERS: Once = Once::new();
 
 /// The pool every store holds.
 pub type Pool = sqlx::AnyPool;
+/// One connection of the pool, or a transaction's (`&mut *tx`): what the `…_in` writes take, so
+/// that several stores' writes can share one commit.
+pub type Conn = sqlx::AnyConnection;
 
 /// Which database a [`Pool`] talks to, for the few statements spelled differently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
