@@ -97,6 +97,8 @@ pub struct EngineConfig {
     /// `STEPGATE_PUBLIC_URL`: where browsers reach Stepgate. Its host is the passkeys' relying
     /// party; with an IP address (or none) passkeys are off (WebAuthn refuses addresses).
     pub public_url: Option<String>,
+    /// How many renewals run at once (`STEPGATE_UPKEEP_CONCURRENCY`), per provider too.
+    pub upkeep_limits: crate::accounts::upkeep::UpkeepLimits,
 }
 
 impl EngineConfig {
@@ -123,6 +125,7 @@ impl EngineConfig {
             webhook_allow: Default::default(),
             session_idle: crate::sign_in::sessions::DEFAULT_IDLE_SECONDS,
             public_url: None,
+            upkeep_limits: Default::default(),
         }
     }
 }
@@ -287,6 +290,8 @@ impl Engine {
             clock: clock.clone(),
             renewal_locks: RenewalLocks::new(hot.leases),
             worker_id: FlowId::random().to_string().into(),
+            limits: config.upkeep_limits,
+            pool: pool.clone(),
         };
         let runner = FlowRunner {
             pool: pool.clone(),

@@ -116,6 +116,12 @@ pub struct Faults {
     table: Arc<Mutex<BTreeMap<String, Entry>>>,
     /// Added before every answer (milliseconds), as a real service far away would take.
     latency_ms: Arc<std::sync::atomic::AtomicU64>,
+    /// Requests waiting out their latency now, and the most there were at once (how many a
+    /// client had in flight: the upkeep's bound is tested with it).
+    in_flight: Arc<(
+        std::sync::atomic::AtomicUsize,
+        std::sync::atomic::AtomicUsize,
+    )>,
 }
 
 impl Faults {
@@ -124,7 +130,16 @@ impl Faults {
             steps,
             table: Arc::default(),
             latency_ms: Arc::default(),
+            in_flight: Arc::default(),
         }
+    }
+
+    /// The most requests that were waiting out their latency at once since the last call
+    /// (counted only while a latency is set); resets the count.
+    pub fn take_max_in_flight(&self) -> usize {
+        self.in_flight
+            .1
+            .swap(0, std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Every answer of this double waits `latency` first (benchmarks against a realistic
@@ -190,6 +205,17 @@ impl Faults {
     pub(crate) async fn check(&self, step: &str, style: &Style) -> Option<Response> {
         let latency = self.latency_ms.load(std::sync::atomic::Ordering::Relaxed);
         if latency > 0 {
+            use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+            /// Counts down when the request ends, also when its client gave up on it.
+            struct Waiting<'a>(&'a AtomicUsize);
+            impl Drop for Waiting<'_> {
+                fn drop(&mut self) {
+                    self.0.fetch_sub(1, SeqCst);
+                }
+            }
+            let (now, most) = &*self.in_flight;
+            most.fetch_max(now.fetch_add(1, SeqCst) + 1, SeqCst);
+            let _waiting = Waiting(now);
             tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
         }
         let fault = self.take(step);

@@ -89,6 +89,11 @@ impl Hosts {
         self.faults.set_latency(latency);
     }
 
+    /// See [`Faults::take_max_in_flight`].
+    pub fn take_max_in_flight(&self) -> usize {
+        self.faults.take_max_in_flight()
+    }
+
     /// Every API token issued so far is refused by the data endpoints, while renewals still
     /// work (and their new tokens are taken); answers how many were issued.
     pub fn invalidate_api_tokens(&self) -> usize {

@@ -48,6 +48,9 @@ pub struct Config {
     /// `STEPGATE_UPKEEP_INTERVAL` (seconds, default 15): how often the token upkeep looks for
     /// accounts due for renewal.
     pub upkeep_interval: std::time::Duration,
+    /// `STEPGATE_UPKEEP_CONCURRENCY` (default 32): how many renewals run at once, half of them
+    /// at most for one provider.
+    pub upkeep_concurrency: usize,
     /// `STEPGATE_SHUTDOWN_DELAY` (seconds, default 0): on a stop signal, how long
     /// `/health/ready` answers 503 (so a load balancer stops sending requests here) before
     /// the server stops taking new connections and drains.
@@ -258,6 +261,12 @@ impl Config {
             })?),
             Err(_) => std::time::Duration::from_secs(15),
         };
+        let upkeep_concurrency = match std::env::var("STEPGATE_UPKEEP_CONCURRENCY") {
+            Ok(text) => text.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                format!("STEPGATE_UPKEEP_CONCURRENCY: `{text}` is not a whole number from 1")
+            })?,
+            Err(_) => engine::accounts::upkeep::DEFAULT_CONCURRENCY,
+        };
         let shutdown_delay = match std::env::var("STEPGATE_SHUTDOWN_DELAY") {
             Ok(text) => std::time::Duration::from_secs(text.parse().map_err(|_| {
                 format!("STEPGATE_SHUTDOWN_DELAY: `{text}` is not a number of seconds")
@@ -312,6 +321,7 @@ impl Config {
             step_timeout,
             account_check_interval,
             upkeep_interval,
+            upkeep_concurrency,
             shutdown_delay,
             registration,
             webhook_allow,

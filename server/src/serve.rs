@@ -38,6 +38,8 @@ pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
     engine_config.webhook_allow = config.webhook_allow.clone();
     engine_config.session_idle = config.session_idle;
     engine_config.public_url = Some(config.public_url.clone());
+    engine_config.upkeep_limits =
+        engine::accounts::upkeep::UpkeepLimits::new(config.upkeep_concurrency);
     let engine = Engine::open(engine_config).await?;
     // Prometheus metrics on a port of their own, when asked for (metrics.rs).
     if let Some(metrics_addr) = metrics::addr_from_env()? {

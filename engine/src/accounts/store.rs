@@ -486,7 +486,22 @@ impl AccountStore {
         Ok(())
     }
 
-    /// Leases up to `limit` accounts due for renewal at `now` to `owner` until `lease_until`:
+    /// The providers with accounts due for renewal at `now` that nobody holds a lease on.
+    pub async fn providers_due(&self, now: i64) -> Result<Vec<String>, ErrorCode> {
+        sqlx::query_scalar(
+            "SELECT DISTINCT provider FROM connected_accounts
+             WHERE renew_due_at <= $1 AND status != 'needs_sign_in'
+               AND (lease_until IS NULL OR lease_until < $2)",
+        )
+        .bind(now)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)
+    }
+
+    /// Leases up to `limit` accounts of `provider` due for renewal at `now` to `owner` until
+    /// `lease_until`:
     /// an account leased by anyone whose lease has not run out is skipped, so one account is
     /// never renewed twice at once, whatever the number of workers or instances.
     pub async fn claim_due_renewals(
@@ -494,6 +509,7 @@ impl AccountStore {
         now: i64,
         lease_until: i64,
         owner: &str,
+        provider: &str,
         limit: i64,
     ) -> Result<Vec<ClaimedRenewal>, ErrorCode> {
         let rows = sqlx::query(&format!(
@@ -501,7 +517,7 @@ impl AccountStore {
              WHERE id IN (
                  SELECT id FROM connected_accounts
                  WHERE renew_due_at <= $3 AND status != 'needs_sign_in'
-                   AND (lease_until IS NULL OR lease_until < $4)
+                   AND (lease_until IS NULL OR lease_until < $4) AND provider = $6
                  ORDER BY renew_due_at LIMIT $5
              )
              -- Checked again on the row itself: on Postgres a concurrent claim that waited for
@@ -514,6 +530,7 @@ impl AccountStore {
         .bind(now)
         .bind(now)
         .bind(limit)
+        .bind(provider)
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
@@ -577,6 +594,20 @@ impl AccountStore {
         outcome: &RenewalOutcome,
         now: i64,
     ) -> Result<bool, ErrorCode> {
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        self.finish_renewal_in(&mut conn, claimed, owner, outcome, now)
+            .await
+    }
+
+    /// [`AccountStore::finish_renewal`] on `conn` (with the renewal's audit line).
+    pub(crate) async fn finish_renewal_in(
+        &self,
+        conn: &mut Conn,
+        claimed: &ClaimedRenewal,
+        owner: &str,
+        outcome: &RenewalOutcome,
+        now: i64,
+    ) -> Result<bool, ErrorCode> {
         let account = &claimed.account;
         let query = match outcome {
             RenewalOutcome::Renewed { secrets, next_due } => sqlx::query(
@@ -616,7 +647,7 @@ impl AccountStore {
         let done = query
             .bind(account.id)
             .bind(owner)
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await
             .map_err(db_error)?;
         Ok(done.rows_affected() == 1)

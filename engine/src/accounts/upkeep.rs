@@ -21,6 +21,7 @@
 //! leases them there in the same statement, so it needs no Redis lease; an app read that gets
 //! the Redis lease while the upkeep holds the database one waits for the database lease.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,7 +36,13 @@ use crate::flows::upstream::Upstreams;
 use crate::providers::Health;
 use crate::providers::ProviderRegistry;
 use crate::sign_in::users::UserId;
+use crate::store::db::Pool;
 use crate::ErrorCode;
+
+fn db_error(e: sqlx::Error) -> ErrorCode {
+    tracing::error!(error = %e, "storing a renewal failed");
+    ErrorCode::Unknown
+}
 
 /// An account is renewed at least this often, whatever its tokens' lifetime (Nango's rule).
 pub const MAX_RENEWAL_INTERVAL: i64 = 24 * 3600;
@@ -43,8 +50,8 @@ pub const MAX_RENEWAL_INTERVAL: i64 = 24 * 3600;
 pub const LEASE_SECONDS: i64 = 60;
 /// Credentials this close to expiry are renewed before an app gets them, even if not yet due.
 const READ_MARGIN: i64 = 30;
-/// How many accounts one pass of the upkeep leases at most.
-const BATCH: i64 = 16;
+/// How many renewals run at once by default (`STEPGATE_UPKEEP_CONCURRENCY`).
+pub const DEFAULT_CONCURRENCY: usize = 32;
 /// The first wait after an unreachable provider; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: i64 = 30;
 const MAX_BACKOFF: i64 = 3600;
@@ -71,6 +78,31 @@ pub fn backoff(failures: u32) -> i64 {
         .min(MAX_BACKOFF)
 }
 
+/// How many renewals one engine runs at once: `total`, and at most `per_provider` of one
+/// provider's, so a provider that stalls holds only its share and the others keep theirs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpkeepLimits {
+    pub total: usize,
+    pub per_provider: usize,
+}
+
+impl UpkeepLimits {
+    /// `total` at once, half of them at most for one provider.
+    pub fn new(total: usize) -> Self {
+        let total = total.max(1);
+        Self {
+            total,
+            per_provider: total.div_ceil(2),
+        }
+    }
+}
+
+impl Default for UpkeepLimits {
+    fn default() -> Self {
+        Self::new(DEFAULT_CONCURRENCY)
+    }
+}
+
 /// Renewals: scheduled, leased across instances, backed off, and made on demand before an app
 /// reads an account (see the module doc).
 #[derive(Clone)]
@@ -83,6 +115,9 @@ pub struct Upkeep {
     pub(crate) renewal_locks: RenewalLocks,
     /// This process's name as a renewal lease holder (random per engine).
     pub(crate) worker_id: Arc<str>,
+    pub(crate) limits: UpkeepLimits,
+    /// A renewal's outcome and its audit line are one transaction of this database.
+    pub(crate) pool: Pool,
 }
 
 impl Upkeep {
@@ -105,19 +140,70 @@ impl Upkeep {
         next_due(self.clock.now(), expires)
     }
 
-    /// One pass of the upkeep: leases the accounts due now and renews them. Returns how many
-    /// it handled.
+    /// One pass of the upkeep: leases the accounts due now and renews them, up to
+    /// [`UpkeepLimits`] at once, until none is due. Returns how many it handled.
+    ///
+    /// Each provider's due accounts are leased in batches of its free share (when half of it
+    /// is free, so a busy provider is not asked for one account at a time); a provider whose
+    /// batch came back short has nothing more due in this pass.
     pub async fn run_due_renewals(&self) -> Result<usize, ErrorCode> {
-        let now = self.clock.now();
-        let claimed = self
-            .accounts
-            .claim_due_renewals(now, now + LEASE_SECONDS, self.worker(), BATCH)
-            .await?;
-        let count = claimed.len();
-        for renewal in claimed {
-            self.renew_leased(&renewal).await;
+        let limits = self.limits;
+        let mut running = tokio::task::JoinSet::new();
+        let mut provider_of: HashMap<tokio::task::Id, String> = HashMap::new();
+        let mut busy: HashMap<String, usize> = HashMap::new();
+        let mut drained: HashSet<String> = HashSet::new();
+        let providers = self.accounts.providers_due(self.clock.now()).await?;
+        let mut handled = 0;
+        loop {
+            for provider in &providers {
+                let in_flight = busy.get(provider).copied().unwrap_or(0);
+                let free = limits
+                    .per_provider
+                    .saturating_sub(in_flight)
+                    .min(limits.total.saturating_sub(running.len()));
+                let batch_worth = in_flight == 0 || free >= limits.per_provider.div_ceil(2);
+                if free == 0 || !batch_worth || drained.contains(provider) {
+                    continue;
+                }
+                let now = self.clock.now();
+                let claimed = self
+                    .accounts
+                    .claim_due_renewals(
+                        now,
+                        now + LEASE_SECONDS,
+                        self.worker(),
+                        provider,
+                        free as i64,
+                    )
+                    .await?;
+                if claimed.len() < free {
+                    drained.insert(provider.clone());
+                }
+                for renewal in claimed {
+                    let upkeep = self.clone();
+                    let task = running.spawn(async move {
+                        upkeep.renew_leased(&renewal).await;
+                    });
+                    provider_of.insert(task.id(), provider.clone());
+                    *busy.entry(provider.clone()).or_default() += 1;
+                    handled += 1;
+                }
+            }
+            let finished = match running.join_next_with_id().await {
+                None => break,
+                Some(Ok((id, ()))) => id,
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "a renewal task failed");
+                    e.id()
+                }
+            };
+            if let Some(provider) = provider_of.remove(&finished) {
+                if let Some(n) = busy.get_mut(&provider) {
+                    *n -= 1;
+                }
+            }
         }
-        Ok(count)
+        Ok(handled)
     }
 
     /// Runs [`Engine::run_due_renewals`] every `every` until the task is dropped.
@@ -176,23 +262,8 @@ impl Upkeep {
             }
             RenewalOutcome::Unreachable { code, .. } => Some(AccountEvent::Unreachable(*code)),
         };
-        match self
-            .accounts
-            .finish_renewal(claimed, self.worker(), &outcome, self.clock.now())
-            .await
-        {
-            Ok(true) => {
-                if let Some(event) = event {
-                    self.events
-                        .account_event(claimed.user_id, account, event)
-                        .await;
-                }
-                if let RenewalOutcome::Renewed { .. } | RenewalOutcome::Unchanged { .. } = outcome {
-                    self.events
-                        .recovered_if_it_was_down(claimed.user_id, account)
-                        .await;
-                }
-            }
+        match self.store_renewal(claimed, &outcome, event).await {
+            Ok(true) => {}
             Ok(false) => tracing::warn!(
                 account = account.id,
                 "a renewal's lease ran out before it finished; its outcome was not stored"
@@ -200,6 +271,50 @@ impl Upkeep {
             Err(code) => tracing::error!(account = account.id, %code, "storing a renewal failed"),
         }
         outcome
+    }
+
+    /// Stores a renewal's outcome with its audit line (and `recovered`, when it works again)
+    /// in one transaction; `false` when the lease ran out and another holder's outcome stands.
+    /// `needs_sign_in` is told after the commit: its webhook may carry a sign-in link, made
+    /// on its own.
+    async fn store_renewal(
+        &self,
+        claimed: &ClaimedRenewal,
+        outcome: &RenewalOutcome,
+        event: Option<AccountEvent>,
+    ) -> Result<bool, ErrorCode> {
+        let account = &claimed.account;
+        let now = self.clock.now();
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        if !self
+            .accounts
+            .finish_renewal_in(&mut tx, claimed, self.worker(), outcome, now)
+            .await?
+        {
+            return Ok(false);
+        }
+        let mut after_commit = None;
+        match event {
+            Some(AccountEvent::NeedsSignIn) => after_commit = Some(AccountEvent::NeedsSignIn),
+            Some(event) => {
+                self.events
+                    .record_in(&mut tx, claimed.user_id, account, event, now)
+                    .await?
+            }
+            None => {}
+        }
+        if let RenewalOutcome::Renewed { .. } | RenewalOutcome::Unchanged { .. } = outcome {
+            self.events
+                .recovered_in(&mut tx, claimed.user_id, account, now)
+                .await?;
+        }
+        tx.commit().await.map_err(db_error)?;
+        if let Some(event) = after_commit {
+            self.events
+                .account_event(claimed.user_id, account, event)
+                .await;
+        }
+        Ok(true)
     }
 
     async fn renewal_outcome(&self, user_id: UserId, account: &ConnectedAccount) -> RenewalOutcome {
@@ -459,6 +574,110 @@ mod tests {
         }
     }
 
+    /// An engine on `dir`'s database renewing up to `limits` at once.
+    async fn open_with_limits(
+        dir: &tempfile::TempDir,
+        sandbox: &FlameConnectSandbox,
+        limits: UpkeepLimits,
+    ) -> (Engine, ManualClock) {
+        let mut config = provider_config(dir.path(), &sandbox.upstreams()).await;
+        config.upkeep_limits = limits;
+        engine_with(config).await
+    }
+
+    /// `n` FlameConnect accounts, each of a user of its own, connected at the clock's start.
+    async fn connect_many(engine: &Engine, n: usize) {
+        for i in 0..n {
+            let user = engine
+                .register(
+                    &format!("owner{i}@example.org"),
+                    "password-1-quiet-harbor",
+                    "password-1-quiet-harbor",
+                )
+                .await
+                .unwrap()
+                .id;
+            connected(
+                engine
+                    .start_flow(
+                        "flameconnect",
+                        Purpose::Connect { user_id: user },
+                        Some(OWNER.into()),
+                        &input(&[
+                            ("email", double::DEMO_EMAIL),
+                            ("password", double::DEMO_PASSWORD),
+                        ]),
+                    )
+                    .await,
+            );
+        }
+    }
+
+    /// Renewals run side by side, never more than the limit at once, nor more than a
+    /// provider's share of it: the double sees exactly that many requests in flight.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn renewals_run_at_once_up_to_the_limit_and_the_providers_share() {
+        let dir = tempfile::tempdir().unwrap();
+        let sandbox = FlameConnectSandbox::spawn().await;
+        sandbox.set_access_token_lifetime(Duration::from_secs(LIFETIME as u64));
+        let halves = UpkeepLimits::new(6);
+        assert_eq!(halves.per_provider, 3);
+        let (engine, clock) = open_with_limits(&dir, &sandbox, halves).await;
+        connect_many(&engine, 12).await;
+        sandbox.set_latency(Duration::from_millis(100));
+        sandbox.take_max_in_flight();
+
+        clock.advance(LIFETIME / 2);
+        assert_eq!(engine.run_due_renewals().await.unwrap(), 12);
+        assert_eq!(sandbox.refreshes(), 12);
+        assert_eq!(
+            sandbox.take_max_in_flight(),
+            3,
+            "one provider's share: half of 6"
+        );
+
+        // All of the limit for one provider: as many at once as the limit, no more.
+        engine.pool().close().await;
+        let whole = UpkeepLimits {
+            total: 4,
+            per_provider: 4,
+        };
+        let (engine, clock) = open_with_limits(&dir, &sandbox, whole).await;
+        clock.advance(LIFETIME);
+        assert_eq!(engine.run_due_renewals().await.unwrap(), 12);
+        assert_eq!(sandbox.refreshes(), 24);
+        assert_eq!(
+            sandbox.take_max_in_flight(),
+            4,
+            "the limit, reached and kept"
+        );
+    }
+
+    /// Two instances renewing the same due accounts at once: each account is renewed once
+    /// (one refresh grant each), shared between them, each instance within its limit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_instances_renew_each_due_account_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let sandbox = FlameConnectSandbox::spawn().await;
+        sandbox.set_access_token_lifetime(Duration::from_secs(LIFETIME as u64));
+        let limits = UpkeepLimits::new(8);
+        let (first, first_clock) = open_with_limits(&dir, &sandbox, limits).await;
+        connect_many(&first, 30).await;
+        let (second, second_clock) = open_with_limits(&dir, &sandbox, limits).await;
+        sandbox.set_latency(Duration::from_millis(50));
+        sandbox.take_max_in_flight();
+
+        first_clock.advance(LIFETIME / 2);
+        second_clock.advance(LIFETIME / 2);
+        let (a, b) = tokio::join!(first.run_due_renewals(), second.run_due_renewals());
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(a + b, 30, "each due account handled once: {a} + {b}");
+        assert_eq!(sandbox.refreshes(), 30, "one refresh grant per account");
+        assert!(sandbox.take_max_in_flight() <= 2 * limits.per_provider);
+        assert_eq!(first.run_due_renewals().await.unwrap(), 0);
+        assert_eq!(second.run_due_renewals().await.unwrap(), 0);
+    }
+
     #[test]
     fn renewals_are_due_a_margin_before_expiry_and_at_least_daily() {
         let now = 1_000_000;
@@ -660,7 +879,13 @@ mod tests {
         let leased = s
             .engine
             .accounts()
-            .claim_due_renewals(now, now + LEASE_SECONDS, "a-worker-that-died", 10)
+            .claim_due_renewals(
+                now,
+                now + LEASE_SECONDS,
+                "a-worker-that-died",
+                "flameconnect",
+                10,
+            )
             .await
             .unwrap();
         assert_eq!(leased.len(), 1);
