@@ -17,7 +17,7 @@
 #                --provider xiaomi (connects); --no-sign-in, --no-connect, --instances N
 # Sign-ins are measured against their bound in the same run: first
 # engine/examples/password_bench (argon2id verifications per second with one hash per core, a
-# burst of 64), then the load, then the ratio of sign-ins/s to that bound (issue 21 asks for
+# median of five bursts of 256), then the load, then the ratio of sign-ins/s to that bound (issue 21 asks for
 # at least 0.9: hashing should be nearly all of a sign-in's cost).
 # LOADGEN_DATA_ROOT=/dev/shm puts the run's data folder (the SQLite file) on tmpfs; the default
 # is target/loadgen/ (removed after a successful run).

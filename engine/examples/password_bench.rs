@@ -53,26 +53,34 @@ async fn main() {
         median(unknown).as_secs_f64() * 1e3
     );
 
-    let burst = 64;
-    let t = Instant::now();
-    let tasks: Vec<_> = (0..burst)
-        .map(|_| {
-            let (hasher, stored) = (hasher.clone(), stored.clone());
-            tokio::spawn(async move { hasher.verify("wrong password", Some(&stored)).await })
-        })
-        .collect();
-    // While the burst runs, the runtime must stay responsive: time a 1 ms timer meanwhile.
-    let tick = Instant::now();
-    tokio::time::sleep(Duration::from_millis(1)).await;
-    let timer_lag = tick.elapsed();
-    for task in tasks {
-        task.await.unwrap().unwrap();
+    // The sign-in bound (scripts/bench-load.sh reads it): several long bursts, their median, so
+    // one unlucky moment on a shared machine does not move it.
+    let (bursts, burst) = (5, 256);
+    let mut rates = Vec::new();
+    let mut worst_lag = Duration::ZERO;
+    for _ in 0..bursts {
+        let t = Instant::now();
+        let tasks: Vec<_> = (0..burst)
+            .map(|_| {
+                let (hasher, stored) = (hasher.clone(), stored.clone());
+                tokio::spawn(async move { hasher.verify("wrong password", Some(&stored)).await })
+            })
+            .collect();
+        // While the burst runs, the runtime must stay responsive: time a 1 ms timer meanwhile.
+        let tick = Instant::now();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        worst_lag = worst_lag.max(tick.elapsed());
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        rates.push(f64::from(burst) / t.elapsed().as_secs_f64());
     }
-    let elapsed = t.elapsed();
+    rates.sort_by(f64::total_cmp);
     println!(
-        "  burst of {burst} verifies: {:.2} s, {:.1} verifies/s; a 1 ms timer during it fired after {:.1} ms",
-        elapsed.as_secs_f64(),
-        f64::from(burst) / elapsed.as_secs_f64(),
-        timer_lag.as_secs_f64() * 1e3
+        "  {bursts} bursts of {burst} verifies (range {:.1}–{:.1}); a 1 ms timer during them fired after {:.1} ms at most; median {:.1} verifies/s",
+        rates[0],
+        rates[rates.len() - 1],
+        worst_lag.as_secs_f64() * 1e3,
+        rates[rates.len() / 2],
     );
 }

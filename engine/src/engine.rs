@@ -223,6 +223,7 @@ impl Engine {
             None => HotState::in_database(&pool),
         };
         let users = UserStore::new(pool.clone());
+        let writes = crate::store::db::Writes::new(&pool);
         let hasher = PasswordHasher::new(config.hash_slots).with_queue_wait(config.hash_queue_wait);
         let secrets = SecretBox::with_keyring(config.keys);
         crate::store::key_check::verify_or_record(&pool, &secrets, clock.now())
@@ -280,7 +281,7 @@ impl Engine {
             webhooks: webhooks.clone(),
             clock: clock.clone(),
             sign_in_links: Some(Arc::new(sign_in_links.clone())),
-            reads: ReadCounts::new(pool.clone()),
+            reads: ReadCounts::new(pool.clone(), writes.clone()),
         };
         let upkeep = Upkeep {
             accounts: accounts.clone(),
@@ -291,10 +292,10 @@ impl Engine {
             renewal_locks: RenewalLocks::new(hot.leases),
             worker_id: FlowId::random().to_string().into(),
             limits: config.upkeep_limits,
-            pool: pool.clone(),
+            writes: writes.clone(),
         };
         let runner = FlowRunner {
-            pool: pool.clone(),
+            writes: writes.clone(),
             flows: hot.flows.clone(),
             providers: providers.clone(),
             upstreams: upstreams.clone(),

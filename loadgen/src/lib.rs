@@ -97,6 +97,11 @@ impl Instance {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The running process's id (the memory benchmark reads its `/proc/<pid>/status`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     pub fn is_running(&mut self) -> bool {
         match &mut self.child {
             Some(child) => matches!(child.try_wait(), Ok(None)),

@@ -36,7 +36,7 @@ use crate::flows::upstream::Upstreams;
 use crate::providers::Health;
 use crate::providers::ProviderRegistry;
 use crate::sign_in::users::UserId;
-use crate::store::db::Pool;
+use crate::store::db::Writes;
 use crate::ErrorCode;
 
 fn db_error(e: sqlx::Error) -> ErrorCode {
@@ -117,7 +117,7 @@ pub struct Upkeep {
     pub(crate) worker_id: Arc<str>,
     pub(crate) limits: UpkeepLimits,
     /// A renewal's outcome and its audit line are one transaction of this database.
-    pub(crate) pool: Pool,
+    pub(crate) writes: Writes,
 }
 
 impl Upkeep {
@@ -285,7 +285,7 @@ impl Upkeep {
     ) -> Result<bool, ErrorCode> {
         let account = &claimed.account;
         let now = self.clock.now();
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.writes.begin().await.map_err(db_error)?;
         if !self
             .accounts
             .finish_renewal_in(&mut tx, claimed, self.worker(), outcome, now)

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::sign_in::users::UserId;
-use crate::store::db::Pool;
+use crate::store::db::{Pool, Writes};
 use crate::ErrorCode;
 
 /// How often the server's writer adds the tallies to the database.
@@ -45,6 +45,7 @@ pub struct ReadCount {
 #[derive(Clone)]
 pub struct ReadCounts {
     pool: Pool,
+    writes: Writes,
     pending: Arc<Mutex<HashMap<ReadSlot, Tally>>>,
     /// Held while a flush writes.
     flushing: Arc<tokio::sync::Mutex<()>>,
@@ -56,9 +57,10 @@ fn db_error(e: sqlx::Error) -> ErrorCode {
 }
 
 impl ReadCounts {
-    pub fn new(pool: Pool) -> Self {
+    pub fn new(pool: Pool, writes: Writes) -> Self {
         Self {
             pool,
+            writes,
             pending: Arc::default(),
             flushing: Arc::default(),
         }
@@ -119,7 +121,7 @@ impl ReadCounts {
     }
 
     async fn write(&self, tallies: &HashMap<ReadSlot, Tally>) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writes.begin().await?;
         for (slot, tally) in tallies {
             // A user deleted since the read takes its counts along (the row would be).
             sqlx::query(
@@ -212,7 +214,7 @@ mod tests {
             .create_api_key(s.user_id, "kitchen", &[account.id], None)
             .await
             .unwrap();
-        let counts = ReadCounts::new(s.engine.pool.clone());
+        let counts = ReadCounts::new(s.engine.pool.clone(), Writes::new(&s.engine.pool));
         let writer = counts.spawn_flusher(Duration::from_millis(50));
         // The minutes after the connect, so the activity ends with it.
         let start_minute = s.engine.now().div_euclid(60) + 1;
@@ -306,7 +308,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_flush_keeps_its_reads_for_the_next() {
         let s = ProviderSetup::new("flameconnect", FlameConnectSandbox::spawn().await).await;
-        let counts = ReadCounts::new(s.engine.pool.clone());
+        let counts = ReadCounts::new(s.engine.pool.clone(), Writes::new(&s.engine.pool));
         let now = s.engine.now();
         for _ in 0..5 {
             counts.count(s.user_id, 41, "sgk_gone", now);

@@ -25,7 +25,7 @@ use crate::sign_in::admin::Admin;
 use crate::sign_in::sessions::SessionStore;
 use crate::sign_in::sessions::SessionToken;
 use crate::sign_in::users::UserId;
-use crate::store::db::Pool;
+use crate::store::db::{WriteTx, Writes};
 use crate::view::{FlowView, StepView};
 use crate::ErrorCode;
 use std::sync::Arc;
@@ -110,7 +110,7 @@ async fn within_deadline<S>(
 #[derive(Clone)]
 pub struct FlowRunner {
     /// A finished flow's result is written in one transaction of this database.
-    pub(crate) pool: Pool,
+    pub(crate) writes: Writes,
     pub(crate) flows: Arc<dyn FlowStore>,
     pub(crate) providers: ProviderRegistry,
     pub(crate) upstreams: Upstreams,
@@ -502,8 +502,8 @@ impl FlowRunner {
         Ok(Progress::Done(Completion::SignedIn { user_id, session }))
     }
 
-    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, ErrorCode> {
-        self.pool.begin().await.map_err(|e| {
+    async fn begin(&self) -> Result<WriteTx, ErrorCode> {
+        self.writes.begin().await.map_err(|e| {
             tracing::error!(error = %e, "a flow's result could not be stored");
             ErrorCode::Unknown
         })
@@ -514,11 +514,7 @@ impl FlowRunner {
     /// removal, or none of them. Flows in Redis are removed right after the commit; a crash in
     /// between leaves a flow that completes again to the same result (its session replaced,
     /// its account found connected), never a removed flow without its result.
-    async fn finish(
-        &self,
-        mut tx: sqlx::Transaction<'static, sqlx::Any>,
-        id: Option<&FlowId>,
-    ) -> Result<(), ErrorCode> {
+    async fn finish(&self, mut tx: WriteTx, id: Option<&FlowId>) -> Result<(), ErrorCode> {
         let removed_in_tx = match id {
             Some(id) => self
                 .flows

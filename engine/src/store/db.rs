@@ -44,6 +44,63 @@ pub fn dialect(pool: &Pool) -> Dialect {
     Dialect::of_url(pool.connect_options().database_url.as_str()).unwrap_or(Dialect::Sqlite)
 }
 
+/// The hot write transactions (a finished flow, a renewal's outcome, the read counts) take
+/// turns here on SQLite: it lets one writer in at a time and makes the others sleep and retry
+/// (its busy timeout sleeps whole milliseconds), which under load costs more than the writes.
+/// Queued in the process instead, each starts the moment the one before commits. Postgres
+/// locks rows, so there nothing queues.
+#[derive(Clone)]
+pub struct Writes {
+    pool: Pool,
+    turn: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
+}
+
+/// A write transaction holding its turn (see [`Writes`]) until it commits or is dropped.
+pub struct WriteTx {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Writes {
+    pub fn new(pool: &Pool) -> Self {
+        Self {
+            pool: pool.clone(),
+            turn: (dialect(pool) == Dialect::Sqlite).then(Default::default),
+        }
+    }
+
+    /// Waits for the turn (SQLite), then begins a transaction.
+    pub async fn begin(&self) -> Result<WriteTx, sqlx::Error> {
+        let turn = match &self.turn {
+            Some(turn) => Some(turn.clone().lock_owned().await),
+            None => None,
+        };
+        Ok(WriteTx {
+            tx: self.pool.begin().await?,
+            _turn: turn,
+        })
+    }
+}
+
+impl WriteTx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut Conn {
+        &mut self.tx
+    }
+}
+
 /// Opens the database at `url` (`sqlite://…`, created if missing, or `postgres://…`) and brings
 /// its schema up to date.
 pub async fn connect(url: &str) -> Result<Pool, sqlx::Error> {
