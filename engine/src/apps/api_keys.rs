@@ -257,16 +257,19 @@ impl ApiKeyStore {
     /// per key).
     pub async fn authenticate(&self, key: &str) -> Result<ApiCaller, ErrorCode> {
         let (id, secret) = parse_key(key).ok_or(ErrorCode::InvalidApiKey)?;
-        // A disabled account's keys are refused at once (admin.rs).
-        let row = sqlx::query(
-            "SELECT k.user_id, k.secret_hash, k.last_used_at, k.expires_at FROM api_keys k \
-             JOIN users u ON u.id = k.user_id WHERE k.id = $1 AND u.disabled_at IS NULL",
+        // A disabled account's keys are refused at once (admin.rs). One query on every API
+        // request: the key with its scope, a row per account it may read.
+        let rows = sqlx::query(
+            "SELECT k.user_id, k.secret_hash, k.last_used_at, k.expires_at, a.account_id \
+             FROM api_keys k JOIN users u ON u.id = k.user_id \
+             LEFT JOIN api_key_accounts a ON a.key_id = k.id \
+             WHERE k.id = $1 AND u.disabled_at IS NULL ORDER BY a.account_id",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_all(&self.pool)
         .await
-        .map_err(db_error)?
-        .ok_or(ErrorCode::InvalidApiKey)?;
+        .map_err(db_error)?;
+        let row = rows.first().ok_or(ErrorCode::InvalidApiKey)?;
         let stored: String = row.try_get("secret_hash").map_err(db_error)?;
         let stored: [u8; 32] = hex::decode(stored)
             .ok()
@@ -291,13 +294,12 @@ impl ApiKeyStore {
                 .await
                 .map_err(db_error)?;
         }
-        let scope = sqlx::query_scalar(
-            "SELECT account_id FROM api_key_accounts WHERE key_id = $1 ORDER BY account_id",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_error)?;
+        let scope = rows
+            .iter()
+            .map(|row| row.try_get::<Option<i64>, _>("account_id"))
+            .filter_map(Result::transpose)
+            .collect::<Result<Vec<i64>, _>>()
+            .map_err(db_error)?;
         Ok(ApiCaller {
             user_id,
             key_id: id.to_owned(),
