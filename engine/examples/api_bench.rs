@@ -12,6 +12,9 @@
 //! each key stays well under its rate limit (10/s, burst 20) as long as the total rate is under
 //! 10 × KEYS per second; one second of warm-up, then SECONDS measured. Prints requests/s, p50,
 //! p99 and max latency, and the count of each status (429s included).
+//!
+//! `api_bench load ORIGIN KEYS_FILE SECONDS CONNECTIONS live` sends `GET /health/live` the same
+//! way instead: the server's HTTP stack with nothing behind it, the bound a read is held to.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,7 +29,7 @@ use sandbox::flameconnect as flame_double;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: api_bench setup DATA_DIR KEYS OUT_FILE | api_bench load ORIGIN KEYS_FILE SECONDS CONNECTIONS"
+        "usage: api_bench setup DATA_DIR KEYS OUT_FILE | api_bench load ORIGIN KEYS_FILE SECONDS CONNECTIONS [live]"
     );
     std::process::exit(2)
 }
@@ -46,7 +49,8 @@ async fn main() {
         "load" => {
             let seconds = arg(&args, 4).parse().unwrap_or_else(|_| usage());
             let connections = arg(&args, 5).parse().unwrap_or_else(|_| usage());
-            load(arg(&args, 2), arg(&args, 3), seconds, connections).await;
+            let live = args.get(6).is_some_and(|a| a == "live");
+            load(arg(&args, 2), arg(&args, 3), seconds, connections, live).await;
         }
         _ => usage(),
     }
@@ -122,17 +126,19 @@ async fn setup(data_dir: &str, keys: usize, out: &str) {
     engine.pool().close().await;
 }
 
-async fn load(origin: &str, keys_file: &str, seconds: u64, connections: usize) {
+async fn load(origin: &str, keys_file: &str, seconds: u64, connections: usize, live: bool) {
     let keys: Arc<Vec<(String, String)>> = Arc::new(
         std::fs::read_to_string(keys_file)
             .expect("the keys file")
             .lines()
             .map(|line| {
                 let (id, key) = line.split_once(' ').expect("ACCOUNT_ID KEY");
-                (
-                    format!("{origin}/api/v1/accounts/{id}/credentials"),
-                    format!("Bearer {key}"),
-                )
+                let url = if live {
+                    format!("{origin}/health/live")
+                } else {
+                    format!("{origin}/api/v1/accounts/{id}/credentials")
+                };
+                (url, format!("Bearer {key}"))
             })
             .collect(),
     );
@@ -168,7 +174,7 @@ async fn load(origin: &str, keys_file: &str, seconds: u64, connections: usize) {
                     if t >= warm_until {
                         latencies.push(t.elapsed());
                         *statuses.entry(status).or_default() += 1;
-                        if status == 200 {
+                        if status == 200 && !live {
                             assert!(body.windows(12).any(|w| w == b"access_token"));
                         }
                     }
@@ -190,7 +196,8 @@ async fn load(origin: &str, keys_file: &str, seconds: u64, connections: usize) {
     let pct = |p: usize| latencies[(n * p / 100).min(n - 1)].as_secs_f64() * 1e3;
     let statuses: Vec<String> = statuses.iter().map(|(s, n)| format!("{s}: {n}")).collect();
     println!(
-        "  {:>11} {:>6} {:>9} {:>10.0} {:>8.3} {:>8.3} {:>8.3}  {}",
+        "  {:<12} {:>11} {:>6} {:>9} {:>10.0} {:>8.3} {:>8.3} {:>8.3}  {}",
+        if live { "/health/live" } else { "credentials" },
         connections,
         keys.len(),
         n,
