@@ -193,14 +193,12 @@ mod tests {
     use sandbox::flameconnect::{self as double, FlameConnectSandbox};
 
     use super::*;
+    use crate::accounts::store::ConnectedAccount;
+    use crate::apps::api_keys::ApiKey;
     use crate::test_support::{connected, ProviderSetup};
 
-    /// Reads over several minutes (the provider doubles keep real time, so the reads are
-    /// counted here at the minutes they say), flushed now and then by the writer and once more
-    /// at the end, as on shutdown: every read is counted once, in its minute, naming its key;
-    /// the account's activity shows them with their counts.
-    #[tokio::test]
-    async fn reads_add_up_over_minutes_and_a_final_flush() {
+    /// A connected FlameConnect account of the owner's and an API key for it.
+    async fn account_with_key() -> (ProviderSetup<FlameConnectSandbox>, ConnectedAccount, ApiKey) {
         let s = ProviderSetup::new("flameconnect", FlameConnectSandbox::spawn().await).await;
         let account = connected(
             s.start(&[
@@ -209,11 +207,21 @@ mod tests {
             ])
             .await,
         );
-        let (kitchen, _) = s
+        let (key, _) = s
             .engine
             .create_api_key(s.user_id, "kitchen", &[account.id], None)
             .await
             .unwrap();
+        (s, account, key)
+    }
+
+    /// Reads over several minutes (the provider doubles keep real time, so the reads are
+    /// counted here at the minutes they say), flushed now and then by the writer and once more
+    /// at the end, as on shutdown: every read is counted once, in its minute, naming its key;
+    /// the account's activity shows them with their counts.
+    #[tokio::test]
+    async fn reads_add_up_over_minutes_and_a_final_flush() {
+        let (s, account, kitchen) = account_with_key().await;
         let counts = ReadCounts::new(s.engine.pool.clone(), Writes::new(&s.engine.pool));
         let writer = counts.spawn_flusher(Duration::from_millis(50));
         // The minutes after the connect, so the activity ends with it.
@@ -263,19 +271,7 @@ mod tests {
     /// shutdown's flush: none is lost or counted twice, and none waited for a commit.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_reads_and_flushes_count_each_read_once() {
-        let s = ProviderSetup::new("flameconnect", FlameConnectSandbox::spawn().await).await;
-        let account = connected(
-            s.start(&[
-                ("email", double::DEMO_EMAIL),
-                ("password", double::DEMO_PASSWORD),
-            ])
-            .await,
-        );
-        let (key, _) = s
-            .engine
-            .create_api_key(s.user_id, "scripts", &[account.id], None)
-            .await
-            .unwrap();
+        let (s, account, key) = account_with_key().await;
         let writer = s.engine.spawn_read_count_flusher(Duration::from_millis(5));
         let readers: Vec<_> = (0..8)
             .map(|_| {
