@@ -530,14 +530,9 @@ mod tests {
         engine_with(provider_config(dir.path(), &sandbox.upstreams()).await).await
     }
 
-    /// A FlameConnect account connected at the manual clock's start.
-    async fn setup() -> Setup {
-        let dir = tempfile::tempdir().unwrap();
-        let sandbox = FlameConnectSandbox::spawn().await;
-        sandbox.set_access_token_lifetime(Duration::from_secs(LIFETIME as u64));
-        let (engine, clock) = open(&dir, &sandbox).await;
-        let user = register_owner(&engine).await;
-        let account = connected(
+    /// The FlameConnect double's demo account, connected for `user`.
+    async fn connect_demo(engine: &Engine, user: UserId) -> ConnectedAccount {
+        connected(
             engine
                 .start_flow(
                     "flameconnect",
@@ -549,7 +544,17 @@ mod tests {
                     ]),
                 )
                 .await,
-        );
+        )
+    }
+
+    /// A FlameConnect account connected at the manual clock's start.
+    async fn setup() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let sandbox = FlameConnectSandbox::spawn().await;
+        sandbox.set_access_token_lifetime(Duration::from_secs(LIFETIME as u64));
+        let (engine, clock) = open(&dir, &sandbox).await;
+        let user = register_owner(&engine).await;
+        let account = connect_demo(&engine, user).await;
         Setup {
             engine,
             clock,
@@ -597,19 +602,7 @@ mod tests {
                 .await
                 .unwrap()
                 .id;
-            connected(
-                engine
-                    .start_flow(
-                        "flameconnect",
-                        Purpose::Connect { user_id: user },
-                        Some(OWNER.into()),
-                        &input(&[
-                            ("email", double::DEMO_EMAIL),
-                            ("password", double::DEMO_PASSWORD),
-                        ]),
-                    )
-                    .await,
-            );
+            connect_demo(engine, user).await;
         }
     }
 
