@@ -42,7 +42,7 @@ use pages::{
 
 /// The pages that contain islands (interactive parts): only they load the WebAssembly. Every
 /// other page is a plain server-rendered form and is usable at first paint.
-pub const PAGES_WITH_ISLANDS: [&str; 2] = ["/login/code", "/settings/security"];
+pub const PAGES_WITH_ISLANDS: [&str; 1] = ["/settings/security"];
 
 /// Whether the page being rendered needs the islands script.
 fn page_has_islands() -> bool {

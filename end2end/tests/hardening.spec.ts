@@ -309,16 +309,16 @@ test("every page runs under the CSP without a violation, and the popup sign-in s
   expect(violations).toEqual([]);
 });
 
-test.describe("no dead clicks before the WebAssembly runs", () => {
+test.describe("no dead clicks before the page's script or WebAssembly runs", () => {
   const NOT_READY = "Available once the page has finished loading (needs JavaScript).";
 
-  test("the TOTP popup button is disabled and says why until the app runs", async ({ page }) => {
+  test("the TOTP popup button is disabled and says why until the page's script runs", async ({ page }) => {
     const { email } = await registerWithAppTotp(page, "deadclick");
     await signOut(page);
-    // Hold the WebAssembly back, as a slow phone would.
+    // Hold the code page's script back, as a slow phone would.
     let release!: () => void;
     const held = new Promise<void>((r) => (release = r));
-    await page.route("**/pkg/*.wasm", async (route) => {
+    await page.route("**/code-form.js", async (route) => {
       await held;
       await route.continue();
     });
@@ -333,7 +333,6 @@ test.describe("no dead clicks before the WebAssembly runs", () => {
     // Typing the code works meanwhile: it is a plain form.
     await expect(page.getByLabel("Verification code")).toBeEditable();
     release();
-    await waitForHydration(page);
     await expect(button).toBeEnabled();
     await expect(page.getByText(NOT_READY)).toHaveCount(0);
   });

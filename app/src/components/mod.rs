@@ -7,15 +7,13 @@ mod needs_wasm;
 mod one_time_secret;
 mod provider_step;
 mod signed_in;
-mod totp_popup;
 
 pub use code_input::CodeInput;
 pub use error_banner::ErrorBanner;
 pub use field::Field;
-pub use needs_wasm::{use_hydrated, NotReadyNotice};
+pub use needs_wasm::{use_hydrated, NotReadyNotice, NOT_READY};
 pub use one_time_secret::OneTimeSecret;
 #[cfg(feature = "ssr")]
 pub use provider_step::back_to_step;
 pub use provider_step::{StepInputs, StepNotes};
 pub use signed_in::{SignedIn, SiteNav};
-pub use totp_popup::{code_from_message, TotpPopupButton};

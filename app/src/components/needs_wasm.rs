@@ -5,6 +5,10 @@
 
 use leptos::prelude::*;
 
+/// What a control that needs the page's script says until the script runs (also the code
+/// page's popup button, which `public/code-form.js` turns on).
+pub const NOT_READY: &str = "Available once the page has finished loading (needs JavaScript).";
+
 /// True once this page's WebAssembly runs (effects never run during server rendering).
 pub fn use_hydrated() -> ReadSignal<bool> {
     let (hydrated, set_hydrated) = signal(false);
@@ -21,9 +25,7 @@ pub fn NotReadyNotice(
 ) -> impl IntoView {
     view! {
         <Show when=move || !hydrated.get()>
-            <span id=id class="hint not-ready">
-                "Available once the page has finished loading (needs JavaScript)."
-            </span>
+            <span id=id class="hint not-ready">{NOT_READY}</span>
         </Show>
     }
 }

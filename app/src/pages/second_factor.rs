@@ -4,7 +4,7 @@ use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
 
 use crate::api::{second_factor_step, CodeStep, VerifyCode};
-use crate::components::{CodeInput, ErrorBanner, Field, TotpPopupButton};
+use crate::components::{CodeInput, ErrorBanner, Field, NOT_READY};
 use crate::passkeys::VerifyPasskey;
 use crate::recovery_codes::UseRecoveryCode;
 
@@ -94,13 +94,13 @@ fn set_status(_error: crate::error::AppError) {
     }
 }
 
-/// The interactive part of the page (an island): the code field that submits a pasted code, and
-/// the provider popup whose `postMessage` fills it in. Without WebAssembly it is a plain form.
-#[island]
+/// The code form: a plain form post, so it works as soon as it is painted and without
+/// JavaScript. `public/code-form.js` adds what needs a script (no WebAssembly on this page, so
+/// it is light on a slow phone): only digits kept, a whole pasted code sent at once, and the
+/// TOTP provider popup whose `postMessage` fills the code in and sends it.
+#[component]
 fn CodeForm(step: CodeStep) -> impl IntoView {
     let verify = ServerAction::<VerifyCode>::new();
-    let pending = verify.pending();
-    let code = RwSignal::new(String::new());
     let error = Signal::derive(move || verify.value().get().and_then(Result::err));
     // These end the flow: only starting again helps.
     let ended = move || {
@@ -108,14 +108,6 @@ fn CodeForm(step: CodeStep) -> impl IntoView {
             .get()
             .is_some_and(|e| matches!(e.code, ErrorCode::FlowExpired | ErrorCode::TooManyAttempts))
     };
-    let flow_id = step.flow_id.clone();
-    let submit = Callback::new(move |value: String| {
-        code.set(value.clone());
-        verify.dispatch(VerifyCode {
-            flow_id: flow_id.clone(),
-            code: value,
-        });
-    });
     view! {
         <p>
             {format!(
@@ -123,18 +115,29 @@ fn CodeForm(step: CodeStep) -> impl IntoView {
                 step.digits,
             )}
         </p>
-        <ActionForm action=verify attr:aria-busy=move || pending.get().to_string()>
+        <ActionForm action=verify attr:data-code-form="" attr:data-digits=step.digits>
             <ErrorBanner error/>
             <Show when=ended>
                 <p><a href="/login">"Start again"</a></p>
             </Show>
             <input type="hidden" name="flow_id" value=step.flow_id.clone()/>
-            <CodeInput code digits=step.digits on_complete=submit/>
-            <button type="submit" disabled=pending>
-                {move || if pending.get() { "Verifying…" } else { "Verify" }}
-            </button>
+            <CodeInput code=RwSignal::new(String::new()) digits=step.digits/>
+            <button type="submit" data-busy="Verifying…">"Verify"</button>
         </ActionForm>
-        <TotpPopupButton deep_link=step.deep_link.clone() on_code=submit/>
+        <div class="totp-popup" data-totp-popup data-deep-link=step.deep_link.clone()>
+            <button
+                type="button"
+                class="secondary"
+                data-totp-popup-open
+                disabled=true
+                aria-describedby="totp-popup-not-ready"
+            >
+                "Get code from TOTP provider"
+            </button>
+            <span id="totp-popup-not-ready" class="hint not-ready">{NOT_READY}</span>
+            <p role="status" class="notice" aria-live="polite" data-totp-popup-notice hidden></p>
+        </div>
+        <script src="/code-form.js" defer></script>
     }
 }
 

@@ -66,7 +66,7 @@ pub fn SecurityPage() -> impl IntoView {
 }
 
 thread_local! {
-    /// The setup popup this page opened (browser only; see components/totp_popup.rs).
+    /// The setup popup this page opened (browser only: a `Window` must not cross threads, so it is not kept in a reactive value the server might drop elsewhere).
     static SETUP_POPUP: std::cell::RefCell<Option<web_sys::Window>> = const { std::cell::RefCell::new(None) };
 }
 

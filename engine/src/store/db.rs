@@ -132,6 +132,9 @@ pub async fn open_without_migrating(url: &str) -> Result<Pool, sqlx::Error> {
                 })?)?;
             AnyPoolOptions::new()
                 .max_connections(8)
+                // A connection to a local file cannot go stale: no ping (a round trip through
+                // the driver's worker thread) before every query.
+                .test_before_acquire(false)
                 .after_connect(|conn, _| {
                     Box::pin(async move {
                         // WAL lets readers go on while one writer commits.
