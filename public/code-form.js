@@ -22,6 +22,8 @@
   function onlyDigits(text) { return String(text).replace(/[^0-9]/g, ""); }
   function send(code) {
     input.value = code;
+    // Sent once: a second paste or message while the server checks the first is dropped.
+    if (form.getAttribute("aria-busy") === "true") return;
     form.requestSubmit();
   }
 
