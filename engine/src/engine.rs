@@ -293,6 +293,9 @@ impl Engine {
             worker_id: FlowId::random().to_string().into(),
             limits: config.upkeep_limits,
             writes: writes.clone(),
+            queued_outcomes: Default::default(),
+            #[cfg(test)]
+            batches_stored: Default::default(),
         };
         let runner = FlowRunner {
             writes: writes.clone(),

@@ -36,7 +36,7 @@ use crate::flows::upstream::Upstreams;
 use crate::providers::Health;
 use crate::providers::ProviderRegistry;
 use crate::sign_in::users::UserId;
-use crate::store::db::Writes;
+use crate::store::db::{Conn, WriteTurn, Writes};
 use crate::ErrorCode;
 
 fn db_error(e: sqlx::Error) -> ErrorCode {
@@ -118,6 +118,19 @@ pub struct Upkeep {
     pub(crate) limits: UpkeepLimits,
     /// A renewal's outcome and its audit line are one transaction of this database.
     pub(crate) writes: Writes,
+    /// Outcomes waiting for the write turn: whoever gets it commits all of them at once.
+    pub(crate) queued_outcomes: Arc<std::sync::Mutex<Vec<QueuedOutcome>>>,
+    /// Batches stored so far (tests show that concurrent outcomes share commits).
+    #[cfg(test)]
+    pub(crate) batches_stored: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// A renewal's outcome waiting to be stored (see [`Upkeep::store_renewal`]).
+pub(crate) struct QueuedOutcome {
+    claimed: ClaimedRenewal,
+    outcome: RenewalOutcome,
+    event: Option<AccountEvent>,
+    stored: tokio::sync::oneshot::Sender<Result<bool, ErrorCode>>,
 }
 
 impl Upkeep {
@@ -277,42 +290,135 @@ impl Upkeep {
     /// in one transaction; `false` when the lease ran out and another holder's outcome stands.
     /// `needs_sign_in` is told after the commit: its webhook may carry a sign-in link, made
     /// on its own.
+    ///
+    /// Group commit: the outcome joins a queue, and whoever gets the write turn stores every
+    /// queued outcome in one transaction (on SQLite, one durable commit for a batch of
+    /// concurrent renewals, not one each; Postgres has no turn, so there outcomes commit side
+    /// by side). A batch that fails is stored again one outcome per transaction, so one bad
+    /// outcome fails only itself.
     async fn store_renewal(
         &self,
         claimed: &ClaimedRenewal,
         outcome: &RenewalOutcome,
         event: Option<AccountEvent>,
     ) -> Result<bool, ErrorCode> {
-        let account = &claimed.account;
+        let (stored, mut answer) = tokio::sync::oneshot::channel();
+        self.queue_outcome(QueuedOutcome {
+            claimed: claimed.clone(),
+            outcome: outcome.clone(),
+            event: event.clone(),
+            stored,
+        });
+        let turn = self.writes.turn().await;
+        // An earlier holder of the turn may have stored ours with its batch.
+        let stored = match answer.try_recv() {
+            Ok(stored) => stored,
+            Err(_) => {
+                let batch = self.take_queued_outcomes();
+                self.store_batch(&turn, batch).await;
+                drop(turn);
+                answer.await.unwrap_or(Err(ErrorCode::Unknown))
+            }
+        };
+        if let (Ok(true), Some(AccountEvent::NeedsSignIn)) = (&stored, event) {
+            self.events
+                .account_event(claimed.user_id, &claimed.account, AccountEvent::NeedsSignIn)
+                .await;
+        }
+        stored
+    }
+
+    fn queue_outcome(&self, queued: QueuedOutcome) {
+        if let Ok(mut queue) = self.queued_outcomes.lock() {
+            queue.push(queued);
+        }
+    }
+
+    fn take_queued_outcomes(&self) -> Vec<QueuedOutcome> {
+        self.queued_outcomes
+            .lock()
+            .map(|mut queue| std::mem::take(&mut *queue))
+            .unwrap_or_default()
+    }
+
+    /// Stores `batch` in one transaction (in `turn`) and answers each of its outcomes.
+    async fn store_batch(&self, turn: &WriteTurn, batch: Vec<QueuedOutcome>) {
+        if batch.is_empty() {
+            return;
+        }
+        #[cfg(test)]
+        self.batches_stored
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let now = self.clock.now();
-        let mut tx = self.writes.begin().await.map_err(db_error)?;
+        let together = async {
+            let mut tx = self.writes.begin_in(turn).await.map_err(db_error)?;
+            let mut stored = Vec::with_capacity(batch.len());
+            for queued in &batch {
+                stored.push(self.store_outcome_in(&mut tx, queued, now).await?);
+            }
+            tx.commit().await.map_err(db_error)?;
+            Ok::<_, ErrorCode>(stored)
+        };
+        match together.await {
+            Ok(stored) => {
+                for (queued, stored) in batch.into_iter().zip(stored) {
+                    let _ = queued.stored.send(Ok(stored));
+                }
+            }
+            Err(_) if batch.len() > 1 => {
+                for queued in batch {
+                    let alone = async {
+                        let mut tx = self.writes.begin_in(turn).await.map_err(db_error)?;
+                        let stored = self.store_outcome_in(&mut tx, &queued, now).await?;
+                        tx.commit().await.map_err(db_error)?;
+                        Ok(stored)
+                    };
+                    let stored = alone.await;
+                    let _ = queued.stored.send(stored);
+                }
+            }
+            Err(code) => {
+                for queued in batch {
+                    let _ = queued.stored.send(Err(code));
+                }
+            }
+        }
+    }
+
+    /// One outcome's writes in `conn`'s transaction; `false` when its lease ran out.
+    async fn store_outcome_in(
+        &self,
+        conn: &mut Conn,
+        queued: &QueuedOutcome,
+        now: i64,
+    ) -> Result<bool, ErrorCode> {
+        let QueuedOutcome {
+            claimed,
+            outcome,
+            event,
+            ..
+        } = queued;
+        let account = &claimed.account;
         if !self
             .accounts
-            .finish_renewal_in(&mut tx, claimed, self.worker(), outcome, now)
+            .finish_renewal_in(conn, claimed, self.worker(), outcome, now)
             .await?
         {
             return Ok(false);
         }
-        let mut after_commit = None;
         match event {
-            Some(AccountEvent::NeedsSignIn) => after_commit = Some(AccountEvent::NeedsSignIn),
+            // Told after the commit (see `store_renewal`).
+            Some(AccountEvent::NeedsSignIn) | None => {}
             Some(event) => {
                 self.events
-                    .record_in(&mut tx, claimed.user_id, account, event, now)
+                    .record_in(conn, claimed.user_id, account, event.clone(), now)
                     .await?
             }
-            None => {}
         }
         if let RenewalOutcome::Renewed { .. } | RenewalOutcome::Unchanged { .. } = outcome {
             self.events
-                .recovered_in(&mut tx, claimed.user_id, account, now)
+                .recovered_in(conn, claimed.user_id, account, now)
                 .await?;
-        }
-        tx.commit().await.map_err(db_error)?;
-        if let Some(event) = after_commit {
-            self.events
-                .account_event(claimed.user_id, account, event)
-                .await;
         }
         Ok(true)
     }
@@ -669,6 +775,88 @@ mod tests {
         assert!(sandbox.take_max_in_flight() <= 2 * limits.per_provider);
         assert_eq!(first.run_due_renewals().await.unwrap(), 0);
         assert_eq!(second.run_due_renewals().await.unwrap(), 0);
+    }
+
+    /// Renewals that finish together share commits on SQLite (group commit), and an outcome whose
+    /// writes fail (a fault injected on one account's audit line) fails alone: the others in
+    /// its batch are stored, it stays due.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn outcomes_finishing_together_share_commits_and_a_failing_one_fails_alone() {
+        use crate::store::db::{dialect, Dialect};
+        let dir = tempfile::tempdir().unwrap();
+        let sandbox = FlameConnectSandbox::spawn().await;
+        sandbox.set_access_token_lifetime(Duration::from_secs(LIFETIME as u64));
+        let limits = UpkeepLimits {
+            total: 12,
+            per_provider: 12,
+        };
+        let (engine, clock) = open_with_limits(&dir, &sandbox, limits).await;
+        connect_many(&engine, 12).await;
+        let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM connected_accounts ORDER BY id")
+            .fetch_all(engine.pool())
+            .await
+            .unwrap();
+        let faulty = ids[5];
+        let statements = match dialect(engine.pool()) {
+            Dialect::Sqlite => vec![format!(
+                "CREATE TRIGGER injected_fault BEFORE INSERT ON account_audit
+                 WHEN NEW.account_id = {faulty} AND NEW.event = 'renewed'
+                 BEGIN SELECT RAISE(ABORT, 'injected fault'); END"
+            )],
+            Dialect::Postgres => vec![
+                format!(
+                    "CREATE FUNCTION injected_fault() RETURNS trigger AS $$
+                     BEGIN IF NEW.account_id = {faulty} AND NEW.event = 'renewed' THEN
+                     RAISE EXCEPTION 'injected fault'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql"
+                ),
+                "CREATE TRIGGER injected_fault BEFORE INSERT ON account_audit
+                 FOR EACH ROW EXECUTE FUNCTION injected_fault()"
+                    .to_owned(),
+            ],
+        };
+        for statement in statements {
+            sqlx::query(&statement)
+                .execute(engine.pool())
+                .await
+                .unwrap();
+        }
+        // Every refresh answers after the same 50 ms, so the outcomes arrive together.
+        sandbox.set_latency(Duration::from_millis(50));
+        let before = engine
+            .upkeep
+            .batches_stored
+            .load(std::sync::atomic::Ordering::SeqCst);
+
+        clock.advance(LIFETIME / 2);
+        assert_eq!(engine.run_due_renewals().await.unwrap(), 12);
+        let batches = engine
+            .upkeep
+            .batches_stored
+            .load(std::sync::atomic::Ordering::SeqCst)
+            - before;
+        // On Postgres each outcome commits in parallel, in its own transaction (its WAL flush
+        // groups concurrent commits by itself); SQLite's single writer is what batching helps.
+        if dialect(engine.pool()) == Dialect::Sqlite {
+            assert!(
+                batches < 12,
+                "12 outcomes in {batches} batches: none shared a commit"
+            );
+        }
+        let renewed: Vec<i64> = sqlx::query_scalar(
+            "SELECT account_id FROM account_audit WHERE event = 'renewed' ORDER BY account_id",
+        )
+        .fetch_all(engine.pool())
+        .await
+        .unwrap();
+        let others: Vec<i64> = ids.iter().copied().filter(|id| *id != faulty).collect();
+        assert_eq!(renewed, others, "every outcome but the faulty one stored");
+        let faulty_renewed_at: Option<i64> =
+            sqlx::query_scalar("SELECT renewed_at FROM connected_accounts WHERE id = $1")
+                .bind(faulty)
+                .fetch_one(engine.pool())
+                .await
+                .unwrap();
+        assert_eq!(faulty_renewed_at, None, "the faulty outcome was not stored");
     }
 
     #[test]

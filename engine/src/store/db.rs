@@ -71,16 +71,33 @@ impl Writes {
 
     /// Waits for the turn (SQLite), then begins a transaction.
     pub async fn begin(&self) -> Result<WriteTx, sqlx::Error> {
-        let turn = match &self.turn {
-            Some(turn) => Some(turn.clone().lock_owned().await),
-            None => None,
-        };
+        let turn = self.turn().await;
         Ok(WriteTx {
             tx: self.pool.begin().await?,
-            _turn: turn,
+            _turn: turn.0,
         })
     }
+
+    /// Waits for the turn (SQLite) and keeps it until dropped: several transactions can then
+    /// run in it ([`Writes::begin_in`]).
+    pub async fn turn(&self) -> WriteTurn {
+        WriteTurn(match &self.turn {
+            Some(turn) => Some(turn.clone().lock_owned().await),
+            None => None,
+        })
+    }
+
+    /// Begins a transaction in a turn already held.
+    pub async fn begin_in(
+        &self,
+        _turn: &WriteTurn,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        self.pool.begin().await
+    }
 }
+
+/// The write turn (see [`Writes`]), held until dropped; nothing on Postgres.
+pub struct WriteTurn(Option<tokio::sync::OwnedMutexGuard<()>>);
 
 impl WriteTx {
     pub async fn commit(self) -> Result<(), sqlx::Error> {
