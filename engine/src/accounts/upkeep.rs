@@ -350,16 +350,7 @@ impl Upkeep {
         self.batches_stored
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let now = self.clock.now();
-        let together = async {
-            let mut tx = self.writes.begin_in(turn).await.map_err(db_error)?;
-            let mut stored = Vec::with_capacity(batch.len());
-            for queued in &batch {
-                stored.push(self.store_outcome_in(&mut tx, queued, now).await?);
-            }
-            tx.commit().await.map_err(db_error)?;
-            Ok::<_, ErrorCode>(stored)
-        };
-        match together.await {
+        match self.store_together(turn, &batch, now).await {
             Ok(stored) => {
                 for (queued, stored) in batch.into_iter().zip(stored) {
                     let _ = queued.stored.send(Ok(stored));
@@ -367,14 +358,11 @@ impl Upkeep {
             }
             Err(_) if batch.len() > 1 => {
                 for queued in batch {
-                    let alone = async {
-                        let mut tx = self.writes.begin_in(turn).await.map_err(db_error)?;
-                        let stored = self.store_outcome_in(&mut tx, &queued, now).await?;
-                        tx.commit().await.map_err(db_error)?;
-                        Ok(stored)
-                    };
-                    let stored = alone.await;
-                    let _ = queued.stored.send(stored);
+                    let alone = self
+                        .store_together(turn, std::slice::from_ref(&queued), now)
+                        .await
+                        .map(|stored| stored[0]);
+                    let _ = queued.stored.send(alone);
                 }
             }
             Err(code) => {
@@ -383,6 +371,22 @@ impl Upkeep {
                 }
             }
         }
+    }
+
+    /// `outcomes` in one transaction: whether each was stored (see [`Upkeep::store_outcome_in`]).
+    async fn store_together(
+        &self,
+        turn: &WriteTurn,
+        outcomes: &[QueuedOutcome],
+        now: i64,
+    ) -> Result<Vec<bool>, ErrorCode> {
+        let mut tx = self.writes.begin_in(turn).await.map_err(db_error)?;
+        let mut stored = Vec::with_capacity(outcomes.len());
+        for queued in outcomes {
+            stored.push(self.store_outcome_in(&mut tx, queued, now).await?);
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(stored)
     }
 
     /// One outcome's writes in `conn`'s transaction; `false` when its lease ran out.
