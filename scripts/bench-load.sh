@@ -43,12 +43,8 @@ for arg in "$@"; do
 done
 
 if $build; then
-  # The release server is rebuilt only when it is missing or older than its sources.
-  if [ ! -x target/release/stepgate ] || [ ! -d target/site ] || [ -n "$(find app engine server frontend style public Cargo.toml Cargo.lock -newer target/release/stepgate -type f -print -quit)" ]; then
-    bash scripts/setup.sh
-    cargo leptos build --release --precompress
-  fi
-  cargo build --release -q -p sandbox -p loadgen
+  source scripts/lib/build-release.sh
+  build_release_rig
 fi
 if $bound && { $build || [ ! -x target/release/examples/password_bench ]; }; then
   cargo build --release -q -p engine --example password_bench

@@ -30,11 +30,8 @@ for arg in "$@"; do
 done
 
 if $build; then
-  if [ ! -x target/release/stepgate ] || [ ! -d target/site ] || [ -n "$(find app engine server frontend style public Cargo.toml Cargo.lock -newer target/release/stepgate -type f -print -quit)" ]; then
-    bash scripts/setup.sh
-    cargo leptos build --release --precompress
-  fi
-  cargo build --release -q -p sandbox -p loadgen
+  source scripts/lib/build-release.sh
+  build_release_rig
 fi
 
 if ! $sqlite; then
