@@ -47,6 +47,47 @@ impl Mode {
     }
 }
 
+/// Runs `work(i)` for every `i` in `0..count`, `workers` at a time (seeding a bench's data
+/// through the engine); the answers in the order of `i`, or the first error.
+pub async fn for_each_index<T, E, F, Fut>(
+    count: usize,
+    workers: usize,
+    work: F,
+) -> Result<Vec<T>, E>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    let work = std::sync::Arc::new(work);
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let (work, next) = (work.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut done = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= count {
+                        break Ok::<_, E>(done);
+                    }
+                    done.push((i, work(i).await?));
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(count);
+    for task in tasks {
+        let done = task
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        all.extend(done?);
+    }
+    all.sort_by_key(|(i, _)| *i);
+    Ok(all.into_iter().map(|(_, answer)| answer).collect())
+}
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

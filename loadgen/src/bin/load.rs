@@ -197,31 +197,18 @@ async fn seed_session_users(
         .map_err(|e| format!("hash: {e}"))?;
     let users = engine::sign_in::users::UserStore::new(engine.pool().clone());
     let now = loadgen::unix_now();
-    let next = Arc::new(AtomicUsize::new(0));
-    let workers: Vec<_> = (0..8)
-        .map(|_| {
-            let (engine, users, next, hash) =
-                (engine.clone(), users.clone(), next.clone(), hash.clone());
-            tokio::spawn(async move {
-                let mut out = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= count {
-                        break Ok::<_, engine::ErrorCode>(out);
-                    }
-                    let email =
-                        engine::base::email::Email::parse(&format!("connect{i}@example.org"))?;
-                    let id = users.create(&email, &hash, now).await?;
-                    let token = engine.open_session(id).await?;
-                    out.push(format!("stepgate_session={}", token.as_cookie_value()));
-                }
-            })
-        })
-        .collect();
-    let mut all = Vec::with_capacity(count);
-    for w in workers {
-        all.extend(w.await?.map_err(|e| format!("session users: {e}"))?);
-    }
+    let engine = engine.clone();
+    let all = loadgen::for_each_index(count, 8, move |i| {
+        let (engine, users, hash) = (engine.clone(), users.clone(), hash.clone());
+        async move {
+            let email = engine::base::email::Email::parse(&format!("connect{i}@example.org"))?;
+            let id = users.create(&email, &hash, now).await?;
+            let token = engine.open_session(id).await?;
+            Ok::<_, engine::ErrorCode>(format!("stepgate_session={}", token.as_cookie_value()))
+        }
+    })
+    .await
+    .map_err(|e| format!("session users: {e}"))?;
     Ok(all)
 }
 

@@ -145,78 +145,64 @@ async fn seed(engine: &engine::Engine, args: &Args) -> Result<Vec<KeyPlan>, BoxE
         .map_err(|e| format!("hash: {e}"))?;
     let users = engine::sign_in::users::UserStore::new(engine.pool().clone());
     let now = loadgen::unix_now();
-    let next = Arc::new(AtomicUsize::new(0));
     let (count, per_user) = (args.users, args.accounts_per_user);
-    let workers: Vec<_> = (0..8)
-        .map(|_| {
-            let (engine, users, next, hash) =
-                (engine.clone(), users.clone(), next.clone(), hash.clone());
-            tokio::spawn(async move {
-                let mut plans = Vec::new();
-                loop {
-                    let u = next.fetch_add(1, Ordering::Relaxed);
-                    if u >= count {
-                        break Ok::<_, String>(plans);
-                    }
-                    let email =
-                        engine::base::email::Email::parse(&format!("memory{u}@example.org"))
-                            .map_err(|e| format!("email: {e}"))?;
-                    let user = users
-                        .create(&email, &hash, now)
-                        .await
-                        .map_err(|e| format!("user: {e}"))?;
-                    // The flow belongs to the browser session that started it, as on the page.
-                    let session = engine
-                        .open_session(user)
-                        .await
-                        .map_err(|e| format!("session: {e}"))?;
-                    let mut accounts = Vec::with_capacity(per_user);
-                    for k in 0..per_user {
-                        let name = format!("home{k}.memory{u}@example.org");
-                        let (secrets, access_token) = flame_secrets(now + TOKEN_LIFETIME);
-                        let account = NewAccount {
-                            account_id: name.replace(['.', '@'], "_"),
-                            display_name: name,
-                            secrets,
-                        };
-                        let added = engine
-                            .accounts()
-                            .add(user, "flameconnect", &account, now)
-                            .await
-                            .map_err(|e| format!("account: {e}"))?;
-                        accounts.push((added.id, access_token));
-                    }
-                    let ids: Vec<i64> = accounts.iter().map(|(id, _)| *id).collect();
-                    let (_, secret) = engine
-                        .create_api_key(user, "home-assistant", &ids, None)
-                        .await
-                        .map_err(|e| format!("api key: {e}"))?;
-                    let progress = engine
-                        .start_flow(
-                            "lynkco",
-                            Purpose::Connect { user_id: user },
-                            Some(session.digest()),
-                            &lynkco_input(),
-                        )
-                        .await
-                        .map_err(|e| format!("lynkco flow: {e:?}"))?;
-                    if !matches!(progress, Progress::Next(_)) {
-                        return Err(format!(
-                            "lynkco flow: a code step expected, got {progress:?}"
-                        ));
-                    }
-                    plans.push(KeyPlan {
-                        secret: secret.into_string(),
-                        accounts,
-                    });
-                }
+    let seeding = engine.clone();
+    let plans = loadgen::for_each_index(count, 8, move |u| {
+        let (engine, users, hash) = (seeding.clone(), users.clone(), hash.clone());
+        async move {
+            let email = engine::base::email::Email::parse(&format!("memory{u}@example.org"))
+                .map_err(|e| format!("email: {e}"))?;
+            let user = users
+                .create(&email, &hash, now)
+                .await
+                .map_err(|e| format!("user: {e}"))?;
+            // The flow belongs to the browser session that started it, as on the page.
+            let session = engine
+                .open_session(user)
+                .await
+                .map_err(|e| format!("session: {e}"))?;
+            let mut accounts = Vec::with_capacity(per_user);
+            for k in 0..per_user {
+                let name = format!("home{k}.memory{u}@example.org");
+                let (secrets, access_token) = flame_secrets(now + TOKEN_LIFETIME);
+                let account = NewAccount {
+                    account_id: name.replace(['.', '@'], "_"),
+                    display_name: name,
+                    secrets,
+                };
+                let added = engine
+                    .accounts()
+                    .add(user, "flameconnect", &account, now)
+                    .await
+                    .map_err(|e| format!("account: {e}"))?;
+                accounts.push((added.id, access_token));
+            }
+            let ids: Vec<i64> = accounts.iter().map(|(id, _)| *id).collect();
+            let (_, secret) = engine
+                .create_api_key(user, "home-assistant", &ids, None)
+                .await
+                .map_err(|e| format!("api key: {e}"))?;
+            let progress = engine
+                .start_flow(
+                    "lynkco",
+                    Purpose::Connect { user_id: user },
+                    Some(session.digest()),
+                    &lynkco_input(),
+                )
+                .await
+                .map_err(|e| format!("lynkco flow: {e:?}"))?;
+            if !matches!(progress, Progress::Next(_)) {
+                return Err(format!(
+                    "lynkco flow: a code step expected, got {progress:?}"
+                ));
+            }
+            Ok(KeyPlan {
+                secret: secret.into_string(),
+                accounts,
             })
-        })
-        .collect();
-    let mut plans = Vec::with_capacity(count);
-    for w in workers {
-        plans.extend(w.await??);
-    }
+        }
+    })
+    .await?;
     // A connect flow schedules the first renewal before the token expires; `add` leaves it
     // unset, so set it as a connect would (the upkeep loop then has them to look at).
     sqlx::query("UPDATE connected_accounts SET renew_due_at = $1")
