@@ -60,6 +60,45 @@ test("sign in by typing the code read from the popup; the same code is refused a
   await expect(page).toHaveURL(/\/login\/code/);
 });
 
+test("a whole pasted code is sent at once, and only once while the server checks it", async ({ page }) => {
+  const { email, secret } = await registerWithAppTotp(page, "paste");
+  await signOut(page);
+  await passwordStep(page, email);
+  await nextTotpStep();
+  // Hold the form's post, so a second paste arrives while the first is being checked.
+  let posts = 0;
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  await page.route("**/api/verify_code", async (route) => {
+    posts += 1;
+    await held;
+    await route.continue();
+  });
+  // The second paste is timed in the page: once its post is held, Playwright waits for the
+  // navigation before it runs anything more there.
+  const code = totp(secret);
+  const busy = await page.evaluate(
+    ([first, second]) => {
+      const input = document.getElementById("field-code")!;
+      const paste = (text: string) => {
+        const data = new DataTransfer();
+        data.setData("text", text);
+        input.dispatchEvent(new ClipboardEvent("paste", { clipboardData: data, bubbles: true, cancelable: true }));
+      };
+      paste(first);
+      setTimeout(() => paste(second), 300);
+      return document.querySelector("form[data-code-form] button[type=submit]")!.textContent;
+    },
+    [`${code.slice(0, 3)} ${code.slice(3)}`, code],
+  );
+  expect(busy).toBe("Verifying…");
+  await expect.poll(() => posts).toBe(1);
+  await new Promise((r) => setTimeout(r, 800));
+  expect(posts).toBe(1);
+  release();
+  await expect(page.getByText(`Signed in as ${email}`)).toBeVisible();
+});
+
 test("a wrong code shows the alert, keeps the step, and a retry works; 2FA can be turned off", async ({ page }) => {
   const { email, secret } = await registerWithAppTotp(page, "wrong");
   await signOut(page);
